@@ -1,0 +1,1 @@
+"""Measures between descriptors, sets of vectors and groups."""

@@ -1,0 +1,1 @@
+"""Persistence: images on disk by content hash, boxes and results in SQLAlchemy."""

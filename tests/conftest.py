@@ -1,0 +1,50 @@
+"""Fixtures shared by every test folder."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("FEATUREGAP_TORCH_THREADS", "2")
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A fresh data directory, with the settings cache cleared around the test."""
+    from app.config import get_settings
+
+    monkeypatch.setenv("FEATUREGAP_DATA_DIR", str(tmp_path / "data"))
+    get_settings.cache_clear()
+    yield tmp_path / "data"
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def photo() -> "PhotoLoader":
+    """Real photos shipped inside scikit-image's wheel, as ``H×W×3`` uint8 arrays."""
+    return PhotoLoader()
+
+
+class PhotoLoader:
+    """``photo("chelsea")`` → the array; ``photo.png("chelsea")`` → PNG bytes."""
+
+    def __call__(self, name: str) -> np.ndarray:
+        from skimage import data
+
+        image = np.asarray(getattr(data, name)())
+        if image.ndim == 2:
+            image = np.stack([image] * 3, axis=-1)
+        return image[..., :3].astype(np.uint8)
+
+    def png(self, name: str) -> bytes:
+        import io
+
+        from PIL import Image
+
+        buffer = io.BytesIO()
+        Image.fromarray(self(name)).save(buffer, format="PNG")
+        return buffer.getvalue()
