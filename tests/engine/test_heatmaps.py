@@ -1,0 +1,303 @@
+"""Heat maps: channel reductions and the CAM family against independent references.
+
+Tiny float64 networks are built here; the layer maps and gradients of the references come
+from a hand-written forward (no fx, no hooks), the formulas from the papers in numpy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from app.engine.cams import (
+    METHODS,
+    CamOptions,
+    cam_layers,
+    cam_map,
+    reduce_channels,
+    register_method,
+)
+
+SIZE = (13, 11)  # input H×W: odd on purpose
+
+
+class TinyNet(nn.Module):
+    """conv → in-place ReLU → strided conv → ReLU → global average pool → Linear."""
+
+    def __init__(self, classes: int = 5) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 6, 3, padding=1)
+        self.act1 = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(6, 7, 3, stride=2, padding=1)
+        self.act2 = nn.ReLU()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(7, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a2 = self.act2(self.conv2(self.act1(self.conv1(x))))
+        return self.fc(self.flatten(self.pool(a2)))
+
+
+class MlpHeadNet(TinyNet):
+    """Same trunk, but the head is not one Linear: CAM does not apply."""
+
+    def __init__(self) -> None:
+        super().__init__(classes=7)
+        self.out = nn.Linear(7, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.tanh(super().forward(x)))
+
+
+@pytest.fixture
+def net() -> TinyNet:
+    torch.manual_seed(0)
+    model = TinyNet().double().eval()
+    with torch.no_grad():  # a positive bias keeps enough of the second ReLU alive
+        model.conv2.bias.add_(0.3)
+    return model
+
+
+@pytest.fixture
+def x() -> torch.Tensor:
+    return torch.randn(1, 3, *SIZE, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+
+
+def _hand(net: TinyNet, x: torch.Tensor, layer: str, target: int) -> tuple[np.ndarray, np.ndarray]:
+    """(A, ∂logit/∂A) at ``conv1`` (pre-ReLU) or ``act2``, from a hand-written forward."""
+    c1 = F.conv2d(x, net.conv1.weight, net.conv1.bias, padding=1)
+    c1.retain_grad()
+    a2 = F.relu(F.conv2d(F.relu(c1), net.conv2.weight, net.conv2.bias, stride=2, padding=1))
+    a2.retain_grad()
+    logits = a2.mean(dim=(2, 3)) @ net.fc.weight.T + net.fc.bias
+    logits[0, target].backward()
+    fmap = {"conv1": c1, "act2": a2}[layer]
+    assert fmap.grad is not None
+    return fmap[0].detach().numpy(), fmap.grad[0].numpy()
+
+
+def _top(net: nn.Module, x: torch.Tensor) -> int:
+    with torch.no_grad():
+        return int(net(x).argmax())
+
+
+# --- channel reductions ----------------------------------------------------------------
+
+
+def test_reductions_equal_numpy() -> None:
+    rng = np.random.default_rng(3)
+    fmap = rng.normal(size=(9, 5, 7))
+    t = torch.from_numpy(fmap)
+    np.testing.assert_allclose(reduce_channels(t, "mean").numpy(), fmap.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(
+        reduce_channels(t, "l2").numpy(), np.sqrt((fmap**2).sum(axis=0)), rtol=1e-12
+    )
+    np.testing.assert_allclose(reduce_channels(t, "max").numpy(), fmap.max(axis=0), rtol=1e-12)
+    np.testing.assert_array_equal(reduce_channels(t, "channel", 8).numpy(), fmap[8])
+
+
+@pytest.mark.parametrize("channel", [None, -1, 9])
+def test_channel_needs_a_valid_channel(channel: int | None) -> None:
+    with pytest.raises(ValueError, match="channel between 0 and 8"):
+        reduce_channels(torch.zeros(9, 2, 2), "channel", channel)
+
+
+def test_reductions_through_the_model_match_the_hand_forward(net: TinyNet, x: torch.Tensor) -> None:
+    fmap, _ = _hand(net, x, "act2", 0)
+    mean, target = cam_map(net, x, "act2", "mean")
+    assert target is None
+    np.testing.assert_allclose(mean.numpy(), fmap.mean(axis=0), rtol=1e-12)
+    chan, _ = cam_map(net, x, "act2", "channel", options=CamOptions(channel=4))
+    np.testing.assert_allclose(chan.numpy(), fmap[4], rtol=1e-12)
+
+
+# --- the CAM family ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", [None, 3])
+def test_gradcam_equals_captum_and_the_formula(
+    net: TinyNet, x: torch.Tensor, target: int | None
+) -> None:
+    from captum.attr import LayerGradCam
+
+    ours, chosen = cam_map(net, x, "act2", "gradcam", target)
+    assert chosen == (_top(net, x) if target is None else target)
+    assert chosen is not None
+    reference = LayerGradCam(net, net.act2).attribute(x, target=chosen, relu_attributions=True)
+    reference_map = reference[0, 0].detach().numpy()
+    np.testing.assert_allclose(ours.numpy(), reference_map, rtol=1e-10, atol=1e-12)
+
+    fmap, grad = _hand(net, x, "act2", chosen)
+    by_hand = np.maximum((grad.mean(axis=(1, 2))[:, None, None] * fmap).sum(axis=0), 0.0)
+    np.testing.assert_allclose(ours.numpy(), by_hand, rtol=1e-10, atol=1e-12)
+    assert by_hand.max() > 0  # the comparison is not between two zero maps
+
+
+def test_gradcam_on_a_layer_before_an_inplace_relu_sees_the_pre_relu_values(
+    net: TinyNet, x: torch.Tensor
+) -> None:
+    # conv1 is followed by ReLU(inplace=True): without care the layer's output is overwritten
+    fmap, grad = _hand(net, x, "conv1", 2)
+    assert (fmap < 0).any()
+    ours, _ = cam_map(net, x, "conv1", "gradcam", 2)
+    by_hand = np.maximum((grad.mean(axis=(1, 2))[:, None, None] * fmap).sum(axis=0), 0.0)
+    np.testing.assert_allclose(ours.numpy(), by_hand, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("layer", ["conv1", "act2"])
+def test_layercam_equals_the_paper(net: TinyNet, x: torch.Tensor, layer: str) -> None:
+    fmap, grad = _hand(net, x, layer, 1)
+    ours, _ = cam_map(net, x, layer, "layercam", 1)
+    by_hand = np.maximum((np.maximum(grad, 0.0) * fmap).sum(axis=0), 0.0)
+    np.testing.assert_allclose(ours.numpy(), by_hand, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("layer", ["conv1", "act2"])
+def test_gradcampp_equals_the_closed_form(net: TinyNet, x: torch.Tensor, layer: str) -> None:
+    # Chattopadhay et al. eq. 19 with Y = exp(S), as pytorch-grad-cam writes it: the exp(S)
+    # factor on ∂Y/∂A is dropped (one positive number for the whole map).
+    fmap, grad = _hand(net, x, layer, 1)
+    ours, _ = cam_map(net, x, layer, "gradcampp", 1)
+    weights = np.zeros(fmap.shape[0])
+    for c in range(fmap.shape[0]):
+        total = fmap[c].sum()
+        for i in range(fmap.shape[1]):
+            for j in range(fmap.shape[2]):
+                g = grad[c, i, j]
+                if g == 0:
+                    continue
+                alpha = g**2 / (2 * g**2 + total * g**3)
+                weights[c] += alpha * max(g, 0.0)
+    by_hand = np.maximum(np.tensordot(weights, fmap, axes=1), 0.0)
+    np.testing.assert_allclose(ours.numpy(), by_hand, rtol=1e-9, atol=1e-12)
+    assert by_hand.max() > 0
+
+
+def test_cam_is_the_weighted_sum_and_gradcam_up_to_relu_and_scale(
+    net: TinyNet, x: torch.Tensor
+) -> None:
+    assert cam_layers(net) == ["act2"]
+    cam, target = cam_map(net, x, "act2", "cam")
+    assert target is not None
+    fmap, _ = _hand(net, x, "act2", target)
+    weight = net.fc.weight.detach().numpy()[target]
+    np.testing.assert_allclose(cam.numpy(), np.tensordot(weight, fmap, axes=1), rtol=1e-12)
+    # CAM keeps its sign: its mean plus the bias is the logit
+    with torch.no_grad():
+        logit = float(net(x)[0, target])
+    bias = float(net.fc.bias.detach()[target])
+    assert float(cam.mean()) + bias == pytest.approx(logit, rel=1e-12)
+    gradcam, _ = cam_map(net, x, "act2", "gradcam", target)
+    h, w = fmap.shape[1:]
+    np.testing.assert_allclose(gradcam.numpy(), np.maximum(cam.numpy(), 0) / (h * w), rtol=1e-10)
+
+
+def test_cam_refuses_other_layers_and_other_heads(net: TinyNet, x: torch.Tensor) -> None:
+    with pytest.raises(ValueError, match="use layer 'act2'"):
+        cam_map(net, x, "conv2", "cam")
+    torch.manual_seed(0)
+    other = MlpHeadNet().double()
+    assert cam_layers(other) == []
+    with pytest.raises(ValueError, match="no such layer.*gradcam"):
+        cam_map(other, x, "act2", "cam")
+    cam_map(other, x, "act2", "gradcam")  # while Grad-CAM works there
+
+
+def _naive_scorecam(net: nn.Module, x: torch.Tensor, fmap: np.ndarray, target: int,
+                    channels: list[int]) -> np.ndarray:
+    total = np.zeros(fmap.shape[1:])
+    for c in channels:
+        mask = F.interpolate(torch.from_numpy(fmap[c])[None, None], size=x.shape[-2:],
+                             mode="bilinear", align_corners=False)
+        low, high = float(mask.min()), float(mask.max())
+        if high == low:
+            continue
+        with torch.no_grad():
+            prob = torch.softmax(net(x * (mask - low) / (high - low)), dim=1)[0, target]
+        total += float(prob) * fmap[c]
+    return np.maximum(total, 0.0)
+
+
+@pytest.mark.parametrize(("cap", "batch"), [(64, 3), (3, 2)])
+def test_scorecam_equals_a_naive_loop(net: TinyNet, x: torch.Tensor, cap: int, batch: int) -> None:
+    fmap, _ = _hand(net, x, "act2", 0)
+    options = CamOptions(max_channels=cap, batch_size=batch)
+    ours, target = cam_map(net, x, "act2", "scorecam", options=options)
+    assert target == _top(net, x)
+    order = list(np.argsort(-fmap.mean(axis=(1, 2)), kind="stable")[:cap])
+    by_hand = _naive_scorecam(net, x, fmap, target, [int(c) for c in order])
+    np.testing.assert_allclose(ours.numpy(), by_hand, rtol=1e-10, atol=1e-12)
+    assert by_hand.max() > 0
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_gives_a_finite_map_at_layer_resolution(
+    net: TinyNet, x: torch.Tensor, method: str
+) -> None:
+    result, target = cam_map(net, x, "act2", method, options=CamOptions(channel=0))
+    assert result.shape == (7, 6)
+    assert torch.isfinite(result).all()
+    assert (target is None) == (not METHODS[method].needs_target)
+
+
+# --- errors and state --------------------------------------------------------------------
+
+
+def test_bad_requests_say_how_to_fix_them(net: TinyNet, x: torch.Tensor) -> None:
+    with pytest.raises(KeyError, match="unknown layer 'nope'; use one of x, conv1"):
+        cam_map(net, x, "nope", "gradcam")
+    with pytest.raises(KeyError, match="unknown heat-map method 'gradcam2'.*scorecam"):
+        cam_map(net, x, "act2", "gradcam2")
+    with pytest.raises(ValueError, match="not a 1×C×h×w feature map"):
+        cam_map(net, x, "fc", "gradcam")
+    with pytest.raises(ValueError, match="target 5 is out of range; the model has 5 classes"):
+        cam_map(net, x, "act2", "gradcam", 5)
+    with pytest.raises(ValueError, match="1×3×H×W"):
+        cam_map(net, x[0], "act2", "gradcam")
+
+
+def test_registry_refuses_duplicate_names() -> None:
+    with pytest.raises(ValueError, match="already registered"):
+        register_method("gradcam")(type(METHODS["gradcam"]))  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def trained_state(net: TinyNet) -> Iterator[TinyNet]:
+    """The net in train mode with mixed flags, to check everything comes back as it was."""
+    net.train()
+    net.pool.eval()
+    net.conv1.weight.requires_grad_(False)
+    yield net
+
+
+def _state(net: nn.Module) -> tuple[list[bool], list[bool], list[bool]]:
+    return ([m.training for m in net.modules()], [p.requires_grad for p in net.parameters()],
+            [m.inplace for m in net.modules() if isinstance(m, nn.ReLU)])
+
+
+@pytest.mark.parametrize("method", ["gradcam", "scorecam", "mean"])
+def test_mode_flags_and_inplace_are_restored_when_a_call_raises(
+    trained_state: TinyNet, x: torch.Tensor, method: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = _state(trained_state)
+    assert before[0][:3] == [True, True, True] and before[2] == [True, False]
+
+    def boom(self: object, run: object) -> torch.Tensor:
+        # mid-call: the forward pass ran, the model is in its temporary state
+        assert not trained_state.training and not trained_state.act1.inplace
+        assert not any(p.requires_grad for p in trained_state.parameters())
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(METHODS[method], "compute", boom)
+    with pytest.raises(RuntimeError, match="boom"):
+        cam_map(trained_state, x, "act2", method)
+    assert _state(trained_state) == before
+    with pytest.raises(ValueError, match="out of range"):
+        cam_map(trained_state, x, "act2", "gradcam", 99)
+    assert _state(trained_state) == before
