@@ -29,6 +29,7 @@ over ``ij`` over the ``h×w`` positions):
 from __future__ import annotations
 
 import threading
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -39,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from app.engine.graph import check_layers, forward_nodes, node_names, output_node
+from app.engine.graph import check_layers, extractor, node_names
 
 __all__ = [
     "METHODS",
@@ -218,10 +219,11 @@ def cam_map(
     if x.ndim != 4 or x.shape[0] != 1 or x.shape[1] != 3:
         raise ValueError(f"expected one image as a 1×3×H×W input, got shape {tuple(x.shape)}")
     impl = METHODS[method](options or CamOptions())
-    # tracing (check_layers, forward_nodes) flips train/eval on the whole model; inside the
-    # context every submodule's own mode is restored afterwards, mixed modes included
+    # tracing flips train/eval on the whole model; inside the context every submodule's own
+    # mode is restored afterwards, mixed modes included
     with _STATE_LOCK, frozen_model(module):
-        check_layers(module, [layer])
+        if layer not in _graph(module).names:
+            check_layers(module, [layer])  # raises the KeyError that lists valid layers
         run = _forward(module, x, layer, impl, target)
         result = impl.compute(run)
     if result.shape != run.activations.shape[1:]:
@@ -258,12 +260,12 @@ def _forward(
     """One forward pass giving the layer's output (and logits, gradients when needed)."""
     if not impl.needs_target:
         with torch.inference_mode():
-            fmap = forward_nodes(module, x, [layer])[layer]
+            fmap = _graph(module).run(x, (layer,))[layer]
         return LayerRun(module, x, layer, _one_map(fmap, layer))
-    out = output_node(module)
+    out = _graph(module).names[-1]
     with torch.enable_grad():
         xg = x.detach().clone().requires_grad_(True)
-        nodes = forward_nodes(module, xg, [layer, out])
+        nodes = _graph(module).run(xg, (layer, out))
         fmap, logits = nodes[layer], nodes[out]
         activations = _one_map(fmap, layer)
         if logits.ndim != 2 or logits.shape[0] != 1:
@@ -279,6 +281,37 @@ def _forward(
     return LayerRun(
         module, x, layer, activations.detach(), logits[0].detach(), chosen, gradients
     )
+
+
+class _Graph:
+    """A model's traced graph: node names, extractors and CAM layers, traced once per model.
+
+    Tracing costs several forward passes' time, so it is kept per module object (weakly: it
+    goes with the model). A model's graph is taken to be fixed once it is loaded.
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = weakref.ref(module)
+        self.names = node_names(module)
+        self.extractors: dict[tuple[str, ...], nn.Module] = {}
+        self.cam: tuple[list[str], str | None] | None = None
+
+    def run(self, x: torch.Tensor, nodes: tuple[str, ...]) -> dict[str, torch.Tensor]:
+        if nodes not in self.extractors:
+            module = self.module()
+            assert module is not None
+            self.extractors[nodes] = extractor(module, list(nodes))
+        out: dict[str, torch.Tensor] = self.extractors[nodes](x)
+        return out
+
+
+_GRAPHS: weakref.WeakKeyDictionary[nn.Module, _Graph] = weakref.WeakKeyDictionary()
+
+
+def _graph(module: nn.Module) -> _Graph:
+    if module not in _GRAPHS:
+        _GRAPHS[module] = _Graph(module)
+    return _GRAPHS[module]
 
 
 def _one_map(fmap: torch.Tensor, layer: str) -> torch.Tensor:
@@ -424,41 +457,51 @@ def cam_layers(module: nn.Module) -> list[str]:
     flatten/dropout/identity/reshape steps, to an adaptive average pool to 1×1 (or a mean
     over the two spatial dimensions), whose input is the layer.
     """
-    graph, names = _traced(module)
+    with _STATE_LOCK, frozen_model(module):
+        return list(_cam_head(module)[0])
+
+
+def _cam_head(module: nn.Module) -> tuple[list[str], str | None]:
+    """(CAM layers, the head Linear's module name), found once per model."""
+    info = _graph(module)
+    if info.cam is None:
+        info.cam = _find_cam_head(module, info.names)
+    return info.cam
+
+
+def _find_cam_head(module: nn.Module, known: list[str]) -> tuple[list[str], str | None]:
+    graph, names = _traced(module, set(known))
     outputs = [n for n in graph.nodes if n.op == "output"]
     if not outputs or not isinstance(outputs[0].args[0], fx.Node):
-        return []
+        return [], None
     last: fx.Node = outputs[0].args[0]
     if not (last.op == "call_module" and isinstance(_submodule(module, last), nn.Linear)):
-        return []
+        return [], None
     node = _single_input(last)
     while node is not None and _is_passthrough(module, node):
         node = _single_input(node)
     if node is None or not _is_global_average(module, node):
-        return []
+        return [], None
     source = _single_input(node)
     if source is None or source not in names:
-        return []
-    return [names[source]]
+        return [], None
+    return [names[source]], str(last.target)
 
 
 def _cam_linear(module: nn.Module, layer: str) -> nn.Linear:
-    layers = cam_layers(module)
-    if layer not in layers:
+    layers, head = _cam_head(module)
+    if layer not in layers or head is None:
         where = f"use layer {layers[0]!r}" if layers else "this model has no such layer"
         raise ValueError(
             f"CAM needs the layer whose output feeds global average pooling and then one "
             f"Linear; {where}, or use gradcam, which works on every layer"
         )
-    graph, _ = _traced(module)
-    last = [n for n in graph.nodes if n.op == "output"][0].args[0]
-    assert isinstance(last, fx.Node)
-    linear = _submodule(module, last)
+    linear = module.get_submodule(head)
     assert isinstance(linear, nn.Linear)
     return linear
 
 
-def _traced(module: nn.Module) -> tuple[fx.Graph, dict[fx.Node, str]]:
+def _traced(module: nn.Module, known: set[str]) -> tuple[fx.Graph, dict[fx.Node, str]]:
     """The eval-mode graph with each node's qualified name, traced as ``graph`` traces it."""
     from timm.layers import _fx as timm_fx
     from torchvision.models.feature_extraction import NodePathTracer, _set_default_tracer_kwargs
@@ -475,7 +518,6 @@ def _traced(module: nn.Module) -> tuple[fx.Graph, dict[fx.Node, str]]:
     finally:
         module.train(was_training)
     names: dict[fx.Node, str] = dict(tracer.node_to_qualname)
-    known = set(node_names(module))
     return graph, {n: q for n, q in names.items() if q in known}
 
 

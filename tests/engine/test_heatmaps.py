@@ -301,3 +301,26 @@ def test_mode_flags_and_inplace_are_restored_when_a_call_raises(
     with pytest.raises(ValueError, match="out of range"):
         cam_map(trained_state, x, "act2", "gradcam", 99)
     assert _state(trained_state) == before
+
+
+# --- display normalisation -----------------------------------------------------------------
+
+
+def test_normalise_equals_numpy() -> None:
+    from app.engine.heatmaps import normalise
+
+    rng = np.random.default_rng(5)
+    raw = rng.normal(size=(23, 17)) * 3 + 1
+    values = torch.from_numpy(raw)
+    np.testing.assert_array_equal(normalise(values, "none").numpy(), raw)
+    minmax = (raw - raw.min()) / (raw.max() - raw.min())
+    np.testing.assert_allclose(normalise(values, "minmax").numpy(), minmax, rtol=1e-12)
+    scale = np.percentile(np.abs(raw), 95)
+    np.testing.assert_allclose(normalise(values, "percentile", 95).numpy(),
+                               np.clip(raw / scale, -1, 1), rtol=1e-12)
+    assert float(values[0, 0]) == raw[0, 0]  # the raw map is untouched
+    flat = torch.full((4, 5), 2.0)
+    assert not normalise(flat, "minmax").any()
+    assert not normalise(torch.zeros(4, 5), "percentile").any()
+    with pytest.raises(ValueError, match="use none, minmax or percentile"):
+        normalise(values, "zscore")  # type: ignore[arg-type]
