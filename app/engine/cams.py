@@ -427,21 +427,21 @@ class _ScoreCam(HeatMethod):
         if keep < 1:
             raise ValueError("scorecam needs max_channels of at least 1")
         chosen = torch.topk(a.mean(dim=(1, 2)), keep).indices
-        masks = F.interpolate(
-            a[chosen][:, None], size=run.x.shape[-2:], mode="bilinear", align_corners=False
-        )
-        low = masks.amin(dim=(1, 2, 3), keepdim=True)
-        high = masks.amax(dim=(1, 2, 3), keepdim=True)
-        flat = (high == low).flatten()
-        masks = (masks - low) / torch.where(high > low, high - low, 1.0)
         scores = torch.zeros(keep, dtype=a.dtype, device=a.device)
         step = max(1, self.options.batch_size)
         with torch.inference_mode():
             for start in range(0, keep, step):
-                batch = run.x * masks[start : start + step].to(run.x.dtype)
-                probs = torch.softmax(run.module(batch), dim=1)[:, run.target]
-                scores[start : start + step] = probs.to(a.dtype)
-        scores = torch.where(flat, 0.0, scores)
+                # masks one batch at a time: at native input sizes all of them would not fit
+                masks = F.interpolate(a[chosen[start : start + step]][:, None],
+                                      size=run.x.shape[-2:], mode="bilinear",
+                                      align_corners=False)
+                low = masks.amin(dim=(1, 2, 3), keepdim=True)
+                high = masks.amax(dim=(1, 2, 3), keepdim=True)
+                masks = (masks - low) / torch.where(high > low, high - low, 1.0)
+                probs = torch.softmax(run.module(run.x * masks.to(run.x.dtype)), dim=1)
+                # a constant channel masks nothing out: the paper gives it no weight
+                weight = torch.where((high > low).flatten(), probs[:, run.target].to(a.dtype), 0)
+                scores[start : start + step] = weight
         return F.relu(_weighted(scores, a[chosen]))
 
 

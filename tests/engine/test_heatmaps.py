@@ -224,9 +224,17 @@ def _naive_scorecam(net: nn.Module, x: torch.Tensor, fmap: np.ndarray, target: i
     return np.maximum(total, 0.0)
 
 
-@pytest.mark.parametrize(("cap", "batch"), [(64, 3), (3, 2)])
-def test_scorecam_equals_a_naive_loop(net: TinyNet, x: torch.Tensor, cap: int, batch: int) -> None:
+@pytest.mark.parametrize(("cap", "batch", "constant"), [(64, 3, False), (3, 2, False),
+                                                     (64, 4, True)])
+def test_scorecam_equals_a_naive_loop(
+    net: TinyNet, x: torch.Tensor, cap: int, batch: int, constant: bool
+) -> None:
+    if constant:  # channel 0 becomes a constant 2.0: it masks nothing and gets no weight
+        with torch.no_grad():
+            net.conv2.weight[0] = 0.0
+            net.conv2.bias[0] = 2.0
     fmap, _ = _hand(net, x, "act2", 0)
+    assert (fmap[0] == 2.0).all() == constant
     options = CamOptions(max_channels=cap, batch_size=batch)
     ours, target = cam_map(net, x, "act2", "scorecam", options=options)
     assert target == _top(net, x)
