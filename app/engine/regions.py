@@ -1,0 +1,170 @@
+"""Box regions of a feature map, on the image's pixel grid, without building ``C×H×W``.
+
+A feature map ``C×h×w`` covers the whole model input, which covers the whole image, so the
+map is brought to the image by a bilinear resize with ``align_corners=False``: image pixel
+``i`` (centre ``i + 0.5``) reads the map at ``(i + 0.5)·w/W − 0.5``. A box's region is the
+set of pixels whose centres lie inside it (for integer boxes: columns ``x … x+w−1``).
+
+* ``gap``: the mean over those pixels of the upsampled map, computed exactly from two 1-D
+  bilinear weight vectors (the upsampling is separable), so cost is ``C·h·w``.
+* ``grid`` / ``pixels``: the upsampled map read at the centres of an ``s×s`` split of the
+  box, through ``torchvision.ops.roi_align(aligned=True, sampling_ratio=1)`` on the box in
+  feature-map coordinates (``x·w/W``, ``y·h/H``): one bilinear sample per bin centre, the
+  same point bilinear upsampling gives an image pixel there.
+
+Boxes: non-finite values, zero or negative size, and boxes that miss the image are
+rejected; a box that sticks out of the image is clipped to it (annotation tools often drag
+past an edge), and must still be at least one pixel wide and high after clipping.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torchvision.ops import roi_align
+
+__all__ = ["Box", "Descriptor", "check_box", "region_descriptors", "upsample_to_image",
+           "pixel_span"]
+
+Descriptor = Literal["gap", "grid", "pixels"]
+
+
+@dataclass(frozen=True)
+class Box:
+    """A box in image pixels: origin top-left, ``x`` to the right, ``y`` down."""
+
+    x: float
+    y: float
+    w: float
+    h: float
+
+
+def check_box(box: Box, width: int, height: int) -> Box:
+    """Validate ``box`` against a ``width × height`` image, clipping what sticks out.
+
+    Returns:
+        The box clipped to the image.
+
+    Raises:
+        ValueError: non-finite values, ``w`` or ``h`` not positive, no overlap with the
+            image, or less than one pixel wide or high once clipped.
+    """
+    values = (box.x, box.y, box.w, box.h)
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(f"box {values} has a non-finite value; give x, y, w, h as numbers")
+    if box.w <= 0 or box.h <= 0:
+        raise ValueError(f"box {values} has width or height ≤ 0; w and h must be positive")
+    x0, y0 = max(box.x, 0.0), max(box.y, 0.0)
+    x1, y1 = min(box.x + box.w, float(width)), min(box.y + box.h, float(height))
+    if x1 <= x0 or y1 <= y0:
+        raise ValueError(
+            f"box {values} lies outside the {width}×{height} image; boxes use image pixels "
+            "with the origin at the top-left"
+        )
+    if x1 - x0 < 1 or y1 - y0 < 1:
+        raise ValueError(
+            f"box {values} covers less than one pixel of the {width}×{height} image once "
+            "clipped; draw it at least 1 pixel wide and high"
+        )
+    return Box(x0, y0, x1 - x0, y1 - y0)
+
+
+def pixel_span(start: float, length: float) -> tuple[int, int]:
+    """First and one-past-last pixel index whose centre lies in ``[start, start + length)``."""
+    first = math.ceil(start - 0.5)
+    stop = math.ceil(start + length - 0.5)
+    return first, stop
+
+
+def upsample_to_image(map2d: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
+    """Bring an ``h×w`` map to the image's ``H×W`` grid (bilinear, ``align_corners=False``).
+
+    Args:
+        map2d: the small map.
+        image_size: ``(width, height)`` of the image.
+    """
+    width, height = image_size
+    if map2d.dim() != 2:
+        raise ValueError(f"expected an h×w map, got shape {tuple(map2d.shape)}")
+    out = F.interpolate(map2d[None, None], size=(height, width), mode="bilinear",
+                        align_corners=False)
+    return out[0, 0]
+
+
+def _bilinear_weights(first: int, stop: int, small: int, large: int,
+                      dtype: torch.dtype) -> torch.Tensor:
+    """Sum over output pixels ``first..stop-1`` of their 1-D bilinear weights on the input.
+
+    Follows PyTorch's ``align_corners=False`` rule: source ``(i + 0.5)·small/large − 0.5``,
+    negative sources clamp to 0, the upper neighbour clamps to ``small − 1``.
+    """
+    index = torch.arange(first, stop, dtype=torch.float64)
+    src = ((index + 0.5) * (small / large) - 0.5).clamp(min=0.0)
+    low = src.floor().long().clamp(max=small - 1)
+    high = (low + 1).clamp(max=small - 1)
+    frac = src - low.to(torch.float64)
+    weights = torch.zeros(small, dtype=torch.float64)
+    weights.index_add_(0, low, 1.0 - frac)
+    weights.index_add_(0, high, frac)
+    return weights.to(dtype)
+
+
+def region_descriptors(
+    fmap: torch.Tensor,
+    image_size: tuple[int, int],
+    boxes: Sequence[Box],
+    kind: Descriptor,
+    grid_size: int = 4,
+) -> list[torch.Tensor]:
+    """Descriptors of ``boxes`` from one image's feature map.
+
+    Args:
+        fmap: ``C×h×w`` feature map of the image.
+        image_size: ``(width, height)`` of the image the boxes refer to.
+        boxes: boxes in image pixels (checked and clipped with :func:`check_box`).
+        kind: ``gap`` (a ``C`` vector), ``grid`` (a ``C·s²`` vector, channel-major) or
+            ``pixels`` (``s²×C`` samples, row-major over the grid).
+        grid_size: ``s`` for ``grid`` and ``pixels``.
+
+    Returns:
+        One tensor per box, in ``fmap``'s dtype.
+
+    Raises:
+        ValueError: a bad box, map shape, kind or grid size.
+    """
+    if fmap.dim() != 3:
+        raise ValueError(f"expected a C×h×w feature map, got shape {tuple(fmap.shape)}")
+    if kind not in ("gap", "grid", "pixels"):
+        raise ValueError(f"unknown descriptor {kind!r}; use 'gap', 'grid' or 'pixels'")
+    if grid_size < 1:
+        raise ValueError(f"grid_size must be at least 1, got {grid_size}")
+    width, height = image_size
+    checked = [check_box(box, width, height) for box in boxes]
+    if not checked:
+        return []
+    channels, h, w = fmap.shape
+    if kind == "gap":
+        result = []
+        for box in checked:
+            cols = pixel_span(box.x, box.w)
+            rows = pixel_span(box.y, box.h)
+            wx = _bilinear_weights(*cols, w, width, fmap.dtype)
+            wy = _bilinear_weights(*rows, h, height, fmap.dtype)
+            count = (cols[1] - cols[0]) * (rows[1] - rows[0])
+            result.append(torch.einsum("chw,h,w->c", fmap, wy, wx) / count)
+        return result
+    sx, sy = w / width, h / height
+    rois = torch.tensor(
+        [[0.0, b.x * sx, b.y * sy, (b.x + b.w) * sx, (b.y + b.h) * sy] for b in checked],
+        dtype=fmap.dtype,
+    )
+    pooled = roi_align(fmap[None], rois, output_size=(grid_size, grid_size),
+                       spatial_scale=1.0, sampling_ratio=1, aligned=True)
+    if kind == "grid":
+        return [p.reshape(-1) for p in pooled]
+    return [p.reshape(channels, -1).T.contiguous() for p in pooled]
