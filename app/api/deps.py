@@ -1,0 +1,96 @@
+"""Lookups and checks many routes share, written once as ``Annotated`` dependencies."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+from fastapi import Depends, HTTPException, Path, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from app.config import Settings
+from app.jobs import JobRunner
+from app.store import BoxRecord, ImageRecord, Store
+
+__all__ = ["SettingsDep", "StoreDep", "SessionDep", "ImageDep", "BoxDep", "ModelDep",
+           "JobsDep", "require_token", "get_store", "get_settings_dep", "get_jobs"]
+
+
+def get_settings_dep(request: Request) -> Settings:
+    """The app's settings (fixed when the app was created)."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_store(request: Request) -> Store:
+    """The app's store."""
+    store: Store = request.app.state.store
+    return store
+
+
+def get_jobs(request: Request) -> JobRunner:
+    """The app's job runner."""
+    jobs: JobRunner = request.app.state.jobs
+    return jobs
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+StoreDep = Annotated[Store, Depends(get_store)]
+JobsDep = Annotated[JobRunner, Depends(get_jobs)]
+
+
+def _session(store: StoreDep) -> Iterator[Session]:
+    with store.session() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(_session)]
+
+
+def _image(store: StoreDep, image_id: Annotated[int, Path(ge=1)]) -> ImageRecord:
+    try:
+        return store.get_image(image_id)
+    except KeyError as exc:
+        raise HTTPException(status_code=404, detail=exc.args[0]) from exc
+
+
+def _box(store: StoreDep, box_id: Annotated[int, Path(ge=1)]) -> BoxRecord:
+    try:
+        return store.get_box(box_id)
+    except KeyError as exc:
+        raise HTTPException(status_code=404, detail=exc.args[0]) from exc
+
+
+ImageDep = Annotated[ImageRecord, Depends(_image)]
+BoxDep = Annotated[BoxRecord, Depends(_box)]
+
+
+def _model(model: Annotated[str, Path(min_length=1, max_length=200)]) -> Any:
+    from app.api.models import model_info
+
+    return model_info(model)
+
+
+ModelDep = Annotated[Any, Depends(_model)]
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+def require_token(
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    """With ``FEATUREGAP_API_TOKEN`` set, refuse calls without ``Authorization: Bearer <token>``."""
+    expected = settings.api_token
+    if not expected:
+        return
+    given = credentials.credentials if credentials is not None else ""
+    if not secrets.compare_digest(given.encode(), expected.encode()):
+        raise HTTPException(
+            status_code=401,
+            detail="missing or wrong API token; send 'Authorization: Bearer <token>' with the "
+                   "value of FEATUREGAP_API_TOKEN",
+            headers={"WWW-Authenticate": "Bearer"},
+        )

@@ -1,0 +1,38 @@
+"""Engine and store errors become 4xx JSON ``{"detail": ...}`` here and only here."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+__all__ = ["LimitExceeded", "install_error_handlers", "message_of"]
+
+
+class LimitExceeded(Exception):
+    """A request goes past a size limit from the settings (answered with 413)."""
+
+
+def message_of(exc: BaseException) -> str:
+    """The human message of an exception (KeyError's ``str`` adds quotes, so use its arg)."""
+    if isinstance(exc, KeyError) and exc.args:
+        return str(exc.args[0])
+    return str(exc) or type(exc).__name__
+
+
+async def _value_error(_request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse(status_code=422, content={"detail": message_of(exc)})
+
+
+async def _key_error(_request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse(status_code=404, content={"detail": message_of(exc)})
+
+
+async def _limit(_request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse(status_code=413, content={"detail": message_of(exc)})
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map ``ValueError`` → 422, ``KeyError`` → 404 and ``LimitExceeded`` → 413."""
+    app.add_exception_handler(LimitExceeded, _limit)
+    app.add_exception_handler(ValueError, _value_error)
+    app.add_exception_handler(KeyError, _key_error)

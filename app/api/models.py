@@ -1,0 +1,70 @@
+"""Models the service knows and their feature-map layers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel
+
+from app.api.deps import ModelDep
+
+__all__ = ["router", "model_info"]
+
+router = APIRouter(prefix="/api/models", tags=["models"])
+
+
+class ModelOut(BaseModel):
+    """A model with its preprocessing."""
+
+    name: str
+    architecture: str
+    source: str
+    input_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    num_classes: int
+    description: str
+
+
+class LayerOut(BaseModel):
+    """A layer whose output is a feature map, with its shape at the model's input size."""
+
+    name: str
+    channels: int
+    height: int
+    width: int
+
+
+def _engine_models() -> Any:
+    # Imported on use: the engine module loads timm, which the rest of the API doesn't need.
+    from app.engine import models
+
+    return models
+
+
+def model_info(name: str) -> Any:
+    """The loaded model of this name.
+
+    Raises:
+        KeyError: unknown model (the message lists the known ones).
+    """
+    return _engine_models().get_model(name)
+
+
+@router.get("", response_model=list[ModelOut])
+def list_models() -> list[ModelOut]:
+    """Every model the service can load."""
+    return [ModelOut(name=s.name, architecture=s.architecture, source=s.source,
+                     input_size=s.input_size, mean=s.mean, std=s.std,
+                     num_classes=len(s.class_names), description=s.description)
+            for s in _engine_models().list_models()]
+
+
+@router.get("/{model}/layers", response_model=list[LayerOut])
+def list_layers(model: ModelDep) -> list[LayerOut]:
+    """The model's feature-map layers in graph order, with channels and size."""
+    from app.engine.layers import list_layers as engine_layers
+
+    return [LayerOut(name=layer.name, channels=layer.channels, height=layer.height,
+                     width=layer.width) for layer in engine_layers(model)]

@@ -1,0 +1,91 @@
+"""The FastAPI application: ``uvicorn --factory app.main:create_app``."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from types import ModuleType
+
+from fastapi import APIRouter, Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from app.api import boxes, formats, health, images, jobs, models
+from app.api.deps import require_token
+from app.api.errors import install_error_handlers
+from app.config import Settings, get_settings
+from app.jobs import JobRunner
+from app.store import Store
+
+__all__ = ["create_app"]
+
+# Routers of the analysis and dashboard parts, included when their modules exist.
+_OPTIONAL_ROUTERS = ("heatmaps", "distances", "separation", "embeddings", "pages")
+
+
+def _optional(name: str) -> ModuleType | None:
+    module = f"app.api.{name}"
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name != module:  # a real missing dependency inside the module is a bug
+            raise
+        return None
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app: store, job runner, error handlers, CORS and every router.
+
+    Args:
+        settings: the settings to use; default: read from the environment.
+
+    Returns:
+        The application; every ``/api`` route needs the Bearer token when
+        ``FEATUREGAP_API_TOKEN`` is set.
+
+    Raises:
+        SchemaMismatchError: the store was written by another schema version.
+    """
+    settings = settings or get_settings()
+    store = Store(settings)
+    runner = JobRunner(workers=2)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            runner.shutdown()
+            store.close()
+
+    app = FastAPI(
+        title="FeatureGap",
+        summary="See what an image network's layer sees inside the boxes you draw.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.store = store
+    app.state.jobs = runner
+    install_error_handlers(app)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
+                           allow_methods=["*"], allow_headers=["*"])
+    protected = [Depends(require_token)]
+    api_routers: list[APIRouter] = [health.router, models.router, images.router, boxes.router,
+                                    formats.router, jobs.router]
+    for name in _OPTIONAL_ROUTERS:
+        module = _optional(name)
+        if module is not None:
+            router: APIRouter = module.router
+            if name == "pages":
+                app.include_router(router)
+            else:
+                api_routers.append(router)
+    for router in api_routers:
+        app.include_router(router, dependencies=protected)
+    if settings.demo:
+        from app.demo import load_demo
+
+        load_demo(store)
+    return app

@@ -1,0 +1,481 @@
+"""The store: images on disk by content hash, boxes and cached results in SQLAlchemy.
+
+Every method opens and closes its own short transaction and returns frozen records, so
+callers in any thread never hold ORM objects past their session. Writes to SQLite go
+through one process-level lock (SQLite allows one writer; the lock turns "database is
+locked" races into a queue), and every SQLite connection runs in WAL mode with foreign
+keys on and a busy timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, delete, event, func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.config import Settings
+from app.engine.images import DecodedImage, content_hash, decode_image
+from app.store.tables import SCHEMA_VERSION, Base, BoxRow, ImageRow, ResultRow, SchemaVersionRow
+
+__all__ = ["Store", "ImageRecord", "BoxRecord", "SchemaMismatchError", "check_box_in_image"]
+
+_EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "MPO": "jpg", "WEBP": "webp", "BMP": "bmp",
+               "GIF": "gif", "TIFF": "tif"}
+_DECODED_CACHE_SIZE = 16
+
+
+class SchemaMismatchError(RuntimeError):
+    """The database was written by another schema version of FeatureGap."""
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """A stored image's row plus its number of boxes."""
+
+    id: int
+    sha256: str
+    filename: str
+    width: int
+    height: int
+    format: str
+    label: str | None
+    created_at: datetime
+    box_count: int = 0
+
+
+@dataclass(frozen=True)
+class BoxRecord:
+    """A stored box in the displayed image's pixels."""
+
+    id: int
+    image_id: int
+    x: float
+    y: float
+    w: float
+    h: float
+    label: str
+    created_at: datetime
+
+
+def _utc(moment: datetime) -> datetime:
+    # SQLite drops the zone; every time the store writes is UTC.
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _image_record(row: ImageRow, box_count: int = 0) -> ImageRecord:
+    return ImageRecord(row.id, row.sha256, row.filename, row.width, row.height, row.format,
+                       row.label, _utc(row.created_at), box_count)
+
+
+def _box_record(row: BoxRow) -> BoxRecord:
+    return BoxRecord(row.id, row.image_id, float(row.x), float(row.y), float(row.w),
+                     float(row.h), row.label, _utc(row.created_at))
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def check_box_in_image(x: float, y: float, w: float, h: float, width: int, height: int) -> None:
+    """Refuse a box that is not a positive rectangle inside a ``width×height`` image.
+
+    Raises:
+        ValueError: naming the image size and the rule broken.
+    """
+    values = {"x": x, "y": y, "w": w, "h": h}
+    for name, value in values.items():
+        if not value == value or value in (float("inf"), float("-inf")):  # NaN or infinite
+            raise ValueError(f"box {name} must be a finite number, got {value}")
+    if w <= 0 or h <= 0:
+        raise ValueError(f"box width and height must be positive, got w={w}, h={h}")
+    if x < 0 or y < 0 or x + w > width or y + h > height:
+        raise ValueError(
+            f"box x={x}, y={y}, w={w}, h={h} leaves the image, which is {width}×{height} "
+            f"pixels (need 0 ≤ x, x + w ≤ {width}, 0 ≤ y, y + h ≤ {height})"
+        )
+
+
+class Store:
+    """Images, boxes and cached results of one FeatureGap project.
+
+    Args:
+        settings: where the data lives (``data_dir``, ``database_url``) and the limits.
+
+    Raises:
+        SchemaMismatchError: the database was created by another schema version.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.data_dir = Path(settings.data_dir)
+        self.images_dir = self.data_dir / "images"
+        self.images_dir.mkdir(parents=True, exist_ok=True)
+        url = settings.sqlalchemy_url
+        self.is_sqlite = url.startswith("sqlite")
+        connect_args: dict[str, Any] = {}
+        if self.is_sqlite:
+            connect_args = {"check_same_thread": False, "timeout": 30}
+        self.engine: Engine = create_engine(url, connect_args=connect_args)
+        if self.is_sqlite:
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._write_lock = threading.RLock()
+        self._decoded: OrderedDict[str, DecodedImage] = OrderedDict()
+        self._decoded_lock = threading.Lock()
+        self._create_or_check_schema()
+
+    # -- sessions ---------------------------------------------------------------------------
+
+    def session(self) -> Session:
+        """A new SQLAlchemy session (the caller closes it)."""
+        return self._sessions()
+
+    @contextmanager
+    def _write(self) -> Iterator[Session]:
+        """One write transaction, serialised in this process, committed on success."""
+        with self._write_lock, self._sessions() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def _read(self) -> Iterator[Session]:
+        with self._sessions() as session:
+            yield session
+
+    def _create_or_check_schema(self) -> None:
+        with self._write_lock:
+            Base.metadata.create_all(self.engine)
+            with self._sessions() as session, session.begin():
+                versions = list(session.scalars(select(SchemaVersionRow.version)))
+                if not versions:
+                    session.add(SchemaVersionRow(version=SCHEMA_VERSION))
+                elif versions != [SCHEMA_VERSION]:
+                    raise SchemaMismatchError(
+                        f"the store at {self.settings.sqlalchemy_url} has schema version "
+                        f"{versions}, this FeatureGap needs {SCHEMA_VERSION}; use another "
+                        "FEATUREGAP_DATA_DIR or FEATUREGAP_DATABASE_URL, or migrate the data"
+                    )
+
+    def close(self) -> None:
+        """Release the database connections."""
+        self.engine.dispose()
+
+    # -- images -----------------------------------------------------------------------------
+
+    def add_image(self, data: bytes, filename: str, label: str | None = None
+                  ) -> tuple[ImageRecord, bool]:
+        """Store an image once per content.
+
+        Args:
+            data: the uploaded bytes (kept as they are).
+            filename: the name the client gave; kept as metadata, never used as a path.
+            label: an optional image-level label.
+
+        Returns:
+            The stored image and whether it was new (False: the same bytes were stored before).
+
+        Raises:
+            ValueError: the bytes are not a readable image or have too many pixels.
+        """
+        sha = content_hash(data)
+        existing = self._image_by_sha(sha)
+        if existing is not None:
+            return existing, False
+        decoded = decode_image(data, max_pixels=self.settings.max_image_pixels)
+        path = self._path_for(sha, decoded.format)
+        with self._write() as session:
+            row = session.scalar(select(ImageRow).where(ImageRow.sha256 == sha))
+            if row is not None:
+                return _image_record(row, self._count_boxes(session, row.id)), False
+            if not path.exists():
+                _atomic_write(path, data)
+            row = ImageRow(sha256=sha, filename=_clean_filename(filename),
+                           width=decoded.width, height=decoded.height,
+                           format=decoded.format, label=label)
+            session.add(row)
+            session.flush()
+            record = _image_record(row)
+        self._remember(decoded)
+        return record, True
+
+    def _image_by_sha(self, sha: str) -> ImageRecord | None:
+        with self._read() as session:
+            row = session.scalar(select(ImageRow).where(ImageRow.sha256 == sha))
+            return None if row is None else _image_record(row, self._count_boxes(session, row.id))
+
+    @staticmethod
+    def _count_boxes(session: Session, image_id: int) -> int:
+        count = session.scalar(select(func.count()).where(BoxRow.image_id == image_id))
+        return int(count or 0)
+
+    def get_image(self, image_id: int) -> ImageRecord:
+        """The image with this id.
+
+        Raises:
+            KeyError: no such image.
+        """
+        with self._read() as session:
+            row = session.get(ImageRow, image_id)
+            if row is None:
+                raise KeyError(f"no image with id {image_id}; GET /api/images lists them")
+            return _image_record(row, self._count_boxes(session, image_id))
+
+    def images(self, label: str | None = None) -> list[ImageRecord]:
+        """Every image (optionally only those with an image label), with box counts, by id."""
+        counts = (select(BoxRow.image_id, func.count().label("n"))
+                  .group_by(BoxRow.image_id).subquery())
+        query = (select(ImageRow, func.coalesce(counts.c.n, 0))
+                 .outerjoin(counts, counts.c.image_id == ImageRow.id).order_by(ImageRow.id))
+        if label is not None:
+            query = query.where(ImageRow.label == label)
+        with self._read() as session:
+            return [_image_record(row, int(n)) for row, n in session.execute(query)]
+
+    def images_by_filename(self) -> dict[str, ImageRecord]:
+        """Images keyed by their uploaded file name (the first one wins on duplicates)."""
+        out: dict[str, ImageRecord] = {}
+        for record in self.images():
+            out.setdefault(record.filename, record)
+        return out
+
+    def delete_image(self, image_id: int) -> None:
+        """Delete an image with its boxes, cached results and, if unused, its file.
+
+        Raises:
+            KeyError: no such image.
+        """
+        with self._write() as session:
+            row = session.get(ImageRow, image_id)
+            if row is None:
+                raise KeyError(f"no image with id {image_id}; GET /api/images lists them")
+            sha, fmt = row.sha256, row.format
+            # Explicit deletes as well as ON DELETE CASCADE: other databases may lack the pragma.
+            session.execute(delete(BoxRow).where(BoxRow.image_id == image_id))
+            session.execute(delete(ResultRow).where(ResultRow.image_id == image_id))
+            session.delete(row)
+        # After the commit: a failed delete must not lose the file. sha256 is unique, so no
+        # other row can still point at it.
+        self._path_for(sha, fmt).unlink(missing_ok=True)
+        with self._decoded_lock:
+            self._decoded.pop(sha, None)
+
+    def image_path(self, image: ImageRecord) -> Path:
+        """Where the image's bytes lie on disk."""
+        return self._path_for(image.sha256, image.format)
+
+    def image_bytes(self, image: ImageRecord) -> bytes:
+        """The stored bytes of an image, exactly as uploaded."""
+        return self.image_path(image).read_bytes()
+
+    def load_decoded(self, image: ImageRecord) -> DecodedImage:
+        """The image decoded as displayed (RGB, EXIF orientation applied), cached by hash."""
+        with self._decoded_lock:
+            cached = self._decoded.get(image.sha256)
+            if cached is not None:
+                self._decoded.move_to_end(image.sha256)
+                return cached
+        decoded = decode_image(self.image_bytes(image),
+                               max_pixels=max(self.settings.max_image_pixels,
+                                              image.width * image.height))
+        self._remember(decoded)
+        return decoded
+
+    def _remember(self, decoded: DecodedImage) -> None:
+        with self._decoded_lock:
+            self._decoded[decoded.sha256] = decoded
+            self._decoded.move_to_end(decoded.sha256)
+            while len(self._decoded) > _DECODED_CACHE_SIZE:
+                self._decoded.popitem(last=False)
+
+    def _path_for(self, sha: str, fmt: str) -> Path:
+        ext = _EXTENSIONS.get(fmt.upper(), "img")
+        return self.images_dir / sha[:2] / f"{sha}.{ext}"
+
+    # -- boxes ------------------------------------------------------------------------------
+
+    def add_box(self, image_id: int, x: float, y: float, w: float, h: float, label: str
+                ) -> BoxRecord:
+        """Add a box to an image.
+
+        Raises:
+            KeyError: no such image.
+            ValueError: the box leaves the image, is empty, or the image has too many boxes.
+        """
+        return self.add_boxes(image_id, [(x, y, w, h, label)])[0]
+
+    def add_boxes(self, image_id: int,
+                  boxes: Sequence[tuple[float, float, float, float, str]]) -> list[BoxRecord]:
+        """Add several boxes to one image in one transaction (all or none).
+
+        Raises:
+            KeyError: no such image.
+            ValueError: a box leaves the image or is empty, a label is empty, or the image
+                would have more than ``max_boxes_per_image`` boxes.
+        """
+        with self._write() as session:
+            image = session.get(ImageRow, image_id)
+            if image is None:
+                raise KeyError(f"no image with id {image_id}; GET /api/images lists them")
+            limit = self.settings.max_boxes_per_image
+            have = self._count_boxes(session, image_id)
+            if have + len(boxes) > limit:
+                raise ValueError(
+                    f"image {image_id} would have {have + len(boxes)} boxes, above the limit of "
+                    f"{limit} boxes per image (setting FEATUREGAP_MAX_BOXES_PER_IMAGE)"
+                )
+            rows = []
+            for x, y, w, h, label in boxes:
+                check_box_in_image(x, y, w, h, image.width, image.height)
+                rows.append(BoxRow(image_id=image_id, x=x, y=y, w=w, h=h,
+                                   label=_check_label(label)))
+            session.add_all(rows)
+            session.flush()
+            return [_box_record(row) for row in rows]
+
+    def get_box(self, box_id: int) -> BoxRecord:
+        """The box with this id.
+
+        Raises:
+            KeyError: no such box.
+        """
+        with self._read() as session:
+            row = session.get(BoxRow, box_id)
+            if row is None:
+                raise KeyError(f"no box with id {box_id}; GET /api/boxes lists them")
+            return _box_record(row)
+
+    def boxes(self, ids: Iterable[int] | None = None, labels: Iterable[str] | None = None,
+              image_id: int | None = None) -> list[BoxRecord]:
+        """Boxes filtered by ids, labels and image (all filters combine), ordered by id.
+
+        Raises:
+            KeyError: an id in ``ids`` does not exist (the message lists them).
+        """
+        query = select(BoxRow).order_by(BoxRow.id)
+        wanted = None if ids is None else list(dict.fromkeys(int(i) for i in ids))
+        if wanted is not None:
+            query = query.where(BoxRow.id.in_(wanted))
+        if labels is not None:
+            query = query.where(BoxRow.label.in_(list(labels)))
+        if image_id is not None:
+            query = query.where(BoxRow.image_id == image_id)
+        with self._read() as session:
+            records = [_box_record(row) for row in session.scalars(query)]
+        if wanted is not None and labels is None and image_id is None:
+            missing = sorted(set(wanted) - {r.id for r in records})
+            if missing:
+                raise KeyError(f"no boxes with ids {missing}; GET /api/boxes lists them")
+        return records
+
+    def update_box(self, box_id: int, **changes: Any) -> BoxRecord:
+        """Change some of a box's ``x, y, w, h, label``; the result must still fit the image.
+
+        Raises:
+            KeyError: no such box.
+            ValueError: an unknown field, or the changed box leaves the image.
+        """
+        unknown = set(changes) - {"x", "y", "w", "h", "label"}
+        if unknown:
+            raise ValueError(f"cannot change {sorted(unknown)}; change x, y, w, h or label")
+        with self._write() as session:
+            row = session.get(BoxRow, box_id)
+            if row is None:
+                raise KeyError(f"no box with id {box_id}; GET /api/boxes lists them")
+            image = session.get(ImageRow, row.image_id)
+            assert image is not None  # foreign key
+            new = {"x": row.x, "y": row.y, "w": row.w, "h": row.h, **changes}
+            check_box_in_image(new["x"], new["y"], new["w"], new["h"], image.width, image.height)
+            row.x, row.y, row.w, row.h = new["x"], new["y"], new["w"], new["h"]
+            if "label" in changes:
+                row.label = _check_label(changes["label"])
+            session.flush()
+            return _box_record(row)
+
+    def delete_box(self, box_id: int) -> None:
+        """Delete a box.
+
+        Raises:
+            KeyError: no such box.
+        """
+        with self._write() as session:
+            row = session.get(BoxRow, box_id)
+            if row is None:
+                raise KeyError(f"no box with id {box_id}; GET /api/boxes lists them")
+            session.delete(row)
+
+    def labels(self) -> dict[str, int]:
+        """Every box label with its number of boxes, by label."""
+        query = select(BoxRow.label, func.count()).group_by(BoxRow.label).order_by(BoxRow.label)
+        with self._read() as session:
+            return {label: int(n) for label, n in session.execute(query)}
+
+    # -- cached results ---------------------------------------------------------------------
+
+    def put_result(self, key: str, kind: str, value: Any, image_id: int | None = None) -> None:
+        """Cache a JSON-serialisable result under ``key`` (replacing an older one)."""
+        text = json.dumps(value)
+        with self._write() as session:
+            row = session.get(ResultRow, key)
+            if row is None:
+                session.add(ResultRow(key=key, kind=kind, json=text, image_id=image_id))
+            else:
+                row.kind, row.json, row.image_id = kind, text, image_id
+
+    def get_result(self, key: str) -> Any | None:
+        """The cached result under ``key``, or None."""
+        with self._read() as session:
+            row = session.get(ResultRow, key)
+            return None if row is None else json.loads(row.json)
+
+    def count_results(self, image_id: int | None = None) -> int:
+        """How many results are cached (for one image, when given)."""
+        query = select(func.count()).select_from(ResultRow)
+        if image_id is not None:
+            query = query.where(ResultRow.image_id == image_id)
+        with self._read() as session:
+            return int(session.scalar(query) or 0)
+
+
+def _check_label(label: str) -> str:
+    label = label.strip()
+    if not label:
+        raise ValueError("a box label must not be empty; give a class or domain name")
+    if len(label) > 200:
+        raise ValueError(f"a box label has at most 200 characters, got {len(label)}")
+    return label
+
+
+def _clean_filename(filename: str) -> str:
+    """Keep only the last path part of a client's file name (metadata only, never a path)."""
+    name = filename.replace("\\", "/").rsplit("/", 1)[-1].strip()
+    return (name or "upload")[:255]
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write bytes so that readers see the whole file or none (tmp file + os.replace)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,187 @@
+"""The store: dedupe by content, cascades, restart persistence, schema check, concurrency."""
+
+from __future__ import annotations
+
+import io
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from sqlalchemy import text
+
+from app.config import Settings
+from app.store import SchemaMismatchError, Store
+
+
+def _png(width: int, height: int, seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(
+        buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return Store(Settings(data_dir=tmp_path / "data"))
+
+
+def test_same_bytes_stored_once_and_file_named_by_hash(store: Store) -> None:
+    data = _png(37, 23, 0)
+    first, created = store.add_image(data, "../../etc/passwd")
+    again, created_again = store.add_image(data, "other.png")
+    assert created and not created_again
+    assert again.id == first.id
+    assert first.filename == "passwd"  # metadata only, never a path
+    path = store.image_path(first)
+    assert path == store.images_dir / first.sha256[:2] / f"{first.sha256}.png"
+    assert path.read_bytes() == data
+    assert (first.width, first.height) == (37, 23)
+    assert not list(path.parent.glob(".tmp-*"))
+
+
+def test_delete_image_removes_boxes_results_and_file(store: Store) -> None:
+    image, _ = store.add_image(_png(40, 30, 1), "a.png")
+    keep, _ = store.add_image(_png(40, 30, 2), "b.png")
+    store.add_box(image.id, 1, 2, 10, 5, "cat")
+    kept_box = store.add_box(keep.id, 0, 0, 40, 30, "dog")
+    store.put_result("r1", "heatmap", {"v": [1, 2]}, image_id=image.id)
+    store.put_result("r2", "distances", {"v": 3})
+    path = store.image_path(image)
+    store.delete_image(image.id)
+    assert not path.exists()
+    assert store.boxes() == [kept_box]
+    assert store.get_result("r1") is None and store.get_result("r2") == {"v": 3}
+    assert store.count_results(image.id) == 0
+    with pytest.raises(KeyError, match="no image with id"):
+        store.get_image(image.id)
+    with pytest.raises(KeyError):
+        store.delete_image(image.id)
+
+
+def test_cascade_in_the_database_itself(store: Store) -> None:
+    """Foreign keys are on: deleting the row with raw SQL also drops its boxes."""
+    image, _ = store.add_image(_png(20, 20, 3), "a.png")
+    store.add_box(image.id, 0, 0, 5, 5, "x")
+    with store.engine.begin() as connection:
+        connection.execute(text("DELETE FROM images WHERE id = :i"), {"i": image.id})
+    assert store.boxes() == []
+
+
+def test_everything_survives_a_restart(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data")
+    first = Store(settings)
+    image, _ = first.add_image(_png(50, 40, 4), "a.png", label="source")
+    box = first.add_box(image.id, 1.5, 2.25, 10, 20, "cat")
+    first.put_result("k", "kind", [1.0, 2.0], image_id=image.id)
+    first.close()
+    second = Store(settings)
+    got = second.get_image(image.id)
+    assert (got.sha256, got.label, got.box_count) == (image.sha256, "source", 1)
+    assert second.boxes() == [box]
+    assert second.get_result("k") == [1.0, 2.0]
+    assert second.load_decoded(got).array().shape == (40, 50, 3)
+
+
+def test_schema_version_mismatch_is_refused(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data")
+    store = Store(settings)
+    with store.engine.begin() as connection:
+        connection.execute(text("UPDATE schema_version SET version = 99"))
+    store.close()
+    with pytest.raises(SchemaMismatchError, match="schema version"):
+        Store(settings)
+
+
+def test_sqlite_runs_wal_with_foreign_keys(store: Store) -> None:
+    with store.engine.connect() as connection:
+        assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert connection.execute(text("PRAGMA foreign_keys")).scalar() == 1
+
+
+def test_any_sqlalchemy_url(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    store = Store(Settings(data_dir=tmp_path / "data", database_url=url))
+    image, _ = store.add_image(_png(10, 10, 5), "a.png")
+    assert (tmp_path / "elsewhere.db").exists() and store.get_image(image.id).width == 10
+
+
+@pytest.mark.parametrize(("box", "message"), [
+    ((0, 0, 0, 5), "positive"), ((0, 0, 5, -1), "positive"), ((-1, 0, 5, 5), "37×23"),
+    ((30, 0, 8, 5), "37×23"), ((0, 20, 5, 4), "37×23"), ((float("nan"), 0, 1, 1), "finite"),
+])
+def test_box_outside_the_image_is_refused_with_the_size(
+        store: Store, box: tuple[float, float, float, float], message: str) -> None:
+    image, _ = store.add_image(_png(37, 23, 6), "a.png")
+    with pytest.raises(ValueError, match=message):
+        store.add_box(image.id, *box, "cat")
+    store.add_box(image.id, 0, 0, 37, 23, "whole")  # the full image is fine
+
+
+def test_boxes_filters_and_labels(store: Store) -> None:
+    a, _ = store.add_image(_png(30, 30, 7), "a.png")
+    b, _ = store.add_image(_png(30, 30, 8), "b.png")
+    b1 = store.add_box(a.id, 0, 0, 5, 5, "cat")
+    b2 = store.add_box(a.id, 1, 1, 5, 5, "dog")
+    b3 = store.add_box(b.id, 2, 2, 5, 5, "cat")
+    assert store.boxes(labels=["cat"]) == [b1, b3]
+    assert store.boxes(image_id=a.id) == [b1, b2]
+    assert store.boxes(ids=[b3.id, b1.id]) == [b1, b3]
+    assert store.labels() == {"cat": 2, "dog": 1}
+    with pytest.raises(KeyError, match=r"\[999\]"):
+        store.boxes(ids=[b1.id, 999])
+    assert [i.box_count for i in store.images()] == [2, 1]
+
+
+def test_update_box_keeps_it_inside(store: Store) -> None:
+    image, _ = store.add_image(_png(30, 20, 9), "a.png")
+    box = store.add_box(image.id, 0, 0, 5, 5, "cat")
+    moved = store.update_box(box.id, x=25, label=" dog ")
+    assert (moved.x, moved.w, moved.label) == (25, 5, "dog")
+    with pytest.raises(ValueError, match="30×20"):
+        store.update_box(box.id, w=6)
+    assert store.get_box(box.id) == moved
+    with pytest.raises(ValueError, match="cannot change"):
+        store.update_box(box.id, image_id=3)
+
+
+def test_box_limit_per_image(tmp_path: Path) -> None:
+    store = Store(Settings(data_dir=tmp_path / "d", max_boxes_per_image=3))
+    image, _ = store.add_image(_png(10, 10, 10), "a.png")
+    store.add_boxes(image.id, [(0, 0, 1, 1, "a")] * 2)
+    with pytest.raises(ValueError, match="limit of 3 boxes"):
+        store.add_boxes(image.id, [(0, 0, 1, 1, "a")] * 2)
+    assert len(store.boxes()) == 2  # all or none
+
+
+def test_concurrent_writes_lose_nothing(store: Store) -> None:
+    images = [store.add_image(_png(16, 16, 100 + i), f"{i}.png")[0] for i in range(4)]
+    errors: list[BaseException] = []
+
+    def work(worker: int) -> None:
+        try:
+            for i in range(25):
+                store.add_box(images[(worker + i) % 4].id, 0, 0, 3, 3, f"w{worker}")
+                # The same bytes from several threads at once: still one image.
+                store.add_image(_png(8, 8, 999), "shared.png")
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len(store.boxes()) == 8 * 25
+    assert store.labels() == {f"w{w}": 25 for w in range(8)}
+    assert len(store.images()) == 5
+
+
+def test_load_decoded_is_cached_by_hash(store: Store) -> None:
+    image, _ = store.add_image(_png(12, 9, 11), "a.png")
+    first = store.load_decoded(image)
+    assert store.load_decoded(image) is first
+    assert first.sha256 == image.sha256 and first.pixels.size == (12, 9)
