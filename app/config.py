@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     native_max_side: int = Field(1024, ge=32, description="Longest side in 'native' input mode.")
     feature_cache_bytes: int = Field(1024 * 1024 * 1024, ge=0)
     torch_threads: int | None = Field(None, gt=0)
+    import_job_threshold: int = Field(
+        2_000, gt=0, description="COCO imports with more annotations than this run as a job.")
+    demo: bool = Field(False, description="Load the demo project into an empty store at start.")
 
     @field_validator("data_dir", "models_dir")
     @classmethod
