@@ -10,17 +10,17 @@ incomparable, so :func:`normalise` is a display option applied by whoever shows 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
 import torch
 
+from app.config import get_settings
 from app.engine.cams import METHODS, CamOptions, cam_map, list_methods, reduce_channels
-
-if TYPE_CHECKING:
-    from app.engine.images import DecodedImage
-    from app.engine.models import LoadedModel
-    from app.engine.preprocess import InputMode
+from app.engine.images import DecodedImage
+from app.engine.models import LoadedModel
+from app.engine.preprocess import InputMode, to_input
+from app.engine.regions import upsample_to_image
 
 __all__ = [
     "METHODS",
@@ -85,10 +85,6 @@ def compute_heatmap(
         ValueError: a layer without a 4-D output, a target out of range, a missing
             channel, or ``cam`` on a layer it does not apply to.
     """
-    from app.config import get_settings
-    from app.engine.preprocess import to_input
-    from app.engine.regions import upsample_to_image
-
     chosen = options or CamOptions()
     if channel is not None:
         chosen = CamOptions(channel, chosen.max_channels, chosen.batch_size)

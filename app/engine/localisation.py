@@ -42,34 +42,22 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
 from scipy.stats import rankdata
 
+from app.engine.regions import Box, pixel_span
+
 __all__ = [
     "LOCALISATION_SCORES",
-    "BoxLike",
     "LocalisationScore",
     "box_mask",
     "register_score",
     "score_boxes",
 ]
-
-
-class BoxLike(Protocol):
-    """Anything with a box's ``x, y, w, h`` in image pixels (``app.engine.regions.Box``)."""
-
-    @property
-    def x(self) -> float: ...
-    @property
-    def y(self) -> float: ...
-    @property
-    def w(self) -> float: ...
-    @property
-    def h(self) -> float: ...
 
 
 LOCALISATION_SCORES: dict[str, type[LocalisationScore]] = {}
@@ -142,25 +130,18 @@ class LocalisationScore(ABC):
         """The score of the map against one non-empty box mask (flattened, ``H·W``)."""
 
 
-def box_mask(box: BoxLike, height: int, width: int) -> NDArray[np.bool_]:
+def box_mask(box: Box, height: int, width: int) -> NDArray[np.bool_]:
     """The ``H×W`` mask of pixels whose centres lie inside ``box`` (half-open)."""
     mask = np.zeros((height, width), dtype=bool)
-    left, right = _centre_range(box.x, box.w, width)
-    top, bottom = _centre_range(box.y, box.h, height)
-    mask[top:bottom, left:right] = True
+    left, right = pixel_span(box.x, box.w)
+    top, bottom = pixel_span(box.y, box.h)
+    mask[max(top, 0) : max(bottom, 0), max(left, 0) : max(right, 0)] = True
     return mask
-
-
-def _centre_range(start: float, size: float, limit: int) -> tuple[int, int]:
-    # pixel j's centre j + 0.5 lies in [start, start + size) ⇔ ceil(start - .5) ≤ j < ceil(...)
-    low = min(max(math.ceil(start - 0.5), 0), limit)
-    high = min(max(math.ceil(start + size - 0.5), 0), limit)
-    return low, max(low, high)
 
 
 def score_boxes(
     heat: torch.Tensor | NDArray[np.floating[Any]],
-    boxes: Sequence[BoxLike],
+    boxes: Sequence[Box],
     scores: Sequence[str] | None = None,
     **options: Any,
 ) -> list[dict[str, float]]:

@@ -7,6 +7,7 @@ from a hand-written forward (no fx, no hooks), the formulas from the papers in n
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -22,6 +23,13 @@ from app.engine.cams import (
     reduce_channels,
     register_method,
 )
+from app.engine.graph import forward_nodes
+from app.engine.heatmaps import compute_heatmap, normalise
+from app.engine.images import DecodedImage, decode_image
+from app.engine.localisation import score_boxes
+from app.engine.models import LoadedModel
+from app.engine.preprocess import InputMode, to_input
+from app.engine.regions import Box
 
 SIZE = (13, 11)  # input H×W: odd on purpose
 
@@ -315,8 +323,6 @@ def test_mode_flags_and_inplace_are_restored_when_a_call_raises(
 
 
 def test_normalise_equals_numpy() -> None:
-    from app.engine.heatmaps import normalise
-
     rng = np.random.default_rng(5)
     raw = rng.normal(size=(23, 17)) * 3 + 1
     values = torch.from_numpy(raw)
@@ -332,3 +338,50 @@ def test_normalise_equals_numpy() -> None:
     assert not normalise(torch.zeros(4, 5), "percentile").any()
     with pytest.raises(ValueError, match="use none, minmax or percentile"):
         normalise(values, "zscore")  # type: ignore[arg-type]
+
+
+# --- the real embedded model on a real photo ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def lite0() -> LoadedModel:
+    from app.engine.models import get_model
+
+    return get_model("efficientnet_lite0")
+
+
+@pytest.fixture(scope="module")
+def chelsea(photo: Any) -> DecodedImage:
+    return decode_image(photo.png("chelsea"), max_pixels=10**7)
+
+
+@pytest.mark.slow
+def test_gradcam_of_the_cat_class_sits_on_the_cats_face(
+    lite0: LoadedModel, chelsea: DecodedImage
+) -> None:
+    heat = compute_heatmap(lite0, chelsea, "bn2", "gradcam", target=285)
+    assert heat.values.shape == (300, 451) and heat.values.dtype == torch.float32
+    assert (heat.method, heat.target, heat.layer) == ("gradcam", 285, "bn2")
+    assert heat.target_label == lite0.spec.class_names[285]
+    face = Box(140, 20, 180, 210)  # the cat's face, x 140–320, y 20–230
+    inside = heat.values[20:230, 140:320]
+    assert float(inside.mean()) > 1.3 * float(heat.values.mean())
+    (scores,) = score_boxes(heat.values, [face])
+    assert scores["energy"] > (180 * 210) / (451 * 300) + 0.1
+    assert scores["auc"] > 0.7
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["resize", "native"])
+def test_compute_heatmap_brings_the_layer_map_to_the_image_grid(
+    lite0: LoadedModel, chelsea: DecodedImage, mode: InputMode
+) -> None:
+    layer = "blocks.5.0.conv_pw"
+    heat = compute_heatmap(lite0, chelsea, layer, "mean", mode=mode)
+    assert heat.target is None and heat.target_label is None
+    x = to_input(chelsea.pixels, lite0.spec, mode=mode, max_stride=lite0.max_stride)[None]
+    with torch.inference_mode():
+        fmap = forward_nodes(lite0.module, x, [layer])[layer]
+    expected = F.interpolate(fmap.mean(dim=1, keepdim=True), size=(300, 451), mode="bilinear",
+                             align_corners=False)[0, 0]
+    torch.testing.assert_close(heat.values, expected, rtol=1e-4, atol=1e-5)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,6 +17,7 @@ from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import jaccard_score, roc_auc_score
 
 from app.engine.localisation import LOCALISATION_SCORES, box_mask, register_score, score_boxes
+from app.engine.regions import Box
 
 quantus = pytest.importorskip("quantus")
 
@@ -25,22 +25,12 @@ QUIET = {"normalise": False, "abs": False, "disable_warnings": True}
 SIZES = [(17, 23), (1, 9), (31, 7), (40, 41)]
 
 
-@dataclass(frozen=True)
-class B:
-    """A box with the fields of ``app.engine.regions.Box``."""
-
-    x: float
-    y: float
-    w: float
-    h: float
-
-
-def _random_boxes(rng: np.random.Generator, height: int, width: int, n: int) -> list[B]:
+def _random_boxes(rng: np.random.Generator, height: int, width: int, n: int) -> list[Box]:
     boxes = []
     for _ in range(n):
         x0, x1 = sorted(rng.choice(width + 1, size=2, replace=False))
         y0, y1 = sorted(rng.choice(height + 1, size=2, replace=False))
-        boxes.append(B(int(x0), int(y0), int(x1 - x0), int(y1 - y0)))
+        boxes.append(Box(int(x0), int(y0), int(x1 - x0), int(y1 - y0)))
     return boxes
 
 
@@ -52,13 +42,13 @@ def _quantus(metric: Any, maps: np.ndarray, masks: np.ndarray) -> np.ndarray:
     return np.asarray(result, dtype=float)
 
 
-def _ours(maps: np.ndarray, boxes: list[B], score: str, **options: Any) -> np.ndarray:
+def _ours(maps: np.ndarray, boxes: list[Box], score: str, **options: Any) -> np.ndarray:
     pairs = zip(maps, boxes, strict=True)
     return np.array([score_boxes(m, [b], [score], **options)[0][score] for m, b in pairs])
 
 
 def _trials(height: int, width: int, seed: int, n: int = 40, signed: bool = True
-            ) -> tuple[np.ndarray, list[B], np.ndarray]:
+            ) -> tuple[np.ndarray, list[Box], np.ndarray]:
     rng = np.random.default_rng(seed)
     maps = rng.normal(size=(n, height, width))
     if not signed:
@@ -145,7 +135,7 @@ def test_pointing_game_empty_mask_is_an_error_not_a_hit() -> None:
     masks[0, 1:3, 1:3] = True
     assert _quantus(quantus.PointingGame(**QUIET), heat, masks)[1] == 1.0  # NaN stored as True
     with pytest.raises(ValueError, match="covers no pixel centre"):
-        score_boxes(heat[1], [B(2.6, 1.0, 0.3, 3.0)], ["pointing_game"])
+        score_boxes(heat[1], [Box(2.6, 1.0, 0.3, 3.0)], ["pointing_game"])
 
 
 def test_quantus_weighted_pointing_game_crashes_so_it_is_not_offered() -> None:
@@ -155,9 +145,9 @@ def test_quantus_weighted_pointing_game_crashes_so_it_is_not_offered() -> None:
     masks[0, 1:4, 1:4] = True
     with pytest.raises(TypeError):
         _quantus(quantus.PointingGame(weighted=True, **QUIET), heat, masks)
-    assert score_boxes(heat[0], [B(1, 1, 3, 3)], ["pointing_game"]) == [{"pointing_game": 1.0}]
+    assert score_boxes(heat[0], [Box(1, 1, 3, 3)], ["pointing_game"]) == [{"pointing_game": 1.0}]
     with pytest.raises(ValueError, match="unknown option 'weighted'"):
-        score_boxes(heat[0], [B(1, 1, 3, 3)], ["pointing_game"], weighted=True)
+        score_boxes(heat[0], [Box(1, 1, 3, 3)], ["pointing_game"], weighted=True)
 
 
 # --- ties, AUC, IoU, edge cases ------------------------------------------------------------
@@ -167,7 +157,7 @@ def test_quantus_weighted_pointing_game_crashes_so_it_is_not_offered() -> None:
 def test_rank_scores_with_ties_are_the_mean_over_random_tie_breaks(score: str) -> None:
     rng = np.random.default_rng(4)
     heat = rng.integers(0, 4, size=(7, 11)).astype(float)
-    box = B(2, 1, 5, 4)
+    box = Box(2, 1, 5, 4)
     mask = box_mask(box, 7, 11).reshape(-1)
     k = 20 if score == "top_k_intersection" else int(mask.sum())
     options = {"k": k} if score == "top_k_intersection" else {}
@@ -200,7 +190,7 @@ def test_auc_of_a_box_covering_the_whole_image_is_nan_as_in_quantus() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UndefinedMetricWarning)  # no negative samples
         assert math.isnan(_quantus(quantus.AUC(**QUIET), heat, masks)[0])
-    assert math.isnan(score_boxes(heat[0], [B(0, 0, 7, 5)], ["auc"])[0]["auc"])
+    assert math.isnan(score_boxes(heat[0], [Box(0, 0, 7, 5)], ["auc"])[0]["auc"])
 
 
 @pytest.mark.parametrize(("mode", "threshold"), [("fraction", 0.5), ("fraction", 0.2),
@@ -220,7 +210,7 @@ def test_iou_equals_sklearn_jaccard(mode: str, threshold: float) -> None:
 
 def test_all_zero_map_has_defined_scores() -> None:
     heat = np.zeros((1, 8, 10))
-    box = B(2, 2, 3, 4)
+    box = Box(2, 2, 3, 4)
     mask = box_mask(box, 8, 10)[None]
     ours = score_boxes(heat[0], [box], k=30)[0]
     share = 12 / 80
@@ -233,7 +223,7 @@ def test_all_zero_map_has_defined_scores() -> None:
 @pytest.mark.parametrize("name", sorted(LOCALISATION_SCORES))
 def test_every_score_rewards_a_map_on_the_box(name: str) -> None:
     rng = np.random.default_rng(0)
-    box = B(5, 3, 40, 30)  # 1200 pixels: more than the default k
+    box = Box(5, 3, 40, 30)  # 1200 pixels: more than the default k
     inside = box_mask(box, 60, 100)
     on_box = inside + 0.01 * rng.random((60, 100)) * inside
     beside = np.roll(on_box, 50, axis=1)  # no overlap
@@ -251,7 +241,7 @@ def test_every_score_rewards_a_map_on_the_box(name: str) -> None:
 def test_box_mask_takes_pixels_whose_centres_are_inside() -> None:
     rng = np.random.default_rng(8)
     for _ in range(50):
-        box = B(*(float(v) for v in rng.uniform(-3, 12, size=2)),
+        box = Box(*(float(v) for v in rng.uniform(-3, 12, size=2)),
                 *(float(v) for v in rng.uniform(0.2, 9, size=2)))
         naive = np.array([[box.x <= j + 0.5 < box.x + box.w and box.y <= i + 0.5 < box.y + box.h
                            for j in range(11)] for i in range(9)])
@@ -260,7 +250,7 @@ def test_box_mask_takes_pixels_whose_centres_are_inside() -> None:
 
 def test_tensor_maps_and_many_boxes() -> None:
     heat = torch.rand(30, 40, generator=torch.Generator().manual_seed(0))
-    boxes = [B(0, 0, 10, 10), B(20, 5, 20, 25), B(0, 0, 40, 30)]
+    boxes = [Box(0, 0, 10, 10), Box(20, 5, 20, 25), Box(0, 0, 40, 30)]
     results = score_boxes(heat, boxes)
     assert [set(r) for r in results] == [set(LOCALISATION_SCORES)] * 3
     assert results[1] == score_boxes(heat.double().numpy(), [boxes[1]])[0]
@@ -269,16 +259,16 @@ def test_tensor_maps_and_many_boxes() -> None:
 def test_bad_input_says_how_to_fix_it() -> None:
     heat = np.ones((5, 6))
     with pytest.raises(KeyError, match="unknown localisation score 'focus'; use one of"):
-        score_boxes(heat, [B(0, 0, 2, 2)], ["focus"])
+        score_boxes(heat, [Box(0, 0, 2, 2)], ["focus"])
     with pytest.raises(ValueError, match="H×W heat map"):
-        score_boxes(np.ones((1, 5, 6)), [B(0, 0, 2, 2)])
+        score_boxes(np.ones((1, 5, 6)), [Box(0, 0, 2, 2)])
     with pytest.raises(ValueError, match="NaN or infinite"):
-        score_boxes(np.full((5, 6), np.nan), [B(0, 0, 2, 2)])
+        score_boxes(np.full((5, 6), np.nan), [Box(0, 0, 2, 2)])
     with pytest.raises(ValueError, match="covers no pixel centre"):
-        score_boxes(heat, [B(7, 0, 2, 2)])
+        score_boxes(heat, [Box(7, 0, 2, 2)])
     with pytest.raises(ValueError, match="threshold must lie in"):
-        score_boxes(heat, [B(0, 0, 2, 2)], ["iou"], threshold=2.0)
+        score_boxes(heat, [Box(0, 0, 2, 2)], ["iou"], threshold=2.0)
     with pytest.raises(ValueError, match="threshold_mode"):
-        score_boxes(heat, [B(0, 0, 2, 2)], ["iou"], threshold_mode="otsu")
+        score_boxes(heat, [Box(0, 0, 2, 2)], ["iou"], threshold_mode="otsu")
     with pytest.raises(ValueError, match="already registered"):
         register_score("auc")(type(LOCALISATION_SCORES["auc"]))  # type: ignore[arg-type]
