@@ -363,6 +363,7 @@ def test_gradcam_of_the_cat_class_sits_on_the_cats_face(
     assert heat.values.shape == (300, 451) and heat.values.dtype == torch.float32
     assert (heat.method, heat.target, heat.layer) == ("gradcam", 285, "bn2")
     assert heat.target_label == lite0.spec.class_names[285]
+    assert cam_layers(lite0.module) == ["bn2"]  # timm's bn2 includes the activation
     face = Box(140, 20, 180, 210)  # the cat's face, x 140–320, y 20–230
     inside = heat.values[20:230, 140:320]
     assert float(inside.mean()) > 1.3 * float(heat.values.mean())
