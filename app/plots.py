@@ -1,0 +1,316 @@
+"""Pure functions: analysis results → Plotly figure dicts the dashboard renders as they are.
+
+Every function returns ``fig.to_plotly_json()``'s shape (``{"data": [...], "layout": {...}}``)
+passed through :func:`to_json_safe`, so the dict holds only plain Python values: no numpy,
+no NaN or Inf (they become ``None``, which Plotly draws as a gap), and it survives
+``json.dumps(..., allow_nan=False)`` as Starlette's JSON responses require. Values are plain
+lists, except the overlay heat map's ``z``: a float32 Plotly typed array
+(``{"dtype": "f4", "bdata": base64, "shape": "h, w"}``, which plotly.js ≥ 2.28 reads), a
+third of the size of the same numbers as JSON text.
+
+Images stay out of the figures: the heat-map overlay names the image by URL
+(``/api/images/{id}/file``) as a layout image, so a figure is a few hundred kB at most. The
+overlay heat map is block-averaged to at most :data:`MAX_OVERLAY_SIDE` pixels on the long
+side and placed on the image's pixel grid; the scores beside it use the full-size map.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+import torch
+import torch.nn.functional as F
+from numpy.typing import ArrayLike
+
+__all__ = [
+    "MAX_OVERLAY_SIDE",
+    "distance_matrix_figure",
+    "downsample_map",
+    "embedding_figure",
+    "heatmap_figure",
+    "separation_figure",
+    "to_json_safe",
+]
+
+MAX_OVERLAY_SIDE = 256
+"""Longest side, in cells, of the heat map drawn over the image."""
+
+_PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+            "#7f7f7f", "#bcbd22", "#17becf")
+
+
+def to_json_safe(value: Any) -> Any:
+    """Turn numpy arrays and scalars into lists and numbers, NaN/Inf into ``None``.
+
+    Args:
+        value: a nest of dicts, lists, tuples, numpy values and plain values.
+
+    Returns:
+        The same nest built only from ``dict``, ``list``, ``str``, ``int``, ``float``,
+        ``bool`` and ``None``.
+    """
+    if isinstance(value, Mapping):
+        return {str(k): to_json_safe(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray):
+        return to_json_safe(value.tolist())
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list | tuple):
+        return [to_json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        return to_json_safe(value.item())
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    return value
+
+
+def _figure(fig: go.Figure) -> dict[str, Any]:
+    result: dict[str, Any] = to_json_safe(fig.to_plotly_json())
+    return result
+
+
+def downsample_map(values: ArrayLike | torch.Tensor,
+                   max_side: int = MAX_OVERLAY_SIDE) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """Block-average an ``H×W`` map so its longer side is at most ``max_side``.
+
+    Area averaging (``adaptive_avg_pool2d``) keeps each cell's mean, so the overlay shows the
+    same mass as the full map. A map already small enough comes back unchanged (as float64).
+
+    Raises:
+        ValueError: the map is not 2-D or empty, or ``max_side`` < 1.
+    """
+    if max_side < 1:
+        raise ValueError(f"max_side must be at least 1, got {max_side}")
+    t = values.detach().cpu() if isinstance(values, torch.Tensor) else torch.as_tensor(
+        np.asarray(values))
+    t = t.to(torch.float64)
+    if t.dim() != 2 or t.numel() == 0:
+        raise ValueError(f"expected a non-empty H×W map, got shape {tuple(t.shape)}")
+    height, width = t.shape
+    scale = max(height, width) / max_side
+    if scale <= 1:
+        return t.numpy()
+    size = (max(1, round(height / scale)), max(1, round(width / scale)))
+    return F.adaptive_avg_pool2d(t[None, None], size)[0, 0].numpy()
+
+
+def _colour(index: int) -> str:
+    return _PALETTE[index % len(_PALETTE)]
+
+
+def heatmap_figure(
+    values: ArrayLike | torch.Tensor,
+    boxes: Sequence[Mapping[str, Any]] = (),
+    *,
+    image_url: str | None = None,
+    opacity: float = 0.5,
+    title: str = "",
+    colorscale: str = "Jet",
+) -> dict[str, Any]:
+    """The heat map over its image, with the boxes drawn, labelled and scored.
+
+    Args:
+        values: the ``H×W`` map at image size (raw or normalised); drawn block-averaged to
+            at most :data:`MAX_OVERLAY_SIDE` on the long side, each cell spanning its image
+            pixels, so axes read in image pixels (``y`` down).
+        boxes: dicts with ``x, y, w, h`` and optionally ``id``, ``label`` and ``scores``
+            (``{name: value}``), shown on the box and in its hover text.
+        image_url: where the browser loads the image (a layout image under the map);
+            ``None`` draws the map alone.
+        opacity: the heat map's opacity over the image, in ``[0, 1]``.
+        title: the figure's title.
+        colorscale: a Plotly colour scale name.
+
+    Returns:
+        A JSON-safe Plotly figure dict.
+
+    Raises:
+        ValueError: a bad map or an opacity outside ``[0, 1]``.
+    """
+    if not 0.0 <= opacity <= 1.0:
+        raise ValueError(f"opacity must lie in [0, 1], got {opacity}")
+    full = values.detach().cpu() if isinstance(values, torch.Tensor) else np.asarray(values)
+    small = downsample_map(full)
+    height, width = int(full.shape[0]), int(full.shape[1])
+    dy, dx = height / small.shape[0], width / small.shape[1]
+    fig = go.Figure(go.Heatmap(
+        z=small.astype(np.float32), x0=dx / 2, dx=dx, y0=dy / 2, dy=dy, opacity=opacity,
+        colorscale=colorscale,
+        hovertemplate="x %{x:.0f}, y %{y:.0f}: %{z:.4g}<extra></extra>", name="heat map",
+    ))
+    for index, box in enumerate(boxes):
+        x0, y0 = float(box["x"]), float(box["y"])
+        x1, y1 = x0 + float(box["w"]), y0 + float(box["h"])
+        scores: Mapping[str, float | None] = box.get("scores") or {}
+        name = str(box.get("label", ""))
+        if box.get("id") is not None:
+            name = f"#{box['id']} {name}".strip()
+        colour = _colour(index)
+        fig.add_shape(type="rect", x0=x0, y0=y0, x1=x1, y1=y1, line={"color": colour, "width": 2})
+        energy = scores.get("energy")
+        caption = name if energy is None else f"{name} · energy {energy:.2f}"
+        fig.add_annotation(x=x0, y=y0, text=caption, showarrow=False, xanchor="left",
+                           yanchor="bottom", font={"color": "white", "size": 11},
+                           bgcolor=colour)
+        hover = "<br>".join([name] + [
+            f"{k}: {'n/a' if v is None or not math.isfinite(v) else f'{v:.3f}'}"
+            for k, v in scores.items()
+        ])
+        # An invisible trace along the box outline carries the hover text.
+        fig.add_trace(go.Scatter(
+            x=[x0, x1, x1, x0, x0], y=[y0, y0, y1, y1, y0], mode="lines",
+            line={"color": colour, "width": 0}, hoverinfo="text", hovertext=hover,
+            name=name, showlegend=False, customdata=[box.get("id")] * 5,
+        ))
+    if image_url is not None:
+        fig.add_layout_image(source=image_url, xref="x", yref="y", x=0, y=0, sizex=width,
+                             sizey=height, sizing="stretch", layer="below",
+                             xanchor="left", yanchor="top")
+    fig.update_xaxes(range=[0, width], showgrid=False, constrain="domain")
+    fig.update_yaxes(range=[height, 0], showgrid=False, scaleanchor="x", constrain="domain")
+    fig.update_layout(title=title, margin={"l": 10, "r": 10, "t": 40, "b": 10},
+                      plot_bgcolor="white")
+    return _figure(fig)
+
+
+def _format_value(value: float | None) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.3g}"
+
+
+def distance_matrix_figure(
+    labels: Sequence[str],
+    values: ArrayLike,
+    p_values: ArrayLike | None = None,
+    *,
+    measure: str = "",
+    higher_is_better: bool = False,
+) -> dict[str, Any]:
+    """A measure between every pair of groups as an annotated heat map.
+
+    Args:
+        labels: the groups' names, in the matrix's order.
+        values: the ``k×k`` matrix (NaN where undefined).
+        p_values: permutation-test p-values of the same shape, shown in each cell and its
+            hover; ``None`` when no test ran.
+        measure: the measure's name (axis title, hover).
+        higher_is_better: the measure's direction, stated in the title so the colours read
+            the right way.
+
+    Returns:
+        A JSON-safe Plotly figure dict.
+
+    Raises:
+        ValueError: shapes that don't match the labels.
+    """
+    matrix = np.asarray(values, dtype=np.float64)
+    k = len(labels)
+    if matrix.shape != (k, k):
+        raise ValueError(f"matrix shape {matrix.shape} does not match {k} labels")
+    pv = None if p_values is None else np.asarray(p_values, dtype=np.float64)
+    if pv is not None and pv.shape != (k, k):
+        raise ValueError(f"p-value shape {pv.shape} does not match {k} labels")
+    text = [[
+        _format_value(float(matrix[i, j])) + (
+            "" if pv is None or not math.isfinite(pv[i, j]) else f"<br>p={pv[i, j]:.3g}")
+        for j in range(k)] for i in range(k)]
+    custom = matrix * np.nan if pv is None else pv
+    hover = (f"{measure or 'value'}(%{{y}}, %{{x}}) = %{{z:.4g}}"
+             + ("" if pv is None else "<br>p = %{customdata:.3g}") + "<extra></extra>")
+    fig = go.Figure(go.Heatmap(
+        z=matrix.tolist(), x=list(labels), y=list(labels), text=text, texttemplate="%{text}",
+        customdata=custom.tolist(), hovertemplate=hover, colorscale="Viridis",
+        reversescale=higher_is_better, colorbar={"title": {"text": measure}},
+    ))
+    direction = "higher = more alike" if higher_is_better else "higher = farther apart"
+    fig.update_yaxes(autorange="reversed")
+    fig.update_layout(title=f"{measure} between groups ({direction})",
+                      margin={"l": 60, "r": 10, "t": 50, "b": 60})
+    return _figure(fig)
+
+
+def separation_figure(
+    layers: Sequence[str],
+    intra: Sequence[float],
+    inter: Sequence[float],
+    ratio: Sequence[float],
+    *,
+    measure: str = "",
+    silhouette: Sequence[float | None] | None = None,
+) -> dict[str, Any]:
+    """Intra- and inter-group distance across layers, their ratio on a second axis.
+
+    Args:
+        layers: layer names, in network order (the x axis).
+        intra: mean distance within groups per layer.
+        inter: mean distance between groups per layer.
+        ratio: ``inter / intra`` per layer (higher separates better).
+        measure: the measure's name (axis title).
+        silhouette: optional silhouette per layer, on the ratio's axis.
+
+    Returns:
+        A JSON-safe Plotly figure dict.
+
+    Raises:
+        ValueError: sequences of different lengths.
+    """
+    n = len(layers)
+    series = {"intra": intra, "inter": inter, "ratio": ratio}
+    if silhouette is not None:
+        series["silhouette"] = [math.nan if v is None else v for v in silhouette]
+    for name, seq in series.items():
+        if len(seq) != n:
+            raise ValueError(f"{name} has {len(seq)} values for {n} layers")
+    x = list(layers)
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=x, y=list(intra), mode="lines+markers", name="intra-group"))
+    fig.add_trace(go.Scatter(x=x, y=list(inter), mode="lines+markers", name="inter-group"))
+    fig.add_trace(go.Scatter(x=x, y=list(ratio), mode="lines+markers", name="inter / intra",
+                             yaxis="y2", line={"dash": "dash"}))
+    if silhouette is not None:
+        fig.add_trace(go.Scatter(x=x, y=list(series["silhouette"]), mode="lines+markers",
+                                 name="silhouette", yaxis="y2", line={"dash": "dot"}))
+    fig.update_layout(
+        title=f"Separation by layer ({measure})" if measure else "Separation by layer",
+        xaxis={"title": {"text": "layer"}},
+        yaxis={"title": {"text": measure or "distance"}},
+        yaxis2={"title": {"text": "ratio"}, "overlaying": "y", "side": "right"},
+        legend={"orientation": "h"}, margin={"l": 60, "r": 60, "t": 50, "b": 80},
+    )
+    return _figure(fig)
+
+
+def embedding_figure(points: Sequence[Mapping[str, Any]], *, method: str = "tsne",
+                     title: str = "") -> dict[str, Any]:
+    """A 2-D scatter of boxes, one trace per label, box and image ids in ``customdata``.
+
+    Args:
+        points: dicts with ``x``, ``y``, ``label``, ``box_id`` and ``image_id``.
+        method: ``tsne`` or ``pca`` (axis titles).
+        title: the figure's title.
+
+    Returns:
+        A JSON-safe Plotly figure dict; each point's ``customdata`` is
+        ``[box_id, image_id]``, for the dashboard's hover thumbnail and click.
+    """
+    by_label: dict[str, list[Mapping[str, Any]]] = {}
+    for point in points:
+        by_label.setdefault(str(point["label"]), []).append(point)
+    fig = go.Figure()
+    for index, (label, members) in enumerate(sorted(by_label.items())):
+        fig.add_trace(go.Scatter(
+            x=[float(p["x"]) for p in members], y=[float(p["y"]) for p in members],
+            mode="markers", name=label, marker={"color": _colour(index), "size": 9},
+            customdata=[[p["box_id"], p["image_id"]] for p in members],
+            hovertemplate=f"{label}<br>box %{{customdata[0]}} · image %{{customdata[1]}}"
+                          "<extra></extra>",
+        ))
+    axis = "PC" if method == "pca" else "t-SNE "
+    fig.update_layout(title=title or f"{method.upper()} of box descriptors",
+                      xaxis={"title": {"text": f"{axis}1"}},
+                      yaxis={"title": {"text": f"{axis}2"}},
+                      margin={"l": 50, "r": 10, "t": 50, "b": 50})
+    return _figure(fig)

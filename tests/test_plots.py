@@ -1,0 +1,143 @@
+"""Figures: JSON-safe, values where the dashboard expects them, overlay on the image grid."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from app import plots
+
+
+def _dumps(fig: dict[str, Any]) -> str:
+    return json.dumps(fig, allow_nan=False)
+
+
+def _typed(array: dict[str, str]) -> np.ndarray[Any, Any]:
+    shape = tuple(int(v) for v in array["shape"].split(","))
+    return np.frombuffer(base64.b64decode(array["bdata"]), dtype=array["dtype"]).reshape(shape)
+
+
+def test_to_json_safe_turns_numpy_and_nan_into_plain_values() -> None:
+    nest = {"a": np.arange(3), "b": (np.float32(1.5), float("nan"), float("inf")),
+            1: [np.int64(7), {"c": np.array([[np.nan, 2.0]])}]}
+    safe = plots.to_json_safe(nest)
+    assert safe == {"a": [0, 1, 2], "b": [1.5, None, None], "1": [7, {"c": [[None, 2.0]]}]}
+    _dumps(safe)
+
+
+@pytest.mark.parametrize(("height", "width"), [(3, 5), (300, 257), (1001, 77)])
+def test_downsample_map_keeps_block_means(height: int, width: int) -> None:
+    rng = np.random.default_rng(height * width)
+    full = rng.random((height, width))
+    small = plots.downsample_map(full, max_side=256)
+    assert max(small.shape) <= 256
+    if max(height, width) <= 256:
+        np.testing.assert_array_equal(small, full)
+        return
+    # Independent reference: adaptive pooling's cell i covers [floor(i·H/h), ceil((i+1)·H/h)).
+    h, w = small.shape
+    for i in (0, h // 2, h - 1):
+        for j in (0, w - 1):
+            r0, r1 = (i * height) // h, -((-(i + 1) * height) // h)
+            c0, c1 = (j * width) // w, -((-(j + 1) * width) // w)
+            assert small[i, j] == pytest.approx(full[r0:r1, c0:c1].mean(), rel=1e-12)
+
+
+def test_downsample_map_rejects_bad_maps() -> None:
+    with pytest.raises(ValueError, match="H×W"):
+        plots.downsample_map(np.zeros((2, 2, 2)))
+    with pytest.raises(ValueError, match="max_side"):
+        plots.downsample_map(np.zeros((2, 2)), max_side=0)
+
+
+def test_heatmap_figure_overlays_the_map_on_image_pixels() -> None:
+    height, width = 600, 403
+    values = torch.rand(height, width, generator=torch.Generator().manual_seed(0))
+    boxes = [{"id": 4, "x": 10.5, "y": 20, "w": 100, "h": 50, "label": "cat",
+              "scores": {"energy": 0.25, "auc": float("nan")}},
+             {"x": 200, "y": 300, "w": 30, "h": 40, "label": "dog"}]
+    fig = plots.heatmap_figure(values, boxes, image_url="/api/images/3/file", opacity=0.4)
+    text = _dumps(fig)
+    assert len(text) < 2_000_000
+    heat = fig["data"][0]
+    assert heat["type"] == "heatmap" and heat["opacity"] == 0.4
+    assert heat["z"]["dtype"] == "f4"
+    z = _typed(heat["z"])
+    assert max(z.shape) <= plots.MAX_OVERLAY_SIDE
+    # Cell centres span exactly the image: first at half a cell, last at W − half a cell.
+    assert heat["x0"] == pytest.approx(heat["dx"] / 2)
+    assert heat["x0"] + (z.shape[1] - 1) * heat["dx"] == pytest.approx(width - heat["dx"] / 2)
+    assert heat["y0"] + (z.shape[0] - 1) * heat["dy"] == pytest.approx(height - heat["dy"] / 2)
+    assert z.mean() == pytest.approx(float(values.double().mean()), rel=1e-3)
+    shapes = fig["layout"]["shapes"]
+    assert [(s["x0"], s["y0"], s["x1"], s["y1"]) for s in shapes] == [
+        (10.5, 20.0, 110.5, 70.0), (200.0, 300.0, 230.0, 340.0)]
+    captions = [a["text"] for a in fig["layout"]["annotations"]]
+    assert captions == ["#4 cat · energy 0.25", "dog"]
+    assert "auc: n/a" in fig["data"][1]["hovertext"]
+    image = fig["layout"]["images"][0]
+    assert image["source"] == "/api/images/3/file"
+    assert (image["sizex"], image["sizey"]) == (width, height)
+    assert fig["layout"]["yaxis"]["range"] == [height, 0]
+
+
+def test_heatmap_figure_without_image_and_bad_opacity() -> None:
+    fig = plots.heatmap_figure(np.ones((4, 6)))
+    assert "images" not in fig["layout"]
+    assert _typed(fig["data"][0]["z"]).shape == (4, 6)
+    with pytest.raises(ValueError, match="opacity"):
+        plots.heatmap_figure(np.ones((4, 6)), opacity=1.5)
+
+
+def test_distance_matrix_figure_annotates_values_and_p_values() -> None:
+    labels = ["brick", "grass", "gravel"]
+    values = np.array([[0.0, 2.5, 3.25], [2.5, 0.0, 1.0], [3.25, 1.0, math.nan]])
+    p = np.array([[1.0, 0.001, 0.02], [0.001, 1.0, 0.5], [0.02, 0.5, 1.0]])
+    fig = plots.distance_matrix_figure(labels, values, p, measure="mmd")
+    _dumps(fig)
+    trace = fig["data"][0]
+    assert trace["x"] == labels and trace["y"] == labels
+    assert trace["z"][0][1] == 2.5 and trace["z"][2][2] is None
+    assert trace["text"][0][2] == "3.25<br>p=0.02"
+    assert trace["text"][2][2].startswith("n/a")
+    assert trace["customdata"][1][2] == 0.5
+    assert "p = " in trace["hovertemplate"]
+    assert "farther apart" in fig["layout"]["title"]["text"]
+    bare = plots.distance_matrix_figure(labels[:2], values[:2, :2], measure="cosine",
+                                        higher_is_better=True)
+    assert "p = " not in bare["data"][0]["hovertemplate"]
+    assert bare["data"][0]["reversescale"] is True
+    with pytest.raises(ValueError, match="does not match"):
+        plots.distance_matrix_figure(labels, values[:2])
+
+
+def test_separation_figure_has_three_lines_and_a_ratio_axis() -> None:
+    layers = ["blocks.1", "blocks.3", "conv_head"]
+    fig = plots.separation_figure(layers, [1.0, 2.0, 3.0], [2.0, 5.0, 9.0], [2.0, 2.5, 3.0],
+                                  measure="euclidean", silhouette=[0.1, None, 0.4])
+    _dumps(fig)
+    names = [t["name"] for t in fig["data"]]
+    assert names == ["intra-group", "inter-group", "inter / intra", "silhouette"]
+    assert fig["data"][2]["yaxis"] == "y2" and fig["data"][2]["y"] == [2.0, 2.5, 3.0]
+    assert fig["data"][3]["y"] == [0.1, None, 0.4]
+    with pytest.raises(ValueError, match="inter has 2 values"):
+        plots.separation_figure(layers, [1, 2, 3], [1, 2], [1, 2, 3])
+
+
+def test_embedding_figure_colours_by_label_with_ids_in_customdata() -> None:
+    points = [{"box_id": 1, "image_id": 9, "label": "b", "x": 0.5, "y": 1.0},
+              {"box_id": 2, "image_id": 9, "label": "a", "x": np.float32(2.0), "y": -1.0},
+              {"box_id": 3, "image_id": 8, "label": "b", "x": 3.0, "y": 0.0}]
+    fig = plots.embedding_figure(points, method="pca")
+    _dumps(fig)
+    assert [t["name"] for t in fig["data"]] == ["a", "b"]
+    assert fig["data"][1]["customdata"] == [[1, 9], [3, 8]]
+    assert fig["data"][1]["x"] == [0.5, 3.0]
+    assert fig["data"][0]["marker"]["color"] != fig["data"][1]["marker"]["color"]
+    assert fig["layout"]["xaxis"]["title"]["text"] == "PC1"
