@@ -1,0 +1,65 @@
+"""Predictions of the embedded model on real photos, and top-k from logits."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from app.engine.images import DecodedImage, decode_image
+from app.engine.models import LoadedModel, get_model
+from app.engine.predictions import predict, predict_from_logits
+from app.engine.regions import Box
+
+
+@pytest.fixture(scope="module")
+def model() -> LoadedModel:
+    return get_model("efficientnet_lite0")
+
+
+def _decoded(array: np.ndarray) -> DecodedImage:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return decode_image(buffer.getvalue(), max_pixels=10**8)
+
+
+def test_embedded_model_sees_a_cat_and_an_espresso(model: LoadedModel, photo: object) -> None:
+    cat = predict(model, _decoded(photo("chelsea")), k=3)  # type: ignore[operator]
+    assert {281, 285} & {p.index for p in cat}
+    assert cat[0].index == 285 and cat[0].label == "Egyptian cat"
+    assert 0.7 < cat[0].probability < 0.9
+    coffee = predict(model, _decoded(photo("coffee")), k=5)  # type: ignore[operator]
+    assert coffee[0].index == 967 and coffee[0].label == "espresso"
+    assert [p.probability for p in coffee] == sorted((p.probability for p in coffee), reverse=True)
+
+
+def test_box_prediction_equals_prediction_of_the_crop(model: LoadedModel, photo: object) -> None:
+    array = photo("chelsea")  # type: ignore[operator]
+    whole = _decoded(array)
+    got = predict(model, whole, k=4, box=Box(130, 20, 190, 170))
+    want = predict(model, _decoded(np.ascontiguousarray(array[20:190, 130:320])), k=4)
+    assert [p.index for p in got] == [p.index for p in want]
+    np.testing.assert_allclose([p.probability for p in got], [p.probability for p in want],
+                               rtol=1e-6)
+    with pytest.raises(ValueError, match="outside"):
+        predict(model, whole, box=Box(9000, 0, 5, 5))
+
+
+def test_predict_from_logits_matches_softmax_reference(model: LoadedModel) -> None:
+    rng = np.random.default_rng(5)
+    logits = rng.normal(size=1000) * 4
+    out = predict_from_logits(model, torch.from_numpy(logits).float(), k=7)
+    probs = np.exp(logits - logits.max())
+    probs /= probs.sum()
+    order = np.argsort(-probs)[:7]
+    assert [p.index for p in out] == order.tolist()
+    np.testing.assert_allclose([p.probability for p in out], probs[order], rtol=1e-5)
+    assert out[0].label == model.spec.class_names[int(order[0])]
+    assert len(predict_from_logits(model, torch.zeros(1000), k=5000)) == 1000
+    with pytest.raises(ValueError, match="k must"):
+        predict_from_logits(model, torch.zeros(1000), k=0)
+    with pytest.raises(ValueError, match="vector"):
+        predict_from_logits(model, torch.zeros(2, 1000))
