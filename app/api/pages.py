@@ -1,0 +1,59 @@
+"""The dashboard: the single HTML page, its static ES modules and the bundled Plotly.
+
+Every script and style the page uses is served from here (no CDN): ``/static/*`` from the
+repository's ``static/`` folder and ``/static/plotly.min.js`` from the installed ``plotly``
+package. Include ``router`` in the app; it needs no mount.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import plotly
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.templating import Jinja2Templates
+
+__all__ = ["STATIC_DIR", "TEMPLATES_DIR", "router"]
+
+_ROOT = Path(__file__).resolve().parent.parent.parent
+STATIC_DIR = _ROOT / "static"
+TEMPLATES_DIR = _ROOT / "templates"
+_PLOTLY_JS = Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js"
+_MEDIA_TYPES = {
+    ".js": "text/javascript",
+    ".css": "text/css",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".ico": "image/x-icon",
+}
+
+router = APIRouter(tags=["dashboard"], include_in_schema=False)
+
+
+@lru_cache(maxsize=1)
+def _templates() -> Jinja2Templates:
+    return Jinja2Templates(directory=str(TEMPLATES_DIR))
+
+
+@router.get("/", response_class=HTMLResponse)
+def index(request: Request) -> HTMLResponse:
+    """The dashboard page."""
+    return _templates().TemplateResponse(request, "index.html", {})
+
+
+@router.get("/static/plotly.min.js")
+def plotly_js() -> FileResponse:
+    """Plotly's browser bundle, from the installed Python package."""
+    return FileResponse(_PLOTLY_JS, media_type="text/javascript")
+
+
+@router.get("/static/{path:path}")
+def static_file(path: str) -> FileResponse:
+    """A file under ``static/``; anything outside it or of an unknown kind is a 404."""
+    target = (STATIC_DIR / path).resolve()
+    media_type = _MEDIA_TYPES.get(target.suffix)
+    if not target.is_relative_to(STATIC_DIR) or media_type is None or not target.is_file():
+        raise HTTPException(status_code=404, detail=f"no static file {path!r}")
+    return FileResponse(target, media_type=media_type, headers={"Cache-Control": "no-cache"})

@@ -1,0 +1,70 @@
+// Small page helpers: errors shown next to what caused them, recent labels, tables.
+const RECENT_KEY = "featuregap.recentLabels";
+
+export const $ = (id) => document.getElementById(id);
+
+export function showError(element, err) {
+  element.textContent = err ? (err.message || String(err)) : "";
+}
+
+// Run an action, showing its error in `element` (and clearing it on success).
+export async function guarded(element, action) {
+  showError(element, null);
+  try {
+    return await action();
+  } catch (err) {
+    if (err.name !== "AbortError") showError(element, err);
+    return undefined;
+  }
+}
+
+export function recentLabels() {
+  try {
+    const list = JSON.parse(localStorage.getItem(RECENT_KEY) || "[]");
+    return Array.isArray(list) ? list.filter((l) => typeof l === "string") : [];
+  } catch {
+    return [];
+  }
+}
+
+export function rememberLabel(label) {
+  if (!label) return;
+  const list = [label, ...recentLabels().filter((l) => l !== label)].slice(0, 12);
+  localStorage.setItem(RECENT_KEY, JSON.stringify(list));
+}
+
+export function fillLabelList(datalist, known = []) {
+  const labels = [...new Set([...recentLabels(), ...known])];
+  datalist.replaceChildren(...labels.map((label) => new Option(label, label)));
+}
+
+export function fillSelect(select, items, { value, text, selected } = {}) {
+  const keep = selected ?? select.value;
+  select.replaceChildren(...items.map((item) => {
+    const option = new Option(text ? text(item) : String(item), value ? value(item) : String(item));
+    return option;
+  }));
+  if ([...select.options].some((o) => o.value === keep)) select.value = keep;
+}
+
+const fmt = (v) => (typeof v === "number" ? (Number.isInteger(v) ? String(v) : v.toPrecision(4)) : v ?? "");
+
+// A table from column names and row arrays; returns the same data for CSV export.
+export function fillTable(table, columns, rows) {
+  const head = document.createElement("tr");
+  for (const c of columns) head.append(Object.assign(document.createElement("th"), { textContent: c }));
+  const body = rows.map((row) => {
+    const tr = document.createElement("tr");
+    for (const v of row) tr.append(Object.assign(document.createElement("td"), { textContent: fmt(v) }));
+    return tr;
+  });
+  table.replaceChildren(head, ...body);
+}
+
+export function toCsv(columns, rows) {
+  const cell = (v) => {
+    const s = v === null || v === undefined ? "" : String(v);
+    return /[",\n]/.test(s) ? `"${s.replaceAll('"', '""')}"` : s;
+  };
+  return [columns, ...rows].map((r) => r.map(cell).join(",")).join("\n") + "\n";
+}

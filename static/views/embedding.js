@@ -1,0 +1,34 @@
+// t-SNE / PCA scatter of boxes coloured by label: hover shows the box, click opens its image.
+import { imageUrl } from "../api.js";
+import * as jobs from "../jobs.js";
+import { $ } from "../ui.js";
+import { drawFigure } from "./plot.js";
+
+// Plotly's customdata carries the box id; fall back to the points list by position.
+function boxOf(point, result) {
+  const id = Array.isArray(point.customdata) ? point.customdata[0] : point.customdata;
+  const points = result.points || [];
+  return points.find((p) => p.box_id === id) || null;
+}
+
+export async function showEmbedding(labels, c, { onOpen }) {
+  const body = { labels, model: c.model, layer: c.layer, method: c.embedMethod, descriptor: c.descriptor, seed: 0 };
+  const result = await jobs.run(c.embedMethod === "pca" ? "PCA" : "t-SNE", "/api/embeddings", body);
+  $("embedding-view").hidden = false;
+  const plot = $("embedding-plot");
+  await drawFigure(plot, result.figure, `embedding-${c.embedMethod}-${c.layer}`);
+  plot.removeAllListeners?.("plotly_hover");
+  plot.removeAllListeners?.("plotly_click");
+  plot.on("plotly_hover", async (event) => {
+    const box = boxOf(event.points[0], result);
+    if (!box) return;
+    $("hover-thumb").hidden = false;
+    $("hover-caption").textContent = `box ${box.box_id} · ${box.label} · image ${box.image_id}`;
+    $("hover-img").src = await imageUrl(`/api/images/${box.image_id}/thumbnail?box_id=${box.box_id}`);
+  });
+  plot.on("plotly_click", (event) => {
+    const box = boxOf(event.points[0], result);
+    if (box) onOpen(box.image_id);
+  });
+  return result;
+}

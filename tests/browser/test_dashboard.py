@@ -1,0 +1,107 @@
+"""The dashboard in headless Chromium against the real server and the embedded model."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+Page = Any
+
+
+def _open(page: Page, origin: str) -> None:
+    page.goto(origin + "/")
+    page.wait_for_selector("body[data-ready='1']")
+
+
+def _upload(page: Page, name: str, png: bytes) -> None:
+    page.set_input_files("#upload-input", files=[
+        {"name": f"{name}.png", "mimeType": "image/png", "buffer": png}])
+    page.wait_for_selector(f".card img[alt='{name}.png']")
+
+
+def _open_image(page: Page, name: str) -> dict[str, float]:
+    page.click(f".card img[alt='{name}.png']")
+    page.wait_for_function("document.querySelector('.editor-image')?.complete")
+    page.wait_for_function("document.querySelector('.editor-overlay').getAttribute('viewBox')")
+    box: dict[str, float] = page.locator(".editor-overlay").bounding_box()
+    return box
+
+
+def _boxes(origin: str, image_id: int) -> list[dict[str, Any]]:
+    boxes: list[dict[str, Any]] = httpx.get(f"{origin}/api/boxes",
+                                            params={"image_id": image_id}).json()
+    return boxes
+
+
+def _wait_boxes(origin: str, image_id: int, ok: Callable[[list[dict[str, Any]]], bool]
+                ) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + 10
+    while True:
+        boxes = _boxes(origin, image_id)
+        if ok(boxes) or time.monotonic() > deadline:
+            return boxes
+        time.sleep(0.1)
+
+
+def _drag(page: Page, start: tuple[float, float], end: tuple[float, float]) -> None:
+    page.mouse.move(*start)
+    page.mouse.down()
+    page.mouse.move(*end, steps=8)
+    page.mouse.up()
+
+
+def _close(box: dict[str, Any], x: float, y: float, w: float, h: float) -> None:
+    got = (box["x"], box["y"], box["w"], box["h"])
+    assert got == pytest.approx((x, y, w, h), abs=1.0), got
+
+
+def test_boxes_drawn_resized_moved_deleted_and_undone_in_image_pixels(
+        watched_page: tuple[Page, Any], server: str, photo: Any, shot: Any) -> None:
+    page, _ = watched_page
+    _open(page, server)
+    shot(page, "empty")
+    _upload(page, "chelsea", photo.png("chelsea"))
+    image = next(i for i in httpx.get(f"{server}/api/images").json()
+                 if i["filename"] == "chelsea.png")
+    width, height = image["width"], image["height"]
+    shown = _open_image(page, "chelsea")
+    scale = shown["width"] / width
+    assert abs(scale - 1) > 0.2, f"the test needs a display scale other than 1, got {scale}"
+    assert shown["height"] / height == pytest.approx(scale, rel=0.01)
+
+    def screen(x: float, y: float) -> tuple[float, float]:
+        return shown["x"] + x * scale, shown["y"] + y * scale
+
+    page.fill("#box-label", "cat")
+    _drag(page, screen(50, 40), screen(250, 200))
+    boxes = _wait_boxes(server, image["id"], lambda b: len(b) == 1)
+    assert len(boxes) == 1 and boxes[0]["label"] == "cat"
+    _close(boxes[0], 50, 40, 200, 160)
+    shot(page, "drawn")
+
+    # The south-east handle of the selected box, dragged by (+50, +60) image pixels.
+    _drag(page, screen(250, 200), screen(300, 260))
+    boxes = _wait_boxes(server, image["id"], lambda b: abs(b[0]["w"] - 250) <= 1)
+    _close(boxes[0], 50, 40, 250, 220)
+    shot(page, "resized")
+
+    _drag(page, screen(150, 120), screen(180, 140))
+    boxes = _wait_boxes(server, image["id"], lambda b: abs(b[0]["x"] - 80) <= 1)
+    _close(boxes[0], 80, 60, 250, 220)
+    shot(page, "moved")
+
+    page.keyboard.press("Delete")
+    assert _wait_boxes(server, image["id"], lambda b: not b) == []
+    page.keyboard.press("Control+z")
+    boxes = _wait_boxes(server, image["id"], lambda b: len(b) == 1)
+    _close(boxes[0], 80, 60, 250, 220)
+    page.keyboard.press("Control+z")  # undoes the move
+    boxes = _wait_boxes(server, image["id"], lambda b: abs(b[0]["x"] - 50) <= 1)
+    _close(boxes[0], 50, 40, 250, 220)
+    assert page.locator(".box").count() == 1
+    assert "Ctrl+Z" in page.locator("#shortcuts").inner_text()
+    shot(page, "undone")
