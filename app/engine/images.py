@@ -72,8 +72,13 @@ def decode_image(data: bytes, *, max_pixels: int) -> DecodedImage:
                 probe.load()
                 image = ImageOps.exif_transpose(probe)
                 rgb = _to_rgb(image)
-    except (UnidentifiedImageError, Image.DecompressionBombError,
-            Image.DecompressionBombWarning) as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        # PIL refuses huge canvases while opening, before our own check can run.
+        raise ValueError(
+            f"image has too many pixels, above the limit ({exc}); downscale it "
+            f"(setting FEATUREGAP_MAX_IMAGE_PIXELS: {max_pixels})"
+        ) from exc
+    except UnidentifiedImageError as exc:
         raise ValueError(f"not a readable image ({exc}); upload a PNG, JPEG, WebP or TIFF") from exc
     except (OSError, SyntaxError, EOFError) as exc:
         raise ValueError(f"the image file is damaged or truncated ({exc})") from exc
