@@ -386,3 +386,16 @@ def test_compute_heatmap_brings_the_layer_map_to_the_image_grid(
     expected = F.interpolate(fmap.mean(dim=1, keepdim=True), size=(300, 451), mode="bilinear",
                              align_corners=False)[0, 0]
     torch.testing.assert_close(heat.values, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_compute_heatmap_errors_name_the_fix(lite0: LoadedModel, chelsea: DecodedImage) -> None:
+    with pytest.raises(KeyError, match="unknown layer 'bn3'; use one of"):
+        compute_heatmap(lite0, chelsea, "bn3", "gradcam")
+    with pytest.raises(ValueError, match="target 1000 is out of range; the model has 1000"):
+        compute_heatmap(lite0, chelsea, "bn2", "gradcam", target=1000)
+    with pytest.raises(ValueError, match="use layer 'bn2'"):
+        compute_heatmap(lite0, chelsea, "conv_head", "cam")
+    with pytest.raises(ValueError, match="channel between 0 and 1279"):
+        compute_heatmap(lite0, chelsea, "bn2", "channel", channel=1280)
+    assert not lite0.module.training
