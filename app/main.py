@@ -20,7 +20,8 @@ from app.store import Store
 __all__ = ["create_app"]
 
 # Routers of the analysis and dashboard parts, included when their modules exist.
-_OPTIONAL_ROUTERS = ("heatmaps", "distances", "separation", "embeddings", "pages")
+_OPTIONAL_ROUTERS = ("heatmaps", "predictions", "distances", "separation", "embeddings",
+                     "pages")
 
 
 def _optional(name: str) -> ModuleType | None:

@@ -1,6 +1,6 @@
 """Boxes in and out in the formats people already have: COCO JSON, Pascal VOC XML, YOLO txt.
 
-Conventions:
+Conventions (boxes that stick out of the image are clipped to it, as everywhere):
 - COCO ``bbox`` is ``[x, y, w, h]`` in pixels, the same as FeatureGap's boxes. Images are
   matched by ``file_name`` (its last path part) to stored images' upload names;
   ``categories`` give the labels.
@@ -37,7 +37,6 @@ __all__ = ["router", "import_coco", "export_coco", "parse_voc", "export_voc", "p
 router = APIRouter(prefix="/api", tags=["formats"])
 
 _Box = tuple[float, float, float, float, str]
-_EDGE = 1e-6  # relative tolerance for normalised or rounded coordinates at the image border
 
 
 # -- COCO ----------------------------------------------------------------------------------
@@ -112,9 +111,7 @@ def import_coco(store: Store, document: Any, progress: Progress | None = None,
         if record is None:
             continue
         x, y, w, h = (float(v) for v in bbox)
-        per_image[record.id].append(
-            (*_snap(x, y, w, h, record.width, record.height),
-             categories[annotation["category_id"]]))
+        per_image[record.id].append((x, y, w, h, categories[annotation["category_id"]]))
     added = 0
     for done, (image_id, boxes) in enumerate(per_image.items()):
         if cancelled is not None and cancelled():
@@ -146,20 +143,6 @@ def export_coco(store: Store) -> dict[str, Any]:
         "categories": [{"id": category_ids[label], "name": label, "supercategory": ""}
                        for label in labels],
     }
-
-
-def _snap(x: float, y: float, w: float, h: float, width: int, height: int
-          ) -> tuple[float, float, float, float]:
-    """Pull coordinates that pass the border by a rounding error back onto it."""
-    if -_EDGE * width <= x < 0:
-        w, x = w + x, 0.0
-    if -_EDGE * height <= y < 0:
-        h, y = h + y, 0.0
-    if width < x + w <= width * (1 + _EDGE):
-        w = width - x
-    if height < y + h <= height * (1 + _EDGE):
-        h = height - y
-    return x, y, w, h
 
 
 # -- Pascal VOC ------------------------------------------------------------------------------
@@ -265,8 +248,7 @@ def parse_yolo(text: str, classes: list[str], image: ImageRecord) -> list[_Box]:
             raise ValueError(f"YOLO line {number} has class {index}, but only "
                              f"{len(classes)} class names were given ({classes})")
         x, y = (cx - w / 2) * image.width, (cy - h / 2) * image.height
-        boxes.append((*_snap(x, y, w * image.width, h * image.height, image.width,
-                             image.height), classes[index]))
+        boxes.append((x, y, w * image.width, h * image.height, classes[index]))
     return boxes
 
 

@@ -42,15 +42,19 @@ class ImageOut(BaseModel):
 
 
 class BoxIn(BaseModel):
-    """A box in the displayed image's pixels: origin top-left, x right, y down."""
+    """A box in the displayed image's pixels: origin top-left, x right, y down.
+
+    A box that sticks out of the image is clipped to it; one with ``w`` or ``h`` ≤ 0, outside
+    the image, or under one pixel once clipped is refused with 422.
+    """
 
     model_config = ConfigDict(json_schema_extra={
         "examples": [{"x": 120, "y": 40, "w": 160, "h": 140, "label": "cat"}]})
 
-    x: float = Field(ge=0, allow_inf_nan=False)
-    y: float = Field(ge=0, allow_inf_nan=False)
-    w: float = Field(gt=0, allow_inf_nan=False)
-    h: float = Field(gt=0, allow_inf_nan=False)
+    x: float = Field(allow_inf_nan=False)
+    y: float = Field(allow_inf_nan=False)
+    w: float = Field(allow_inf_nan=False)
+    h: float = Field(allow_inf_nan=False)
     label: str = Field(min_length=1, max_length=200, pattern=r"\S")
 
 
@@ -60,10 +64,10 @@ class BoxPatch(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"label": "dog"},
                                                               {"x": 10, "w": 50}]})
 
-    x: float | None = Field(None, ge=0, allow_inf_nan=False)
-    y: float | None = Field(None, ge=0, allow_inf_nan=False)
-    w: float | None = Field(None, gt=0, allow_inf_nan=False)
-    h: float | None = Field(None, gt=0, allow_inf_nan=False)
+    x: float | None = Field(None, allow_inf_nan=False)
+    y: float | None = Field(None, allow_inf_nan=False)
+    w: float | None = Field(None, allow_inf_nan=False)
+    h: float | None = Field(None, allow_inf_nan=False)
     label: str | None = Field(None, min_length=1, max_length=200, pattern=r"\S")
 
 

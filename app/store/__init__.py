@@ -5,9 +5,7 @@ from app.store.repository import (
     ImageRecord,
     SchemaMismatchError,
     Store,
-    check_box_in_image,
 )
 from app.store.tables import SCHEMA_VERSION
 
-__all__ = ["Store", "ImageRecord", "BoxRecord", "SchemaMismatchError", "SCHEMA_VERSION",
-           "check_box_in_image"]
+__all__ = ["Store", "ImageRecord", "BoxRecord", "SchemaMismatchError", "SCHEMA_VERSION"]

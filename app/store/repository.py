@@ -26,9 +26,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
 from app.engine.images import DecodedImage, content_hash, decode_image
+from app.engine.regions import Box, check_box
 from app.store.tables import SCHEMA_VERSION, Base, BoxRow, ImageRow, ResultRow, SchemaVersionRow
 
-__all__ = ["Store", "ImageRecord", "BoxRecord", "SchemaMismatchError", "check_box_in_image"]
+__all__ = ["Store", "ImageRecord", "BoxRecord", "SchemaMismatchError"]
 
 _EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "MPO": "jpg", "WEBP": "webp", "BMP": "bmp",
                "GIF": "gif", "TIFF": "tif"}
@@ -90,25 +91,6 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
-
-
-def check_box_in_image(x: float, y: float, w: float, h: float, width: int, height: int) -> None:
-    """Refuse a box that is not a positive rectangle inside a ``width×height`` image.
-
-    Raises:
-        ValueError: naming the image size and the rule broken.
-    """
-    values = {"x": x, "y": y, "w": w, "h": h}
-    for name, value in values.items():
-        if not value == value or value in (float("inf"), float("-inf")):  # NaN or infinite
-            raise ValueError(f"box {name} must be a finite number, got {value}")
-    if w <= 0 or h <= 0:
-        raise ValueError(f"box width and height must be positive, got w={w}, h={h}")
-    if x < 0 or y < 0 or x + w > width or y + h > height:
-        raise ValueError(
-            f"box x={x}, y={y}, w={w}, h={h} leaves the image, which is {width}×{height} "
-            f"pixels (need 0 ≤ x, x + w ≤ {width}, 0 ≤ y, y + h ≤ {height})"
-        )
 
 
 class Store:
@@ -312,9 +294,12 @@ class Store:
                 ) -> BoxRecord:
         """Add a box to an image.
 
+        The box is checked and clipped to the image by
+        :func:`app.engine.regions.check_box` (the stored box is the clipped one).
+
         Raises:
             KeyError: no such image.
-            ValueError: the box leaves the image, is empty, or the image has too many boxes.
+            ValueError: the box is empty, outside the image, or the image has too many boxes.
         """
         return self.add_boxes(image_id, [(x, y, w, h, label)])[0]
 
@@ -324,7 +309,7 @@ class Store:
 
         Raises:
             KeyError: no such image.
-            ValueError: a box leaves the image or is empty, a label is empty, or the image
+            ValueError: a box is empty or outside the image, a label is empty, or the image
                 would have more than ``max_boxes_per_image`` boxes.
         """
         with self._write() as session:
@@ -340,8 +325,8 @@ class Store:
                 )
             rows = []
             for x, y, w, h, label in boxes:
-                check_box_in_image(x, y, w, h, image.width, image.height)
-                rows.append(BoxRow(image_id=image_id, x=x, y=y, w=w, h=h,
+                box = check_box(Box(x, y, w, h), image.width, image.height)
+                rows.append(BoxRow(image_id=image_id, x=box.x, y=box.y, w=box.w, h=box.h,
                                    label=_check_label(label)))
             session.add_all(rows)
             session.flush()
@@ -383,11 +368,11 @@ class Store:
         return records
 
     def update_box(self, box_id: int, **changes: Any) -> BoxRecord:
-        """Change some of a box's ``x, y, w, h, label``; the result must still fit the image.
+        """Change some of a box's ``x, y, w, h, label``; the result is clipped to the image.
 
         Raises:
             KeyError: no such box.
-            ValueError: an unknown field, or the changed box leaves the image.
+            ValueError: an unknown field, or the changed box is empty or outside the image.
         """
         unknown = set(changes) - {"x", "y", "w", "h", "label"}
         if unknown:
@@ -399,8 +384,9 @@ class Store:
             image = session.get(ImageRow, row.image_id)
             assert image is not None  # foreign key
             new = {"x": row.x, "y": row.y, "w": row.w, "h": row.h, **changes}
-            check_box_in_image(new["x"], new["y"], new["w"], new["h"], image.width, image.height)
-            row.x, row.y, row.w, row.h = new["x"], new["y"], new["w"], new["h"]
+            box = check_box(Box(float(new["x"]), float(new["y"]), float(new["w"]),
+                                float(new["h"])), image.width, image.height)
+            row.x, row.y, row.w, row.h = box.x, box.y, box.w, box.h
             if "label" in changes:
                 row.label = _check_label(changes["label"])
             session.flush()

@@ -155,7 +155,11 @@ def test_exif_rotated_jpeg_has_the_displayed_size_and_boxes_use_it(client: TestC
     assert ok.status_code == 201
     too_wide = client.post(f"/api/images/{body['id']}/boxes",
                            json={"x": 0, "y": 0, "w": 40, "h": 20, "label": "a"})
-    assert too_wide.status_code == 422 and "20×40" in too_wide.json()["detail"]
+    assert too_wide.status_code == 201
+    assert (too_wide.json()["w"], too_wide.json()["h"]) == (20, 20)  # clipped to 20 wide
+    outside = client.post(f"/api/images/{body['id']}/boxes",
+                          json={"x": 25, "y": 0, "w": 5, "h": 5, "label": "a"})
+    assert outside.status_code == 422 and "20×40" in outside.json()["detail"]
 
 
 def test_upload_needs_a_file(client: TestClient) -> None:

@@ -109,15 +109,25 @@ def test_any_sqlalchemy_url(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("box", "message"), [
-    ((0, 0, 0, 5), "positive"), ((0, 0, 5, -1), "positive"), ((-1, 0, 5, 5), "37×23"),
-    ((30, 0, 8, 5), "37×23"), ((0, 20, 5, 4), "37×23"), ((float("nan"), 0, 1, 1), "finite"),
+    ((0, 0, 0, 5), "positive"), ((0, 0, 5, -1), "positive"), ((40, 0, 5, 5), "37×23"),
+    ((0, -9, 5, 4), "37×23"), ((36.5, 0, 3, 5), "less than one pixel"),
+    ((float("nan"), 0, 1, 1), "non-finite"),
 ])
-def test_box_outside_the_image_is_refused_with_the_size(
+def test_empty_or_outside_box_is_refused_with_the_size(
         store: Store, box: tuple[float, float, float, float], message: str) -> None:
     image, _ = store.add_image(_png(37, 23, 6), "a.png")
     with pytest.raises(ValueError, match=message):
         store.add_box(image.id, *box, "cat")
-    store.add_box(image.id, 0, 0, 37, 23, "whole")  # the full image is fine
+    assert store.boxes() == []
+
+
+def test_box_sticking_out_is_clipped_to_the_image(store: Store) -> None:
+    image, _ = store.add_image(_png(37, 23, 6), "a.png")
+    whole = store.add_box(image.id, 0, 0, 37, 23, "whole")
+    assert (whole.x, whole.y, whole.w, whole.h) == (0, 0, 37, 23)
+    left = store.add_box(image.id, -1.5, 2, 5, 30, "cat")
+    assert (left.x, left.y, left.w, left.h) == (0, 2, 3.5, 21)
+    assert store.get_box(left.id) == left
 
 
 def test_boxes_filters_and_labels(store: Store) -> None:
@@ -140,8 +150,9 @@ def test_update_box_keeps_it_inside(store: Store) -> None:
     box = store.add_box(image.id, 0, 0, 5, 5, "cat")
     moved = store.update_box(box.id, x=25, label=" dog ")
     assert (moved.x, moved.w, moved.label) == (25, 5, "dog")
+    assert store.update_box(box.id, w=8).w == 5  # clipped at the right edge
     with pytest.raises(ValueError, match="30×20"):
-        store.update_box(box.id, w=6)
+        store.update_box(box.id, x=31)
     assert store.get_box(box.id) == moved
     with pytest.raises(ValueError, match="cannot change"):
         store.update_box(box.id, image_id=3)
