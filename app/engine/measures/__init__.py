@@ -1,1 +1,34 @@
-"""Measures between descriptors, sets of vectors and groups."""
+"""Measures between descriptors, sets of vectors and groups.
+
+Every measure is a registered :class:`Measure` (one small module each) with its direction,
+the descriptor it consumes and whether it compares group means or whole sets; the
+functions below run them on tensors whose rows are samples.
+"""
+
+from app.engine.measures.base import MEASURES, Measure, get_measure, list_measures
+from app.engine.measures.cosine import cosine
+from app.engine.measures.euclidean import euclidean
+from app.engine.measures.grassmann import grassmann
+from app.engine.measures.mahalanobis import mahalanobis
+from app.engine.measures.mmd import mmd
+from app.engine.measures.mutual_information import mutual_information
+from app.engine.measures.permutation import PermutationResult, permutation_test
+from app.engine.measures.seed_mmd import seed_mmd
+from app.engine.measures.std_euclidean import std_euclidean
+
+__all__ = [
+    "MEASURES",
+    "Measure",
+    "PermutationResult",
+    "cosine",
+    "euclidean",
+    "get_measure",
+    "grassmann",
+    "list_measures",
+    "mahalanobis",
+    "mmd",
+    "mutual_information",
+    "permutation_test",
+    "seed_mmd",
+    "std_euclidean",
+]
