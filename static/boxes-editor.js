@@ -293,7 +293,7 @@ export class BoxEditor {
     }));
     const text = svgEl("text", {
       class: "box-label", x: box.x + 8 * unit, y: box.y + 20 * unit,
-      "font-size": 14 * unit, fill: colour,
+      "font-size": 14 * unit, fill: "#fff", stroke: colour, "stroke-width": 4 * unit,
     });
     text.textContent = box.label || "(no label)";
     group.append(text);

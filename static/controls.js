@@ -13,7 +13,7 @@ export async function initControls() {
       get("/api/models"), get("/api/heatmap-methods").catch(() => null), get("/api/measures").catch(() => null),
     ]);
     fillSelect($("model"), models, { value: (m) => m.name, text: (m) => `${m.name} (${m.architecture})` });
-    if (methods) fillSelect($("method"), methods, { value: nameOf, text: nameOf });
+    if (methods) fillSelect($("method"), methods, { value: nameOf, text: nameOf, selected: "gradcam" });
     if (measures) fillSelect($("measure"), measures, { value: nameOf, text: measureText });
     await loadLayers();
   });

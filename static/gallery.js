@@ -1,5 +1,6 @@
 // The gallery: upload (picker or drop, several at once, with progress), cards, delete, COCO.
 import { blob, del, download, forgetImageUrls, get, imageUrl, upload } from "./api.js";
+import * as jobs from "./jobs.js";
 import { $, guarded, rememberLabel, showError } from "./ui.js";
 
 let openImage = () => {};
@@ -26,7 +27,7 @@ export function initGallery({ onOpen }) {
     e.target.value = "";
     if (!file) return;
     await guarded($("coco-error"), async () => {
-      const result = await upload("/api/import/coco", file, {});
+      const result = await jobs.track("Import", () => upload("/api/import/coco", file, {}));
       const skipped = result.skipped?.length ? `; skipped ${result.skipped.length}: ${result.skipped.slice(0, 3).join("; ")}` : "";
       $("coco-error").textContent = `Imported ${result.boxes_added} boxes on ${result.images_matched} images${skipped}`;
       await refreshGallery();

@@ -2,7 +2,7 @@
 import { get, getToken, setToken } from "./api.js";
 import { initControls, choices } from "./controls.js";
 import { initGallery, refreshGallery } from "./gallery.js";
-import { currentImage, initImageView, openImage } from "./image-view.js";
+import { currentBoxes, currentImage, initImageView, openImage } from "./image-view.js";
 import { $, guarded } from "./ui.js";
 import { showDistances } from "./views/distances.js";
 import { showEmbedding } from "./views/embedding.js";
@@ -30,7 +30,7 @@ function init() {
   const open = async (id) => { await openImage(id); };
   const imageAction = (id, action) => $(id).addEventListener("click", () => guarded($("image-analysis-error"), async () => {
     const image = currentImage();
-    if (image) await action(image, choices());
+    if (image) await action(image, choices(), currentBoxes());
   }));
   imageAction("run-heatmap", showHeatmap);
   imageAction("run-predictions", showPredictions);

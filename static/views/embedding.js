@@ -4,11 +4,11 @@ import * as jobs from "../jobs.js";
 import { $ } from "../ui.js";
 import { drawFigure } from "./plot.js";
 
-// Plotly's customdata carries the box id; fall back to the points list by position.
+// Plotly's customdata carries [box_id, image_id] for each point.
 function boxOf(point, result) {
-  const id = Array.isArray(point.customdata) ? point.customdata[0] : point.customdata;
-  const points = result.points || [];
-  return points.find((p) => p.box_id === id) || null;
+  const [boxId, imageId] = Array.isArray(point.customdata) ? point.customdata : [point.customdata];
+  const known = (result.points || []).find((p) => p.box_id === boxId) || {};
+  return boxId === undefined ? null : { label: point.data.name, ...known, box_id: boxId, image_id: imageId ?? known.image_id };
 }
 
 export async function showEmbedding(labels, c, { onOpen }) {

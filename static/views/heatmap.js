@@ -1,5 +1,5 @@
 // Heat-map view: the API's overlay figure, an opacity slider and the per-box scores.
-import { download } from "../api.js";
+import { download, imageUrl } from "../api.js";
 import * as jobs from "../jobs.js";
 import { $, fillTable, toCsv } from "../ui.js";
 import { drawFigure } from "./plot.js";
@@ -18,12 +18,19 @@ export function initHeatmapView() {
   });
 }
 
-function scoreTable(scores) {
-  const keys = [];
-  for (const score of scores) for (const k of Object.keys(score)) if (!keys.includes(k)) keys.push(k);
-  const first = ["box_id", "label"].filter((k) => keys.includes(k));
-  const columns = [...first, ...keys.filter((k) => !first.includes(k) && typeof scores[0][k] !== "object")];
-  return { columns, rows: scores.map((s) => columns.map((c) => s[c])) };
+function scoreTable(result) {
+  const names = result.score_names || [];
+  const columns = ["box", "label", "x", "y", "w", "h", ...names];
+  const rows = result.boxes.map((b) => [b.id, b.label, b.x, b.y, b.w, b.h, ...names.map((n) => b.scores[n])]);
+  return { columns, rows };
+}
+
+// The figure's image is an API path; load it with the token, as an object URL.
+async function withLocalImages(figure) {
+  const images = await Promise.all((figure.layout?.images || []).map(async (img) => (
+    typeof img.source === "string" && img.source.startsWith("/api/") ? { ...img, source: await imageUrl(img.source) } : img
+  )));
+  return { ...figure, layout: { ...figure.layout, images } };
 }
 
 export async function showHeatmap(image, c) {
@@ -31,9 +38,13 @@ export async function showHeatmap(image, c) {
   if (c.target !== null) body.target = c.target;
   const result = await jobs.run("Heat map", "/api/heatmaps", body);
   $("heatmap-view").hidden = false;
-  await drawFigure($("heatmap-plot"), result.figure, `heatmap-${image.id}-${c.layer}`);
+  const top = result.prediction?.[0];
+  $("heatmap-caption").textContent = `${result.method} on ${result.layer}, explaining ` +
+    `${result.target_label ?? result.target ?? "the top class"}` +
+    (top ? ` · top prediction: ${top.label} (${(100 * top.probability).toFixed(1)}%)` : "");
+  await drawFigure($("heatmap-plot"), await withLocalImages(result.figure), `heatmap-${image.id}-${c.layer}`);
   $("heatmap-opacity").dispatchEvent(new Event("input"));
-  table = scoreTable(result.scores || result.boxes || []);
+  table = scoreTable(result);
   fillTable($("heatmap-scores"), table.columns, table.rows);
   return result;
 }

@@ -105,3 +105,92 @@ def test_boxes_drawn_resized_moved_deleted_and_undone_in_image_pixels(
     assert page.locator(".box").count() == 1
     assert "Ctrl+Z" in page.locator("#shortcuts").inner_text()
     shot(page, "undone")
+
+    page.set_viewport_size({"width": 420, "height": 800})
+    page.wait_for_timeout(200)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 420
+    shot(page, "narrow")
+
+
+def _api_image(origin: str, name: str, png: bytes) -> dict[str, Any]:
+    response = httpx.post(f"{origin}/api/images", files={"file": (f"{name}.png", png, "image/png")})
+    assert response.status_code in (200, 201), response.text
+    image: dict[str, Any] = response.json()
+    return image
+
+
+def _api_box(origin: str, image_id: int, x: int, y: int, w: int, h: int, label: str) -> int:
+    response = httpx.post(f"{origin}/api/images/{image_id}/boxes",
+                          json={"x": x, "y": y, "w": w, "h": h, "label": label})
+    assert response.status_code == 201, response.text
+    box_id: int = response.json()["id"]
+    return box_id
+
+
+def _traces(page: Page, plot_id: str) -> int:
+    page.wait_for_selector(f"#{plot_id}.js-plotly-plot .main-svg")
+    count: int = page.evaluate(f"document.getElementById('{plot_id}').data.length")
+    return count
+
+
+def test_heat_map_overlay_and_box_scores(watched_page: tuple[Page, Any], server: str,
+                                         photo: Any, shot: Any) -> None:
+    page, _ = watched_page
+    image = _api_image(server, "coffee", photo.png("coffee"))
+    box_id = _api_box(server, image["id"], 160, 40, 300, 260, "cup")
+    _open(page, server)
+    _open_image(page, "coffee")
+    page.click("#run-heatmap")
+    assert _traces(page, "heatmap-plot") >= 1
+    page.wait_for_selector("#heatmap-scores td")
+    first_row = page.locator("#heatmap-scores tr").nth(1).locator("td").all_inner_texts()
+    assert first_row[0] == str(box_id)
+    assert page.locator("#image-analysis-error").inner_text() == ""
+    page.locator("#heatmap-opacity").fill("0.8")
+    opacities = page.evaluate(
+        "document.getElementById('heatmap-plot').data"
+        ".filter(t => t.type === 'heatmap').map(t => t.opacity)")
+    assert opacities and all(o == pytest.approx(0.8) for o in opacities)
+    shot(page, "heatmap")
+
+
+def test_two_textures_distance_matrix_profile_and_scatter(
+        watched_page: tuple[Page, Any], server: str, photo: Any, shot: Any) -> None:
+    page, _ = watched_page
+    _open(page, server)
+    # Both textures through the picker at once (several files in one upload).
+    page.set_input_files("#upload-input", files=[
+        {"name": f"{name}.png", "mimeType": "image/png", "buffer": photo.png(name)}
+        for name in ("brick", "grass")])
+    page.wait_for_selector(".card img[alt='grass.png']")
+    page.wait_for_selector(".card img[alt='brick.png']")
+    images = {i["filename"]: i for i in httpx.get(f"{server}/api/images").json()}
+    for name in ("brick", "grass"):
+        for row in range(2):
+            for col in range(3):
+                _api_box(server, images[f"{name}.png"]["id"], 20 + 160 * col, 40 + 220 * row,
+                         140, 180, name)
+    page.reload()
+    page.wait_for_selector("body[data-ready='1']")
+    page.select_option("#measure", "euclidean")
+    page.fill("#permutations", "50")
+    page.click("#run-distances")
+    assert _traces(page, "distances-plot") >= 1
+    page.wait_for_selector("#distances-table td")
+    assert page.locator("#analysis-error").inner_text() == ""
+    pair = page.locator("#distances-table tr").nth(1).locator("td").all_inner_texts()
+    assert {"brick", "grass"} <= set(pair[0].replace("–", " ").split())
+    assert 0 < float(pair[2]) <= 1
+    shot(page, "distances")
+
+    page.click("#run-embedding")
+    assert _traces(page, "embedding-plot") >= 1
+    points = page.locator("#embedding-plot .scatterlayer .point")
+    assert points.count() == 12
+    points.first.hover()
+    page.wait_for_function("document.getElementById('hover-img').src.startsWith('blob:')")
+    shot(page, "scatter-hover")
+    points.first.click()
+    page.wait_for_selector("#viewer:not([hidden]) .box")
+    assert page.locator("#viewer .box").count() == 6
+    shot(page, "scatter-click-opens-image")
