@@ -133,9 +133,9 @@ def _traces(page: Page, plot_id: str) -> int:
     return count
 
 
-def test_heat_map_overlay_and_box_scores(watched_page: tuple[Page, Any], server: str,
-                                         photo: Any, shot: Any) -> None:
-    page, _ = watched_page
+def test_heat_map_overlay_box_scores_predictions_and_errors(
+        watched_page: tuple[Page, Any], server: str, photo: Any, shot: Any) -> None:
+    page, watch = watched_page
     image = _api_image(server, "coffee", photo.png("coffee"))
     box_id = _api_box(server, image["id"], 160, 40, 300, 260, "cup")
     _open(page, server)
@@ -152,6 +152,21 @@ def test_heat_map_overlay_and_box_scores(watched_page: tuple[Page, Any], server:
         ".filter(t => t.type === 'heatmap').map(t => t.opacity)")
     assert opacities and all(o == pytest.approx(0.8) for o in opacities)
     shot(page, "heatmap")
+
+    page.click("#run-predictions")
+    page.wait_for_selector("#predictions li")
+    assert "espresso" in page.locator("#predictions div").first.inner_text()
+    assert page.locator("#predictions h4").count() == 2  # the image and its box
+
+    # An API error appears next to the button that caused it, in the server's words.
+    page.fill("#target", "5000")
+    page.click("#run-heatmap")
+    error = page.locator("#image-analysis-error")
+    error.wait_for(state="visible")
+    assert "5000" in error.inner_text()
+    shot(page, "heatmap-error")
+    # The browser logs the 4xx answer itself; that one error is expected.
+    watch.errors[:] = [e for e in watch.errors if "status of 422" not in e]
 
 
 def test_two_textures_distance_matrix_profile_and_scatter(
