@@ -1,0 +1,268 @@
+"""The ``featuregap`` command line: models, layers, predictions and heat-map overlays.
+
+Each subcommand is an entry in :data:`COMMANDS` (help text, argument setup, runner), so
+another part of the product adds one (``serve``) with a single :func:`command` decorator.
+Errors in the input (a bad file, unknown model or layer, a bad box) print one line to
+stderr and exit with status 2; nothing prints a traceback for a user mistake.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+__all__ = ["COMMANDS", "Command", "command", "main", "parse_box"]
+
+Runner = Callable[[argparse.Namespace], int]
+Setup = Callable[[argparse.ArgumentParser], None]
+
+
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: its help line, how it adds its arguments, and what it runs."""
+
+    help: str
+    setup: Setup
+    run: Runner
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def command(name: str, help: str, setup: Setup) -> Callable[[Runner], Runner]:
+    """Register a subcommand; duplicate names are refused.
+
+    Raises:
+        ValueError: ``name`` is taken.
+    """
+
+    def wrap(run: Runner) -> Runner:
+        if name in COMMANDS:
+            raise ValueError(f"a command named {name!r} already exists")
+        COMMANDS[name] = Command(help, setup, run)
+        return run
+
+    return wrap
+
+
+def parse_box(text: str) -> Any:
+    """``"x,y,w,h"`` in image pixels → a :class:`~app.engine.regions.Box`."""
+    from app.engine.regions import Box
+
+    parts = text.split(",")
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) != 4:
+        raise argparse.ArgumentTypeError(f"box {text!r} must be x,y,w,h (four numbers)")
+    return Box(*values)
+
+
+def _model_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=None, help="model name (default: the setting)")
+
+
+def _load_image(path: str) -> Any:
+    from app.config import get_settings
+    from app.engine.images import decode_image
+
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    try:
+        return decode_image(data, max_pixels=get_settings().max_image_pixels)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from exc
+
+
+def _get_model(name: str | None) -> Any:
+    from app.config import get_settings
+    from app.engine.models import get_model
+
+    return get_model(name or get_settings().default_model)
+
+
+def _print_json(value: object) -> None:
+    def clean(item: object) -> object:
+        if isinstance(item, float) and not math.isfinite(item):
+            return None
+        if isinstance(item, dict):
+            return {k: clean(v) for k, v in item.items()}
+        if isinstance(item, list | tuple):
+            return [clean(v) for v in item]
+        return item
+
+    print(json.dumps(clean(value), indent=2, allow_nan=False))
+
+
+def _setup_models(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print JSON")
+
+
+@command("models", "list registered and discovered models", _setup_models)
+def _run_models(args: argparse.Namespace) -> int:
+    from app.engine.models import list_models
+
+    rows = [
+        {"name": s.name, "architecture": s.architecture, "source": s.source,
+         "input_size": s.input_size, "classes": len(s.class_names), "description": s.description}
+        for s in list_models()
+    ]
+    if args.json:
+        _print_json(rows)
+    else:
+        for row in rows:
+            print(f"{row['name']:<24} {row['source']}:{row['architecture']:<28} "
+                  f"{row['input_size']}px {row['classes']} classes  {row['description']}")
+    return 0
+
+
+def _setup_layers(parser: argparse.ArgumentParser) -> None:
+    _model_arg(parser)
+    parser.add_argument("--json", action="store_true", help="print JSON")
+
+
+@command("layers", "list a model's feature-map layers with their shapes", _setup_layers)
+def _run_layers(args: argparse.Namespace) -> int:
+    from app.engine.layers import list_layers
+
+    layers = list_layers(_get_model(args.model))
+    if args.json:
+        _print_json([vars(info) for info in layers])
+    else:
+        for info in layers:
+            print(f"{info.name:<40} {info.channels}×{info.height}×{info.width}")
+    return 0
+
+
+def _setup_predict(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("images", nargs="+", metavar="IMAGE")
+    _model_arg(parser)
+    parser.add_argument("--top", type=int, default=5, help="how many classes (default 5)")
+    parser.add_argument("--mode", choices=["resize", "native"], default="resize")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+
+
+@command("predict", "top-k classes for one or more images", _setup_predict)
+def _run_predict(args: argparse.Namespace) -> int:
+    from app.engine.features import LOGITS, extract
+    from app.engine.predictions import predict_from_logits
+
+    if args.top < 1:
+        raise ValueError(f"--top must be at least 1, got {args.top}")
+    model = _get_model(args.model)
+    quiet = len(args.images) < 2
+    images = [_load_image(p) for p in tqdm(args.images, desc="decode", disable=quiet,
+                                           file=sys.stderr)]
+    with tqdm(total=len(images), desc="predict", disable=quiet, file=sys.stderr) as bar:
+        def advance(done: int, total: int) -> None:
+            bar.update(done - bar.n)
+
+        outputs = extract(model, images, [], mode=args.mode, with_logits=True, progress=advance)
+    results = [
+        {"image": path,
+         "predictions": [vars(p) for p in predict_from_logits(model, out[LOGITS], args.top)]}
+        for path, out in zip(args.images, outputs, strict=True)
+    ]
+    if args.json:
+        _print_json(results)
+    else:
+        for result in results:
+            print(result["image"])
+            for p in result["predictions"]:
+                print(f"  {p['probability']:7.2%}  {p['index']:>5}  {p['label']}")
+    return 0
+
+
+def _setup_heatmap(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("image", metavar="IMAGE")
+    _model_arg(parser)
+    parser.add_argument("--layer", required=True, help="feature-map layer (see 'layers')")
+    parser.add_argument("--method", default="gradcam", help="heat-map method (default gradcam)")
+    parser.add_argument("--target", type=int, default=None,
+                        help="class index to explain (default: the top prediction)")
+    parser.add_argument("--mode", choices=["resize", "native"], default="resize")
+    parser.add_argument("--box", type=parse_box, action="append", default=[],
+                        help="x,y,w,h in image pixels (repeatable)")
+    parser.add_argument("--label", action="append", default=[],
+                        help="a label per --box, in order (repeatable)")
+    parser.add_argument("-o", "--output", required=True, help="overlay PNG to write")
+    parser.add_argument("--json", action="store_true", help="print the scores as JSON")
+
+
+@command("heatmap", "write a heat-map overlay with boxes and their scores", _setup_heatmap)
+def _run_heatmap(args: argparse.Namespace) -> int:
+    from app.engine.heatmaps import compute_heatmap
+    from app.engine.localisation import score_boxes
+    from app.engine.overlay import render_overlay
+    from app.engine.regions import check_box
+
+    if len(args.label) > len(args.box):
+        raise ValueError(f"{len(args.label)} --label for {len(args.box)} --box; give one per box")
+    model = _get_model(args.model)
+    image = _load_image(args.image)
+    boxes = [check_box(box, image.width, image.height) for box in args.box]
+    labels = list(args.label) + [""] * (len(boxes) - len(args.label))
+    heat = compute_heatmap(model, image, args.layer, args.method, args.target, args.mode)
+    scores = score_boxes(heat.values, boxes) if boxes else []
+    captions = []
+    for label, score in zip(labels, scores, strict=True):
+        shown = " ".join(f"{k}={v:.2f}" for k, v in score.items()
+                         if k in ("energy", "pointing_game", "iou"))
+        captions.append(f"{label} {shown}".strip())
+    render_overlay(image.pixels, heat.values, boxes, captions).save(args.output, format="PNG")
+    report = {
+        "image": args.image, "output": args.output, "model": model.spec.name,
+        "layer": args.layer, "method": heat.method, "target": heat.target,
+        "target_label": heat.target_label,
+        "boxes": [{"x": b.x, "y": b.y, "w": b.w, "h": b.h, "label": lab, "scores": s}
+                  for b, lab, s in zip(boxes, labels, scores, strict=True)],
+    }
+    if args.json:
+        _print_json(report)
+    else:
+        print(f"{args.output}: {heat.method} on {args.layer}, target {heat.target} "
+              f"({heat.target_label})")
+        for entry in report["boxes"]:
+            assert isinstance(entry, dict)
+            values = ", ".join(f"{k}={v:.3f}" for k, v in entry["scores"].items())
+            print(f"  box {entry['x']:g},{entry['y']:g},{entry['w']:g},{entry['h']:g} "
+                  f"{entry['label']}: {values}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every registered subcommand."""
+    parser = argparse.ArgumentParser(prog="featuregap", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, entry in COMMANDS.items():
+        child = sub.add_parser(name, help=entry.help, description=entry.help)
+        entry.setup(child)
+        child.set_defaults(_run=entry.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (2 for bad input)."""
+    args = build_parser().parse_args(argv)
+    try:
+        status: int = args._run(args)
+    except (ValueError, KeyError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"featuregap {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    return status
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,110 @@
+"""The featuregap command line on real photos."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app.cli import COMMANDS, command, main
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from skimage import data
+
+    folder = tmp_path_factory.mktemp("photos")
+    out = {}
+    for name in ("chelsea", "coffee"):
+        out[name] = folder / f"{name}.png"
+        Image.fromarray(np.asarray(getattr(data, name)())).save(out[name])
+    return out
+
+
+def test_predict_json_through_the_console_entry(photos: dict[str, Path]) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", "predict", str(photos["chelsea"]),
+         str(photos["coffee"]), "--top", "3", "--json"],
+        capture_output=True, text=True, check=True, timeout=300,
+    )
+    results = json.loads(done.stdout)
+    assert [r["image"] for r in results] == [str(photos["chelsea"]), str(photos["coffee"])]
+    cat, coffee = (r["predictions"] for r in results)
+    assert len(cat) == 3 and {281, 285} & {p["index"] for p in cat}
+    assert coffee[0]["index"] == 967 and coffee[0]["label"] == "espresso"
+    assert 0.0 < coffee[0]["probability"] <= 1.0
+    assert "predict" in done.stderr  # the progress bar goes to stderr, not into the JSON
+
+
+def test_models_and_layers(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models", "--json"]) == 0
+    models = json.loads(capsys.readouterr().out)
+    assert models[0]["name"] == "efficientnet_lite0" and models[0]["classes"] == 1000
+    assert main(["layers", "--json"]) == 0
+    layers = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    assert layers["bn2"] == {"name": "bn2", "channels": 1280, "height": 7, "width": 7}
+    assert main(["layers"]) == 0
+    assert "bn2" in capsys.readouterr().out
+
+
+def test_heatmap_writes_an_overlay_and_scores(
+    photos: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from app.engine.heatmaps import compute_heatmap
+    from app.engine.images import decode_image
+    from app.engine.localisation import score_boxes
+    from app.engine.models import get_model
+    from app.engine.regions import Box
+
+    out = tmp_path / "overlay.png"
+    status = main(["heatmap", str(photos["chelsea"]), "--layer", "bn2", "--method", "mean",
+                   "--box", "140,20,180,210", "--label", "cat", "--box", "400,250,100,100",
+                   "-o", str(out), "--json"])
+    assert status == 0
+    report = json.loads(capsys.readouterr().out)
+    overlay = Image.open(out)
+    assert overlay.size == (451, 300) and overlay.mode == "RGB"
+    first, second = report["boxes"]
+    assert first["label"] == "cat" and second["label"] == ""
+    assert (second["x"], second["w"], second["h"]) == (400, 51, 50)  # clipped to the image
+    image = decode_image(photos["chelsea"].read_bytes(), max_pixels=10**8)
+    heat = compute_heatmap(get_model("efficientnet_lite0"), image, "bn2", "mean")
+    want = score_boxes(heat.values, [Box(140, 20, 180, 210)])[0]
+    assert first["scores"]["energy"] == pytest.approx(want["energy"], rel=1e-6)
+    # The box outline is drawn in the overlay's pixels.
+    assert np.asarray(overlay)[120, 140].tolist() == [255, 64, 64]
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["layers", "--model", "nope"], "unknown model 'nope'; use one of efficientnet_lite0"),
+    (["predict", "/no/such/file.png"], "cannot read"),
+    (["heatmap", "IMG", "--layer", "bn3", "--box", "1,1,5,5", "-o", "x.png"], "unknown layer"),
+    (["heatmap", "IMG", "--layer", "bn2", "--box", "900,1,5,5", "-o", "x.png"], "outside"),
+])
+def test_bad_input_is_one_line_on_stderr(
+    argv: list[str], message: str, photos: dict[str, Path], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = [str(photos["chelsea"]) if a == "IMG" else a for a in argv]
+    argv = [str(tmp_path / a) if a == "x.png" else a for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_malformed_box_is_an_argparse_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["heatmap", "a.png", "--layer", "bn2", "--box", "1,2,3", "-o", "x.png"])
+    assert exit_info.value.code == 2
+    assert "x,y,w,h" in capsys.readouterr().err
+
+
+def test_commands_register_once() -> None:
+    assert {"models", "layers", "predict", "heatmap"} <= set(COMMANDS)
+    with pytest.raises(ValueError, match="already exists"):
+        command("models", "again", lambda parser: None)(lambda args: 0)
