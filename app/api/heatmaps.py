@@ -1,0 +1,127 @@
+"""Heat maps of a stored image with per-box localisation scores, as JSON, CSV or a figure."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query
+from fastapi.responses import PlainTextResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.api.deps import ImageDep, StoreDep
+from app.api.models import model_info
+from app.service.heatmaps import HeatmapRequest, heatmap_result, scores_csv
+
+__all__ = ["router", "HeatmapIn", "HeatmapOut", "MethodOut"]
+
+router = APIRouter(prefix="/api", tags=["heatmaps"])
+
+
+class HeatmapIn(BaseModel):
+    """What heat map to compute for which image."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "image_id": 1, "model": "efficientnet_lite0", "layer": "conv_head",
+        "method": "gradcam", "target": None, "mode": "resize", "normalise": "minmax"}]})
+
+    image_id: int = Field(ge=1)
+    model: str = Field("efficientnet_lite0", min_length=1, max_length=200)
+    layer: str = Field(min_length=1, max_length=300)
+    method: str = Field("gradcam", min_length=1, max_length=50)
+    target: int | None = Field(None, ge=0, description="Class to explain; default: the top one.")
+    mode: Literal["resize", "native"] = "resize"
+    normalise: Literal["none", "minmax", "percentile"] = Field(
+        "minmax", description="Display scaling of the figure; the scores use the raw map.")
+    channel: int | None = Field(None, ge=0, description="For method 'channel'.")
+
+
+class Prediction(BaseModel):
+    """One class with its probability."""
+
+    index: int
+    label: str
+    probability: float
+
+
+class ScoredBox(BaseModel):
+    """A box with its localisation scores (``null`` where a score is undefined)."""
+
+    id: int
+    x: float
+    y: float
+    w: float
+    h: float
+    label: str
+    scores: dict[str, float | None]
+
+
+class HeatmapOut(BaseModel):
+    """Per-box scores, the prediction, the class explained and a Plotly figure."""
+
+    image_id: int
+    model: str
+    layer: str
+    method: str
+    target: int | None
+    target_label: str | None
+    mode: str
+    normalise: str
+    prediction: list[Prediction]
+    score_names: list[str]
+    boxes: list[ScoredBox]
+    heat_range: list[float]
+    figure: dict[str, Any]
+
+
+class MethodOut(BaseModel):
+    """A heat-map method: does it explain a class, does it need gradients."""
+
+    name: str
+    needs_target: bool
+    needs_gradients: bool
+
+
+def _compute(body: HeatmapIn, store: StoreDep) -> dict[str, Any]:
+    image = store.get_image(body.image_id)
+    request = HeatmapRequest(body.model, body.layer, body.method, body.target, body.mode,
+                             body.normalise, body.channel)
+    return heatmap_result(store, model_info(body.model), image, request,
+                          store.boxes(image_id=image.id))
+
+
+@router.post("/heatmaps", response_model=HeatmapOut)
+def post_heatmap(body: HeatmapIn, store: StoreDep) -> dict[str, Any]:
+    """A heat map of one image, scored against all of its boxes."""
+    return _compute(body, store)
+
+
+@router.post("/heatmaps/scores.csv", response_class=PlainTextResponse,
+             responses={200: {"content": {"text/csv": {}}}})
+def post_heatmap_csv(body: HeatmapIn, store: StoreDep) -> PlainTextResponse:
+    """The same request's per-box scores as CSV."""
+    return PlainTextResponse(scores_csv(_compute(body, store)), media_type="text/csv")
+
+
+@router.get("/images/{image_id}/scores.csv", response_class=PlainTextResponse,
+            responses={200: {"content": {"text/csv": {}}}})
+def get_scores_csv(
+    image: ImageDep,
+    store: StoreDep,
+    layer: Annotated[str, Query(min_length=1, max_length=300)],
+    model: Annotated[str, Query(min_length=1, max_length=200)] = "efficientnet_lite0",
+    method: Annotated[str, Query(min_length=1, max_length=50)] = "gradcam",
+    target: Annotated[int | None, Query(ge=0)] = None,
+) -> PlainTextResponse:
+    """Per-box localisation scores of an image as CSV."""
+    body = HeatmapIn(image_id=image.id, model=model, layer=layer, method=method, target=target,
+                     normalise="minmax", channel=None)
+    return PlainTextResponse(scores_csv(_compute(body, store)), media_type="text/csv")
+
+
+@router.get("/heatmap-methods", response_model=list[MethodOut])
+def list_heatmap_methods() -> list[MethodOut]:
+    """Every heat-map method the engine offers."""
+    from app.engine.cams import METHODS
+
+    return [MethodOut(name=name, needs_target=cls.needs_target,
+                      needs_gradients=cls.needs_gradients) for name, cls in METHODS.items()]

@@ -1,0 +1,175 @@
+"""Heat maps of stored images, scored against their stored boxes, with the prediction.
+
+A request's answer is cached in the store's results table under a key made of the image's
+hash, the model and its weights, the layer, method, target, input mode, display
+normalisation and every box of the image (id, coordinates, label): adding, moving or
+relabelling a box changes the key, so a stale answer is never served. The raw heat map is
+also kept in a small in-process LRU, so re-scoring after a box edit costs no forward pass.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+
+from app.engine.features import LOGITS, default_cache, extract
+from app.engine.heatmaps import HeatMap, compute_heatmap, normalise
+from app.engine.localisation import LOCALISATION_SCORES, score_boxes
+from app.engine.models import LoadedModel
+from app.engine.predictions import predict_from_logits
+from app.engine.preprocess import InputMode
+from app.engine.regions import Box
+from app.plots import heatmap_figure
+from app.store import BoxRecord, ImageRecord, Store
+
+__all__ = ["HeatmapRequest", "heatmap_result", "raw_heatmap", "scores_csv", "result_key"]
+
+Normalise = Literal["none", "minmax", "percentile"]
+
+_MAPS: OrderedDict[tuple[Any, ...], HeatMap] = OrderedDict()
+_MAPS_LOCK = threading.Lock()
+_MAPS_SIZE = 32
+
+
+@dataclass(frozen=True)
+class HeatmapRequest:
+    """What to compute for one image."""
+
+    model: str
+    layer: str
+    method: str
+    target: int | None = None
+    mode: InputMode = "resize"
+    normalise: Normalise = "minmax"
+    channel: int | None = None
+
+
+def result_key(kind: str, payload: Any) -> str:
+    """A results-table key: ``kind:`` plus the SHA-256 of the payload's canonical JSON."""
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return f"{kind}:{hashlib.sha256(text.encode()).hexdigest()}"
+
+
+def raw_heatmap(store: Store, model: LoadedModel, image: ImageRecord,
+                request: HeatmapRequest) -> HeatMap:
+    """The raw heat map at image size, from the in-process LRU or computed.
+
+    Raises:
+        KeyError: unknown layer or method (the message lists valid ones).
+        ValueError: a target or channel out of range, or ``cam`` on an unfit layer.
+    """
+    key = (model.spec.name, model.weights_sha256, image.sha256, request.layer, request.method,
+           request.target, request.mode, request.channel)
+    with _MAPS_LOCK:
+        found = _MAPS.get(key)
+        if found is not None:
+            _MAPS.move_to_end(key)
+            return found
+    decoded = store.load_decoded(image)
+    heat = compute_heatmap(model, decoded, request.layer, request.method, request.target,
+                           request.mode, request.channel)
+    with _MAPS_LOCK:
+        _MAPS[key] = heat
+        while len(_MAPS) > _MAPS_SIZE:
+            _MAPS.popitem(last=False)
+    return heat
+
+
+def _top_k(store: Store, model: LoadedModel, image: ImageRecord, mode: InputMode,
+           k: int = 5) -> list[dict[str, Any]]:
+    decoded = store.load_decoded(image)
+    logits = extract(model, [decoded], [], mode=mode, cache=default_cache(),
+                     with_logits=True)[0][LOGITS]
+    return [{"index": p.index, "label": p.label, "probability": p.probability}
+            for p in predict_from_logits(model, logits, k)]
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def heatmap_result(store: Store, model: LoadedModel, image: ImageRecord,
+                   request: HeatmapRequest, boxes: list[BoxRecord]) -> dict[str, Any]:
+    """Scores of every box, the top-5 prediction, the target explained and the figure.
+
+    Args:
+        store: the store holding the image.
+        model: the loaded model.
+        image: the image.
+        request: model, layer, method, target, mode and display normalisation.
+        boxes: the image's boxes (all of them, in id order).
+
+    Returns:
+        A JSON-safe dict: ``image_id``, ``model``, ``layer``, ``method``, ``target``,
+        ``target_label``, ``prediction`` (top 5), ``boxes`` (each with ``scores``; NaN
+        scores are ``null``), ``score_names``, ``heat_range`` (raw min, max) and ``figure``.
+
+    Raises:
+        KeyError: unknown layer or method.
+        ValueError: bad target, channel or normalisation.
+    """
+    key = result_key("heatmap", {
+        "image": image.sha256, "model": model.spec.name, "weights": model.weights_sha256,
+        "request": request.__dict__,
+        "boxes": [[b.id, b.x, b.y, b.w, b.h, b.label] for b in boxes],
+    })
+    cached = store.get_result(key)
+    if cached is not None:
+        result: dict[str, Any] = cached
+        return result
+    heat = raw_heatmap(store, model, image, request)
+    scored = score_boxes(heat.values, [Box(b.x, b.y, b.w, b.h) for b in boxes]) if boxes else []
+    box_out = [
+        {"id": b.id, "x": b.x, "y": b.y, "w": b.w, "h": b.h, "label": b.label,
+         "scores": {name: _finite(v) for name, v in s.items()}}
+        for b, s in zip(boxes, scored, strict=True)
+    ]
+    shown = normalise(heat.values, request.normalise)
+    title = f"{request.method} · {request.layer}" + (
+        f" · {heat.target_label or heat.target}" if heat.target is not None else "")
+    figure = heatmap_figure(shown, box_out, image_url=f"/api/images/{image.id}/file",
+                            title=title)
+    values = heat.values
+    result = {
+        "image_id": image.id, "model": model.spec.name, "layer": heat.layer,
+        "method": heat.method, "target": heat.target, "target_label": heat.target_label,
+        "mode": request.mode, "normalise": request.normalise,
+        "prediction": _top_k(store, model, image, request.mode),
+        "score_names": list(LOCALISATION_SCORES),
+        "boxes": box_out,
+        "heat_range": [float(torch.min(values)), float(torch.max(values))],
+        "figure": figure,
+    }
+    store.put_result(key, "heatmap", result, image_id=image.id)
+    return result
+
+
+def scores_csv(result: dict[str, Any]) -> str:
+    """The per-box scores of a :func:`heatmap_result` as CSV (one row per box).
+
+    Labels starting with ``= + - @`` get a leading ``'`` so spreadsheets don't run them.
+    """
+    names: list[str] = result["score_names"]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["image_id", "box_id", "label", "x", "y", "w", "h", "model", "layer",
+                     "method", "target", *names])
+    for box in result["boxes"]:
+        label = str(box["label"])
+        if label[:1] in ("=", "+", "-", "@"):
+            label = "'" + label
+        writer.writerow([result["image_id"], box["id"], label, box["x"], box["y"], box["w"],
+                         box["h"], result["model"], result["layer"], result["method"],
+                         "" if result["target"] is None else result["target"],
+                         *("" if box["scores"].get(n) is None else repr(box["scores"][n])
+                           for n in names)])
+    return out.getvalue()
