@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import torch
 from timm.models._features_fx import create_feature_extractor, get_graph_node_names
 from torch import nn
+from torch.fx import GraphModule
 
 __all__ = ["node_names", "output_node", "extractor", "check_layers", "forward_nodes"]
 
@@ -45,11 +46,34 @@ def extractor(model: nn.Module, nodes: Sequence[str]) -> nn.Module:
     """
     check_layers(model, nodes)
     unique = list(dict.fromkeys(nodes))
-    module: nn.Module = create_feature_extractor(model, return_nodes={n: n for n in unique})
+    module: GraphModule = create_feature_extractor(model, return_nodes={n: n for n in unique})
+    _without_inplace(module)
     return module
 
 
-def forward_nodes(model: nn.Module, x: torch.Tensor, nodes: Sequence[str]) -> dict[str, torch.Tensor]:
+def _without_inplace(module: GraphModule) -> None:
+    """Turn in-place operations into out-of-place ones.
+
+    When several nodes are returned from one pass, an in-place op (``ReLU(inplace=True)``,
+    ``x.relu_()``) after a returned node would overwrite that node's output before the caller
+    sees it (torchvision's ResNet: ``layer1.0.add`` loses its negatives). Submodules are shared
+    with the model, so their ``inplace`` flags are switched off for good: it costs memory only.
+    """
+    for sub in module.modules():
+        if getattr(sub, "inplace", False) is True:
+            setattr(sub, "inplace", False)  # noqa: B010  (nn.Module's typed __setattr__)
+    for node in module.graph.nodes:
+        if node.kwargs.get("inplace") is True:
+            node.kwargs = {**node.kwargs, "inplace": False}
+        if node.op == "call_method" and isinstance(node.target, str) \
+                and node.target.endswith("_") and not node.target.startswith("_"):
+            node.target = node.target[:-1]
+    module.recompile()
+
+
+def forward_nodes(
+    model: nn.Module, x: torch.Tensor, nodes: Sequence[str]
+) -> dict[str, torch.Tensor]:
     """Run ``model`` on ``x`` once and return the outputs of ``nodes``."""
     out: dict[str, torch.Tensor] = extractor(model, nodes)(x)
     return out
