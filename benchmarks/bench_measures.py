@@ -1,0 +1,74 @@
+"""Measures: MMD cost relative to one matrix product, peak memory, permutation cost."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+
+from app.engine.measures import mmd, permutation_test, seed_mmd
+
+_PEAK_SCRIPT = """
+import resource, torch
+from app.engine.measures import mmd
+g = torch.Generator().manual_seed(0)
+x = torch.randn({n}, 512, generator=g)
+y = torch.randn({n}, 512, generator=g) + 0.1
+mmd(x, y, kernel="multi")
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def _best(fn: Callable[[], object], repeats: int = 3) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def _seed_reference(x: torch.Tensor, y: torch.Tensor) -> float:
+    # The seed note's algorithm: the full n×n×d difference tensor, then five exps.
+    total = torch.cat([x, y])
+    d2 = ((total.unsqueeze(0) - total.unsqueeze(1)) ** 2).sum(2)
+    n2 = total.shape[0]
+    bw = d2.sum() / (n2 * n2 - n2) / 4
+    k = sum(torch.exp(-d2 / (bw * 2**i)) for i in range(5))
+    n = x.shape[0]
+    return float((k[:n, :n] + k[n:, n:] - k[:n, n:] - k[n:, :n]).mean())
+
+
+def main() -> None:
+    """Print the three speed/memory goals of the measures as ratios from this run."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(10_000, 512, generator=g)
+    y = torch.randn(10_000, 512, generator=g) + 0.1
+    z = torch.cat([x, y])
+    t_mm = _best(lambda: z @ z.T, repeats=2)
+    t_mmd = _best(lambda: mmd(x, y, kernel="multi"), repeats=2)
+    print(f"5-kernel MMD 2x10,000x512 f32: {t_mmd:.2f} s = {t_mmd / t_mm:.2f}x one "
+          f"20,000x512 @ 512x20,000 matmul ({t_mm:.2f} s); goal <= 1.5x")
+
+    xs, ys = x[:2000], y[:2000]
+    t_one = _best(lambda: mmd(xs, ys), repeats=3)
+    t_perm = _best(lambda: permutation_test("mmd", xs, ys, permutations=1000), repeats=1)
+    print(f"1,000 permutations 2x2,000x512: {t_perm:.2f} s = {t_perm / t_one:.2f}x one MMD "
+          f"({t_one:.3f} s); goal <= 3x")
+
+    xa, ya = x[:400], y[:400]
+    t_seed = _best(lambda: _seed_reference(xa, ya), repeats=1)
+    t_ours = _best(lambda: seed_mmd(xa, ya), repeats=3)
+    print(f"seed_mmd 2x400x512: seed algorithm {t_seed:.2f} s, ours {t_ours:.4f} s "
+          f"({t_seed / t_ours:.0f}x faster)")
+
+    out = subprocess.run(
+        [sys.executable, "-c", _PEAK_SCRIPT.format(n=50_000)],
+        capture_output=True, text=True, check=True,
+    )
+    peak_gib = int(out.stdout.split()[-1]) / 2**20  # ru_maxrss is KiB on Linux
+    print(f"5-kernel MMD 2x50,000x512 f32: peak RSS {peak_gib:.2f} GiB "
+          "(process incl. torch and inputs); goal < 2 GiB")

@@ -1,0 +1,130 @@
+"""Matrices, separation and layer profiles against sklearn and naive loops."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import silhouette_score
+
+from app.engine.analysis import distance_matrix, layer_profile, pairwise_distances, separation
+from app.engine.measures import cosine, mmd, mutual_information, permutation_test
+
+
+def _groups(seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "a": torch.randn(7, 5, generator=g, dtype=torch.float64),
+        "b": torch.randn(4, 5, generator=g, dtype=torch.float64) + 1.0,
+        "c": torch.randn(9, 5, generator=g, dtype=torch.float64) - 0.5,
+    }
+
+
+def test_distance_matrix_values_and_p_values() -> None:
+    groups = _groups()
+    r = distance_matrix(groups, "mmd", estimator="unbiased", sigma=1.5)
+    assert r.labels == ["a", "b", "c"] and r.p_values is None and not r.higher_is_better
+    for i, a in enumerate(r.labels):
+        assert r.values[i, i] == 0
+        for j, b in enumerate(r.labels):
+            if i != j:
+                want = mmd(groups[a], groups[b], estimator="unbiased", sigma=1.5)
+                assert float(r.values[i, j]) == pytest.approx(want, rel=1e-12)
+    p = distance_matrix(groups, "cosine", permutations=30, seed=2)
+    assert p.p_values is not None
+    want_p = permutation_test("cosine", groups["a"], groups["c"], permutations=30, seed=2)
+    assert float(p.p_values[0, 2]) == want_p.p_value == float(p.p_values[2, 0])
+    assert float(p.values[0, 2]) == pytest.approx(cosine(groups["a"], groups["c"]))
+
+
+def test_similarity_matrix_diagonal_is_the_self_value() -> None:
+    groups = {k: v.repeat(1, 20) for k, v in _groups().items()}
+    r = distance_matrix(groups, "mutual_information", bins=4)
+    assert r.higher_is_better
+    want = mutual_information(groups["b"].mean(0), groups["b"].mean(0), bins=4)
+    assert float(r.values[1, 1]) == pytest.approx(want)
+
+
+def test_distance_matrix_bad_input() -> None:
+    with pytest.raises(ValueError, match="at least 2 groups"):
+        distance_matrix({"a": torch.ones(2, 2)}, "euclidean")
+    with pytest.raises(KeyError, match="unknown measure"):
+        distance_matrix(_groups(), "nope")
+
+
+def _labelled(seed: int = 0) -> tuple[torch.Tensor, list[str]]:
+    groups = _groups(seed)
+    labels = [k for k, v in groups.items() for _ in range(len(v))]
+    return torch.cat(list(groups.values())), labels
+
+
+@pytest.mark.parametrize("measure", ["euclidean", "cosine"])
+def test_separation_matches_naive_loops_and_sklearn_silhouette(measure: str) -> None:
+    x, labels = _labelled()
+    s = separation(x, labels, measure)  # type: ignore[arg-type]
+    xs = x.numpy()
+
+    def dist(i: int, j: int) -> float:
+        if measure == "euclidean":
+            return float(np.linalg.norm(xs[i] - xs[j]))
+        return 1 - float(xs[i] @ xs[j] / np.linalg.norm(xs[i]) / np.linalg.norm(xs[j]))
+
+    pairs = [(i, j) for i in range(len(xs)) for j in range(len(xs)) if i != j]
+    intra = np.mean([dist(i, j) for i, j in pairs if labels[i] == labels[j]])
+    inter = np.mean([dist(i, j) for i, j in pairs if labels[i] != labels[j]])
+    assert s.intra == pytest.approx(intra, rel=1e-10)
+    assert s.inter == pytest.approx(inter, rel=1e-10)
+    assert s.ratio == pytest.approx(inter / intra, rel=1e-10)
+    assert s.silhouette == pytest.approx(silhouette_score(xs, labels, metric=measure), rel=1e-9)
+    b = [i for i, lab in enumerate(labels) if lab == "b"]
+    want_b = np.mean([dist(i, j) for i in b for j in b if i != j])
+    assert s.per_label["b"].intra == pytest.approx(want_b, rel=1e-10)
+    want_b_inter = np.mean([dist(i, j) for i in b for j in range(len(xs)) if labels[j] != "b"])
+    assert s.per_label["b"].inter == pytest.approx(want_b_inter, rel=1e-10)
+
+
+def test_std_euclidean_and_mahalanobis_pairwise() -> None:
+    x, labels = _labelled(1)
+    from scipy.spatial.distance import cdist
+    from sklearn.covariance import LedoitWolf
+
+    v = np.var(x.numpy(), axis=0, ddof=1)
+    want = cdist(x.numpy(), x.numpy(), "seuclidean", V=v)
+    np.testing.assert_allclose(pairwise_distances(x, "std_euclidean").numpy(), want, atol=1e-10)
+    resid = np.vstack([x.numpy()[[i for i, la in enumerate(labels) if la == k]] for k in "abc"])
+    resid = np.vstack([r - r.mean(0) for r in np.split(resid, [7, 11])])
+    vi = np.linalg.inv(LedoitWolf(assume_centered=True).fit(resid).covariance_)
+    want = cdist(x.numpy(), x.numpy(), "mahalanobis", VI=vi)
+    got = pairwise_distances(x, "mahalanobis", labels=labels).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-9)
+
+
+def test_singleton_label_has_nan_intra() -> None:
+    x, labels = _labelled()
+    s = separation(x[:8], labels[:8])
+    assert math.isnan(s.per_label["b"].intra)
+
+
+def test_separation_bad_input() -> None:
+    x, labels = _labelled()
+    with pytest.raises(ValueError, match="one label per row"):
+        separation(x, labels[:-1])
+    with pytest.raises(ValueError, match="at least 2 different labels"):
+        separation(x, ["a"] * len(labels))
+    with pytest.raises(ValueError, match="own label"):
+        separation(x[:3], ["a", "b", "c"])
+    with pytest.raises(ValueError, match="pairwise"):
+        separation(x, labels, "mmd")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="zero rows"):
+        separation(torch.zeros(4, 2), ["a", "a", "b", "b"], "cosine")
+
+
+def test_layer_profile_is_separation_per_layer_in_order() -> None:
+    x, labels = _labelled()
+    prof = layer_profile({"late": (x, labels), "early": (x[:, :2], labels)})
+    assert [name for name, _ in prof] == ["late", "early"]
+    assert prof[1][1] == separation(x[:, :2], labels)
+    with pytest.raises(ValueError, match="layer 'bad'"):
+        layer_profile({"bad": (x, labels[:3])})
