@@ -241,6 +241,32 @@ def _run_heatmap(args: argparse.Namespace) -> int:
     return 0
 
 
+def _setup_serve(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    parser.add_argument("--demo", action="store_true",
+                        help="load the demo photos and boxes into an empty store")
+    parser.add_argument("--data-dir", default=None, help="store location (FEATUREGAP_DATA_DIR)")
+
+
+@command("serve", "run the web dashboard and REST API (uvicorn)", _setup_serve)
+def _run_serve(args: argparse.Namespace) -> int:
+    import os
+
+    import uvicorn
+
+    from app.config import get_settings
+
+    # uvicorn builds the app through the factory, which reads the settings from the environment.
+    if args.data_dir:
+        os.environ["FEATUREGAP_DATA_DIR"] = str(args.data_dir)
+    if args.demo:
+        os.environ["FEATUREGAP_DEMO"] = "1"
+    get_settings.cache_clear()
+    uvicorn.run("app.main:create_app", factory=True, host=args.host, port=args.port)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every registered subcommand."""
     parser = argparse.ArgumentParser(prog="featuregap", description=__doc__.splitlines()[0])
