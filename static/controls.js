@@ -1,27 +1,46 @@
 // The analysis controls: model, layer (with its output shape), method, target, descriptor,
 // measure, permutations. Their values are read by the views through `choices()`.
 import { get } from "./api.js";
-import { $, fillSelect, guarded } from "./ui.js";
+import { $, fillSelect, guarded, showError } from "./ui.js";
 
 let layers = [];
+let measures = [];
 
 export async function initControls() {
   $("model").addEventListener("change", () => loadLayers());
   $("layer").addEventListener("change", showShape);
-  await guarded($("controls-error"), async () => {
-    const [models, methods, measures] = await Promise.all([
-      get("/api/models"), get("/api/heatmap-methods").catch(() => null), get("/api/measures").catch(() => null),
-    ]);
-    fillSelect($("model"), models, { value: (m) => m.name, text: (m) => `${m.name} (${m.architecture})` });
-    if (methods) fillSelect($("method"), methods, { value: nameOf, text: nameOf, selected: "gradcam" });
-    if (measures) fillSelect($("measure"), measures, { value: nameOf, text: measureText });
-    await loadLayers();
+  // Each measure names the descriptor it consumes; offer that one when the measure changes.
+  $("measure").addEventListener("change", () => {
+    const needs = measures.find((m) => m.name === $("measure").value)?.needs;
+    if (needs && [...$("descriptor").options].some((o) => o.value === needs)) $("descriptor").value = needs;
   });
+  await loadControls();
+}
+
+// (Re)load the lists from the API, e.g. after the token changed.
+export async function loadControls() {
+  // Each list loads on its own, so one failing endpoint leaves the others usable.
+  const [models, methods, measureList] = await Promise.allSettled([
+    get("/api/models"), get("/api/heatmap-methods"), get("/api/measures"),
+  ]);
+  const failed = [models, methods, measureList].filter((r) => r.status === "rejected").map((r) => r.reason.message);
+  if (methods.status === "fulfilled") {
+    fillSelect($("method"), methods.value, { value: nameOf, text: nameOf, selected: "gradcam" });
+  }
+  if (measureList.status === "fulfilled") {
+    measures = measureList.value;
+    fillSelect($("measure"), measures, { value: nameOf, text: measureText, selected: "euclidean" });
+    $("measure").dispatchEvent(new Event("change"));
+  }
+  if (models.status === "fulfilled") {
+    fillSelect($("model"), models.value, { value: (m) => m.name, text: (m) => `${m.name} (${m.architecture})` });
+    await loadLayers();
+  }
+  if (failed.length) showError($("controls-error"), new Error(failed.join("; ")));
 }
 
 const nameOf = (item) => (typeof item === "string" ? item : item.name);
-const measureText = (m) => (typeof m === "string" ? m
-  : `${m.name}${m.higher_is_better === undefined ? "" : m.higher_is_better ? " (higher: further)" : ""}`);
+const measureText = (m) => `${m.name} (on ${m.needs})`;
 
 async function loadLayers() {
   await guarded($("controls-error"), async () => {
@@ -42,9 +61,12 @@ function showShape() {
 }
 
 // A spread of up to `n` layers (first, last and evenly between) for the profile.
+// Only layers with a spatial map: a 1×1 map is the same for every box of an image.
 function spread(n) {
-  if (layers.length <= n) return layers.map((l) => l.name);
-  return Array.from({ length: n }, (_, i) => layers[Math.round((i * (layers.length - 1)) / (n - 1))].name);
+  const spatial = layers.filter((l) => l.height > 1 && l.width > 1);
+  const pool = spatial.length ? spatial : layers;
+  if (pool.length <= n) return pool.map((l) => l.name);
+  return Array.from({ length: n }, (_, i) => pool[Math.round((i * (pool.length - 1)) / (n - 1))].name);
 }
 
 export function choices() {

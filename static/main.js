@@ -1,6 +1,6 @@
 // Wires the page together: settings, gallery, image view, controls and views.
 import { get, getToken, setToken } from "./api.js";
-import { initControls, choices } from "./controls.js";
+import { choices, initControls, loadControls } from "./controls.js";
 import { initGallery, refreshGallery } from "./gallery.js";
 import { currentBoxes, currentImage, initImageView, openImage } from "./image-view.js";
 import { $, guarded } from "./ui.js";
@@ -21,7 +21,7 @@ function init() {
   $("save-token").addEventListener("click", async () => {
     setToken($("api-token").value.trim());
     await guarded($("settings-error"), async () => {
-      await Promise.all([refreshGallery(), initControls()]);
+      await Promise.all([refreshGallery(), loadControls()]);
     });
   });
   initGallery({ onOpen: openImage });

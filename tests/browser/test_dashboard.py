@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -105,6 +107,10 @@ def test_boxes_drawn_resized_moved_deleted_and_undone_in_image_pixels(
     assert page.locator(".box").count() == 1
     assert "Ctrl+Z" in page.locator("#shortcuts").inner_text()
     shot(page, "undone")
+    with page.expect_download() as download:
+        page.click("#coco-export")
+    coco = json.loads(Path(download.value.path()).read_text())
+    assert [a["bbox"] for a in coco["annotations"]] == [pytest.approx([50, 40, 250, 220], abs=1)]
 
     page.set_viewport_size({"width": 420, "height": 800})
     page.wait_for_timeout(200)
@@ -152,6 +158,11 @@ def test_heat_map_overlay_box_scores_predictions_and_errors(
         ".filter(t => t.type === 'heatmap').map(t => t.opacity)")
     assert opacities and all(o == pytest.approx(0.8) for o in opacities)
     shot(page, "heatmap")
+    with page.expect_download() as download:
+        page.click("#scores-csv")
+    csv_lines = Path(download.value.path()).read_text().splitlines()
+    assert csv_lines[0].startswith("box,label,x,y,w,h,") and "energy" in csv_lines[0]
+    assert csv_lines[1].startswith(f"{box_id},cup,160,40,300,260,")
 
     page.click("#run-predictions")
     page.wait_for_selector("#predictions li")
@@ -197,6 +208,10 @@ def test_two_textures_distance_matrix_profile_and_scatter(
     assert {"brick", "grass"} <= set(pair[0].replace("–", " ").split())
     assert 0 < float(pair[2]) <= 1
     shot(page, "distances")
+
+    page.click("#run-separation")
+    assert _traces(page, "separation-plot") >= 3  # intra, inter, their ratio
+    shot(page, "separation")
 
     page.click("#run-embedding")
     assert _traces(page, "embedding-plot") >= 1
