@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     torch_threads: int | None = Field(None, gt=0)
     import_job_threshold: int = Field(
         2_000, gt=0, description="COCO imports with more annotations than this run as a job.")
+    analysis_job_threshold: int = Field(
+        20_000, gt=0, description="Analyses with more work units than this run as a job "
+        "(202 + job id): boxes × permutations for distances, boxes × layers for separation.")
     demo: bool = Field(False, description="Load the demo project into an empty store at start.")
 
     @field_validator("data_dir", "models_dir")

@@ -1,0 +1,131 @@
+"""Distances between groups of boxes at one layer, with permutation p-values when asked."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from app.api.deps import JobsDep, SettingsDep, StoreDep
+from app.api.models import model_info
+from app.api.schemas import JobAccepted
+from app.config import Settings
+from app.engine.measures import get_measure
+from app.jobs import JobRunner
+from app.service.analysis import DistanceRequest, distance_work, distances, resolve_groups
+from app.service.features import check_limits
+
+__all__ = ["router", "DistancesIn", "DistancesOut", "MeasureOut", "answer_or_queue",
+           "precheck"]
+
+router = APIRouter(prefix="/api", tags=["analysis"])
+
+Work = Callable[[Callable[[float, str], None] | None, Callable[[], bool] | None], Any]
+
+
+def answer_or_queue(jobs: JobRunner, settings: Settings, kind: str, units: int,
+                    work: Work) -> Any:
+    """Run ``work`` now, or as a job (202 + job id) past ``analysis_job_threshold``."""
+    if units <= settings.analysis_job_threshold:
+        return work(None, None)
+    job_id = jobs.submit(kind, lambda progress, cancelled: work(progress, cancelled))
+    return JSONResponse(status_code=202, content=JobAccepted(job_id=job_id).model_dump())
+
+
+def precheck(settings: Settings, model: Any, layers: list[str], n_boxes: int,
+             permutations: int = 0) -> None:
+    """Cheap checks before any work is queued: limits and layer names (4xx, not a failed job).
+
+    Raises:
+        LimitExceeded: past a settings limit. KeyError: an unknown layer.
+    """
+    from app.engine.layers import check_layer
+
+    check_limits(settings, samples=n_boxes, layers=len(layers), permutations=permutations)
+    for layer in layers:
+        check_layer(model, layer)
+
+
+class DistancesIn(BaseModel):
+    """Groups (explicit box ids, or labels) and how to measure between them."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "labels": ["brick", "grass"], "model": "efficientnet_lite0", "layer": "conv_head",
+        "measure": "mmd", "descriptor": "pixels", "options": {}, "permutations": 200,
+        "seed": 0}]})
+
+    groups: dict[str, list[int]] | None = Field(
+        None, description="Group name → box ids; or give labels.")
+    labels: list[str] | None = Field(None, description="Each label's boxes form a group.")
+    model: str = Field("efficientnet_lite0", min_length=1, max_length=200)
+    layer: str = Field(min_length=1, max_length=300)
+    measure: str = Field("euclidean", min_length=1, max_length=50)
+    descriptor: Literal["gap", "grid", "pixels"] | None = Field(
+        None, description="Default: what the measure consumes.")
+    grid_size: int = Field(4, ge=1, le=16)
+    options: dict[str, Any] = Field(default_factory=dict, description="The measure's keywords.")
+    permutations: int = Field(0, ge=0, description="Permutation-test draws; 0: no p-values.")
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    mode: Literal["resize", "native"] = "resize"
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DistancesIn:
+        if self.groups is not None and self.labels is not None:
+            raise ValueError("give either groups (box ids) or labels, not both")
+        return self
+
+
+class DistancesOut(BaseModel):
+    """The matrix between groups, p-values when asked, and a Plotly heat map."""
+
+    labels: list[str]
+    matrix: list[list[float | None]]
+    p_values: list[list[float | None]] | None
+    measure: str
+    higher_is_better: bool
+    between: str
+    descriptor: str
+    layer: str
+    model: str
+    permutations: int
+    sizes: dict[str, int]
+    figure: dict[str, Any]
+
+
+class MeasureOut(BaseModel):
+    """A measure: its direction, the descriptor it consumes, what it compares."""
+
+    name: str
+    higher_is_better: bool
+    needs: str
+    between: str
+
+
+@router.post("/distances", response_model=DistancesOut,
+             responses={202: {"model": JobAccepted, "description": "Queued as a job."}})
+def post_distances(body: DistancesIn, store: StoreDep, settings: SettingsDep,
+                   jobs: JobsDep) -> Any:
+    """A measure between every pair of groups (a job when the work is large)."""
+    groups = resolve_groups(store, body.groups, body.labels)
+    model = model_info(body.model)
+    request = DistanceRequest(body.model, body.layer, body.measure, body.descriptor,
+                              body.grid_size, body.options, body.permutations, body.seed,
+                              body.mode)
+    n_boxes = sum(len(g) for g in groups.values())
+    precheck(settings, model, [body.layer], n_boxes, body.permutations)
+    get_measure(body.measure)
+    units = distance_work(request, n_boxes)
+    return answer_or_queue(jobs, settings, "distances", units, lambda progress, cancelled:
+                           distances(store, settings, model, groups, request, progress,
+                                     cancelled))
+
+
+@router.get("/measures", response_model=list[MeasureOut])
+def get_measures() -> list[MeasureOut]:
+    """Every registered measure."""
+    from app.engine.measures import list_measures
+
+    return [MeasureOut(**m) for m in list_measures()]

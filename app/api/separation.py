@@ -1,0 +1,79 @@
+"""Intra- vs inter-label distances across layers (one forward pass for all layers)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.api.deps import JobsDep, SettingsDep, StoreDep
+from app.api.distances import answer_or_queue, precheck
+from app.api.models import model_info
+from app.api.schemas import JobAccepted
+from app.service.analysis import (
+    SeparationRequest,
+    resolve_groups,
+    separation_profile,
+    separation_work,
+)
+
+__all__ = ["router", "SeparationIn", "SeparationOut"]
+
+router = APIRouter(prefix="/api", tags=["analysis"])
+
+
+class SeparationIn(BaseModel):
+    """Labels to separate (default: all) and the layers to compare."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "labels": ["brick", "grass", "gravel"], "model": "efficientnet_lite0",
+        "layers": ["blocks.2.0.bn2", "blocks.5.1.add", "conv_head"], "measure": "euclidean",
+        "descriptor": "gap"}]})
+
+    labels: list[str] | None = Field(None, description="Default: every label with boxes.")
+    model: str = Field("efficientnet_lite0", min_length=1, max_length=200)
+    layers: list[str] = Field(min_length=1)
+    measure: Literal["euclidean", "std_euclidean", "cosine", "mahalanobis"] = "euclidean"
+    descriptor: Literal["gap", "grid"] = "gap"
+    grid_size: int = Field(4, ge=1, le=16)
+    mode: Literal["resize", "native"] = "resize"
+
+
+class LayerSeparationOut(BaseModel):
+    """One layer's separation summary (``ratio = inter / intra``; above 1 separates)."""
+
+    layer: str
+    intra: float | None
+    inter: float | None
+    ratio: float | None
+    silhouette: float | None
+    per_label: dict[str, dict[str, float | None]]
+
+
+class SeparationOut(BaseModel):
+    """The per-layer summaries and a Plotly line figure."""
+
+    layers: list[LayerSeparationOut]
+    measure: str
+    descriptor: str
+    model: str
+    sizes: dict[str, int]
+    figure: dict[str, Any]
+
+
+@router.post("/separation", response_model=SeparationOut,
+             responses={202: {"model": JobAccepted, "description": "Queued as a job."}})
+def post_separation(body: SeparationIn, store: StoreDep, settings: SettingsDep,
+                    jobs: JobsDep) -> Any:
+    """Intra/inter/ratio/silhouette per layer (a job when the work is large)."""
+    groups = resolve_groups(store, None, body.labels)
+    model = model_info(body.model)
+    layers = list(dict.fromkeys(body.layers))
+    n_boxes = sum(len(g) for g in groups.values())
+    precheck(settings, model, layers, n_boxes)
+    request = SeparationRequest(body.model, layers, body.measure, body.descriptor,
+                                body.grid_size, body.mode)
+    return answer_or_queue(jobs, settings, "separation", separation_work(request, n_boxes),
+                           lambda progress, cancelled: separation_profile(
+                               store, settings, model, groups, request, progress, cancelled))

@@ -1,0 +1,220 @@
+"""Distances between groups of stored boxes and separation across layers.
+
+Groups are explicit lists of box ids or every box of some labels. Each answer is cached in
+the store's results table under a key holding every box's id, image hash, coordinates and
+label, so any edit to a box gives a new key.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from app.config import Settings
+from app.engine.analysis import distance_matrix, layer_profile
+from app.engine.measures import MEASURES, get_measure
+from app.engine.models import LoadedModel
+from app.engine.preprocess import InputMode
+from app.engine.regions import Descriptor
+from app.jobs import JobCancelled
+from app.plots import distance_matrix_figure, separation_figure, to_json_safe
+from app.service.features import box_descriptors, boxes_key, check_limits
+from app.service.heatmaps import result_key
+from app.store import BoxRecord, ImageRecord, Store
+
+__all__ = ["DistanceRequest", "SeparationRequest", "resolve_groups", "distances",
+           "separation_profile", "distance_work", "separation_work"]
+
+Progress = Callable[[float, str], None]
+Cancelled = Callable[[], bool]
+
+
+@dataclass(frozen=True)
+class DistanceRequest:
+    """A measure between groups of boxes at one layer."""
+
+    model: str
+    layer: str
+    measure: str
+    descriptor: Descriptor | None = None
+    grid_size: int = 4
+    options: dict[str, Any] = field(default_factory=dict)
+    permutations: int = 0
+    seed: int = 0
+    mode: InputMode = "resize"
+
+
+@dataclass(frozen=True)
+class SeparationRequest:
+    """Intra- vs inter-label distances at several layers."""
+
+    model: str
+    layers: list[str]
+    measure: str = "euclidean"
+    descriptor: Descriptor = "gap"
+    grid_size: int = 4
+    mode: InputMode = "resize"
+
+
+def resolve_groups(store: Store, groups: Mapping[str, Sequence[int]] | None,
+                   labels: Sequence[str] | None) -> dict[str, list[BoxRecord]]:
+    """Boxes per group: the given ids per name, or every box of each label (all labels
+    when both are ``None``).
+
+    Raises:
+        KeyError: an unknown box id.
+        ValueError: an empty group or a label without boxes.
+    """
+    if groups is not None:
+        out = {name: store.boxes(ids=ids) for name, ids in groups.items()}
+    else:
+        wanted = list(labels) if labels is not None else list(store.labels())
+        found = store.boxes(labels=wanted)
+        out = {label: [b for b in found if b.label == label] for label in wanted}
+    for name, members in out.items():
+        if not members:
+            raise ValueError(f"group {name!r} has no boxes; draw boxes with this label or "
+                             "list box ids (GET /api/boxes)")
+    return out
+
+
+def _images(store: Store, boxes: Sequence[BoxRecord]) -> dict[int, ImageRecord]:
+    return {i: store.get_image(i) for i in {b.image_id for b in boxes}}
+
+
+def distance_work(request: DistanceRequest, n_boxes: int) -> int:
+    """Work units of a distance request (boxes × draws), compared with the job threshold."""
+    return n_boxes * max(1, request.permutations)
+
+
+def separation_work(request: SeparationRequest, n_boxes: int) -> int:
+    """Work units of a separation request (boxes × layers)."""
+    return n_boxes * len(request.layers)
+
+
+def distances(store: Store, settings: Settings, model: LoadedModel,
+              groups: dict[str, list[BoxRecord]], request: DistanceRequest,
+              progress: Progress | None = None,
+              cancelled: Cancelled | None = None) -> dict[str, Any]:
+    """The measure between every pair of groups, with permutation p-values when asked.
+
+    Returns:
+        JSON-safe: ``labels``, ``matrix``, ``p_values`` (or ``None``), ``measure``,
+        ``higher_is_better``, ``descriptor``, ``layer``, ``sizes`` and ``figure``.
+
+    Raises:
+        KeyError: unknown measure or layer. ValueError: fewer than 2 groups, a group too
+        small for the measure, bad options. LimitExceeded: past a settings limit.
+    """
+    measure = get_measure(request.measure)
+    if len(groups) < 2:
+        raise ValueError(f"distances need at least 2 groups, got {len(groups)}; give two "
+                         "labels or two lists of box ids")
+    every = [b for members in groups.values() for b in members]
+    check_limits(settings, samples=len(every), permutations=request.permutations)
+    descriptor: Descriptor = request.descriptor or measure.needs
+    images = _images(store, every)
+    key = result_key("distances", {
+        "model": model.spec.name, "weights": model.weights_sha256,
+        "request": asdict(request) | {"descriptor": descriptor},
+        "groups": {name: boxes_key(members, images) for name, members in groups.items()},
+    })
+    cached = store.get_result(key)
+    if cached is not None:
+        result: dict[str, Any] = cached
+        return result
+    features = box_descriptors(store, model, every, [request.layer], descriptor,
+                               request.grid_size, request.mode, progress, cancelled)[
+        request.layer]
+    samples: dict[str, torch.Tensor] = {}
+    start = 0
+    for name, members in groups.items():
+        chunk = features[start:start + len(members)]
+        start += len(members)
+        rows = torch.cat([c.reshape(-1, c.shape[-1]) for c in chunk]) if descriptor == \
+            "pixels" else torch.stack([c.reshape(-1) for c in chunk])
+        if rows.shape[0] < measure.min_rows:
+            raise ValueError(
+                f"group {name!r} gives {rows.shape[0]} sample(s) as {descriptor!r}; "
+                f"{request.measure} needs at least {measure.min_rows} per group: add boxes "
+                "or use descriptor 'pixels'")
+        samples[name] = rows
+    if cancelled is not None and cancelled():
+        raise JobCancelled()
+    if progress is not None:
+        progress(0.85, "measuring")
+    matrix = distance_matrix(samples, request.measure, permutations=request.permutations,
+                             seed=request.seed, **request.options)
+    values = matrix.values.tolist()
+    p_values = None if matrix.p_values is None else matrix.p_values.tolist()
+    result = to_json_safe({
+        "labels": matrix.labels, "matrix": values, "p_values": p_values,
+        "measure": request.measure, "higher_is_better": matrix.higher_is_better,
+        "between": MEASURES[request.measure].between, "descriptor": descriptor,
+        "layer": request.layer, "model": model.spec.name, "permutations": request.permutations,
+        "sizes": {name: len(members) for name, members in groups.items()},
+        "figure": distance_matrix_figure(matrix.labels, values, p_values,
+                                         measure=request.measure,
+                                         higher_is_better=matrix.higher_is_better),
+    })
+    store.put_result(key, "distances", result)
+    return result
+
+
+def separation_profile(store: Store, settings: Settings, model: LoadedModel,
+                       groups: dict[str, list[BoxRecord]], request: SeparationRequest,
+                       progress: Progress | None = None,
+                       cancelled: Cancelled | None = None) -> dict[str, Any]:
+    """Intra/inter/ratio/silhouette per layer, from one forward pass for all layers.
+
+    Returns:
+        JSON-safe: ``layers`` (each ``{layer, intra, inter, ratio, silhouette, per_label}``),
+        ``measure``, ``descriptor`` and ``figure``.
+
+    Raises:
+        KeyError: unknown layer. ValueError: fewer than 2 labels, no label with 2 boxes, a
+        measure that is not pairwise. LimitExceeded: past a settings limit.
+    """
+    if not request.layers:
+        raise ValueError("give at least one layer")
+    every = [b for members in groups.values() for b in members]
+    labels = [name for name, members in groups.items() for _ in members]
+    check_limits(settings, samples=len(every), layers=len(request.layers))
+    images = _images(store, every)
+    key = result_key("separation", {
+        "model": model.spec.name, "weights": model.weights_sha256, "request": asdict(request),
+        "groups": {name: boxes_key(members, images) for name, members in groups.items()},
+    })
+    cached = store.get_result(key)
+    if cached is not None:
+        result: dict[str, Any] = cached
+        return result
+    if request.descriptor == "pixels":
+        raise ValueError("separation compares one descriptor per box; use 'gap' or 'grid'")
+    features = box_descriptors(store, model, every, request.layers, request.descriptor,
+                               request.grid_size, request.mode, progress, cancelled)
+    per_layer = {layer: (torch.stack([f.reshape(-1) for f in features[layer]]), labels)
+                 for layer in request.layers}
+    if progress is not None:
+        progress(0.85, "measuring")
+    profile = layer_profile(per_layer, request.measure)  # type: ignore[arg-type]
+    rows = [{"layer": layer, "intra": s.intra, "inter": s.inter, "ratio": s.ratio,
+             "silhouette": s.silhouette,
+             "per_label": {k: {"intra": v.intra, "inter": v.inter}
+                           for k, v in s.per_label.items()}}
+            for layer, s in profile]
+    result = to_json_safe({
+        "layers": rows, "measure": request.measure, "descriptor": request.descriptor,
+        "model": model.spec.name, "sizes": {name: len(m) for name, m in groups.items()},
+        "figure": separation_figure(
+            [layer for layer, _ in profile], [s.intra for _, s in profile],
+            [s.inter for _, s in profile],
+            [s.ratio if math.isfinite(s.ratio) else math.nan for _, s in profile],
+            measure=request.measure, silhouette=[s.silhouette for _, s in profile]),
+    })
+    store.put_result(key, "separation", result)
+    return result

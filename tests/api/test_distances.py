@@ -1,0 +1,189 @@
+"""POST /api/distances and /api/separation on real textures and the real embedded model."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+pytestmark = pytest.mark.slow
+
+LAYER = "conv_head"
+TEXTURES = ("brick", "grass", "gravel")
+# Three boxes per texture, of awkward sizes, inside the 512×512 photos.
+BOXES = ({"x": 10, "y": 12, "w": 201, "h": 157}, {"x": 250.5, "y": 40, "w": 180, "h": 233},
+         {"x": 60, "y": 300, "w": 317, "h": 199})
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory, photo: Any
+            ) -> Iterator[tuple[TestClient, dict[str, list[dict[str, Any]]]]]:
+    """One app with three textures, three labelled boxes on each."""
+    from app.config import get_settings
+    from app.main import create_app
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FEATUREGAP_DATA_DIR", str(tmp_path_factory.mktemp("dist") / "data"))
+        get_settings.cache_clear()
+        with TestClient(create_app(get_settings())) as client:
+            boxes: dict[str, list[dict[str, Any]]] = {}
+            for name in TEXTURES:
+                image = client.post("/api/images", files={
+                    "file": (f"{name}.png", photo.png(name), "image/png")}).json()
+                boxes[name] = [client.post(f"/api/images/{image['id']}/boxes",
+                                           json={**box, "label": name}).json() for box in BOXES]
+            yield client, boxes
+        get_settings.cache_clear()
+
+
+def _reference_gap(client: TestClient, boxes: list[dict[str, Any]]) -> torch.Tensor:
+    """GAP descriptors by the engine's pieces, outside the service."""
+    from app.engine.features import extract
+    from app.engine.images import decode_image
+    from app.engine.models import get_model
+    from app.engine.regions import Box, region_descriptors
+
+    model = get_model("efficientnet_lite0")
+    rows = []
+    for box in boxes:
+        data = client.get(f"/api/images/{box['image_id']}/file").content
+        image = decode_image(data, max_pixels=10**8)
+        fmap = extract(model, [image], [LAYER])[0][LAYER]
+        rows.append(region_descriptors(fmap, (image.width, image.height),
+                                       [Box(box["x"], box["y"], box["w"], box["h"])], "gap")[0])
+    return torch.stack(rows).double()
+
+
+def test_euclidean_between_labels_equals_distance_of_group_means(
+        project: tuple[TestClient, dict[str, list[dict[str, Any]]]]) -> None:
+    client, boxes = project
+    response = client.post("/api/distances", json={
+        "labels": ["brick", "grass", "gravel"], "layer": LAYER, "measure": "euclidean"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["labels"] == ["brick", "grass", "gravel"] and body["p_values"] is None
+    assert body["descriptor"] == "gap" and body["higher_is_better"] is False
+    means = {name: _reference_gap(client, boxes[name]).mean(0) for name in TEXTURES}
+    for i, a in enumerate(TEXTURES):
+        assert body["matrix"][i][i] == 0.0
+        for j, b in enumerate(TEXTURES):
+            if i != j:
+                expected = float(torch.linalg.vector_norm(means[a] - means[b]))
+                assert body["matrix"][i][j] == pytest.approx(expected, rel=1e-5)
+    assert body["figure"]["data"][0]["x"] == list(TEXTURES)
+    # Explicit groups of box ids give the same numbers.
+    groups = {name: [b["id"] for b in boxes[name]] for name in TEXTURES}
+    same = client.post("/api/distances", json={"groups": groups, "layer": LAYER,
+                                               "measure": "euclidean"}).json()
+    assert same["matrix"] == body["matrix"]
+
+
+def test_mmd_with_p_values_detects_different_textures(
+        project: tuple[TestClient, dict[str, list[dict[str, Any]]]]) -> None:
+    client, boxes = project
+    brick = [b["id"] for b in boxes["brick"]]
+    grass = [b["id"] for b in boxes["grass"]]
+    body = client.post("/api/distances", json={
+        "groups": {"brick": brick, "grass": grass, "brick again": brick}, "layer": LAYER,
+        "measure": "mmd", "permutations": 99, "seed": 3}).json()
+    assert body["descriptor"] == "pixels" and body["between"] == "sets"
+    p = body["p_values"]
+    assert p[0][1] == pytest.approx(0.01)  # nothing of 99 shuffles beats the real split
+    assert p[0][2] == 1.0 and body["matrix"][0][2] == pytest.approx(0.0, abs=1e-9)
+    assert body["matrix"][0][1] > 0
+    assert "p=" in body["figure"]["data"][0]["text"][0][1]
+
+
+def test_separation_per_layer_textures_separate_at_the_head(
+        project: tuple[TestClient, dict[str, list[dict[str, Any]]]]) -> None:
+    client, boxes = project
+    layers = ["blocks.1.0.bn2", "blocks.5.1.add", LAYER]
+    response = client.post("/api/separation", json={"layers": layers, "measure": "euclidean"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert [r["layer"] for r in body["layers"]] == layers
+    head = body["layers"][-1]
+    assert head["inter"] > head["intra"] and head["ratio"] == pytest.approx(
+        head["inter"] / head["intra"])
+    # Independent check of the head's intra/inter from the reference descriptors.
+    x = torch.cat([_reference_gap(client, boxes[n]) for n in TEXTURES])
+    labels = [n for n in TEXTURES for _ in BOXES]
+    d = torch.cdist(x, x)
+    same = torch.tensor([[a == b for b in labels] for a in labels])
+    off = ~torch.eye(len(labels), dtype=torch.bool)
+    assert head["intra"] == pytest.approx(float(d[same & off].mean()), rel=1e-5)
+    assert head["inter"] == pytest.approx(float(d[~same].mean()), rel=1e-5)
+    assert len(body["figure"]["data"]) == 4
+
+
+def test_measures_list(project: tuple[TestClient, Any]) -> None:
+    client, _ = project
+    measures = {m["name"]: m for m in client.get("/api/measures").json()}
+    assert {"euclidean", "mmd", "cosine"} <= set(measures)
+    assert measures["mmd"]["needs"] == "pixels"
+
+
+@pytest.mark.parametrize(("body", "status", "hint"), [
+    ({"labels": ["brick", "grass"], "layer": LAYER, "measure": "nope"}, 404, "euclidean"),
+    ({"labels": ["brick", "grass"], "layer": "nope"}, 404, "conv_stem"),
+    ({"labels": ["brick", "nothing"], "layer": LAYER}, 422, "no boxes"),
+    ({"labels": ["brick"], "layer": LAYER}, 422, "at least 2 groups"),
+    ({"groups": {"a": [9999], "b": [1]}, "layer": LAYER}, 404, "9999"),
+    ({"groups": {"a": [1], "b": [4]}, "labels": ["x"], "layer": LAYER}, 422, "not both"),
+    ({"groups": {"a": [1], "b": [4]}, "layer": LAYER, "measure": "grassmann",
+      "descriptor": "gap"}, 422, "at least 2"),
+    ({"labels": ["brick", "grass"], "layer": LAYER, "permutations": 10**6}, 413,
+     "max_permutations"),
+])
+def test_bad_distance_requests(project: tuple[TestClient, Any], body: dict[str, Any],
+                               status: int, hint: str) -> None:
+    client, _ = project
+    response = client.post("/api/distances", json=body)
+    assert response.status_code == status, response.text
+    assert hint in str(response.json()["detail"])
+
+
+def test_bad_separation_requests(project: tuple[TestClient, Any]) -> None:
+    client, _ = project
+    one = client.post("/api/separation", json={"labels": ["brick"], "layers": [LAYER]})
+    assert one.status_code == 422 and "2 different labels" in one.json()["detail"]
+    bad = client.post("/api/separation", json={"layers": ["nope"]})
+    assert bad.status_code == 404
+
+
+def test_large_work_runs_as_a_job_and_limits_name_the_setting(
+        data_dir: Path, monkeypatch: pytest.MonkeyPatch, photo: Any) -> None:
+    from app.config import get_settings
+    from app.main import create_app
+
+    monkeypatch.setenv("FEATUREGAP_ANALYSIS_JOB_THRESHOLD", "3")
+    monkeypatch.setenv("FEATUREGAP_MAX_SAMPLES_PER_REQUEST", "4")
+    get_settings.cache_clear()
+    with TestClient(create_app(get_settings())) as client:
+        ids = []
+        for name in ("brick", "grass"):
+            image = client.post("/api/images", files={"file": (f"{name}.png", photo.png(name),
+                                                               "image/png")}).json()
+            ids += [client.post(f"/api/images/{image['id']}/boxes",
+                                json={**box, "label": name}).json()["id"] for box in BOXES[:2]]
+        request = {"labels": ["brick", "grass"], "layer": "blocks.2.0.bn2", "measure": "euclidean"}
+        queued = client.post("/api/distances", json=request)
+        assert queued.status_code == 202, queued.text
+        job_id = queued.json()["job_id"]
+        deadline = time.monotonic() + 60
+        while (job := client.get(f"/api/jobs/{job_id}").json())["state"] in ("queued",
+                                                                              "running"):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert job["state"] == "done", job
+        assert job["result"]["labels"] == ["brick", "grass"]
+        assert job["result"]["matrix"][0][1] > 0
+        client.post(f"/api/images/{1}/boxes", json={**BOXES[2], "label": "brick"})
+        over = client.post("/api/distances", json=request)
+        assert over.status_code == 413
+        assert "FEATUREGAP_MAX_SAMPLES_PER_REQUEST" in over.json()["detail"]
