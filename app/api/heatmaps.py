@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.deps import ImageDep, StoreDep
 from app.api.models import model_info
-from app.service.heatmaps import HeatmapRequest, heatmap_result, scores_csv
+from app.service.heatmaps import HeatmapRequest, heatmap_png, heatmap_result, scores_csv
 
 __all__ = ["router", "HeatmapIn", "HeatmapOut", "MethodOut"]
 
@@ -81,6 +81,11 @@ class MethodOut(BaseModel):
     needs_gradients: bool
 
 
+def _request(body: HeatmapIn) -> HeatmapRequest:
+    return HeatmapRequest(body.model, body.layer, body.method, body.target, body.mode,
+                          body.normalise, body.channel)
+
+
 def _compute(body: HeatmapIn, store: StoreDep) -> dict[str, Any]:
     image = store.get_image(body.image_id)
     request = HeatmapRequest(body.model, body.layer, body.method, body.target, body.mode,
@@ -93,6 +98,19 @@ def _compute(body: HeatmapIn, store: StoreDep) -> dict[str, Any]:
 def post_heatmap(body: HeatmapIn, store: StoreDep) -> dict[str, Any]:
     """A heat map of one image, scored against all of its boxes."""
     return _compute(body, store)
+
+
+@router.post("/heatmaps/png", response_class=Response,
+             responses={200: {"content": {"image/png": {}}}})
+def post_heatmap_png(
+    body: HeatmapIn, store: StoreDep,
+    alpha: Annotated[float, Query(ge=0.0, le=1.0, description="Heat-map opacity.")] = 0.5,
+) -> Response:
+    """The overlay as a PNG: the heat map over the image, boxes captioned with their energy."""
+    image = store.get_image(body.image_id)
+    png = heatmap_png(store, model_info(body.model), image, _request(body),
+                      store.boxes(image_id=image.id), alpha)
+    return Response(png, media_type="image/png")
 
 
 @router.post("/heatmaps/scores.csv", response_class=PlainTextResponse,

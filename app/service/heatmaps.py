@@ -31,7 +31,8 @@ from app.engine.regions import Box
 from app.plots import heatmap_figure
 from app.store import BoxRecord, ImageRecord, Store
 
-__all__ = ["HeatmapRequest", "heatmap_result", "raw_heatmap", "scores_csv", "result_key"]
+__all__ = ["HeatmapRequest", "heatmap_png", "heatmap_result", "raw_heatmap", "scores_csv",
+           "result_key"]
 
 Normalise = Literal["none", "minmax", "percentile"]
 
@@ -173,3 +174,26 @@ def scores_csv(result: dict[str, Any]) -> str:
                          *("" if box["scores"].get(n) is None else repr(box["scores"][n])
                            for n in names)])
     return out.getvalue()
+
+
+def heatmap_png(store: Store, model: LoadedModel, image: ImageRecord, request: HeatmapRequest,
+                boxes: list[BoxRecord], alpha: float = 0.5) -> bytes:
+    """The overlay as PNG: the map (normalised for display) over the image, boxes captioned
+    with their label and energy.
+
+    Raises:
+        KeyError: unknown layer or method. ValueError: bad target, channel or alpha.
+    """
+    from app.engine.overlay import render_overlay
+
+    result = heatmap_result(store, model, image, request, boxes)
+    heat = raw_heatmap(store, model, image, request)
+    captions = [
+        f"{b['label']} E={b['scores']['energy']:.2f}" if b["scores"].get("energy") is not None
+        else str(b["label"]) for b in result["boxes"]]
+    picture = render_overlay(store.load_decoded(image).pixels,
+                             normalise(heat.values, request.normalise),
+                             [Box(b.x, b.y, b.w, b.h) for b in boxes], captions, alpha)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -154,3 +154,20 @@ def test_image_without_boxes_and_method_list(app_client: TestClient, photo: Any)
 def test_no_model_needed_for_unknown_image(data_dir: Path, client: TestClient) -> None:
     response = client.post("/api/heatmaps", json={"image_id": 1, "layer": LAYER})
     assert response.status_code == 404 and "1" in response.json()["detail"]
+
+
+def test_png_overlay_has_the_image_size_and_differs_from_the_photo(
+        app_client: TestClient, chelsea: dict[str, Any], photo: Any) -> None:
+    from PIL import Image
+
+    image_id = chelsea["image"]["id"]
+    response = app_client.post("/api/heatmaps/png", params={"alpha": 0.6},
+                               json={"image_id": image_id, "layer": LAYER, "method": "gradcam"})
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    picture = np.asarray(Image.open(io.BytesIO(response.content)).convert("RGB"))
+    original = photo("chelsea")
+    assert picture.shape == original.shape
+    assert np.abs(picture.astype(int) - original.astype(int)).mean() > 10
+    bad = app_client.post("/api/heatmaps/png", params={"alpha": 2},
+                          json={"image_id": image_id, "layer": LAYER})
+    assert bad.status_code == 422
