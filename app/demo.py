@@ -53,7 +53,7 @@ def load_demo(store: Store) -> int:
     Returns:
         The number of images added (0 when the store was not empty).
     """
-    if store.images():
+    if store.count_images():
         return 0
     for name, boxes in DEMO_BOXES.items():
         image, _ = store.add_image(demo_png(name), f"{name}.png")

@@ -32,4 +32,4 @@ def health(store: StoreDep) -> Health:
     except PackageNotFoundError:
         app_version = "unknown"
     return Health(status="ok", version=app_version, schema_version=SCHEMA_VERSION,
-                  images=len(store.images()))
+                  images=store.count_images())

@@ -217,6 +217,11 @@ class Store:
                 raise KeyError(f"no image with id {image_id}; GET /api/images lists them")
             return _image_record(row, self._count_boxes(session, image_id))
 
+    def count_images(self) -> int:
+        """How many images are stored."""
+        with self._read() as session:
+            return int(session.scalar(select(func.count()).select_from(ImageRow)) or 0)
+
     def images(self, label: str | None = None) -> list[ImageRecord]:
         """Every image (optionally only those with an image label), with box counts, by id."""
         counts = (select(BoxRow.image_id, func.count().label("n"))
