@@ -1,0 +1,61 @@
+"""Embeddings: PCA against sklearn, seeded t-SNE determinism and structure, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.decomposition import PCA
+
+from app.engine.embed import embed
+
+
+def _clusters(n: int, seed: int = 0) -> tuple[torch.Tensor, np.ndarray]:
+    g = torch.Generator().manual_seed(seed)
+    labels = np.arange(n) % 3
+    centres = torch.randn(3, 12, generator=g, dtype=torch.float64) * 8
+    x = centres[labels] + torch.randn(n, 12, generator=g, dtype=torch.float64)
+    return x, labels
+
+
+@pytest.mark.parametrize(("n", "d"), [(37, 12), (3, 5), (2, 1)])
+def test_pca_matches_sklearn_up_to_sign(n: int, d: int) -> None:
+    x = torch.randn(n, d, generator=torch.Generator().manual_seed(n), dtype=torch.float64)
+    got = embed(x, "pca").numpy()
+    k = min(2, n, d)
+    want = PCA(n_components=k).fit_transform(x.numpy())
+    for c in range(k):
+        sign = np.sign(got[:, c] @ want[:, c]) or 1.0
+        np.testing.assert_allclose(got[:, c], sign * want[:, c], atol=1e-9)
+    assert got.shape == (n, 2)
+
+
+def test_tsne_same_seed_same_result_and_clusters_stay_apart() -> None:
+    x, labels = _clusters(60)
+    a = embed(x, "tsne", perplexity=10, seed=3)
+    b = embed(x, "tsne", perplexity=10, seed=3)
+    assert torch.equal(a, b) and a.shape == (60, 2)
+    pts = a.numpy()
+    centres = np.stack([pts[labels == k].mean(0) for k in range(3)])
+    spread = max(np.linalg.norm(pts[labels == k] - centres[k], axis=1).mean() for k in range(3))
+    gaps = min(np.linalg.norm(centres[i] - centres[j]) for i in range(3) for j in range(i))
+    assert gaps > 2 * spread
+
+
+def test_tsne_default_perplexity_fits_small_n() -> None:
+    x, _ = _clusters(10)
+    assert embed(x, "tsne").shape == (10, 2)
+
+
+def test_bad_input() -> None:
+    x, _ = _clusters(10)
+    with pytest.raises(ValueError, match="perplexity"):
+        embed(x, "tsne", perplexity=3.5)  # (10 − 1)/3 = 3
+    with pytest.raises(ValueError, match="at least 4"):
+        embed(x[:3], "tsne")
+    with pytest.raises(ValueError, match="method"):
+        embed(x, "umap")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="NaN"):
+        embed(torch.full((5, 2), float("nan")), "pca")
+    with pytest.raises(ValueError, match="at least 2"):
+        embed(x[:1], "pca")
