@@ -45,6 +45,7 @@ def test_token_guards_every_api_route_but_not_docs(data_dir: Path,
         ok = client.get("/api/images", headers={"Authorization": "Bearer s3cret"})
         assert ok.status_code == 200
         assert client.get("/docs").status_code == 200
+        assert client.get("/").status_code == 200  # the dashboard asks for the token itself
         assert client.get("/openapi.json").status_code == 200
         assert client.get("/api/jobs/x").status_code == 401  # checked before the lookup
 
