@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -91,7 +93,7 @@ class FeatureCache:
 
 _DEFAULT: FeatureCache | None = None
 _DEFAULT_LOCK = threading.Lock()
-_EXTRACTORS: OrderedDict[tuple[int, tuple[str, ...]], nn.Module] = OrderedDict()
+_EXTRACTORS: OrderedDict[tuple[str, str, tuple[str, ...]], nn.Module] = OrderedDict()
 _EXTRACTORS_LOCK = threading.Lock()
 
 
@@ -104,9 +106,21 @@ def default_cache() -> FeatureCache:
         return _DEFAULT
 
 
+_HEADS: dict[tuple[str, str], str] = {}
+
+
+def _output_node(model: LoadedModel) -> str:
+    """The logits node, remembered per module: finding it traces the whole graph."""
+    key = (model.spec.name, model.weights_sha256)
+    with _EXTRACTORS_LOCK:
+        if key not in _HEADS:
+            _HEADS[key] = output_node(model.module)
+        return _HEADS[key]
+
+
 def _extractor(model: LoadedModel, nodes: tuple[str, ...]) -> nn.Module:
     """A traced extractor, kept for reuse: tracing costs more than a forward pass."""
-    key = (id(model.module), nodes)
+    key = (model.spec.name, model.weights_sha256, nodes)
     with _EXTRACTORS_LOCK:
         found = _EXTRACTORS.get(key)
         if found is None:
@@ -117,6 +131,20 @@ def _extractor(model: LoadedModel, nodes: tuple[str, ...]) -> nn.Module:
                 _EXTRACTORS.popitem(last=False)
         _EXTRACTORS.move_to_end(key)
         return found
+
+
+def _prepare(model: LoadedModel, images: Sequence[DecodedImage], mode: InputMode,
+             max_side: int) -> list[torch.Tensor]:
+    """Preprocess images in threads: PIL's resampling releases the GIL."""
+
+    def one(image: DecodedImage) -> torch.Tensor:
+        return to_input(image.pixels, model.spec, mode, max_side, model.max_stride)
+
+    workers = min(len(images), os.cpu_count() or 1, 8)
+    if workers <= 1:
+        return [one(image) for image in images]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(one, images))
 
 
 def extract(
@@ -158,7 +186,7 @@ def extract(
     wanted = list(dict.fromkeys(layers))
     for layer in wanted:
         check_layer(model, layer)
-    head = output_node(model.module)
+    head = _output_node(model) if with_logits else ""
     names = wanted + ([LOGITS] if with_logits else [])
     max_side = get_settings().native_max_side
     mode_key = mode if mode == "resize" else f"native@{max_side}"
@@ -185,10 +213,8 @@ def extract(
     for names_missing, indices in todo.items():
         nodes = tuple(head if n == LOGITS else n for n in names_missing)
         run = _extractor(model, tuple(dict.fromkeys(nodes)))
-        inputs = {
-            i: to_input(images[i].pixels, model.spec, mode, max_side, model.max_stride)
-            for i in indices
-        }
+        inputs = dict(zip(indices, _prepare(model, [images[i] for i in indices], mode, max_side),
+                          strict=True))
         by_shape: dict[tuple[int, ...], list[int]] = {}
         for i in indices:
             by_shape.setdefault(tuple(inputs[i].shape), []).append(i)

@@ -3,8 +3,9 @@
 Two input modes:
 
 * ``resize`` (default): the image is resized to ``input_size × input_size`` (bilinear, with
-  antialiasing), whatever its aspect ratio. The feature map then covers the whole image, so
-  bringing a map back to the image is a bilinear resize with ``align_corners=False``.
+  antialiasing, in float32), whatever its aspect ratio. The feature map then covers the
+  whole image, so bringing a map back to the image is a bilinear resize with
+  ``align_corners=False``.
 * ``native``: the image keeps its own aspect ratio. Its longest side is capped at
   ``native_max_side``, and each side is then rounded to the nearest multiple of
   ``max_stride`` (at least one stride), so every stage's feature grid divides the input
@@ -19,7 +20,6 @@ from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from app.engine.models import ModelSpec
@@ -75,10 +75,17 @@ def to_input(
         ValueError: unknown mode.
     """
     h, w = input_size(image.width, image.height, spec, mode, native_max_side, max_stride)
-    pixels = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32).copy())
-    x = pixels.permute(2, 0, 1)[None] / 255.0
-    if (h, w) != (image.height, image.width):
-        x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
-    mean = torch.tensor(spec.mean, dtype=torch.float32).view(1, 3, 1, 1)
-    std = torch.tensor(spec.std, dtype=torch.float32).view(1, 3, 1, 1)
-    return ((x - mean) / std)[0].contiguous()
+    rgb = image.convert("RGB")
+    # Antialiased bilinear resampling in float32 per channel: the filter torch's
+    # ``interpolate(..., antialias=True)`` reproduces, without its cost on large photos and
+    # without rounding to uint8 between resize and normalisation.
+    channels = []
+    for band in range(3):
+        plane = rgb.getchannel(band).convert("F")
+        if (h, w) != (rgb.height, rgb.width):
+            plane = plane.resize((w, h), Image.Resampling.BILINEAR)
+        channels.append(np.asarray(plane, dtype=np.float32))
+    x = torch.from_numpy(np.stack(channels)) / 255.0
+    mean = torch.tensor(spec.mean, dtype=torch.float32).view(3, 1, 1)
+    std = torch.tensor(spec.std, dtype=torch.float32).view(3, 1, 1)
+    return ((x - mean) / std).contiguous()

@@ -75,7 +75,8 @@ def test_native_mode_keeps_aspect_and_covers_the_image(
                          antialias=True)[0]
     mean = torch.tensor(model.spec.mean).view(3, 1, 1)
     std = torch.tensor(model.spec.std).view(3, 1, 1)
-    torch.testing.assert_close(x, (want - mean) / std)
+    # PIL's float resampling is the antialiased bilinear filter torch reproduces.
+    torch.testing.assert_close(x, (want - mean) / std, rtol=0, atol=1e-4)
     with pytest.raises(ValueError, match="input mode"):
         extract(model, [chelsea], ["bn2"], mode="crop")  # type: ignore[arg-type]
 
