@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
-from app.api.deps import BoxDep, StoreDep
+from app.api.deps import MAX_ID, BoxDep, StoreDep
 from app.api.schemas import BoxOut, BoxPatch, LabelCount
 
 __all__ = ["router"]
@@ -17,7 +17,7 @@ router = APIRouter(prefix="/api", tags=["boxes"])
 @router.get("/boxes", response_model=list[BoxOut])
 def list_boxes(store: StoreDep,
                label: Annotated[list[str] | None, Query(max_length=200)] = None,
-               image_id: Annotated[int | None, Query(ge=1)] = None) -> list[BoxOut]:
+               image_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None) -> list[BoxOut]:
     """List boxes, filtered by label (repeatable) and image."""
     return [BoxOut.of(b) for b in store.boxes(labels=label, image_id=image_id)]
 

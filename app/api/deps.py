@@ -15,7 +15,7 @@ from app.jobs import JobRunner
 from app.store import BoxRecord, ImageRecord, Store
 
 __all__ = ["SettingsDep", "StoreDep", "SessionDep", "ImageDep", "BoxDep", "ModelDep",
-           "JobsDep", "require_token", "get_store", "get_settings_dep", "get_jobs"]
+           "JobsDep", "MAX_ID", "require_token", "get_store", "get_settings_dep", "get_jobs"]
 
 
 def get_settings_dep(request: Request) -> Settings:
@@ -49,14 +49,18 @@ def _session(store: StoreDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(_session)]
 
 
-def _image(store: StoreDep, image_id: Annotated[int, Path(ge=1)]) -> ImageRecord:
+MAX_ID = 2**63 - 1
+"""The largest id a store can hold (SQL BIGINT)."""
+
+
+def _image(store: StoreDep, image_id: Annotated[int, Path(ge=1, le=MAX_ID)]) -> ImageRecord:
     try:
         return store.get_image(image_id)
     except KeyError as exc:
         raise HTTPException(status_code=404, detail=exc.args[0]) from exc
 
 
-def _box(store: StoreDep, box_id: Annotated[int, Path(ge=1)]) -> BoxRecord:
+def _box(store: StoreDep, box_id: Annotated[int, Path(ge=1, le=MAX_ID)]) -> BoxRecord:
     try:
         return store.get_box(box_id)
     except KeyError as exc:

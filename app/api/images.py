@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
 from PIL import Image
 
-from app.api.deps import ImageDep, SettingsDep, StoreDep
+from app.api.deps import MAX_ID, ImageDep, SettingsDep, StoreDep
 from app.api.errors import LimitExceeded
 from app.api.schemas import BoxIn, BoxOut, ImageOut
 
@@ -92,7 +92,7 @@ def image_file(image: ImageDep, store: StoreDep) -> Response:
 @router.get("/{image_id}/thumbnail", response_class=Response,
             responses={200: {"content": {"image/png": {}}, "description": "a PNG"}})
 def thumbnail(image: ImageDep, store: StoreDep,
-              box_id: Annotated[int | None, Query(ge=1)] = None,
+              box_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
               size: Annotated[int, Query(ge=16, le=1024)] = 128) -> Response:
     """A PNG of the image, or of one of its boxes, fitted inside ``size``×``size``."""
     picture = store.load_decoded(image).pixels

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, delete, event, func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -34,6 +34,8 @@ __all__ = ["Store", "ImageRecord", "BoxRecord", "SchemaMismatchError"]
 _EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "MPO": "jpg", "WEBP": "webp", "BMP": "bmp",
                "GIF": "gif", "TIFF": "tif"}
 _DECODED_CACHE_SIZE = 16
+_Row = TypeVar("_Row", ImageRow, BoxRow)
+_MAX_ID = 2**63 - 1  # SQL BIGINT; larger ids cannot exist and would overflow the driver
 
 
 class SchemaMismatchError(RuntimeError):
@@ -212,7 +214,7 @@ class Store:
             KeyError: no such image.
         """
         with self._read() as session:
-            row = session.get(ImageRow, image_id)
+            row = _get(session, ImageRow, image_id)
             if row is None:
                 raise KeyError(f"no image with id {image_id}; GET /api/images lists them")
             return _image_record(row, self._count_boxes(session, image_id))
@@ -247,7 +249,7 @@ class Store:
             KeyError: no such image.
         """
         with self._write() as session:
-            row = session.get(ImageRow, image_id)
+            row = _get(session, ImageRow, image_id)
             if row is None:
                 raise KeyError(f"no image with id {image_id}; GET /api/images lists them")
             sha, fmt = row.sha256, row.format
@@ -318,7 +320,7 @@ class Store:
                 would have more than ``max_boxes_per_image`` boxes.
         """
         with self._write() as session:
-            image = session.get(ImageRow, image_id)
+            image = _get(session, ImageRow, image_id)
             if image is None:
                 raise KeyError(f"no image with id {image_id}; GET /api/images lists them")
             limit = self.settings.max_boxes_per_image
@@ -344,7 +346,7 @@ class Store:
             KeyError: no such box.
         """
         with self._read() as session:
-            row = session.get(BoxRow, box_id)
+            row = _get(session, BoxRow, box_id)
             if row is None:
                 raise KeyError(f"no box with id {box_id}; GET /api/boxes lists them")
             return _box_record(row)
@@ -359,11 +361,11 @@ class Store:
         query = select(BoxRow).order_by(BoxRow.id)
         wanted = None if ids is None else list(dict.fromkeys(int(i) for i in ids))
         if wanted is not None:
-            query = query.where(BoxRow.id.in_(wanted))
+            query = query.where(BoxRow.id.in_([i for i in wanted if 0 < i <= _MAX_ID]))
         if labels is not None:
             query = query.where(BoxRow.label.in_(list(labels)))
         if image_id is not None:
-            query = query.where(BoxRow.image_id == image_id)
+            query = query.where(BoxRow.image_id == min(max(image_id, 0), _MAX_ID))
         with self._read() as session:
             records = [_box_record(row) for row in session.scalars(query)]
         if wanted is not None and labels is None and image_id is None:
@@ -383,7 +385,7 @@ class Store:
         if unknown:
             raise ValueError(f"cannot change {sorted(unknown)}; change x, y, w, h or label")
         with self._write() as session:
-            row = session.get(BoxRow, box_id)
+            row = _get(session, BoxRow, box_id)
             if row is None:
                 raise KeyError(f"no box with id {box_id}; GET /api/boxes lists them")
             image = session.get(ImageRow, row.image_id)
@@ -404,7 +406,7 @@ class Store:
             KeyError: no such box.
         """
         with self._write() as session:
-            row = session.get(BoxRow, box_id)
+            row = _get(session, BoxRow, box_id)
             if row is None:
                 raise KeyError(f"no box with id {box_id}; GET /api/boxes lists them")
             session.delete(row)
@@ -440,6 +442,11 @@ class Store:
             query = query.where(ResultRow.image_id == image_id)
         with self._read() as session:
             return int(session.scalar(query) or 0)
+
+
+def _get(session: Session, table: type[_Row], row_id: int) -> _Row | None:
+    """The row with this id, or None (also for ids no database can hold)."""
+    return session.get(table, row_id) if 0 < row_id <= _MAX_ID else None
 
 
 def _check_label(label: str) -> str:

@@ -86,6 +86,8 @@ def test_delete_image_and_unknown_ids(client: TestClient, data_dir: Path) -> Non
         assert response.status_code == 404, url
         assert f"no image with id {image['id']}" in response.json()["detail"]
     assert client.get("/api/images/0").status_code == 422
+    assert client.get(f"/api/images/{2**70}").status_code == 422  # not a driver overflow 500
+    assert client.get("/api/boxes", params={"image_id": 2**70}).status_code == 422
 
 
 def _png_claiming(width: int, height: int) -> bytes:

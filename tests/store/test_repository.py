@@ -142,6 +142,12 @@ def test_boxes_filters_and_labels(store: Store) -> None:
     assert store.labels() == {"cat": 2, "dog": 1}
     with pytest.raises(KeyError, match=r"\[999\]"):
         store.boxes(ids=[b1.id, 999])
+    with pytest.raises(KeyError, match="no boxes with ids"):
+        store.boxes(ids=[2**70])
+    with pytest.raises(KeyError):
+        store.get_box(2**70)
+    with pytest.raises(KeyError):
+        store.get_image(-1)
     assert [i.box_count for i in store.images()] == [2, 1]
 
 
