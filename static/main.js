@@ -3,17 +3,24 @@ import { get, getToken, setToken } from "./api.js";
 import { choices, initControls, loadControls } from "./controls.js";
 import { initGallery, refreshGallery } from "./gallery.js";
 import { currentBoxes, currentImage, initImageView, openImage } from "./image-view.js";
-import { $, guarded } from "./ui.js";
+import { $, fillSelect, guarded } from "./ui.js";
 import { showDistances } from "./views/distances.js";
 import { showEmbedding } from "./views/embedding.js";
 import { initHeatmapView, showHeatmap } from "./views/heatmap.js";
 import { showPredictions } from "./views/predictions.js";
 import { showSeparation } from "./views/separation.js";
 
+// The labels picked in the controls, else every label with boxes.
 async function labelsWithBoxes() {
-  const labels = (await get("/api/labels")).map((l) => l.label);
-  if (labels.length < 2) throw new Error("label boxes with at least two different labels first");
+  const picked = [...$("compare-labels").selectedOptions].map((o) => o.value);
+  const labels = picked.length ? picked : (await get("/api/labels")).map((l) => l.label);
+  if (labels.length < 2) throw new Error("compare at least two labels: label boxes on two classes or pick two");
   return labels;
+}
+
+async function refreshLabels() {
+  const labels = await get("/api/labels");
+  fillSelect($("compare-labels"), labels, { value: (l) => l.label, text: (l) => `${l.label} (${l.count})` });
 }
 
 function init() {
@@ -21,11 +28,12 @@ function init() {
   $("save-token").addEventListener("click", async () => {
     setToken($("api-token").value.trim());
     await guarded($("settings-error"), async () => {
-      await Promise.all([refreshGallery(), loadControls()]);
+      await Promise.all([refresh(), loadControls()]);
     });
   });
   initGallery({ onOpen: openImage });
-  initImageView({ onChange: refreshGallery });
+  const refresh = () => Promise.all([refreshGallery(), guarded($("controls-error"), refreshLabels)]);
+  initImageView({ onChange: refresh });
   initHeatmapView();
   const open = async (id) => { await openImage(id); };
   const imageAction = (id, action) => $(id).addEventListener("click", () => guarded($("image-analysis-error"), async () => {
@@ -40,7 +48,7 @@ function init() {
   groupAction("run-distances", showDistances);
   groupAction("run-separation", showSeparation);
   groupAction("run-embedding", showEmbedding);
-  refreshGallery();
+  refresh();
   initControls().then(() => { document.body.dataset.ready = "1"; });
 }
 

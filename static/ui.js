@@ -39,12 +39,11 @@ export function fillLabelList(datalist, known = []) {
 }
 
 export function fillSelect(select, items, { value, text, selected } = {}) {
-  const keep = selected ?? select.value;
+  const keep = selected !== undefined ? [selected] : [...select.selectedOptions].map((o) => o.value);
   select.replaceChildren(...items.map((item) => {
-    const option = new Option(text ? text(item) : String(item), value ? value(item) : String(item));
-    return option;
+    const v = value ? value(item) : String(item);
+    return new Option(text ? text(item) : String(item), v, false, keep.includes(v));
   }));
-  if ([...select.options].some((o) => o.value === keep)) select.value = keep;
 }
 
 const fmt = (v) => (typeof v === "number" ? (Number.isInteger(v) ? String(v) : v.toPrecision(4)) : v ?? "");

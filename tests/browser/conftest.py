@@ -49,6 +49,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = _free_port()
     env = {**os.environ, "FEATUREGAP_DATA_DIR": str(tmp_path_factory.mktemp("browser-data"))}
     env.pop("FEATUREGAP_API_TOKEN", None)
+    # Small enough that a distance matrix with permutations goes through the jobs API.
+    env["FEATUREGAP_ANALYSIS_JOB_THRESHOLD"] = "100"
     log = (tmp_path_factory.getbasetemp() / "server.log").open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app",

@@ -198,9 +198,12 @@ def test_two_textures_distance_matrix_profile_and_scatter(
                          140, 180, name)
     page.reload()
     page.wait_for_selector("body[data-ready='1']")
+    page.select_option("#compare-labels", ["brick", "grass"])
     page.select_option("#measure", "euclidean")
     page.fill("#permutations", "50")
-    page.click("#run-distances")
+    with page.expect_response("**/api/distances") as answer:
+        page.click("#run-distances")
+    assert answer.value.status == 202  # 12 boxes × 50 draws: a job, with a progress bar
     assert _traces(page, "distances-plot") >= 1
     page.wait_for_selector("#distances-table td")
     assert page.locator("#analysis-error").inner_text() == ""
@@ -213,14 +216,36 @@ def test_two_textures_distance_matrix_profile_and_scatter(
     assert _traces(page, "separation-plot") >= 3  # intra, inter, their ratio
     shot(page, "separation")
 
+    # A long profile (every spatial layer) runs as a job; Cancel stops it.
+    layers = page.eval_on_selector_all("#profile-layers option", "os => os.map(o => o.value)")
+    page.select_option("#profile-layers", layers[:24])
+    with page.expect_response("**/api/separation") as answer:
+        page.click("#run-separation")
+    job_id = answer.value.json()["job_id"]
+    page.wait_for_selector("#job:not([hidden])")
+    shot(page, "job-running")
+    page.click("#job-cancel")
+    page.wait_for_selector("#job", state="hidden")
+    deadline = time.monotonic() + 20
+    while (state := httpx.get(f"{server}/api/jobs/{job_id}").json()["state"]) == "running":
+        assert time.monotonic() < deadline, "the cancelled job kept running"
+        time.sleep(0.2)
+    assert state == "cancelled"
+    assert page.locator("#analysis-error").inner_text() == ""
+
     page.click("#run-embedding")
     assert _traces(page, "embedding-plot") >= 1
     points = page.locator("#embedding-plot .scatterlayer .point")
     assert points.count() == 12
-    points.first.hover()
+    # Plotly's drag layer sits above the points: point at them with the mouse itself.
+    page.locator("#embedding-plot").scroll_into_view_if_needed()
+    where = points.first.bounding_box()
+    centre = (where["x"] + where["width"] / 2, where["y"] + where["height"] / 2)
+    page.mouse.move(centre[0] - 5, centre[1] - 5)
+    page.mouse.move(*centre, steps=5)
     page.wait_for_function("document.getElementById('hover-img').src.startsWith('blob:')")
     shot(page, "scatter-hover")
-    points.first.click()
+    page.mouse.click(*centre)
     page.wait_for_selector("#viewer:not([hidden]) .box")
     assert page.locator("#viewer .box").count() == 6
     shot(page, "scatter-click-opens-image")
