@@ -3,9 +3,11 @@
 A model is a network with its preprocessing. Built-in entries register through
 :func:`register_model` (duplicate names are refused); a JSON sidecar ``models/<name>.json``
 adds a torchvision or timm architecture with weights from a file next to it, or from the
-local torch hub cache when that already holds torchvision's file. Weights are always read
-with ``weights_only=True`` (or safetensors): pickled objects are never run. A file that does
-not fit the architecture exactly is a ``ValueError``, never a half-loaded model.
+local torch hub cache (``"weights": "hub:<file>"``). torchvision ImageNet models whose
+official weights file is already in the hub cache are discovered with no sidecar. Weights
+are always read with ``weights_only=True`` (or safetensors): pickled objects are never run.
+A file that does not fit the architecture exactly is a ``ValueError``, never a half-loaded
+model.
 
 Sidecar format (``models/<name>.json``)::
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -285,14 +288,62 @@ def _load_sidecar_model(spec: ModelSpec, models_dir: Path) -> tuple[nn.Module, s
     return module, _file_sha256(path)
 
 
-def _sidecars(models_dir: Path) -> dict[str, ModelSpec]:
+def _sidecars(models_dir: Path) -> tuple[dict[str, ModelSpec], dict[str, str]]:
+    """Specs from the sidecars in ``models_dir``, and the errors of broken ones by name."""
     found: dict[str, ModelSpec] = {}
+    broken: dict[str, str] = {}
     if models_dir.is_dir():
         for path in sorted(models_dir.glob("*.json")):
-            spec = read_sidecar(path)
-            if spec.name not in _REGISTRY:
+            try:
+                spec = read_sidecar(path)
+            except ValueError as exc:
+                broken[path.stem] = str(exc)
+                continue
+            if spec.name in _REGISTRY or spec.name in found:
+                broken[spec.name] = f"sidecar {path.name}: the name {spec.name!r} is taken"
+            else:
                 found[spec.name] = spec
+    return found, broken
+
+
+def _hub_models() -> dict[str, ModelSpec]:
+    """torchvision ImageNet models whose official weights already sit in the torch hub cache.
+
+    Their preprocessing comes from the weights' metadata (crop size, mean, std); FeatureGap
+    resizes straight to the crop size rather than resize-then-centre-crop, so boxes keep
+    referring to the whole image.
+    """
+    import torchvision
+    from torchvision.models import get_model_weights
+    from torchvision.models import list_models as tv_models
+
+    folder = Path(torch.hub.get_dir()) / "checkpoints"
+    if not folder.is_dir():
+        return {}
+    present = {p.name for p in folder.iterdir()}
+    found: dict[str, ModelSpec] = {}
+    for architecture in tv_models(module=torchvision.models):
+        for weights in get_model_weights(architecture):
+            filename = weights.url.rsplit("/", 1)[-1]
+            if filename not in present or architecture in found or architecture in _REGISTRY:
+                continue
+            transform = weights.transforms()
+            mean, std = list(transform.mean), list(transform.std)
+            found[architecture] = ModelSpec(
+                name=architecture, architecture=architecture, source="torchvision",
+                input_size=int(transform.crop_size[0]),
+                mean=(mean[0], mean[1], mean[2]), std=(std[0], std[1], std[2]),
+                class_names=tuple(weights.meta["categories"]),
+                weights=Path(f"hub:{filename}"),
+                description=f"torchvision {weights} (from the torch hub cache)",
+            )
     return found
+
+
+def _discovered(models_dir: Path) -> tuple[dict[str, ModelSpec], dict[str, str]]:
+    sidecars, broken = _sidecars(models_dir)
+    hub = {k: v for k, v in _hub_models().items() if k not in sidecars and k not in broken}
+    return {**sidecars, **hub}, broken
 
 
 def _with_classes(spec: ModelSpec) -> ModelSpec:
@@ -306,7 +357,10 @@ def _with_classes(spec: ModelSpec) -> ModelSpec:
 def list_models() -> list[ModelSpec]:
     """Registered models first, then those discovered from sidecars in ``models_dir``."""
     built_in = [_with_classes(spec) for spec, _ in _REGISTRY.values()]
-    return built_in + list(_sidecars(get_settings().models_dir).values())
+    found, broken = _discovered(get_settings().models_dir)
+    for message in broken.values():
+        warnings.warn(f"skipping a model: {message}", stacklevel=2)
+    return built_in + list(found.values())
 
 
 def get_model(name: str) -> LoadedModel:
@@ -326,11 +380,13 @@ def get_model(name: str) -> LoadedModel:
             spec = _with_classes(spec)
             module, digest = loader(spec)
         else:
-            sidecars = _sidecars(models_dir)
-            if name not in sidecars:
-                known = ", ".join([*_REGISTRY, *sidecars])
+            found, broken = _discovered(models_dir)
+            if name in broken:
+                raise ValueError(broken[name])
+            if name not in found:
+                known = ", ".join([*_REGISTRY, *found])
                 raise KeyError(f"unknown model {name!r}; use one of {known}")
-            spec = sidecars[name]
+            spec = found[name]
             module, digest = _load_sidecar_model(spec, models_dir)
         module.eval()
         loaded = LoadedModel(spec=spec, module=module, weights_sha256=digest, max_stride=32)

@@ -153,3 +153,38 @@ def test_embedded_model_loads_offline() -> None:
     assert loaded.spec.architecture == "tf_efficientnet_lite0"
     assert len(loaded.spec.class_names) == 1000 and len(loaded.weights_sha256) == 64
     assert get_model("efficientnet_lite0") is loaded
+
+
+def test_broken_sidecar_is_skipped_with_a_warning(models_dir: Path) -> None:
+    (models_dir / "broken.json").write_text("{oops")
+    with pytest.warns(UserWarning, match="broken.json is not valid JSON"):
+        names = [spec.name for spec in list_models()]
+    assert "broken" not in names and "efficientnet_lite0" in names
+    with pytest.raises(ValueError, match="not valid JSON"):
+        get_model("broken")
+    (models_dir / "broken.json").unlink()
+    _sidecar(models_dir, "efficientnet_lite0", "x.pt")
+    with pytest.warns(UserWarning, match="is taken"):
+        list_models()
+
+
+def test_torchvision_weights_in_the_hub_cache_are_discovered(
+    models_dir: Path, tmp_path: Path
+) -> None:
+    hub = tmp_path / "hub"
+    (hub / "checkpoints").mkdir(parents=True)
+    torch.manual_seed(3)
+    reference = torchvision.models.squeezenet1_0().eval()
+    torch.save(reference.state_dict(), hub / "checkpoints" / "squeezenet1_0-b66bff10.pth")
+    previous = torch.hub.get_dir()
+    torch.hub.set_dir(str(hub))
+    try:
+        spec = next(s for s in list_models() if s.name == "squeezenet1_0")
+        loaded = get_model("squeezenet1_0")
+    finally:
+        torch.hub.set_dir(previous)
+    assert spec.source == "torchvision" and spec.input_size == 224
+    assert spec.class_names[285] == "Egyptian cat" and spec.mean == models.IMAGENET_MEAN
+    x = torch.randn(1, 3, 96, 80, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded.module(x), reference(x), rtol=0, atol=0)
