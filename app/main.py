@@ -13,6 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from app.api import boxes, formats, health, heatmaps, images, jobs, models, pages, predictions
 from app.api.deps import require_token
 from app.api.errors import install_error_handlers
+from app.api.limits import BodySizeLimit
 from app.config import Settings, get_settings
 from app.jobs import JobRunner
 from app.store import Store
@@ -69,6 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.store = store
     app.state.jobs = runner
     install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_upload_bytes=settings.max_upload_bytes)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["*"], allow_headers=["*"])

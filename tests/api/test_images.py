@@ -127,6 +127,10 @@ def test_too_large_upload_is_413_with_the_limit(data_dir: Path,
         assert response.status_code == 413  # type: ignore[attr-defined]
         assert "5000 bytes" in response.json()["detail"]  # type: ignore[attr-defined]
         assert _post(client, _encode(_noise(10, 10), "PNG")).status_code == 201  # type: ignore[attr-defined]
+        # A declared body far over the limit is refused before it is parsed.
+        huge = client.post("/api/images", content=b"x" * (2 * 1024 * 1024),
+                           headers={"Content-Type": "multipart/form-data; boundary=b"})
+        assert huge.status_code == 413 and "5000 bytes" in huge.json()["detail"]
 
 
 @pytest.mark.parametrize(("image", "fmt", "size"), [
