@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -21,13 +21,14 @@ from app.engine.models import LoadedModel
 from app.engine.preprocess import InputMode
 from app.engine.regions import Descriptor
 from app.jobs import JobCancelled
-from app.plots import distance_matrix_figure, separation_figure, to_json_safe
+from app.plots import distance_matrix_figure, embedding_figure, separation_figure, to_json_safe
 from app.service.features import box_descriptors, boxes_key, check_limits
 from app.service.heatmaps import result_key
 from app.store import BoxRecord, ImageRecord, Store
 
 __all__ = ["DistanceRequest", "SeparationRequest", "resolve_groups", "distances",
-           "separation_profile", "distance_work", "separation_work"]
+           "separation_profile", "distance_work", "separation_work", "EmbeddingRequest",
+           "embedding", "embedding_work"]
 
 Progress = Callable[[float, str], None]
 Cancelled = Callable[[], bool]
@@ -217,4 +218,64 @@ def separation_profile(store: Store, settings: Settings, model: LoadedModel,
             measure=request.measure, silhouette=[s.silhouette for _, s in profile]),
     })
     store.put_result(key, "separation", result)
+    return result
+
+
+@dataclass(frozen=True)
+class EmbeddingRequest:
+    """A 2-D map of box descriptors at one layer."""
+
+    model: str
+    layer: str
+    method: Literal["tsne", "pca"] = "tsne"
+    perplexity: float | None = None
+    seed: int = 0
+    descriptor: Literal["gap", "grid"] = "gap"
+    grid_size: int = 4
+    mode: InputMode = "resize"
+
+
+def embedding_work(request: EmbeddingRequest, n_boxes: int) -> int:
+    """Work units of an embedding (boxes; t-SNE counts ten times PCA)."""
+    return n_boxes * (10 if request.method == "tsne" else 1)
+
+
+def embedding(store: Store, settings: Settings, model: LoadedModel, boxes: list[BoxRecord],
+              request: EmbeddingRequest, progress: Progress | None = None,
+              cancelled: Cancelled | None = None) -> dict[str, Any]:
+    """t-SNE or PCA of one descriptor per box.
+
+    Returns:
+        JSON-safe: ``points`` (``{box_id, image_id, label, x, y}`` in the boxes' order),
+        ``method``, ``perplexity``, ``layer`` and ``figure``.
+
+    Raises:
+        KeyError: unknown layer. ValueError: too few boxes, perplexity out of range.
+        LimitExceeded: past a settings limit.
+    """
+    from app.engine.embed import embed
+
+    check_limits(settings, samples=len(boxes))
+    images = _images(store, boxes)
+    key = result_key("embedding", {
+        "model": model.spec.name, "weights": model.weights_sha256, "request": asdict(request),
+        "boxes": boxes_key(boxes, images)})
+    cached = store.get_result(key)
+    if cached is not None:
+        result: dict[str, Any] = cached
+        return result
+    features = box_descriptors(store, model, boxes, [request.layer], request.descriptor,
+                               request.grid_size, request.mode, progress, cancelled)
+    x = torch.stack([f.reshape(-1) for f in features[request.layer]])
+    if progress is not None:
+        progress(0.85, f"{request.method} of {len(boxes)} boxes")
+    xy = embed(x, request.method, perplexity=request.perplexity, seed=request.seed)
+    points = [{"box_id": b.id, "image_id": b.image_id, "label": b.label,
+               "x": float(p[0]), "y": float(p[1])} for b, p in zip(boxes, xy, strict=True)]
+    result = to_json_safe({
+        "points": points, "method": request.method, "perplexity": request.perplexity,
+        "layer": request.layer, "model": model.spec.name, "descriptor": request.descriptor,
+        "figure": embedding_figure(points, method=request.method),
+    })
+    store.put_result(key, "embedding", result)
     return result

@@ -93,7 +93,7 @@ def box_descriptors(
             regions = region_descriptors(maps[layer], (image.width, image.height), chosen,
                                          kind, grid_size)
             for i, region in zip(indices, regions, strict=True):
-                out[layer][i] = region.double()
+                out[layer][i] = region
         if progress is not None:
             progress((done + 1) / len(by_image) * 0.8, f"features of {done + 1} images")
     return out

@@ -94,7 +94,8 @@ def test_mmd_with_p_values_detects_different_textures(
     assert body["descriptor"] == "pixels" and body["between"] == "sets"
     p = body["p_values"]
     assert p[0][1] == pytest.approx(0.01)  # nothing of 99 shuffles beats the real split
-    assert p[0][2] == 1.0 and body["matrix"][0][2] == pytest.approx(0.0, abs=1e-9)
+    # Same boxes on both sides: MMD² is 0 up to float32 rounding of the features.
+    assert p[0][2] == 1.0 and abs(body["matrix"][0][2]) < 1e-6 * body["matrix"][0][1]
     assert body["matrix"][0][1] > 0
     assert "p=" in body["figure"]["data"][0]["text"][0][1]
 

@@ -1,0 +1,109 @@
+"""The real server in a subprocess: upload, box, analyse, restart, find everything again."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextmanager
+def live_server(data_dir: Path, **env: str) -> Iterator[httpx.Client]:
+    """``uvicorn --factory app.main:create_app`` on a free port; stopped on exit."""
+    port = _free_port()
+    environment = {**os.environ, "FEATUREGAP_DATA_DIR": str(data_dir),
+                   "FEATUREGAP_TORCH_THREADS": "1", **env}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app", "--host",
+         "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+        cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                output = process.stdout.read().decode() if process.stdout else ""
+                raise AssertionError(f"server exited with {process.returncode}: {output}")
+            try:
+                if httpx.get(f"{base}/api/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "server did not answer within 60 s"
+            time.sleep(0.2)
+        with httpx.Client(base_url=base, timeout=120) as client:
+            yield client
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if process.stdout:
+            process.stdout.close()
+
+
+def _ok(response: httpx.Response, status: int = 200) -> Any:
+    assert response.status_code == status, response.text
+    return response.json()
+
+
+def test_work_survives_a_restart(tmp_path: Path, photo: Any) -> None:
+    data = tmp_path / "data"
+    with live_server(data) as client:
+        images = {name: _ok(client.post("/api/images", files={
+            "file": (f"{name}.png", photo.png(name), "image/png")}), 201)
+            for name in ("chelsea", "brick", "grass")}
+        face = _ok(client.post(f"/api/images/{images['chelsea']['id']}/boxes",
+                               json={"x": 140, "y": 20, "w": 180, "h": 210, "label": "cat"}), 201)
+        for name in ("brick", "grass"):
+            for x in (0, 200):
+                _ok(client.post(f"/api/images/{images[name]['id']}/boxes",
+                                json={"x": x, "y": 50, "w": 150, "h": 170, "label": name}), 201)
+        heat = _ok(client.post("/api/heatmaps", json={
+            "image_id": images["chelsea"]["id"], "layer": "conv_head", "method": "gradcam"}))
+        assert heat["boxes"][0]["id"] == face["id"] and heat["boxes"][0]["scores"]["energy"] > 0
+        dist = _ok(client.post("/api/distances", json={
+            "labels": ["brick", "grass"], "layer": "conv_head", "measure": "mmd",
+            "permutations": 19, "seed": 1}))
+        assert dist["p_values"][0][1] == pytest.approx(0.05)
+        emb = _ok(client.post("/api/embeddings", json={
+            "labels": ["brick", "grass"], "layer": "conv_head", "method": "pca"}))
+        assert len(emb["points"]) == 4
+        boxes_before = _ok(client.get("/api/boxes"))
+
+    with live_server(data) as client:
+        listed = {image["filename"]: image for image in _ok(client.get("/api/images"))}
+        assert set(listed) == {"chelsea.png", "brick.png", "grass.png"}
+        assert _ok(client.get("/api/boxes")) == boxes_before
+        assert client.get(f"/api/images/{images['brick']['id']}/file").content == photo.png(
+            "brick")
+        store_rows = _ok(client.post("/api/heatmaps", json={
+            "image_id": images["chelsea"]["id"], "layer": "conv_head", "method": "gradcam"}))
+        assert store_rows == heat  # the same answers after the restart
+        assert _ok(client.post("/api/distances", json={
+            "labels": ["brick", "grass"], "layer": "conv_head", "measure": "mmd",
+            "permutations": 19, "seed": 1})) == dist
+        assert _ok(client.post("/api/embeddings", json={
+            "labels": ["brick", "grass"], "layer": "conv_head", "method": "pca"})) == emb
