@@ -10,7 +10,19 @@ from types import ModuleType
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from app.api import boxes, formats, health, heatmaps, images, jobs, models, pages, predictions
+from app.api import (
+    boxes,
+    distances,
+    formats,
+    health,
+    heatmaps,
+    images,
+    jobs,
+    models,
+    pages,
+    predictions,
+    separation,
+)
 from app.api.deps import require_token
 from app.api.errors import install_error_handlers
 from app.api.limits import BodySizeLimit
@@ -22,7 +34,7 @@ __all__ = ["create_app"]
 
 # Analysis routers still being written, included when their modules exist (temporary: each
 # becomes a plain import above once it lands).
-_OPTIONAL_ROUTERS = ("distances", "separation", "embeddings")
+_OPTIONAL_ROUTERS = ("embeddings",)
 
 
 def _optional(name: str) -> ModuleType | None:
@@ -77,7 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     protected = [Depends(require_token)]
     api_routers: list[APIRouter] = [health.router, models.router, images.router, boxes.router,
                                     formats.router, jobs.router, heatmaps.router,
-                                    predictions.router]
+                                    predictions.router, distances.router, separation.router]
     for name in _OPTIONAL_ROUTERS:
         module = _optional(name)
         if module is not None:
