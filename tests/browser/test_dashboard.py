@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections.abc import Callable
@@ -142,9 +143,21 @@ def _traces(page: Page, plot_id: str) -> int:
 def test_heat_map_overlay_box_scores_predictions_and_errors(
         watched_page: tuple[Page, Any], server: str, photo: Any, shot: Any) -> None:
     page, watch = watched_page
-    image = _api_image(server, "coffee", photo.png("coffee"))
-    box_id = _api_box(server, image["id"], 160, 40, 300, 260, "cup")
     _open(page, server)
+    # Dropped on the drop zone, as a file dragged from the desktop would be.
+    page.evaluate("""async (b64) => {
+        const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+        const data = new DataTransfer();
+        data.items.add(new File([bytes], "coffee.png", { type: "image/png" }));
+        const zone = document.getElementById("drop-zone");
+        zone.dispatchEvent(new DragEvent("drop", { dataTransfer: data, cancelable: true }));
+    }""", base64.b64encode(photo.png("coffee")).decode())
+    page.wait_for_selector(".card img[alt='coffee.png']")
+    image = next(i for i in httpx.get(f"{server}/api/images").json()
+                 if i["filename"] == "coffee.png")
+    box_id = _api_box(server, image["id"], 160, 40, 300, 260, "cup")
+    page.reload()
+    page.wait_for_selector("body[data-ready='1']")
     _open_image(page, "coffee")
     page.click("#run-heatmap")
     assert _traces(page, "heatmap-plot") >= 1
