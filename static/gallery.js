@@ -4,9 +4,11 @@ import * as jobs from "./jobs.js";
 import { $, guarded, rememberLabel, showError } from "./ui.js";
 
 let openImage = () => {};
+let changed = () => {};
 
-export function initGallery({ onOpen }) {
+export function initGallery({ onOpen, onChanged }) {
   openImage = onOpen;
+  changed = onChanged || changed;
   $("upload-input").addEventListener("change", (e) => {
     uploadAll([...e.target.files]);
     e.target.value = "";
@@ -31,6 +33,7 @@ export function initGallery({ onOpen }) {
       const skipped = result.skipped?.length ? `; skipped ${result.skipped.length}: ${result.skipped.slice(0, 3).join("; ")}` : "";
       $("coco-error").textContent = `Imported ${result.boxes_added} boxes on ${result.images_matched} images${skipped}`;
       await refreshGallery();
+      changed();
     });
   });
 }
@@ -88,6 +91,7 @@ function card(image, labels) {
     await del(`/api/images/${image.id}`);
     forgetImageUrls(`/api/images/${image.id}/`);
     await refreshGallery();
+    changed();
   }));
   const actions = Object.assign(document.createElement("div"), { className: "actions" });
   actions.append(open, remove);

@@ -31,8 +31,8 @@ function init() {
       await Promise.all([refresh(), loadControls()]);
     });
   });
-  initGallery({ onOpen: openImage });
   const refresh = () => Promise.all([refreshGallery(), guarded($("controls-error"), refreshLabels)]);
+  initGallery({ onOpen: openImage, onChanged: () => guarded($("controls-error"), refreshLabels) });
   initImageView({ onChange: refresh });
   initHeatmapView();
   const open = async (id) => { await openImage(id); };

@@ -118,6 +118,11 @@ def test_boxes_drawn_resized_moved_deleted_and_undone_in_image_pixels(
     assert page.evaluate("document.documentElement.scrollWidth") <= 420
     shot(page, "narrow")
 
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click(f".card[data-image-id='{image['id']}'] button:has-text('Delete')")
+    page.wait_for_selector(f".card[data-image-id='{image['id']}']", state="detached")
+    assert httpx.get(f"{server}/api/images/{image['id']}").status_code == 404
+
 
 def _api_image(origin: str, name: str, png: bytes) -> dict[str, Any]:
     response = httpx.post(f"{origin}/api/images", files={"file": (f"{name}.png", png, "image/png")})
