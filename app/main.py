@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from types import ModuleType
 
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -13,6 +11,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from app.api import (
     boxes,
     distances,
+    embeddings,
     formats,
     health,
     heatmaps,
@@ -31,21 +30,6 @@ from app.jobs import JobRunner
 from app.store import Store
 
 __all__ = ["create_app"]
-
-# Analysis routers still being written, included when their modules exist (temporary: each
-# becomes a plain import above once it lands).
-_OPTIONAL_ROUTERS = ("embeddings",)
-
-
-def _optional(name: str) -> ModuleType | None:
-    module = f"app.api.{name}"
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name != module:  # a real missing dependency inside the module is a bug
-            raise
-        return None
-
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app: store, job runner, error handlers, CORS and every router.
@@ -89,11 +73,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     protected = [Depends(require_token)]
     api_routers: list[APIRouter] = [health.router, models.router, images.router, boxes.router,
                                     formats.router, jobs.router, heatmaps.router,
-                                    predictions.router, distances.router, separation.router]
-    for name in _OPTIONAL_ROUTERS:
-        module = _optional(name)
-        if module is not None:
-            api_routers.append(module.router)
+                                    predictions.router, distances.router, separation.router,
+                                    embeddings.router]
     for router in api_routers:
         app.include_router(router, dependencies=protected)
     app.include_router(pages.router)  # the dashboard: no token, it asks for one itself
