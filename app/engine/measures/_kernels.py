@@ -79,14 +79,11 @@ def upper_pairs(
             yield (i0, i1), (j0, j1), kernel.apply_(d)
 
 
-def block_sums(
-    x: Tensor, y: Tensor, kernel: Kernel, block_size: int
-) -> tuple[float, float, float]:
-    """``(Σ K_xx, Σ K_yy, Σ K_xy)`` over all ordered pairs (diagonals included), computing
-    only the upper block triangle of the pooled Gram."""
-    n = x.shape[0]
+def block_sums(z: Tensor, n: int, kernel: Kernel, block_size: int) -> tuple[float, float, float]:
+    """``(Σ K_xx, Σ K_yy, Σ K_xy)`` over all ordered pairs (diagonals included) of the pooled
+    rows ``z`` (x is ``z[:n]``), computing only the upper block triangle of the Gram."""
     sums = [0.0, 0.0, 0.0]
-    for (i0, _), (j0, _), k in upper_pairs(torch.cat([x, y]), n, kernel, block_size):
+    for (i0, _), (j0, _), k in upper_pairs(z, n, kernel, block_size):
         s = float(k.sum(dtype=torch.float64))
         if i0 < n and j0 < n:
             sums[0] += s if i0 == j0 else 2 * s
@@ -102,13 +99,17 @@ def pair_kernel(a: Tensor, b: Tensor, kernel: Kernel) -> Tensor:
     return kernel.apply_((a - b).square().sum(1))
 
 
-def mean_pair_sqdist(z: Tensor) -> float:
-    """Mean ``‖zi−zj‖²`` over ordered pairs ``i ≠ j`` (closed form, no Gram)."""
+def mean_pair_sqdist(z: Tensor, *, chunk: int = 8192) -> float:
+    """Mean ``‖zi−zj‖²`` over ordered pairs ``i ≠ j``: ``2n Σ‖zi − μ‖² / (n² − n)``.
+
+    No Gram and no float64 copy of ``z``: the sum runs over row chunks.
+    """
     n = z.shape[0]
-    z64 = z.to(torch.float64)
-    z64 = z64 - z64.mean(0)  # shift-invariant; centring keeps the subtraction accurate
-    total = 2 * n * z64.square().sum() - 2 * z64.sum(0).square().sum()
-    return float(total) / (n * n - n)
+    mu = z.sum(0, dtype=torch.float64) / n
+    acc = 0.0
+    for i in range(0, n, chunk):
+        acc += float((z[i : i + chunk].to(torch.float64) - mu).square().sum())
+    return 2 * n * acc / (n * n - n)
 
 
 def median_sqdist(z: Tensor, *, max_rows: int = 1024, seed: int = 0) -> float:

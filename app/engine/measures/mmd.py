@@ -102,8 +102,9 @@ class MMD(Measure):
             raise ValueError(f"the {estimator} MMD estimator needs at least 2 samples per side")
         if block_size < 1:
             raise ValueError("block_size must be positive")
+        z = torch.cat([x, y])
         k = make_kernel(
-            torch.cat([x, y]), sigma=sigma, kernel=kernel,
+            z, sigma=sigma, kernel=kernel,
             kernel_mul=kernel_mul, kernel_num=kernel_num, seed=seed,
         )
         if estimator == "linear":
@@ -114,7 +115,7 @@ class MMD(Measure):
                 - pair_kernel(x1, y2, k) - pair_kernel(x2, y1, k)
             )
             return float(h.to(torch.float64).mean())
-        sxx, syy, sxy = block_sums(x, y, k, block_size)
+        sxx, syy, sxy = block_sums(z, n, k, block_size)
         return mmd_from_sums(sxx, syy, sxy, n, m, k.at_zero, estimator)
 
 

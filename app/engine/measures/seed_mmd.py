@@ -43,7 +43,7 @@ class SeedMMD(Measure):
             raise ValueError("all samples are identical: the seed's bandwidth is 0")
         base = bandwidth / kernel_mul ** (kernel_num // 2)
         k = Kernel(scales=tuple(base * kernel_mul**i for i in range(kernel_num)), weight=1.0)
-        sxx, syy, sxy = block_sums(x, y, k, block_size)
+        sxx, syy, sxy = block_sums(z, x.shape[0], k, block_size)
         return mmd_from_sums(sxx, syy, sxy, x.shape[0], y.shape[0], k.at_zero, "biased")
 
 
