@@ -34,8 +34,14 @@ export function detailText(body, status) {
   return `HTTP ${status}`;
 }
 
+// A 401 asks the page to open its settings, where the token is entered.
+function unauthorized(status) {
+  if (status === 401) window.dispatchEvent(new CustomEvent("featuregap:unauthorized"));
+}
+
 async function parse(response) {
   if (response.status === 204) return null;
+  unauthorized(response.status);
   const type = response.headers.get("content-type") || "";
   const body = type.includes("json") ? await response.json() : await response.text();
   if (!response.ok) throw new ApiError(response.status, detailText(body, response.status));
@@ -70,6 +76,7 @@ export const del = (path) => request("DELETE", path);
 export async function blob(path) {
   const response = await fetch(path, { headers: authHeaders() });
   if (!response.ok) {
+    unauthorized(response.status);
     const type = response.headers.get("content-type") || "";
     const body = type.includes("json") ? await response.json() : await response.text();
     throw new ApiError(response.status, detailText(body, response.status));
@@ -111,7 +118,10 @@ export function upload(path, file, fields, onProgress) {
     };
     xhr.onload = () => {
       if (xhr.status >= 200 && xhr.status < 300) resolve(xhr.response);
-      else reject(new ApiError(xhr.status, detailText(xhr.response, xhr.status)));
+      else {
+        unauthorized(xhr.status);
+        reject(new ApiError(xhr.status, detailText(xhr.response, xhr.status)));
+      }
     };
     xhr.onerror = () => reject(new ApiError(0, "upload failed: cannot reach the server"));
     const form = new FormData();

@@ -36,7 +36,7 @@ export async function loadControls() {
     fillSelect($("model"), models.value, { value: (m) => m.name, text: (m) => `${m.name} (${m.architecture})` });
     await loadLayers();
   }
-  if (failed.length) showError($("controls-error"), new Error(failed.join("; ")));
+  if (failed.length) showError($("controls-error"), new Error([...new Set(failed)].join("; ")));
 }
 
 const nameOf = (item) => (typeof item === "string" ? item : item.name);

@@ -25,8 +25,13 @@ async function refreshLabels() {
 
 function init() {
   $("api-token").value = getToken();
+  window.addEventListener("featuregap:unauthorized", () => {
+    $("settings").open = true;
+    $("settings-error").textContent = "The server needs an API token: enter it here and save.";
+  });
   $("save-token").addEventListener("click", async () => {
     setToken($("api-token").value.trim());
+    $("settings-error").textContent = "";
     await guarded($("settings-error"), async () => {
       await Promise.all([refresh(), loadControls()]);
     });

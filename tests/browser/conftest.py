@@ -12,8 +12,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -43,15 +45,16 @@ def _free_port() -> int:
         return port
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The app served by uvicorn in a subprocess on a free port; yields its origin."""
+@contextmanager
+def serve(data_dir: Path, **env_extra: str) -> Iterator[str]:
+    """Run the app with uvicorn in a subprocess on a free port; yields its origin."""
     port = _free_port()
-    env = {**os.environ, "FEATUREGAP_DATA_DIR": str(tmp_path_factory.mktemp("browser-data"))}
+    env = {**os.environ, "FEATUREGAP_DATA_DIR": str(data_dir)}
     env.pop("FEATUREGAP_API_TOKEN", None)
     # Small enough that a distance matrix with permutations goes through the jobs API.
     env["FEATUREGAP_ANALYSIS_JOB_THRESHOLD"] = "100"
-    log = (tmp_path_factory.getbasetemp() / "server.log").open("wb")
+    env.update(env_extra)
+    log = (data_dir.parent / f"server-{port}.log").open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app",
          "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
@@ -61,7 +64,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         deadline = time.monotonic() + 60
         while True:
             try:
-                if httpx.get(f"{origin}/api/health", timeout=2).status_code == 200:
+                if httpx.get(f"{origin}/", timeout=2).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
@@ -73,6 +76,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         process.terminate()
         process.wait(timeout=20)
         log.close()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The app with the real embedded model on an isolated data dir; yields its origin."""
+    with serve(tmp_path_factory.mktemp("browser") / "data") as origin:
+        yield origin
 
 
 @pytest.fixture(scope="session")
@@ -117,17 +127,33 @@ def shot(request: pytest.FixtureRequest) -> object:
     return save
 
 
-@pytest.fixture
-def watched_page(browser: object, server: str) -> Iterator[tuple[object, Watch]]:
-    """A 1280×800 page on the app, checked afterwards for foreign requests and console errors."""
-    context = browser.new_context(viewport={"width": 1280, "height": 800})  # type: ignore[attr-defined]
+@contextmanager
+def _watched(browser: Any, origin: str) -> Iterator[tuple[Any, Watch]]:
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
     page = context.new_page()
-    watch = Watch(server)
+    watch = Watch(origin)
     page.on("request", lambda req: watch.requests.append(req.url))
     page.on("console", lambda msg: watch.errors.append(msg.text) if msg.type == "error" else None)
     page.on("pageerror", lambda exc: watch.errors.append(f"page error: {exc}"))
     page.set_default_timeout(30_000)
-    yield page, watch
-    context.close()
+    try:
+        yield page, watch
+    finally:
+        context.close()
     assert watch.foreign() == [], "requests left the app's origin"
     assert watch.errors == [], "the console logged errors"
+
+
+@pytest.fixture
+def watched_page(browser: Any, server: str) -> Iterator[tuple[Any, Watch]]:
+    """A 1280×800 page on the app, checked afterwards for foreign requests and console errors."""
+    with _watched(browser, server) as pair:
+        yield pair
+
+
+@pytest.fixture
+def token_page(browser: Any, tmp_path: Path) -> Iterator[tuple[Any, Watch]]:
+    """A watched page on a second server that requires the API token ``s3cret-token``."""
+    with serve(tmp_path / "data", FEATUREGAP_API_TOKEN="s3cret-token") as origin:
+        with _watched(browser, origin) as pair:
+            yield pair

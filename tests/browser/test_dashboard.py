@@ -267,3 +267,25 @@ def test_two_textures_distance_matrix_profile_and_scatter(
     page.wait_for_selector("#viewer:not([hidden]) .box")
     assert page.locator("#viewer .box").count() == 6
     shot(page, "scatter-click-opens-image")
+
+
+def test_api_token_from_settings_is_sent_with_every_call(
+        token_page: tuple[Page, Any], photo: Any, shot: Any) -> None:
+    page, watch = token_page
+    page.goto(watch.origin + "/")
+    error = page.locator("#controls-error")
+    error.wait_for(state="visible")  # without the token the API answers 401, shown here
+    assert "token" in error.inner_text().lower() or "401" in error.inner_text()
+    shot(page, "no-token")
+    page.wait_for_selector("#settings[open]")  # a 401 opens the settings with a hint
+    assert "token" in page.locator("#settings-error").inner_text()
+    page.fill("#api-token", "s3cret-token")
+    page.click("#save-token")
+    page.wait_for_function("document.getElementById('layer').options.length > 0")
+    assert error.inner_text() == ""
+    _upload(page, "chelsea", photo.png("chelsea"))  # XHR and the thumbnail carry it too
+    page.wait_for_function(
+        "document.querySelector(\".card img[alt='chelsea.png']\").src.startsWith('blob:')")
+    shot(page, "with-token")
+    assert page.evaluate("localStorage.getItem('featuregap.token')") == "s3cret-token"
+    watch.errors[:] = [e for e in watch.errors if "status of 401" not in e]
