@@ -31,6 +31,7 @@ from app.store import Store
 
 __all__ = ["create_app"]
 
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app: store, job runner, error handlers, CORS and every router.
 
