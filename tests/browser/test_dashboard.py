@@ -84,6 +84,8 @@ def test_boxes_drawn_resized_moved_deleted_and_undone_in_image_pixels(
     boxes = _wait_boxes(server, image["id"], lambda b: len(b) == 1)
     assert len(boxes) == 1 and boxes[0]["label"] == "cat"
     _close(boxes[0], 50, 40, 200, 160)
+    assert page.evaluate("JSON.parse(localStorage.getItem('featuregap.recentLabels'))")[0] == "cat"
+    assert "cat" in page.eval_on_selector_all("#recent-labels option", "os => os.map(o => o.value)")
     shot(page, "drawn")
 
     # The south-east handle of the selected box, dragged by (+50, +60) image pixels.
