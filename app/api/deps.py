@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, HTTPException, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from app.config import Settings
+from app.engine.models import LoadedModel, get_model
 from app.jobs import JobRunner
 from app.store import BoxRecord, ImageRecord, Store
 
@@ -71,13 +72,12 @@ ImageDep = Annotated[ImageRecord, Depends(_image)]
 BoxDep = Annotated[BoxRecord, Depends(_box)]
 
 
-def _model(model: Annotated[str, Path(min_length=1, max_length=200)]) -> Any:
-    from app.api.models import model_info
+def _model(model: Annotated[str, Path(min_length=1, max_length=200)]) -> LoadedModel:
+    # KeyError (unknown name, listing the known ones) becomes 404 in app.api.errors.
+    return get_model(model)
 
-    return model_info(model)
 
-
-ModelDep = Annotated[Any, Depends(_model)]
+ModelDep = Annotated[LoadedModel, Depends(_model)]
 
 _bearer = HTTPBearer(auto_error=False)
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
 from pydantic import BaseModel
 
 from app.api.deps import ModelDep
+from app.engine import models as engine_models
+from app.engine.layers import list_layers as engine_layers
+from app.engine.models import LoadedModel
 
 __all__ = ["router", "model_info"]
 
@@ -36,20 +37,13 @@ class LayerOut(BaseModel):
     width: int
 
 
-def _engine_models() -> Any:
-    # Imported on use: the engine module loads timm, which the rest of the API doesn't need.
-    from app.engine import models
-
-    return models
-
-
-def model_info(name: str) -> Any:
-    """The loaded model of this name.
+def model_info(name: str) -> LoadedModel:
+    """The loaded model of this name (for request bodies that name a model).
 
     Raises:
-        KeyError: unknown model (the message lists the known ones).
+        KeyError: unknown model (the message lists the known ones; answered with 404).
     """
-    return _engine_models().get_model(name)
+    return engine_models.get_model(name)
 
 
 @router.get("", response_model=list[ModelOut])
@@ -58,13 +52,11 @@ def list_models() -> list[ModelOut]:
     return [ModelOut(name=s.name, architecture=s.architecture, source=s.source,
                      input_size=s.input_size, mean=s.mean, std=s.std,
                      num_classes=len(s.class_names), description=s.description)
-            for s in _engine_models().list_models()]
+            for s in engine_models.list_models()]
 
 
 @router.get("/{model}/layers", response_model=list[LayerOut])
 def list_layers(model: ModelDep) -> list[LayerOut]:
     """The model's feature-map layers in graph order, with channels and size."""
-    from app.engine.layers import list_layers as engine_layers
-
     return [LayerOut(name=layer.name, channels=layer.channels, height=layer.height,
                      width=layer.width) for layer in engine_layers(model)]
