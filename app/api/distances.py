@@ -19,9 +19,24 @@ from app.service.analysis import DistanceRequest, distance_work, distances, reso
 from app.service.features import check_limits
 
 __all__ = ["router", "DistancesIn", "DistancesOut", "MeasureOut", "answer_or_queue",
-           "precheck"]
+           "precheck", "ERRORS", "ErrorOut"]
 
 router = APIRouter(prefix="/api", tags=["analysis"])
+
+
+
+class ErrorOut(BaseModel):
+    """An error: a message saying what to fix, or FastAPI's list of invalid fields."""
+
+    detail: str | list[dict[str, Any]]
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorOut, "description": "Unknown image, box, model, layer or measure."},
+    413: {"model": ErrorOut, "description": "Past a size limit (the setting is named)."},
+    422: {"model": ErrorOut, "description": "Invalid request (what to fix is said)."},
+}
+"""Error responses of the analysis routes, so the OpenAPI schema documents string details."""
 
 Work = Callable[[Callable[[float, str], None] | None, Callable[[], bool] | None], Any]
 
@@ -105,7 +120,8 @@ class MeasureOut(BaseModel):
 
 
 @router.post("/distances", response_model=DistancesOut,
-             responses={202: {"model": JobAccepted, "description": "Queued as a job."}})
+             responses={202: {"model": JobAccepted, "description": "Queued as a job."},
+                        **ERRORS})
 def post_distances(body: DistancesIn, store: StoreDep, settings: SettingsDep,
                    jobs: JobsDep) -> Any:
     """A measure between every pair of groups (a job when the work is large)."""

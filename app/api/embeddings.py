@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.api.deps import JobsDep, SettingsDep, StoreDep
-from app.api.distances import answer_or_queue, precheck
+from app.api.distances import ERRORS, answer_or_queue, precheck
 from app.api.models import model_info
 from app.api.schemas import JobAccepted
 from app.service.analysis import EmbeddingRequest, embedding, embedding_work
@@ -67,7 +67,8 @@ class EmbeddingOut(BaseModel):
 
 
 @router.post("/embeddings", response_model=EmbeddingOut,
-             responses={202: {"model": JobAccepted, "description": "Queued as a job."}})
+             responses={202: {"model": JobAccepted, "description": "Queued as a job."},
+                        **ERRORS})
 def post_embedding(body: EmbeddingIn, store: StoreDep, settings: SettingsDep,
                    jobs: JobsDep) -> Any:
     """t-SNE or PCA of one descriptor per box (a job when there are many boxes)."""

@@ -9,6 +9,7 @@ from fastapi.responses import PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.deps import ImageDep, StoreDep
+from app.api.distances import ERRORS
 from app.api.models import model_info
 from app.service.heatmaps import HeatmapRequest, heatmap_png, heatmap_result, scores_csv
 
@@ -94,14 +95,14 @@ def _compute(body: HeatmapIn, store: StoreDep) -> dict[str, Any]:
                           store.boxes(image_id=image.id))
 
 
-@router.post("/heatmaps", response_model=HeatmapOut)
+@router.post("/heatmaps", response_model=HeatmapOut, responses={**ERRORS})
 def post_heatmap(body: HeatmapIn, store: StoreDep) -> dict[str, Any]:
     """A heat map of one image, scored against all of its boxes."""
     return _compute(body, store)
 
 
 @router.post("/heatmaps/png", response_class=Response,
-             responses={200: {"content": {"image/png": {}}}})
+             responses={200: {"content": {"image/png": {}}}, **ERRORS})
 def post_heatmap_png(
     body: HeatmapIn, store: StoreDep,
     alpha: Annotated[float, Query(ge=0.0, le=1.0, description="Heat-map opacity.")] = 0.5,
@@ -113,15 +114,15 @@ def post_heatmap_png(
     return Response(png, media_type="image/png")
 
 
-@router.post("/heatmaps/scores.csv", response_class=PlainTextResponse,
-             responses={200: {"content": {"text/csv": {}}}})
+@router.post("/heatmaps/scores.csv",
+             responses={200: {"content": {"text/csv": {}}}, **ERRORS})
 def post_heatmap_csv(body: HeatmapIn, store: StoreDep) -> PlainTextResponse:
     """The same request's per-box scores as CSV."""
     return PlainTextResponse(scores_csv(_compute(body, store)), media_type="text/csv")
 
 
-@router.get("/images/{image_id}/scores.csv", response_class=PlainTextResponse,
-            responses={200: {"content": {"text/csv": {}}}})
+@router.get("/images/{image_id}/scores.csv",
+            responses={200: {"content": {"text/csv": {}}}, **ERRORS})
 def get_scores_csv(
     image: ImageDep,
     store: StoreDep,

@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.deps import StoreDep
+from app.api.distances import ERRORS
 from app.api.heatmaps import Prediction
 from app.api.models import model_info
 
@@ -38,7 +39,7 @@ class PredictionOut(BaseModel):
     predictions: list[Prediction]
 
 
-@router.post("", response_model=PredictionOut)
+@router.post("", response_model=PredictionOut, responses={**ERRORS})
 def post_prediction(body: PredictionIn, store: StoreDep) -> PredictionOut:
     """Top-k classes for an image, or for one of its boxes' crop."""
     from app.engine.predictions import predict

@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.deps import JobsDep, SettingsDep, StoreDep
-from app.api.distances import answer_or_queue, precheck
+from app.api.distances import ERRORS, answer_or_queue, precheck
 from app.api.models import model_info
 from app.api.schemas import JobAccepted
 from app.service.analysis import (
@@ -63,7 +63,8 @@ class SeparationOut(BaseModel):
 
 
 @router.post("/separation", response_model=SeparationOut,
-             responses={202: {"model": JobAccepted, "description": "Queued as a job."}})
+             responses={202: {"model": JobAccepted, "description": "Queued as a job."},
+                        **ERRORS})
 def post_separation(body: SeparationIn, store: StoreDep, settings: SettingsDep,
                     jobs: JobsDep) -> Any:
     """Intra/inter/ratio/silhouette per layer (a job when the work is large)."""

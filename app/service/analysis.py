@@ -182,6 +182,9 @@ def separation_profile(store: Store, settings: Settings, model: LoadedModel,
     """
     if not request.layers:
         raise ValueError("give at least one layer")
+    if len(groups) < 2:
+        raise ValueError(f"separation needs at least 2 different labels with boxes, got "
+                         f"{len(groups)}; draw boxes with two or more labels")
     every = [b for members in groups.values() for b in members]
     labels = [name for name, members in groups.items() for _ in members]
     check_limits(settings, samples=len(every), layers=len(request.layers))
@@ -255,6 +258,9 @@ def embedding(store: Store, settings: Settings, model: LoadedModel, boxes: list[
     """
     from app.engine.embed import embed
 
+    if len(boxes) < 2:
+        raise ValueError(f"an embedding needs at least 2 boxes, got {len(boxes)}; draw more "
+                         "boxes or choose other labels or ids")
     check_limits(settings, samples=len(boxes))
     images = _images(store, boxes)
     key = result_key("embedding", {
