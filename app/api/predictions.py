@@ -11,6 +11,7 @@ from app.api.deps import StoreDep
 from app.api.distances import ERRORS
 from app.api.heatmaps import Prediction
 from app.api.models import model_info
+from app.service.heatmaps import ENGINE_LOCK
 
 __all__ = ["router", "PredictionIn", "PredictionOut"]
 
@@ -53,7 +54,9 @@ def post_prediction(body: PredictionIn, store: StoreDep) -> PredictionOut:
             raise ValueError(f"box {record.id} belongs to image {record.image_id}, not "
                              f"{image.id}; send that image_id or omit box_id")
         box = Box(record.x, record.y, record.w, record.h)
-    top = predict(model_info(body.model), store.load_decoded(image), body.k, box, body.mode)
+    model, decoded = model_info(body.model), store.load_decoded(image)
+    with ENGINE_LOCK:
+        top = predict(model, decoded, body.k, box, body.mode)
     return PredictionOut(image_id=image.id, box_id=body.box_id, model=body.model,
                          predictions=[Prediction(index=p.index, label=p.label,
                                                  probability=p.probability) for p in top])

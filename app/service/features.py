@@ -14,6 +14,7 @@ from app.engine.models import LoadedModel
 from app.engine.preprocess import InputMode
 from app.engine.regions import Box, Descriptor, region_descriptors
 from app.jobs import JobCancelled
+from app.service.heatmaps import ENGINE_LOCK
 from app.store import BoxRecord, ImageRecord, Store
 
 __all__ = ["LimitExceeded", "box_descriptors", "check_limits", "boxes_key"]
@@ -87,7 +88,8 @@ def box_descriptors(
             raise JobCancelled()
         image = store.get_image(image_id)
         decoded = store.load_decoded(image)
-        maps = extract(model, [decoded], layers, mode=mode, cache=cache)[0]
+        with ENGINE_LOCK:
+            maps = extract(model, [decoded], layers, mode=mode, cache=cache)[0]
         chosen = [Box(boxes[i].x, boxes[i].y, boxes[i].w, boxes[i].h) for i in indices]
         for layer in layers:
             regions = region_descriptors(maps[layer], (image.width, image.height), chosen,

@@ -31,7 +31,8 @@ from app.engine.regions import Box
 from app.plots import heatmap_figure
 from app.store import BoxRecord, ImageRecord, Store
 
-__all__ = ["HeatmapRequest", "heatmap_png", "heatmap_result", "raw_heatmap", "scores_csv",
+__all__ = ["ENGINE_LOCK", "HeatmapRequest", "heatmap_png", "heatmap_result", "raw_heatmap",
+           "scores_csv",
            "result_key"]
 
 Normalise = Literal["none", "minmax", "percentile"]
@@ -39,6 +40,10 @@ Normalise = Literal["none", "minmax", "percentile"]
 _MAPS: OrderedDict[tuple[Any, ...], HeatMap] = OrderedDict()
 _MAPS_LOCK = threading.Lock()
 _MAPS_SIZE = 32
+
+ENGINE_LOCK = threading.Lock()
+"""Serialises the service's model runs: torch already uses every core for one, and the
+engine's graph tracing is not safe under concurrent first calls (seen in the load test)."""
 
 
 @dataclass(frozen=True)
@@ -76,8 +81,9 @@ def raw_heatmap(store: Store, model: LoadedModel, image: ImageRecord,
             _MAPS.move_to_end(key)
             return found
     decoded = store.load_decoded(image)
-    heat = compute_heatmap(model, decoded, request.layer, request.method, request.target,
-                           request.mode, request.channel)
+    with ENGINE_LOCK:
+        heat = compute_heatmap(model, decoded, request.layer, request.method, request.target,
+                               request.mode, request.channel)
     with _MAPS_LOCK:
         _MAPS[key] = heat
         while len(_MAPS) > _MAPS_SIZE:
@@ -88,8 +94,9 @@ def raw_heatmap(store: Store, model: LoadedModel, image: ImageRecord,
 def _top_k(store: Store, model: LoadedModel, image: ImageRecord, mode: InputMode,
            k: int = 5) -> list[dict[str, Any]]:
     decoded = store.load_decoded(image)
-    logits = extract(model, [decoded], [], mode=mode, cache=default_cache(),
-                     with_logits=True)[0][LOGITS]
+    with ENGINE_LOCK:
+        logits = extract(model, [decoded], [], mode=mode, cache=default_cache(),
+                         with_logits=True)[0][LOGITS]
     return [{"index": p.index, "label": p.label, "probability": p.probability}
             for p in predict_from_logits(model, logits, k)]
 

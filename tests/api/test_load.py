@@ -1,0 +1,101 @@
+"""20 concurrent clients uploading, boxing and scoring against the live server: no error,
+no lost row."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+pytestmark = pytest.mark.slow
+
+
+def _live_server() -> Any:
+    # Test folders are not packages: load the e2e test's server helper by path.
+    spec = importlib.util.spec_from_file_location(
+        "_featuregap_e2e", Path(__file__).with_name("test_e2e_server.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.live_server
+
+
+live_server = _live_server()
+
+CLIENTS = 20
+SECONDS = 15.0
+
+
+def _png(seed: int) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_concurrent_clients_lose_nothing(tmp_path: Path) -> None:
+    errors: list[str] = []
+    made: dict[int, list[dict[str, Any]]] = {i: [] for i in range(CLIENTS)}
+    scored = [0]
+    lock = threading.Lock()
+    with live_server(tmp_path / "data") as server:
+        base = str(server.base_url)
+        start = threading.Barrier(CLIENTS)
+
+        def client_loop(index: int) -> None:
+            with httpx.Client(base_url=base, timeout=120) as client:
+                start.wait()
+                deadline = time.monotonic() + SECONDS
+                n = 0
+                while time.monotonic() < deadline:
+                    n += 1
+                    try:
+                        image = client.post("/api/images", files={"file": (
+                            f"c{index}-{n}.png", _png(index * 10_000 + n), "image/png")},
+                            data={"label": f"client{index}"})
+                        if image.status_code != 201:
+                            errors.append(f"upload {image.status_code} {image.text}")
+                            continue
+                        image_id = image.json()["id"]
+                        box = client.post(f"/api/images/{image_id}/boxes", json={
+                            "x": n % 30, "y": 3, "w": 20.5, "h": 30, "label": f"l{index % 3}"})
+                        if box.status_code != 201:
+                            errors.append(f"box {box.status_code} {box.text}")
+                            continue
+                        made[index].append({"image": image_id, "box": box.json()["id"]})
+                        if n % 4 == 1:
+                            heat = client.post("/api/heatmaps", json={
+                                "image_id": image_id, "layer": "conv_head", "method": "mean"})
+                            if heat.status_code != 200:
+                                errors.append(f"heatmap {heat.status_code} {heat.text}")
+                            elif heat.json()["boxes"][0]["id"] != box.json()["id"]:
+                                errors.append("heat map scored another box")
+                            else:
+                                with lock:
+                                    scored[0] += 1
+                    except httpx.HTTPError as exc:
+                        errors.append(f"{type(exc).__name__}: {exc}")
+
+        threads = [threading.Thread(target=client_loop, args=(i,)) for i in range(CLIENTS)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=SECONDS + 300)
+        assert not any(t.is_alive() for t in threads)
+        assert sorted(set(errors))[:5] == [] and errors == []
+        rows = [row for rows in made.values() for row in rows]
+        assert len(rows) >= CLIENTS and scored[0] >= CLIENTS // 2
+        images = {i["id"] for i in server.get("/api/images").json()}
+        boxes = {b["id"]: b for b in server.get("/api/boxes").json()}
+        assert {r["image"] for r in rows} == images
+        assert {r["box"] for r in rows} == set(boxes)
+        for r in rows:
+            assert boxes[r["box"]]["image_id"] == r["image"]
