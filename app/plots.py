@@ -16,6 +16,7 @@ side and placed on the image's pixel grid; the scores beside it use the full-siz
 
 from __future__ import annotations
 
+import base64
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -137,11 +138,17 @@ def heatmap_figure(
     small = downsample_map(full)
     height, width = int(full.shape[0]), int(full.shape[1])
     dy, dx = height / small.shape[0], width / small.shape[1]
-    fig = go.Figure(go.Heatmap(
-        z=small.astype(np.float32), x0=dx / 2, dx=dx, y0=dy / 2, dy=dy, opacity=opacity,
-        colorscale=colorscale,
-        hovertemplate="x %{x:.0f}, y %{y:.0f}: %{z:.4g}<extra></extra>", name="heat map",
-    ))
+    # Built as plain dicts: plotly's validating Figure costs ~80 ms here, most of a request.
+    z = small.astype(np.float32)
+    data: list[dict[str, Any]] = [{
+        "type": "heatmap", "name": "heat map", "colorscale": colorscale, "opacity": opacity,
+        "z": {"dtype": "f4", "bdata": base64.b64encode(z.tobytes()).decode(),
+              "shape": f"{z.shape[0]}, {z.shape[1]}"},
+        "x0": dx / 2, "dx": dx, "y0": dy / 2, "dy": dy,
+        "hovertemplate": "x %{x:.0f}, y %{y:.0f}: %{z:.4g}<extra></extra>",
+    }]
+    shapes: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
     for index, box in enumerate(boxes):
         x0, y0 = float(box["x"]), float(box["y"])
         x1, y1 = x0 + float(box["w"]), y0 + float(box["h"])
@@ -150,31 +157,35 @@ def heatmap_figure(
         if box.get("id") is not None:
             name = f"#{box['id']} {name}".strip()
         colour = _colour(index)
-        fig.add_shape(type="rect", x0=x0, y0=y0, x1=x1, y1=y1, line={"color": colour, "width": 2})
+        shapes.append({"type": "rect", "x0": x0, "y0": y0, "x1": x1, "y1": y1,
+                       "xref": "x", "yref": "y", "line": {"color": colour, "width": 2}})
         energy = scores.get("energy")
         caption = name if energy is None else f"{name} · energy {energy:.2f}"
-        fig.add_annotation(x=x0, y=y0, text=caption, showarrow=False, xanchor="left",
-                           yanchor="bottom", font={"color": "white", "size": 11},
-                           bgcolor=colour)
+        annotations.append({"x": x0, "y": y0, "text": caption, "showarrow": False,
+                            "xanchor": "left", "yanchor": "bottom", "bgcolor": colour,
+                            "font": {"color": "white", "size": 11}})
         hover = "<br>".join([name] + [
             f"{k}: {'n/a' if v is None or not math.isfinite(v) else f'{v:.3f}'}"
             for k, v in scores.items()
         ])
         # An invisible trace along the box outline carries the hover text.
-        fig.add_trace(go.Scatter(
-            x=[x0, x1, x1, x0, x0], y=[y0, y0, y1, y1, y0], mode="lines",
-            line={"color": colour, "width": 0}, hoverinfo="text", hovertext=hover,
-            name=name, showlegend=False, customdata=[box.get("id")] * 5,
-        ))
+        data.append({"type": "scatter", "x": [x0, x1, x1, x0, x0], "y": [y0, y0, y1, y1, y0],
+                     "mode": "lines", "line": {"color": colour, "width": 0},
+                     "hoverinfo": "text", "hovertext": hover, "name": name,
+                     "showlegend": False, "customdata": [box.get("id")] * 5})
+    layout: dict[str, Any] = {
+        "title": {"text": title}, "margin": {"l": 10, "r": 10, "t": 40, "b": 10},
+        "plot_bgcolor": "white", "shapes": shapes, "annotations": annotations,
+        "xaxis": {"range": [0, width], "showgrid": False, "constrain": "domain"},
+        "yaxis": {"range": [height, 0], "showgrid": False, "scaleanchor": "x",
+                  "constrain": "domain"},
+    }
     if image_url is not None:
-        fig.add_layout_image(source=image_url, xref="x", yref="y", x=0, y=0, sizex=width,
-                             sizey=height, sizing="stretch", layer="below",
-                             xanchor="left", yanchor="top")
-    fig.update_xaxes(range=[0, width], showgrid=False, constrain="domain")
-    fig.update_yaxes(range=[height, 0], showgrid=False, scaleanchor="x", constrain="domain")
-    fig.update_layout(title=title, margin={"l": 10, "r": 10, "t": 40, "b": 10},
-                      plot_bgcolor="white")
-    return _figure(fig)
+        layout["images"] = [{"source": image_url, "xref": "x", "yref": "y", "x": 0, "y": 0,
+                             "sizex": width, "sizey": height, "sizing": "stretch",
+                             "layer": "below", "xanchor": "left", "yanchor": "top"}]
+    result: dict[str, Any] = to_json_safe({"data": data, "layout": layout})
+    return result
 
 
 def _format_value(value: float | None) -> str:

@@ -85,6 +85,11 @@ def test_heatmap_figure_overlays_the_map_on_image_pixels() -> None:
     assert image["source"] == "/api/images/3/file"
     assert (image["sizex"], image["sizey"]) == (width, height)
     assert fig["layout"]["yaxis"]["range"] == [height, 0]
+    # Built by hand for speed: plotly's validating Figure must accept every property.
+    import plotly.graph_objects as go
+
+    checked = go.Figure(fig)
+    assert len(checked.data) == 3 and len(checked.layout.shapes) == 2
 
 
 def test_heatmap_figure_without_image_and_bad_opacity() -> None:
