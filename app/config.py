@@ -18,7 +18,9 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="FEATUREGAP_", extra="ignore")
 
-    data_dir: Path = Field(Path("data"), description="Where the store keeps images and the database.")
+    data_dir: Path = Field(
+        Path("data"), description="Where the store keeps images and the database."
+    )
     database_url: str | None = Field(
         None, description="Any SQLAlchemy URL; default: SQLite (WAL) inside data_dir."
     )

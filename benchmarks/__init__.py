@@ -1,1 +1,1 @@
-"""Benchmarks: each ``bench_*.py`` module has a ``main()`` that prints ratios measured in one run."""
+"""Benchmarks: each ``bench_*.py`` module has a ``main()`` printing ratios measured in one run."""

@@ -24,7 +24,7 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
 
 @pytest.fixture(scope="session")
-def photo() -> "PhotoLoader":
+def photo() -> PhotoLoader:
     """Real photos shipped inside scikit-image's wheel, as ``H×W×3`` uint8 arrays."""
     return PhotoLoader()
 
