@@ -55,6 +55,19 @@ class Kernel:
         return acc.mul_(self.weight)
 
 
+    def sum_(self, d: Tensor) -> float:
+        """``Σ`` of the kernel values of ``d`` in float64 (``d`` is overwritten); with
+        doubling scales each power is summed as it is made, with no accumulator matrix."""
+        scales = sorted(self.scales, reverse=True)
+        if len(scales) > 1 and self._doubling():
+            e = d.mul_(-1.0 / scales[0]).exp_()
+            total = float(e.sum(dtype=torch.float64))
+            for _ in scales[1:]:
+                total += float(e.square_().sum(dtype=torch.float64))
+            return total * self.weight
+        return float(self.apply_(d).sum(dtype=torch.float64))
+
+
 def _sqdist(a: Tensor, b: Tensor, sa: Tensor, sb: Tensor) -> Tensor:
     d = torch.addmm(sa[:, None], a, b.T, alpha=-2.0)
     return d.add_(sb[None, :]).clamp_(min=0)
@@ -66,8 +79,8 @@ def _blocks(n: int, total: int, size: int) -> list[tuple[int, int]]:
     return [(a, b) for a, b in zip(edges, edges[1:], strict=False) if b > a]
 
 
-def upper_pairs(
-    z: Tensor, n: int, kernel: Kernel, block_size: int
+def _upper_dists(
+    z: Tensor, n: int, block_size: int
 ) -> Iterator[tuple[tuple[int, int], tuple[int, int], Tensor]]:
     sq = z.square().sum(1)
     blocks = _blocks(n, z.shape[0], block_size)
@@ -76,15 +89,23 @@ def upper_pairs(
             d = _sqdist(z[i0:i1], z[j0:j1], sq[i0:i1], sq[j0:j1])
             if i0 == j0:
                 d.fill_diagonal_(0)  # exact k(0) on the diagonal, whatever the rounding
-            yield (i0, i1), (j0, j1), kernel.apply_(d)
+            yield (i0, i1), (j0, j1), d
+
+
+def upper_pairs(
+    z: Tensor, n: int, kernel: Kernel, block_size: int
+) -> Iterator[tuple[tuple[int, int], tuple[int, int], Tensor]]:
+    """Kernel blocks ``K[i0:i1, j0:j1]`` of the upper block triangle of the pooled Gram."""
+    for rows, cols, d in _upper_dists(z, n, block_size):
+        yield rows, cols, kernel.apply_(d)
 
 
 def block_sums(z: Tensor, n: int, kernel: Kernel, block_size: int) -> tuple[float, float, float]:
     """``(Σ K_xx, Σ K_yy, Σ K_xy)`` over all ordered pairs (diagonals included) of the pooled
     rows ``z`` (x is ``z[:n]``), computing only the upper block triangle of the Gram."""
     sums = [0.0, 0.0, 0.0]
-    for (i0, _), (j0, _), k in upper_pairs(z, n, kernel, block_size):
-        s = float(k.sum(dtype=torch.float64))
+    for (i0, _), (j0, _), d in _upper_dists(z, n, block_size):
+        s = kernel.sum_(d)
         if i0 < n and j0 < n:
             sums[0] += s if i0 == j0 else 2 * s
         elif i0 >= n:
