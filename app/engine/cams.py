@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from app.engine.graph import check_layers, extractor, node_names
+from app.engine.graph import TRACE_LOCK, Extractor, check_layers, extractor, node_names
 
 __all__ = [
     "METHODS",
@@ -293,7 +293,7 @@ class _Graph:
     def __init__(self, module: nn.Module) -> None:
         self.module = weakref.ref(module)
         self.names = node_names(module)
-        self.extractors: dict[tuple[str, ...], nn.Module] = {}
+        self.extractors: dict[tuple[str, ...], Extractor] = {}
         self.cam: tuple[list[str], str | None] | None = None
 
     def run(self, x: torch.Tensor, nodes: tuple[str, ...]) -> dict[str, torch.Tensor]:
@@ -438,7 +438,9 @@ class _ScoreCam(HeatMethod):
                 low = masks.amin(dim=(1, 2, 3), keepdim=True)
                 high = masks.amax(dim=(1, 2, 3), keepdim=True)
                 masks = (masks - low) / torch.where(high > low, high - low, 1.0)
-                probs = torch.softmax(run.module(run.x * masks.to(run.x.dtype)), dim=1)
+                with TRACE_LOCK.forward():
+                    logits = run.module(run.x * masks.to(run.x.dtype))
+                probs = torch.softmax(logits, dim=1)
                 # a constant channel masks nothing out: the paper gives it no weight
                 weight = torch.where((high > low).flatten(), probs[:, run.target].to(a.dtype), 0)
                 scores[start : start + step] = weight
@@ -514,7 +516,8 @@ def _traced(module: nn.Module, known: set[str]) -> tuple[fx.Graph, dict[fx.Node,
     tracer = NodePathTracer(**_set_default_tracer_kwargs(timm_kwargs))
     was_training = module.training
     try:
-        graph = tracer.trace(module.eval())
+        with TRACE_LOCK:
+            graph = tracer.trace(module.eval())
     finally:
         module.train(was_training)
     names: dict[fx.Node, str] = dict(tracer.node_to_qualname)

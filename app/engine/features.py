@@ -10,10 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from app.config import get_settings
-from app.engine.graph import extractor, output_node
+from app.engine.graph import Extractor, extractor, output_node
 from app.engine.images import DecodedImage
 from app.engine.layers import check_layer
 from app.engine.models import LoadedModel
@@ -93,7 +92,7 @@ class FeatureCache:
 
 _DEFAULT: FeatureCache | None = None
 _DEFAULT_LOCK = threading.Lock()
-_EXTRACTORS: OrderedDict[tuple[str, str, tuple[str, ...]], nn.Module] = OrderedDict()
+_EXTRACTORS: OrderedDict[tuple[str, str, tuple[str, ...]], Extractor] = OrderedDict()
 _EXTRACTORS_LOCK = threading.Lock()
 
 
@@ -118,14 +117,13 @@ def _output_node(model: LoadedModel) -> str:
         return _HEADS[key]
 
 
-def _extractor(model: LoadedModel, nodes: tuple[str, ...]) -> nn.Module:
+def _extractor(model: LoadedModel, nodes: tuple[str, ...]) -> Extractor:
     """A traced extractor, kept for reuse: tracing costs more than a forward pass."""
     key = (model.spec.name, model.weights_sha256, nodes)
     with _EXTRACTORS_LOCK:
         found = _EXTRACTORS.get(key)
         if found is None:
             found = extractor(model.module, nodes)
-            found.eval()
             _EXTRACTORS[key] = found
             while len(_EXTRACTORS) > 32:
                 _EXTRACTORS.popitem(last=False)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from app.config import get_settings
+from app.engine.graph import TRACE_LOCK
 from app.engine.images import DecodedImage
 from app.engine.models import LoadedModel
 from app.engine.preprocess import InputMode, to_input
@@ -60,6 +61,6 @@ def predict(
         b = check_box(box, image.width, image.height)
         pixels = pixels.crop((round(b.x), round(b.y), round(b.x + b.w), round(b.y + b.h)))
     x = to_input(pixels, model.spec, mode, get_settings().native_max_side, model.max_stride)
-    with torch.inference_mode():
+    with torch.inference_mode(), TRACE_LOCK.forward():
         logits = model.module(x[None])[0]
     return predict_from_logits(model, logits, k)

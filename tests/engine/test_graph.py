@@ -29,3 +29,22 @@ def test_unknown_layer_lists_valid_ones() -> None:
         extractor(model, ["layer9"])
     assert output_node(model) == "fc"
     assert node_names(model)[0] == "x"
+
+
+def test_concurrent_traces_of_one_model_all_succeed() -> None:
+    """Two requests asking for new layer sets at once must both get working extractors."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import timm
+
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False).eval()
+    names = [n for n in node_names(model) if n.startswith("blocks.")][:24]
+    x = torch.randn(1, 3, 64, 64)
+
+    def run(i: int) -> torch.Size:
+        with torch.inference_mode():
+            return forward_nodes(model, x, [names[i], "classifier"])["classifier"].shape
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        shapes = list(pool.map(run, range(len(names))))
+    assert shapes == [torch.Size([1, 1000])] * len(names)
