@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -14,18 +13,10 @@ from app.engine.features import FeatureCache, extract
 from app.engine.images import DecodedImage, decode_image
 from app.engine.models import get_model
 from app.engine.preprocess import to_input
+from benchmarks._timing import best_time
 
 _PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "cat", "hubble_deep_field",
            "immunohistochemistry", "retina")
-
-
-def _best(fn: Callable[[], object], repeats: int = 3) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def _photos(count: int) -> list[DecodedImage]:
@@ -60,8 +51,8 @@ def main() -> None:
     # Interleaved, best of each: the machine's load then hits both alike.
     forward = extracted = float("inf")
     for _ in range(3):
-        forward = min(forward, _best(bare, repeats=1))
-        extracted = min(extracted, _best(extraction, repeats=1))
+        forward = min(forward, best_time(bare, repeats=1))
+        extracted = min(extracted, best_time(extraction, repeats=1))
     print(f"extract 64 photos at 224 (2 layers, preprocessing included) / bare model(x): "
           f"{extracted / forward:.2f}x  ({extracted:.3f}s vs {forward:.3f}s; goal <= 1.15x)")
 
@@ -69,7 +60,7 @@ def main() -> None:
     start = time.perf_counter()
     extract(model, images, layers, batch_size=64, cache=cache)
     first = time.perf_counter() - start
-    again = _best(lambda: extract(model, images, layers, batch_size=64, cache=cache), repeats=5)
+    again = best_time(lambda: extract(model, images, layers, batch_size=64, cache=cache), repeats=5)
     print(f"cached re-request speed-up: {first / again:.0f}x  ({first:.3f}s vs "
           f"{again * 1000:.2f}ms; goal >= 50x)")
 

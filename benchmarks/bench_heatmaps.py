@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,6 +10,7 @@ import torch
 from app.engine.cams import CamOptions, cam_map
 from app.engine.localisation import score_boxes
 from app.engine.models import get_model
+from benchmarks._timing import best_time
 
 
 @dataclass(frozen=True)
@@ -20,15 +19,6 @@ class _Box:
     y: float
     w: float
     h: float
-
-
-def _best(fn: Callable[[], object], repeats: int = 3) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:
@@ -40,19 +30,19 @@ def main() -> None:
         with torch.inference_mode():
             model(x)
 
-    forward = _best(bare, 5)
+    forward = best_time(bare, 5)
     print(f"bare forward 1×3×224×224: {forward * 1000:.1f} ms")
     for method in ("mean", "gradcam", "gradcampp", "layercam", "cam"):
-        took = _best(lambda m=method: cam_map(model, x, "bn2", m))  # type: ignore[misc]
+        took = best_time(lambda m=method: cam_map(model, x, "bn2", m))  # type: ignore[misc]
         print(f"{method:>10} at bn2: {took / forward:5.1f}× a bare forward")
     options = CamOptions(max_channels=64, batch_size=32)
-    took = _best(lambda: cam_map(model, x, "bn2", "scorecam", options=options), 1)
+    took = best_time(lambda: cam_map(model, x, "bn2", "scorecam", options=options), 1)
     print(f"  scorecam at bn2 (64 channels): {took / forward:5.1f}× a bare forward")
 
     heat = np.random.default_rng(0).random((1000, 1000))
     boxes = [_Box(150 * i, 40 * i, 220, 310) for i in range(5)]
-    sort = _best(lambda: np.sort(heat.reshape(-1)))
-    scores = _best(lambda: score_boxes(heat, boxes))
+    sort = best_time(lambda: np.sort(heat.reshape(-1)))
+    scores = best_time(lambda: score_boxes(heat, boxes))
     print(f"all localisation scores, 5 boxes on 1000×1000: {scores * 1000:.0f} ms = "
           f"{scores / sort:.1f}× one sort of the map")
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 
 import torch
 
 from app.engine.measures import mmd, permutation_test, seed_mmd
+from benchmarks._timing import best_time
 
 _PEAK_SCRIPT = """
 import resource, time, torch
@@ -21,15 +20,6 @@ start = time.perf_counter()
 mmd(x, y, kernel="multi")
 print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
-
-
-def _best(fn: Callable[[], object], repeats: int = 3) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def _seed_reference(x: torch.Tensor, y: torch.Tensor) -> float:
@@ -49,20 +39,20 @@ def main() -> None:
     x = torch.randn(10_000, 512, generator=g)
     y = torch.randn(10_000, 512, generator=g) + 0.1
     z = torch.cat([x, y])
-    t_mm = _best(lambda: z @ z.T, repeats=2)
-    t_mmd = _best(lambda: mmd(x, y, kernel="multi"), repeats=2)
+    t_mm = best_time(lambda: z @ z.T, repeats=2)
+    t_mmd = best_time(lambda: mmd(x, y, kernel="multi"), repeats=2)
     print(f"5-kernel MMD 2x10,000x512 f32: {t_mmd:.2f} s = {t_mmd / t_mm:.2f}x one "
           f"20,000x512 @ 512x20,000 matmul ({t_mm:.2f} s); goal <= 1.5x")
 
     xs, ys = x[:2000], y[:2000]
-    t_one = _best(lambda: mmd(xs, ys), repeats=3)
-    t_perm = _best(lambda: permutation_test("mmd", xs, ys, permutations=1000), repeats=1)
+    t_one = best_time(lambda: mmd(xs, ys), repeats=3)
+    t_perm = best_time(lambda: permutation_test("mmd", xs, ys, permutations=1000), repeats=1)
     print(f"1,000 permutations 2x2,000x512: {t_perm:.2f} s = {t_perm / t_one:.2f}x one MMD "
           f"({t_one:.3f} s); goal <= 3x")
 
     xa, ya = x[:400], y[:400]
-    t_seed = _best(lambda: _seed_reference(xa, ya), repeats=1)
-    t_ours = _best(lambda: seed_mmd(xa, ya), repeats=3)
+    t_seed = best_time(lambda: _seed_reference(xa, ya), repeats=1)
+    t_ours = best_time(lambda: seed_mmd(xa, ya), repeats=3)
     print(f"seed_mmd 2x400x512: seed algorithm {t_seed:.2f} s, ours {t_ours:.4f} s "
           f"({t_seed / t_ours:.0f}x faster)")
 
