@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from app.engine.graph import TRACE_LOCK, Extractor, check_layers, extractor, node_names
+from app.engine.registry import Registry
 
 __all__ = [
     "METHODS",
@@ -57,7 +58,7 @@ __all__ = [
 
 Reduction = Literal["mean", "l2", "max", "channel"]
 
-METHODS: dict[str, type[HeatMethod]] = {}
+METHODS: Registry[type[HeatMethod]] = Registry("heat-map method")
 
 _M = TypeVar("_M", bound="type[HeatMethod]")
 
@@ -74,10 +75,8 @@ def register_method(name: str) -> Callable[[_M], _M]:
     """
 
     def add(cls: _M) -> _M:
-        if name in METHODS:
-            raise ValueError(f"heat-map method {name!r} is already registered; pick another name")
+        METHODS.add(name, cls)  # refuses a duplicate before touching the class
         cls.name = name
-        METHODS[name] = cls
         return cls
 
     return add
@@ -214,8 +213,7 @@ def cam_map(
         ValueError: ``x`` is not ``1×3×H×W``, the layer's output is not 4-D, the target is
             out of range, or the method does not apply to this layer (``cam``).
     """
-    if method not in METHODS:
-        raise KeyError(f"unknown heat-map method {method!r}; use one of {', '.join(METHODS)}")
+    METHODS.lookup(method)
     if x.ndim != 4 or x.shape[0] != 1 or x.shape[1] != 3:
         raise ValueError(f"expected one image as a 1×3×H×W input, got shape {tuple(x.shape)}")
     impl = METHODS[method](options or CamOptions())

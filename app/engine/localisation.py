@@ -50,6 +50,7 @@ from numpy.typing import NDArray
 from scipy.stats import rankdata
 
 from app.engine.regions import Box, pixel_span
+from app.engine.registry import Registry
 
 __all__ = [
     "LOCALISATION_SCORES",
@@ -60,7 +61,7 @@ __all__ = [
 ]
 
 
-LOCALISATION_SCORES: dict[str, type[LocalisationScore]] = {}
+LOCALISATION_SCORES: Registry[type[LocalisationScore]] = Registry("localisation score")
 
 _S = TypeVar("_S", bound="type[LocalisationScore]")
 
@@ -73,10 +74,8 @@ def register_score(name: str) -> Callable[[_S], _S]:
     """
 
     def add(cls: _S) -> _S:
-        if name in LOCALISATION_SCORES:
-            raise ValueError(f"localisation score {name!r} is already registered")
+        LOCALISATION_SCORES.add(name, cls)  # refuses a duplicate before touching the class
         cls.name = name
-        LOCALISATION_SCORES[name] = cls
         return cls
 
     return add
@@ -164,10 +163,7 @@ def score_boxes(
     """
     names = list(LOCALISATION_SCORES) if scores is None else list(scores)
     for name in names:
-        if name not in LOCALISATION_SCORES:
-            raise KeyError(
-                f"unknown localisation score {name!r}; use one of {', '.join(LOCALISATION_SCORES)}"
-            )
+        LOCALISATION_SCORES.lookup(name)
     known = {key for cls in LOCALISATION_SCORES.values() for key in cls.options}
     unknown = sorted(set(options) - known)
     if unknown:

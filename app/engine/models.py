@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from app.config import get_settings
+from app.engine.registry import Registry
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -78,7 +79,7 @@ class LoadedModel:
 
 
 Loader = Callable[[ModelSpec], tuple[nn.Module, str]]
-_REGISTRY: dict[str, tuple[ModelSpec, Loader]] = {}
+_REGISTRY: Registry[tuple[ModelSpec, Loader]] = Registry("model")
 _LOADED: dict[tuple[str, str], LoadedModel] = {}
 _LOCK = threading.Lock()
 
@@ -91,11 +92,7 @@ def register_model(spec: ModelSpec) -> Callable[[Loader], Loader]:
     """
 
     def wrap(loader: Loader) -> Loader:
-        if spec.name in _REGISTRY:
-            raise ValueError(
-                f"a model named {spec.name!r} is already registered; pick another name"
-            )
-        _REGISTRY[spec.name] = (spec, loader)
+        _REGISTRY.add(spec.name, (spec, loader))
         return loader
 
     return wrap

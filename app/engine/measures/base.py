@@ -9,6 +9,8 @@ from typing import Any, ClassVar, Literal, TypeVar
 import torch
 from torch import Tensor
 
+from app.engine.registry import Registry
+
 __all__ = [
     "MEASURES",
     "Between",
@@ -23,7 +25,7 @@ __all__ = [
 Descriptor = Literal["gap", "grid", "pixels"]
 Between = Literal["means", "sets"]
 
-MEASURES: dict[str, type[Measure]] = {}
+MEASURES: Registry[type[Measure]] = Registry("measure")
 
 _M = TypeVar("_M", bound="type[Measure]")
 
@@ -34,9 +36,7 @@ def register(cls: _M) -> _M:
     Raises:
         ValueError: if another measure already uses the name.
     """
-    if cls.name in MEASURES:
-        raise ValueError(f"measure {cls.name!r} is already registered; pick another name")
-    MEASURES[cls.name] = cls
+    MEASURES.add(cls.name, cls)
     return cls
 
 
@@ -46,10 +46,7 @@ def get_measure(name: str) -> Measure:
     Raises:
         KeyError: for an unknown name; the message lists the known ones.
     """
-    try:
-        return MEASURES[name]()
-    except KeyError:
-        raise KeyError(f"unknown measure {name!r}; use one of {sorted(MEASURES)}") from None
+    return MEASURES.lookup(name)()
 
 
 def list_measures() -> list[dict[str, Any]]:

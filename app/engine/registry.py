@@ -1,0 +1,46 @@
+"""Named registries that refuse duplicate names and list the valid names on a miss.
+
+Measures, heat-map methods, localisation scores and built-in models register through one of
+these (torchvision's ``register_model`` style), so tests can parametrize over them.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+__all__ = ["Registry"]
+
+T = TypeVar("T")
+
+
+class Registry(dict[str, T]):
+    """A ``dict`` of name → entry with checked insertion and helpful look-ups.
+
+    Args:
+        kind: what an entry is, for messages ("measure", "heat-map method", …).
+    """
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+
+    def add(self, name: str, entry: T) -> T:
+        """Register ``entry`` under ``name``.
+
+        Raises:
+            ValueError: ``name`` is already registered.
+        """
+        if name in self:
+            raise ValueError(f"{self.kind} {name!r} is already registered; pick another name")
+        self[name] = entry
+        return entry
+
+    def lookup(self, name: str) -> T:
+        """The entry under ``name``.
+
+        Raises:
+            KeyError: an unknown name; the message lists the known ones.
+        """
+        if name not in self:
+            raise KeyError(f"unknown {self.kind} {name!r}; use one of {', '.join(self)}")
+        return self[name]
