@@ -214,9 +214,7 @@ class Store:
             KeyError: no such image.
         """
         with self._read() as session:
-            row = _get(session, ImageRow, image_id)
-            if row is None:
-                raise KeyError(f"no image with id {image_id}; GET /api/images lists them")
+            row = _require(session, ImageRow, image_id)
             return _image_record(row, self._count_boxes(session, image_id))
 
     def count_images(self) -> int:
@@ -249,9 +247,7 @@ class Store:
             KeyError: no such image.
         """
         with self._write() as session:
-            row = _get(session, ImageRow, image_id)
-            if row is None:
-                raise KeyError(f"no image with id {image_id}; GET /api/images lists them")
+            row = _require(session, ImageRow, image_id)
             sha, fmt = row.sha256, row.format
             # Explicit deletes as well as ON DELETE CASCADE: other databases may lack the pragma.
             session.execute(delete(BoxRow).where(BoxRow.image_id == image_id))
@@ -320,9 +316,7 @@ class Store:
                 would have more than ``max_boxes_per_image`` boxes.
         """
         with self._write() as session:
-            image = _get(session, ImageRow, image_id)
-            if image is None:
-                raise KeyError(f"no image with id {image_id}; GET /api/images lists them")
+            image = _require(session, ImageRow, image_id)
             limit = self.settings.max_boxes_per_image
             have = self._count_boxes(session, image_id)
             if have + len(boxes) > limit:
@@ -346,9 +340,7 @@ class Store:
             KeyError: no such box.
         """
         with self._read() as session:
-            row = _get(session, BoxRow, box_id)
-            if row is None:
-                raise KeyError(f"no box with id {box_id}; GET /api/boxes lists them")
+            row = _require(session, BoxRow, box_id)
             return _box_record(row)
 
     def boxes(self, ids: Iterable[int] | None = None, labels: Iterable[str] | None = None,
@@ -385,9 +377,7 @@ class Store:
         if unknown:
             raise ValueError(f"cannot change {sorted(unknown)}; change x, y, w, h or label")
         with self._write() as session:
-            row = _get(session, BoxRow, box_id)
-            if row is None:
-                raise KeyError(f"no box with id {box_id}; GET /api/boxes lists them")
+            row = _require(session, BoxRow, box_id)
             image = session.get(ImageRow, row.image_id)
             assert image is not None  # foreign key
             new = {"x": row.x, "y": row.y, "w": row.w, "h": row.h, **changes}
@@ -406,9 +396,7 @@ class Store:
             KeyError: no such box.
         """
         with self._write() as session:
-            row = _get(session, BoxRow, box_id)
-            if row is None:
-                raise KeyError(f"no box with id {box_id}; GET /api/boxes lists them")
+            row = _require(session, BoxRow, box_id)
             session.delete(row)
 
     def labels(self) -> dict[str, int]:
@@ -444,9 +432,22 @@ class Store:
             return int(session.scalar(query) or 0)
 
 
-def _get(session: Session, table: type[_Row], row_id: int) -> _Row | None:
-    """The row with this id, or None (also for ids no database can hold)."""
-    return session.get(table, row_id) if 0 < row_id <= _MAX_ID else None
+_MISSING: dict[type, str] = {
+    ImageRow: "no image with id {}; GET /api/images lists them",
+    BoxRow: "no box with id {}; GET /api/boxes lists them",
+}
+
+
+def _require(session: Session, table: type[_Row], row_id: int) -> _Row:
+    """The row with this id.
+
+    Raises:
+        KeyError: no such row (also for ids no database can hold); says where to list them.
+    """
+    row = session.get(table, row_id) if 0 < row_id <= _MAX_ID else None
+    if row is None:
+        raise KeyError(_MISSING[table].format(row_id))
+    return row
 
 
 def _check_label(label: str) -> str:
