@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
-
-from app.jobs import JobSnapshot
-from app.store import BoxRecord, ImageRecord
 
 __all__ = ["ImageOut", "BoxIn", "BoxPatch", "BoxOut", "LabelCount", "JobOut", "JobAccepted",
            "ImportResult", "Detail"]
@@ -20,7 +17,18 @@ class Detail(BaseModel):
     detail: str
 
 
-class ImageOut(BaseModel):
+class _FromRecord(BaseModel):
+    """An answer read field by field from a store record or job snapshot of the same names."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    @classmethod
+    def of(cls, record: object) -> Self:
+        """From a record with these fields as attributes."""
+        return cls.model_validate(record)
+
+
+class ImageOut(_FromRecord):
     """A stored image; width and height are those of the image as displayed."""
 
     id: int
@@ -33,12 +41,6 @@ class ImageOut(BaseModel):
     box_count: int
     created_at: datetime
 
-    @classmethod
-    def of(cls, record: ImageRecord) -> ImageOut:
-        """From a store record."""
-        return cls(id=record.id, filename=record.filename, width=record.width,
-                   height=record.height, sha256=record.sha256, format=record.format,
-                   label=record.label, box_count=record.box_count, created_at=record.created_at)
 
 
 class BoxIn(BaseModel):
@@ -71,7 +73,7 @@ class BoxPatch(BaseModel):
     label: str | None = Field(None, min_length=1, max_length=200, pattern=r"\S")
 
 
-class BoxOut(BaseModel):
+class BoxOut(_FromRecord):
     """A stored box."""
 
     id: int
@@ -83,11 +85,6 @@ class BoxOut(BaseModel):
     label: str
     created_at: datetime
 
-    @classmethod
-    def of(cls, record: BoxRecord) -> BoxOut:
-        """From a store record."""
-        return cls(id=record.id, image_id=record.image_id, x=record.x, y=record.y, w=record.w,
-                   h=record.h, label=record.label, created_at=record.created_at)
 
 
 class LabelCount(BaseModel):
@@ -97,7 +94,7 @@ class LabelCount(BaseModel):
     count: int
 
 
-class JobOut(BaseModel):
+class JobOut(_FromRecord):
     """A job's state; ``result`` is set when ``state`` is ``done``."""
 
     id: str
@@ -108,12 +105,6 @@ class JobOut(BaseModel):
     result: Any = None
     error: str | None = None
 
-    @classmethod
-    def of(cls, snapshot: JobSnapshot) -> JobOut:
-        """From a runner snapshot."""
-        return cls(id=snapshot.id, kind=snapshot.kind, state=snapshot.state,
-                   progress=snapshot.progress, message=snapshot.message,
-                   result=snapshot.result, error=snapshot.error)
 
 
 class JobAccepted(BaseModel):
