@@ -5,9 +5,14 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
+
+if TYPE_CHECKING:
+    from app.engine.images import DecodedImage
+    from app.engine.models import LoadedModel
 
 os.environ.setdefault("FEATUREGAP_TORCH_THREADS", "2")
 
@@ -40,11 +45,30 @@ class PhotoLoader:
             image = np.stack([image] * 3, axis=-1)
         return image[..., :3].astype(np.uint8)
 
+    def decoded(self, image: str | np.ndarray) -> DecodedImage:
+        """A photo (by name) or an ``H×W×3`` array as the engine sees an upload of its PNG."""
+        from app.engine.images import decode_image
+
+        png = self.png(image) if isinstance(image, str) else _png(image)
+        return decode_image(png, max_pixels=10**8)
+
     def png(self, name: str) -> bytes:
-        import io
+        return _png(self(name))
 
-        from PIL import Image
 
-        buffer = io.BytesIO()
-        Image.fromarray(self(name)).save(buffer, format="PNG")
-        return buffer.getvalue()
+def _png(array: np.ndarray) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def embedded_model() -> LoadedModel:
+    """The embedded default model, loaded once per test session."""
+    from app.engine.models import get_model
+
+    return get_model("efficientnet_lite0")

@@ -2,39 +2,29 @@
 
 from __future__ import annotations
 
-import io
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from app.engine import features
 from app.engine.features import FeatureCache, default_cache, extract
 from app.engine.graph import extractor
-from app.engine.images import DecodedImage, decode_image
-from app.engine.models import LoadedModel, get_model
+from app.engine.images import DecodedImage
+from app.engine.models import LoadedModel
 from app.engine.preprocess import input_size, to_input
 
 
 @pytest.fixture(scope="module")
-def model() -> LoadedModel:
-    return get_model("efficientnet_lite0")
-
-
-def _decoded(array: np.ndarray) -> DecodedImage:
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    return decode_image(buffer.getvalue(), max_pixels=10**8)
+def model(embedded_model: LoadedModel) -> LoadedModel:
+    return embedded_model
 
 
 @pytest.fixture(scope="module")
-def images() -> list[DecodedImage]:
-    from skimage import data
-
-    return [_decoded(np.asarray(data.chelsea())), _decoded(np.asarray(data.coffee())),
-            _decoded(np.asarray(data.astronaut()))]
+def images(photo: Any) -> list[DecodedImage]:
+    return [photo.decoded(name) for name in ("chelsea", "coffee", "astronaut")]
 
 
 def test_batched_extraction_equals_one_image_at_a_time(

@@ -2,45 +2,37 @@
 
 from __future__ import annotations
 
-import io
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from app.engine.images import DecodedImage, decode_image
-from app.engine.models import LoadedModel, get_model
+from app.engine.models import LoadedModel
 from app.engine.predictions import predict, predict_from_logits
 from app.engine.regions import Box
 
 
 @pytest.fixture(scope="module")
-def model() -> LoadedModel:
-    return get_model("efficientnet_lite0")
+def model(embedded_model: LoadedModel) -> LoadedModel:
+    return embedded_model
 
 
-def _decoded(array: np.ndarray) -> DecodedImage:
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    return decode_image(buffer.getvalue(), max_pixels=10**8)
-
-
-def test_embedded_model_sees_a_cat_and_an_espresso(model: LoadedModel, photo: object) -> None:
-    cat = predict(model, _decoded(photo("chelsea")), k=3)  # type: ignore[operator]
+def test_embedded_model_sees_a_cat_and_an_espresso(model: LoadedModel, photo: Any) -> None:
+    cat = predict(model, photo.decoded("chelsea"), k=3)
     assert {281, 285} & {p.index for p in cat}
     assert cat[0].index == 285 and cat[0].label == "Egyptian cat"
     assert 0.7 < cat[0].probability < 0.9
-    coffee = predict(model, _decoded(photo("coffee")), k=5)  # type: ignore[operator]
+    coffee = predict(model, photo.decoded("coffee"), k=5)
     assert coffee[0].index == 967 and coffee[0].label == "espresso"
     assert [p.probability for p in coffee] == sorted((p.probability for p in coffee), reverse=True)
 
 
-def test_box_prediction_equals_prediction_of_the_crop(model: LoadedModel, photo: object) -> None:
-    array = photo("chelsea")  # type: ignore[operator]
-    whole = _decoded(array)
+def test_box_prediction_equals_prediction_of_the_crop(model: LoadedModel, photo: Any) -> None:
+    array = photo("chelsea")
+    whole = photo.decoded(array)
     got = predict(model, whole, k=4, box=Box(130, 20, 190, 170))
-    want = predict(model, _decoded(np.ascontiguousarray(array[20:190, 130:320])), k=4)
+    want = predict(model, photo.decoded(np.ascontiguousarray(array[20:190, 130:320])), k=4)
     assert [p.index for p in got] == [p.index for p in want]
     np.testing.assert_allclose([p.probability for p in got], [p.probability for p in want],
                                rtol=1e-6)

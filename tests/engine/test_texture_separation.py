@@ -6,28 +6,19 @@ much; the figures are printed (``pytest -s``) and asserted with a margin.
 
 from __future__ import annotations
 
-import io
-from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from app.engine.analysis import separation
 from app.engine.features import FeatureCache, extract
-from app.engine.images import DecodedImage, decode_image
-from app.engine.models import get_model
+from app.engine.models import LoadedModel
 from app.engine.regions import Box, region_descriptors
 
 TEXTURES = ("brick", "grass", "gravel")
 LAST_STAGE = "bn2"  # EfficientNet-Lite0's last conv stage (1280 channels), before pooling
-
-
-def _decoded(array: np.ndarray) -> DecodedImage:
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    return decode_image(buffer.getvalue(), max_pixels=10_000_000)
 
 
 def _grid_boxes(size: int, side: int, count: int) -> list[Box]:
@@ -38,10 +29,10 @@ def _grid_boxes(size: int, side: int, count: int) -> list[Box]:
 
 @pytest.fixture(scope="module")
 def texture_descriptors(
-    photo: Callable[[str], np.ndarray],
+    photo: Any, embedded_model: LoadedModel,
 ) -> dict[str, tuple[torch.Tensor, list[str]]]:
-    model = get_model("efficientnet_lite0")
-    images = [_decoded(photo(name)) for name in TEXTURES]
+    model = embedded_model
+    images = [photo.decoded(name) for name in TEXTURES]
     layers = ["blocks.2.1.conv_pwl", LAST_STAGE]
     maps = extract(model, images, layers, mode="native", cache=FeatureCache(0))
     out: dict[str, tuple[torch.Tensor, list[str]]] = {}
