@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
 from app.engine.cams import CamOptions, cam_map
 from app.engine.localisation import score_boxes
 from app.engine.models import get_model
+from app.engine.regions import Box
 from benchmarks._timing import best_time
-
-
-@dataclass(frozen=True)
-class _Box:
-    x: float
-    y: float
-    w: float
-    h: float
 
 
 def main() -> None:
@@ -40,7 +31,7 @@ def main() -> None:
     print(f"  scorecam at bn2 (64 channels): {took / forward:5.1f}× a bare forward")
 
     heat = np.random.default_rng(0).random((1000, 1000))
-    boxes = [_Box(150 * i, 40 * i, 220, 310) for i in range(5)]
+    boxes = [Box(150 * i, 40 * i, 220, 310) for i in range(5)]
     sort = best_time(lambda: np.sort(heat.reshape(-1)))
     scores = best_time(lambda: score_boxes(heat, boxes))
     print(f"all localisation scores, 5 boxes on 1000×1000: {scores * 1000:.0f} ms = "

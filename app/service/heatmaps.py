@@ -42,8 +42,9 @@ _MAPS_LOCK = threading.Lock()
 _MAPS_SIZE = 32
 
 ENGINE_LOCK = threading.Lock()
-"""Serialises the service's model runs: torch already uses every core for one, and the
-engine's graph tracing is not safe under concurrent first calls (seen in the load test)."""
+"""Serialises the service's model runs: torch already uses every core for one, so running two
+at once only doubles peak memory. (Safety under concurrency is the engine's own business:
+``app.engine.graph.TRACE_LOCK``.)"""
 
 
 @dataclass(frozen=True)
