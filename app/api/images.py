@@ -9,8 +9,8 @@ from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
 from PIL import Image
 
 from app.api.deps import MAX_ID, ImageDep, SettingsDep, StoreDep
-from app.api.errors import LimitExceeded
 from app.api.schemas import BoxIn, BoxOut, ImageOut
+from app.errors import LimitExceeded
 
 __all__ = ["router", "read_limited"]
 

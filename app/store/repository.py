@@ -13,9 +13,10 @@ import json
 import os
 import tempfile
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -110,6 +111,7 @@ class Store:
         self.data_dir = Path(settings.data_dir)
         self.images_dir = self.data_dir / "images"
         self.images_dir.mkdir(parents=True, exist_ok=True)
+        _remove_leftover_temp_files(self.images_dir)
         url = settings.sqlalchemy_url
         self.is_sqlite = url.startswith("sqlite")
         connect_args: dict[str, Any] = {}
@@ -465,10 +467,23 @@ def _clean_filename(filename: str) -> str:
     return (name or "upload")[:255]
 
 
+_TEMP_PREFIX = ".tmp-"
+_TEMP_MAX_AGE_S = 600.0  # younger ones may belong to another process writing right now
+
+
+def _remove_leftover_temp_files(images_dir: Path) -> None:
+    """Delete temp files that a crash or a full disk left behind (older than ten minutes)."""
+    cutoff = time.time() - _TEMP_MAX_AGE_S
+    for leftover in images_dir.rglob(f"{_TEMP_PREFIX}*"):
+        with suppress(OSError):  # gone already, or not ours to delete
+            if leftover.is_file() and leftover.stat().st_mtime < cutoff:
+                leftover.unlink()
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
     """Write bytes so that readers see the whole file or none (tmp file + os.replace)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_TEMP_PREFIX)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
