@@ -262,6 +262,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         os.environ["FEATUREGAP_DATA_DIR"] = str(args.data_dir)
     if args.demo:
         os.environ["FEATUREGAP_DEMO"] = "1"
+    os.environ["FEATUREGAP_SERVE_HOST"] = args.host  # an allowed Host header from now on
     get_settings.cache_clear()
     uvicorn.run("app.main:create_app", factory=True, host=args.host, port=args.port)
     return 0

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated, Any
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["Settings", "get_settings"]
 
 _REPO_ROOT = Path(__file__).resolve().parent.parent
+_LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "testserver")
+_ANY_ADDRESS = ("0.0.0.0", "::", "")
 
 
 class Settings(BaseSettings):
@@ -29,8 +33,21 @@ class Settings(BaseSettings):
 
     api_token: str | None = Field(None, description="When set, /api needs 'Authorization: Bearer'.")
     cors_origins: list[str] = Field(default_factory=list, description="Allowed CORS origins.")
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(_LOCAL_HOSTS),
+        description="Host header values the server answers (DNS-rebinding defence); a JSON "
+        "list or comma-separated; '*' allows any. serve --host is added.")
+    allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Origins besides the server's own that may POST/PUT/PATCH/DELETE when no "
+        "API token is set (e.g. 'http://localhost:5173'); the CORS origins count too.")
+    serve_host: str | None = Field(
+        None, description="The address 'featuregap serve --host' binds; an allowed host.")
 
     max_upload_bytes: int = Field(25 * 1024 * 1024, gt=0)
+    max_json_bytes: int = Field(
+        1024 * 1024, gt=0, description="Largest JSON request body (analysis and box routes).")
+    max_json_depth: int = Field(64, gt=0, description="Deepest nesting of a JSON request body.")
     max_image_pixels: int = Field(40_000_000, gt=0, description="Refuse decompression bombs.")
     max_boxes_per_image: int = Field(500, gt=0)
     max_samples_per_request: int = Field(5_000, gt=0, description="Boxes one analysis may use.")
@@ -51,6 +68,39 @@ class Settings(BaseSettings):
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
+
+    @field_validator("api_token")
+    @classmethod
+    def _token_not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError(
+                "FEATUREGAP_API_TOKEN is set but empty, which would leave the API open; "
+                "unset it to run without a token (local use), or give it a long random value")
+        return value
+
+    @field_validator("allowed_hosts", "allowed_origins", mode="before")
+    @classmethod
+    def _list_or_commas(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @property
+    def hosts(self) -> list[str]:
+        """The allowed Host names: ``allowed_hosts`` plus the address ``serve`` binds."""
+        hosts = [host.lower() for host in self.allowed_hosts]
+        if self.serve_host and self.serve_host not in _ANY_ADDRESS:
+            hosts.append(self.serve_host.strip("[]").lower())
+        return hosts
+
+    @property
+    def origins(self) -> list[str]:
+        """Origins other than the server's own that may send unsafe requests without a token."""
+        return [origin.rstrip("/").lower() for origin in [*self.allowed_origins,
+                                                          *self.cors_origins]]
 
     @property
     def sqlalchemy_url(self) -> str:

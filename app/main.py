@@ -11,6 +11,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from app.api import (
     boxes,
     distances,
+    docs,
     embeddings,
     formats,
     health,
@@ -24,8 +25,8 @@ from app.api import (
 )
 from app.api.deps import require_token
 from app.api.errors import install_error_handlers
-from app.api.limits import BodySizeLimit
 from app.config import Settings, get_settings
+from app.http import AllowedHosts, BodyLimits, SameOriginWrites, SecurityHeaders, TokenGate
 from app.jobs import JobRunner
 from app.store import Store
 
@@ -33,14 +34,15 @@ __all__ = ["create_app"]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the app: store, job runner, error handlers, CORS and every router.
+    """Build the app: store, job runner, error handlers, edge middleware and every router.
 
     Args:
         settings: the settings to use; default: read from the environment.
 
     Returns:
         The application; every ``/api`` route needs the Bearer token when
-        ``FEATUREGAP_API_TOKEN`` is set.
+        ``FEATUREGAP_API_TOKEN`` is set, and without one only this server's pages (or
+        ``FEATUREGAP_ALLOWED_ORIGINS``) may change data.
 
     Raises:
         SchemaMismatchError: the store was written by another schema version.
@@ -62,15 +64,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="See what an image network's layer sees inside the boxes you draw.",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # served from local files by app.api.docs
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.store = store
     app.state.jobs = runner
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimit, max_upload_bytes=settings.max_upload_bytes)
+    # add_middleware wraps: the last added runs first. Order of a request, outside in:
+    # headers, Host, CORS, Origin, token (no body read yet), body limits, the routes.
+    app.add_middleware(BodyLimits, max_upload_bytes=settings.max_upload_bytes,
+                       max_json_bytes=settings.max_json_bytes,
+                       max_json_depth=settings.max_json_depth)
+    app.add_middleware(TokenGate, token=settings.api_token)
+    if not settings.api_token:
+        app.add_middleware(SameOriginWrites, allowed=settings.origins)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["*"], allow_headers=["*"])
+    app.add_middleware(AllowedHosts, hosts=settings.hosts)
+    app.add_middleware(SecurityHeaders)
     protected = [Depends(require_token)]
     api_routers: list[APIRouter] = [health.router, models.router, images.router, boxes.router,
                                     formats.router, jobs.router, heatmaps.router,
@@ -79,6 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in api_routers:
         app.include_router(router, dependencies=protected)
     app.include_router(pages.router)  # the dashboard: no token, it asks for one itself
+    app.include_router(docs.router)
     if settings.demo:
         from app.demo import load_demo
 

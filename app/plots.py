@@ -8,6 +8,12 @@ lists, except the overlay heat map's ``z``: a float32 Plotly typed array
 (``{"dtype": "f4", "bdata": base64, "shape": "h, w"}``, which plotly.js ≥ 2.28 reads), a
 third of the size of the same numbers as JSON text.
 
+Plotly renders the text of titles, tick labels, legend names, annotations and hover boxes
+as a small HTML dialect (``<a href>``, ``<span style>``, ``<br>``, …). Every piece of text
+that comes from users or files (labels, layer and model names, titles) goes through
+:func:`plain_text`, which escapes it so ``<a href=...>`` shows as those characters instead
+of becoming a link; Plotly turns the entities back into the characters on screen.
+
 Images stay out of the figures: the heat-map overlay names the image by URL
 (``/api/images/{id}/file``) as a layout image, so a figure is a few hundred kB at most. The
 overlay heat map is block-averaged to at most :data:`MAX_OVERLAY_SIDE` pixels on the long
@@ -17,6 +23,7 @@ side and placed on the image's pixel grid; the scores beside it use the full-siz
 from __future__ import annotations
 
 import base64
+import html
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -33,6 +40,7 @@ __all__ = [
     "downsample_map",
     "embedding_figure",
     "heatmap_figure",
+    "plain_text",
     "separation_figure",
     "to_json_safe",
 ]
@@ -67,6 +75,18 @@ def to_json_safe(value: Any) -> Any:
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     return value
+
+
+def plain_text(value: object) -> str:
+    """Text that Plotly shows as it is: ``<``, ``>`` and ``&`` escaped as HTML entities.
+
+    Args:
+        value: a label, name or title (anything, turned into ``str``).
+
+    Returns:
+        The escaped text; distinct inputs stay distinct.
+    """
+    return html.escape(str(value), quote=False)
 
 
 def _figure(fig: go.Figure) -> dict[str, Any]:
@@ -153,7 +173,7 @@ def heatmap_figure(
         x0, y0 = float(box["x"]), float(box["y"])
         x1, y1 = x0 + float(box["w"]), y0 + float(box["h"])
         scores: Mapping[str, float | None] = box.get("scores") or {}
-        name = str(box.get("label", ""))
+        name = plain_text(box.get("label", ""))
         if box.get("id") is not None:
             name = f"#{box['id']} {name}".strip()
         colour = _colour(index)
@@ -174,7 +194,7 @@ def heatmap_figure(
                      "hoverinfo": "text", "hovertext": hover, "name": name,
                      "showlegend": False, "customdata": [box.get("id")] * 5})
     layout: dict[str, Any] = {
-        "title": {"text": title}, "margin": {"l": 10, "r": 10, "t": 40, "b": 10},
+        "title": {"text": plain_text(title)}, "margin": {"l": 10, "r": 10, "t": 40, "b": 10},
         "plot_bgcolor": "white", "shapes": shapes, "annotations": annotations,
         "xaxis": {"range": [0, width], "showgrid": False, "constrain": "domain"},
         "yaxis": {"range": [height, 0], "showgrid": False, "scaleanchor": "x",
@@ -229,10 +249,12 @@ def distance_matrix_figure(
             "" if pv is None or not math.isfinite(pv[i, j]) else f"<br>p={pv[i, j]:.3g}")
         for j in range(k)] for i in range(k)]
     custom = matrix * np.nan if pv is None else pv
+    names = [plain_text(label) for label in labels]
+    measure = plain_text(measure)
     hover = (f"{measure or 'value'}(%{{y}}, %{{x}}) = %{{z:.4g}}"
              + ("" if pv is None else "<br>p = %{customdata:.3g}") + "<extra></extra>")
     fig = go.Figure(go.Heatmap(
-        z=matrix.tolist(), x=list(labels), y=list(labels), text=text, texttemplate="%{text}",
+        z=matrix.tolist(), x=names, y=names, text=text, texttemplate="%{text}",
         customdata=custom.tolist(), hovertemplate=hover, colorscale="Viridis",
         reversescale=higher_is_better, colorbar={"title": {"text": measure}},
     ))
@@ -275,7 +297,8 @@ def separation_figure(
     for name, seq in series.items():
         if len(seq) != n:
             raise ValueError(f"{name} has {len(seq)} values for {n} layers")
-    x = list(layers)
+    x = [plain_text(layer) for layer in layers]
+    measure = plain_text(measure)
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=x, y=list(intra), mode="lines+markers", name="intra-group"))
     fig.add_trace(go.Scatter(x=x, y=list(inter), mode="lines+markers", name="inter-group"))
@@ -312,15 +335,19 @@ def embedding_figure(points: Sequence[Mapping[str, Any]], *, method: str = "tsne
         by_label.setdefault(str(point["label"]), []).append(point)
     fig = go.Figure()
     for index, (label, members) in enumerate(sorted(by_label.items())):
+        name = plain_text(label)
+        # The label goes in as data (%{text}), never into the template: "%{x}" in a label
+        # would otherwise be filled in.
         fig.add_trace(go.Scatter(
             x=[float(p["x"]) for p in members], y=[float(p["y"]) for p in members],
-            mode="markers", name=label, marker={"color": _colour(index), "size": 9},
+            mode="markers", name=name, marker={"color": _colour(index), "size": 9},
             customdata=[[p["box_id"], p["image_id"]] for p in members],
-            hovertemplate=f"{label}<br>box %{{customdata[0]}} · image %{{customdata[1]}}"
+            text=[name] * len(members),
+            hovertemplate="%{text}<br>box %{customdata[0]} · image %{customdata[1]}"
                           "<extra></extra>",
         ))
     axis = "PC" if method == "pca" else "t-SNE "
-    fig.update_layout(title=title or f"{method.upper()} of box descriptors",
+    fig.update_layout(title=plain_text(title or f"{method.upper()} of box descriptors"),
                       xaxis={"title": {"text": f"{axis}1"}},
                       yaxis={"title": {"text": f"{axis}2"}},
                       margin={"l": 50, "r": 10, "t": 50, "b": 50})

@@ -72,9 +72,16 @@ export const post = (path, body, opts) => request("POST", path, body, opts);
 export const patch = (path, body) => request("PATCH", path, body);
 export const del = (path) => request("DELETE", path);
 
-// A binary resource (image, thumbnail, export) as a Blob, sent with the token.
-export async function blob(path) {
-  const response = await fetch(path, { headers: authHeaders() });
+// A binary resource (image, thumbnail, export) as a Blob, sent with the token; a JSON
+// body makes it a POST (e.g. the server's CSV of a heat map's scores).
+export async function blob(path, body) {
+  const init = { headers: authHeaders() };
+  if (body !== undefined) {
+    init.method = "POST";
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  const response = await fetch(path, init);
   if (!response.ok) {
     unauthorized(response.status);
     const type = response.headers.get("content-type") || "";

@@ -48,7 +48,7 @@ export function fillSelect(select, items, { value, text, selected } = {}) {
 
 const fmt = (v) => (typeof v === "number" ? (Number.isInteger(v) ? String(v) : v.toPrecision(4)) : v ?? "");
 
-// A table from column names and row arrays; returns the same data for CSV export.
+// A table from column names and row arrays.
 export function fillTable(table, columns, rows) {
   const head = document.createElement("tr");
   for (const c of columns) head.append(Object.assign(document.createElement("th"), { textContent: c }));
@@ -58,12 +58,4 @@ export function fillTable(table, columns, rows) {
     return tr;
   });
   table.replaceChildren(head, ...body);
-}
-
-export function toCsv(columns, rows) {
-  const cell = (v) => {
-    const s = v === null || v === undefined ? "" : String(v);
-    return /[",\n]/.test(s) ? `"${s.replaceAll('"', '""')}"` : s;
-  };
-  return [columns, ...rows].map((r) => r.map(cell).join(",")).join("\n") + "\n";
 }

@@ -29,6 +29,9 @@ _MEDIA_TYPES = {
     ".ico": "image/x-icon",
 }
 
+_MAX_PATH = 255
+_MAX_DEPTH = 8
+
 router = APIRouter(tags=["dashboard"], include_in_schema=False)
 
 
@@ -52,8 +55,16 @@ def plotly_js() -> FileResponse:
 @router.get("/static/{path:path}")
 def static_file(path: str) -> FileResponse:
     """A file under ``static/``; anything outside it or of an unknown kind is a 404."""
-    target = (STATIC_DIR / path).resolve()
-    media_type = _MEDIA_TYPES.get(target.suffix)
-    if not target.is_relative_to(STATIC_DIR) or media_type is None or not target.is_file():
-        raise HTTPException(status_code=404, detail=f"no static file {path!r}")
+    missing = HTTPException(status_code=404, detail=f"no static file {path[:200]!r}")
+    # Longer names or deeper folders than any file here, or a NUL, can only be abuse; they
+    # would also make the OS refuse the lookup ("file name too long") instead of saying no.
+    if len(path) > _MAX_PATH or path.count("/") > _MAX_DEPTH or "\x00" in path:
+        raise missing
+    try:
+        target = (STATIC_DIR / path).resolve()
+        media_type = _MEDIA_TYPES.get(target.suffix)
+        if not target.is_relative_to(STATIC_DIR) or media_type is None or not target.is_file():
+            raise missing
+    except (OSError, ValueError) as exc:
+        raise missing from exc
     return FileResponse(target, media_type=media_type, headers={"Cache-Control": "no-cache"})

@@ -1,10 +1,12 @@
 // Heat-map view: the API's overlay figure, an opacity slider and the per-box scores.
-import { download, imageUrl } from "../api.js";
+import { blob, download, imageUrl } from "../api.js";
 import * as jobs from "../jobs.js";
-import { $, fillTable, toCsv } from "../ui.js";
+import { $, fillTable, guarded } from "../ui.js";
 import { drawFigure } from "./plot.js";
 
-let table = { columns: [], rows: [] };
+// The request of the heat map on screen: its CSV comes from the server, which guards
+// spreadsheet formulas in labels (a CSV built here would write "=HYPERLINK(...)" raw).
+let shown = null;
 
 export function initHeatmapView() {
   $("heatmap-opacity").addEventListener("input", () => {
@@ -13,9 +15,10 @@ export function initHeatmapView() {
     const indices = plot.data.map((t, i) => (t.type === "heatmap" ? i : -1)).filter((i) => i >= 0);
     if (indices.length) window.Plotly.restyle(plot, { opacity: Number($("heatmap-opacity").value) }, indices);
   });
-  $("scores-csv").addEventListener("click", () => {
-    download("featuregap-scores.csv", toCsv(table.columns, table.rows), "text/csv");
-  });
+  $("scores-csv").addEventListener("click", () => guarded($("heatmap-error"), async () => {
+    if (!shown) return;
+    download("featuregap-scores.csv", await blob("/api/heatmaps/scores.csv", shown));
+  }));
 }
 
 function scoreTable(result) {
@@ -37,6 +40,7 @@ export async function showHeatmap(image, c) {
   const body = { image_id: image.id, model: c.model, layer: c.layer, method: c.method };
   if (c.target !== null) body.target = c.target;
   const result = await jobs.run("Heat map", "/api/heatmaps", body);
+  shown = body;
   $("heatmap-view").hidden = false;
   const top = result.prediction?.[0];
   $("heatmap-caption").textContent = `${result.method} on ${result.layer}, explaining ` +
@@ -44,7 +48,7 @@ export async function showHeatmap(image, c) {
     (top ? ` · top prediction: ${top.label} (${(100 * top.probability).toFixed(1)}%)` : "");
   await drawFigure($("heatmap-plot"), await withLocalImages(result.figure), `heatmap-${image.id}-${c.layer}`);
   $("heatmap-opacity").dispatchEvent(new Event("input"));
-  table = scoreTable(result);
+  const table = scoreTable(result);
   fillTable($("heatmap-scores"), table.columns, table.rows);
   return result;
 }

@@ -180,9 +180,10 @@ def test_heat_map_overlay_box_scores_predictions_and_errors(
     shot(page, "heatmap")
     with page.expect_download() as download:
         page.click("#scores-csv")
+    # The server's CSV (formula-guarded), not one built in the page.
     csv_lines = Path(download.value.path()).read_text().splitlines()
-    assert csv_lines[0].startswith("box,label,x,y,w,h,") and "energy" in csv_lines[0]
-    assert csv_lines[1].startswith(f"{box_id},cup,160,40,300,260,")
+    assert csv_lines[0].startswith("image_id,box_id,label,x,y,w,h,") and "energy" in csv_lines[0]
+    assert csv_lines[1].startswith(f"{image['id']},{box_id},cup,160.0,40.0,300.0,260.0,")
 
     page.click("#run-predictions")
     page.wait_for_selector("#predictions li")
