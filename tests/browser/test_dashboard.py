@@ -15,6 +15,20 @@ import pytest
 Page = Any
 
 
+def _wait_for(page: Page, expression: str, timeout: float = 30.0) -> None:
+    """Poll a JS expression until it is truthy.
+
+    Playwright's ``wait_for_function`` evaluates its string inside the page with ``eval``,
+    which the app's Content-Security-Policy (no 'unsafe-eval') rightly refuses;
+    ``page.evaluate`` runs through the DevTools protocol, outside the page's policy.
+    """
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(f"Boolean({expression})"):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"still false after {timeout} s: {expression}")
+        time.sleep(0.05)
+
+
 def _open(page: Page, origin: str) -> None:
     page.goto(origin + "/")
     page.wait_for_selector("body[data-ready='1']")
@@ -28,8 +42,8 @@ def _upload(page: Page, name: str, png: bytes) -> None:
 
 def _open_image(page: Page, name: str) -> dict[str, float]:
     page.click(f".card img[alt='{name}.png']")
-    page.wait_for_function("document.querySelector('.editor-image')?.complete")
-    page.wait_for_function("document.querySelector('.editor-overlay').getAttribute('viewBox')")
+    _wait_for(page, "document.querySelector('.editor-image')?.complete")
+    _wait_for(page, "document.querySelector('.editor-overlay').getAttribute('viewBox')")
     box: dict[str, float] = page.locator(".editor-overlay").bounding_box()
     return box
 
@@ -264,7 +278,7 @@ def test_two_textures_distance_matrix_profile_and_scatter(
     centre = (where["x"] + where["width"] / 2, where["y"] + where["height"] / 2)
     page.mouse.move(centre[0] - 5, centre[1] - 5)
     page.mouse.move(*centre, steps=5)
-    page.wait_for_function("document.getElementById('hover-img').src.startsWith('blob:')")
+    _wait_for(page, "document.getElementById('hover-img').src.startsWith('blob:')")
     shot(page, "scatter-hover")
     page.mouse.click(*centre)
     page.wait_for_selector("#viewer:not([hidden]) .box")
@@ -284,11 +298,11 @@ def test_api_token_from_settings_is_sent_with_every_call(
     assert "token" in page.locator("#settings-error").inner_text()
     page.fill("#api-token", "s3cret-token")
     page.click("#save-token")
-    page.wait_for_function("document.getElementById('layer').options.length > 0")
+    _wait_for(page, "document.getElementById('layer').options.length > 0")
     assert error.inner_text() == ""
     _upload(page, "chelsea", photo.png("chelsea"))  # XHR and the thumbnail carry it too
-    page.wait_for_function(
-        "document.querySelector(\".card img[alt='chelsea.png']\").src.startsWith('blob:')")
+    _wait_for(page,
+              "document.querySelector(\".card img[alt='chelsea.png']\").src.startsWith('blob:')")
     shot(page, "with-token")
     assert page.evaluate("localStorage.getItem('featuregap.token')") == "s3cret-token"
     watch.errors[:] = [e for e in watch.errors if "status of 401" not in e]
