@@ -306,3 +306,32 @@ def test_api_token_from_settings_is_sent_with_every_call(
     shot(page, "with-token")
     assert page.evaluate("localStorage.getItem('featuregap.token')") == "s3cret-token"
     watch.errors[:] = [e for e in watch.errors if "status of 401" not in e]
+
+
+def test_html_and_formulas_in_labels_stay_inert(
+        watched_page: tuple[Page, Any], server: str, photo: Any, shot: Any) -> None:
+    page, _watch = watched_page
+    link = '<a href="http://evil.example/">win</a><span style="font-size:200px">BIG</span>'
+    formula = '=HYPERLINK("http://evil.example","open")'
+    response = httpx.post(f"{server}/api/images",
+                          files={"file": ("rocket.png", photo.png("rocket"), "image/png")})
+    assert response.status_code in (200, 201), response.text
+    image_id = response.json()["id"]
+    _api_box(server, image_id, 150, 40, 120, 300, link)
+    _api_box(server, image_id, 20, 300, 100, 100, formula)
+    _open(page, server)
+    _open_image(page, "rocket")
+    page.click("#run-heatmap")
+    assert _traces(page, "heatmap-plot") >= 3
+    # Shown as the characters typed: no link, no styled span, in the caption or the legend.
+    assert page.locator("#heatmap-plot a[href*='evil']").count() == 0
+    assert page.evaluate(
+        "[...document.querySelectorAll('#heatmap-plot [style]')]"
+        ".filter(e => e.getAttribute('style').includes('200px')).length") == 0
+    captions = page.locator("#heatmap-plot .annotation-text").all_text_contents()
+    assert any('<a href="http://evil.example/">win</a>' in c for c in captions), captions
+    shot(page, "hostile-labels")
+    with page.expect_download() as download:
+        page.click("#scores-csv")
+    text = Path(download.value.path()).read_text()
+    assert "'=HYPERLINK(" in text and ",=HYPERLINK(" not in text
