@@ -264,6 +264,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         os.environ["FEATUREGAP_DEMO"] = "1"
     os.environ["FEATUREGAP_SERVE_HOST"] = args.host  # an allowed Host header from now on
     get_settings.cache_clear()
+    get_settings()  # bad settings (an empty API token) stop here with their message
     uvicorn.run("app.main:create_app", factory=True, host=args.host, port=args.port)
     return 0
 

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from app.config import Settings
 from app.engine.models import LoadedModel, get_model
+from app.http.auth import TOKEN_MESSAGE
 from app.jobs import JobRunner
 from app.store import BoxRecord, ImageRecord, Store
 
@@ -86,15 +87,15 @@ def require_token(
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
-    """With ``FEATUREGAP_API_TOKEN`` set, refuse calls without ``Authorization: Bearer <token>``."""
+    """With ``FEATUREGAP_API_TOKEN`` set, refuse calls without ``Authorization: Bearer <token>``.
+
+    ``app.http.TokenGate`` has refused them already, before reading the body; this check
+    stays as the routes' own guarantee and documents the scheme in the OpenAPI schema.
+    """
     expected = settings.api_token
     if not expected:
         return
     given = credentials.credentials if credentials is not None else ""
     if not secrets.compare_digest(given.encode(), expected.encode()):
-        raise HTTPException(
-            status_code=401,
-            detail="missing or wrong API token; send 'Authorization: Bearer <token>' with the "
-                   "value of FEATUREGAP_API_TOKEN",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+        raise HTTPException(status_code=401, detail=TOKEN_MESSAGE,
+                            headers={"WWW-Authenticate": "Bearer"})

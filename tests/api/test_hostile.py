@@ -440,6 +440,24 @@ def test_an_empty_token_refuses_to_start(monkeypatch: pytest.MonkeyPatch, value:
     get_settings.cache_clear()
 
 
+def test_serve_with_an_empty_token_says_why_and_does_not_start(
+        data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import uvicorn
+
+    from app.cli import main
+    from app.config import get_settings
+
+    started: list[object] = []
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: started.append(a))
+    monkeypatch.setenv("FEATUREGAP_API_TOKEN", "")
+    monkeypatch.setenv("FEATUREGAP_SERVE_HOST", "")  # main() sets it; undone afterwards
+    assert main(["serve", "--host", "127.0.0.1"]) == 2
+    assert started == []
+    assert "FEATUREGAP_API_TOKEN is set but empty" in capsys.readouterr().err
+    get_settings.cache_clear()
+
+
 # -- headers, docs, paths --------------------------------------------------------------------
 
 
