@@ -23,7 +23,7 @@ from app.engine.regions import Descriptor
 from app.jobs import JobCancelled
 from app.plots import distance_matrix_figure, embedding_figure, separation_figure, to_json_safe
 from app.service.features import box_descriptors, boxes_key, check_limits
-from app.service.heatmaps import result_key
+from app.service.results import result_key
 from app.store import BoxRecord, ImageRecord, Store
 
 __all__ = ["DistanceRequest", "SeparationRequest", "resolve_groups", "distances",

@@ -423,6 +423,12 @@ class Store:
             row = session.get(ResultRow, key)
             return None if row is None else json.loads(row.json)
 
+    def drop_results_not_matching(self, pattern: str) -> int:
+        """Delete cached results whose key is not ``LIKE pattern``; returns how many went."""
+        with self._write() as session:
+            gone = session.execute(delete(ResultRow).where(ResultRow.key.not_like(pattern)))
+            return int(getattr(gone, "rowcount", 0) or 0)
+
     def count_results(self, image_id: int | None = None) -> int:
         """How many results are cached (for one image, when given)."""
         query = select(func.count()).select_from(ResultRow)
