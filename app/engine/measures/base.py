@@ -96,7 +96,7 @@ def _describe_schema(s: Mapping[str, Any]) -> str:
         items = _describe_schema(s.get("items", {}))
         size = f", {s.get('minItems', 0)}..{s['maxItems']} items" if "maxItems" in s else ""
         return f"list of ({items}{size})"
-    bounds = [f"{op} {s[key]:g}" for key, op in (("minimum", "≥"), ("exclusiveMinimum", ">"),
+    bounds = [f"{op} {s[key]}" for key, op in (("minimum", "≥"), ("exclusiveMinimum", ">"),
                                                   ("maximum", "≤"), ("exclusiveMaximum", "<"))
               if key in s]
     return f"{kind} {' and '.join(bounds)}" if bounds else kind
