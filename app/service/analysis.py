@@ -16,7 +16,7 @@ import torch
 
 from app.config import Settings
 from app.engine.analysis import distance_matrix, layer_profile
-from app.engine.measures import get_measure
+from app.engine.measures import MEASURES, Measure, get_measure
 from app.engine.models import LoadedModel
 from app.engine.preprocess import InputMode
 from app.engine.regions import Descriptor
@@ -95,8 +95,17 @@ def distance_work(request: DistanceRequest, n_boxes: int) -> int:
 
 
 def separation_work(request: SeparationRequest, n_boxes: int) -> int:
-    """Work units of a separation request (boxes × layers)."""
-    return n_boxes * len(request.layers)
+    """Work units of a separation request: boxes × layers where the measure has a
+    vectorised :meth:`~app.engine.measures.Measure.pairwise`, else pairs of boxes × layers
+    (each pair is one call of the measure: set measures, ``pixels``, mutual information).
+
+    Raises:
+        KeyError: an unknown measure.
+    """
+    cls = MEASURES.lookup(request.measure)
+    if request.descriptor != "pixels" and cls.pairwise is not Measure.pairwise:
+        return n_boxes * len(request.layers)
+    return max(n_boxes, n_boxes * (n_boxes - 1) // 2) * len(request.layers)
 
 
 def distances(store: Store, settings: Settings, model: LoadedModel,
