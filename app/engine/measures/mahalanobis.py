@@ -104,7 +104,10 @@ class Mahalanobis(Measure):
         if not bool(resid.abs().max() > 0):
             raise ValueError("mahalanobis: the rows have no spread within labels, so no "
                              "covariance")
-        chol = torch.linalg.cholesky(self._shrunk(resid))
+        chol, info = torch.linalg.cholesky_ex(self._shrunk(resid))
+        if int(info) != 0:
+            raise ValueError("mahalanobis: the shrunk covariance is singular for these rows; "
+                             "try shrinkage='oas' or more samples per label")
         return row_distances(torch.linalg.solve_triangular(chol, z.T, upper=False).T)
 
 
