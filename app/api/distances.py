@@ -81,7 +81,8 @@ class DistancesIn(BaseModel):
     descriptor: Literal["gap", "grid", "pixels"] | None = Field(
         None, description="Default: what the measure consumes.")
     grid_size: int = Field(4, ge=1, le=16)
-    options: dict[str, Any] = Field(default_factory=dict, description="The measure's keywords.")
+    options: dict[str, Any] = Field(default_factory=dict, description=(
+        "The measure's options; GET /api/measures shows each measure's schema."))
     permutations: int = Field(0, ge=0, description="Permutation-test draws; 0: no p-values.")
     seed: int = Field(0, ge=0, le=2**31 - 1)
     mode: Literal["resize", "native"] = "resize"
@@ -111,12 +112,14 @@ class DistancesOut(BaseModel):
 
 
 class MeasureOut(BaseModel):
-    """A measure: its direction, the descriptor it consumes, what it compares."""
+    """A measure: its direction, the descriptor it consumes, what it compares, and the JSON
+    schema of its options (types, bounds, defaults)."""
 
     name: str
     higher_is_better: bool
     needs: str
     between: str
+    options: dict[str, Any]
 
 
 @router.post("/distances", response_model=DistancesOut,
@@ -125,6 +128,7 @@ class MeasureOut(BaseModel):
 def post_distances(body: DistancesIn, store: StoreDep, settings: SettingsDep,
                    jobs: JobsDep) -> Any:
     """A measure between every pair of groups (a job when the work is large)."""
+    get_measure(body.measure, **body.options)  # unknown measure or options: 4xx before work
     groups = resolve_groups(store, body.groups, body.labels)
     model = model_info(body.model)
     request = DistanceRequest(body.model, body.layer, body.measure, body.descriptor,
@@ -132,7 +136,6 @@ def post_distances(body: DistancesIn, store: StoreDep, settings: SettingsDep,
                               body.mode)
     n_boxes = sum(len(g) for g in groups.values())
     precheck(settings, model, [body.layer], n_boxes, body.permutations)
-    get_measure(body.measure)
     units = distance_work(request, n_boxes)
     return answer_or_queue(jobs, settings, "distances", units, lambda progress, cancelled:
                            distances(store, settings, model, groups, request, progress,
@@ -141,7 +144,7 @@ def post_distances(body: DistancesIn, store: StoreDep, settings: SettingsDep,
 
 @router.get("/measures", response_model=list[MeasureOut])
 def get_measures() -> list[MeasureOut]:
-    """Every registered measure."""
+    """Every registered measure with its options schema."""
     from app.engine.measures import list_measures
 
     return [MeasureOut(**m) for m in list_measures()]

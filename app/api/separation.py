@@ -11,6 +11,7 @@ from app.api.deps import JobsDep, SettingsDep, StoreDep
 from app.api.distances import ERRORS, answer_or_queue, precheck
 from app.api.models import model_info
 from app.api.schemas import JobAccepted
+from app.engine.measures import get_measure
 from app.service.analysis import (
     SeparationRequest,
     resolve_groups,
@@ -34,8 +35,11 @@ class SeparationIn(BaseModel):
     labels: list[str] | None = Field(None, description="Default: every label with boxes.")
     model: str = Field("efficientnet_lite0", min_length=1, max_length=200)
     layers: list[str] = Field(min_length=1)
-    measure: Literal["euclidean", "std_euclidean", "cosine", "mahalanobis"] = "euclidean"
-    descriptor: Literal["gap", "grid"] = "gap"
+    measure: str = Field("euclidean", min_length=1, max_length=50,
+                         description="A registered measure (GET /api/measures).")
+    options: dict[str, Any] = Field(default_factory=dict, description="The measure's options.")
+    descriptor: Literal["gap", "grid", "pixels"] | None = Field(None, description=(
+        "Default: what the measure consumes; 'pixels' compares boxes' sets of grid rows."))
     grid_size: int = Field(4, ge=1, le=16)
     mode: Literal["resize", "native"] = "resize"
 
@@ -68,13 +72,15 @@ class SeparationOut(BaseModel):
 def post_separation(body: SeparationIn, store: StoreDep, settings: SettingsDep,
                     jobs: JobsDep) -> Any:
     """Intra/inter/ratio/silhouette per layer (a job when the work is large)."""
+    measure = get_measure(body.measure, **body.options)  # unknown: 4xx naming the known
     groups = resolve_groups(store, None, body.labels)
     model = model_info(body.model)
     layers = list(dict.fromkeys(body.layers))
     n_boxes = sum(len(g) for g in groups.values())
     precheck(settings, model, layers, n_boxes)
-    request = SeparationRequest(body.model, layers, body.measure, body.descriptor,
-                                body.grid_size, body.mode)
+    request = SeparationRequest(body.model, layers, body.measure,
+                                body.descriptor or measure.needs, body.grid_size, body.mode,
+                                body.options)
     return answer_or_queue(jobs, settings, "separation", separation_work(request, n_boxes),
                            lambda progress, cancelled: separation_profile(
                                store, settings, model, groups, request, progress, cancelled))
