@@ -61,7 +61,13 @@ def test_coco_round_trip(client: TestClient) -> None:
     response = client.post("/api/import/coco",
                            files={"file": ("c.json", json.dumps(document).encode())})
     assert response.status_code == 200, response.text
-    assert response.json() == {"boxes_added": 3, "images_matched": 2, "skipped": []}
+    assert response.json() == {"boxes_added": 3, "boxes_present": 0, "images_matched": 2,
+                               "skipped": []}
+    assert _boxes(client) == before
+    again = client.post("/api/import/coco",
+                        files={"file": ("c.json", json.dumps(document).encode())})
+    assert again.json() == {"boxes_added": 0, "boxes_present": 3, "images_matched": 2,
+                            "skipped": []}
     assert _boxes(client) == before
 
 
@@ -122,7 +128,8 @@ def test_large_coco_import_runs_as_a_job(data_dir: Path, monkeypatch: pytest.Mon
         client.app.state.jobs.wait(job_id)  # type: ignore[attr-defined]
         job = client.get(f"/api/jobs/{job_id}").json()
         assert job["state"] == "done" and job["progress"] == 1.0 and job["kind"] == "import_coco"
-        assert job["result"] == {"boxes_added": 12, "images_matched": 3, "skipped": []}
+        assert job["result"] == {"boxes_added": 12, "boxes_present": 0, "images_matched": 3,
+                                 "skipped": []}
         counts = [i["box_count"] for i in client.get("/api/images").json()]
         assert counts == [4, 4, 4] and len(images) == 3
 
