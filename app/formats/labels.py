@@ -14,7 +14,9 @@ __all__ = ["MAX_LABEL_LENGTH", "clean_label", "normalize_label"]
 MAX_LABEL_LENGTH = 200
 """The longest label (in characters, after normalisation) a box or image may have."""
 
-_REFUSED_CATEGORIES = frozenset({"Cc", "Cf"})
+# Cc/Cf: control and format characters. Cs: lone surrogates (JSON "\ud800" decodes to one),
+# which no UTF-8 database or response can hold.
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs"})
 
 
 def normalize_label(label: str) -> str:
@@ -38,7 +40,8 @@ def clean_label(label: str, what: str = "a box label") -> str:
     Raises:
         ValueError: the label is not a string, is empty once stripped, is longer than
             :data:`MAX_LABEL_LENGTH`, or holds a control or format character (Unicode
-            categories Cc and Cf: tabs, newlines, NUL, zero-width and direction marks).
+            categories Cc and Cf: tabs, newlines, NUL, zero-width and direction marks) or a
+            lone surrogate (Cs).
     """
     if not isinstance(label, str):
         raise ValueError(f"{what} must be a string, got {type(label).__name__}")

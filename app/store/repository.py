@@ -603,7 +603,7 @@ def _clean_filename(filename: str) -> str:
     """
     name = filename.replace("\\", "/").rsplit("/", 1)[-1]
     name = "".join(c for c in unicodedata.normalize("NFC", name)
-                   if unicodedata.category(c) not in {"Cc", "Cf"}).strip()
+                   if unicodedata.category(c) not in {"Cc", "Cf", "Cs"}).strip()
     return (name or "upload")[:255]
 
 

@@ -65,3 +65,15 @@ def test_labels_are_nfc_and_stripped_and_one_group(client: TestClient) -> None:
     assert len(client.get("/api/images", params={"label": "caf\u00e9"}).json()) == 1
     too_long = client.post(f"/api/images/{image['id']}/boxes", json={**box, "label": "x" * 201})
     assert too_long.status_code == 422
+
+
+def test_a_lone_surrogate_in_json_is_422_not_500(client: TestClient) -> None:
+    image = _upload(client, 4).json()
+    raw = b'{"x": 1, "y": 1, "w": 5, "h": 5, "label": "a\\udc00b"}'
+    added = client.post(f"/api/images/{image['id']}/boxes", content=raw,
+                        headers={"content-type": "application/json"})
+    assert added.status_code == 422  # refused by the body's validation already
+    assert client.get("/api/boxes").json() == []
+    coco = (b'{"images": [], "annotations": [], "categories": [{"id": 1, "name": "\\ud800"}]}')
+    imported = client.post("/api/import/coco", files={"file": ("c.json", coco)})
+    assert imported.status_code == 422 and "U+D800" in imported.json()["detail"]
