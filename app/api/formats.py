@@ -36,19 +36,34 @@ __all__ = ["router"]
 router = APIRouter(prefix="/api", tags=["formats"])
 
 
-@router.post("/import/coco", response_model=ImportResult,
-             responses={202: {"model": JobAccepted, "description": "a large import runs as "
-                              "a job: poll GET /api/jobs/{job_id}"}})
-def post_coco(store: StoreDep, settings: SettingsDep, jobs: JobsDep,
-              file: Annotated[UploadFile, File(description="a COCO JSON file")]
-              ) -> ImportResult | JSONResponse:
+@router.post(
+    "/import/coco",
+    response_model=ImportResult,
+    responses={
+        202: {
+            "model": JobAccepted,
+            "description": "a large import runs as a job: poll GET /api/jobs/{job_id}",
+        }
+    },
+)
+def post_coco(
+    store: StoreDep,
+    settings: SettingsDep,
+    jobs: JobsDep,
+    file: Annotated[UploadFile, File(description="a COCO JSON file")],
+) -> ImportResult | JSONResponse:
     """Add a COCO file's boxes to the stored images with the same file names."""
     document = decode_coco(read_limited(file, settings.max_upload_bytes))
     if annotation_count(document) > settings.import_job_threshold:
-        job_id = jobs.submit("import_coco", lambda progress, cancelled: asdict(
-            imports.import_coco(store, document, progress, cancelled)))
-        return JSONResponse(status_code=status.HTTP_202_ACCEPTED,
-                            content=JobAccepted(job_id=job_id).model_dump())
+        job_id = jobs.submit(
+            "import_coco",
+            lambda progress, cancelled: asdict(
+                imports.import_coco(store, document, progress, cancelled)
+            ),
+        )
+        return JSONResponse(
+            status_code=status.HTTP_202_ACCEPTED, content=JobAccepted(job_id=job_id).model_dump()
+        )
     return ImportResult.of(imports.import_coco(store, document))
 
 
@@ -59,28 +74,41 @@ def get_coco(store: StoreDep) -> dict[str, object]:
 
 
 @router.post("/images/{image_id}/import/voc", response_model=ImportResult)
-def post_voc(image: ImageDep, store: StoreDep, settings: SettingsDep,
-             file: Annotated[UploadFile, File(description="a Pascal VOC XML file")]
-             ) -> ImportResult:
+def post_voc(
+    image: ImageDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    file: Annotated[UploadFile, File(description="a Pascal VOC XML file")],
+) -> ImportResult:
     """Add a Pascal VOC file's boxes to this image (all or none)."""
     boxes = parse_voc(read_limited(file, settings.max_upload_bytes), image.width, image.height)
     return ImportResult.of(imports.import_into_image(store, image, boxes))
 
 
-@router.get("/images/{image_id}/export/voc", response_class=Response,
-            responses={200: {"content": {"application/xml": {}}}})
+@router.get(
+    "/images/{image_id}/export/voc",
+    response_class=Response,
+    responses={200: {"content": {"application/xml": {}}}},
+)
 def get_voc(image: ImageDep, store: StoreDep) -> Response:
     """This image's boxes as Pascal VOC XML."""
     return Response(imports.export_voc(store, image), media_type="application/xml")
 
 
 @router.post("/images/{image_id}/import/yolo", response_model=ImportResult)
-def post_yolo(image: ImageDep, store: StoreDep, settings: SettingsDep,
-              file: Annotated[UploadFile, File(description="YOLO txt: class cx cy w h")],
-              classes: Annotated[str, Form(description="class names, one per line or "
-                                           "comma-separated, index 0 first",
-                                           examples=["cat,dog"])],
-              ) -> ImportResult:
+def post_yolo(
+    image: ImageDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    file: Annotated[UploadFile, File(description="YOLO txt: class cx cy w h")],
+    classes: Annotated[
+        str,
+        Form(
+            description="class names, one per line or comma-separated, index 0 first",
+            examples=["cat,dog"],
+        ),
+    ],
+) -> ImportResult:
     """Add a YOLO txt file's boxes to this image (all or none)."""
     raw = read_limited(file, settings.max_upload_bytes)
     try:
@@ -91,11 +119,20 @@ def post_yolo(image: ImageDep, store: StoreDep, settings: SettingsDep,
     return ImportResult.of(imports.import_into_image(store, image, boxes))
 
 
-@router.get("/images/{image_id}/export/yolo", response_class=Response,
-            responses={200: {"content": {"text/plain": {}}}})
-def get_yolo(image: ImageDep, store: StoreDep,
-             classes: Annotated[str | None, Query(max_length=10_000)] = None) -> Response:
+@router.get(
+    "/images/{image_id}/export/yolo",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}}},
+)
+def get_yolo(
+    image: ImageDep,
+    store: StoreDep,
+    classes: Annotated[str | None, Query(max_length=10_000)] = None,
+) -> Response:
     """This image's boxes as YOLO txt; the class order is in the X-Yolo-Classes header."""
     names = parse_classes(classes) if classes else sorted(store.labels())
-    return Response(imports.export_yolo(store, image, names), media_type="text/plain",
-                    headers={"X-Yolo-Classes": json.dumps(names)})
+    return Response(
+        imports.export_yolo(store, image, names),
+        media_type="text/plain",
+        headers={"X-Yolo-Classes": json.dumps(names)},
+    )

@@ -16,8 +16,16 @@ from typing import Any
 from app.formats.labels import clean_label
 from app.formats.records import LabeledBox, finite_number
 
-__all__ = ["CocoId", "CocoImage", "CocoAnnotation", "CocoDocument", "decode_coco",
-           "parse_coco", "write_coco", "annotation_count"]
+__all__ = [
+    "CocoId",
+    "CocoImage",
+    "CocoAnnotation",
+    "CocoDocument",
+    "decode_coco",
+    "parse_coco",
+    "write_coco",
+    "annotation_count",
+]
 
 CocoId = int | str
 _MAX_ID = 2**63 - 1
@@ -62,8 +70,9 @@ def decode_coco(raw: bytes) -> CocoDocument:
     try:
         document = json.loads(raw)
     except RecursionError:
-        raise ValueError("the COCO file is not JSON this reader accepts (nested too deep)"
-                         ) from None
+        raise ValueError(
+            "the COCO file is not JSON this reader accepts (nested too deep)"
+        ) from None
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, too many digits
         raise ValueError(f"the COCO file is not JSON ({exc})") from None
     return parse_coco(document)
@@ -87,8 +96,9 @@ def parse_coco(document: Any) -> CocoDocument:
             ``category_id`` one of the categories, ``width``/``height`` positive integers.
     """
     if not isinstance(document, dict):
-        raise ValueError("a COCO file is a JSON object with 'images', 'annotations' and "
-                         "'categories' lists")
+        raise ValueError(
+            "a COCO file is a JSON object with 'images', 'annotations' and 'categories' lists"
+        )
     for key in ("images", "annotations", "categories"):
         if not isinstance(document.get(key), list):
             raise ValueError(f"the COCO file needs a list '{key}'")
@@ -107,21 +117,21 @@ def parse_coco(document: Any) -> CocoDocument:
         if image.id in seen:
             raise ValueError(f"the COCO image id {image.id!r} is used twice in 'images'")
         seen.add(image.id)
-    annotations = [_annotation(entry, index, categories)
-                   for index, entry in enumerate(document["annotations"])]
+    annotations = [
+        _annotation(entry, index, categories) for index, entry in enumerate(document["annotations"])
+    ]
     return CocoDocument(images, annotations, categories)
 
 
 def _id(value: Any, what: str) -> CocoId:
     if isinstance(value, bool) or not isinstance(value, int | str):
-        raise ValueError(f"{what} must be an integer (or a string), got "
-                         f"{type(value).__name__}")
+        raise ValueError(f"{what} must be an integer (or a string), got {type(value).__name__}")
     if isinstance(value, int) and not 0 <= value <= _MAX_ID:
-        raise ValueError(f"{what} must be an integer from 0 to {_MAX_ID}, got "
-                         f"{str(value)[:40]}")
+        raise ValueError(f"{what} must be an integer from 0 to {_MAX_ID}, got {str(value)[:40]}")
     if isinstance(value, str) and not 0 < len(value) <= _MAX_ID_CHARS:
-        raise ValueError(f"{what} as a string has 1 to {_MAX_ID_CHARS} characters, got "
-                         f"{len(value)}")
+        raise ValueError(
+            f"{what} as a string has 1 to {_MAX_ID_CHARS} characters, got {len(value)}"
+        )
     return value
 
 
@@ -136,13 +146,19 @@ def _size(value: Any, what: str) -> int | None:
 
 def _image(entry: Any, index: int) -> CocoImage:
     where = f"COCO image {index}"
-    if not isinstance(entry, dict) or "id" not in entry or not isinstance(
-            entry.get("file_name"), str):
+    if (
+        not isinstance(entry, dict)
+        or "id" not in entry
+        or not isinstance(entry.get("file_name"), str)
+    ):
         raise ValueError(f"{where}: every COCO image needs an 'id' and a string 'file_name'")
     name = entry["file_name"].replace("\\", "/").rsplit("/", 1)[-1]
-    return CocoImage(_id(entry["id"], f"{where}'s 'id'"), name,
-                     _size(entry.get("width"), f"{where}'s 'width'"),
-                     _size(entry.get("height"), f"{where}'s 'height'"))
+    return CocoImage(
+        _id(entry["id"], f"{where}'s 'id'"),
+        name,
+        _size(entry.get("width"), f"{where}'s 'width'"),
+        _size(entry.get("height"), f"{where}'s 'height'"),
+    )
 
 
 def _annotation(entry: Any, index: int, categories: dict[CocoId, str]) -> CocoAnnotation:
@@ -160,12 +176,16 @@ def _annotation(entry: Any, index: int, categories: dict[CocoId, str]) -> CocoAn
     if category not in categories:
         raise ValueError(f"{where} has category_id {category!r}, not in 'categories'")
     annotation_id = None if entry.get("id") is None else _id(entry["id"], f"{where}'s 'id'")
-    return CocoAnnotation(annotation_id, _id(entry["image_id"], f"{where}'s 'image_id'"),
-                          LabeledBox(x, y, w, h, categories[category]))
+    return CocoAnnotation(
+        annotation_id,
+        _id(entry["image_id"], f"{where}'s 'image_id'"),
+        LabeledBox(x, y, w, h, categories[category]),
+    )
 
 
-def write_coco(images: Sequence[CocoImage],
-               boxes: Sequence[tuple[CocoId, CocoId, LabeledBox]]) -> dict[str, Any]:
+def write_coco(
+    images: Sequence[CocoImage], boxes: Sequence[tuple[CocoId, CocoId, LabeledBox]]
+) -> dict[str, Any]:
     """One COCO document from images and ``(box id, image id, box)`` triples.
 
     Category ids number the labels in sorted order from 1.
@@ -174,13 +194,22 @@ def write_coco(images: Sequence[CocoImage],
     category_ids = {label: i + 1 for i, label in enumerate(labels)}
     return {
         "info": {"description": "FeatureGap export"},
-        "images": [{"id": i.id, "file_name": i.file_name, "width": i.width, "height": i.height}
-                   for i in images],
+        "images": [
+            {"id": i.id, "file_name": i.file_name, "width": i.width, "height": i.height}
+            for i in images
+        ],
         "annotations": [
-            {"id": box_id, "image_id": image_id, "category_id": category_ids[box.label],
-             "bbox": [box.x, box.y, box.w, box.h], "area": box.w * box.h, "iscrowd": 0}
+            {
+                "id": box_id,
+                "image_id": image_id,
+                "category_id": category_ids[box.label],
+                "bbox": [box.x, box.y, box.w, box.h],
+                "area": box.w * box.h,
+                "iscrowd": 0,
+            }
             for box_id, image_id, box in boxes
         ],
-        "categories": [{"id": category_ids[label], "name": label, "supercategory": ""}
-                       for label in labels],
+        "categories": [
+            {"id": category_ids[label], "name": label, "supercategory": ""} for label in labels
+        ],
     }

@@ -36,16 +36,19 @@ def parse_voc(text: bytes, width: int, height: int) -> list[LabeledBox]:
     try:
         root = SafeET.fromstring(text, forbid_dtd=True)
     except (ET.ParseError, DefusedXmlException, ValueError) as exc:
-        raise ValueError(f"not a Pascal VOC XML file ({exc}); DTDs and entities are refused"
-                         ) from None
+        raise ValueError(
+            f"not a Pascal VOC XML file ({exc}); DTDs and entities are refused"
+        ) from None
     if root.tag != "annotation":
         raise ValueError(f"a Pascal VOC file's root element is <annotation>, not <{root.tag}>")
     size = root.find("size")
     if size is not None:
         given = (_int_of(size, "width"), _int_of(size, "height"))
         if given != (width, height) and all(given):
-            raise ValueError(f"the VOC file is for a {given[0]}×{given[1]} image; this image "
-                             f"is {width}×{height} as displayed")
+            raise ValueError(
+                f"the VOC file is for a {given[0]}×{given[1]} image; this image "
+                f"is {width}×{height} as displayed"
+            )
     boxes: list[LabeledBox] = []
     for number, obj in enumerate(root.iter("object"), start=1):
         name = obj.findtext("name")
@@ -96,8 +99,12 @@ def write_voc(file_name: str, width: int, height: int, boxes: Sequence[LabeledBo
         bndbox = ET.SubElement(obj, "bndbox")
         xmin, ymin = round(box.x) + 1, round(box.y) + 1
         xmax, ymax = round(box.x + box.w), round(box.y + box.h)
-        for tag, value in (("xmin", xmin), ("ymin", ymin), ("xmax", max(xmax, xmin)),
-                           ("ymax", max(ymax, ymin))):
+        for tag, value in (
+            ("xmin", xmin),
+            ("ymin", ymin),
+            ("xmax", max(xmax, xmin)),
+            ("ymax", max(ymax, ymin)),
+        ):
             ET.SubElement(bndbox, tag).text = str(value)
     ET.indent(root)
     return ET.tostring(root, encoding="unicode") + "\n"

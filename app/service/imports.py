@@ -21,8 +21,15 @@ from app.formats.yolo import write_yolo
 from app.jobs import JobCancelled, Progress
 from app.store import ImageRecord, Store
 
-__all__ = ["BATCH_BOXES", "ImportSummary", "import_coco", "import_into_image", "export_coco",
-           "export_voc", "export_yolo"]
+__all__ = [
+    "BATCH_BOXES",
+    "ImportSummary",
+    "import_coco",
+    "import_into_image",
+    "export_coco",
+    "export_voc",
+    "export_yolo",
+]
 
 BATCH_BOXES = 1000
 """About how many boxes one import transaction writes (an image is never split)."""
@@ -42,8 +49,9 @@ def _name_key(name: str) -> str:
     return unicodedata.normalize("NFC", name).strip()
 
 
-def _match_images(store: Store, document: CocoDocument, summary: ImportSummary
-                  ) -> dict[CocoId, ImageRecord]:
+def _match_images(
+    store: Store, document: CocoDocument, summary: ImportSummary
+) -> dict[CocoId, ImageRecord]:
     stored: dict[str, ImageRecord] = {}
     for record in store.images():
         stored.setdefault(_name_key(record.filename), record)
@@ -51,21 +59,24 @@ def _match_images(store: Store, document: CocoDocument, summary: ImportSummary
     for entry in document.images:
         match = stored.get(_name_key(entry.file_name))
         if match is None:
-            summary.skipped.append(f"image {entry.file_name!r}: not uploaded (upload it "
-                                   "first, same file name)")
+            summary.skipped.append(
+                f"image {entry.file_name!r}: not uploaded (upload it first, same file name)"
+            )
             continue
         if None not in (entry.width, entry.height) and (entry.width, entry.height) != (
-                match.width, match.height):
+            match.width,
+            match.height,
+        ):
             summary.skipped.append(
                 f"image {entry.file_name!r}: COCO says {entry.width}×{entry.height}, the "
-                f"stored image is {match.width}×{match.height} as displayed")
+                f"stored image is {match.width}×{match.height} as displayed"
+            )
             continue
         targets[entry.id] = match
     return targets
 
 
-def _batches(per_image: dict[int, list[LabeledBox]]
-             ) -> list[dict[int, list[LabeledBox]]]:
+def _batches(per_image: dict[int, list[LabeledBox]]) -> list[dict[int, list[LabeledBox]]]:
     batches: list[dict[int, list[LabeledBox]]] = []
     current: dict[int, list[LabeledBox]] = {}
     size = 0
@@ -80,8 +91,12 @@ def _batches(per_image: dict[int, list[LabeledBox]]
     return batches
 
 
-def import_coco(store: Store, document: CocoDocument, progress: Progress | None = None,
-                cancelled: Callable[[], bool] | None = None) -> ImportSummary:
+def import_coco(
+    store: Store,
+    document: CocoDocument,
+    progress: Progress | None = None,
+    cancelled: Callable[[], bool] | None = None,
+) -> ImportSummary:
     """Add a COCO document's boxes to the stored images with the same file names.
 
     Each image's boxes are added all or none; an image whose boxes cannot be added is
@@ -109,19 +124,22 @@ def import_coco(store: Store, document: CocoDocument, progress: Progress | None 
     for done, batch in enumerate(batches, start=1):
         if cancelled is not None and cancelled():
             raise JobCancelled()
-        count = store.import_boxes({image_id: [b.as_tuple() for b in boxes]
-                                    for image_id, boxes in batch.items()})
+        count = store.import_boxes(
+            {image_id: [b.as_tuple() for b in boxes] for image_id, boxes in batch.items()}
+        )
         summary.boxes_added += count.added
         summary.boxes_present += count.present
-        summary.skipped.extend(f"image {image_id}: {reason}"
-                               for image_id, reason in count.skipped.items())
+        summary.skipped.extend(
+            f"image {image_id}: {reason}" for image_id, reason in count.skipped.items()
+        )
         if progress is not None:
             progress(done / len(batches), f"{done}/{len(batches)} batches")
     return summary
 
 
-def import_into_image(store: Store, image: ImageRecord, boxes: Sequence[LabeledBox]
-                      ) -> ImportSummary:
+def import_into_image(
+    store: Store, image: ImageRecord, boxes: Sequence[LabeledBox]
+) -> ImportSummary:
     """Add one image's boxes from a VOC or YOLO file (all or none; those there stay once).
 
     Raises:
@@ -132,8 +150,10 @@ def import_into_image(store: Store, image: ImageRecord, boxes: Sequence[LabeledB
 
 
 def _labeled(store: Store, image_id: int | None = None) -> list[tuple[int, int, LabeledBox]]:
-    return [(b.id, b.image_id, LabeledBox(b.x, b.y, b.w, b.h, b.label))
-            for b in store.boxes(image_id=image_id)]
+    return [
+        (b.id, b.image_id, LabeledBox(b.x, b.y, b.w, b.h, b.label))
+        for b in store.boxes(image_id=image_id)
+    ]
 
 
 def export_coco(store: Store) -> dict[str, object]:

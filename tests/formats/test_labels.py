@@ -18,9 +18,24 @@ def test_nfc_and_strip() -> None:
     assert clean_label("a <b> & 'c' \"d\"") == "a <b> & 'c' \"d\""
 
 
-@pytest.mark.parametrize("char", ["\x00", "\x07", "\x1b", "\x7f", "\x85", "\u200b",
-                                  "\u200d", "\u202e", "\ufeff", "\u00ad", "\t", "\n",
-                                  "\ud800"])
+@pytest.mark.parametrize(
+    "char",
+    [
+        "\x00",
+        "\x07",
+        "\x1b",
+        "\x7f",
+        "\x85",
+        "\u200b",
+        "\u200d",
+        "\u202e",
+        "\ufeff",
+        "\u00ad",
+        "\t",
+        "\n",
+        "\ud800",
+    ],
+)
 def test_control_and_format_characters_are_refused(char: str) -> None:
     assert unicodedata.category(char) in {"Cc", "Cf", "Cs"}
     with pytest.raises(ValueError, match=f"U\\+{ord(char):04X} at position 1"):

@@ -18,28 +18,37 @@ def test_parse_by_hand() -> None:
     assert parse_voc(VOC, 40, 30) == [LabeledBox(0, 1, 10, 4.5, "caf\u00e9")]
 
 
-@pytest.mark.parametrize(("xml", "message"), [
-    (b"""<!DOCTYPE a [<!ENTITY e "x">]><annotation/>""", "refused"),
-    (b"<annotation", "not a Pascal VOC"),
-    (b"<other/>", "<annotation>"),
-    (VOC.replace(b"<width>40", b"<width>41"), "41\u00d730"),
-    (VOC.replace(b"<xmin>1<", b"<xmin>nan<"), "<xmin> must be a finite number"),
-    (VOC.replace(b"<xmin>1<", b"<xmin>" + b"9" * 400 + b"<"), "<xmin> must be a finite"),
-    (VOC.replace(b"<ymax>5.5<", b"<ymax>1e999<"), "<ymax> must be a finite"),
-    (VOC.replace(b"<xmax>10</xmax>", b""), "<xmax>"),
-    (VOC.replace(b"<width>40", b"<width>inf"), "<width>"),
-    (VOC.replace(b" cafe\xcc\x81 ", b"a&#x200b;b"), "U\\+200B"),
-    (VOC.replace(b" cafe\xcc\x81 ", b"a&#x1b;b"), "not a Pascal VOC"),
-    (VOC.replace(b" cafe\xcc\x81 ", b"x" * 201), "at most 200"),
-    (VOC.replace(b"<name> cafe\xcc\x81 </name>", b""), "<name>"),
-])
+@pytest.mark.parametrize(
+    ("xml", "message"),
+    [
+        (b"""<!DOCTYPE a [<!ENTITY e "x">]><annotation/>""", "refused"),
+        (b"<annotation", "not a Pascal VOC"),
+        (b"<other/>", "<annotation>"),
+        (VOC.replace(b"<width>40", b"<width>41"), "41\u00d730"),
+        (VOC.replace(b"<xmin>1<", b"<xmin>nan<"), "<xmin> must be a finite number"),
+        (VOC.replace(b"<xmin>1<", b"<xmin>" + b"9" * 400 + b"<"), "<xmin> must be a finite"),
+        (VOC.replace(b"<ymax>5.5<", b"<ymax>1e999<"), "<ymax> must be a finite"),
+        (VOC.replace(b"<xmax>10</xmax>", b""), "<xmax>"),
+        (VOC.replace(b"<width>40", b"<width>inf"), "<width>"),
+        (VOC.replace(b" cafe\xcc\x81 ", b"a&#x200b;b"), "U\\+200B"),
+        (VOC.replace(b" cafe\xcc\x81 ", b"a&#x1b;b"), "not a Pascal VOC"),
+        (VOC.replace(b" cafe\xcc\x81 ", b"x" * 201), "at most 200"),
+        (VOC.replace(b"<name> cafe\xcc\x81 </name>", b""), "<name>"),
+    ],
+)
 def test_bad_files_are_refused_with_a_message(xml: bytes, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         parse_voc(xml, 40, 30)
 
 
-NASTY = ["a <b> & c", "\"quoted\" 'single'", "]]> end", "caf\u00e9 \U0001f408 \u4e2d",
-         "&amp; literal", "x" * 200]
+NASTY = [
+    "a <b> & c",
+    "\"quoted\" 'single'",
+    "]]> end",
+    "caf\u00e9 \U0001f408 \u4e2d",
+    "&amp; literal",
+    "x" * 200,
+]
 
 
 def test_written_xml_is_well_formed_and_reads_back_to_the_same_boxes() -> None:

@@ -24,17 +24,20 @@ def test_classes_by_line_or_comma_cleaned() -> None:
         parse_classes("a\u200bb,c")
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("0 0.5 0.5 0.1", "line 1"),
-    ("0 0.5 0.5 0.1 0.1 0.9", "line 1"),
-    ("0 0.5 0.5 0.1 0.1\nx 1 1 1 1", "line 2"),
-    ("0.0 0.5 0.5 0.1 0.1", "integer class"),
-    ("0 nan 0.5 0.1 0.1", "finite numbers"),
-    ("0 0.5 inf 0.1 0.1", "finite numbers"),
-    ("0 0.5 0.5 1e999 0.1", "finite numbers"),
-    ("2 0.5 0.5 0.1 0.1", "only 2 class names"),
-    ("-1 0.5 0.5 0.1 0.1", "class -1"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("0 0.5 0.5 0.1", "line 1"),
+        ("0 0.5 0.5 0.1 0.1 0.9", "line 1"),
+        ("0 0.5 0.5 0.1 0.1\nx 1 1 1 1", "line 2"),
+        ("0.0 0.5 0.5 0.1 0.1", "integer class"),
+        ("0 nan 0.5 0.1 0.1", "finite numbers"),
+        ("0 0.5 inf 0.1 0.1", "finite numbers"),
+        ("0 0.5 0.5 1e999 0.1", "finite numbers"),
+        ("2 0.5 0.5 0.1 0.1", "only 2 class names"),
+        ("-1 0.5 0.5 0.1 0.1", "class -1"),
+    ],
+)
 def test_bad_lines_are_refused_with_their_number(text: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         parse_yolo(text, ["a", "b"], 40, 20)

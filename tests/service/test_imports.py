@@ -29,29 +29,42 @@ BOXES_PER_IMAGE = 3
 
 def _png(seed: int) -> bytes:
     buffer = io.BytesIO()
-    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (23, 37, 3), np.uint8)
-                    ).save(buffer, format="PNG")
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (23, 37, 3), np.uint8)).save(
+        buffer, format="PNG"
+    )
     return buffer.getvalue()
 
 
 def _coco() -> dict[str, Any]:
     return {
-        "images": [{"id": 100 + i, "file_name": f"img/{i}.png", "width": 37, "height": 23}
-                   for i in range(N_IMAGES)],
+        "images": [
+            {"id": 100 + i, "file_name": f"img/{i}.png", "width": 37, "height": 23}
+            for i in range(N_IMAGES)
+        ],
         "categories": [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}],
         # A repeated annotation (k = 0 and 1 share geometry) must arrive twice, once each.
-        "annotations": [{"id": k, "image_id": 100 + k // BOXES_PER_IMAGE,
-                         "category_id": 1 + (k % 3 == 2), "bbox": [max(k % 3, 1), 1.5, 4, 5]}
-                        for k in range(N_IMAGES * BOXES_PER_IMAGE)],
+        "annotations": [
+            {
+                "id": k,
+                "image_id": 100 + k // BOXES_PER_IMAGE,
+                "category_id": 1 + (k % 3 == 2),
+                "bbox": [max(k % 3, 1), 1.5, 4, 5],
+            }
+            for k in range(N_IMAGES * BOXES_PER_IMAGE)
+        ],
     }
 
 
 def _expected(document: dict[str, Any], store: Store) -> list[tuple[Any, ...]]:
-    ids = {f"{i}.png": image.id for i, image in enumerate(sorted(store.images(),
-                                                                 key=lambda r: r.filename))}
+    ids = {
+        f"{i}.png": image.id
+        for i, image in enumerate(sorted(store.images(), key=lambda r: r.filename))
+    }
     labels = {c["id"]: c["name"] for c in document["categories"]}
-    return sorted((ids[f"{a['image_id'] - 100}.png"], *map(float, a["bbox"]),
-                   labels[a["category_id"]]) for a in document["annotations"])
+    return sorted(
+        (ids[f"{a['image_id'] - 100}.png"], *map(float, a["bbox"]), labels[a["category_id"]])
+        for a in document["annotations"]
+    )
 
 
 def _held(store: Store) -> list[tuple[Any, ...]]:
@@ -85,7 +98,8 @@ def test_import_twice_adds_the_file_once(store: Store) -> None:
 
 
 def test_a_failure_inside_a_batch_rolls_that_batch_back_and_a_retry_completes(
-        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
     calls: list[int] = []
     real = Store._missing_rows
 
@@ -108,8 +122,9 @@ def test_a_failure_inside_a_batch_rolls_that_batch_back_and_a_retry_completes(
 def test_a_cancel_keeps_finished_batches_and_a_retry_adds_the_rest(store: Store) -> None:
     progress: list[float] = []
     with pytest.raises(JobCancelled):
-        imports.import_coco(store, _document(), lambda f, _m: progress.append(f),
-                            lambda: len(progress) >= 2)
+        imports.import_coco(
+            store, _document(), lambda f, _m: progress.append(f), lambda: len(progress) >= 2
+        )
     assert progress == [0.25, 0.5] and len(store.boxes()) == 4 * BOXES_PER_IMAGE
     retry = imports.import_coco(store, _document())
     assert (retry.boxes_added, retry.boxes_present) == (9, 12)
@@ -140,8 +155,11 @@ def test_kill_9_mid_import_then_retry_holds_the_file_once(tmp_path: Path) -> Non
     coco.write_text(json.dumps(_coco()))
     marker = tmp_path / "marker"
     root = Path(__file__).resolve().parents[2]
-    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(settings.data_dir), str(coco),
-                              str(marker)], cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, str(settings.data_dir), str(coco), str(marker)],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
     try:
         deadline = time.monotonic() + 120
         while not marker.exists():

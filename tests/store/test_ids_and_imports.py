@@ -19,13 +19,15 @@ from app.store.tables import SCHEMA_VERSION, Base
 
 def _png(width: int, height: int, seed: int) -> bytes:
     buffer = io.BytesIO()
-    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (height, width, 3), np.uint8)
-                    ).save(buffer, format="PNG")
+    Image.fromarray(
+        np.random.default_rng(seed).integers(0, 256, (height, width, 3), np.uint8)
+    ).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
 def test_ids_of_deleted_newest_rows_are_not_given_again_even_after_a_restart(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     settings = Settings(data_dir=tmp_path / "data")
     store = Store(settings)
     a, _ = store.add_image(_png(20, 20, 1), "a.png")
@@ -54,18 +56,27 @@ def _legacy_store(path: Path) -> None:
         for index in table.indexes:
             connection.execute(str(CreateIndex(index).compile(dialect=dialect)))
     connection.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
-    connection.execute("INSERT INTO images (id, sha256, filename, width, height, format, "
-                       "created_at) VALUES (1, ?, 'a.png', 20, 20, 'PNG', '2026-01-01')",
-                       ("0" * 64,))
+    connection.execute(
+        "INSERT INTO images (id, sha256, filename, width, height, format, "
+        "created_at) VALUES (1, ?, 'a.png', 20, 20, 'PNG', '2026-01-01')",
+        ("0" * 64,),
+    )
     for box_id in (1, 2, 3):
-        connection.execute("INSERT INTO boxes (id, image_id, x, y, w, h, label, created_at) "
-                           "VALUES (?, 1, ?, 0, 5, 5, 'cat', '2026-01-01')", (box_id, box_id))
-    connection.execute("INSERT INTO results (key, kind, json, image_id, created_at) "
-                       "VALUES ('k', 'kind', '[1]', 1, '2026-01-01')")
+        connection.execute(
+            "INSERT INTO boxes (id, image_id, x, y, w, h, label, created_at) "
+            "VALUES (?, 1, ?, 0, 5, 5, 'cat', '2026-01-01')",
+            (box_id, box_id),
+        )
+    connection.execute(
+        "INSERT INTO results (key, kind, json, image_id, created_at) "
+        "VALUES ('k', 'kind', '[1]', 1, '2026-01-01')"
+    )
     connection.execute("DELETE FROM boxes WHERE id = 3")
     # The old behaviour this upgrade ends: the deleted newest id comes back.
-    reused = connection.execute("INSERT INTO boxes (image_id, x, y, w, h, label, created_at) "
-                                "VALUES (1, 9, 0, 5, 5, 'dog', '2026-01-01')").lastrowid
+    reused = connection.execute(
+        "INSERT INTO boxes (image_id, x, y, w, h, label, created_at) "
+        "VALUES (1, 9, 0, 5, 5, 'dog', '2026-01-01')"
+    ).lastrowid
     assert reused == 3
     connection.execute("DELETE FROM boxes WHERE id = 3")
     connection.commit()
@@ -98,16 +109,21 @@ def test_import_boxes_adds_only_what_is_missing_and_counts_repeats(tmp_path: Pat
     store = Store(Settings(data_dir=tmp_path / "data"))
     a, _ = store.add_image(_png(37, 23, 4), "a.png")
     b, _ = store.add_image(_png(37, 23, 5), "b.png")
-    wanted = {a.id: [(1.5, 2, 3, 4, "cat"), (1.5, 2, 3, 4, "cat"), (-2, 0, 5, 5, "dog")],
-              b.id: [(0, 0, 37, 23, "cafe\u0301")]}
+    wanted = {
+        a.id: [(1.5, 2, 3, 4, "cat"), (1.5, 2, 3, 4, "cat"), (-2, 0, 5, 5, "dog")],
+        b.id: [(0, 0, 37, 23, "cafe\u0301")],
+    }
     first = store.import_boxes(wanted)
     assert (first.added, first.present, first.skipped) == (4, 0, {})
     again = store.import_boxes(wanted)
     assert (again.added, again.present, again.skipped) == (0, 4, {})
     boxes = store.boxes()
     assert sorted((x.image_id, x.x, x.y, x.w, x.h, x.label) for x in boxes) == [
-        (a.id, 0, 0, 3, 5, "dog"), (a.id, 1.5, 2, 3, 4, "cat"), (a.id, 1.5, 2, 3, 4, "cat"),
-        (b.id, 0, 0, 37, 23, "caf\u00e9")]
+        (a.id, 0, 0, 3, 5, "dog"),
+        (a.id, 1.5, 2, 3, 4, "cat"),
+        (a.id, 1.5, 2, 3, 4, "cat"),
+        (b.id, 0, 0, 37, 23, "caf\u00e9"),
+    ]
     store.delete_box(next(x.id for x in boxes if x.label == "cat"))
     third = store.import_boxes(wanted)
     assert (third.added, third.present) == (1, 3)
@@ -118,15 +134,18 @@ def test_import_boxes_skips_a_bad_image_whole_and_keeps_the_others(tmp_path: Pat
     store = Store(Settings(data_dir=tmp_path / "data", max_boxes_per_image=2))
     a, _ = store.add_image(_png(20, 20, 6), "a.png")
     b, _ = store.add_image(_png(20, 20, 7), "b.png")
-    count = store.import_boxes({a.id: [(0, 0, 5, 5, "ok"), (30, 30, 5, 5, "outside")],
-                                b.id: [(0, 0, 5, 5, "ok")],
-                                999: [(0, 0, 5, 5, "ok")]})
+    count = store.import_boxes(
+        {
+            a.id: [(0, 0, 5, 5, "ok"), (30, 30, 5, 5, "outside")],
+            b.id: [(0, 0, 5, 5, "ok")],
+            999: [(0, 0, 5, 5, "ok")],
+        }
+    )
     assert count.added == 1 and set(count.skipped) == {a.id, 999}
     assert "20×20" in count.skipped[a.id] and "no image with id 999" in count.skipped[999]
     assert [(x.image_id, x.label) for x in store.boxes()] == [(b.id, "ok")]
     with pytest.raises(ValueError, match="limit of 2 boxes"):
-        store.import_image_boxes(b.id, [(0, 0, 5, 5, "ok"), (1, 1, 5, 5, "x"),
-                                        (2, 2, 5, 5, "y")])
+        store.import_image_boxes(b.id, [(0, 0, 5, 5, "ok"), (1, 1, 5, 5, "x"), (2, 2, 5, 5, "y")])
     assert store.import_image_boxes(b.id, [(0, 0, 5, 5, "ok"), (1, 1, 5, 5, "x")]).added == 1
 
 
@@ -135,9 +154,11 @@ def test_every_store_entry_refuses_bad_labels(tmp_path: Path, label: str) -> Non
     store = Store(Settings(data_dir=tmp_path / "data"))
     image, _ = store.add_image(_png(20, 20, 8), "a.png")
     box = store.add_box(image.id, 0, 0, 5, 5, "ok")
-    for attempt in (lambda: store.add_box(image.id, 0, 0, 5, 5, label),
-                    lambda: store.update_box(box.id, label=label),
-                    lambda: store.import_image_boxes(image.id, [(1, 1, 5, 5, label)])):
+    for attempt in (
+        lambda: store.add_box(image.id, 0, 0, 5, 5, label),
+        lambda: store.update_box(box.id, label=label),
+        lambda: store.import_image_boxes(image.id, [(1, 1, 5, 5, label)]),
+    ):
         with pytest.raises(ValueError, match="label"):
             attempt()
     if label.strip():
