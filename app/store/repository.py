@@ -308,13 +308,6 @@ class Store:
         with self._read() as session:
             return [_image_record(row, int(n)) for row, n in session.execute(query)]
 
-    def images_by_filename(self) -> dict[str, ImageRecord]:
-        """Images keyed by their uploaded file name (the first one wins on duplicates)."""
-        out: dict[str, ImageRecord] = {}
-        for record in self.images():
-            out.setdefault(record.filename, record)
-        return out
-
     def delete_image(self, image_id: int) -> None:
         """Delete an image with its boxes, cached results and, if unused, its file.
 
