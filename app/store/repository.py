@@ -196,15 +196,17 @@ class Store:
             connection.execute("PRAGMA foreign_keys=OFF")
             try:
                 connection.execute("BEGIN IMMEDIATE")
+                before = set(connection.execute("PRAGMA foreign_key_check").fetchall())
                 for table in stale:
                     self._rebuild(connection, table)
-                broken = connection.execute("PRAGMA foreign_key_check").fetchall()
+                broken = set(connection.execute("PRAGMA foreign_key_check").fetchall()) - before
                 if broken:
                     raise RuntimeError(f"rebuilding the store's tables broke foreign keys "
-                                       f"{broken[:5]}; the store was left unchanged")
+                                       f"{sorted(broken)[:5]}; the store was left unchanged")
                 connection.execute("COMMIT")
             except BaseException:
-                connection.execute("ROLLBACK")
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
                 raise
             finally:
                 connection.execute("PRAGMA foreign_keys=ON")

@@ -176,3 +176,30 @@ def test_labels_are_stored_nfc_and_found_by_any_form(tmp_path: Path) -> None:
     assert store.boxes(labels=["A\u030angstro\u0308m"]) == [box]
     assert [i.id for i in store.images(label="cafe\u0301")] == [image.id]
     assert store.update_box(box.id, label="cafe\u0301").label == "caf\u00e9"
+
+
+def test_a_failed_upgrade_leaves_the_old_store_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "old.db"
+    _legacy_store(path)
+    with sqlite3.connect(path) as connection:
+        schema_before = sorted(connection.execute("SELECT name, sql FROM sqlite_master"))
+    real = Store._rebuild
+    done: list[str] = []
+
+    def failing(self: Store, connection: object, table: object) -> None:
+        if done:
+            raise OSError("disk full")
+        real(self, connection, table)  # type: ignore[arg-type]
+        done.append("one")
+
+    monkeypatch.setattr(Store, "_rebuild", failing)
+    settings = Settings(data_dir=tmp_path / "data", database_url=f"sqlite:///{path}")
+    with pytest.raises(OSError, match="disk full"):
+        Store(settings)
+    with sqlite3.connect(path) as connection:
+        assert sorted(connection.execute("SELECT name, sql FROM sqlite_master")) == schema_before
+        assert connection.execute("SELECT id FROM boxes ORDER BY id").fetchall() == [(1,), (2,)]
+    monkeypatch.setattr(Store, "_rebuild", real)
+    assert [b.id for b in Store(settings).boxes()] == [1, 2]
