@@ -35,6 +35,30 @@ __all__ = ["router"]
 
 router = APIRouter(prefix="/api", tags=["formats"])
 
+# A refused file answers {"detail": "<what to fix>"}; a malformed request (no file part)
+# answers FastAPI's list of field errors. Both are documented, so clients and schemathesis
+# know either shape.
+_REFUSED: dict[int | str, dict[str, Any]] = {
+    422: {
+        "description": "the file is malformed or hostile (detail says what to fix), or the "
+        "request lacks a field",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "anyOf": [
+                        {
+                            "type": "object",
+                            "properties": {"detail": {"type": "string"}},
+                            "required": ["detail"],
+                        },
+                        {"$ref": "#/components/schemas/HTTPValidationError"},
+                    ]
+                }
+            }
+        },
+    }
+}
+
 
 @router.post(
     "/import/coco",
@@ -43,7 +67,8 @@ router = APIRouter(prefix="/api", tags=["formats"])
         202: {
             "model": JobAccepted,
             "description": "a large import runs as a job: poll GET /api/jobs/{job_id}",
-        }
+        },
+        **_REFUSED,
     },
 )
 def post_coco(
@@ -73,7 +98,7 @@ def get_coco(store: StoreDep) -> dict[str, object]:
     return imports.export_coco(store)
 
 
-@router.post("/images/{image_id}/import/voc", response_model=ImportResult)
+@router.post("/images/{image_id}/import/voc", response_model=ImportResult, responses=_REFUSED)
 def post_voc(
     image: ImageDep,
     store: StoreDep,
@@ -95,7 +120,7 @@ def get_voc(image: ImageDep, store: StoreDep) -> Response:
     return Response(imports.export_voc(store, image), media_type="application/xml")
 
 
-@router.post("/images/{image_id}/import/yolo", response_model=ImportResult)
+@router.post("/images/{image_id}/import/yolo", response_model=ImportResult, responses=_REFUSED)
 def post_yolo(
     image: ImageDep,
     store: StoreDep,
