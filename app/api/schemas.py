@@ -114,9 +114,10 @@ class JobAccepted(BaseModel):
     state: str = "queued"
 
 
-class ImportResult(BaseModel):
-    """What an import added and what it skipped (with the reason)."""
+class ImportResult(_FromRecord):
+    """What an import added, found already there (not added twice) and skipped (why)."""
 
     boxes_added: int
+    boxes_present: int = 0
     images_matched: int
     skipped: list[str]

@@ -25,6 +25,9 @@ class ImageRow(Base):
     """An uploaded picture, stored once per content hash."""
 
     __tablename__ = "images"
+    # AUTOINCREMENT: an id is never handed out twice, even after the newest row is deleted,
+    # so an exported id cannot later name another image.
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     sha256: Mapped[str] = mapped_column(String(64), unique=True, index=True)
@@ -40,6 +43,7 @@ class BoxRow(Base):
     """A box ``x, y, w, h`` in the displayed image's pixels, with its label."""
 
     __tablename__ = "boxes"
+    __table_args__ = {"sqlite_autoincrement": True}  # ids never reused (see ImageRow)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     image_id: Mapped[int] = mapped_column(
