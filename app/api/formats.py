@@ -25,7 +25,7 @@ from defusedxml import DefusedXmlException
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
 from fastapi.responses import JSONResponse
 
-from app.api.deps import ImageDep, JobsDep, SettingsDep, StoreDep
+from app.api.deps import ImageDep, JobsDep, PoolDep, SettingsDep, StoreDep
 from app.api.images import read_limited
 from app.api.schemas import ImportResult, JobAccepted
 from app.jobs import JobCancelled, Progress
@@ -276,10 +276,15 @@ def export_yolo(store: Store, image: ImageRecord, classes: list[str]) -> str:
 @router.post("/import/coco", response_model=ImportResult,
              responses={202: {"model": JobAccepted, "description": "a large import runs as "
                               "a job: poll GET /api/jobs/{job_id}"}})
-def post_coco(store: StoreDep, settings: SettingsDep, jobs: JobsDep,
-              file: Annotated[UploadFile, File(description="a COCO JSON file")]
-              ) -> ImportResult | JSONResponse:
+async def post_coco(store: StoreDep, settings: SettingsDep, jobs: JobsDep, pool: PoolDep,
+                    file: Annotated[UploadFile, File(description="a COCO JSON file")]
+                    ) -> ImportResult | JSONResponse:
     """Add a COCO file's boxes to the stored images with the same file names."""
+    return await pool.run(lambda _cancelled: _coco(store, settings, jobs, file))
+
+
+def _coco(store: StoreDep, settings: SettingsDep, jobs: JobsDep, file: UploadFile
+          ) -> ImportResult | JSONResponse:
     raw = read_limited(file, settings.max_upload_bytes)
     try:
         document = json.loads(raw)
