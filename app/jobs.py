@@ -194,13 +194,22 @@ class JobRunner:
 
     def shutdown(self) -> None:
         """Stop: running work is asked to stop, queued work is dropped, and jobs that did
-        not finish are marked ``interrupted``."""
+        not finish are marked ``interrupted``.
+
+        The runner takes work again afterwards on fresh threads (an app's lifespan may be
+        entered more than once, as test clients do).
+        """
         with self._lock:
             self._stopping = True
             for event in self._events.values():
                 event.set()
-        self._pool.shutdown(wait=True, cancel_futures=True)
+            pool = self._pool
+        pool.shutdown(wait=True, cancel_futures=True)
         self._store.interrupt_jobs()
+        with self._lock:
+            self._pool = ThreadPoolExecutor(max_workers=self.workers,
+                                            thread_name_prefix="featuregap-work")
+            self._stopping = False
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -233,15 +242,17 @@ class JobRunner:
                 self._events.pop(job_id, None)
 
     def _finish(self, job_id: str, fn: JobFunction, event: threading.Event) -> None:
-        last = [0.0]
+        last: list[Any] = [0.0, None]  # when the store was last written, and the message
 
         def progress(fraction: float, message: str = "") -> None:
-            now = time.monotonic()
-            if now - last[0] < _PROGRESS_EVERY_S:
+            # A new message is always written (a new phase); the same one at most every
+            # _PROGRESS_EVERY_S, so tight loops do not queue up store writes.
+            now, message = time.monotonic(), message or "running"
+            if message == last[1] and now - last[0] < _PROGRESS_EVERY_S:
                 return
-            last[0] = now
+            last[0], last[1] = now, message
             self._store.update_job(job_id, progress=min(max(float(fraction), 0.0), 1.0),
-                                   message=message or "running")
+                                   message=message)
 
         try:
             result = fn(progress, event.is_set)

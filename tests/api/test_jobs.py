@@ -240,3 +240,39 @@ def test_shutdown_marks_unfinished_jobs_interrupted(store: Store) -> None:
     runner.shutdown()
     assert store.get_job(running).state == "interrupted"
     assert store.get_job(queued).state == "interrupted"
+
+
+class _Leaving:
+    """A request whose client leaves once the work has started."""
+
+    def __init__(self, started: threading.Event) -> None:
+        self.started = started
+
+    async def is_disconnected(self) -> bool:
+        return self.started.is_set()
+
+
+def test_a_client_that_leaves_cancels_its_running_work(runner: JobRunner) -> None:
+    import asyncio
+
+    from fastapi import HTTPException
+
+    from app.api.deps import Pool
+
+    started, saw_cancel = threading.Event(), threading.Event()
+
+    def work(cancelled: Callable[[], bool]) -> None:
+        started.set()
+        while not cancelled():
+            threading.Event().wait(0.005)
+        saw_cancel.set()
+        raise JobCancelled("cancelled")
+
+    pool = Pool(runner, _Leaving(started))  # type: ignore[arg-type]
+    with pytest.raises(HTTPException) as info:
+        asyncio.run(pool.run(work))
+    assert info.value.status_code == 499
+    assert saw_cancel.wait(2)
+    _until(lambda: runner.pending == 0)
+    assert asyncio.run(Pool(runner, _Leaving(threading.Event())).run(  # type: ignore[arg-type]
+        lambda cancelled: 3 * 7)) == 21
