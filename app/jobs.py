@@ -18,6 +18,7 @@ long loops check it and raise :class:`InterruptedError` (or its subclass
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
@@ -30,7 +31,7 @@ from typing import Any, Literal, TypeVar
 from app.store import JobRecord, Store
 
 __all__ = ["JobRunner", "JobState", "JobCancelled", "JobFunction", "Progress", "Cancelled",
-           "PoolBusy", "FINISHED_STATES"]
+           "PoolBusy", "FINISHED_STATES", "KEEP_FINISHED_JOBS", "current_cancelled"]
 
 JobState = Literal["queued", "running", "done", "failed", "cancelled", "interrupted"]
 Progress = Callable[[float, str], None]
@@ -40,6 +41,9 @@ T = TypeVar("T")
 
 FINISHED_STATES: frozenset[str] = frozenset({"done", "failed", "cancelled", "interrupted"})
 """States a job never leaves."""
+
+KEEP_FINISHED_JOBS = 1000
+"""Finished jobs kept in the store (older ones are deleted when a runner starts)."""
 
 _PROGRESS_EVERY_S = 0.25  # progress writes to the store at most this often per job
 _RETRY_AFTER_S = 5
@@ -60,6 +64,23 @@ class PoolBusy(Exception):
     def __init__(self, message: str, retry_after: int = _RETRY_AFTER_S) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+def _never() -> bool:
+    return False
+
+
+_CURRENT: contextvars.ContextVar[Cancelled] = contextvars.ContextVar(
+    "featuregap_cancelled", default=_never)
+
+
+def current_cancelled() -> Cancelled:
+    """The cancel check of the work running on this thread (never true outside the pool).
+
+    For code that the ``cancelled`` argument does not reach: a service function can pass
+    ``current_cancelled()`` down to an engine loop that raises ``InterruptedError``.
+    """
+    return _CURRENT.get()
 
 
 def _now() -> datetime:
@@ -97,6 +118,7 @@ class JobRunner:
         self._stopping = False
         self.interrupted_at_start = store.interrupt_jobs()
         """How many jobs of an earlier process were marked ``interrupted``."""
+        store.prune_jobs(KEEP_FINISHED_JOBS)
 
     @property
     def pending(self) -> int:
@@ -254,6 +276,7 @@ class JobRunner:
             self._store.update_job(job_id, progress=min(max(float(fraction), 0.0), 1.0),
                                    message=message)
 
+        token = _CURRENT.set(event.is_set)
         try:
             result = fn(progress, event.is_set)
         except InterruptedError:
@@ -273,6 +296,8 @@ class JobRunner:
                 self._store.update_job(job_id, state="failed", message="failed",
                                        error=f"the result could not be stored: {exc}",
                                        finished_at=_now())
+        finally:
+            _CURRENT.reset(token)
 
     def _stopped(self, job_id: str) -> None:
         if self._stopping:
@@ -287,4 +312,8 @@ class JobRunner:
 def _call(work: Callable[[Cancelled], T], event: threading.Event) -> T:
     if event.is_set():  # its client left while it waited
         raise JobCancelled("cancelled")
-    return work(event.is_set)
+    token = _CURRENT.set(event.is_set)
+    try:
+        return work(event.is_set)
+    finally:
+        _CURRENT.reset(token)

@@ -498,7 +498,7 @@ class Store:
             raise ValueError(f"cannot change a job's {sorted(unknown)}; change one of "
                              f"{sorted(_JOB_FIELDS)}")
         if "result" in changes:
-            changes["result"] = json.dumps(changes["result"])
+            changes["result"] = json.dumps(changes["result"], allow_nan=False)
         with self._write() as session:
             row = session.get(JobRow, job_id)
             if row is None:
@@ -530,6 +530,16 @@ class Store:
                     message="interrupted: the server stopped before the job finished; "
                             "send the request again"))
             return int(getattr(marked, "rowcount", 0) or 0)
+
+    def prune_jobs(self, keep: int) -> int:
+        """Delete finished jobs but the ``keep`` newest (results of old jobs can be large);
+        unfinished ones are never deleted. Returns how many were deleted."""
+        finished = JobRow.state.not_in(UNFINISHED_JOB_STATES)
+        with self._write() as session:
+            kept = select(JobRow.id).where(finished).order_by(
+                JobRow.created_at.desc(), JobRow.id).limit(keep)
+            gone = session.execute(delete(JobRow).where(finished, JobRow.id.not_in(kept)))
+            return int(getattr(gone, "rowcount", 0) or 0)
 
 
 _NO_JOB = "no job with id {!r}; the id is the job_id a 202 answer gave"

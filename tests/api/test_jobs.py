@@ -276,3 +276,27 @@ def test_a_client_that_leaves_cancels_its_running_work(runner: JobRunner) -> Non
     _until(lambda: runner.pending == 0)
     assert asyncio.run(Pool(runner, _Leaving(threading.Event())).run(  # type: ignore[arg-type]
         lambda cancelled: 3 * 7)) == 21
+
+
+def test_current_cancelled_follows_the_work_on_this_thread(runner: JobRunner) -> None:
+    from app.jobs import current_cancelled
+
+    assert current_cancelled()() is False  # outside the pool: never cancelled
+    started, gate = threading.Event(), threading.Event()
+
+    def work(cancelled: Callable[[], bool]) -> tuple[bool, bool]:
+        before = current_cancelled()()
+        started.set()
+        gate.wait(5)
+        return before, current_cancelled()()
+
+    future, cancel = runner.call(work)
+    assert started.wait(5)
+    cancel.set()
+    gate.set()
+    assert future.result(5) == (False, True)
+
+    def job(progress: Callable[[float, str], None], cancelled: Callable[[], bool]) -> bool:
+        return current_cancelled()()
+
+    assert runner.wait(runner.submit("look", job)).result is False
