@@ -49,7 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     store = Store(settings)
     drop_stale_results(store)
-    runner = JobRunner(workers=2)
+    runner = JobRunner(store, settings.workers, settings.queue_limit)  # marks interrupted jobs
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

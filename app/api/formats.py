@@ -23,7 +23,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
 from fastapi.responses import JSONResponse
 
-from app.api.deps import ImageDep, JobsDep, SettingsDep, StoreDep
+from app.api.deps import ImageDep, JobsDep, PoolDep, SettingsDep, StoreDep
 from app.api.images import read_limited
 from app.api.schemas import ImportResult, JobAccepted
 from app.formats.coco import annotation_count, decode_coco
@@ -71,13 +71,20 @@ _REFUSED: dict[int | str, dict[str, Any]] = {
         **_REFUSED,
     },
 )
-def post_coco(
+async def post_coco(
     store: StoreDep,
     settings: SettingsDep,
     jobs: JobsDep,
+    pool: PoolDep,
     file: Annotated[UploadFile, File(description="a COCO JSON file")],
 ) -> ImportResult | JSONResponse:
     """Add a COCO file's boxes to the stored images with the same file names."""
+    return await pool.run(lambda _cancelled: _coco(store, settings, jobs, file))
+
+
+def _coco(
+    store: StoreDep, settings: SettingsDep, jobs: JobsDep, file: UploadFile
+) -> ImportResult | JSONResponse:
     document = decode_coco(read_limited(file, settings.max_upload_bytes))
     if annotation_count(document) > settings.import_job_threshold:
         job_id = jobs.submit(

@@ -99,11 +99,13 @@ class JobOut(_FromRecord):
 
     id: str
     kind: str
-    state: Literal["queued", "running", "done", "failed", "cancelled"]
+    state: Literal["queued", "running", "done", "failed", "cancelled", "interrupted"]
     progress: float
     message: str
     result: Any = None
     error: str | None = None
+    created_at: datetime
+    finished_at: datetime | None = None
 
 
 

@@ -7,11 +7,12 @@ from typing import Any, Literal
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.api.deps import JobsDep, SettingsDep, StoreDep
+from app.api.deps import JobsDep, PoolDep, SettingsDep, StoreDep
 from app.api.distances import ERRORS, answer_or_queue, precheck
 from app.api.models import model_info
 from app.api.schemas import JobAccepted
-from app.engine.measures import get_measure
+from app.engine.measures import Measure, get_measure
+from app.jobs import Cancelled
 from app.service.analysis import (
     SeparationRequest,
     resolve_groups,
@@ -69,10 +70,16 @@ class SeparationOut(BaseModel):
 @router.post("/separation", response_model=SeparationOut,
              responses={202: {"model": JobAccepted, "description": "Queued as a job."},
                         **ERRORS})
-def post_separation(body: SeparationIn, store: StoreDep, settings: SettingsDep,
-                    jobs: JobsDep) -> Any:
+async def post_separation(body: SeparationIn, store: StoreDep, settings: SettingsDep,
+                          jobs: JobsDep, pool: PoolDep) -> Any:
     """Intra/inter/ratio/silhouette per layer (a job when the work is large)."""
     measure = get_measure(body.measure, **body.options)  # unknown: 4xx naming the known
+    return await pool.run(lambda cancelled: _separation(body, measure, store, settings, jobs,
+                                                        cancelled))
+
+
+def _separation(body: SeparationIn, measure: Measure, store: StoreDep, settings: SettingsDep,
+                jobs: JobsDep, cancelled: Cancelled) -> Any:
     groups = resolve_groups(store, None, body.labels)
     model = model_info(body.model)
     layers = list(dict.fromkeys(body.layers))
@@ -83,4 +90,5 @@ def post_separation(body: SeparationIn, store: StoreDep, settings: SettingsDep,
                                 body.options)
     return answer_or_queue(jobs, settings, "separation", separation_work(request, n_boxes),
                            lambda progress, cancelled: separation_profile(
-                               store, settings, model, groups, request, progress, cancelled))
+                               store, settings, model, groups, request, progress, cancelled),
+                           cancelled)

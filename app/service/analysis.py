@@ -288,7 +288,8 @@ def embedding(store: Store, settings: Settings, model: LoadedModel, boxes: list[
     x = torch.stack([f.reshape(-1) for f in features[request.layer]])
     if progress is not None:
         progress(0.85, f"{request.method} of {len(boxes)} boxes")
-    xy = embed(x, request.method, perplexity=request.perplexity, seed=request.seed)
+    xy = embed(x, request.method, perplexity=request.perplexity, seed=request.seed,
+               cancelled=cancelled)
     points = [{"box_id": b.id, "image_id": b.image_id, "label": b.label,
                "x": float(p[0]), "y": float(p[1])} for b, p in zip(boxes, xy, strict=True)]
     result = to_json_safe({

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, Table, create_engine, delete, event, func, select
+from sqlalchemy import Engine, Table, create_engine, delete, event, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.schema import CreateIndex, CreateTable
 
@@ -30,9 +30,18 @@ from app.config import Settings
 from app.engine.images import DecodedImage, content_hash, decode_image
 from app.engine.regions import Box, check_box
 from app.formats.labels import clean_label, normalize_label
-from app.store.tables import SCHEMA_VERSION, Base, BoxRow, ImageRow, ResultRow, SchemaVersionRow
+from app.store.tables import (
+    SCHEMA_VERSION,
+    Base,
+    BoxRow,
+    ImageRow,
+    JobRow,
+    ResultRow,
+    SchemaVersionRow,
+)
 
-__all__ = ["Store", "ImageRecord", "BoxRecord", "ImportCount", "SchemaMismatchError"]
+__all__ = ["Store", "ImageRecord", "BoxRecord", "ImportCount", "JobRecord",
+           "SchemaMismatchError", "UNFINISHED_JOB_STATES"]
 
 _EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "MPO": "jpg", "WEBP": "webp", "BMP": "bmp",
                "GIF": "gif", "TIFF": "tif"}
@@ -87,6 +96,27 @@ class ImportCount:
     skipped: dict[int, str]
 
 
+@dataclass(frozen=True)
+class JobRecord:
+    """A stored job; ``result`` is the decoded JSON answer of a ``done`` job."""
+
+    id: str
+    kind: str
+    state: str
+    progress: float
+    message: str
+    result: Any
+    error: str | None
+    created_at: datetime
+    finished_at: datetime | None
+
+
+UNFINISHED_JOB_STATES = ("queued", "running")
+"""Job states that a restart turns into ``interrupted``."""
+
+_JOB_FIELDS = frozenset({"state", "progress", "message", "result", "error", "finished_at"})
+
+
 def _utc(moment: datetime) -> datetime:
     # SQLite drops the zone; every time the store writes is UTC.
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
@@ -100,6 +130,13 @@ def _image_record(row: ImageRow, box_count: int = 0) -> ImageRecord:
 def _box_record(row: BoxRow) -> BoxRecord:
     return BoxRecord(row.id, row.image_id, float(row.x), float(row.y), float(row.w),
                      float(row.h), row.label, _utc(row.created_at))
+
+
+def _job_record(row: JobRow) -> JobRecord:
+    return JobRecord(row.id, row.kind, row.state, float(row.progress), row.message,
+                     None if row.result is None else json.loads(row.result), row.error,
+                     _utc(row.created_at),
+                     None if row.finished_at is None else _utc(row.finished_at))
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -571,6 +608,86 @@ class Store:
             query = query.where(ResultRow.image_id == image_id)
         with self._read() as session:
             return int(session.scalar(query) or 0)
+
+    # -- jobs -------------------------------------------------------------------------------
+
+    def add_job(self, job_id: str, kind: str) -> JobRecord:
+        """Record a new ``queued`` job.
+
+        Raises:
+            ValueError: a job with this id exists already.
+        """
+        with self._write() as session:
+            if session.get(JobRow, job_id) is not None:
+                raise ValueError(f"a job with id {job_id!r} exists already; use a new id")
+            row = JobRow(id=job_id, kind=kind, state="queued", progress=0.0, message="queued")
+            session.add(row)
+            session.flush()
+            return _job_record(row)
+
+    def update_job(self, job_id: str, **changes: Any) -> JobRecord:
+        """Change some of a job's ``state, progress, message, result, error, finished_at``.
+
+        ``result`` is any JSON-serialisable value (stored as JSON text).
+
+        Raises:
+            KeyError: no such job.
+            ValueError: an unknown field.
+        """
+        unknown = set(changes) - _JOB_FIELDS
+        if unknown:
+            raise ValueError(f"cannot change a job's {sorted(unknown)}; change one of "
+                             f"{sorted(_JOB_FIELDS)}")
+        if "result" in changes:
+            changes["result"] = json.dumps(changes["result"], allow_nan=False)
+        with self._write() as session:
+            row = session.get(JobRow, job_id)
+            if row is None:
+                raise KeyError(_NO_JOB.format(job_id))
+            for name, value in changes.items():
+                setattr(row, name, value)
+            session.flush()
+            return _job_record(row)
+
+    def get_job(self, job_id: str) -> JobRecord:
+        """The job with this id.
+
+        Raises:
+            KeyError: no such job.
+        """
+        with self._read() as session:
+            row = session.get(JobRow, job_id)
+            if row is None:
+                raise KeyError(_NO_JOB.format(job_id))
+            return _job_record(row)
+
+    def interrupt_jobs(self) -> int:
+        """Mark every ``queued`` or ``running`` job ``interrupted`` (a restart: their work is
+        gone); returns how many were marked."""
+        with self._write() as session:
+            marked = session.execute(
+                update(JobRow).where(JobRow.state.in_(UNFINISHED_JOB_STATES)).values(
+                    state="interrupted", finished_at=_now_utc(),
+                    message="interrupted: the server stopped before the job finished; "
+                            "send the request again"))
+            return int(getattr(marked, "rowcount", 0) or 0)
+
+    def prune_jobs(self, keep: int) -> int:
+        """Delete finished jobs but the ``keep`` newest (results of old jobs can be large);
+        unfinished ones are never deleted. Returns how many were deleted."""
+        finished = JobRow.state.not_in(UNFINISHED_JOB_STATES)
+        with self._write() as session:
+            kept = select(JobRow.id).where(finished).order_by(
+                JobRow.created_at.desc(), JobRow.id).limit(keep)
+            gone = session.execute(delete(JobRow).where(finished, JobRow.id.not_in(kept)))
+            return int(getattr(gone, "rowcount", 0) or 0)
+
+
+_NO_JOB = "no job with id {!r}; the id is the job_id a 202 answer gave"
+
+
+def _now_utc() -> datetime:
+    return datetime.now(UTC)
 
 
 _MISSING: dict[type, str] = {
