@@ -17,6 +17,7 @@ import random
 import re
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -235,7 +236,10 @@ class _Asgi:
                  "server": ("testserver", 80),
                  "headers": [(k.lower().encode(), v.encode()) for k, v in
                              {"host": "testserver", **headers}.items()]}
-        asyncio.run(self.app(scope, receive, send))
+        # In a thread of its own: a session that ran Playwright's sync API (the browser
+        # tests) keeps an event loop running on the main thread, where asyncio.run refuses.
+        with ThreadPoolExecutor(1) as thread:
+            thread.submit(asyncio.run, self.app(scope, receive, send)).result()
         start = next(m for m in messages if m["type"] == "http.response.start")
         body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
         return start["status"], json.loads(body), reads
