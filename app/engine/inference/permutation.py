@@ -80,7 +80,9 @@ def _mmd_options(statistic: Statistic, given: Mapping[str, Any] | None) -> dict[
     if given is not None:
         opts = {**_MMD_OPTIONS, **given}
     elif isinstance(statistic, MMD):
-        opts = {k: getattr(statistic, k, v) for k, v in _MMD_OPTIONS.items()}
+        o = statistic.options
+        opts = {"estimator": o.estimator, "sigma": o.sigma, "kernel": o.kernel,
+                "kernel_mul": o.kernel_mul, "kernel_num": o.kernel_num, "seed": o.median_seed}
     else:
         return None
     return opts if opts["estimator"] in ("biased", "unbiased") else None
