@@ -516,11 +516,12 @@ class Store:
             return _box_record(row)
 
     def boxes(self, ids: Iterable[int] | None = None, labels: Iterable[str] | None = None,
-              image_id: int | None = None) -> list[BoxRecord]:
+              image_id: int | None = None, *, missing_ok: bool = False) -> list[BoxRecord]:
         """Boxes filtered by ids, labels and image (all filters combine), ordered by id.
 
         Raises:
-            KeyError: an id in ``ids`` does not exist (the message lists them).
+            KeyError: an id in ``ids`` does not exist (the message lists them), unless
+                ``missing_ok``.
         """
         query = select(BoxRow).order_by(BoxRow.id)
         wanted = None if ids is None else list(dict.fromkeys(int(i) for i in ids))
@@ -532,7 +533,7 @@ class Store:
             query = query.where(BoxRow.image_id == min(max(image_id, 0), _MAX_ID))
         with self._read() as session:
             records = [_box_record(row) for row in session.scalars(query)]
-        if wanted is not None and labels is None and image_id is None:
+        if wanted is not None and labels is None and image_id is None and not missing_ok:
             missing = sorted(set(wanted) - {r.id for r in records})
             if missing:
                 raise KeyError(f"no boxes with ids {missing}; GET /api/boxes lists them")
