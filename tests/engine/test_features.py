@@ -118,4 +118,9 @@ def test_feature_cache_evicts_least_recently_used() -> None:
     assert cache.stats == features.CacheStats(0, 0, 0, 0)
     with pytest.raises(ValueError, match="max_bytes"):
         FeatureCache(-1)
-    assert default_cache() is default_cache()
+    shared = default_cache(1 << 20)
+    shared.put(keys[0], torch.zeros(1000))
+    assert default_cache(1 << 20) is shared and shared.stats.entries == 1
+    assert default_cache(100) is shared and shared.max_bytes == 100  # resized, not replaced
+    assert shared.stats.entries == 0  # the 4000-byte entry no longer fits
+    shared.max_bytes = 1 << 30

@@ -21,7 +21,6 @@ from app.engine.cams import (
     cam_layers,
     cam_map,
     reduce_channels,
-    register_method,
 )
 from app.engine.graph import forward_nodes
 from app.engine.heatmaps import compute_heatmap, normalise
@@ -280,7 +279,8 @@ def test_bad_requests_say_how_to_fix_them(net: TinyNet, x: torch.Tensor) -> None
 
 def test_registry_refuses_duplicate_names() -> None:
     with pytest.raises(ValueError, match="already registered"):
-        register_method("gradcam")(type(METHODS["gradcam"]))  # type: ignore[arg-type]
+        METHODS.register("gradcam")(METHODS["scorecam"])
+    assert METHODS["scorecam"].name == "scorecam" and METHODS["gradcam"].name == "gradcam"
 
 
 @pytest.fixture
