@@ -138,13 +138,14 @@ class TracedModel:
             raise KeyError(f"unknown layer {unknown[0]!r}; use one of {shown}")
 
     def extractor(self, nodes: Sequence[str]) -> Extractor:
-        """The extractor returning ``nodes`` (traced on first use, then kept).
+        """The extractor returning ``nodes`` in graph order (traced on first use, then kept).
 
         Raises:
             KeyError: a node is not in the graph (the message lists valid ones).
         """
         self.check(nodes)
-        key = tuple(dict.fromkeys(nodes))
+        wanted = set(nodes)  # one extractor per set, returning the nodes in graph order
+        key = tuple(n for n in self.names if n in wanted)
         with self._lock:  # one trace per node set, also when two threads ask at once
             found = self._extractors.get(key)
             if found is None:

@@ -219,8 +219,10 @@ def _forward(
         with torch.inference_mode():
             fmap = graph.run(x, (layer,))[layer]
         return LayerRun(module, x, layer, _one_map(fmap, layer))
-    with torch.enable_grad():
-        xg = x.detach().clone().requires_grad_(True)
+    # no autograd graph unless gradients are taken: at native sizes it costs gigabytes
+    mode = torch.enable_grad() if impl.needs_gradients else torch.inference_mode()
+    with mode:
+        xg = x.detach().clone().requires_grad_(impl.needs_gradients)
         nodes = graph.run(xg, (layer, graph.output))
         fmap, logits = nodes[layer], nodes[graph.output]
         activations = _one_map(fmap, layer)
