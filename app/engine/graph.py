@@ -121,7 +121,7 @@ class TracedModel:
         self._known = set(self.names)
         self._extractors: LRU[tuple[str, ...], Extractor] = LRU(MAX_EXTRACTORS)
         self._facts: dict[str, object] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entrant: a fact may need an extractor
 
     @property
     def output(self) -> str:
