@@ -45,6 +45,11 @@ class Settings(BaseSettings):
     analysis_job_threshold: int = Field(
         20_000, gt=0, description="Analyses with more work units than this run as a job "
         "(202 + job id): boxes × permutations for distances, boxes × layers for separation.")
+    workers: int = Field(
+        2, ge=1, le=64, description="Worker threads that run heavy requests and jobs.")
+    queue_limit: int = Field(
+        64, ge=0, description="Heavy requests and jobs that may wait for a worker; past it "
+        "the API answers 503 with Retry-After.")
     demo: bool = Field(False, description="Load the demo project into an empty store at start.")
 
     @field_validator("data_dir", "models_dir")

@@ -1,168 +1,319 @@
-"""A small thread-pool job runner for work that takes long (imports, big analyses).
+"""The bounded worker pool: every heavy request runs here, and long ones as stored jobs.
 
-``submit(kind, fn)`` runs ``fn(progress, cancelled)`` on a worker thread, so torch work
-never blocks the event loop. ``progress(fraction, message)`` reports 0..1; ``cancelled()``
-turns True after ``cancel(id)`` and the function should then stop (cancellation is
-cooperative) — raising :class:`JobCancelled` or returning ends the job as ``cancelled``.
-Jobs live in memory: they do not survive a restart (their results do, where the function
-writes them to the store).
+Two doors share one pool of ``workers`` threads and one bound of ``workers + queue_limit``
+pieces of work running or waiting; past it both refuse with :class:`PoolBusy` (the API
+answers 503 + ``Retry-After``) instead of queueing without end:
+
+- ``call(work)``: a synchronous request's work; the caller waits on the returned future
+  and sets the returned event to cancel it (a client that went away).
+- ``submit(kind, fn)``: a job. ``fn(progress, cancelled)`` runs on a worker; its state,
+  progress, result and error live in the store (table ``jobs``), so ``GET /api/jobs/{id}``
+  reads them after a restart too. A job still ``queued`` or ``running`` when the process
+  ended is marked ``interrupted`` when the next runner starts on the same store.
+
+Cancellation is cooperative: ``cancelled()`` turns true after :meth:`JobRunner.cancel`;
+long loops check it and raise :class:`InterruptedError` (or its subclass
+:class:`JobCancelled`), which ends the job as ``cancelled``.
 """
 
 from __future__ import annotations
 
+import contextvars
+import logging
 import threading
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any, Literal, TypeVar
 
-__all__ = ["JobRunner", "JobState", "JobSnapshot", "JobCancelled", "JobFunction", "Progress"]
+from app.store import JobRecord, Store
 
-JobState = Literal["queued", "running", "done", "failed", "cancelled"]
+__all__ = ["JobRunner", "JobState", "JobCancelled", "JobFunction", "Progress", "Cancelled",
+           "PoolBusy", "FINISHED_STATES", "KEEP_FINISHED_JOBS", "current_cancelled"]
+
+JobState = Literal["queued", "running", "done", "failed", "cancelled", "interrupted"]
 Progress = Callable[[float, str], None]
-JobFunction = Callable[[Progress, Callable[[], bool]], Any]
+Cancelled = Callable[[], bool]
+JobFunction = Callable[[Progress, Cancelled], Any]
+T = TypeVar("T")
 
-_KEEP_FINISHED = 1000
+FINISHED_STATES: frozenset[str] = frozenset({"done", "failed", "cancelled", "interrupted"})
+"""States a job never leaves."""
 
+KEEP_FINISHED_JOBS = 1000
+"""Finished jobs kept in the store (older ones are deleted when a runner starts)."""
 
-class JobCancelled(Exception):
-    """Raised by a job function that noticed ``cancelled()`` and stops early."""
-
-
-@dataclass(frozen=True)
-class JobSnapshot:
-    """A job's state at one moment."""
-
-    id: str
-    kind: str
-    state: JobState
-    progress: float
-    message: str
-    result: Any
-    error: str | None
-    created_at: float
-    finished_at: float | None
+_PROGRESS_EVERY_S = 0.25  # progress writes to the store at most this often per job
+_RETRY_AFTER_S = 5
+_log = logging.getLogger(__name__)
 
 
-@dataclass
-class _Job:
-    snapshot: JobSnapshot
-    cancel_event: threading.Event = field(default_factory=threading.Event)
+class JobCancelled(InterruptedError):
+    """Raised by work that noticed ``cancelled()`` and stops early."""
+
+
+class PoolBusy(Exception):
+    """The pool already holds ``workers + queue_limit`` pieces of work (the API answers 503).
+
+    Attributes:
+        retry_after: seconds after which a retry may find room.
+    """
+
+    def __init__(self, message: str, retry_after: int = _RETRY_AFTER_S) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def _never() -> bool:
+    return False
+
+
+_CURRENT: contextvars.ContextVar[Cancelled] = contextvars.ContextVar(
+    "featuregap_cancelled", default=_never)
+
+
+def current_cancelled() -> Cancelled:
+    """The cancel check of the work running on this thread (never true outside the pool).
+
+    For code that the ``cancelled`` argument does not reach: a service function can pass
+    ``current_cancelled()`` down to an engine loop that raises ``InterruptedError``.
+    """
+    return _CURRENT.get()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 class JobRunner:
-    """Runs job functions on ``workers`` threads and keeps their state.
+    """Runs work on ``workers`` threads with at most ``queue_limit`` more waiting.
 
     Args:
-        workers: number of worker threads (1–2: torch already uses several cores).
+        store: where jobs are recorded; unfinished jobs of an earlier process are marked
+            ``interrupted`` here (one server process per store).
+        workers: worker threads (setting ``FEATUREGAP_WORKERS``; torch already uses
+            several cores per thread, so 1–2 suit small machines).
+        queue_limit: pieces of work that may wait for a worker (setting
+            ``FEATUREGAP_QUEUE_LIMIT``).
+
+    Raises:
+        ValueError: ``workers`` outside 1–64 or a negative ``queue_limit``.
     """
 
-    def __init__(self, workers: int = 2) -> None:
-        if not 1 <= workers <= 8:
-            raise ValueError(f"workers must be between 1 and 8, got {workers}")
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="featuregap-job")
-        self._jobs: OrderedDict[str, _Job] = OrderedDict()
+    def __init__(self, store: Store, workers: int = 2, queue_limit: int = 64) -> None:
+        if not 1 <= workers <= 64:
+            raise ValueError(f"workers must be between 1 and 64, got {workers} "
+                             "(setting FEATUREGAP_WORKERS)")
+        if queue_limit < 0:
+            raise ValueError(f"queue_limit must be 0 or more, got {queue_limit} "
+                             "(setting FEATUREGAP_QUEUE_LIMIT)")
+        self.workers, self.queue_limit = workers, queue_limit
+        self._store = store
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="featuregap-work")
         self._lock = threading.Lock()
+        self._pending = 0
+        self._events: dict[str, threading.Event] = {}
+        self._stopping = False
+        self.interrupted_at_start = store.interrupt_jobs()
+        """How many jobs of an earlier process were marked ``interrupted``."""
+        store.prune_jobs(KEEP_FINISHED_JOBS)
+
+    @property
+    def pending(self) -> int:
+        """Pieces of work running or waiting now."""
+        with self._lock:
+            return self._pending
+
+    # -- the two doors ---------------------------------------------------------------------
+
+    def call(self, work: Callable[[Cancelled], T]) -> tuple[Future[T], threading.Event]:
+        """Queue a synchronous request's ``work(cancelled)``.
+
+        Returns:
+            The future of its result (exceptions included) and the event that cancels it:
+            set it, and cancel the future, when nobody waits for the answer any more.
+
+        Raises:
+            PoolBusy: no room in the pool.
+        """
+        self._reserve()
+        event = threading.Event()
+        try:
+            future = self._pool.submit(_call, work, event)
+        except RuntimeError:  # the pool is shut down
+            self._release()
+            raise PoolBusy("the server is shutting down; retry in a moment") from None
+        future.add_done_callback(self._release)
+        return future, event
 
     def submit(self, kind: str, fn: JobFunction) -> str:
-        """Queue ``fn`` and return the new job's id."""
+        """Record a ``queued`` job, queue ``fn(progress, cancelled)`` and return the job's id.
+
+        Raises:
+            PoolBusy: no room in the pool (no job is recorded then).
+        """
+        self._reserve()
         job_id = uuid.uuid4().hex
-        snapshot = JobSnapshot(job_id, kind, "queued", 0.0, "queued", None, None,
-                               time.time(), None)
-        with self._lock:
-            self._jobs[job_id] = _Job(snapshot)
-            self._forget_old()
-        self._pool.submit(self._run, job_id, fn)
+        event = threading.Event()
+        try:
+            self._store.add_job(job_id, kind)
+            with self._lock:
+                self._events[job_id] = event
+            future = self._pool.submit(self._run, job_id, fn, event)
+        except BaseException:
+            self._release()
+            with self._lock:
+                self._events.pop(job_id, None)
+            raise
+        future.add_done_callback(self._release)
         return job_id
 
-    def get(self, job_id: str) -> JobSnapshot:
-        """The job's current state.
+    # -- jobs --------------------------------------------------------------------------------
+
+    def get(self, job_id: str) -> JobRecord:
+        """The job's state as stored.
 
         Raises:
-            KeyError: unknown id (jobs are kept in memory only, up to 1000 finished ones).
+            KeyError: no job with this id.
         """
-        with self._lock:
-            job = self._jobs.get(job_id)
-            if job is None:
-                raise KeyError(f"no job with id {job_id!r}; jobs are forgotten at restart")
-            return job.snapshot
+        return self._store.get_job(job_id)
 
-    def cancel(self, job_id: str) -> JobSnapshot:
-        """Ask a job to stop; a queued job is cancelled at once, a running one cooperatively.
+    def cancel(self, job_id: str) -> JobRecord:
+        """Ask a job to stop: a queued one is cancelled at once, a running one stops at its
+        next check; a finished one is left as it is.
 
         Raises:
-            KeyError: unknown id.
+            KeyError: no job with this id.
         """
         with self._lock:
-            job = self._jobs.get(job_id)
-            if job is None:
-                raise KeyError(f"no job with id {job_id!r}; jobs are forgotten at restart")
-            job.cancel_event.set()
-            if job.snapshot.state == "queued":
-                job.snapshot = replace(job.snapshot, state="cancelled", message="cancelled",
-                                       finished_at=time.time())
-            return job.snapshot
+            record = self._store.get_job(job_id)
+            event = self._events.get(job_id)
+            if event is None or record.state in FINISHED_STATES:
+                return record
+            event.set()
+            if record.state == "queued":
+                return self._store.update_job(job_id, state="cancelled", message="cancelled",
+                                              finished_at=_now())
+            return self._store.update_job(job_id, message="cancelling")
 
-    def wait(self, job_id: str, timeout: float = 30.0) -> JobSnapshot:
+    def wait(self, job_id: str, timeout: float = 30.0) -> JobRecord:
         """Block until the job has finished (for tests and the CLI).
 
         Raises:
-            TimeoutError: still running after ``timeout`` seconds.
+            KeyError: no job with this id.
+            TimeoutError: still unfinished after ``timeout`` seconds.
         """
         deadline = time.monotonic() + timeout
         while True:
-            snapshot = self.get(job_id)
-            if snapshot.state in ("done", "failed", "cancelled"):
-                return snapshot
+            record = self.get(job_id)
+            if record.state in FINISHED_STATES:
+                return record
             if time.monotonic() > deadline:
-                raise TimeoutError(f"job {job_id} still {snapshot.state} after {timeout} s")
-            time.sleep(0.01)
+                raise TimeoutError(f"job {job_id} still {record.state} after {timeout} s")
+            time.sleep(0.02)
 
     def shutdown(self) -> None:
-        """Cancel every unfinished job and stop the workers."""
-        with self._lock:
-            for job in self._jobs.values():
-                job.cancel_event.set()
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        """Stop: running work is asked to stop, queued work is dropped, and jobs that did
+        not finish are marked ``interrupted``.
 
-    def _update(self, job_id: str, **changes: Any) -> None:
+        The runner takes work again afterwards on fresh threads (an app's lifespan may be
+        entered more than once, as test clients do).
+        """
         with self._lock:
-            job = self._jobs[job_id]
-            job.snapshot = replace(job.snapshot, **changes)
+            self._stopping = True
+            for event in self._events.values():
+                event.set()
+            pool = self._pool
+        pool.shutdown(wait=True, cancel_futures=True)
+        self._store.interrupt_jobs()
+        with self._lock:
+            self._pool = ThreadPoolExecutor(max_workers=self.workers,
+                                            thread_name_prefix="featuregap-work")
+            self._stopping = False
 
-    def _run(self, job_id: str, fn: JobFunction) -> None:
+    # -- internals ---------------------------------------------------------------------------
+
+    def _reserve(self) -> None:
         with self._lock:
-            job = self._jobs[job_id]
-            if job.snapshot.state == "cancelled":
-                return
-            job.snapshot = replace(job.snapshot, state="running", message="running")
-            cancel_event = job.cancel_event
+            limit = self.workers + self.queue_limit
+            if self._pending >= limit:
+                raise PoolBusy(
+                    f"the server is busy: {self._pending} requests are running or waiting, "
+                    f"the most it takes (FEATUREGAP_WORKERS = {self.workers} running + "
+                    f"FEATUREGAP_QUEUE_LIMIT = {self.queue_limit} waiting); retry after "
+                    f"{_RETRY_AFTER_S} s or raise those settings")
+            self._pending += 1
+
+    def _release(self, _future: object = None) -> None:
+        with self._lock:
+            self._pending -= 1
+
+    def _run(self, job_id: str, fn: JobFunction, event: threading.Event) -> None:
+        try:
+            with self._lock:
+                if event.is_set():  # cancelled while queued (cancel() wrote the state)
+                    return
+                self._store.update_job(job_id, state="running", message="running")
+            self._finish(job_id, fn, event)
+        except Exception:  # the store failed: nothing else can report it
+            _log.exception("job %s could not record its state", job_id)
+        finally:
+            with self._lock:
+                self._events.pop(job_id, None)
+
+    def _finish(self, job_id: str, fn: JobFunction, event: threading.Event) -> None:
+        last: list[Any] = [0.0, None]  # when the store was last written, and the message
 
         def progress(fraction: float, message: str = "") -> None:
-            clipped = min(max(float(fraction), 0.0), 1.0)
-            self._update(job_id, progress=clipped, message=message or "running")
+            # A new message is always written (a new phase); the same one at most every
+            # _PROGRESS_EVERY_S, so tight loops do not queue up store writes.
+            now, message = time.monotonic(), message or "running"
+            if message == last[1] and now - last[0] < _PROGRESS_EVERY_S:
+                return
+            last[0], last[1] = now, message
+            self._store.update_job(job_id, progress=min(max(float(fraction), 0.0), 1.0),
+                                   message=message)
 
+        token = _CURRENT.set(event.is_set)
         try:
-            result = fn(progress, cancel_event.is_set)
-        except JobCancelled:
-            self._update(job_id, state="cancelled", message="cancelled", finished_at=time.time())
+            result = fn(progress, event.is_set)
+        except InterruptedError:
+            self._stopped(job_id)
         except Exception as exc:  # a job's failure is reported through its state
             detail = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-            self._update(job_id, state="failed", message="failed",
-                         error=f"{type(exc).__name__}: {detail}", finished_at=time.time())
+            self._store.update_job(job_id, state="failed", message="failed",
+                                   error=f"{type(exc).__name__}: {detail}", finished_at=_now())
         else:
-            if cancel_event.is_set():
-                self._update(job_id, state="cancelled", message="cancelled",
-                             finished_at=time.time())
-            else:
-                self._update(job_id, state="done", progress=1.0, message="done", result=result,
-                             finished_at=time.time())
+            if event.is_set():
+                self._stopped(job_id)
+                return
+            try:
+                self._store.update_job(job_id, state="done", progress=1.0, message="done",
+                                       result=result, finished_at=_now())
+            except (TypeError, ValueError) as exc:  # not JSON: a bug of the job's function
+                self._store.update_job(job_id, state="failed", message="failed",
+                                       error=f"the result could not be stored: {exc}",
+                                       finished_at=_now())
+        finally:
+            _CURRENT.reset(token)
 
-    def _forget_old(self) -> None:
-        finished = [k for k, j in self._jobs.items()
-                    if j.snapshot.state in ("done", "failed", "cancelled")]
-        for key in finished[: max(0, len(finished) - _KEEP_FINISHED)]:
-            del self._jobs[key]
+    def _stopped(self, job_id: str) -> None:
+        if self._stopping:
+            self._store.update_job(job_id, state="interrupted", finished_at=_now(),
+                                   message="interrupted: the server stopped; send the request "
+                                           "again")
+        else:
+            self._store.update_job(job_id, state="cancelled", message="cancelled",
+                                   finished_at=_now())
+
+
+def _call(work: Callable[[Cancelled], T], event: threading.Event) -> T:
+    if event.is_set():  # its client left while it waited
+        raise JobCancelled("cancelled")
+    token = _CURRENT.set(event.is_set)
+    try:
+        return work(event.is_set)
+    finally:
+        _CURRENT.reset(token)

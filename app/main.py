@@ -27,6 +27,7 @@ from app.api.errors import install_error_handlers
 from app.api.limits import BodySizeLimit
 from app.config import Settings, get_settings
 from app.jobs import JobRunner
+from app.service.results import drop_stale_results
 from app.store import Store
 
 __all__ = ["create_app"]
@@ -47,7 +48,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """
     settings = settings or get_settings()
     store = Store(settings)
-    runner = JobRunner(workers=2)
+    drop_stale_results(store)
+    runner = JobRunner(store, settings.workers, settings.queue_limit)  # marks interrupted jobs
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

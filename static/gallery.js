@@ -31,7 +31,8 @@ export function initGallery({ onOpen, onChanged }) {
     await guarded($("coco-error"), async () => {
       const result = await jobs.track("Import", () => upload("/api/import/coco", file, {}));
       const skipped = result.skipped?.length ? `; skipped ${result.skipped.length}: ${result.skipped.slice(0, 3).join("; ")}` : "";
-      $("coco-error").textContent = `Imported ${result.boxes_added} boxes on ${result.images_matched} images${skipped}`;
+      const present = result.boxes_present ? ` (${result.boxes_present} already there)` : "";
+      $("coco-error").textContent = `Imported ${result.boxes_added} boxes${present} on ${result.images_matched} images${skipped}`;
       await refreshGallery();
       changed();
     });

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
-from collections.abc import Iterator
-from typing import Annotated
+from collections.abc import Callable, Iterator
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, HTTPException, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -12,11 +13,15 @@ from sqlalchemy.orm import Session
 
 from app.config import Settings
 from app.engine.models import LoadedModel, get_model
-from app.jobs import JobRunner
+from app.jobs import Cancelled, JobRunner
 from app.store import BoxRecord, ImageRecord, Store
 
 __all__ = ["SettingsDep", "StoreDep", "SessionDep", "ImageDep", "BoxDep", "ModelDep",
-           "JobsDep", "MAX_ID", "require_token", "get_store", "get_settings_dep", "get_jobs"]
+           "JobsDep", "Pool", "PoolDep", "MAX_ID", "require_token", "get_store",
+           "get_settings_dep", "get_jobs"]
+
+T = TypeVar("T")
+_DISCONNECT_POLL_S = 0.25
 
 
 def get_settings_dep(request: Request) -> Settings:
@@ -40,6 +45,48 @@ def get_jobs(request: Request) -> JobRunner:
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 StoreDep = Annotated[Store, Depends(get_store)]
 JobsDep = Annotated[JobRunner, Depends(get_jobs)]
+
+
+class Pool:
+    """A request's door to the worker pool: its work runs on a worker while the event loop
+    only awaits it, so queued requests hold no server thread and ``/api/health`` keeps
+    answering; a client that disconnects cancels its work.
+
+    Args:
+        jobs: the app's runner (its bound answers 503 when full).
+        request: the request whose client is watched.
+    """
+
+    def __init__(self, jobs: JobRunner, request: Request) -> None:
+        self.jobs, self.request = jobs, request
+
+    async def run(self, work: Callable[[Cancelled], T]) -> T:
+        """Run ``work(cancelled)`` on the pool and return its result (or raise its error).
+
+        Raises:
+            PoolBusy: the pool is full (503). HTTPException: 499 when the client left.
+        """
+        future, cancel = self.jobs.call(work)
+        waiting = asyncio.wrap_future(future)
+        try:
+            while True:
+                done, _ = await asyncio.wait({waiting}, timeout=_DISCONNECT_POLL_S)
+                if done:
+                    return waiting.result()
+                if await self.request.is_disconnected():
+                    raise HTTPException(status_code=499, detail="the client closed the "
+                                        "connection; its work was cancelled")
+        finally:
+            if not waiting.done():  # the client left or the server stops: stop the work
+                cancel.set()
+                waiting.cancel()
+
+
+async def _pool(jobs: JobsDep, request: Request) -> Pool:
+    return Pool(jobs, request)
+
+
+PoolDep = Annotated[Pool, Depends(_pool)]
 
 
 def _session(store: StoreDep) -> Iterator[Session]:

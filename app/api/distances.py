@@ -9,12 +9,12 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from app.api.deps import JobsDep, SettingsDep, StoreDep
+from app.api.deps import JobsDep, PoolDep, SettingsDep, StoreDep
 from app.api.models import model_info
 from app.api.schemas import JobAccepted
 from app.config import Settings
 from app.engine.measures import get_measure
-from app.jobs import JobRunner
+from app.jobs import Cancelled, JobRunner
 from app.service.analysis import DistanceRequest, distance_work, distances, resolve_groups
 from app.service.features import check_limits
 
@@ -42,10 +42,11 @@ Work = Callable[[Callable[[float, str], None] | None, Callable[[], bool] | None]
 
 
 def answer_or_queue(jobs: JobRunner, settings: Settings, kind: str, units: int,
-                    work: Work) -> Any:
-    """Run ``work`` now, or as a job (202 + job id) past ``analysis_job_threshold``."""
+                    work: Work, cancelled: Cancelled | None = None) -> Any:
+    """Run ``work`` now (stopping when ``cancelled()``), or as a job (202 + job id) past
+    ``analysis_job_threshold``."""
     if units <= settings.analysis_job_threshold:
-        return work(None, None)
+        return work(None, cancelled)
     job_id = jobs.submit(kind, lambda progress, cancelled: work(progress, cancelled))
     return JSONResponse(status_code=202, content=JobAccepted(job_id=job_id).model_dump())
 
@@ -81,7 +82,8 @@ class DistancesIn(BaseModel):
     descriptor: Literal["gap", "grid", "pixels"] | None = Field(
         None, description="Default: what the measure consumes.")
     grid_size: int = Field(4, ge=1, le=16)
-    options: dict[str, Any] = Field(default_factory=dict, description="The measure's keywords.")
+    options: dict[str, Any] = Field(default_factory=dict, description=(
+        "The measure's options; GET /api/measures shows each measure's schema."))
     permutations: int = Field(0, ge=0, description="Permutation-test draws; 0: no p-values.")
     seed: int = Field(0, ge=0, le=2**31 - 1)
     mode: Literal["resize", "native"] = "resize"
@@ -111,20 +113,28 @@ class DistancesOut(BaseModel):
 
 
 class MeasureOut(BaseModel):
-    """A measure: its direction, the descriptor it consumes, what it compares."""
+    """A measure: its direction, the descriptor it consumes, what it compares, and the JSON
+    schema of its options (types, bounds, defaults)."""
 
     name: str
     higher_is_better: bool
     needs: str
     between: str
+    options: dict[str, Any]
 
 
 @router.post("/distances", response_model=DistancesOut,
              responses={202: {"model": JobAccepted, "description": "Queued as a job."},
                         **ERRORS})
-def post_distances(body: DistancesIn, store: StoreDep, settings: SettingsDep,
-                   jobs: JobsDep) -> Any:
+async def post_distances(body: DistancesIn, store: StoreDep, settings: SettingsDep,
+                         jobs: JobsDep, pool: PoolDep) -> Any:
     """A measure between every pair of groups (a job when the work is large)."""
+    get_measure(body.measure, **body.options)  # unknown measure or options: 4xx before work
+    return await pool.run(lambda cancelled: _distances(body, store, settings, jobs, cancelled))
+
+
+def _distances(body: DistancesIn, store: StoreDep, settings: SettingsDep, jobs: JobsDep,
+               cancelled: Cancelled) -> Any:
     groups = resolve_groups(store, body.groups, body.labels)
     model = model_info(body.model)
     request = DistanceRequest(body.model, body.layer, body.measure, body.descriptor,
@@ -132,16 +142,15 @@ def post_distances(body: DistancesIn, store: StoreDep, settings: SettingsDep,
                               body.mode)
     n_boxes = sum(len(g) for g in groups.values())
     precheck(settings, model, [body.layer], n_boxes, body.permutations)
-    get_measure(body.measure)
     units = distance_work(request, n_boxes)
     return answer_or_queue(jobs, settings, "distances", units, lambda progress, cancelled:
                            distances(store, settings, model, groups, request, progress,
-                                     cancelled))
+                                     cancelled), cancelled)
 
 
 @router.get("/measures", response_model=list[MeasureOut])
 def get_measures() -> list[MeasureOut]:
-    """Every registered measure."""
+    """Every registered measure with its options schema."""
     from app.engine.measures import list_measures
 
     return [MeasureOut(**m) for m in list_measures()]

@@ -7,10 +7,11 @@ from typing import Any, Literal
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from app.api.deps import JobsDep, SettingsDep, StoreDep
+from app.api.deps import JobsDep, PoolDep, SettingsDep, StoreDep
 from app.api.distances import ERRORS, answer_or_queue, precheck
 from app.api.models import model_info
 from app.api.schemas import JobAccepted
+from app.jobs import Cancelled
 from app.service.analysis import EmbeddingRequest, embedding, embedding_work
 
 __all__ = ["router", "EmbeddingIn", "EmbeddingOut"]
@@ -69,9 +70,14 @@ class EmbeddingOut(BaseModel):
 @router.post("/embeddings", response_model=EmbeddingOut,
              responses={202: {"model": JobAccepted, "description": "Queued as a job."},
                         **ERRORS})
-def post_embedding(body: EmbeddingIn, store: StoreDep, settings: SettingsDep,
-                   jobs: JobsDep) -> Any:
+async def post_embedding(body: EmbeddingIn, store: StoreDep, settings: SettingsDep,
+                         jobs: JobsDep, pool: PoolDep) -> Any:
     """t-SNE or PCA of one descriptor per box (a job when there are many boxes)."""
+    return await pool.run(lambda cancelled: _embedding(body, store, settings, jobs, cancelled))
+
+
+def _embedding(body: EmbeddingIn, store: StoreDep, settings: SettingsDep, jobs: JobsDep,
+               cancelled: Cancelled) -> Any:
     if body.box_ids is not None:
         boxes = store.boxes(ids=body.box_ids)
     else:
@@ -82,4 +88,5 @@ def post_embedding(body: EmbeddingIn, store: StoreDep, settings: SettingsDep,
                                body.descriptor, body.grid_size, body.mode)
     return answer_or_queue(jobs, settings, "embedding", embedding_work(request, len(boxes)),
                            lambda progress, cancelled: embedding(
-                               store, settings, model, boxes, request, progress, cancelled))
+                               store, settings, model, boxes, request, progress, cancelled),
+                           cancelled)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from app.jobs import PoolBusy
+
 __all__ = ["LimitExceeded", "install_error_handlers", "message_of"]
 
 
@@ -31,8 +33,16 @@ async def _limit(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(status_code=413, content={"detail": message_of(exc)})
 
 
+async def _busy(_request: Request, exc: Exception) -> JSONResponse:
+    retry_after = exc.retry_after if isinstance(exc, PoolBusy) else 5
+    return JSONResponse(status_code=503, content={"detail": message_of(exc)},
+                        headers={"Retry-After": str(retry_after)})
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    """Map ``ValueError`` → 422, ``KeyError`` → 404 and ``LimitExceeded`` → 413."""
+    """Map ``ValueError`` → 422, ``KeyError`` → 404, ``LimitExceeded`` → 413 and a full
+    worker pool (``PoolBusy``) → 503 with ``Retry-After``."""
+    app.add_exception_handler(PoolBusy, _busy)
     app.add_exception_handler(LimitExceeded, _limit)
     app.add_exception_handler(ValueError, _value_error)
     app.add_exception_handler(KeyError, _key_error)

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.api.deps import ImageDep, StoreDep
+from app.api.deps import ImageDep, PoolDep, StoreDep
 from app.api.distances import ERRORS
 from app.api.models import model_info
 from app.service.heatmaps import HeatmapRequest, heatmap_png, heatmap_result, scores_csv
@@ -96,36 +96,40 @@ def _compute(body: HeatmapIn, store: StoreDep) -> dict[str, Any]:
 
 
 @router.post("/heatmaps", response_model=HeatmapOut, responses={**ERRORS})
-def post_heatmap(body: HeatmapIn, store: StoreDep) -> dict[str, Any]:
+async def post_heatmap(body: HeatmapIn, store: StoreDep, pool: PoolDep) -> dict[str, Any]:
     """A heat map of one image, scored against all of its boxes."""
-    return _compute(body, store)
+    return await pool.run(lambda _cancelled: _compute(body, store))
 
 
 @router.post("/heatmaps/png", response_class=Response,
              responses={200: {"content": {"image/png": {}}}, **ERRORS})
-def post_heatmap_png(
-    body: HeatmapIn, store: StoreDep,
+async def post_heatmap_png(
+    body: HeatmapIn, store: StoreDep, pool: PoolDep,
     alpha: Annotated[float, Query(ge=0.0, le=1.0, description="Heat-map opacity.")] = 0.5,
 ) -> Response:
     """The overlay as a PNG: the heat map over the image, boxes captioned with their energy."""
-    image = store.get_image(body.image_id)
-    png = heatmap_png(store, model_info(body.model), image, _request(body),
-                      store.boxes(image_id=image.id), alpha)
-    return Response(png, media_type="image/png")
+    def work(_cancelled: object) -> bytes:
+        image = store.get_image(body.image_id)
+        return heatmap_png(store, model_info(body.model), image, _request(body),
+                           store.boxes(image_id=image.id), alpha)
+
+    return Response(await pool.run(work), media_type="image/png")
 
 
 @router.post("/heatmaps/scores.csv",
              responses={200: {"content": {"text/csv": {}}}, **ERRORS})
-def post_heatmap_csv(body: HeatmapIn, store: StoreDep) -> PlainTextResponse:
+async def post_heatmap_csv(body: HeatmapIn, store: StoreDep, pool: PoolDep) -> PlainTextResponse:
     """The same request's per-box scores as CSV."""
-    return PlainTextResponse(scores_csv(_compute(body, store)), media_type="text/csv")
+    text = await pool.run(lambda _cancelled: scores_csv(_compute(body, store)))
+    return PlainTextResponse(text, media_type="text/csv")
 
 
 @router.get("/images/{image_id}/scores.csv",
             responses={200: {"content": {"text/csv": {}}}, **ERRORS})
-def get_scores_csv(
+async def get_scores_csv(
     image: ImageDep,
     store: StoreDep,
+    pool: PoolDep,
     layer: Annotated[str, Query(min_length=1, max_length=300)],
     model: Annotated[str, Query(min_length=1, max_length=200)] = "efficientnet_lite0",
     method: Annotated[str, Query(min_length=1, max_length=50)] = "gradcam",
@@ -134,7 +138,8 @@ def get_scores_csv(
     """Per-box localisation scores of an image as CSV."""
     body = HeatmapIn(image_id=image.id, model=model, layer=layer, method=method, target=target,
                      normalise="minmax", channel=None)
-    return PlainTextResponse(scores_csv(_compute(body, store)), media_type="text/csv")
+    text = await pool.run(lambda _cancelled: scores_csv(_compute(body, store)))
+    return PlainTextResponse(text, media_type="text/csv")
 
 
 @router.get("/heatmap-methods", response_model=list[MethodOut])

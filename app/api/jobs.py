@@ -1,4 +1,4 @@
-"""Jobs: poll a long request's progress and result, or cancel it."""
+"""Jobs: poll a long request's progress and result (read from the store), or cancel it."""
 
 from __future__ import annotations
 
@@ -18,11 +18,11 @@ JobId = Annotated[str, Path(min_length=1, max_length=64)]
 
 @router.get("/{job_id}", response_model=JobOut)
 def get_job(job_id: JobId, jobs: JobsDep) -> JobOut:
-    """A job's state, progress and (when done) result."""
+    """A job's state, progress and (when done) result; kept across restarts."""
     return JobOut.of(jobs.get(job_id))
 
 
 @router.delete("/{job_id}", response_model=JobOut)
 def cancel_job(job_id: JobId, jobs: JobsDep) -> JobOut:
-    """Ask a job to stop (queued jobs stop at once, running ones at their next check)."""
+    """Ask a job to stop (queued jobs stop at once, running ones within about a second)."""
     return JobOut.of(jobs.cancel(job_id))

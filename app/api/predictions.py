@@ -7,7 +7,7 @@ from typing import Literal
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.api.deps import StoreDep
+from app.api.deps import PoolDep, StoreDep
 from app.api.distances import ERRORS
 from app.api.heatmaps import Prediction
 from app.api.models import model_info
@@ -41,8 +41,12 @@ class PredictionOut(BaseModel):
 
 
 @router.post("", response_model=PredictionOut, responses={**ERRORS})
-def post_prediction(body: PredictionIn, store: StoreDep) -> PredictionOut:
+async def post_prediction(body: PredictionIn, store: StoreDep, pool: PoolDep) -> PredictionOut:
     """Top-k classes for an image, or for one of its boxes' crop."""
+    return await pool.run(lambda _cancelled: _predict(body, store))
+
+
+def _predict(body: PredictionIn, store: StoreDep) -> PredictionOut:
     from app.engine.predictions import predict
     from app.engine.regions import Box
 

@@ -99,11 +99,13 @@ class JobOut(_FromRecord):
 
     id: str
     kind: str
-    state: Literal["queued", "running", "done", "failed", "cancelled"]
+    state: Literal["queued", "running", "done", "failed", "cancelled", "interrupted"]
     progress: float
     message: str
     result: Any = None
     error: str | None = None
+    created_at: datetime
+    finished_at: datetime | None = None
 
 
 
@@ -114,9 +116,10 @@ class JobAccepted(BaseModel):
     state: str = "queued"
 
 
-class ImportResult(BaseModel):
-    """What an import added and what it skipped (with the reason)."""
+class ImportResult(_FromRecord):
+    """What an import added, found already there (not added twice) and skipped (why)."""
 
     boxes_added: int
+    boxes_present: int = 0
     images_matched: int
     skipped: list[str]

@@ -7,10 +7,12 @@ from typing import Any, Literal
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.api.deps import JobsDep, SettingsDep, StoreDep
+from app.api.deps import JobsDep, PoolDep, SettingsDep, StoreDep
 from app.api.distances import ERRORS, answer_or_queue, precheck
 from app.api.models import model_info
 from app.api.schemas import JobAccepted
+from app.engine.measures import Measure, get_measure
+from app.jobs import Cancelled
 from app.service.analysis import (
     SeparationRequest,
     resolve_groups,
@@ -34,8 +36,11 @@ class SeparationIn(BaseModel):
     labels: list[str] | None = Field(None, description="Default: every label with boxes.")
     model: str = Field("efficientnet_lite0", min_length=1, max_length=200)
     layers: list[str] = Field(min_length=1)
-    measure: Literal["euclidean", "std_euclidean", "cosine", "mahalanobis"] = "euclidean"
-    descriptor: Literal["gap", "grid"] = "gap"
+    measure: str = Field("euclidean", min_length=1, max_length=50,
+                         description="A registered measure (GET /api/measures).")
+    options: dict[str, Any] = Field(default_factory=dict, description="The measure's options.")
+    descriptor: Literal["gap", "grid", "pixels"] | None = Field(None, description=(
+        "Default: what the measure consumes; 'pixels' compares boxes' sets of grid rows."))
     grid_size: int = Field(4, ge=1, le=16)
     mode: Literal["resize", "native"] = "resize"
 
@@ -65,16 +70,25 @@ class SeparationOut(BaseModel):
 @router.post("/separation", response_model=SeparationOut,
              responses={202: {"model": JobAccepted, "description": "Queued as a job."},
                         **ERRORS})
-def post_separation(body: SeparationIn, store: StoreDep, settings: SettingsDep,
-                    jobs: JobsDep) -> Any:
+async def post_separation(body: SeparationIn, store: StoreDep, settings: SettingsDep,
+                          jobs: JobsDep, pool: PoolDep) -> Any:
     """Intra/inter/ratio/silhouette per layer (a job when the work is large)."""
+    measure = get_measure(body.measure, **body.options)  # unknown: 4xx naming the known
+    return await pool.run(lambda cancelled: _separation(body, measure, store, settings, jobs,
+                                                        cancelled))
+
+
+def _separation(body: SeparationIn, measure: Measure, store: StoreDep, settings: SettingsDep,
+                jobs: JobsDep, cancelled: Cancelled) -> Any:
     groups = resolve_groups(store, None, body.labels)
     model = model_info(body.model)
     layers = list(dict.fromkeys(body.layers))
     n_boxes = sum(len(g) for g in groups.values())
     precheck(settings, model, layers, n_boxes)
-    request = SeparationRequest(body.model, layers, body.measure, body.descriptor,
-                                body.grid_size, body.mode)
+    request = SeparationRequest(body.model, layers, body.measure,
+                                body.descriptor or measure.needs, body.grid_size, body.mode,
+                                body.options)
     return answer_or_queue(jobs, settings, "separation", separation_work(request, n_boxes),
                            lambda progress, cancelled: separation_profile(
-                               store, settings, model, groups, request, progress, cancelled))
+                               store, settings, model, groups, request, progress, cancelled),
+                           cancelled)

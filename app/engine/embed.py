@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -14,6 +15,10 @@ from app.engine.measures.base import as_samples
 __all__ = ["EmbedMethod", "embed", "max_perplexity"]
 
 EmbedMethod = Literal["tsne", "pca"]
+
+CANCEL_CHECK_EVERY_ITERS = 5
+"""t-SNE iterations between two looks at ``cancelled()`` (an iteration on 5,000 boxes takes
+tens of milliseconds, so a cancel is seen well within a second)."""
 
 
 def max_perplexity(n: int) -> float:
@@ -33,12 +38,24 @@ def _pca(z: Tensor) -> Tensor:
     return out
 
 
+def _stopper(cancelled: Callable[[], bool] | None) -> Callable[..., bool]:
+    """An openTSNE callback that raises ``InterruptedError`` once ``cancelled()`` is true."""
+
+    def stop(*_args: Any) -> bool:
+        if cancelled is not None and cancelled():
+            raise InterruptedError("cancelled")
+        return False
+
+    return stop
+
+
 def embed(
     samples: Tensor,
     method: EmbedMethod = "tsne",
     *,
     perplexity: float | None = None,
     seed: int = 0,
+    cancelled: Callable[[], bool] | None = None,
 ) -> Tensor:
     """Place each row of ``samples`` (``n×d``) in the plane.
 
@@ -55,12 +72,16 @@ def embed(
         method: ``"tsne"`` or ``"pca"``.
         perplexity: t-SNE's effective neighbour count.
         seed: t-SNE's random state.
+        cancelled: polled before t-SNE's neighbour search and every
+            ``CANCEL_CHECK_EVERY_ITERS`` optimisation steps; when it returns True the work
+            stops.
 
     Returns:
         ``n×2`` float64 coordinates.
 
     Raises:
         ValueError: unknown method, too few samples, bad values, perplexity out of range.
+        InterruptedError: ``cancelled()`` became true.
     """
     z = as_samples(samples, "samples", min_rows=2).to(torch.float64)
     n = z.shape[0]
@@ -78,9 +99,14 @@ def embed(
             f"perplexity {perplexity} is out of range for {n} samples; use a value in "
             f"(0, {limit:.3g}] ((n − 1)/3) or more samples"
         )
+    stop = _stopper(cancelled)
+    stop(0)
+    # openTSNE ends the optimisation quietly with the embedding so far when a callback
+    # returns True; raising instead keeps a half-optimised embedding from passing as a result.
     tsne = TSNE(
         n_components=2, perplexity=perplexity, initialization="pca", random_state=seed,
-        n_jobs=1, verbose=False,
+        n_jobs=1, verbose=False, callbacks=stop,
+        callbacks_every_iters=CANCEL_CHECK_EVERY_ITERS,
     )
     result = np.asarray(tsne.fit(z.numpy()), dtype=np.float64)
     return torch.from_numpy(result.copy())

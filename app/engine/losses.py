@@ -11,6 +11,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from app.engine.measures._kernels import mean_pair_sqdist, median_sqdist
 from app.engine.measures.base import as_samples
 
 __all__ = ["MKMMDLoss", "MMDLoss"]
@@ -68,11 +69,13 @@ class MMDLoss(nn.Module):
     def forward(self, source: Tensor, target: Tensor) -> Tensor:
         """MMD² between ``source`` (``n×d``) and ``target`` (``m×d``) as a 0-d tensor."""
         _check(source, target, 2 if self.estimator == "unbiased" else 1)
-        d = _sqdist(torch.cat([source, target]), torch.cat([source, target]))
+        pooled = torch.cat([source, target])
+        d = _sqdist(pooled, pooled)
         if self.sigma is None:
-            iu = torch.triu_indices(d.shape[0], d.shape[0], offset=1)
-            width = float(d.detach()[iu[0], iu[1]].median()) if d.shape[0] > 1 else 1.0
-            width = width or 1.0
+            # The measure's own median (the mean of the two middle values, numpy's), so the
+            # loss and mmd(sigma=None) use one bandwidth.
+            z = pooled.detach()
+            width = (median_sqdist(z) or mean_pair_sqdist(z) or 1.0) if z.shape[0] > 1 else 1.0
         else:
             width = 2 * self.sigma**2
         k = torch.exp(-d / width)

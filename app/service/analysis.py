@@ -16,14 +16,14 @@ import torch
 
 from app.config import Settings
 from app.engine.analysis import distance_matrix, layer_profile
-from app.engine.measures import MEASURES, get_measure
+from app.engine.measures import MEASURES, Measure, get_measure
 from app.engine.models import LoadedModel
 from app.engine.preprocess import InputMode
 from app.engine.regions import Descriptor
 from app.jobs import JobCancelled
 from app.plots import distance_matrix_figure, embedding_figure, separation_figure, to_json_safe
 from app.service.features import box_descriptors, boxes_key, check_limits
-from app.service.heatmaps import result_key
+from app.service.results import result_key
 from app.store import BoxRecord, ImageRecord, Store
 
 __all__ = ["DistanceRequest", "SeparationRequest", "resolve_groups", "distances",
@@ -51,7 +51,8 @@ class DistanceRequest:
 
 @dataclass(frozen=True)
 class SeparationRequest:
-    """Intra- vs inter-label distances at several layers."""
+    """Intra- vs inter-label distances at several layers (``pixels``: each box is its set
+    of grid rows, compared set to set)."""
 
     model: str
     layers: list[str]
@@ -59,6 +60,7 @@ class SeparationRequest:
     descriptor: Descriptor = "gap"
     grid_size: int = 4
     mode: InputMode = "resize"
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 def resolve_groups(store: Store, groups: Mapping[str, Sequence[int]] | None,
@@ -93,8 +95,17 @@ def distance_work(request: DistanceRequest, n_boxes: int) -> int:
 
 
 def separation_work(request: SeparationRequest, n_boxes: int) -> int:
-    """Work units of a separation request (boxes × layers)."""
-    return n_boxes * len(request.layers)
+    """Work units of a separation request: boxes × layers where the measure has a
+    vectorised :meth:`~app.engine.measures.Measure.pairwise`, else pairs of boxes × layers
+    (each pair is one call of the measure: set measures, ``pixels``, mutual information).
+
+    Raises:
+        KeyError: an unknown measure.
+    """
+    cls = MEASURES.lookup(request.measure)
+    if request.descriptor != "pixels" and cls.pairwise is not Measure.pairwise:
+        return n_boxes * len(request.layers)
+    return max(n_boxes, n_boxes * (n_boxes - 1) // 2) * len(request.layers)
 
 
 def distances(store: Store, settings: Settings, model: LoadedModel,
@@ -111,7 +122,7 @@ def distances(store: Store, settings: Settings, model: LoadedModel,
         KeyError: unknown measure or layer. ValueError: fewer than 2 groups, a group too
         small for the measure, bad options. LimitExceeded: past a settings limit.
     """
-    measure = get_measure(request.measure)
+    measure = get_measure(request.measure, **request.options)
     if len(groups) < 2:
         raise ValueError(f"distances need at least 2 groups, got {len(groups)}; give two "
                          "labels or two lists of box ids")
@@ -148,14 +159,14 @@ def distances(store: Store, settings: Settings, model: LoadedModel,
         raise JobCancelled()
     if progress is not None:
         progress(0.85, "measuring")
-    matrix = distance_matrix(samples, request.measure, permutations=request.permutations,
-                             seed=request.seed, **request.options)
+    matrix = distance_matrix(samples, measure, permutations=request.permutations,
+                             seed=request.seed)
     values = matrix.values.tolist()
     p_values = None if matrix.p_values is None else matrix.p_values.tolist()
     result = to_json_safe({
         "labels": matrix.labels, "matrix": values, "p_values": p_values,
         "measure": request.measure, "higher_is_better": matrix.higher_is_better,
-        "between": MEASURES[request.measure].between, "descriptor": descriptor,
+        "between": measure.between, "descriptor": descriptor,
         "layer": request.layer, "model": model.spec.name, "permutations": request.permutations,
         "sizes": {name: len(members) for name, members in groups.items()},
         "figure": distance_matrix_figure(matrix.labels, values, p_values,
@@ -177,9 +188,10 @@ def separation_profile(store: Store, settings: Settings, model: LoadedModel,
         ``measure``, ``descriptor`` and ``figure``.
 
     Raises:
-        KeyError: unknown layer. ValueError: fewer than 2 labels, no label with 2 boxes, a
-        measure that is not pairwise. LimitExceeded: past a settings limit.
+        KeyError: unknown layer or measure. ValueError: fewer than 2 labels, no label with 2
+        boxes, bad options or what the measure raises. LimitExceeded: past a settings limit.
     """
+    measure = get_measure(request.measure, **request.options)
     if not request.layers:
         raise ValueError("give at least one layer")
     if len(groups) < 2:
@@ -197,15 +209,16 @@ def separation_profile(store: Store, settings: Settings, model: LoadedModel,
     if cached is not None:
         result: dict[str, Any] = cached
         return result
-    if request.descriptor == "pixels":
-        raise ValueError("separation compares one descriptor per box; use 'gap' or 'grid'")
     features = box_descriptors(store, model, every, request.layers, request.descriptor,
                                request.grid_size, request.mode, progress, cancelled)
-    per_layer = {layer: (torch.stack([f.reshape(-1) for f in features[layer]]), labels)
-                 for layer in request.layers}
+    per_layer: dict[str, tuple[torch.Tensor | list[torch.Tensor], list[str]]] = {
+        layer: ([f.reshape(-1, f.shape[-1]) for f in features[layer]]
+                if request.descriptor == "pixels"
+                else torch.stack([f.reshape(-1) for f in features[layer]]), labels)
+        for layer in request.layers}
     if progress is not None:
         progress(0.85, "measuring")
-    profile = layer_profile(per_layer, request.measure)  # type: ignore[arg-type]
+    profile = layer_profile(per_layer, measure)
     rows = [{"layer": layer, "intra": s.intra, "inter": s.inter, "ratio": s.ratio,
              "silhouette": s.silhouette,
              "per_label": {k: {"intra": v.intra, "inter": v.inter}
@@ -275,7 +288,8 @@ def embedding(store: Store, settings: Settings, model: LoadedModel, boxes: list[
     x = torch.stack([f.reshape(-1) for f in features[request.layer]])
     if progress is not None:
         progress(0.85, f"{request.method} of {len(boxes)} boxes")
-    xy = embed(x, request.method, perplexity=request.perplexity, seed=request.seed)
+    xy = embed(x, request.method, perplexity=request.perplexity, seed=request.seed,
+               cancelled=cancelled)
     points = [{"box_id": b.id, "image_id": b.image_id, "label": b.label,
                "x": float(p[0]), "y": float(p[1])} for b, p in zip(boxes, xy, strict=True)]
     result = to_json_safe({

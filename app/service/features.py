@@ -85,7 +85,7 @@ def box_descriptors(
     cache = default_cache(store.settings.feature_cache_bytes)
     for done, (image_id, indices) in enumerate(by_image.items()):
         if cancelled is not None and cancelled():
-            raise JobCancelled()
+            raise JobCancelled("cancelled")
         image = store.get_image(image_id)
         decoded = store.load_decoded(image)
         with ENGINE_LOCK:

@@ -10,9 +10,7 @@ also kept in a small in-process LRU, so re-scoring after a box edit costs no for
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
-import json
 import math
 import threading
 from dataclasses import dataclass
@@ -28,12 +26,13 @@ from app.engine.models import LoadedModel
 from app.engine.predictions import predict_from_logits
 from app.engine.preprocess import InputMode
 from app.engine.regions import Box
+from app.jobs import current_cancelled
 from app.plots import heatmap_figure
+from app.service.results import cached
 from app.store import BoxRecord, ImageRecord, Store
 
 __all__ = ["ENGINE_LOCK", "HeatmapRequest", "heatmap_png", "heatmap_result", "raw_heatmap",
-           "scores_csv",
-           "result_key"]
+           "scores_csv"]
 
 Normalise = Literal["none", "minmax", "percentile"]
 
@@ -58,12 +57,6 @@ class HeatmapRequest:
     channel: int | None = None
 
 
-def result_key(kind: str, payload: Any) -> str:
-    """A results-table key: ``kind:`` plus the SHA-256 of the payload's canonical JSON."""
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
-    return f"{kind}:{hashlib.sha256(text.encode()).hexdigest()}"
-
-
 def raw_heatmap(store: Store, model: LoadedModel, image: ImageRecord,
                 request: HeatmapRequest) -> HeatMap:
     """The raw heat map at image size, from the in-process LRU or computed.
@@ -71,6 +64,8 @@ def raw_heatmap(store: Store, model: LoadedModel, image: ImageRecord,
     Raises:
         KeyError: unknown layer or method (the message lists valid ones).
         ValueError: a target or channel out of range, or ``cam`` on an unfit layer.
+        InterruptedError: the work running it was cancelled (Score-CAM checks between
+            batches).
     """
     key = (model.spec.name, model.weights_sha256, image.sha256, request.layer, request.method,
            request.target, request.mode, request.channel)
@@ -79,9 +74,11 @@ def raw_heatmap(store: Store, model: LoadedModel, image: ImageRecord,
         return found
     decoded = store.load_decoded(image)
     with ENGINE_LOCK:
+        # Score-CAM stops between batches when the pool's caller goes away
         heat = compute_heatmap(model, decoded, request.layer, request.method, request.target,
                                request.mode, request.channel,
-                               native_max_side=store.settings.native_max_side)
+                               native_max_side=store.settings.native_max_side,
+                               cancelled=current_cancelled())
     _MAPS.put(key, heat)
     return heat
 
@@ -122,15 +119,18 @@ def heatmap_result(store: Store, model: LoadedModel, image: ImageRecord,
         KeyError: unknown layer or method.
         ValueError: bad target, channel or normalisation.
     """
-    key = result_key("heatmap", {
+    payload = {
         "image": image.sha256, "model": model.spec.name, "weights": model.weights_sha256,
         "request": request.__dict__,
         "boxes": [[b.id, b.x, b.y, b.w, b.h, b.label] for b in boxes],
-    })
-    cached = store.get_result(key)
-    if cached is not None:
-        result: dict[str, Any] = cached
-        return result
+    }
+    return cached(store, "heatmap", payload,
+                  lambda: _heatmap_answer(store, model, image, request, boxes),
+                  image_id=image.id)
+
+
+def _heatmap_answer(store: Store, model: LoadedModel, image: ImageRecord,
+                    request: HeatmapRequest, boxes: list[BoxRecord]) -> dict[str, Any]:
     heat = raw_heatmap(store, model, image, request)
     scored = score_boxes(heat.values, [Box(b.x, b.y, b.w, b.h) for b in boxes]) if boxes else []
     box_out = [
@@ -144,7 +144,7 @@ def heatmap_result(store: Store, model: LoadedModel, image: ImageRecord,
     figure = heatmap_figure(shown, box_out, image_url=f"/api/images/{image.id}/file",
                             title=title)
     values = heat.values
-    result = {
+    return {
         "image_id": image.id, "model": model.spec.name, "layer": heat.layer,
         "method": heat.method, "target": heat.target, "target_label": heat.target_label,
         "mode": request.mode, "normalise": request.normalise,
@@ -154,8 +154,6 @@ def heatmap_result(store: Store, model: LoadedModel, image: ImageRecord,
         "heat_range": [float(torch.min(values)), float(torch.max(values))],
         "figure": figure,
     }
-    store.put_result(key, "heatmap", result, image_id=image.id)
-    return result
 
 
 def scores_csv(result: dict[str, Any]) -> str:

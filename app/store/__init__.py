@@ -3,9 +3,11 @@
 from app.store.repository import (
     BoxRecord,
     ImageRecord,
+    JobRecord,
     SchemaMismatchError,
     Store,
 )
 from app.store.tables import SCHEMA_VERSION
 
-__all__ = ["Store", "ImageRecord", "BoxRecord", "SchemaMismatchError", "SCHEMA_VERSION"]
+__all__ = ["Store", "ImageRecord", "BoxRecord", "JobRecord", "SchemaMismatchError",
+           "SCHEMA_VERSION"]

@@ -13,29 +13,43 @@ import json
 import os
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+import unicodedata
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, delete, event, func, select
+from sqlalchemy import Engine, Table, create_engine, delete, event, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.schema import CreateIndex, CreateTable
 
 from app.config import Settings
 from app.engine.images import DecodedImage, content_hash, decode_image
 from app.engine.lru import LRU
 from app.engine.regions import Box, check_box
-from app.store.tables import SCHEMA_VERSION, Base, BoxRow, ImageRow, ResultRow, SchemaVersionRow
+from app.formats.labels import clean_label, normalize_label
+from app.store.tables import (
+    SCHEMA_VERSION,
+    Base,
+    BoxRow,
+    ImageRow,
+    JobRow,
+    ResultRow,
+    SchemaVersionRow,
+)
 
-__all__ = ["Store", "ImageRecord", "BoxRecord", "SchemaMismatchError"]
+__all__ = ["Store", "ImageRecord", "BoxRecord", "ImportCount", "JobRecord",
+           "SchemaMismatchError", "UNFINISHED_JOB_STATES"]
 
 _EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "MPO": "jpg", "WEBP": "webp", "BMP": "bmp",
                "GIF": "gif", "TIFF": "tif"}
 _DECODED_CACHE_SIZE = 16
 _Row = TypeVar("_Row", ImageRow, BoxRow)
 _MAX_ID = 2**63 - 1  # SQL BIGINT; larger ids cannot exist and would overflow the driver
+_BoxTuple = tuple[float, float, float, float, str]
 
 
 class SchemaMismatchError(RuntimeError):
@@ -71,6 +85,39 @@ class BoxRecord:
     created_at: datetime
 
 
+@dataclass(frozen=True)
+class ImportCount:
+    """What :meth:`Store.import_boxes` did: boxes added, boxes already there, images skipped.
+
+    ``skipped`` maps an image id to the reason none of its boxes were added.
+    """
+
+    added: int
+    present: int
+    skipped: dict[int, str]
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """A stored job; ``result`` is the decoded JSON answer of a ``done`` job."""
+
+    id: str
+    kind: str
+    state: str
+    progress: float
+    message: str
+    result: Any
+    error: str | None
+    created_at: datetime
+    finished_at: datetime | None
+
+
+UNFINISHED_JOB_STATES = ("queued", "running")
+"""Job states that a restart turns into ``interrupted``."""
+
+_JOB_FIELDS = frozenset({"state", "progress", "message", "result", "error", "finished_at"})
+
+
 def _utc(moment: datetime) -> datetime:
     # SQLite drops the zone; every time the store writes is UTC.
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
@@ -84,6 +131,13 @@ def _image_record(row: ImageRow, box_count: int = 0) -> ImageRecord:
 def _box_record(row: BoxRow) -> BoxRecord:
     return BoxRecord(row.id, row.image_id, float(row.x), float(row.y), float(row.w),
                      float(row.h), row.label, _utc(row.created_at))
+
+
+def _job_record(row: JobRow) -> JobRecord:
+    return JobRecord(row.id, row.kind, row.state, float(row.progress), row.message,
+                     None if row.result is None else json.loads(row.result), row.error,
+                     _utc(row.created_at),
+                     None if row.finished_at is None else _utc(row.finished_at))
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -143,6 +197,8 @@ class Store:
     def _create_or_check_schema(self) -> None:
         with self._write_lock:
             Base.metadata.create_all(self.engine)
+            if self.is_sqlite:
+                self._upgrade_to_autoincrement()
             with self._sessions() as session, session.begin():
                 versions = list(session.scalars(select(SchemaVersionRow.version)))
                 if not versions:
@@ -153,6 +209,62 @@ class Store:
                         f"{versions}, this FeatureGap needs {SCHEMA_VERSION}; use another "
                         "FEATUREGAP_DATA_DIR or FEATUREGAP_DATABASE_URL, or migrate the data"
                     )
+
+    def _upgrade_to_autoincrement(self) -> None:
+        """Rebuild SQLite tables written before their ids were AUTOINCREMENT.
+
+        Such tables hand the id of a deleted newest row out again. The rebuild (SQLite's
+        documented create-copy-drop-rename, with foreign keys off, in one transaction) keeps
+        every row and id; from then on ids only grow. It cannot know ids that were deleted
+        before it ran, so the largest id deleted before the upgrade may be given once more.
+        """
+        tables = [table for table in Base.metadata.sorted_tables
+                  if table.dialect_options["sqlite"]["autoincrement"]]
+        raw = self.engine.raw_connection()
+        try:
+            connection = raw.driver_connection
+            assert connection is not None  # a fresh pool connection
+            stale = [table for table in tables if not _has_autoincrement(connection, table)]
+            if not stale:
+                return
+            connection.commit()
+            isolation = connection.isolation_level
+            connection.isolation_level = None  # explicit BEGIN/COMMIT: DDL inside the transaction
+            connection.execute("PRAGMA foreign_keys=OFF")
+            try:
+                connection.execute("BEGIN IMMEDIATE")
+                before = set(connection.execute("PRAGMA foreign_key_check").fetchall())
+                for table in stale:
+                    self._rebuild(connection, table)
+                broken = set(connection.execute("PRAGMA foreign_key_check").fetchall()) - before
+                if broken:
+                    raise RuntimeError(f"rebuilding the store's tables broke foreign keys "
+                                       f"{sorted(broken)[:5]}; the store was left unchanged")
+                connection.execute("COMMIT")
+            except BaseException:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                raise
+            finally:
+                connection.execute("PRAGMA foreign_keys=ON")
+                connection.isolation_level = isolation
+        finally:
+            raw.close()
+
+    def _rebuild(self, connection: Any, table: Table) -> None:
+        dialect = self.engine.dialect
+        name, new = table.name, f"_new_{table.name}"
+        have = {row[1] for row in connection.execute(f'PRAGMA table_info("{name}")')}
+        columns = ", ".join(f'"{c.name}"' for c in table.columns if c.name in have)
+        create = str(CreateTable(table).compile(dialect=dialect)).strip()
+        prefix = f"CREATE TABLE {name} ("
+        assert create.startswith(prefix), create
+        connection.execute(f'CREATE TABLE "{new}" (' + create[len(prefix):])
+        connection.execute(f'INSERT INTO "{new}" ({columns}) SELECT {columns} FROM "{name}"')
+        connection.execute(f'DROP TABLE "{name}"')
+        connection.execute(f'ALTER TABLE "{new}" RENAME TO "{name}"')
+        for index in table.indexes:
+            connection.execute(str(CreateIndex(index).compile(dialect=dialect)))
 
     def close(self) -> None:
         """Release the database connections."""
@@ -173,8 +285,11 @@ class Store:
             The stored image and whether it was new (False: the same bytes were stored before).
 
         Raises:
-            ValueError: the bytes are not a readable image or have too many pixels.
+            ValueError: the bytes are not a readable image or have too many pixels, or the
+                label is not a clean label (see :func:`app.formats.labels.clean_label`).
         """
+        if label is not None:
+            label = clean_label(label, "the image label") if label.strip() else None
         sha = content_hash(data)
         existing = self._image_by_sha(sha)
         if existing is not None:
@@ -228,16 +343,9 @@ class Store:
         query = (select(ImageRow, func.coalesce(counts.c.n, 0))
                  .outerjoin(counts, counts.c.image_id == ImageRow.id).order_by(ImageRow.id))
         if label is not None:
-            query = query.where(ImageRow.label == label)
+            query = query.where(ImageRow.label == normalize_label(label))
         with self._read() as session:
             return [_image_record(row, int(n)) for row, n in session.execute(query)]
-
-    def images_by_filename(self) -> dict[str, ImageRecord]:
-        """Images keyed by their uploaded file name (the first one wins on duplicates)."""
-        out: dict[str, ImageRecord] = {}
-        for record in self.images():
-            out.setdefault(record.filename, record)
-        return out
 
     def delete_image(self, image_id: int) -> None:
         """Delete an image with its boxes, cached results and, if unused, its file.
@@ -320,10 +428,75 @@ class Store:
             for x, y, w, h, label in boxes:
                 box = check_box(Box(x, y, w, h), image.width, image.height)
                 rows.append(BoxRow(image_id=image_id, x=box.x, y=box.y, w=box.w, h=box.h,
-                                   label=_check_label(label)))
+                                   label=clean_label(label)))
             session.add_all(rows)
             session.flush()
             return [_box_record(row) for row in rows]
+
+    def import_boxes(self, boxes_by_image: Mapping[int, Sequence[_BoxTuple]]) -> ImportCount:
+        """Make sure these boxes exist, for several images in one transaction.
+
+        Importing is idempotent: a box counts as already there when its image holds a box
+        with the same label and the same geometry once clipped, and repeats count (a file
+        with the same box twice gets it twice, once). So a retry after a cancel, a crash or
+        a failed batch adds only what is missing. Each image's boxes are added all or none:
+        an image that does not exist, or whose boxes fail the checks of :meth:`add_boxes`,
+        is skipped with the reason and the others go on.
+
+        Returns:
+            Boxes added, boxes already there, and the reasons for skipped images.
+        """
+        added = present = 0
+        skipped: dict[int, str] = {}
+        with self._write() as session:
+            for image_id, boxes in boxes_by_image.items():
+                try:
+                    rows, there = self._missing_rows(session, image_id, boxes)
+                except (KeyError, ValueError) as exc:
+                    skipped[image_id] = str(exc.args[0]) if exc.args else str(exc)
+                    continue
+                session.add_all(rows)
+                added, present = added + len(rows), present + there
+        return ImportCount(added, present, skipped)
+
+    def import_image_boxes(self, image_id: int, boxes: Sequence[_BoxTuple]) -> ImportCount:
+        """:meth:`import_boxes` for one image, raising instead of skipping it.
+
+        Raises:
+            KeyError: no such image.
+            ValueError: a box fails the checks of :meth:`add_boxes` (nothing is added).
+        """
+        with self._write() as session:
+            rows, present = self._missing_rows(session, image_id, boxes)
+            session.add_all(rows)
+        return ImportCount(len(rows), present, {})
+
+    def _missing_rows(self, session: Session, image_id: int, boxes: Sequence[_BoxTuple]
+                      ) -> tuple[list[BoxRow], int]:
+        """New rows for the boxes the image lacks, and how many it already has."""
+        image = _require(session, ImageRow, image_id)
+        wanted = []
+        for x, y, w, h, label in boxes:
+            box = check_box(Box(x, y, w, h), image.width, image.height)
+            wanted.append((box.x, box.y, box.w, box.h, clean_label(label)))
+        stored = Counter(
+            (float(r.x), float(r.y), float(r.w), float(r.h), r.label)
+            for r in session.scalars(select(BoxRow).where(BoxRow.image_id == image_id)))
+        have = sum(stored.values())
+        rows: list[BoxRow] = []
+        for key in wanted:
+            if stored[key] > 0:
+                stored[key] -= 1
+            else:
+                rows.append(BoxRow(image_id=image_id, x=key[0], y=key[1], w=key[2], h=key[3],
+                                   label=key[4]))
+        limit = self.settings.max_boxes_per_image
+        if have + len(rows) > limit:
+            raise ValueError(
+                f"image {image_id} would have {have + len(rows)} boxes, above the limit of "
+                f"{limit} boxes per image (setting FEATUREGAP_MAX_BOXES_PER_IMAGE)"
+            )
+        return rows, len(wanted) - len(rows)
 
     def get_box(self, box_id: int) -> BoxRecord:
         """The box with this id.
@@ -347,7 +520,7 @@ class Store:
         if wanted is not None:
             query = query.where(BoxRow.id.in_([i for i in wanted if 0 < i <= _MAX_ID]))
         if labels is not None:
-            query = query.where(BoxRow.label.in_(list(labels)))
+            query = query.where(BoxRow.label.in_([normalize_label(k) for k in labels]))
         if image_id is not None:
             query = query.where(BoxRow.image_id == min(max(image_id, 0), _MAX_ID))
         with self._read() as session:
@@ -377,7 +550,7 @@ class Store:
                                 float(new["h"])), image.width, image.height)
             row.x, row.y, row.w, row.h = box.x, box.y, box.w, box.h
             if "label" in changes:
-                row.label = _check_label(changes["label"])
+                row.label = clean_label(changes["label"])
             session.flush()
             return _box_record(row)
 
@@ -415,6 +588,12 @@ class Store:
             row = session.get(ResultRow, key)
             return None if row is None else json.loads(row.json)
 
+    def drop_results_not_matching(self, pattern: str) -> int:
+        """Delete cached results whose key is not ``LIKE pattern``; returns how many went."""
+        with self._write() as session:
+            gone = session.execute(delete(ResultRow).where(ResultRow.key.not_like(pattern)))
+            return int(getattr(gone, "rowcount", 0) or 0)
+
     def count_results(self, image_id: int | None = None) -> int:
         """How many results are cached (for one image, when given)."""
         query = select(func.count()).select_from(ResultRow)
@@ -422,6 +601,86 @@ class Store:
             query = query.where(ResultRow.image_id == image_id)
         with self._read() as session:
             return int(session.scalar(query) or 0)
+
+    # -- jobs -------------------------------------------------------------------------------
+
+    def add_job(self, job_id: str, kind: str) -> JobRecord:
+        """Record a new ``queued`` job.
+
+        Raises:
+            ValueError: a job with this id exists already.
+        """
+        with self._write() as session:
+            if session.get(JobRow, job_id) is not None:
+                raise ValueError(f"a job with id {job_id!r} exists already; use a new id")
+            row = JobRow(id=job_id, kind=kind, state="queued", progress=0.0, message="queued")
+            session.add(row)
+            session.flush()
+            return _job_record(row)
+
+    def update_job(self, job_id: str, **changes: Any) -> JobRecord:
+        """Change some of a job's ``state, progress, message, result, error, finished_at``.
+
+        ``result`` is any JSON-serialisable value (stored as JSON text).
+
+        Raises:
+            KeyError: no such job.
+            ValueError: an unknown field.
+        """
+        unknown = set(changes) - _JOB_FIELDS
+        if unknown:
+            raise ValueError(f"cannot change a job's {sorted(unknown)}; change one of "
+                             f"{sorted(_JOB_FIELDS)}")
+        if "result" in changes:
+            changes["result"] = json.dumps(changes["result"], allow_nan=False)
+        with self._write() as session:
+            row = session.get(JobRow, job_id)
+            if row is None:
+                raise KeyError(_NO_JOB.format(job_id))
+            for name, value in changes.items():
+                setattr(row, name, value)
+            session.flush()
+            return _job_record(row)
+
+    def get_job(self, job_id: str) -> JobRecord:
+        """The job with this id.
+
+        Raises:
+            KeyError: no such job.
+        """
+        with self._read() as session:
+            row = session.get(JobRow, job_id)
+            if row is None:
+                raise KeyError(_NO_JOB.format(job_id))
+            return _job_record(row)
+
+    def interrupt_jobs(self) -> int:
+        """Mark every ``queued`` or ``running`` job ``interrupted`` (a restart: their work is
+        gone); returns how many were marked."""
+        with self._write() as session:
+            marked = session.execute(
+                update(JobRow).where(JobRow.state.in_(UNFINISHED_JOB_STATES)).values(
+                    state="interrupted", finished_at=_now_utc(),
+                    message="interrupted: the server stopped before the job finished; "
+                            "send the request again"))
+            return int(getattr(marked, "rowcount", 0) or 0)
+
+    def prune_jobs(self, keep: int) -> int:
+        """Delete finished jobs but the ``keep`` newest (results of old jobs can be large);
+        unfinished ones are never deleted. Returns how many were deleted."""
+        finished = JobRow.state.not_in(UNFINISHED_JOB_STATES)
+        with self._write() as session:
+            kept = select(JobRow.id).where(finished).order_by(
+                JobRow.created_at.desc(), JobRow.id).limit(keep)
+            gone = session.execute(delete(JobRow).where(finished, JobRow.id.not_in(kept)))
+            return int(getattr(gone, "rowcount", 0) or 0)
+
+
+_NO_JOB = "no job with id {!r}; the id is the job_id a 202 answer gave"
+
+
+def _now_utc() -> datetime:
+    return datetime.now(UTC)
 
 
 _MISSING: dict[type, str] = {
@@ -442,18 +701,20 @@ def _require(session: Session, table: type[_Row], row_id: int) -> _Row:
     return row
 
 
-def _check_label(label: str) -> str:
-    label = label.strip()
-    if not label:
-        raise ValueError("a box label must not be empty; give a class or domain name")
-    if len(label) > 200:
-        raise ValueError(f"a box label has at most 200 characters, got {len(label)}")
-    return label
+def _has_autoincrement(connection: Any, table: Table) -> bool:
+    row = connection.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?",
+                             (table.name,)).fetchone()
+    return row is None or "AUTOINCREMENT" in str(row[0]).upper()
 
 
 def _clean_filename(filename: str) -> str:
-    """Keep only the last path part of a client's file name (metadata only, never a path)."""
-    name = filename.replace("\\", "/").rsplit("/", 1)[-1].strip()
+    """Keep only the last path part of a client's file name (metadata only, never a path).
+
+    Control and format characters are dropped, so the name can go into XML, CSV and logs.
+    """
+    name = filename.replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(c for c in unicodedata.normalize("NFC", name)
+                   if unicodedata.category(c) not in {"Cc", "Cf", "Cs"}).strip()
     return (name or "upload")[:255]
 
 

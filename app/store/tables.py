@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 from sqlalchemy import DateTime, Float, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["SCHEMA_VERSION", "Base", "ImageRow", "BoxRow", "ResultRow", "SchemaVersionRow"]
+__all__ = ["SCHEMA_VERSION", "Base", "ImageRow", "BoxRow", "ResultRow", "SchemaVersionRow",
+           "JobRow"]
 
 SCHEMA_VERSION = 1
 """Bump when the tables change; a store written by another version is refused at start."""
@@ -25,6 +26,9 @@ class ImageRow(Base):
     """An uploaded picture, stored once per content hash."""
 
     __tablename__ = "images"
+    # AUTOINCREMENT: an id is never handed out twice, even after the newest row is deleted,
+    # so an exported id cannot later name another image.
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     sha256: Mapped[str] = mapped_column(String(64), unique=True, index=True)
@@ -40,6 +44,7 @@ class BoxRow(Base):
     """A box ``x, y, w, h`` in the displayed image's pixels, with its label."""
 
     __tablename__ = "boxes"
+    __table_args__ = {"sqlite_autoincrement": True}  # ids never reused (see ImageRow)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     image_id: Mapped[int] = mapped_column(
@@ -65,6 +70,26 @@ class ResultRow(Base):
         ForeignKey("images.id", ondelete="CASCADE"), nullable=True, index=True
     )
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class JobRow(Base):
+    """A job (a long request run by the worker pool): its state survives restarts.
+
+    ``result`` is the finished job's JSON answer; a table added to an existing store by
+    ``create_all`` at start, so it needs no schema version of its own.
+    """
+
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(50))
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    message: Mapped[str] = mapped_column(String(500), default="")
+    result: Mapped[str | None] = mapped_column(Text, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class SchemaVersionRow(Base):

@@ -127,6 +127,65 @@ def test_measures_list(project: tuple[TestClient, Any]) -> None:
     measures = {m["name"]: m for m in client.get("/api/measures").json()}
     assert {"euclidean", "mmd", "cosine"} <= set(measures)
     assert measures["mmd"]["needs"] == "pixels"
+    kernel_num = measures["mmd"]["options"]["properties"]["kernel_num"]
+    assert (kernel_num["minimum"], kernel_num["maximum"], kernel_num["default"]) == (1, 16, 5)
+    assert measures["mutual_information"]["options"]["properties"]["bins"]["maximum"] == 256
+    assert measures["euclidean"]["options"]["properties"] == {}
+
+
+@pytest.mark.parametrize(("measure", "options", "hint"), [
+    ("euclidean", {"foo": 1}, "'foo'"),
+    ("mmd", {"foo": 1}, "kernel_num"),
+    ("mmd", {"seed": 1}, "permutation test"),
+    ("euclidean", {"permutations": 5}, "permutation test"),
+    ("mmd", {"block_size": "a"}, "block_size"),
+    ("mmd", {"kernel_num": 1e6}, "kernel_num"),
+    ("mmd", {"kernel_mul": 1e308}, "kernel_mul"),
+    ("seed_mmd", {"kernel_mul": 1e308}, "kernel_mul"),
+    ("mutual_information", {"bins": 1e6}, "bins"),
+    ("grassmann", {"metric": "angle"}, "metric"),
+])
+@pytest.mark.parametrize("route", ["distances", "separation"])
+def test_bad_measure_options_are_422_naming_the_known_options(
+        project: tuple[TestClient, Any], route: str, measure: str, options: dict[str, Any],
+        hint: str) -> None:
+    client, _ = project
+    where = {"layer": LAYER} if route == "distances" else {"layers": [LAYER]}
+    response = client.post(f"/api/{route}", json={
+        "labels": ["brick", "grass"], **where, "measure": measure, "options": options})
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert hint in detail
+    assert "known options" in detail or "takes no options" in detail
+
+
+def test_separation_unknown_measure_names_the_known_ones(
+        project: tuple[TestClient, Any]) -> None:
+    client, _ = project
+    response = client.post("/api/separation", json={"layers": [LAYER], "measure": "nope"})
+    assert response.status_code == 404
+    assert "grassmann" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(("measure", "options"), [
+    ("mmd", {"sigma": 30.0}), ("grassmann", {"k": 2}), ("mutual_information", {"bins": 8})])
+def test_separation_works_with_set_measures_and_similarities(
+        project: tuple[TestClient, Any], measure: str, options: dict[str, Any]) -> None:
+    client, _ = project
+    response = client.post("/api/separation", json={
+        "layers": [LAYER], "measure": measure, "options": options, "grid_size": 3})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    needs = {"mmd": "pixels", "grassmann": "pixels", "mutual_information": "grid"}[measure]
+    assert body["descriptor"] == needs
+    head = body["layers"][0]
+    if measure == "mutual_information":  # a similarity: ratio is intra / inter, no silhouette
+        assert head["ratio"] == pytest.approx(head["intra"] / head["inter"])
+        assert head["silhouette"] is None
+    else:
+        assert head["ratio"] == pytest.approx(head["inter"] / head["intra"])
+        assert -1 <= head["silhouette"] <= 1
+    assert set(head["per_label"]) == set(TEXTURES)
 
 
 @pytest.mark.parametrize(("body", "status", "hint"), [
@@ -188,3 +247,15 @@ def test_large_work_runs_as_a_job_and_limits_name_the_setting(
         over = client.post("/api/distances", json=request)
         assert over.status_code == 413
         assert "FEATUREGAP_MAX_SAMPLES_PER_REQUEST" in over.json()["detail"]
+
+
+def test_separation_work_counts_pairs_where_the_measure_loops_over_pairs() -> None:
+    from app.service.analysis import SeparationRequest, separation_work
+
+    def units(measure: str, descriptor: str) -> int:
+        request = SeparationRequest("m", ["a", "b"], measure, descriptor)  # type: ignore[arg-type]
+        return separation_work(request, 300)
+
+    assert units("euclidean", "gap") == units("mahalanobis", "grid") == 600
+    assert units("mmd", "pixels") == units("euclidean", "pixels") == 300 * 299 // 2 * 2
+    assert units("mutual_information", "grid") == 300 * 299 // 2 * 2

@@ -61,7 +61,13 @@ def test_coco_round_trip(client: TestClient) -> None:
     response = client.post("/api/import/coco",
                            files={"file": ("c.json", json.dumps(document).encode())})
     assert response.status_code == 200, response.text
-    assert response.json() == {"boxes_added": 3, "images_matched": 2, "skipped": []}
+    assert response.json() == {"boxes_added": 3, "boxes_present": 0, "images_matched": 2,
+                               "skipped": []}
+    assert _boxes(client) == before
+    again = client.post("/api/import/coco",
+                        files={"file": ("c.json", json.dumps(document).encode())})
+    assert again.json() == {"boxes_added": 0, "boxes_present": 3, "images_matched": 2,
+                            "skipped": []}
     assert _boxes(client) == before
 
 
@@ -122,7 +128,8 @@ def test_large_coco_import_runs_as_a_job(data_dir: Path, monkeypatch: pytest.Mon
         client.app.state.jobs.wait(job_id)  # type: ignore[attr-defined]
         job = client.get(f"/api/jobs/{job_id}").json()
         assert job["state"] == "done" and job["progress"] == 1.0 and job["kind"] == "import_coco"
-        assert job["result"] == {"boxes_added": 12, "images_matched": 3, "skipped": []}
+        assert job["result"] == {"boxes_added": 12, "boxes_present": 0, "images_matched": 3,
+                                 "skipped": []}
         counts = [i["box_count"] for i in client.get("/api/images").json()]
         assert counts == [4, 4, 4] and len(images) == 3
 
@@ -213,4 +220,103 @@ def test_bad_yolo_is_422_and_adds_nothing(client: TestClient, text: bytes, class
     response = client.post(f"/api/images/{image['id']}/import/yolo",
                            files={"file": ("a.txt", text)}, data={"classes": classes})
     assert response.status_code == 422 and message in response.json()["detail"]
+    assert _boxes(client) == []
+
+
+_ANNOTATION = {"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 2, 3, 4]}
+
+
+def _coco_bytes(categories: Any = None, images: Any = None, annotation: Any = None) -> bytes:
+    return json.dumps({
+        "images": [{"id": 1, "file_name": "a.png"}] if images is None else images,
+        "categories": [{"id": 1, "name": "a"}] if categories is None else categories,
+        "annotations": [{**_ANNOTATION, **(annotation or {})}],
+    }).encode()
+
+
+@pytest.mark.parametrize(("document", "message"), [
+    (_coco_bytes(categories=[{"id": [1, 2], "name": "a"}]), "must be an integer"),
+    (_coco_bytes(categories=[{"id": {"x": 1}, "name": "a"}]), "got dict"),
+    (_coco_bytes(categories=[{"id": True, "name": "a"}]), "got bool"),
+    (_coco_bytes(categories=[{"id": 1.5, "name": "a"}]), "got float"),
+    (_coco_bytes(categories=[{"id": 10**30, "name": "a"}]), "from 0 to"),
+    (_coco_bytes(categories=[{"id": 1, "name": {"a": 1}}]), "must be a string"),
+    (_coco_bytes(categories=[{"id": 1, "name": "a\u202eb"}]), "U+202E"),
+    (_coco_bytes(images=[{"id": [1], "file_name": "a.png"}]), "image 0's 'id'"),
+    (_coco_bytes(images=[{"id": 1, "file_name": "a.png", "width": [], "height": 2}]),
+     "'width'"),
+    (_coco_bytes(images=[None]), "image 0"),
+    (_coco_bytes(annotation={"image_id": [1]}), "'image_id'"),
+    (_coco_bytes(annotation={"bbox": [1, 2, 3, None]}), "'bbox'"),
+    (_coco_bytes(annotation={"bbox": [1, 2, 3, "4"]}), "'bbox'"),
+    (_coco_bytes(annotation={"bbox": {"x": 1}}), "[x, y, w, h]"),
+    (_coco_bytes(annotation={"category_id": {"id": 1}}), "'category_id'"),
+    (_coco_bytes().replace(b"[1, 2, 3, 4]", b"[1, 2, 3, " + b"7" * 400 + b"]"),
+     "finite number"),
+    (_coco_bytes().replace(b"[1, 2, 3, 4]", b"[1, 2, NaN, 4]"), "finite number"),
+    (_coco_bytes().replace(b"[1, 2, 3, 4]", b"[1, 2, Infinity, 4]"), "finite number"),
+    (_coco_bytes().replace(b"[1, 2, 3, 4]", b"[1, 2, 3, " + b"7" * 5000 + b"]"), "not JSON"),
+    (b"[" * 100_000 + b"]" * 100_000, "not JSON"),
+    (b'{"images": [], "categories": 5, "annotations": []}', "'categories'"),
+])
+def test_hostile_coco_is_422_with_a_message(client: TestClient, document: bytes,
+                                            message: str) -> None:
+    _image(client, "a.png", 20, 20, 7)
+    response = client.post("/api/import/coco", files={"file": ("c.json", document)})
+    assert response.status_code == 422, response.text
+    assert message in response.json()["detail"]
+    assert _boxes(client) == []
+
+
+def test_voc_export_of_awkward_labels_is_well_formed_and_reimports(client: TestClient) -> None:
+    import xml.etree.ElementTree as ET
+
+    image = _image(client, "a <b> & 'c'.png", 40, 30, 8)
+    labels = ["a <b> & c", "\"q\" 'z'", "]]>", "caf\u00e9 \U0001f408", "&amp;", "x" * 200]
+    for i, label in enumerate(labels):
+        _add(client, image["id"], i, i, 10, 10, label)
+    url = f"/api/images/{image['id']}"
+    exported = client.get(f"{url}/export/voc").content
+    root = ET.fromstring(exported)
+    assert root.findtext("filename") == "a <b> & 'c'.png"
+    assert [o.findtext("name") for o in root.iter("object")] == labels
+    before = _boxes(client)
+    again = client.post(f"{url}/import/voc", files={"file": ("a.xml", exported)}).json()
+    assert again == {"boxes_added": 0, "boxes_present": 6, "images_matched": 1, "skipped": []}
+    _clear_boxes(client)
+    client.post(f"{url}/import/voc", files={"file": ("a.xml", exported)})
+    assert _boxes(client) == before
+
+
+def test_voc_and_yolo_reimports_add_nothing(client: TestClient) -> None:
+    image = _image(client, "a.png", 40, 30, 9)
+    url = f"/api/images/{image['id']}"
+    added = [client.post(f"{url}/import/voc", files={"file": ("a.xml", VOC)}).json()
+             for _ in range(2)]
+    assert [(r["boxes_added"], r["boxes_present"]) for r in added] == [(2, 0), (0, 2)]
+    yolo = b"0 0.5 0.5 0.5 0.5\n0 0.5 0.5 0.5 0.5\n"
+    first = client.post(f"{url}/import/yolo", files={"file": ("a.txt", yolo)},
+                        data={"classes": "cat"}).json()
+    second = client.post(f"{url}/import/yolo", files={"file": ("a.txt", yolo)},
+                         data={"classes": "cat"}).json()
+    assert (first["boxes_added"], second["boxes_added"], second["boxes_present"]) == (2, 0, 2)
+    assert len(_boxes(client)) == 4
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    (b"0 nan 0.5 0.1 0.1", "finite numbers"),
+    (b"0 0.5 0.5 0.1 0.1 7", "line 1"),
+    (b"0", "line 1"),
+    (b"1" * 5000 + b" 0.5 0.5 0.1 0.1", "line 1"),
+    (b"-3 0.5 0.5 0.1 0.1", "class -3"),
+])
+def test_hostile_yolo_is_422(client: TestClient, text: bytes, message: str) -> None:
+    image = _image(client, "a.png", 40, 20, 10)
+    response = client.post(f"/api/images/{image['id']}/import/yolo",
+                           files={"file": ("a.txt", text)}, data={"classes": "a\nb"})
+    assert response.status_code == 422 and message in response.json()["detail"]
+    bad_classes = client.post(f"/api/images/{image['id']}/import/yolo",
+                              files={"file": ("a.txt", b"0 0.5 0.5 0.1 0.1")},
+                              data={"classes": "a\x00b"})
+    assert bad_classes.status_code == 422 and "U+0000" in bad_classes.json()["detail"]
     assert _boxes(client) == []

@@ -9,8 +9,15 @@ import pytest
 import torch
 from sklearn.metrics import silhouette_score
 
-from app.engine.analysis import distance_matrix, layer_profile, pairwise_distances, separation
-from app.engine.measures import cosine, mmd, mutual_information, permutation_test
+from app.engine.analysis import distance_matrix, layer_profile, separation
+from app.engine.measures import (
+    MEASURES,
+    cosine,
+    get_measure,
+    mmd,
+    mutual_information,
+    permutation_test,
+)
 
 
 def _groups(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -24,7 +31,7 @@ def _groups(seed: int = 0) -> dict[str, torch.Tensor]:
 
 def test_distance_matrix_values_and_p_values() -> None:
     groups = _groups()
-    r = distance_matrix(groups, "mmd", estimator="unbiased", sigma=1.5)
+    r = distance_matrix(groups, get_measure("mmd", estimator="unbiased", sigma=1.5))
     assert r.labels == ["a", "b", "c"] and r.p_values is None and not r.higher_is_better
     for i, a in enumerate(r.labels):
         assert r.values[i, i] == 0
@@ -41,7 +48,7 @@ def test_distance_matrix_values_and_p_values() -> None:
 
 def test_similarity_matrix_diagonal_is_the_self_value() -> None:
     groups = {k: v.repeat(1, 20) for k, v in _groups().items()}
-    r = distance_matrix(groups, "mutual_information", bins=4)
+    r = distance_matrix(groups, get_measure("mutual_information", bins=4))
     assert r.higher_is_better
     want = mutual_information(groups["b"].mean(0), groups["b"].mean(0), bins=4)
     assert float(r.values[1, 1]) == pytest.approx(want)
@@ -63,7 +70,7 @@ def _labelled(seed: int = 0) -> tuple[torch.Tensor, list[str]]:
 @pytest.mark.parametrize("measure", ["euclidean", "cosine"])
 def test_separation_matches_naive_loops_and_sklearn_silhouette(measure: str) -> None:
     x, labels = _labelled()
-    s = separation(x, labels, measure)  # type: ignore[arg-type]
+    s = separation(x, labels, get_measure(measure))
     xs = x.numpy()
 
     def dist(i: int, j: int) -> float:
@@ -92,12 +99,13 @@ def test_std_euclidean_and_mahalanobis_pairwise() -> None:
 
     v = np.var(x.numpy(), axis=0, ddof=1)
     want = cdist(x.numpy(), x.numpy(), "seuclidean", V=v)
-    np.testing.assert_allclose(pairwise_distances(x, "std_euclidean").numpy(), want, atol=1e-10)
+    got = get_measure("std_euclidean").pairwise(x).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-10)
     resid = np.vstack([x.numpy()[[i for i, la in enumerate(labels) if la == k]] for k in "abc"])
     resid = np.vstack([r - r.mean(0) for r in np.split(resid, [7, 11])])
     vi = np.linalg.inv(LedoitWolf(assume_centered=True).fit(resid).covariance_)
     want = cdist(x.numpy(), x.numpy(), "mahalanobis", VI=vi)
-    got = pairwise_distances(x, "mahalanobis", labels=labels).numpy()
+    got = get_measure("mahalanobis").pairwise(x, labels).numpy()
     np.testing.assert_allclose(got, want, atol=1e-9)
 
 
@@ -115,8 +123,6 @@ def test_separation_bad_input() -> None:
         separation(x, ["a"] * len(labels))
     with pytest.raises(ValueError, match="own label"):
         separation(x[:3], ["a", "b", "c"])
-    with pytest.raises(ValueError, match="pairwise"):
-        separation(x, labels, "mmd")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="zero rows"):
         separation(torch.zeros(4, 2), ["a", "a", "b", "b"], "cosine")
 
@@ -128,3 +134,88 @@ def test_layer_profile_is_separation_per_layer_in_order() -> None:
     assert prof[1][1] == separation(x[:, :2], labels)
     with pytest.raises(ValueError, match="layer 'bad'"):
         layer_profile({"bad": (x, labels[:3])})
+
+
+def _boxes(seed: int = 4) -> tuple[list[torch.Tensor], list[str]]:
+    """Per-box sets of rows (a box's pixels), of uneven sizes, for three labels."""
+    g = torch.Generator().manual_seed(seed)
+    sets, labels = [], []
+    for label, shift, count in (("a", 0.0, 3), ("b", 1.5, 2), ("c", -1.0, 4)):
+        for _ in range(count):
+            rows = int(torch.randint(5, 9, (1,), generator=g))
+            scale = torch.linspace(2.0, 0.5, 6, dtype=torch.float64)
+            sets.append(torch.randn(rows, 6, generator=g, dtype=torch.float64) * scale + shift)
+            labels.append(label)
+    return sets, labels
+
+
+@pytest.mark.parametrize("name", sorted(MEASURES))
+def test_separation_of_box_sets_works_with_every_measure(name: str) -> None:
+    sets, labels = _boxes()
+    m = get_measure(name)
+    s = separation(sets, labels, m)
+    n = len(sets)
+    d = np.zeros((n, n))
+    for i in range(n):
+        for j in range(n):
+            if i != j:
+                d[i, j] = m(sets[min(i, j)], sets[max(i, j)])
+    pairs = [(i, j) for i in range(n) for j in range(n) if i != j]
+    intra = np.mean([d[i, j] for i, j in pairs if labels[i] == labels[j]])
+    inter = np.mean([d[i, j] for i, j in pairs if labels[i] != labels[j]])
+    assert s.intra == pytest.approx(intra, rel=1e-10, abs=1e-14)
+    assert s.inter == pytest.approx(inter, rel=1e-10, abs=1e-14)
+    c = [i for i, lab in enumerate(labels) if lab == "c"]
+    want_c = np.mean([d[i, j] for i in c for j in c if i != j])
+    assert s.per_label["c"].intra == pytest.approx(want_c, rel=1e-10, abs=1e-14)
+    if m.higher_is_better:
+        assert s.ratio == pytest.approx(intra / inter) and math.isnan(s.silhouette)
+    else:
+        assert s.ratio == pytest.approx(inter / intra)
+        assert s.silhouette == pytest.approx(
+            silhouette_score(d, labels, metric="precomputed"), rel=1e-9)
+
+
+@pytest.mark.parametrize("name", sorted(set(MEASURES) - {"std_euclidean", "mahalanobis"}))
+def test_pairwise_rows_is_the_measure_between_single_rows(name: str) -> None:
+    x, _ = _labelled(3)
+    x = x[:9] + 2.0  # cosine needs no zero rows; keep the loop small
+    m = get_measure(name)
+    if m.min_rows > 1:
+        with pytest.raises(ValueError, match=f"at least {m.min_rows}"):
+            m.pairwise(x)
+        return
+    got = m.pairwise(x)
+    assert got.dtype == torch.float64 and got.shape == (9, 9)
+    for i in range(9):
+        for j in range(9):
+            if i == j and not m.higher_is_better:
+                assert float(got[i, i]) == 0.0
+            else:
+                assert float(got[i, j]) == pytest.approx(
+                    m(x[min(i, j)], x[max(i, j)]), rel=1e-9, abs=1e-12), (i, j)
+
+
+def test_euclidean_and_cosine_pairwise_match_scipy_cdist_to_the_last_digits() -> None:
+    from scipy.spatial.distance import cdist
+
+    g = torch.Generator().manual_seed(9)
+    x = torch.randn(61, 13, generator=g, dtype=torch.float64) * 1e3
+    x[1] = x[0] + 1e-9  # near rows: ‖a‖² + ‖b‖² − 2ab would lose them
+    for name in ("euclidean", "cosine"):
+        want = cdist(x.numpy(), x.numpy(), name)
+        got = get_measure(name).pairwise(x).numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-15 if name == "euclidean"
+                                   else 1e-13)
+
+
+def test_separation_with_configured_options_and_by_name() -> None:
+    sets, labels = _boxes(5)
+    by_name = separation(sets, labels, "mmd")
+    configured = separation(sets, labels, get_measure("mmd", sigma=2.0, kernel="multi"))
+    assert by_name == separation(sets, labels, get_measure("mmd"))
+    assert configured.intra != by_name.intra
+    with pytest.raises(KeyError, match="use one of"):
+        separation(sets, labels, "manhattan")
+    prof = layer_profile({"l": (sets, labels)}, get_measure("grassmann", k=2))
+    assert prof[0][1] == separation(sets, labels, get_measure("grassmann", k=2))

@@ -59,3 +59,26 @@ def test_bad_input() -> None:
         embed(torch.full((5, 2), float("nan")), "pca")
     with pytest.raises(ValueError, match="at least 2"):
         embed(x[:1], "pca")
+
+
+def test_tsne_cancel_stops_within_a_few_iterations_and_no_cancel_changes_nothing() -> None:
+    from openTSNE import TSNE
+
+    from app.engine.embed import CANCEL_CHECK_EVERY_ITERS
+
+    x, _ = _clusters(53, seed=5)
+    looks: list[int] = []
+
+    def cancelled() -> bool:
+        looks.append(1)
+        return len(looks) > 4  # the look before the neighbours, then three during t-SNE
+
+    with pytest.raises(InterruptedError, match="cancelled"):
+        embed(x, "tsne", perplexity=7, seed=2, cancelled=cancelled)
+    assert len(looks) == 5
+    # The watching callback leaves the optimisation as openTSNE runs it without one.
+    plain = TSNE(n_components=2, perplexity=7, initialization="pca", random_state=2, n_jobs=1,
+                 verbose=False).fit(x.numpy())
+    watched = embed(x, "tsne", perplexity=7, seed=2, cancelled=lambda: False)
+    np.testing.assert_array_equal(watched.numpy(), np.asarray(plain, dtype=np.float64))
+    assert CANCEL_CHECK_EVERY_ITERS <= 10

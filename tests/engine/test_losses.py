@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -23,6 +24,17 @@ def test_mmd_loss_equals_the_measure(estimator: str, sigma: float | None) -> Non
     x, y = _pair(9, 6)
     loss = MMDLoss(sigma=sigma, estimator=estimator)(x, y)  # type: ignore[arg-type]
     assert float(loss) == pytest.approx(mmd(x, y, sigma=sigma, estimator=estimator), rel=1e-10)  # type: ignore[arg-type]
+
+
+def test_mmd_loss_median_bandwidth_is_the_measures_at_an_even_number_of_pairs() -> None:
+    # 5 + 7 rows give 66 pairs: the median is the mean of the two middle distances.
+    x, y = _pair(5, 7)
+    z = torch.cat([x, y]).numpy()
+    sq = ((z[:, None, :] - z[None, :, :]) ** 2).sum(-1)[np.triu_indices(12, 1)]
+    sigma = float(np.sqrt(np.median(sq) / 2))
+    loss = float(MMDLoss(sigma=None)(x, y))
+    assert loss == pytest.approx(float(MMDLoss(sigma=sigma)(x, y)), rel=1e-12)
+    assert loss == pytest.approx(mmd(x, y, sigma=None), rel=1e-12)
 
 
 @pytest.mark.parametrize("fix_sigma", [None, 2.5])

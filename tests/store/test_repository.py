@@ -202,3 +202,40 @@ def test_load_decoded_is_cached_by_hash(store: Store) -> None:
     first = store.load_decoded(image)
     assert store.load_decoded(image) is first
     assert first.sha256 == image.sha256 and first.pixels.size == (12, 9)
+
+
+def test_jobs_are_stored_updated_interrupted_and_pruned(store: Store) -> None:
+    from datetime import UTC, datetime
+
+    first = store.add_job("a" * 32, "distances")
+    assert (first.state, first.progress, first.message, first.result, first.finished_at) == (
+        "queued", 0.0, "queued", None, None)
+    with pytest.raises(ValueError, match="exists already"):
+        store.add_job("a" * 32, "distances")
+    moment = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    done = store.update_job("a" * 32, state="done", progress=1.0, result={"m": [[0.5, None]]},
+                            finished_at=moment)
+    assert (done.result, done.finished_at) == ({"m": [[0.5, None]]}, moment)
+    assert store.get_job("a" * 32) == done
+    with pytest.raises(ValueError, match="cannot change a job's \\['kind'\\]"):
+        store.update_job("a" * 32, kind="other")
+    with pytest.raises(ValueError):  # NaN is not JSON: refused when stored, not when read
+        store.update_job("a" * 32, result={"x": float("nan")})
+    with pytest.raises(KeyError, match="no job with id 'zz'"):
+        store.get_job("zz")
+    with pytest.raises(KeyError, match="no job"):
+        store.update_job("zz", state="done")
+    store.add_job("queued", "import_coco")
+    store.add_job("running", "embedding")
+    store.update_job("running", state="running")
+    for index in range(4):
+        store.add_job(f"old{index}", "embedding")
+        store.update_job(f"old{index}", state="failed", error="ValueError: x")
+    assert store.interrupt_jobs() == 2
+    assert {store.get_job(i).state for i in ("queued", "running")} == {"interrupted"}
+    assert store.interrupt_jobs() == 0
+    # 7 finished now: keep the 3 newest finished ones.
+    assert store.prune_jobs(keep=3) == 4
+    with pytest.raises(KeyError):
+        store.get_job("a" * 32)
+    assert [store.get_job(f"old{i}").state for i in (2, 3)] == ["failed", "failed"]

@@ -1,8 +1,9 @@
 """Measures between descriptors, sets of vectors and groups.
 
 Every measure is a registered :class:`Measure` (one small module each) with its direction,
-the descriptor it consumes and whether it compares group means or whole sets; the
-functions below run them on tensors whose rows are samples.
+the descriptor it consumes, whether it compares group means or whole sets, and its options
+schema; ``get_measure(name, **options)`` configures one, and the functions below are
+one-line shortcuts that run them on tensors whose rows are samples.
 """
 
 from app.engine.measures.base import MEASURES, Measure, get_measure, list_measures

@@ -1,12 +1,14 @@
-"""The measure pipeline and registry: check inputs, compute, check the result."""
+"""The measure pipeline and registry: options checked once, inputs checked per call."""
 
 from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal, TypeVar
 
 import torch
+from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import Tensor
 
 from app.engine.registry import Registry
@@ -16,9 +18,13 @@ __all__ = [
     "Between",
     "Descriptor",
     "Measure",
+    "NoOptions",
+    "MeasureOptions",
     "as_samples",
+    "describe_options",
     "get_measure",
     "list_measures",
+    "parse_options",
     "register",
 ]
 
@@ -28,6 +34,19 @@ Between = Literal["means", "sets"]
 MEASURES: Registry[type[Measure]] = Registry("measure")
 
 _M = TypeVar("_M", bound="type[Measure]")
+_O = TypeVar("_O", bound=BaseModel)
+# Keys people put into a measure's options that belong to the permutation test instead.
+_TEST_KEYS = frozenset({"seed", "permutations"})
+
+
+class MeasureOptions(BaseModel):
+    """Base of every measure's options: unknown keys are refused, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NoOptions(MeasureOptions):
+    """The options of a measure that takes none."""
 
 
 def register(cls: _M) -> _M:
@@ -40,26 +59,94 @@ def register(cls: _M) -> _M:
     return cls
 
 
-def get_measure(name: str) -> Measure:
-    """An instance of the registered measure ``name``.
+def get_measure(name: str, **options: Any) -> Measure:
+    """The registered measure ``name``, configured with ``options``.
 
     Raises:
         KeyError: for an unknown name; the message lists the known ones.
+        ValueError: unknown or out-of-range options; the message lists the known ones.
     """
-    return MEASURES.lookup(name)()
+    return MEASURES.lookup(name)(**options)
 
 
 def list_measures() -> list[dict[str, Any]]:
-    """Name, direction, descriptor and comparison of every registered measure, by name."""
+    """Name, direction, descriptor, comparison and options schema of every measure, by name."""
     return [
         {
             "name": cls.name,
             "higher_is_better": cls.higher_is_better,
             "needs": cls.needs,
             "between": cls.between,
+            "options": cls.Options.model_json_schema(),
         }
         for _, cls in sorted(MEASURES.items())
     ]
+
+
+def _describe_schema(s: Mapping[str, Any]) -> str:
+    if "anyOf" in s:
+        return " or ".join(_describe_schema(part) for part in s["anyOf"])
+    if "enum" in s:
+        return "|".join(repr(v) for v in s["enum"])
+    if "const" in s:
+        return repr(s["const"])
+    kind = {"integer": "int", "number": "number", "boolean": "bool", "null": "None",
+            "string": "str"}.get(s.get("type", ""), s.get("type", "any"))
+    if kind == "array":
+        items = _describe_schema(s.get("items", {}))
+        size = f", {s.get('minItems', 0)}..{s['maxItems']} items" if "maxItems" in s else ""
+        return f"list of ({items}{size})"
+    bounds = [f"{op} {s[key]}" for key, op in (("minimum", "≥"), ("exclusiveMinimum", ">"),
+                                                  ("maximum", "≤"), ("exclusiveMaximum", "<"))
+              if key in s]
+    return f"{kind} {' and '.join(bounds)}" if bounds else kind
+
+
+def describe_options(model: type[BaseModel]) -> str:
+    """A one-line list of ``model``'s options with their types, bounds and defaults."""
+    props: dict[str, Any] = model.model_json_schema().get("properties", {})
+    if not props:
+        return "it takes no options"
+    parts = [f"{name} ({_describe_schema(s)}, default {s.get('default')!r})"
+             for name, s in props.items()]
+    return "known options: " + "; ".join(parts)
+
+
+def parse_options(owner: str, model: type[_O], options: Mapping[str, Any]) -> _O:
+    """Validate ``options`` against ``model`` (a pydantic model with ``extra="forbid"``).
+
+    Args:
+        owner: what takes the options, for messages (e.g. ``"measure 'mmd'"``).
+        model: the options model.
+        options: keyword → value.
+
+    Returns:
+        The validated options.
+
+    Raises:
+        ValueError: unknown keys or values of the wrong type or out of bounds; the message
+            lists every known option with its type, bounds and default.
+    """
+    unknown = [k for k in options if k not in model.model_fields]
+    if unknown:
+        hint = ""
+        if _TEST_KEYS & set(unknown):
+            hint = (" (seed and permutations configure the permutation test, not the measure: "
+                    "give them beside the options, not inside)")
+        raise ValueError(f"unknown option(s) {', '.join(map(repr, unknown))} for {owner}{hint}; "
+                         f"{describe_options(model)}")
+    try:
+        return model.model_validate(dict(options))
+    except ValidationError as err:
+        problems: dict[str, list[str]] = {}
+        for e in err.errors():
+            field = str(e["loc"][0]) if e["loc"] else "options"
+            if e["msg"] not in problems.setdefault(field, []):
+                problems[field].append(e["msg"])
+        said = "; ".join(f"{field}={options.get(field)!r:.60}: {' / '.join(msgs)}"
+                         for field, msgs in problems.items())
+        raise ValueError(f"invalid option(s) for {owner}: {said}; "
+                         f"{describe_options(model)}") from None
 
 
 def as_samples(t: Tensor, what: str, *, min_rows: int = 1) -> Tensor:
@@ -93,9 +180,17 @@ def as_samples(t: Tensor, what: str, *, min_rows: int = 1) -> Tensor:
 class Measure(ABC):
     """A measure between two groups of samples (rows are samples: ``n×d`` and ``m×d``).
 
+    Options are given once, to the constructor, and checked against the class's
+    :attr:`Options` model (types, bounds, defaults; the schema ``GET /api/measures`` shows).
     Subclasses set the class attributes and override :meth:`compute`; ``__call__`` runs the
     pipeline: check both inputs (2-D, finite, same ``d``, at least ``min_rows`` rows each),
     bring them to one dtype, compute, check that the result is a finite number.
+
+    Args:
+        **options: the measure's options (see its :attr:`Options`).
+
+    Raises:
+        ValueError: unknown options or values of the wrong type or out of bounds.
     """
 
     name: ClassVar[str]
@@ -103,9 +198,17 @@ class Measure(ABC):
     needs: ClassVar[Descriptor] = "gap"
     between: ClassVar[Between] = "means"
     min_rows: ClassVar[int] = 1
+    Options: ClassVar[type[MeasureOptions]] = NoOptions
+    options: MeasureOptions
 
-    def __call__(self, x: Tensor, y: Tensor, **options: Any) -> float:
-        """The measure between ``x`` and ``y``; ``options`` are the measure's own keywords."""
+    def __init__(self, **options: Any) -> None:
+        self.options = parse_options(f"measure {self.name!r}", self.Options, options)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.options!r})"
+
+    def __call__(self, x: Tensor, y: Tensor) -> float:
+        """The measure between ``x`` and ``y``."""
         x = as_samples(x, "x", min_rows=self.min_rows)
         y = as_samples(y, "y", min_rows=self.min_rows)
         if x.shape[1] != y.shape[1]:
@@ -114,11 +217,45 @@ class Measure(ABC):
                 "take both from the same layer and descriptor"
             )
         dtype = torch.promote_types(x.dtype, y.dtype)
-        value = float(self.compute(x.to(dtype), y.to(dtype), **options))
+        value = float(self.compute(x.to(dtype), y.to(dtype)))
         if not math.isfinite(value):
             raise ValueError(f"{self.name} gave a non-finite value for these inputs")
         return value
 
     @abstractmethod
-    def compute(self, x: Tensor, y: Tensor, **options: Any) -> Tensor | float:
+    def compute(self, x: Tensor, y: Tensor) -> Tensor | float:
         """The value for checked inputs of one dtype."""
+
+    def pairwise(self, z: Tensor, labels: Sequence[str] | None = None) -> Tensor:
+        """The measure between every pair of rows of ``z`` (``n×n``, float64).
+
+        Each row is one sample on its own; measures that need statistics of the rows
+        (``std_euclidean``, ``mahalanobis``) override this and take them from all of ``z``
+        (``labels`` names each row's group where a measure needs groups). The diagonal is 0
+        for distances and each row's value with itself for similarities.
+
+        Raises:
+            ValueError: bad samples, or what the measure raises for a pair.
+        """
+        z = as_samples(z, "z")
+        return self.pairwise_sets(list(z.unsqueeze(1)))
+
+    def pairwise_sets(self, sets: Sequence[Tensor]) -> Tensor:
+        """The measure between every pair of sets (``len(sets)²``, float64).
+
+        The upper triangle is computed and mirrored (every measure here is symmetric except
+        the linear-time MMD, whose mirror is the ``(i, j)`` value). The diagonal is 0 for
+        distances (a set is at distance 0 from itself) and the set's value with itself for
+        similarities.
+
+        Raises:
+            ValueError: what the measure raises for a pair.
+        """
+        n = len(sets)
+        out = torch.zeros(n, n, dtype=torch.float64)
+        for i in range(n):
+            if self.higher_is_better:
+                out[i, i] = self(sets[i], sets[i])
+            for j in range(i + 1, n):
+                out[i, j] = out[j, i] = self(sets[i], sets[j])
+        return out

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar
 
 import torch
 from torch import Tensor
 
-from app.engine.measures.base import Measure, register
+from app.engine.measures.base import Measure, as_samples, register
 
 __all__ = ["Cosine", "cosine"]
 
@@ -18,7 +19,7 @@ class Cosine(Measure):
 
     name: ClassVar[str] = "cosine"
 
-    def compute(self, x: Tensor, y: Tensor) -> Tensor:  # type: ignore[override]
+    def compute(self, x: Tensor, y: Tensor) -> Tensor:
         a, b = x.mean(0), y.mean(0)
         na, nb = torch.linalg.vector_norm(a), torch.linalg.vector_norm(b)
         if na == 0 or nb == 0:
@@ -28,6 +29,15 @@ class Cosine(Measure):
             )
         sim: Tensor = (a @ b) / (na * nb)
         return torch.clamp(1 - sim, 0, 2)
+
+    def pairwise(self, z: Tensor, labels: Sequence[str] | None = None) -> Tensor:
+        z = as_samples(z, "z").to(torch.float64)
+        norms = z.norm(dim=1, keepdim=True)
+        if bool((norms == 0).any()):
+            raise ValueError("cosine distance is undefined for zero rows; drop them first")
+        u = z / norms
+        sim: Tensor = u @ u.T
+        return torch.clamp(1 - sim, 0, 2).fill_diagonal_(0)
 
 
 def cosine(x: Tensor, y: Tensor) -> float:

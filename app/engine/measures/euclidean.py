@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar
 
+import torch
 from torch import Tensor
 
-from app.engine.measures.base import Measure, register
+from app.engine.measures.base import Measure, as_samples, register
 
-__all__ = ["Euclidean", "euclidean"]
+__all__ = ["Euclidean", "euclidean", "row_distances"]
+
+
+def row_distances(z: Tensor) -> Tensor:
+    """``‖zi − zj‖₂`` for every pair of rows of ``z`` (float64, exact zero diagonal).
+
+    Computed from differences, not from ``‖a‖² + ‖b‖² − 2a·b``, so near rows keep their
+    digits.
+    """
+    z = z.to(torch.float64)
+    return torch.cdist(z, z, compute_mode="donot_use_mm_for_euclid_dist").fill_diagonal_(0)
 
 
 @register
@@ -17,8 +29,11 @@ class Euclidean(Measure):
 
     name: ClassVar[str] = "euclidean"
 
-    def compute(self, x: Tensor, y: Tensor) -> Tensor:  # type: ignore[override]
+    def compute(self, x: Tensor, y: Tensor) -> Tensor:
         return (x.mean(0) - y.mean(0)).square().sum().sqrt()
+
+    def pairwise(self, z: Tensor, labels: Sequence[str] | None = None) -> Tensor:
+        return row_distances(as_samples(z, "z"))
 
 
 def euclidean(x: Tensor, y: Tensor) -> float:

@@ -5,14 +5,24 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 
 import torch
+from pydantic import Field
 from torch import Tensor
 
-from app.engine.measures.base import Measure, register
+from app.engine.measures.base import Measure, MeasureOptions, register
 
-__all__ = ["Grassmann", "GrassmannMetric", "grassmann", "principal_angles"]
+__all__ = ["Grassmann", "GrassmannMetric", "GrassmannOptions", "grassmann", "principal_angles"]
 
 GrassmannMetric = Literal["geodesic", "chordal", "projection", "binet_cauchy", "fubini_study"]
-_METRICS = ("geodesic", "chordal", "projection", "binet_cauchy", "fubini_study")
+
+
+class GrassmannOptions(MeasureOptions):
+    """Options of :class:`Grassmann` (``k`` is further capped by the sets' ranks)."""
+
+    k: int | None = Field(None, ge=1, le=8192, description=(
+        "Subspace dimension; none: the fewest directions that explain `energy`."))
+    energy: float = Field(0.9, gt=0, le=1, description=(
+        "Explained-variance share that sets k when k is none, in (0, 1]."))
+    metric: GrassmannMetric = "geodesic"
 
 
 def _basis(s: Tensor) -> tuple[Tensor, Tensor, int]:
@@ -28,13 +38,36 @@ def _k_for_energy(sv: Tensor, energy: float) -> int:
     return int((share < energy - 1e-12).sum()) + 1
 
 
+def _angles(qx: Tensor, qy: Tensor) -> Tensor:
+    """Principal angles, ascending, between the spans of orthonormal ``d×k`` columns.
+
+    ``arccos`` of the cosines loses half the digits near 0 (identical subspaces came out at
+    3.7e-8), so angles whose cosine² is at least ½ come from the sines, the singular values
+    of ``qy − qx qxᵀ qy`` (Björck & Golub 1973; scipy's ``subspace_angles`` does the same).
+    """
+    m = qx.T @ qy
+    cos = torch.linalg.svdvals(m)  # descending: the smallest angle first
+    sin = torch.linalg.svdvals(qy - qx @ m).flip(0)  # ascending, aligned with cos
+    from_cos = torch.arccos(cos.clamp(-1, 1))
+    from_sin = torch.arcsin(sin.clamp(0, 1))
+    return torch.where(cos.square() >= 0.5, from_sin, from_cos)
+
+
 def principal_angles(x: Tensor, y: Tensor, k: int) -> Tensor:
-    """Principal angles (radians, ascending) between the top-``k`` principal subspaces of
-    the centred rows of ``x`` and ``y`` (checked inputs)."""
+    """Principal angles (radians, ascending: ``θ₁ ≤ … ≤ θ_k``) between the top-``k``
+    principal subspaces of the centred rows of ``x`` and ``y`` (checked inputs).
+
+    scipy's ``subspace_angles`` returns the same angles in descending order.
+    """
     bx, _, _ = _basis(x)
     by, _, _ = _basis(y)
-    cos = torch.linalg.svdvals(bx[:, :k].T @ by[:, :k]).clamp(-1, 1)
-    return torch.arccos(cos).flip(0)
+    return _angles(bx[:, :k], by[:, :k])
+
+
+def _one_minus_cos_product(theta: Tensor) -> Tensor:
+    """``1 − Π cos θ`` without cancellation for small angles:
+    ``−expm1(½ Σ log1p(−sin²θ))``."""
+    return -torch.expm1(0.5 * torch.log1p(-torch.sin(theta).square()).sum())
 
 
 @register
@@ -46,33 +79,25 @@ class Grassmann(Measure):
     the principal angles ``θ`` (Hamm & Lee 2008; Edelman et al. 1998): geodesic ``‖θ‖₂``;
     chordal ``‖2 sin(θ/2)‖₂``;
     projection ``‖sin θ‖₂`` (= ``‖P_x − P_y‖_F/√2``); Binet–Cauchy ``√(1 − Π cos²θ)``;
-    Fubini–Study ``arccos Π cos θ``.
+    Fubini–Study ``arccos Π cos θ``. Each is computed from sines where small angles need
+    it, so identical subspaces give 0 to rounding (not the ``√ε`` of ``arccos``).
     """
 
     name: ClassVar[str] = "grassmann"
     needs = "pixels"
     between = "sets"
     min_rows: ClassVar[int] = 2
+    Options = GrassmannOptions
+    options: GrassmannOptions
 
-    def compute(  # type: ignore[override]
-        self,
-        x: Tensor,
-        y: Tensor,
-        *,
-        k: int | None = None,
-        energy: float = 0.9,
-        metric: GrassmannMetric = "geodesic",
-    ) -> Tensor:
-        if metric not in _METRICS:
-            raise ValueError(f"unknown Grassmann metric {metric!r}; use one of {_METRICS}")
+    def compute(self, x: Tensor, y: Tensor) -> Tensor:
+        k, energy, metric = self.options.k, self.options.energy, self.options.metric
         x64, y64 = x.to(torch.float64), y.to(torch.float64)
-        _, svx, rx = _basis(x64)
-        _, svy, ry = _basis(y64)
+        bx, svx, rx = _basis(x64)
+        by, svy, ry = _basis(y64)
         if min(rx, ry) == 0:
             raise ValueError("a set has no spread (all rows equal): no subspace to compare")
         if k is None:
-            if not 0 < energy <= 1:
-                raise ValueError(f"energy must be in (0, 1], got {energy}")
             k = max(_k_for_energy(svx[:rx], energy), _k_for_energy(svy[:ry], energy))
             k = min(k, rx, ry)
         if k < 1 or k > min(rx, ry):
@@ -80,17 +105,17 @@ class Grassmann(Measure):
                 f"k={k} is outside 1..{min(rx, ry)}, the rank of the centred sets "
                 f"(ranks {rx} and {ry}); use a smaller k or more samples"
             )
-        theta = principal_angles(x64, y64, k)
+        theta = _angles(bx[:, :k], by[:, :k])
         if metric == "geodesic":
             return theta.square().sum().sqrt()
         if metric == "chordal":
             return (2 * torch.sin(theta / 2)).square().sum().sqrt()
         if metric == "projection":
             return torch.sin(theta).square().sum().sqrt()
-        cos_prod = torch.cos(theta).prod().clamp(0, 1)
-        if metric == "binet_cauchy":
-            return (1 - cos_prod**2).clamp_min(0).sqrt()
-        return torch.arccos(cos_prod)
+        one_minus = _one_minus_cos_product(theta).clamp(0, 1)
+        if metric == "binet_cauchy":  # 1 − Π cos²θ = (1 − Π cos θ)(1 + Π cos θ)
+            return (one_minus * (2 - one_minus)).sqrt()
+        return 2 * torch.arcsin((one_minus / 2).sqrt())  # arccos c = 2 arcsin √((1 − c)/2)
 
 
 def grassmann(
@@ -106,11 +131,11 @@ def grassmann(
     Args:
         x: ``n×d`` vectors (``n ≥ 2``).
         y: ``m×d`` vectors (``m ≥ 2``).
-        k: subspace dimension; ``None`` picks it from ``energy``.
-        energy: explained-variance share that sets ``k`` when ``k`` is ``None``.
+        k: subspace dimension (≥ 1); ``None`` picks it from ``energy``.
+        energy: explained-variance share in ``(0, 1]`` that sets ``k`` when ``k`` is ``None``.
         metric: ``geodesic``, ``chordal``, ``projection``, ``binet_cauchy``, ``fubini_study``.
 
     Raises:
         ValueError: ``k`` above the rank of either centred set, unknown metric, bad input.
     """
-    return Grassmann()(x, y, k=k, energy=energy, metric=metric)
+    return Grassmann(k=k, energy=energy, metric=metric)(x, y)

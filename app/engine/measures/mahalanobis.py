@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar, Literal
 
 import torch
+from pydantic import Field
 from torch import Tensor
 
-from app.engine.measures.base import Measure, register
+from app.engine.measures.base import Measure, MeasureOptions, as_samples, register
+from app.engine.measures.euclidean import row_distances
 
-__all__ = ["Mahalanobis", "Shrinkage", "ledoit_wolf", "mahalanobis", "oas"]
+__all__ = ["Mahalanobis", "MahalanobisOptions", "Shrinkage", "ledoit_wolf", "mahalanobis", "oas"]
 
 Shrinkage = Literal["ledoit_wolf", "oas"]
+
+
+class MahalanobisOptions(MeasureOptions):
+    """Options of :class:`Mahalanobis`."""
+
+    shrinkage: Shrinkage = Field("ledoit_wolf", description="Shrunk covariance estimator.")
 
 
 def ledoit_wolf(residuals: Tensor) -> Tensor:
@@ -54,12 +63,15 @@ class Mahalanobis(Measure):
     """
 
     name: ClassVar[str] = "mahalanobis"
+    Options = MahalanobisOptions
+    options: MahalanobisOptions
 
-    def compute(  # type: ignore[override]
-        self, x: Tensor, y: Tensor, *, shrinkage: Shrinkage = "ledoit_wolf"
-    ) -> Tensor:
-        if shrinkage not in ("ledoit_wolf", "oas"):
-            raise ValueError(f"unknown shrinkage {shrinkage!r}; use 'ledoit_wolf' or 'oas'")
+    def _shrunk(self, residuals: Tensor) -> Tensor:
+        if self.options.shrinkage == "ledoit_wolf":
+            return ledoit_wolf(residuals)
+        return oas(residuals)
+
+    def compute(self, x: Tensor, y: Tensor) -> Tensor:
         x64, y64 = x.to(torch.float64), y.to(torch.float64)
         parts = [s - s.mean(0) for s in (x64, y64) if s.shape[0] > 1]
         if not parts or sum(p.shape[0] for p in parts) < 2:
@@ -69,10 +81,34 @@ class Mahalanobis(Measure):
         residuals = torch.cat(parts)
         if not bool(residuals.abs().max() > 0):
             raise ValueError("mahalanobis: the samples have no spread, so no covariance")
-        cov = ledoit_wolf(residuals) if shrinkage == "ledoit_wolf" else oas(residuals)
         diff = x64.mean(0) - y64.mean(0)
-        quad: Tensor = diff @ torch.linalg.solve(cov, diff)
+        quad: Tensor = diff @ torch.linalg.solve(self._shrunk(residuals), diff)
         return torch.sqrt(torch.clamp(quad, min=0))
+
+    def pairwise(self, z: Tensor, labels: Sequence[str] | None = None) -> Tensor:
+        """Distances between rows under the shrunk covariance of the residuals of each row
+        about its label's mean (about the mean of all rows when ``labels`` is ``None``).
+
+        Raises:
+            ValueError: a label count that is not one per row, or no spread at all.
+        """
+        z = as_samples(z, "z").to(torch.float64)
+        if labels is None:
+            labels = [""] * z.shape[0]
+        if len(labels) != z.shape[0]:
+            raise ValueError(f"{len(labels)} labels for {z.shape[0]} rows; give one per row")
+        groups: dict[str, list[int]] = {}
+        for i, lab in enumerate(labels):
+            groups.setdefault(str(lab), []).append(i)
+        resid = torch.cat([z[i] - z[i].mean(0) for i in groups.values()])
+        if not bool(resid.abs().max() > 0):
+            raise ValueError("mahalanobis: the rows have no spread within labels, so no "
+                             "covariance")
+        chol, info = torch.linalg.cholesky_ex(self._shrunk(resid))
+        if int(info) != 0:
+            raise ValueError("mahalanobis: the shrunk covariance is singular for these rows; "
+                             "try shrinkage='oas' or more samples per label")
+        return row_distances(torch.linalg.solve_triangular(chol, z.T, upper=False).T)
 
 
 def mahalanobis(x: Tensor, y: Tensor, *, shrinkage: Shrinkage = "ledoit_wolf") -> float:
@@ -87,4 +123,4 @@ def mahalanobis(x: Tensor, y: Tensor, *, shrinkage: Shrinkage = "ledoit_wolf") -
     Raises:
         ValueError: with fewer than 2 samples on both sides, or no spread at all.
     """
-    return Mahalanobis()(x, y, shrinkage=shrinkage)
+    return Mahalanobis(shrinkage=shrinkage)(x, y)

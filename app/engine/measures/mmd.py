@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 import torch
+from pydantic import Field
 from torch import Tensor
 
 from app.engine.measures._kernels import (
@@ -16,13 +17,49 @@ from app.engine.measures._kernels import (
     pair_kernel,
     sigmas_list,
 )
-from app.engine.measures.base import Measure, register
+from app.engine.measures.base import Measure, MeasureOptions, register
 
-__all__ = ["MMD", "Estimator", "KernelKind", "make_kernel", "mmd", "mmd_from_sums"]
+__all__ = [
+    "MMD",
+    "BlockSize",
+    "Estimator",
+    "KernelKind",
+    "KernelMul",
+    "KernelNum",
+    "MMDOptions",
+    "make_kernel",
+    "mmd",
+    "mmd_from_sums",
+]
 
 Estimator = Literal["biased", "unbiased", "linear"]
 KernelKind = Literal["gaussian", "multi"]
 _BLOCK = 2048
+
+# Bounds that keep the work and memory of one call bounded: a Gram block is
+# block_size² values (8192² float64 = 512 MiB at most), each bandwidth is one pass.
+Sigma = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+KernelMul = Annotated[float, Field(gt=1, le=16, description=(
+    "Ratio of successive bandwidths of the multi-kernel family, in (1, 16]."))]
+KernelNum = Annotated[int, Field(ge=1, le=16, description=(
+    "Number of bandwidths of the multi-kernel family, 1..16."))]
+BlockSize = Annotated[int, Field(ge=1, le=8192, description=(
+    "Rows per Gram block (memory is block_size² values), 1..8192."))]
+
+
+class MMDOptions(MeasureOptions):
+    """Options of :class:`MMD` (see :func:`mmd`)."""
+
+    estimator: Estimator = Field("biased", description="V-statistic, U-statistic or linear.")
+    sigma: Sigma | Annotated[list[Sigma], Field(min_length=1, max_length=16)] | None = Field(
+        None, description="Bandwidth(s) > 0; none: the median heuristic.")
+    kernel: KernelKind = Field("gaussian", description="One bandwidth (or a list averaged), "
+                               "or the seed/DAN multi-kernel family.")
+    kernel_mul: KernelMul = 2.0
+    kernel_num: KernelNum = 5
+    block_size: BlockSize = _BLOCK
+    median_seed: int = Field(0, ge=0, le=2**31 - 1, description=(
+        "Seed of the median heuristic's 1,024-row subset (larger inputs only)."))
 
 
 def make_kernel(
@@ -79,34 +116,31 @@ class MMD(Measure):
     name: ClassVar[str] = "mmd"
     needs = "pixels"
     between = "sets"
+    Options = MMDOptions
+    options: MMDOptions
 
-    def compute(  # type: ignore[override]
-        self,
-        x: Tensor,
-        y: Tensor,
-        *,
-        estimator: Estimator = "biased",
-        sigma: float | Sequence[float] | None = None,
-        kernel: KernelKind = "gaussian",
-        kernel_mul: float = 2.0,
-        kernel_num: int = 5,
-        block_size: int = _BLOCK,
-        seed: int = 0,
-    ) -> float:
-        if estimator not in ("biased", "unbiased", "linear"):
-            raise ValueError(
-                f"unknown estimator {estimator!r}; use 'biased', 'unbiased' or 'linear'"
-            )
-        n, m = x.shape[0], y.shape[0]
+    def check_sizes(self, n: int, m: int) -> None:
+        """Refuse sizes the estimator cannot use.
+
+        Raises:
+            ValueError: fewer than 2 samples on a side for the unbiased or linear estimator.
+        """
+        estimator = self.options.estimator
         if estimator != "biased" and min(n, m) < 2:
             raise ValueError(f"the {estimator} MMD estimator needs at least 2 samples per side")
-        if block_size < 1:
-            raise ValueError("block_size must be positive")
+
+    def kernel_for(self, z: Tensor) -> Kernel:
+        """The kernel of these options for the pooled rows ``z``."""
+        o = self.options
+        return make_kernel(z, sigma=o.sigma, kernel=o.kernel, kernel_mul=o.kernel_mul,
+                           kernel_num=o.kernel_num, seed=o.median_seed)
+
+    def compute(self, x: Tensor, y: Tensor) -> float:
+        n, m = x.shape[0], y.shape[0]
+        self.check_sizes(n, m)
+        estimator, block_size = self.options.estimator, self.options.block_size
         z = torch.cat([x, y])
-        k = make_kernel(
-            z, sigma=sigma, kernel=kernel,
-            kernel_mul=kernel_mul, kernel_num=kernel_num, seed=seed,
-        )
+        k = self.kernel_for(z)
         if estimator == "linear":
             p = min(n, m) // 2
             x1, x2, y1, y2 = x[0 : 2 * p : 2], x[1 : 2 * p : 2], y[0 : 2 * p : 2], y[1 : 2 * p : 2]
@@ -154,10 +188,10 @@ def mmd(
         estimator: ``"biased"``, ``"unbiased"`` or ``"linear"``.
         sigma: bandwidth(s), or ``None`` for the median heuristic.
         kernel: ``"gaussian"`` or ``"multi"``.
-        kernel_mul: ratio of successive bandwidths for ``"multi"``.
-        kernel_num: number of bandwidths for ``"multi"``.
-        block_size: rows per Gram block.
-        seed: seed of the median heuristic's subset.
+        kernel_mul: ratio of successive bandwidths for ``"multi"``, in ``(1, 16]``.
+        kernel_num: number of bandwidths for ``"multi"`` (1..16).
+        block_size: rows per Gram block (1..8192).
+        seed: seed of the median heuristic's subset (the option ``median_seed``).
 
     Returns:
         The MMD² estimate as a float.
@@ -165,7 +199,9 @@ def mmd(
     Raises:
         ValueError: bad input, unknown option, or too few samples for the estimator.
     """
-    return MMD()(
-        x, y, estimator=estimator, sigma=sigma, kernel=kernel, kernel_mul=kernel_mul,
-        kernel_num=kernel_num, block_size=block_size, seed=seed,
-    )
+    return MMD(estimator=estimator, sigma=_listed(sigma), kernel=kernel, kernel_mul=kernel_mul,
+               kernel_num=kernel_num, block_size=block_size, median_seed=seed)(x, y)
+
+
+def _listed(sigma: float | Sequence[float] | None) -> float | list[float] | None:
+    return sigma if sigma is None or isinstance(sigma, int | float) else list(sigma)

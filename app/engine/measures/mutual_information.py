@@ -5,11 +5,19 @@ from __future__ import annotations
 from typing import ClassVar
 
 import torch
+from pydantic import Field
 from torch import Tensor
 
-from app.engine.measures.base import Measure, register
+from app.engine.measures.base import Measure, MeasureOptions, parse_options, register
 
-__all__ = ["MutualInformation", "mutual_information"]
+__all__ = ["MutualInformation", "MutualInformationOptions", "mutual_information"]
+
+
+class MutualInformationOptions(MeasureOptions):
+    """Options of :class:`MutualInformation` (the joint histogram has ``bins²`` cells)."""
+
+    bins: int = Field(16, ge=2, le=256, description="Histogram bins per side, 2..256.")
+    normalised: bool = Field(False, description="Arithmetic NMI in [0, 1] instead of nats.")
 
 
 def _bin(v: Tensor, bins: int) -> Tensor:
@@ -39,15 +47,16 @@ def mutual_information(
     Args:
         a: values of one region (any shape; flattened).
         b: values of the other region on the same grid (same number of values).
-        bins: histogram bins per side (≥ 2).
+        bins: histogram bins per side (2..256).
         normalised: return normalised MI instead of nats.
 
     Raises:
-        ValueError: mismatched sizes, non-finite values, fewer than 2 values, ``bins < 2``,
-            or ``normalised`` with a constant region (zero entropy).
+        ValueError: mismatched sizes, non-finite values, fewer than 2 values, ``bins``
+            outside 2..256, or ``normalised`` with a constant region (zero entropy).
     """
-    if bins < 2:
-        raise ValueError(f"bins must be at least 2, got {bins}")
+    o = parse_options("mutual_information", MutualInformationOptions,
+                      {"bins": bins, "normalised": normalised})
+    bins, normalised = o.bins, o.normalised
     fa, fb = a.reshape(-1).to(torch.float64), b.reshape(-1).to(torch.float64)
     if fa.numel() != fb.numel():
         raise ValueError(
@@ -78,8 +87,9 @@ class MutualInformation(Measure):
     name: ClassVar[str] = "mutual_information"
     higher_is_better: ClassVar[bool] = True
     needs = "grid"
+    Options = MutualInformationOptions
+    options: MutualInformationOptions
 
-    def compute(  # type: ignore[override]
-        self, x: Tensor, y: Tensor, *, bins: int = 16, normalised: bool = False
-    ) -> float:
-        return mutual_information(x.mean(0), y.mean(0), bins=bins, normalised=normalised)
+    def compute(self, x: Tensor, y: Tensor) -> float:
+        o = self.options
+        return mutual_information(x.mean(0), y.mean(0), bins=o.bins, normalised=o.normalised)

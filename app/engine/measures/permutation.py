@@ -10,8 +10,8 @@ import torch
 from torch import Tensor
 
 from app.engine.measures._kernels import upper_pairs
-from app.engine.measures.base import MEASURES, Measure, as_samples, get_measure
-from app.engine.measures.mmd import make_kernel, mmd_from_sums
+from app.engine.measures.base import Measure, as_samples, get_measure
+from app.engine.measures.mmd import MMD, mmd_from_sums
 
 __all__ = ["PermutationResult", "permutation_test"]
 
@@ -36,20 +36,16 @@ def _labels(n: int, total: int, permutations: int, seed: int) -> Tensor:
 
 
 def _mmd_null(
-    x: Tensor, y: Tensor, permutations: int, seed: int, options: dict[str, Any]
+    x: Tensor, y: Tensor, permutations: int, seed: int, measure: MMD
 ) -> tuple[float, Tensor]:
     """One pass over the upper blocks of the pooled kernel matrix ``K``; each permutation
     is then the quadratic form ``aᵀKa`` of its 0/1 x-indicator ``a`` (never stored whole)."""
-    estimator = options.get("estimator", "biased")
+    estimator = measure.options.estimator
     n, m = x.shape[0], y.shape[0]
     total_rows = n + m
     z = torch.cat([x, y])
-    k = make_kernel(
-        z, sigma=options.get("sigma"), kernel=options.get("kernel", "gaussian"),
-        kernel_mul=options.get("kernel_mul", 2.0), kernel_num=options.get("kernel_num", 5),
-        seed=options.get("seed", 0),
-    )
-    block = min(int(options.get("block_size", 1024)), 1024)
+    k = measure.kernel_for(z)
+    block = min(measure.options.block_size, 1024)
     a_obs = torch.zeros(total_rows, 1)
     a_obs[:n] = 1
     a = torch.cat([a_obs, _labels(n, total_rows, permutations, seed)], 1).to(z.dtype)
@@ -85,7 +81,7 @@ def _mmd_null(
 
 
 def permutation_test(
-    measure: str | Callable[[Tensor, Tensor], float],
+    measure: str | Measure | Callable[[Tensor, Tensor], float],
     x: Tensor,
     y: Tensor,
     *,
@@ -96,25 +92,27 @@ def permutation_test(
     """Test whether ``x`` and ``y`` differ under ``measure`` by permuting the pooled rows.
 
     Each of ``permutations`` seeded draws splits the pooled rows into sizes ``n`` and ``m``
-    and recomputes the measure. For ``"mmd"`` (biased or unbiased) the pooled kernel matrix
+    and recomputes the measure. For MMD (biased or unbiased) the pooled kernel matrix
     is computed once (for up to 12,000 pooled rows) and every permutation is a quadratic
     form in it; other measures are recomputed per draw. The p-value counts draws at least as
     extreme as the observed value: ``≥`` for distances and callables, ``≤`` for measures
     with ``higher_is_better`` (similarities).
 
     Args:
-        measure: a registered measure name or a function ``f(x, y) -> float``.
+        measure: a registered measure name (configured with ``options``), a configured
+            :class:`Measure`, or a function ``f(x, y, **options) -> float``.
         x: ``n×d`` samples.
         y: ``m×d`` samples.
         permutations: number of random splits (≥ 1).
         seed: seed of the splits (same seed, same result).
-        **options: keywords for the measure.
+        **options: the measure's options (with a name) or keywords of the function.
 
     Returns:
         The statistic, p-value, number of permutations and the null values.
 
     Raises:
-        ValueError: bad input or ``permutations < 1``. KeyError: unknown measure name.
+        ValueError: bad input, bad options or ``permutations < 1``. KeyError: unknown
+            measure name.
     """
     if permutations < 1:
         raise ValueError(f"permutations must be at least 1, got {permutations}")
@@ -123,20 +121,20 @@ def permutation_test(
         raise ValueError(f"x and y have different feature sizes ({x.shape[1]} vs {y.shape[1]})")
     dtype = torch.promote_types(x.dtype, y.dtype)
     x, y = x.to(dtype), y.to(dtype)
-    fn: Callable[..., float]
-    larger_is_extreme = True
     if isinstance(measure, str):
-        inst: Measure = get_measure(measure)
-        larger_is_extreme = not MEASURES[measure].higher_is_better
-        fast = measure == "mmd" and options.get("estimator", "biased") in ("biased", "unbiased")
-        if fast:
-            # The same checks as a call, without computing the statistic twice.
-            inst(x[:2], y[:2], **{**options, "sigma": options.get("sigma") or 1.0})
-            stat, null = _mmd_null(x, y, permutations, seed, options)
+        measure = get_measure(measure, **options)
+        options = {}
+    elif isinstance(measure, Measure) and options:
+        raise ValueError(f"{measure.name} is already configured; give its options to "
+                         "get_measure, not to permutation_test")
+    fn: Callable[..., float] = measure
+    larger_is_extreme = True
+    if isinstance(measure, Measure):
+        larger_is_extreme = not measure.higher_is_better
+        if isinstance(measure, MMD) and measure.options.estimator in ("biased", "unbiased"):
+            measure.check_sizes(x.shape[0], y.shape[0])
+            stat, null = _mmd_null(x, y, permutations, seed, measure)
             return _result(stat, null, permutations, larger_is_extreme)
-        fn = inst
-    else:
-        fn = measure
     stat = float(fn(x, y, **options))
     z = torch.cat([x, y])
     n = x.shape[0]

@@ -5,13 +5,24 @@ from __future__ import annotations
 from typing import ClassVar
 
 import torch
+from pydantic import Field
 from torch import Tensor
 
 from app.engine.measures._kernels import Kernel, block_sums, mean_pair_sqdist
-from app.engine.measures.base import Measure, register
-from app.engine.measures.mmd import mmd_from_sums
+from app.engine.measures.base import Measure, MeasureOptions, register
+from app.engine.measures.mmd import BlockSize, KernelMul, KernelNum, mmd_from_sums
 
-__all__ = ["SeedMMD", "seed_mmd"]
+__all__ = ["SeedMMD", "SeedMMDOptions", "seed_mmd"]
+
+
+class SeedMMDOptions(MeasureOptions):
+    """Options of :class:`SeedMMD` (the note's keywords; see :func:`seed_mmd`)."""
+
+    kernel_mul: KernelMul = 2.0
+    kernel_num: KernelNum = 5
+    fix_sigma: float | None = Field(None, ge=0, allow_inf_nan=False, description=(
+        "The middle bandwidth b (of exp(-d²/b)); none or 0: the mean squared distance."))
+    block_size: BlockSize = 2048
 
 
 @register
@@ -21,19 +32,12 @@ class SeedMMD(Measure):
     name: ClassVar[str] = "seed_mmd"
     needs = "pixels"
     between = "sets"
+    Options = SeedMMDOptions
+    options: SeedMMDOptions
 
-    def compute(  # type: ignore[override]
-        self,
-        x: Tensor,
-        y: Tensor,
-        *,
-        kernel_mul: float = 2.0,
-        kernel_num: int = 5,
-        fix_sigma: float | None = None,
-        block_size: int = 2048,
-    ) -> float:
-        if kernel_num < 1 or kernel_mul <= 0:
-            raise ValueError("kernel_num must be ≥ 1 and kernel_mul > 0")
+    def compute(self, x: Tensor, y: Tensor) -> float:
+        kernel_mul, kernel_num = self.options.kernel_mul, self.options.kernel_num
+        fix_sigma, block_size = self.options.fix_sigma, self.options.block_size
         z = torch.cat([x, y])
         if z.shape[0] < 2:
             raise ValueError("seed_mmd needs at least 2 samples in x and y together")
@@ -62,8 +66,9 @@ def seed_mmd(
     for ``n ≠ m`` (where the note's slicing breaks) it generalises to the biased estimate
     ``ΣXX/n² + ΣYY/m² − 2ΣXY/(nm)``, which equals the note's value when ``n = m``. Computed
     in Gram row blocks, so it scales to sizes where the note's ``n×n×d`` tensor cannot.
+    ``kernel_mul`` is in ``(1, 16]`` and ``kernel_num`` in ``1..16``.
 
     Raises:
         ValueError: bad input, or all samples identical with no ``fix_sigma``.
     """
-    return SeedMMD()(x, y, kernel_mul=kernel_mul, kernel_num=kernel_num, fix_sigma=fix_sigma)
+    return SeedMMD(kernel_mul=kernel_mul, kernel_num=kernel_num, fix_sigma=fix_sigma)(x, y)

@@ -36,7 +36,7 @@ def test_duplicate_names_are_refused() -> None:
     class Twice(Measure):
         name = "euclidean"
 
-        def compute(self, x: torch.Tensor, y: torch.Tensor) -> float:  # type: ignore[override]
+        def compute(self, x: torch.Tensor, y: torch.Tensor) -> float:
             return 0.0
 
     with pytest.raises(ValueError, match="already registered"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from app.engine.measures import euclidean, mmd, permutation_test
+from app.engine.measures import euclidean, get_measure, mmd, permutation_test
 
 
 def _pair(n: int, m: int, d: int, shift: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,3 +74,19 @@ def test_bad_input() -> None:
         permutation_test("nope", x, y)
     with pytest.raises(ValueError, match="feature sizes"):
         permutation_test("mmd", x, torch.ones(3, 3))
+
+
+def test_a_configured_measure_equals_the_name_with_options() -> None:
+    x, y = _pair(7, 9, 30, 0.2, 4)
+    by_name = permutation_test("mutual_information", x, y, permutations=25, seed=1, bins=4)
+    configured = permutation_test(get_measure("mutual_information", bins=4), x, y,
+                                  permutations=25, seed=1)
+    assert configured.p_value == by_name.p_value
+    torch.testing.assert_close(configured.null, by_name.null, rtol=0, atol=0)
+    fast = permutation_test(get_measure("mmd", estimator="unbiased", sigma=2.0), x, y,
+                            permutations=25, seed=1)
+    assert fast.statistic == pytest.approx(mmd(x, y, estimator="unbiased", sigma=2.0), rel=1e-12)
+    with pytest.raises(ValueError, match="already configured"):
+        permutation_test(get_measure("mmd"), x, y, sigma=1.0)
+    with pytest.raises(ValueError, match="at least 2"):
+        permutation_test(get_measure("mmd", estimator="unbiased"), x[:1], y)

@@ -1,0 +1,39 @@
+"""Tests between two groups that respect which rows are independent.
+
+Rows of one box (its ``pixels``) and boxes of one image are not independent samples, so
+every procedure here works on *units*: :mod:`units` says which rows move together,
+:mod:`exact` enumerates or draws assignments of units to groups, :mod:`permutation` runs
+the test (with an MMD fast path), :mod:`bootstrap` gives intervals by resampling units,
+:mod:`effective` reports effective sample sizes and :mod:`adjust` corrects p-values across
+a family. Measure-agnostic: a statistic is any ``f(x, y) -> float``. Cancellation raises
+``InterruptedError("cancelled")``.
+"""
+
+from app.engine.inference.adjust import Adjustment, adjust
+from app.engine.inference.bootstrap import Interval, bootstrap_interval
+from app.engine.inference.effective import Effective, effective_sizes, icc
+from app.engine.inference.exact import assignment_batches, count_assignments, smallest_p
+from app.engine.inference.permutation import Statistic, TestResult, permutation_test
+from app.engine.inference.units import Design, Scheme, Stratum, Unit, choose_unit, scheme
+
+__all__ = [
+    "Adjustment",
+    "Design",
+    "Effective",
+    "Interval",
+    "Scheme",
+    "Statistic",
+    "Stratum",
+    "TestResult",
+    "Unit",
+    "adjust",
+    "assignment_batches",
+    "bootstrap_interval",
+    "choose_unit",
+    "count_assignments",
+    "effective_sizes",
+    "icc",
+    "permutation_test",
+    "scheme",
+    "smallest_p",
+]

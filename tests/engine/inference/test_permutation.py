@@ -1,0 +1,119 @@
+"""The unit-level permutation test: MMD fast path, null calibration on clustered data."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import pytest
+import torch
+from scipy.stats import binom
+
+from app.engine.inference import Design, permutation_test
+from app.engine.measures import mmd
+from app.engine.measures.mmd import MMD
+
+# Units of unequal size, boxes of one image in one group, and one image in both groups.
+_DESIGN = Design.from_boxes(
+    [(1, "a", 4), (2, "a", 4), (3, "b", 3), (4, "s", 4), (5, "c", 2)],
+    [(6, "d", 4), (7, "s", 3), (8, "e", 4), (9, "e", 1), (10, "f", 5)],
+)
+
+
+def _data(seed: int, shift: float) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    nx, ny = _DESIGN.n_rows
+    return (torch.randn(nx, 5, generator=g, dtype=torch.float64),
+            torch.randn(ny, 5, generator=g, dtype=torch.float64) + shift)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"estimator": "biased"},
+        {"estimator": "unbiased"},
+        {"estimator": "biased", "kernel": "multi"},
+        {"estimator": "unbiased", "sigma": 1.3},
+    ],
+)
+@pytest.mark.parametrize("permutations", [30, 5000])  # random draws, then exact (40)
+def test_mmd_fast_path_equals_calling_mmd_for_every_assignment(
+    options: dict[str, object], permutations: int
+) -> None:
+    x, y = _data(0, 0.4)
+    slow_fn = partial(mmd, **options)
+    fast = permutation_test(slow_fn, x, y, _DESIGN, permutations=permutations, seed=7,
+                            mmd_options=options)
+    slow = permutation_test(slow_fn, x, y, _DESIGN, permutations=permutations, seed=7)
+    assert fast.exact == slow.exact == (permutations == 5000)
+    assert fast.statistic == pytest.approx(slow.statistic, rel=1e-10, abs=1e-12)
+    torch.testing.assert_close(fast.null, slow.null, rtol=1e-10, atol=1e-12)
+    assert fast.p_value == slow.p_value and fast.min_p == slow.min_p
+
+
+def test_an_mmd_instance_takes_the_fast_path() -> None:
+    x, y = _data(1, 0.0)
+    calls = []
+
+    class Counting(MMD):
+        def compute(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            calls.append(1)
+            return super().compute(*args, **kwargs)
+
+    res = permutation_test(Counting(), x, y, _DESIGN, permutations=200, seed=2)
+    assert len(calls) == 1  # the observed value only, to check the fast path against
+    ref = permutation_test(lambda a, b: mmd(a, b), x, y, _DESIGN, permutations=200, seed=2)
+    torch.testing.assert_close(res.null, ref.null, rtol=1e-10, atol=1e-12)
+
+
+def _clustered(
+    rng: torch.Generator, images: int, boxes: int, rows: int, shift: float
+) -> tuple[torch.Tensor, list[tuple[int, int, int]]]:
+    """Rows = group shift + image effect + box effect + row noise (strongly clustered)."""
+    d = 3
+    out, spec = [], []
+    for i in range(images):
+        img = 1.0 * torch.randn(d, generator=rng, dtype=torch.float64)
+        for _ in range(boxes):
+            box = 0.5 * torch.randn(d, generator=rng, dtype=torch.float64)
+            noise = 0.2 * torch.randn(rows, d, generator=rng, dtype=torch.float64)
+            out.append(img + box + noise + shift)
+            spec.append((len(spec), i, rows))
+    return torch.cat(out), spec
+
+
+def _mean_gap(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.mean(0) - b.mean(0)).norm())
+
+
+def _rates(shift: float, repetitions: int) -> tuple[float, float]:
+    rng = torch.Generator().manual_seed(11)
+    unit_hits = row_hits = 0
+    for rep in range(repetitions):
+        x, sx = _clustered(rng, 5, 3, 4, 0.0)
+        y, sy = _clustered(rng, 5, 3, 4, shift)
+        sy = [(b + 1000, i + 1000, r) for b, i, r in sy]
+        design = Design.from_boxes(sx, sy)
+        unit = permutation_test(_mean_gap, x, y, design, permutations=99, seed=rep)
+        rows = permutation_test(_mean_gap, x, y, Design.independent(*design.n_rows),
+                                permutations=99, seed=rep)
+        assert unit.unit == "image" and unit.n_units == (5, 5) and rows.unit == "box"
+        assert unit.p_value is not None and rows.p_value is not None
+        unit_hits += unit.p_value <= 0.05
+        row_hits += rows.p_value <= 0.05
+    return unit_hits / repetitions, row_hits / repetitions
+
+
+def test_unit_level_test_holds_its_level_where_row_level_does_not() -> None:
+    reps = 240
+    unit_rate, row_rate = _rates(0.0, reps)
+    print(f"\nclustered null, {reps} repetitions: unit-level {unit_rate:.3f}, "
+          f"row-level {row_rate:.3f}")
+    # The central binomial 95% range of the rejection count at level 0.05.
+    low, high = binom.ppf([0.025, 0.975], reps, 0.05) / reps
+    assert low <= unit_rate <= high, (unit_rate, low, high)
+    assert row_rate > 0.4, row_rate
+
+
+def test_unit_level_test_detects_a_real_shift() -> None:
+    unit_rate, _ = _rates(2.5, 40)
+    assert unit_rate >= 0.8, unit_rate
