@@ -20,6 +20,7 @@ import torch
 
 from app.engine.features import LOGITS, default_cache, extract
 from app.engine.heatmaps import HeatMap, compute_heatmap, normalise
+from app.engine.layers import check_layer
 from app.engine.localisation import LOCALISATION_SCORES, score_boxes
 from app.engine.lru import LRU
 from app.engine.models import LoadedModel
@@ -28,6 +29,7 @@ from app.engine.preprocess import InputMode
 from app.engine.regions import Box
 from app.jobs import current_cancelled
 from app.plots import heatmap_figure
+from app.service.resolution import resolution_warnings
 from app.service.results import cached
 from app.store import BoxRecord, ImageRecord, Store
 
@@ -153,6 +155,9 @@ def _heatmap_answer(store: Store, model: LoadedModel, image: ImageRecord,
         "boxes": box_out,
         "heat_range": [float(torch.min(values)), float(torch.max(values))],
         "figure": figure,
+        "warnings": resolution_warnings(model, check_layer(model, request.layer),
+                                        {image.id: image}, boxes, request.mode,
+                                        store.settings.native_max_side),
     }
 
 
