@@ -89,7 +89,8 @@ def _get_model(name: str | None) -> Any:
     from app.config import get_settings
     from app.engine.models import get_model
 
-    return get_model(name or get_settings().default_model)
+    settings = get_settings()
+    return get_model(name or settings.default_model, settings.models_dir)
 
 
 def _print_json(value: object) -> None:
@@ -111,12 +112,13 @@ def _setup_models(parser: argparse.ArgumentParser) -> None:
 
 @command("models", "list registered and discovered models", _setup_models)
 def _run_models(args: argparse.Namespace) -> int:
+    from app.config import get_settings
     from app.engine.models import list_models
 
     rows = [
         {"name": s.name, "architecture": s.architecture, "source": s.source,
          "input_size": s.input_size, "classes": len(s.class_names), "description": s.description}
-        for s in list_models()
+        for s in list_models(get_settings().models_dir)
     ]
     if args.json:
         _print_json(rows)
@@ -155,6 +157,7 @@ def _setup_predict(parser: argparse.ArgumentParser) -> None:
 
 @command("predict", "top-k classes for one or more images", _setup_predict)
 def _run_predict(args: argparse.Namespace) -> int:
+    from app.config import get_settings
     from app.engine.features import LOGITS, extract
     from app.engine.predictions import predict_from_logits
 
@@ -168,7 +171,8 @@ def _run_predict(args: argparse.Namespace) -> int:
         def advance(done: int, total: int) -> None:
             bar.update(done - bar.n)
 
-        outputs = extract(model, images, [], mode=args.mode, with_logits=True, progress=advance)
+        outputs = extract(model, images, [], mode=args.mode, with_logits=True, progress=advance,
+                          native_max_side=get_settings().native_max_side)
     results = [
         {"image": path,
          "predictions": [vars(p) for p in predict_from_logits(model, out[LOGITS], args.top)]}
@@ -202,6 +206,7 @@ def _setup_heatmap(parser: argparse.ArgumentParser) -> None:
 
 @command("heatmap", "write a heat-map overlay with boxes and their scores", _setup_heatmap)
 def _run_heatmap(args: argparse.Namespace) -> int:
+    from app.config import get_settings
     from app.engine.heatmaps import compute_heatmap
     from app.engine.localisation import score_boxes
     from app.engine.overlay import render_overlay
@@ -213,7 +218,8 @@ def _run_heatmap(args: argparse.Namespace) -> int:
     image = _load_image(args.image)
     boxes = [check_box(box, image.width, image.height) for box in args.box]
     labels = list(args.label) + [""] * (len(boxes) - len(args.label))
-    heat = compute_heatmap(model, image, args.layer, args.method, args.target, args.mode)
+    heat = compute_heatmap(model, image, args.layer, args.method, args.target, args.mode,
+                           native_max_side=get_settings().native_max_side)
     scores = score_boxes(heat.values, boxes) if boxes else []
     captions = []
     for label, score in zip(labels, scores, strict=True):

@@ -120,9 +120,10 @@ ImageDep = Annotated[ImageRecord, Depends(_image)]
 BoxDep = Annotated[BoxRecord, Depends(_box)]
 
 
-def _model(model: Annotated[str, Path(min_length=1, max_length=200)]) -> LoadedModel:
+def _model(model: Annotated[str, Path(min_length=1, max_length=200)],
+           settings: SettingsDep) -> LoadedModel:
     # KeyError (unknown name, listing the known ones) becomes 404 in app.api.errors.
-    return get_model(model)
+    return get_model(model, settings.models_dir)
 
 
 ModelDep = Annotated[LoadedModel, Depends(_model)]

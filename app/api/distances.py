@@ -84,7 +84,18 @@ class DistancesIn(BaseModel):
     grid_size: int = Field(4, ge=1, le=16)
     options: dict[str, Any] = Field(default_factory=dict, description=(
         "The measure's options; GET /api/measures shows each measure's schema."))
-    permutations: int = Field(0, ge=0, description="Permutation-test draws; 0: no p-values.")
+    permutations: int = Field(0, ge=0, description=(
+        "Permutation-test draws per pair (all assignments when there are at most this "
+        "many: exact); 0: no p-values."))
+    bootstrap: int = Field(0, ge=0, description=(
+        "Bootstrap resamples of units per pair for a 95% interval; 0: none."))
+    unit: Literal["auto", "image", "box"] = Field("auto", description=(
+        "What a test exchanges: whole images or boxes. auto: images whenever an image gives "
+        "a group several boxes or boxes to several groups."))
+    adjust: Literal["holm", "bh"] = Field("holm", description=(
+        "Adjustment across the matrix's pairs: Holm (family-wise) or Benjamini–Hochberg."))
+    alpha: float = Field(0.05, gt=0, lt=1, description=(
+        "Level of the tests: no p-value is given when the smallest attainable one exceeds it."))
     seed: int = Field(0, ge=0, le=2**31 - 1)
     mode: Literal["resize", "native"] = "resize"
 
@@ -95,12 +106,61 @@ class DistancesIn(BaseModel):
         return self
 
 
+class IntervalOut(BaseModel):
+    """A bootstrap percentile interval over units."""
+
+    low: float | None
+    high: float | None
+    level: float
+    resamples: int
+
+
+class PairTestOut(BaseModel):
+    """One pair's test: raw and adjusted p-value (``null`` when too few units allow no
+    test), the smallest attainable p-value, whether every assignment was enumerated."""
+
+    a: str
+    b: str
+    statistic: float | None
+    p_value: float | None
+    p_adjusted: float | None
+    min_p: float | None
+    exact: bool
+    permutations: int
+    interval: IntervalOut | None
+
+
+class GroupSizeOut(BaseModel):
+    """A group's units (images or boxes), rows, intra-unit correlation and effective size
+    ``rows / (1 + (rows/units − 1)·icc)``."""
+
+    units: int
+    rows: int
+    icc: float | None
+    ess: float | None
+
+
+class AdjustmentOut(BaseModel):
+    """How adjusted p-values were formed, and over which family."""
+
+    method: str
+    family: str
+
+
 class DistancesOut(BaseModel):
-    """The matrix between groups, p-values when asked, and a Plotly heat map."""
+    """The matrix between groups, unit-level tests when asked, and a Plotly heat map."""
 
     labels: list[str]
     matrix: list[list[float | None]]
     p_values: list[list[float | None]] | None
+    p_adjusted: list[list[float | None]] | None
+    adjustment: AdjustmentOut
+    unit: str
+    tests: list[PairTestOut]
+    groups: dict[str, GroupSizeOut]
+    warnings: list[str]
+    bootstrap: int
+    images: dict[str, int]
     measure: str
     higher_is_better: bool
     between: str
@@ -139,9 +199,9 @@ def _distances(body: DistancesIn, store: StoreDep, settings: SettingsDep, jobs: 
     model = model_info(body.model)
     request = DistanceRequest(body.model, body.layer, body.measure, body.descriptor,
                               body.grid_size, body.options, body.permutations, body.seed,
-                              body.mode)
+                              body.mode, body.bootstrap, body.unit, body.adjust, body.alpha)
     n_boxes = sum(len(g) for g in groups.values())
-    precheck(settings, model, [body.layer], n_boxes, body.permutations)
+    precheck(settings, model, [body.layer], n_boxes, max(body.permutations, body.bootstrap))
     units = distance_work(request, n_boxes)
     return answer_or_queue(jobs, settings, "distances", units, lambda progress, cancelled:
                            distances(store, settings, model, groups, request, progress,

@@ -72,6 +72,8 @@ class HeatmapOut(BaseModel):
     boxes: list[ScoredBox]
     heat_range: list[float]
     figure: dict[str, Any]
+    warnings: list[str] = Field(default_factory=list, description=(
+        "What limits the scores: a 1×1 layer, boxes smaller than one feature cell."))
 
 
 class MethodOut(BaseModel):

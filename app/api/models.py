@@ -5,7 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 from pydantic import BaseModel
 
-from app.api.deps import ModelDep
+from app.api.deps import ModelDep, SettingsDep
+from app.config import get_settings
 from app.engine import models as engine_models
 from app.engine.layers import list_layers as engine_layers
 from app.engine.models import LoadedModel
@@ -43,16 +44,17 @@ def model_info(name: str) -> LoadedModel:
     Raises:
         KeyError: unknown model (the message lists the known ones; answered with 404).
     """
-    return engine_models.get_model(name)
+    # the process settings: request bodies that name a model reach here without the app's
+    return engine_models.get_model(name, get_settings().models_dir)
 
 
 @router.get("", response_model=list[ModelOut])
-def list_models() -> list[ModelOut]:
+def list_models(settings: SettingsDep) -> list[ModelOut]:
     """Every model the service can load."""
     return [ModelOut(name=s.name, architecture=s.architecture, source=s.source,
                      input_size=s.input_size, mean=s.mean, std=s.std,
                      num_classes=len(s.class_names), description=s.description)
-            for s in engine_models.list_models()]
+            for s in engine_models.list_models(settings.models_dir)]
 
 
 @router.get("/{model}/layers", response_model=list[LayerOut])

@@ -60,7 +60,7 @@ def _predict(body: PredictionIn, store: StoreDep) -> PredictionOut:
         box = Box(record.x, record.y, record.w, record.h)
     model, decoded = model_info(body.model), store.load_decoded(image)
     with ENGINE_LOCK:
-        top = predict(model, decoded, body.k, box, body.mode)
+        top = predict(model, decoded, body.k, box, body.mode, store.settings.native_max_side)
     return PredictionOut(image_id=image.id, box_id=body.box_id, model=body.model,
                          predictions=[Prediction(index=p.index, label=p.label,
                                                  probability=p.probability) for p in top])

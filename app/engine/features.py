@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import os
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
 
-from app.config import get_settings
-from app.engine.graph import Extractor, extractor, output_node
+from app.engine.graph import Extractor, traced
 from app.engine.images import DecodedImage
 from app.engine.layers import check_layer
+from app.engine.lru import LRU
 from app.engine.models import LoadedModel
-from app.engine.preprocess import InputMode, to_input
+from app.engine.preprocess import DEFAULT_NATIVE_MAX_SIDE, InputMode, to_input
 
 __all__ = ["CacheStats", "FeatureCache", "default_cache", "extract", "LOGITS"]
 
@@ -34,6 +33,10 @@ class CacheStats:
     entries: int
 
 
+def _nbytes(value: torch.Tensor) -> int:
+    return value.element_size() * value.nelement()
+
+
 class FeatureCache:
     """A thread-safe LRU of tensors with a byte budget.
 
@@ -44,91 +47,63 @@ class FeatureCache:
     def __init__(self, max_bytes: int) -> None:
         if max_bytes < 0:
             raise ValueError(f"max_bytes must be ≥ 0, got {max_bytes}")
-        self.max_bytes = max_bytes
-        self._items: OrderedDict[CacheKey, torch.Tensor] = OrderedDict()
-        self._bytes = 0
-        self._hits = 0
-        self._misses = 0
-        self._lock = threading.Lock()
+        self._items: LRU[CacheKey, torch.Tensor] = LRU(max_bytes, _nbytes)
+
+    @property
+    def max_bytes(self) -> int:
+        """The byte budget; lowering it evicts the least recently used entries."""
+        return self._items.max_size
+
+    @max_bytes.setter
+    def max_bytes(self, value: int) -> None:
+        if value < 0:
+            raise ValueError(f"max_bytes must be ≥ 0, got {value}")
+        self._items.max_size = value
 
     def get(self, key: CacheKey) -> torch.Tensor | None:
         """The cached tensor for ``key`` (marked most recent), or ``None``."""
-        with self._lock:
-            value = self._items.get(key)
-            if value is None:
-                self._misses += 1
-                return None
-            self._items.move_to_end(key)
-            self._hits += 1
-            return value
+        return self._items.get(key)
 
     def put(self, key: CacheKey, value: torch.Tensor) -> None:
         """Store ``value``, evicting the least recently used entries to fit the budget."""
-        size = value.element_size() * value.nelement()
-        with self._lock:
-            old = self._items.pop(key, None)
-            if old is not None:
-                self._bytes -= old.element_size() * old.nelement()
-            if size > self.max_bytes:
-                return
-            while self._bytes + size > self.max_bytes and self._items:
-                _, dropped = self._items.popitem(last=False)
-                self._bytes -= dropped.element_size() * dropped.nelement()
-            self._items[key] = value
-            self._bytes += size
+        self._items.put(key, value)
 
     def clear(self) -> None:
         """Drop every entry and reset the counters."""
-        with self._lock:
-            self._items.clear()
-            self._bytes = self._hits = self._misses = 0
+        self._items.clear()
 
     @property
     def stats(self) -> CacheStats:
         """Hits, misses, bytes held and number of entries."""
-        with self._lock:
-            return CacheStats(self._hits, self._misses, self._bytes, len(self._items))
+        raw = self._items.stats
+        return CacheStats(raw.hits, raw.misses, raw.size, raw.entries)
 
 
 _DEFAULT: FeatureCache | None = None
 _DEFAULT_LOCK = threading.Lock()
-_EXTRACTORS: OrderedDict[tuple[str, str, tuple[str, ...]], Extractor] = OrderedDict()
-_EXTRACTORS_LOCK = threading.Lock()
 
 
-def default_cache() -> FeatureCache:
-    """The process-wide cache, sized by the ``feature_cache_bytes`` setting."""
+def default_cache(max_bytes: int) -> FeatureCache:
+    """The process-wide cache, with a budget of ``max_bytes``.
+
+    The caller passes its setting (``Settings.feature_cache_bytes``) on every call; a
+    changed value resizes the one cache rather than making another.
+
+    Raises:
+        ValueError: a negative ``max_bytes``.
+    """
     global _DEFAULT
     with _DEFAULT_LOCK:
         if _DEFAULT is None:
-            _DEFAULT = FeatureCache(get_settings().feature_cache_bytes)
+            _DEFAULT = FeatureCache(max_bytes)
+        elif _DEFAULT.max_bytes != max_bytes:
+            _DEFAULT.max_bytes = max_bytes
         return _DEFAULT
 
 
-_HEADS: dict[tuple[str, str], str] = {}
-
-
-def _output_node(model: LoadedModel) -> str:
-    """The logits node, remembered per module: finding it traces the whole graph."""
-    key = (model.spec.name, model.weights_sha256)
-    with _EXTRACTORS_LOCK:
-        if key not in _HEADS:
-            _HEADS[key] = output_node(model.module)
-        return _HEADS[key]
-
-
 def _extractor(model: LoadedModel, nodes: tuple[str, ...]) -> Extractor:
-    """A traced extractor, kept for reuse: tracing costs more than a forward pass."""
-    key = (model.spec.name, model.weights_sha256, nodes)
-    with _EXTRACTORS_LOCK:
-        found = _EXTRACTORS.get(key)
-        if found is None:
-            found = extractor(model.module, nodes)
-            _EXTRACTORS[key] = found
-            while len(_EXTRACTORS) > 32:
-                _EXTRACTORS.popitem(last=False)
-        _EXTRACTORS.move_to_end(key)
-        return found
+    """The model's traced extractor for ``nodes`` (kept by :func:`app.engine.graph.traced`)."""
+    return traced(model.module).extractor(nodes)
 
 
 def _prepare(model: LoadedModel, images: Sequence[DecodedImage], mode: InputMode,
@@ -154,6 +129,7 @@ def extract(
     batch_size: int = 16,
     with_logits: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    native_max_side: int = DEFAULT_NATIVE_MAX_SIDE,
 ) -> list[dict[str, torch.Tensor]]:
     """Feature maps of ``layers`` for each image, in one forward pass per batch.
 
@@ -169,6 +145,8 @@ def extract(
         batch_size: images per forward pass.
         with_logits: also return ``"logits"`` (a ``num_classes`` vector) per image.
         progress: called with ``(images done, total)`` as batches finish.
+        native_max_side: the longest input side in ``native`` mode (the caller's
+            ``Settings.native_max_side``).
 
     Returns:
         Per image, ``{layer: C×h×w float32 tensor}`` (plus ``"logits"``).
@@ -184,9 +162,9 @@ def extract(
     wanted = list(dict.fromkeys(layers))
     for layer in wanted:
         check_layer(model, layer)
-    head = _output_node(model) if with_logits else ""
+    head = traced(model.module).output if with_logits else ""
     names = wanted + ([LOGITS] if with_logits else [])
-    max_side = get_settings().native_max_side
+    max_side = native_max_side
     mode_key = mode if mode == "resize" else f"native@{max_side}"
 
     def key(name: str, image: DecodedImage) -> CacheKey:

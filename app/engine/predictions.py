@@ -6,11 +6,10 @@ from dataclasses import dataclass
 
 import torch
 
-from app.config import get_settings
 from app.engine.graph import TRACE_LOCK
 from app.engine.images import DecodedImage
 from app.engine.models import LoadedModel
-from app.engine.preprocess import InputMode, to_input
+from app.engine.preprocess import DEFAULT_NATIVE_MAX_SIDE, InputMode, to_input
 from app.engine.regions import Box, check_box
 
 __all__ = ["Prediction", "predict", "predict_from_logits"]
@@ -50,8 +49,12 @@ def predict(
     k: int = 5,
     box: Box | None = None,
     mode: InputMode = "resize",
+    native_max_side: int = DEFAULT_NATIVE_MAX_SIDE,
 ) -> list[Prediction]:
     """Top-``k`` classes for ``image``, or for the crop of ``box`` (clipped to the image).
+
+    ``native_max_side`` is the longest input side in ``native`` mode (the caller's
+    ``Settings.native_max_side``).
 
     Raises:
         ValueError: a bad box or ``k``.
@@ -60,7 +63,7 @@ def predict(
     if box is not None:
         b = check_box(box, image.width, image.height)
         pixels = pixels.crop((round(b.x), round(b.y), round(b.x + b.w), round(b.y + b.h)))
-    x = to_input(pixels, model.spec, mode, get_settings().native_max_side, model.max_stride)
+    x = to_input(pixels, model.spec, mode, native_max_side, model.max_stride)
     with torch.inference_mode(), TRACE_LOCK.forward():
         logits = model.module(x[None])[0]
     return predict_from_logits(model, logits, k)

@@ -24,14 +24,18 @@ from PIL import Image
 
 from app.engine.models import ModelSpec
 
-__all__ = ["InputMode", "input_size", "to_input"]
+__all__ = ["DEFAULT_NATIVE_MAX_SIDE", "InputMode", "input_size", "to_input"]
 
 InputMode = Literal["resize", "native"]
+
+DEFAULT_NATIVE_MAX_SIDE = 1024
+"""The longest ``native`` side when the caller passes none (``Settings.native_max_side``'s
+default)."""
 
 
 def input_size(
     width: int, height: int, spec: ModelSpec, mode: InputMode = "resize",
-    native_max_side: int = 1024, max_stride: int = 32,
+    native_max_side: int = DEFAULT_NATIVE_MAX_SIDE, max_stride: int = 32,
 ) -> tuple[int, int]:
     """The ``(height, width)`` of the tensor fed to the model for an image of this size.
 
@@ -56,7 +60,7 @@ def to_input(
     image: Image.Image,
     spec: ModelSpec,
     mode: InputMode = "resize",
-    native_max_side: int = 1024,
+    native_max_side: int = DEFAULT_NATIVE_MAX_SIDE,
     max_stride: int = 32,
 ) -> torch.Tensor:
     """Resize and normalise ``image`` for ``spec``'s model.

@@ -1,11 +1,13 @@
 """Named registries that refuse duplicate names and list the valid names on a miss.
 
 Measures, heat-map methods, localisation scores and built-in models register through one of
-these (torchvision's ``register_model`` style), so tests can parametrize over them.
+these with the :meth:`Registry.register` decorator (torchvision's ``register_model`` style),
+so tests can parametrize over them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TypeVar
 
 __all__ = ["Registry"]
@@ -34,6 +36,24 @@ class Registry(dict[str, T]):
             raise ValueError(f"{self.kind} {name!r} is already registered; pick another name")
         self[name] = entry
         return entry
+
+    def register(self, name: str) -> Callable[[T], T]:
+        """Decorator: register the decorated class (or function) under ``name``.
+
+        A registered class also gets ``name`` as its ``name`` attribute, so an entry knows
+        the name it is listed under without writing it twice.
+
+        Raises:
+            ValueError: ``name`` is already registered (before the class is touched).
+        """
+
+        def add(entry: T) -> T:
+            self.add(name, entry)
+            if isinstance(entry, type):
+                setattr(entry, "name", name)  # noqa: B010  (any class, not one base's attribute)
+            return entry
+
+        return add
 
     def lookup(self, name: str) -> T:
         """The entry under ``name``.

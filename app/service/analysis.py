@@ -15,15 +15,17 @@ from typing import Any, Literal
 import torch
 
 from app.config import Settings
-from app.engine.analysis import distance_matrix, layer_profile
+from app.engine.analysis import layer_profile
+from app.engine.inference import Adjustment, Group, MatrixTests, matrix_tests
+from app.engine.layers import check_layer
 from app.engine.measures import MEASURES, Measure, get_measure
 from app.engine.models import LoadedModel
 from app.engine.preprocess import InputMode
 from app.engine.regions import Descriptor
-from app.jobs import JobCancelled
 from app.plots import distance_matrix_figure, embedding_figure, separation_figure, to_json_safe
 from app.service.features import box_descriptors, boxes_key, check_limits
-from app.service.results import result_key
+from app.service.resolution import resolution_warnings
+from app.service.results import cached, result_key
 from app.store import BoxRecord, ImageRecord, Store
 
 __all__ = ["DistanceRequest", "SeparationRequest", "resolve_groups", "distances",
@@ -47,6 +49,10 @@ class DistanceRequest:
     permutations: int = 0
     seed: int = 0
     mode: InputMode = "resize"
+    bootstrap: int = 0
+    unit: Literal["auto", "image", "box"] = "auto"
+    adjust: Adjustment = "holm"
+    alpha: float = 0.05
 
 
 @dataclass(frozen=True)
@@ -90,8 +96,9 @@ def _images(store: Store, boxes: Sequence[BoxRecord]) -> dict[int, ImageRecord]:
 
 
 def distance_work(request: DistanceRequest, n_boxes: int) -> int:
-    """Work units of a distance request (boxes × draws), compared with the job threshold."""
-    return n_boxes * max(1, request.permutations)
+    """Work units of a distance request (boxes × (draws + resamples)), compared with the
+    job threshold."""
+    return n_boxes * max(1, request.permutations + request.bootstrap)
 
 
 def separation_work(request: SeparationRequest, n_boxes: int) -> int:
@@ -108,73 +115,145 @@ def separation_work(request: SeparationRequest, n_boxes: int) -> int:
     return max(n_boxes, n_boxes * (n_boxes - 1) // 2) * len(request.layers)
 
 
+def _group_rows(descriptor: Descriptor, members: Sequence[BoxRecord],
+                features: Sequence[torch.Tensor]) -> Group:
+    """A group's rows (``pixels``: every grid sample of every box) with their box and image."""
+    if descriptor == "pixels":
+        parts = [f.reshape(-1, f.shape[-1]) for f in features]
+    else:
+        parts = [f.reshape(1, -1) for f in features]
+    boxes = tuple(b.id for b, part in zip(members, parts, strict=True) for _ in range(len(part)))
+    images = tuple(b.image_id for b, part in zip(members, parts, strict=True)
+                   for _ in range(len(part)))
+    return Group(torch.cat(parts), boxes, images)
+
+
+def _require_unchanged(store: Store, every: Sequence[BoxRecord]) -> None:
+    """Refuse to finish an answer whose boxes or images vanished or moved meanwhile.
+
+    Raises:
+        KeyError: boxes deleted or changed while the work ran (named).
+    """
+    now = {b.id: b for b in store.boxes(ids=[b.id for b in every], missing_ok=True)}
+    gone = [b.id for b in every if b.id not in now]
+    moved = [b.id for b in every if b.id in now and now[b.id] != b]
+    if gone or moved:
+        said = "; ".join(part for part in (
+            f"deleted meanwhile: box(es) {gone[:10]}" if gone else "",
+            f"changed meanwhile: box(es) {moved[:10]}" if moved else "") if part)
+        raise KeyError(f"the boxes of this analysis changed while it ran ({said}); run it "
+                       "again")
+
+
+def _tests_json(tests: MatrixTests, k: int) -> dict[str, Any]:
+    def grid(attr: str) -> list[list[float | None]]:
+        out: list[list[float | None]] = [[None] * k for _ in range(k)]
+        for t in tests.tests:
+            out[t.i][t.j] = out[t.j][t.i] = getattr(t, attr)
+        return out
+
+    tested = [t for t in tests.tests if t.p_value is not None]
+    return {
+        "p_values": grid("p_value") if tests.tests else None,
+        "p_adjusted": grid("p_adjusted") if tests.tests else None,
+        "adjustment": {"method": tests.adjustment,
+                       "family": f"the {len(tested)} pair(s) of this matrix with a p-value"},
+        "unit": tests.unit,
+        "tests": [{"a": tests.labels[t.i], "b": tests.labels[t.j], "statistic": t.statistic,
+                   "p_value": t.p_value, "p_adjusted": t.p_adjusted, "min_p": t.min_p,
+                   "exact": t.exact, "permutations": t.permutations,
+                   "interval": None if t.interval is None else {
+                       "low": t.interval.low, "high": t.interval.high,
+                       "level": 0.95, "resamples": t.interval.resamples}}
+                  for t in tests.tests],
+        "groups": {name: {"units": e.units, "rows": e.rows, "icc": e.icc, "ess": e.ess}
+                   for name, e in tests.effective.items()},
+    }
+
+
 def distances(store: Store, settings: Settings, model: LoadedModel,
               groups: dict[str, list[BoxRecord]], request: DistanceRequest,
               progress: Progress | None = None,
               cancelled: Cancelled | None = None) -> dict[str, Any]:
-    """The measure between every pair of groups, with permutation p-values when asked.
+    """The measure between every pair of groups, with unit-level tests when asked.
+
+    Tests and bootstrap intervals exchange or resample whole units (images, or boxes when
+    no image gives a group several boxes), never rows: see :mod:`app.engine.inference`.
 
     Returns:
-        JSON-safe: ``labels``, ``matrix``, ``p_values`` (or ``None``), ``measure``,
-        ``higher_is_better``, ``descriptor``, ``layer``, ``sizes`` and ``figure``.
+        JSON-safe: ``labels``, ``matrix``, ``p_values`` and ``p_adjusted`` (or ``None``),
+        ``tests`` (one per pair), ``unit``, ``adjustment``, ``groups`` (units, rows, ICC,
+        effective size per group), ``warnings``, ``measure``, ``higher_is_better``,
+        ``descriptor``, ``layer``, ``sizes`` and ``figure``.
 
     Raises:
         KeyError: unknown measure or layer. ValueError: fewer than 2 groups, a group too
         small for the measure, bad options. LimitExceeded: past a settings limit.
+        KeyError: boxes deleted or changed while the work ran.
     """
     measure = get_measure(request.measure, **request.options)
     if len(groups) < 2:
         raise ValueError(f"distances need at least 2 groups, got {len(groups)}; give two "
                          "labels or two lists of box ids")
     every = [b for members in groups.values() for b in members]
-    check_limits(settings, samples=len(every), permutations=request.permutations)
+    check_limits(settings, samples=len(every),
+                 permutations=max(request.permutations, request.bootstrap))
     descriptor: Descriptor = request.descriptor or measure.needs
     images = _images(store, every)
-    key = result_key("distances", {
+    payload = {
         "model": model.spec.name, "weights": model.weights_sha256,
         "request": asdict(request) | {"descriptor": descriptor},
         "groups": {name: boxes_key(members, images) for name, members in groups.items()},
-    })
-    cached = store.get_result(key)
-    if cached is not None:
-        result: dict[str, Any] = cached
-        return result
-    features = box_descriptors(store, model, every, [request.layer], descriptor,
-                               request.grid_size, request.mode, progress, cancelled)[
-        request.layer]
-    samples: dict[str, torch.Tensor] = {}
-    start = 0
-    for name, members in groups.items():
-        chunk = features[start:start + len(members)]
-        start += len(members)
-        rows = torch.cat([c.reshape(-1, c.shape[-1]) for c in chunk]) if descriptor == \
-            "pixels" else torch.stack([c.reshape(-1) for c in chunk])
-        if rows.shape[0] < measure.min_rows:
-            raise ValueError(
-                f"group {name!r} gives {rows.shape[0]} sample(s) as {descriptor!r}; "
-                f"{request.measure} needs at least {measure.min_rows} per group: add boxes "
-                "or use descriptor 'pixels'")
-        samples[name] = rows
-    if cancelled is not None and cancelled():
-        raise JobCancelled()
-    if progress is not None:
-        progress(0.85, "measuring")
-    matrix = distance_matrix(samples, measure, permutations=request.permutations,
-                             seed=request.seed)
-    values = matrix.values.tolist()
-    p_values = None if matrix.p_values is None else matrix.p_values.tolist()
-    result = to_json_safe({
-        "labels": matrix.labels, "matrix": values, "p_values": p_values,
-        "measure": request.measure, "higher_is_better": matrix.higher_is_better,
-        "between": measure.between, "descriptor": descriptor,
-        "layer": request.layer, "model": model.spec.name, "permutations": request.permutations,
-        "sizes": {name: len(members) for name, members in groups.items()},
-        "figure": distance_matrix_figure(matrix.labels, values, p_values,
-                                         measure=request.measure,
-                                         higher_is_better=matrix.higher_is_better),
-    })
-    store.put_result(key, "distances", result)
-    return result
+    }
+
+    def compute() -> dict[str, Any]:
+        features = box_descriptors(store, model, every, [request.layer], descriptor,
+                                   request.grid_size, request.mode, progress,
+                                   cancelled)[request.layer]
+        samples: dict[str, Group] = {}
+        start = 0
+        for name, members in groups.items():
+            samples[name] = _group_rows(descriptor, members,
+                                        features[start:start + len(members)])
+            start += len(members)
+            if samples[name].rows.shape[0] < measure.min_rows:
+                raise ValueError(
+                    f"group {name!r} gives {samples[name].rows.shape[0]} sample(s) as "
+                    f"{descriptor!r}; {request.measure} needs at least {measure.min_rows} "
+                    "per group: add boxes or use descriptor 'pixels'")
+        if progress is not None:
+            progress(0.85, "measuring")
+        tests = matrix_tests(samples, measure, permutations=request.permutations,
+                             bootstrap=request.bootstrap, seed=request.seed,
+                             alpha=request.alpha,
+                             unit=None if request.unit == "auto" else request.unit,
+                             adjustment=request.adjust, cancelled=cancelled)
+        _require_unchanged(store, every)
+        k = len(tests.labels)
+        values = tests.values.tolist()
+        tested = _tests_json(tests, k)
+        warnings = resolution_warnings(model, check_layer(model, request.layer), images,
+                                       every, request.mode, settings.native_max_side)
+        shown = tested["p_adjusted"]
+        answer: dict[str, Any] = to_json_safe({
+            "labels": tests.labels, "matrix": values, **tested,
+            "warnings": warnings + tests.warnings,
+            "measure": request.measure, "higher_is_better": tests.higher_is_better,
+            "between": measure.between, "descriptor": descriptor,
+            "layer": request.layer, "model": model.spec.name,
+            "permutations": request.permutations, "bootstrap": request.bootstrap,
+            "sizes": {name: len(members) for name, members in groups.items()},
+            "images": {name: len({b.image_id for b in members})
+                       for name, members in groups.items()},
+            "figure": distance_matrix_figure(
+                tests.labels, values,
+                None if shown is None else [[math.nan if v is None else v for v in row]
+                                            for row in shown],
+                measure=request.measure, higher_is_better=tests.higher_is_better),
+        })
+        return answer
+
+    return cached(store, "distances", payload, compute)
 
 
 def separation_profile(store: Store, settings: Settings, model: LoadedModel,

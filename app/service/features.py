@@ -82,14 +82,15 @@ def box_descriptors(
         by_image.setdefault(box.image_id, []).append(index)
     out: dict[str, list[torch.Tensor]] = {layer: [torch.empty(0)] * len(boxes)
                                           for layer in layers}
-    cache = default_cache()
+    cache = default_cache(store.settings.feature_cache_bytes)
     for done, (image_id, indices) in enumerate(by_image.items()):
         if cancelled is not None and cancelled():
             raise JobCancelled("cancelled")
         image = store.get_image(image_id)
         decoded = store.load_decoded(image)
         with ENGINE_LOCK:
-            maps = extract(model, [decoded], layers, mode=mode, cache=cache)[0]
+            maps = extract(model, [decoded], layers, mode=mode, cache=cache,
+                           native_max_side=store.settings.native_max_side)[0]
         chosen = [Box(boxes[i].x, boxes[i].y, boxes[i].w, boxes[i].h) for i in indices]
         for layer in layers:
             regions = region_descriptors(maps[layer], (image.width, image.height), chosen,

@@ -13,7 +13,6 @@ import csv
 import io
 import math
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -21,12 +20,16 @@ import torch
 
 from app.engine.features import LOGITS, default_cache, extract
 from app.engine.heatmaps import HeatMap, compute_heatmap, normalise
+from app.engine.layers import check_layer
 from app.engine.localisation import LOCALISATION_SCORES, score_boxes
+from app.engine.lru import LRU
 from app.engine.models import LoadedModel
 from app.engine.predictions import predict_from_logits
 from app.engine.preprocess import InputMode
 from app.engine.regions import Box
+from app.jobs import current_cancelled
 from app.plots import heatmap_figure
+from app.service.resolution import resolution_warnings
 from app.service.results import cached
 from app.store import BoxRecord, ImageRecord, Store
 
@@ -35,9 +38,7 @@ __all__ = ["ENGINE_LOCK", "HeatmapRequest", "heatmap_png", "heatmap_result", "ra
 
 Normalise = Literal["none", "minmax", "percentile"]
 
-_MAPS: OrderedDict[tuple[Any, ...], HeatMap] = OrderedDict()
-_MAPS_LOCK = threading.Lock()
-_MAPS_SIZE = 32
+_MAPS: LRU[tuple[Any, ...], HeatMap] = LRU(32)
 
 ENGINE_LOCK = threading.Lock()
 """Serialises the service's model runs: torch already uses every core for one, so running two
@@ -65,22 +66,22 @@ def raw_heatmap(store: Store, model: LoadedModel, image: ImageRecord,
     Raises:
         KeyError: unknown layer or method (the message lists valid ones).
         ValueError: a target or channel out of range, or ``cam`` on an unfit layer.
+        InterruptedError: the work running it was cancelled (Score-CAM checks between
+            batches).
     """
     key = (model.spec.name, model.weights_sha256, image.sha256, request.layer, request.method,
            request.target, request.mode, request.channel)
-    with _MAPS_LOCK:
-        found = _MAPS.get(key)
-        if found is not None:
-            _MAPS.move_to_end(key)
-            return found
+    found = _MAPS.get(key)
+    if found is not None:
+        return found
     decoded = store.load_decoded(image)
     with ENGINE_LOCK:
+        # Score-CAM stops between batches when the pool's caller goes away
         heat = compute_heatmap(model, decoded, request.layer, request.method, request.target,
-                               request.mode, request.channel)
-    with _MAPS_LOCK:
-        _MAPS[key] = heat
-        while len(_MAPS) > _MAPS_SIZE:
-            _MAPS.popitem(last=False)
+                               request.mode, request.channel,
+                               native_max_side=store.settings.native_max_side,
+                               cancelled=current_cancelled())
+    _MAPS.put(key, heat)
     return heat
 
 
@@ -88,8 +89,10 @@ def _top_k(store: Store, model: LoadedModel, image: ImageRecord, mode: InputMode
            k: int = 5) -> list[dict[str, Any]]:
     decoded = store.load_decoded(image)
     with ENGINE_LOCK:
-        logits = extract(model, [decoded], [], mode=mode, cache=default_cache(),
-                         with_logits=True)[0][LOGITS]
+        outputs = extract(model, [decoded], [], mode=mode,
+                          cache=default_cache(store.settings.feature_cache_bytes),
+                          with_logits=True, native_max_side=store.settings.native_max_side)
+    logits = outputs[0][LOGITS]
     return [{"index": p.index, "label": p.label, "probability": p.probability}
             for p in predict_from_logits(model, logits, k)]
 
@@ -152,6 +155,9 @@ def _heatmap_answer(store: Store, model: LoadedModel, image: ImageRecord,
         "boxes": box_out,
         "heat_range": [float(torch.min(values)), float(torch.max(values))],
         "figure": figure,
+        "warnings": resolution_warnings(model, check_layer(model, request.layer),
+                                        {image.id: image}, boxes, request.mode,
+                                        store.settings.native_max_side),
     }
 
 

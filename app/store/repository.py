@@ -15,7 +15,7 @@ import tempfile
 import threading
 import time
 import unicodedata
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -29,6 +29,7 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 
 from app.config import Settings
 from app.engine.images import DecodedImage, content_hash, decode_image
+from app.engine.lru import LRU
 from app.engine.regions import Box, check_box
 from app.formats.labels import clean_label, normalize_label
 from app.store.tables import (
@@ -175,8 +176,7 @@ class Store:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._write_lock = threading.RLock()
-        self._decoded: OrderedDict[str, DecodedImage] = OrderedDict()
-        self._decoded_lock = threading.Lock()
+        self._decoded: LRU[str, DecodedImage] = LRU(_DECODED_CACHE_SIZE)
         self._create_or_check_schema()
 
     # -- sessions ---------------------------------------------------------------------------
@@ -365,8 +365,7 @@ class Store:
         # After the commit: a failed delete must not lose the file. sha256 is unique, so no
         # other row can still point at it.
         self._path_for(sha, fmt).unlink(missing_ok=True)
-        with self._decoded_lock:
-            self._decoded.pop(sha, None)
+        self._decoded.pop(sha)
 
     def image_path(self, image: ImageRecord) -> Path:
         """Where the image's bytes lie on disk."""
@@ -378,11 +377,9 @@ class Store:
 
     def load_decoded(self, image: ImageRecord) -> DecodedImage:
         """The image decoded as displayed (RGB, EXIF orientation applied), cached by hash."""
-        with self._decoded_lock:
-            cached = self._decoded.get(image.sha256)
-            if cached is not None:
-                self._decoded.move_to_end(image.sha256)
-                return cached
+        cached = self._decoded.get(image.sha256)
+        if cached is not None:
+            return cached
         decoded = decode_image(self.image_bytes(image),
                                max_pixels=max(self.settings.max_image_pixels,
                                               image.width * image.height))
@@ -390,11 +387,7 @@ class Store:
         return decoded
 
     def _remember(self, decoded: DecodedImage) -> None:
-        with self._decoded_lock:
-            self._decoded[decoded.sha256] = decoded
-            self._decoded.move_to_end(decoded.sha256)
-            while len(self._decoded) > _DECODED_CACHE_SIZE:
-                self._decoded.popitem(last=False)
+        self._decoded.put(decoded.sha256, decoded)
 
     def _path_for(self, sha: str, fmt: str) -> Path:
         ext = _EXTENSIONS.get(fmt.upper(), "img")
@@ -518,11 +511,12 @@ class Store:
             return _box_record(row)
 
     def boxes(self, ids: Iterable[int] | None = None, labels: Iterable[str] | None = None,
-              image_id: int | None = None) -> list[BoxRecord]:
+              image_id: int | None = None, *, missing_ok: bool = False) -> list[BoxRecord]:
         """Boxes filtered by ids, labels and image (all filters combine), ordered by id.
 
         Raises:
-            KeyError: an id in ``ids`` does not exist (the message lists them).
+            KeyError: an id in ``ids`` does not exist (the message lists them), unless
+                ``missing_ok``.
         """
         query = select(BoxRow).order_by(BoxRow.id)
         wanted = None if ids is None else list(dict.fromkeys(int(i) for i in ids))
@@ -534,7 +528,7 @@ class Store:
             query = query.where(BoxRow.image_id == min(max(image_id, 0), _MAX_ID))
         with self._read() as session:
             records = [_box_record(row) for row in session.scalars(query)]
-        if wanted is not None and labels is None and image_id is None:
+        if wanted is not None and labels is None and image_id is None and not missing_ok:
             missing = sorted(set(wanted) - {r.id for r in records})
             if missing:
                 raise KeyError(f"no boxes with ids {missing}; GET /api/boxes lists them")

@@ -83,21 +83,77 @@ def test_euclidean_between_labels_equals_distance_of_group_means(
     assert same["matrix"] == body["matrix"]
 
 
-def test_mmd_with_p_values_detects_different_textures(
+def test_one_image_per_label_supports_no_test(
         project: tuple[TestClient, dict[str, list[dict[str, Any]]]]) -> None:
     client, boxes = project
     brick = [b["id"] for b in boxes["brick"]]
     grass = [b["id"] for b in boxes["grass"]]
     body = client.post("/api/distances", json={
-        "groups": {"brick": brick, "grass": grass, "brick again": brick}, "layer": LAYER,
+        "groups": {"brick": brick, "grass": grass}, "layer": LAYER,
         "measure": "mmd", "permutations": 99, "seed": 3}).json()
     assert body["descriptor"] == "pixels" and body["between"] == "sets"
-    p = body["p_values"]
-    assert p[0][1] == pytest.approx(0.01)  # nothing of 99 shuffles beats the real split
-    # Same boxes on both sides: MMD² is 0 up to float32 rounding of the features.
-    assert p[0][2] == 1.0 and abs(body["matrix"][0][2]) < 1e-6 * body["matrix"][0][1]
-    assert body["matrix"][0][1] > 0
-    assert "p=" in body["figure"]["data"][0]["text"][0][1]
+    assert body["unit"] == "image" and body["matrix"][0][1] > 0
+    # Three boxes on one image per label: 1 vs 1 images, nothing to exchange.
+    assert body["p_values"][0][1] is None and body["p_adjusted"][0][1] is None
+    test = body["tests"][0]
+    assert test["exact"] is True and test["min_p"] >= 0.5 and test["p_value"] is None
+    assert body["groups"]["brick"]["units"] == 1 and body["groups"]["brick"]["rows"] == 48
+    said = " ".join(body["warnings"])
+    assert "single image" in said and "images, not between labels" in said
+    assert "p=" not in body["figure"]["data"][0]["text"][0][1]
+    # The same boxes on both sides of a test: a 422 that says so.
+    both = client.post("/api/distances", json={
+        "groups": {"brick": brick, "again": brick}, "layer": LAYER, "measure": "mmd",
+        "permutations": 9})
+    assert both.status_code == 422 and "both groups" in both.json()["detail"]
+
+
+def _crops(photo: Any, name: str, count: int) -> list[bytes]:
+    import io
+
+    from PIL import Image
+
+    image = photo(name)
+    out = []
+    for i in range(count):
+        y, x = divmod(i, 2)
+        buffer = io.BytesIO()
+        Image.fromarray(image[y * 128:y * 128 + 256, x * 256:x * 256 + 256]).save(
+            buffer, format="PNG")
+        out.append(buffer.getvalue())
+    return out
+
+
+def test_image_level_exact_test_detects_different_textures(
+        data_dir: Path, photo: Any) -> None:
+    from app.config import get_settings
+    from app.main import create_app
+
+    with TestClient(create_app(get_settings())) as client:
+        ids: dict[str, list[int]] = {}
+        for name in ("brick", "grass"):
+            for k, png in enumerate(_crops(photo, name, 4)):
+                image = client.post("/api/images", files={
+                    "file": (f"{name}{k}.png", png, "image/png")}).json()
+                ids.setdefault(name, []).append(client.post(
+                    f"/api/images/{image['id']}/boxes",
+                    json={"x": 20, "y": 30, "w": 180, "h": 170, "label": name}).json()["id"])
+        for measure, descriptor in (("mmd", "pixels"), ("euclidean", "gap")):
+            body = client.post("/api/distances", json={
+                "labels": ["brick", "grass"], "layer": LAYER, "measure": measure,
+                "descriptor": descriptor, "permutations": 500, "bootstrap": 50,
+                "seed": 1}).json()
+            test = body["tests"][0]
+            # One box per image: the unit is the box (= the image); C(8, 4) = 70 splits,
+            # all enumerated; the observed split and its mirror are the two most extreme.
+            assert body["unit"] == "box" and test["exact"] and test["permutations"] == 70
+            assert test["p_value"] == pytest.approx(2 / 70) == test["min_p"]
+            assert body["p_adjusted"][0][1] == pytest.approx(2 / 70)
+            low, high = test["interval"]["low"], test["interval"]["high"]
+            assert 0 < low < high and test["interval"]["resamples"] == 50
+            if measure == "euclidean":  # resampled MMD² is biased upwards by repeated units
+                assert low <= test["statistic"] <= high
+            assert body["groups"]["grass"]["units"] == 4 and not body["warnings"]
 
 
 def test_separation_per_layer_textures_separate_at_the_head(

@@ -118,4 +118,24 @@ def test_feature_cache_evicts_least_recently_used() -> None:
     assert cache.stats == features.CacheStats(0, 0, 0, 0)
     with pytest.raises(ValueError, match="max_bytes"):
         FeatureCache(-1)
-    assert default_cache() is default_cache()
+    shared = default_cache(1 << 20)
+    shared.put(keys[0], torch.zeros(1000))
+    assert default_cache(1 << 20) is shared and shared.stats.entries == 1
+    assert default_cache(100) is shared and shared.max_bytes == 100  # resized, not replaced
+    assert shared.stats.entries == 0  # the 4000-byte entry no longer fits
+    shared.max_bytes = 1 << 30
+
+
+def test_native_max_side_is_the_callers_and_part_of_the_cache_key(
+    model: LoadedModel, images: list[DecodedImage]
+) -> None:
+    chelsea = images[0]  # 451×300: at 200 the input is 128×192, at 1024 it is 288×448
+    cache = FeatureCache(max_bytes=64 * 1024 * 1024)
+    (small,) = extract(model, [chelsea], ["bn2"], mode="native", cache=cache, native_max_side=200)
+    (large,) = extract(model, [chelsea], ["bn2"], mode="native", cache=cache)
+    assert small["bn2"].shape == (1280, 4, 6) and large["bn2"].shape == (1280, 9, 14)
+    assert cache.stats.misses == 2 and cache.stats.entries == 2
+    x = to_input(chelsea.pixels, model.spec, "native", native_max_side=200)[None]
+    with torch.inference_mode():
+        want = extractor(model.module, ["bn2"])(x)["bn2"][0]
+    torch.testing.assert_close(small["bn2"], want, rtol=0, atol=0)

@@ -48,3 +48,38 @@ def test_concurrent_traces_of_one_model_all_succeed() -> None:
     with ThreadPoolExecutor(max_workers=6) as pool:
         shapes = list(pool.map(run, range(len(names))))
     assert shapes == [torch.Size([1, 1000])] * len(names)
+
+
+def test_each_model_is_traced_once_for_names_and_once_per_node_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from app.engine import graph
+
+    calls = {"names": 0, "extractors": 0}
+    names_of, extract_with = graph.get_graph_node_names, graph.create_feature_extractor
+
+    def count_names(*args: object, **kwargs: object) -> object:
+        calls["names"] += 1
+        return names_of(*args, **kwargs)
+
+    def count_extractors(*args: object, **kwargs: object) -> object:
+        calls["extractors"] += 1
+        return extract_with(*args, **kwargs)
+
+    monkeypatch.setattr(graph, "get_graph_node_names", count_names)
+    monkeypatch.setattr(graph, "create_feature_extractor", count_extractors)
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=4).eval()
+    x = torch.randn(1, 3, 40, 48)
+    with torch.inference_mode():
+        first = forward_nodes(model, x, ["layer1.0.add", "fc"])
+        again = forward_nodes(model, x, ["fc", "layer1.0.add"])  # same set, another order
+        forward_nodes(model, x, ["layer2.1.add"])
+    assert node_names(model)[-1] == output_node(model) == "fc"
+    with pytest.raises(KeyError, match="unknown layer 'nope'"):
+        extractor(model, ["nope"])
+    assert calls == {"names": 1, "extractors": 2}
+    torch.testing.assert_close(first["fc"], again["fc"], rtol=0, atol=0)
+    other = torchvision.models.resnet18(num_classes=4).eval()  # another object: its own trace
+    node_names(other)
+    assert calls["names"] == 2

@@ -21,9 +21,9 @@ from app.engine.cams import (
     cam_layers,
     cam_map,
     reduce_channels,
-    register_method,
 )
-from app.engine.graph import forward_nodes
+from app.engine.cams.scorecam import scorecam_batch
+from app.engine.graph import forward_nodes, traced
 from app.engine.heatmaps import compute_heatmap, normalise
 from app.engine.images import DecodedImage, decode_image
 from app.engine.localisation import score_boxes
@@ -252,6 +252,69 @@ def test_scorecam_equals_a_naive_loop(
     assert by_hand.max() > 0
 
 
+@pytest.mark.parametrize(("pixels", "batch"), [
+    (SIZE[0] * SIZE[1], 1), (3 * SIZE[0] * SIZE[1] - 1, 2), (1, 1), (10**9, 5)])
+def test_scorecam_batches_within_the_pixel_budget_give_the_same_numbers(
+    net: TinyNet, x: torch.Tensor, pixels: int, batch: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert scorecam_batch(SIZE[0], SIZE[1], 5, pixels) == batch
+    sizes: list[int] = []
+    forward = net.forward
+
+    def counting(inputs: torch.Tensor) -> torch.Tensor:
+        sizes.append(inputs.shape[0])
+        return forward(inputs)
+
+    fmap, _ = _hand(net, x, "act2", 0)
+    target = _top(net, x)
+    order = list(np.argsort(-fmap.mean(axis=(1, 2)), kind="stable"))
+    by_hand = _naive_scorecam(net, x, fmap, target, [int(c) for c in order])
+    monkeypatch.setattr(net, "forward", counting)
+    options = CamOptions(max_channels=64, batch_size=5, max_batch_pixels=pixels)
+    ours, _ = cam_map(net, x, "act2", "scorecam", options=options)
+    np.testing.assert_allclose(ours.numpy(), by_hand, rtol=1e-10, atol=1e-12)
+    # only masked inputs go through net.forward (the first pass runs the traced extractor)
+    assert max(sizes) == batch and sum(sizes) == 7  # the layer has 7 channels
+
+
+def test_scorecam_stops_between_batches_when_cancelled(net: TinyNet, x: torch.Tensor) -> None:
+    asked: list[int] = []
+
+    def cancelled() -> bool:
+        asked.append(1)
+        return len(asked) == 3
+
+    options = CamOptions(batch_size=2)
+    with pytest.raises(InterruptedError, match="cancelled"):
+        cam_map(net, x, "act2", "scorecam", options=options, cancelled=cancelled)
+    assert len(asked) == 3 and net.act1.inplace and not net.training  # state restored
+    asked.clear()
+    done, _ = cam_map(net, x, "act2", "scorecam", options=options, cancelled=lambda: False)
+    plain, _ = cam_map(net, x, "act2", "scorecam", options=options)
+    torch.testing.assert_close(done, plain, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="max_batch_pixels must be at least 1"):
+        CamOptions(max_batch_pixels=0)
+    with pytest.raises(ValueError, match="max_channels must be at least 1"):
+        CamOptions(max_channels=0)
+
+
+def test_cams_and_extraction_share_one_trace_and_keep_layers_out_of_place(
+    net: TinyNet, x: torch.Tensor
+) -> None:
+    """A CAM call restores ReLU(inplace=True); the shared extractor must still not use it."""
+    ours, _ = cam_map(net, x, "conv1", "gradcam", 2)  # traces the (conv1, fc) extractor
+    assert net.act1.inplace  # restored for the model's owner
+    graph = traced(net)
+    assert traced(net) is graph and graph.output == "fc"
+    with torch.no_grad():
+        nodes = forward_nodes(net, x, ["conv1", "fc"])  # the extractor the CAM call traced
+    assert graph.extractor(["conv1", "fc"]) is graph.extractor(("conv1", "fc", "conv1"))
+    fmap, _ = _hand(net, x, "conv1", 2)
+    np.testing.assert_allclose(nodes["conv1"][0].numpy(), fmap, rtol=1e-12, atol=1e-12)
+    assert (nodes["conv1"] < 0).any()  # an in-place ReLU would have eaten these
+    assert ours.shape == fmap.shape[1:]
+
+
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_every_method_gives_a_finite_map_at_layer_resolution(
     net: TinyNet, x: torch.Tensor, method: str
@@ -280,7 +343,8 @@ def test_bad_requests_say_how_to_fix_them(net: TinyNet, x: torch.Tensor) -> None
 
 def test_registry_refuses_duplicate_names() -> None:
     with pytest.raises(ValueError, match="already registered"):
-        register_method("gradcam")(type(METHODS["gradcam"]))  # type: ignore[arg-type]
+        METHODS.register("gradcam")(METHODS["scorecam"])
+    assert METHODS["scorecam"].name == "scorecam" and METHODS["gradcam"].name == "gradcam"
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import pickle
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,19 +13,21 @@ from safetensors.torch import save_file
 from torch import nn
 
 from app.engine import models
-from app.engine.models import ModelSpec, get_model, list_models, read_sidecar, register_model
+from app.engine.models import (
+    BUILTIN_MODELS,
+    BuiltinModel,
+    ModelSpec,
+    get_model,
+    list_models,
+    read_sidecar,
+)
 
 
 @pytest.fixture
-def models_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    from app.config import get_settings
-
+def models_dir(tmp_path: Path) -> Path:
     folder = tmp_path / "models"
     folder.mkdir()
-    monkeypatch.setenv("FEATUREGAP_MODELS_DIR", str(folder))
-    get_settings.cache_clear()
-    yield folder
-    get_settings.cache_clear()
+    return folder
 
 
 def _tiny_resnet(seed: int = 0, classes: int = 3) -> nn.Module:
@@ -53,12 +54,12 @@ def test_sidecar_model_is_discovered_and_loads_exactly(models_dir: Path, suffix:
         save_file(tensors, str(models_dir / "tiny.safetensors"))
     _sidecar(models_dir, "tiny", f"tiny.{suffix}")
 
-    specs = {spec.name: spec for spec in list_models()}
+    specs = {spec.name: spec for spec in list_models(models_dir)}
     assert "efficientnet_lite0" in specs and "tiny" in specs
     assert specs["tiny"].class_names == ("c0", "c1", "c2") and specs["tiny"].input_size == 64
 
-    loaded = get_model("tiny")
-    assert get_model("tiny") is loaded
+    loaded = get_model("tiny", models_dir)
+    assert get_model("tiny", models_dir) is loaded
     assert not loaded.module.training and loaded.max_stride == 32
     x = torch.randn(2, 3, 64, 48, generator=torch.Generator().manual_seed(2))
     with torch.inference_mode():
@@ -69,7 +70,7 @@ def test_mismatched_weights_are_an_error(models_dir: Path) -> None:
     torch.save(_tiny_resnet(classes=5).state_dict(), models_dir / "five.pt")
     _sidecar(models_dir, "five", "five.pt", classes=3)
     with pytest.raises(ValueError, match="shape mismatch"):
-        get_model("five")
+        get_model("five", models_dir)
 
     state = _tiny_resnet().state_dict()
     state.pop("fc.bias")
@@ -77,7 +78,7 @@ def test_mismatched_weights_are_an_error(models_dir: Path) -> None:
     torch.save(state, models_dir / "gappy.pt")
     _sidecar(models_dir, "gappy", "gappy.pt")
     with pytest.raises(ValueError, match=r"missing 1 keys.*1 unexpected keys"):
-        get_model("gappy")
+        get_model("gappy", models_dir)
 
 
 class _Payload:
@@ -89,11 +90,11 @@ def test_pickled_objects_are_refused(models_dir: Path) -> None:
     (models_dir / "evil.pt").write_bytes(pickle.dumps({"fc.weight": _Payload()}))
     _sidecar(models_dir, "evil", "evil.pt")
     with pytest.raises(ValueError, match="not a plain state dict"):
-        get_model("evil")
+        get_model("evil", models_dir)
     torch.save({"a": [1, 2]}, models_dir / "lists.pt")
     _sidecar(models_dir, "lists", "lists.pt")
     with pytest.raises(ValueError, match="mapping of parameter names to tensors"):
-        get_model("lists")
+        get_model("lists", models_dir)
 
 
 def test_weights_from_the_torch_hub_cache(models_dir: Path, tmp_path: Path) -> None:
@@ -105,7 +106,7 @@ def test_weights_from_the_torch_hub_cache(models_dir: Path, tmp_path: Path) -> N
     previous = torch.hub.get_dir()
     torch.hub.set_dir(str(hub))
     try:
-        loaded = get_model("hubbed")
+        loaded = get_model("hubbed", models_dir)
     finally:
         torch.hub.set_dir(previous)
     x = torch.randn(1, 3, 40, 40, generator=torch.Generator().manual_seed(0))
@@ -115,14 +116,14 @@ def test_weights_from_the_torch_hub_cache(models_dir: Path, tmp_path: Path) -> N
 
 def test_unknown_names_and_missing_files(models_dir: Path) -> None:
     with pytest.raises(KeyError, match="efficientnet_lite0"):
-        get_model("no_such_model")
+        get_model("no_such_model", models_dir)
     _sidecar(models_dir, "absent", "absent.pt")
     with pytest.raises(ValueError, match="not found"):
-        get_model("absent")
+        get_model("absent", models_dir)
     _sidecar(models_dir, "weird", "weird.pt", architecture="resnet_9000")
     torch.save({}, models_dir / "weird.pt")
     with pytest.raises(ValueError, match="unknown torchvision architecture"):
-        get_model("weird")
+        get_model("weird", models_dir)
 
 
 def test_sidecar_validation(tmp_path: Path) -> None:
@@ -143,9 +144,29 @@ def test_sidecar_validation(tmp_path: Path) -> None:
 
 def test_register_model_refuses_duplicates() -> None:
     spec = next(s for s in list_models() if s.name == "efficientnet_lite0")
+
+    class Other(BuiltinModel):
+        spec = ModelSpec("other", "resnet18", "torchvision", 64, models.IMAGENET_MEAN,
+                         models.IMAGENET_STD, ("a",), None, "")
+
+        @classmethod
+        def load(cls, spec: ModelSpec) -> tuple[nn.Module, str]:
+            return nn.Identity(), ""
+
     with pytest.raises(ValueError, match="already registered"):
-        register_model(spec)(lambda s: (nn.Identity(), ""))
-    assert isinstance(spec, ModelSpec) and "efficientnet_lite0" in models._REGISTRY
+        BUILTIN_MODELS.register("efficientnet_lite0")(Other)
+    assert not hasattr(Other, "name")  # refused before the class was touched
+    assert isinstance(spec, ModelSpec) and BUILTIN_MODELS["efficientnet_lite0"].name == spec.name
+
+
+def test_sidecars_are_found_only_in_the_folder_given(models_dir: Path) -> None:
+    torch.save(_tiny_resnet(seed=2).state_dict(), models_dir / "tiny.pt")
+    _sidecar(models_dir, "tiny", "tiny.pt")
+    assert "tiny" in [spec.name for spec in list_models(models_dir)]
+    assert "tiny" not in [spec.name for spec in list_models()]
+    with pytest.raises(KeyError, match="unknown model 'tiny'; use one of efficientnet_lite0"):
+        get_model("tiny")
+    assert get_model("tiny", models_dir).spec.input_size == 64
 
 
 def test_embedded_model_loads_offline() -> None:
@@ -158,14 +179,14 @@ def test_embedded_model_loads_offline() -> None:
 def test_broken_sidecar_is_skipped_with_a_warning(models_dir: Path) -> None:
     (models_dir / "broken.json").write_text("{oops")
     with pytest.warns(UserWarning, match="broken.json is not valid JSON"):
-        names = [spec.name for spec in list_models()]
+        names = [spec.name for spec in list_models(models_dir)]
     assert "broken" not in names and "efficientnet_lite0" in names
     with pytest.raises(ValueError, match="not valid JSON"):
-        get_model("broken")
+        get_model("broken", models_dir)
     (models_dir / "broken.json").unlink()
     _sidecar(models_dir, "efficientnet_lite0", "x.pt")
     with pytest.warns(UserWarning, match="is taken"):
-        list_models()
+        list_models(models_dir)
 
 
 def test_torchvision_weights_in_the_hub_cache_are_discovered(
@@ -179,8 +200,8 @@ def test_torchvision_weights_in_the_hub_cache_are_discovered(
     previous = torch.hub.get_dir()
     torch.hub.set_dir(str(hub))
     try:
-        spec = next(s for s in list_models() if s.name == "squeezenet1_0")
-        loaded = get_model("squeezenet1_0")
+        spec = next(s for s in list_models(models_dir) if s.name == "squeezenet1_0")
+        loaded = get_model("squeezenet1_0", models_dir)
     finally:
         torch.hub.set_dir(previous)
     assert spec.source == "torchvision" and spec.input_size == 224

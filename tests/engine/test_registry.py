@@ -16,3 +16,25 @@ def test_duplicates_are_refused_and_misses_list_names() -> None:
     assert table["a"] == 1 and table.lookup("b") == 2
     with pytest.raises(KeyError, match="unknown widget 'c'; use one of a, b"):
         table.lookup("c")
+
+
+def test_register_names_classes_and_refuses_duplicates_untouched() -> None:
+    table: Registry[object] = Registry("gadget")
+
+    @table.register("first")
+    class First:
+        name: str
+
+    def second() -> int:
+        return 2
+
+    assert table.register("second")(second) is second and table["second"] is second
+    assert table["first"] is First and First.name == "first"
+
+    class Again:
+        pass
+
+    with pytest.raises(ValueError, match="gadget 'first' is already registered"):
+        table.register("first")(Again)
+    assert not hasattr(Again, "name") and table["first"] is First and list(table) == [
+        "first", "second"]

@@ -11,8 +11,9 @@ a family. Measure-agnostic: a statistic is any ``f(x, y) -> float``. Cancellatio
 
 from app.engine.inference.adjust import Adjustment, adjust
 from app.engine.inference.bootstrap import Interval, bootstrap_interval
-from app.engine.inference.effective import Effective, effective_sizes, icc
+from app.engine.inference.effective import Effective, effective_of, effective_sizes, icc
 from app.engine.inference.exact import assignment_batches, count_assignments, smallest_p
+from app.engine.inference.matrix import Group, MatrixTests, PairTest, matrix_tests
 from app.engine.inference.permutation import Statistic, TestResult, permutation_test
 from app.engine.inference.units import Design, Scheme, Stratum, Unit, choose_unit, scheme
 
@@ -20,6 +21,9 @@ __all__ = [
     "Adjustment",
     "Design",
     "Effective",
+    "Group",
+    "MatrixTests",
+    "PairTest",
     "Interval",
     "Scheme",
     "Statistic",
@@ -31,7 +35,9 @@ __all__ = [
     "bootstrap_interval",
     "choose_unit",
     "count_assignments",
+    "effective_of",
     "effective_sizes",
+    "matrix_tests",
     "icc",
     "permutation_test",
     "scheme",

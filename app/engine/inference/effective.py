@@ -11,7 +11,7 @@ from app.engine.inference.bootstrap import unit_rows
 from app.engine.inference.units import Design, Unit, choose_unit
 from app.engine.measures.base import as_samples
 
-__all__ = ["Effective", "effective_sizes", "icc"]
+__all__ = ["Effective", "effective_of", "effective_sizes", "icc"]
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,8 @@ def icc(rows: Tensor, units: list[Tensor]) -> float:
     return min(1.0, max(0.0, (msb - msw) / den))
 
 
-def _one(rows: Tensor, units: list[Tensor]) -> Effective:
+def effective_of(rows: Tensor, units: list[Tensor]) -> Effective:
+    """Units, rows, ICC and effective sample size of ``rows`` grouped by ``units``."""
     value = icc(rows, units)
     n, u = rows.shape[0], len(units)
     return Effective(units=u, rows=n, icc=value, ess=n / (1 + (n / u - 1) * value))
@@ -84,6 +85,6 @@ def effective_sizes(
         )
     chosen = choose_unit(design, unit)
     return (
-        _one(x, unit_rows(design.x_boxes, design.x_images, chosen)),
-        _one(y, unit_rows(design.y_boxes, design.y_images, chosen)),
+        effective_of(x, unit_rows(design.x_boxes, design.x_images, chosen)),
+        effective_of(y, unit_rows(design.y_boxes, design.y_images, chosen)),
     )

@@ -80,7 +80,9 @@ def _mmd_options(statistic: Statistic, given: Mapping[str, Any] | None) -> dict[
     if given is not None:
         opts = {**_MMD_OPTIONS, **given}
     elif isinstance(statistic, MMD):
-        opts = {k: getattr(statistic, k, v) for k, v in _MMD_OPTIONS.items()}
+        o = statistic.options
+        opts = {"estimator": o.estimator, "sigma": o.sigma, "kernel": o.kernel,
+                "kernel_mul": o.kernel_mul, "kernel_num": o.kernel_num, "seed": o.median_seed}
     else:
         return None
     return opts if opts["estimator"] in ("biased", "unbiased") else None
@@ -191,7 +193,9 @@ def permutation_test(
     """
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
-    z = _pooled(x, y, design)
+    # In float64 an assignment and its mirror give the same value up to ~1e-15, so the tie
+    # tolerance holds; float32 features would differ by ~1e-7 and break exact ties.
+    z = _pooled(x, y, design).to(torch.float64)
     plan = scheme(design, unit)
     n_x = design.n_rows[0]
     observed = float(statistic(z[:n_x], z[n_x:]))

@@ -65,6 +65,24 @@ def test_an_mmd_instance_takes_the_fast_path() -> None:
     torch.testing.assert_close(res.null, ref.null, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("options", [{"kernel": "multi", "kernel_num": 3},
+                                     {"estimator": "unbiased", "sigma": 0.7}])
+def test_a_configured_mmd_instance_keeps_its_options_on_the_fast_path(
+        options: dict[str, object]) -> None:
+    x, y = _data(3, 0.2)
+    calls = []
+
+    class Counting(MMD):
+        def compute(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            calls.append(1)
+            return super().compute(*args, **kwargs)
+
+    res = permutation_test(Counting(**options), x, y, _DESIGN, permutations=100, seed=4)
+    assert len(calls) == 1  # not the slow fallback: the instance's options were read
+    ref = permutation_test(partial(mmd, **options), x, y, _DESIGN, permutations=100, seed=4)
+    torch.testing.assert_close(res.null, ref.null, rtol=1e-10, atol=1e-12)
+
+
 def _clustered(
     rng: torch.Generator, images: int, boxes: int, rows: int, shift: float
 ) -> tuple[torch.Tensor, list[tuple[int, int, int]]]:

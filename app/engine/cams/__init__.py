@@ -1,0 +1,46 @@
+"""Heat-map methods on one layer's feature map: channel reductions and the CAM family.
+
+Every method turns one image's feature map ``A`` (``C×h×w``, at the layer's own resolution)
+into a raw ``h×w`` map; :mod:`app.engine.heatmaps` brings it to the image grid. One file per
+family over a shared pipeline, as pytorch-grad-cam's ``base_cam.py`` does:
+
+* :mod:`~app.engine.cams.base`: :func:`cam_map`, the registry :data:`METHODS`, options;
+* :mod:`~app.engine.cams.reductions`: ``mean``, ``l2``, ``max``, ``channel``;
+* :mod:`~app.engine.cams.gradient`: ``gradcam``, ``gradcampp``, ``layercam``;
+* :mod:`~app.engine.cams.scorecam`: ``scorecam``;
+* :mod:`~app.engine.cams.cam`: ``cam``, on the layer :mod:`~app.engine.cams.head` finds.
+
+A new method is a file here with a ``@METHODS.register(name)`` class, imported below.
+"""
+
+# Importing a family registers its methods; this order is the order users see them in.
+# isort: off
+from app.engine.cams import reductions  # noqa: F401
+from app.engine.cams import cam, gradient, scorecam  # noqa: F401
+# isort: on
+from app.engine.cams.base import (
+    METHODS,
+    CamOptions,
+    Cancelled,
+    HeatMethod,
+    LayerRun,
+    cam_map,
+    frozen_model,
+    list_methods,
+)
+from app.engine.cams.head import cam_layers
+from app.engine.cams.reductions import Reduction, reduce_channels
+
+__all__ = [
+    "METHODS",
+    "CamOptions",
+    "Cancelled",
+    "HeatMethod",
+    "LayerRun",
+    "Reduction",
+    "cam_layers",
+    "cam_map",
+    "frozen_model",
+    "list_methods",
+    "reduce_channels",
+]

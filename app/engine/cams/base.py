@@ -1,0 +1,260 @@
+"""The pipeline every heat-map method shares: one forward pass, then the method's map.
+
+:func:`cam_map` checks the request, puts the model in a temporary state (:func:`frozen_model`),
+runs one forward pass that gives the layer's output (and the logits and gradients when the
+method needs them) as a :class:`LayerRun`, and hands it to the method's
+:meth:`HeatMethod.compute`, which returns the raw ``h×w`` map. Methods register by name in
+:data:`METHODS` with ``@METHODS.register(name)``, which refuses duplicate names, so tests
+parametrize over the registry. One file per family sits beside this one.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from app.engine.graph import traced
+from app.engine.registry import Registry
+
+__all__ = [
+    "METHODS",
+    "CamOptions",
+    "Cancelled",
+    "HeatMethod",
+    "LayerRun",
+    "cam_map",
+    "frozen_model",
+    "list_methods",
+    "weighted",
+]
+
+METHODS: Registry[type[HeatMethod]] = Registry("heat-map method")
+
+Cancelled = Callable[[], bool]
+"""Asked between units of long work; ``True`` stops it with ``InterruptedError``."""
+
+# cam_map changes module-wide state (modes, flags) for the length of a call; two concurrent
+# calls on one model could otherwise restore each other's temporary state.
+STATE_LOCK = threading.RLock()
+
+
+def list_methods() -> list[str]:
+    """The registered method names, reductions first, in registration order."""
+    return list(METHODS)
+
+
+@dataclass(frozen=True)
+class CamOptions:
+    """Options some methods read.
+
+    Attributes:
+        channel: the channel the ``channel`` reduction shows.
+        max_channels: Score-CAM uses this many channels, those of highest mean activation
+            (one forward pass each: this bounds its time).
+        batch_size: Score-CAM forwards at most this many masked inputs at a time.
+        max_batch_pixels: and at most this many input pixels per forward pass (batch ×
+            height × width; at least one input): this bounds its memory at any input size.
+            The default is 32 inputs at 224×224.
+
+    Raises:
+        ValueError: a count below 1.
+    """
+
+    channel: int | None = None
+    max_channels: int = 64
+    batch_size: int = 32
+    max_batch_pixels: int = 32 * 224 * 224
+
+    def __post_init__(self) -> None:
+        for name in ("max_channels", "batch_size", "max_batch_pixels"):
+            value = getattr(self, name)
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+
+
+@dataclass(frozen=True)
+class LayerRun:
+    """What one forward pass gave a method: the layer's map, and the logits when needed.
+
+    Attributes:
+        module: the model (eval mode, frozen parameters for the length of the call).
+        x: the input, ``1×3×H×W``.
+        layer: the graph node name.
+        activations: ``C×h×w``, detached.
+        logits: ``K`` logits, detached; ``None`` for methods without a target.
+        target: the class explained; ``None`` for methods without a target.
+        gradients: ``∂logits[target]/∂activations``, ``C×h×w``; ``None`` unless needed.
+    """
+
+    module: nn.Module
+    x: torch.Tensor
+    layer: str
+    activations: torch.Tensor
+    logits: torch.Tensor | None = None
+    target: int | None = None
+    gradients: torch.Tensor | None = None
+
+
+class HeatMethod(ABC):
+    """One heat-map method: :meth:`compute` turns a :class:`LayerRun` into an ``h×w`` map.
+
+    Args:
+        options: the options of this call.
+        cancelled: methods with long loops (Score-CAM) ask it between units of work.
+    """
+
+    name: ClassVar[str]
+    needs_target: ClassVar[bool] = True
+    needs_gradients: ClassVar[bool] = False
+
+    def __init__(self, options: CamOptions, cancelled: Cancelled | None = None) -> None:
+        self.options = options
+        self.cancelled = cancelled
+
+    @abstractmethod
+    def compute(self, run: LayerRun) -> torch.Tensor:
+        """The raw ``h×w`` map (sign and scale as the method defines them)."""
+
+    def stop_if_cancelled(self) -> None:
+        """Raise ``InterruptedError("cancelled")`` when the caller has cancelled."""
+        if self.cancelled is not None and self.cancelled():
+            raise InterruptedError("cancelled")
+
+
+def cam_map(
+    module: nn.Module,
+    x: torch.Tensor,
+    layer: str,
+    method: str,
+    target: int | None = None,
+    *,
+    options: CamOptions | None = None,
+    cancelled: Cancelled | None = None,
+) -> tuple[torch.Tensor, int | None]:
+    """Compute one heat-map method on one layer for one input.
+
+    The layer's output and the logits come from one forward pass; gradients are taken with
+    ``torch.autograd.grad`` with respect to the layer's output only. For the length of the
+    call the model is put in eval mode, its parameters stop requiring gradients and its
+    in-place activations run out of place (so the layer's returned output is the value it
+    had, not one a later in-place op overwrote); all of it is restored afterwards, also when
+    the call raises.
+
+    Args:
+        module: the model; its output must be ``1×K`` logits.
+        x: the preprocessed input, ``1×3×H×W``.
+        layer: a graph node whose output is a 4-D feature map.
+        method: a name in :data:`METHODS`.
+        target: the class to explain (CAM family); ``None`` takes the top prediction.
+            Ignored by the channel reductions.
+        options: options for ``channel`` and ``scorecam``.
+        cancelled: asked between Score-CAM's batches; ``True`` stops the call.
+
+    Returns:
+        ``(map, target)``: the raw ``h×w`` map at the layer's resolution, detached, and the
+        class explained (``None`` for channel reductions).
+
+    Raises:
+        KeyError: unknown method, or unknown layer (the message lists valid ones).
+        ValueError: ``x`` is not ``1×3×H×W``, the layer's output is not 4-D, the target is
+            out of range, or the method does not apply to this layer (``cam``).
+        InterruptedError: ``cancelled`` returned ``True``.
+    """
+    kind = METHODS.lookup(method)
+    if x.ndim != 4 or x.shape[0] != 1 or x.shape[1] != 3:
+        raise ValueError(f"expected one image as a 1×3×H×W input, got shape {tuple(x.shape)}")
+    impl = kind(options or CamOptions(), cancelled)
+    # tracing flips train/eval on the whole model; inside the context every submodule's own
+    # mode is restored afterwards, mixed modes included
+    with STATE_LOCK, frozen_model(module):
+        traced(module).check([layer])
+        run = _forward(module, x, layer, impl, target)
+        result = impl.compute(run)
+    if result.shape != run.activations.shape[1:]:
+        raise RuntimeError(f"method {method!r} returned {tuple(result.shape)}; this is a bug")
+    return result.detach(), run.target
+
+
+@contextmanager
+def frozen_model(module: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode, frozen parameters and out-of-place activations, restored on exit."""
+    modes = [(m, m.training) for m in module.modules()]
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    # activations keep ``inplace`` as a plain attribute (nn.ReLU, timm's layers)
+    inplace = [(m, v) for m in module.modules() if isinstance(v := vars(m).get("inplace"), bool)]
+    try:
+        module.eval()
+        for p, _ in flags:
+            p.requires_grad_(False)
+        for m, _ in inplace:
+            vars(m)["inplace"] = False
+        yield module
+    finally:
+        for m, was_training in modes:
+            m.training = was_training
+        for p, needed in flags:
+            p.requires_grad_(needed)
+        for m, value in inplace:
+            vars(m)["inplace"] = value
+
+
+def weighted(weights: torch.Tensor, activations: torch.Tensor) -> torch.Tensor:
+    """``Σ_c weights_c · activations_c`` for ``C`` weights and a ``C×h×w`` map."""
+    return torch.einsum("c,chw->hw", weights, activations)
+
+
+def _forward(
+    module: nn.Module, x: torch.Tensor, layer: str, impl: HeatMethod, target: int | None
+) -> LayerRun:
+    """One forward pass giving the layer's output (and logits, gradients when needed)."""
+    graph = traced(module)
+    if not impl.needs_target:
+        with torch.inference_mode():
+            fmap = graph.run(x, (layer,))[layer]
+        return LayerRun(module, x, layer, _one_map(fmap, layer))
+    # no autograd graph unless gradients are taken: at native sizes it costs gigabytes
+    mode = torch.enable_grad() if impl.needs_gradients else torch.inference_mode()
+    with mode:
+        xg = x.detach().clone().requires_grad_(impl.needs_gradients)
+        nodes = graph.run(xg, (layer, graph.output))
+        fmap, logits = nodes[layer], nodes[graph.output]
+        activations = _one_map(fmap, layer)
+        if logits.ndim != 2 or logits.shape[0] != 1:
+            raise ValueError(
+                f"the model's output has shape {tuple(logits.shape)}; the CAM family needs "
+                "1×K class logits"
+            )
+        chosen = _resolve_target(logits[0], target)
+        gradients = None
+        if impl.needs_gradients:
+            (grad,) = torch.autograd.grad(logits[0, chosen], fmap)
+            gradients = grad[0].detach()
+    return LayerRun(
+        module, x, layer, activations.detach(), logits[0].detach(), chosen, gradients
+    )
+
+
+def _one_map(fmap: torch.Tensor, layer: str) -> torch.Tensor:
+    if fmap.ndim != 4:
+        raise ValueError(
+            f"layer {layer!r} outputs shape {tuple(fmap.shape)}, not a 1×C×h×w feature map; "
+            "pick a convolutional layer"
+        )
+    return fmap[0]
+
+
+def _resolve_target(logits: torch.Tensor, target: int | None) -> int:
+    classes = logits.shape[0]
+    if target is None:
+        return int(logits.argmax())
+    if not 0 <= target < classes:
+        raise ValueError(f"target {target} is out of range; the model has {classes} classes "
+                         f"(0 to {classes - 1})")
+    return int(target)

@@ -1,0 +1,180 @@
+"""A measure between every pair of groups, with unit-level tests, intervals and adjustment.
+
+Each group is its rows plus the box and image each row came from. One unit is chosen for
+the whole matrix (images whenever any image gives several boxes to a group or boxes to
+several groups, else boxes), so every pair is tested, bootstrapped and sized the same way;
+the family of an adjustment is the matrix's tested pairs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from app.engine.inference.adjust import Adjustment, adjust
+from app.engine.inference.bootstrap import Interval, bootstrap_interval, unit_rows
+from app.engine.inference.effective import Effective, effective_of
+from app.engine.inference.permutation import permutation_test
+from app.engine.inference.units import Design, Unit, choose_unit
+from app.engine.measures.base import Measure
+
+__all__ = ["Group", "MatrixTests", "PairTest", "matrix_tests"]
+
+
+@dataclass(frozen=True)
+class Group:
+    """One group's rows and, per row, the box and image it came from."""
+
+    rows: Tensor
+    boxes: tuple[Hashable, ...]
+    images: tuple[Hashable, ...]
+
+    def __post_init__(self) -> None:
+        n = int(self.rows.shape[0]) if self.rows.ndim else 0
+        if not n == len(self.boxes) == len(self.images):
+            raise ValueError(f"a group of {n} rows needs {n} box ids and {n} image ids")
+
+
+@dataclass(frozen=True)
+class PairTest:
+    """The test of one pair ``(i, j)`` of the matrix (``i < j``)."""
+
+    i: int
+    j: int
+    statistic: float
+    p_value: float | None
+    p_adjusted: float | None
+    min_p: float
+    exact: bool
+    permutations: int
+    interval: Interval | None
+
+
+@dataclass(frozen=True)
+class MatrixTests:
+    """The matrix, its pairs' tests and what a reader must know to trust them.
+
+    Attributes:
+        labels: group names, in the matrix's order.
+        values: ``k×k`` float64; distances have 0 on the diagonal, similarities
+            ``measure(g, g)``.
+        higher_is_better: the measure's direction.
+        unit: the unit every test and interval exchanged or resampled.
+        tests: one per pair ``i < j`` when tests or intervals were asked for.
+        adjustment: how ``p_adjusted`` was formed, over the family of pairs with a p-value.
+        effective: per group, its units, rows, ICC and effective sample size.
+        warnings: what limits the answer (too few units, one image per group, …).
+    """
+
+    labels: list[str]
+    values: Tensor
+    higher_is_better: bool
+    unit: Unit
+    tests: list[PairTest]
+    adjustment: Adjustment
+    effective: dict[str, Effective]
+    warnings: list[str] = field(default_factory=list)
+
+
+def _design(a: Group, b: Group) -> Design:
+    return Design(a.boxes, a.images, b.boxes, b.images)
+
+
+def _matrix_unit(groups: Mapping[str, Group], unit: Unit | None) -> Unit:
+    """The unit for all pairs: chosen over every group at once."""
+    if unit is not None:
+        return choose_unit(Design.independent(1, 1), unit)
+    boxes: dict[Hashable, set[tuple[str, Hashable]]] = {}
+    for name, g in groups.items():
+        for box, image in zip(g.boxes, g.images, strict=True):
+            boxes.setdefault(image, set()).add((name, box))
+    return "image" if any(len(members) > 1 for members in boxes.values()) else "box"
+
+
+def _single_image_warning(groups: Mapping[str, Group]) -> list[str]:
+    if all(len(set(g.images)) == 1 for g in groups.values()):
+        return ["every group's boxes come from a single image: differences between groups "
+                "are differences between images, not between labels; put boxes of each "
+                "label on several images to compare labels"]
+    return []
+
+
+def matrix_tests(
+    groups: Mapping[str, Group],
+    measure: Measure,
+    *,
+    permutations: int = 0,
+    bootstrap: int = 0,
+    seed: int = 0,
+    alpha: float = 0.05,
+    unit: Unit | None = None,
+    adjustment: Adjustment = "holm",
+    cancelled: Callable[[], bool] | None = None,
+) -> MatrixTests:
+    """``measure`` between every pair of groups, with tests and intervals over units.
+
+    Args:
+        groups: name → rows with their boxes and images (at least 2 groups, one ``d``).
+        measure: a configured measure (``m(x, y) -> float``).
+        permutations: when > 0, a permutation test per pair exchanging whole units (exact
+            when the distinct assignments are at most this many).
+        bootstrap: when > 0, a percentile 95% interval per pair from this many resamples
+            of units within each group.
+        seed: seed of the draws and resamples (every pair uses it).
+        alpha: the level below which the smallest attainable p-value must lie for a test.
+        unit: ``"image"`` or ``"box"``; ``None`` chooses over all groups (see
+            :func:`app.engine.inference.units.choose_unit`).
+        adjustment: ``"holm"`` (family-wise error) or ``"bh"`` (false discovery rate).
+        cancelled: polled between pairs and inside each test.
+
+    Returns:
+        The :class:`MatrixTests`.
+
+    Raises:
+        ValueError: fewer than 2 groups, bad rows or options.
+        InterruptedError: ``cancelled()`` turned true.
+    """
+    labels = list(groups)
+    if len(labels) < 2:
+        raise ValueError(f"a matrix needs at least 2 groups, got {len(labels)}")
+    chosen = _matrix_unit(groups, unit)
+    k = len(labels)
+    values = torch.zeros(k, k, dtype=torch.float64)
+    larger = not measure.higher_is_better
+    warnings = _single_image_warning(groups)
+    raw: list[tuple[int, int, float, float | None, float, bool, int, Interval | None]] = []
+    for i in range(k):
+        if measure.higher_is_better:
+            values[i, i] = measure(groups[labels[i]].rows, groups[labels[i]].rows)
+        for j in range(i + 1, k):
+            if cancelled is not None and cancelled():
+                raise InterruptedError("cancelled")
+            a, b = groups[labels[i]], groups[labels[j]]
+            if permutations > 0:
+                result = permutation_test(
+                    measure, a.rows, b.rows, _design(a, b), permutations=permutations,
+                    seed=seed, larger_is_extreme=larger, alpha=alpha, unit=chosen,
+                    cancelled=cancelled)
+                stat, p, min_p = result.statistic, result.p_value, result.min_p
+                exact, drawn = result.exact, result.permutations
+                warnings += [f"{labels[i]} vs {labels[j]}: {w}" for w in result.warnings]
+            else:
+                stat, p, min_p, exact, drawn = measure(a.rows, b.rows), None, 1.0, False, 0
+            interval = bootstrap_interval(measure, a.rows, b.rows, _design(a, b),
+                                          resamples=bootstrap, seed=seed,
+                                          unit=chosen) if bootstrap > 0 else None
+            values[i, j] = values[j, i] = stat
+            raw.append((i, j, stat, p, min_p, exact, drawn, interval))
+    adjusted = adjust([r[3] for r in raw], adjustment)
+    tests = [PairTest(i, j, stat, p, q, min_p, exact, drawn, interval)
+             for (i, j, stat, p, min_p, exact, drawn, interval), q in zip(raw, adjusted,
+                                                                             strict=True)]
+    if permutations == 0 and bootstrap == 0:
+        tests = []
+    effective = {name: effective_of(g.rows, unit_rows(g.boxes, g.images, chosen))
+                 for name, g in groups.items()}
+    return MatrixTests(labels, values, measure.higher_is_better, chosen, tests, adjustment,
+                       effective, list(dict.fromkeys(warnings)))

@@ -1,0 +1,58 @@
+"""Heat maps of stored images: a pool caller's cancel stops Score-CAM between its batches."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.config import get_settings
+from app.engine.models import LoadedModel
+from app.jobs import JobRunner
+from app.service import heatmaps
+from app.service.heatmaps import HeatmapRequest, raw_heatmap
+from app.store import Store
+
+
+@pytest.mark.slow
+def test_cancelling_the_pool_call_stops_scorecam(
+    data_dir: Path, embedded_model: LoadedModel, photo: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Store(get_settings())
+    runner = JobRunner(store, workers=1)
+    image, _ = store.add_image(photo.png("chelsea"), "chelsea.png")
+    request = HeatmapRequest("efficientnet_lite0", "bn2", "scorecam")
+    started, proceed, asked = threading.Event(), threading.Event(), []
+    compute = heatmaps.compute_heatmap
+
+    def watched(*args: Any, **kwargs: Any) -> Any:
+        cancelled = kwargs["cancelled"]
+
+        def ask() -> bool:  # the pool's own check, seen from Score-CAM's loop
+            asked.append(1)
+            answer = bool(cancelled())
+            if len(asked) == 1:  # hold the first batch until the caller has cancelled
+                started.set()
+                proceed.wait(60)
+            return answer
+
+        return compute(*args, **{**kwargs, "cancelled": ask})
+
+    monkeypatch.setattr(heatmaps, "compute_heatmap", watched)
+    try:
+        future, cancel = runner.call(lambda _: raw_heatmap(store, embedded_model, image, request))
+        assert started.wait(60)
+        cancel.set()
+        proceed.set()
+        with pytest.raises(InterruptedError, match="cancelled"):
+            future.result(timeout=60)
+        # 64 channels in batches of 32: asked before each batch, stopped at the second ask
+        assert len(asked) == 2
+        # outside the pool nothing cancels it, and the full map is computed
+        heat = raw_heatmap(store, embedded_model, image, request)
+        assert heat.values.shape == (image.height, image.width) and len(asked) == 4
+    finally:
+        runner.shutdown()
+        store.close()
