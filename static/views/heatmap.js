@@ -1,7 +1,7 @@
 // Heat-map view: the API's overlay figure, an opacity slider and the per-box scores.
 import { download, imageUrl } from "../api.js";
 import * as jobs from "../jobs.js";
-import { $, fillTable, toCsv } from "../ui.js";
+import { $, fillTable, showWarnings, toCsv } from "../ui.js";
 import { drawFigure } from "./plot.js";
 
 let table = { columns: [], rows: [] };
@@ -38,6 +38,7 @@ export async function showHeatmap(image, c) {
   if (c.target !== null) body.target = c.target;
   const result = await jobs.run("Heat map", "/api/heatmaps", body);
   $("heatmap-view").hidden = false;
+  showWarnings($("heatmap-warnings"), result.warnings);
   const top = result.prediction?.[0];
   $("heatmap-caption").textContent = `${result.method} on ${result.layer}, explaining ` +
     `${result.target_label ?? result.target ?? "the top class"}` +
