@@ -1,5 +1,5 @@
 // The analysis controls: model, layer (with its output shape), method, target, descriptor,
-// measure, permutations. Their values are read by the views through `choices()`.
+// measure, permutations, bootstrap. Their values are read by the views through `choices()`.
 import { get } from "./api.js";
 import { $, fillSelect, guarded, showError } from "./ui.js";
 
@@ -80,6 +80,7 @@ export function choices() {
     descriptor: $("descriptor").value,
     measure: $("measure").value,
     permutations: Number($("permutations").value) || 0,
+    bootstrap: Number($("bootstrap").value) || 0,
     embedMethod: $("embed-method").value,
     profileLayers: picked.length ? picked : spread(6),
   };

@@ -18,6 +18,12 @@ export async function guarded(element, action) {
   }
 }
 
+// What limits an answer (too few images for a test, a 1×1 layer, …), shown beside its figure.
+export function showWarnings(list, warnings) {
+  list.replaceChildren(...(warnings || []).map((w) => Object.assign(document.createElement("li"), { textContent: w })));
+  list.hidden = !list.children.length;
+}
+
 export function recentLabels() {
   try {
     const list = JSON.parse(localStorage.getItem(RECENT_KEY) || "[]");

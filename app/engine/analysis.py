@@ -11,7 +11,7 @@ import torch
 from sklearn.metrics import silhouette_score
 from torch import Tensor
 
-from app.engine.measures import Measure, get_measure, permutation_test
+from app.engine.measures import Measure, get_measure
 
 __all__ = [
     "LabelSeparation",
@@ -26,11 +26,10 @@ __all__ = [
 @dataclass(frozen=True)
 class MatrixResult:
     """A measure over all pairs of groups; ``values[i, j]`` compares ``labels[i]`` and
-    ``labels[j]``; ``p_values`` holds permutation p-values when asked for."""
+    ``labels[j]``."""
 
     labels: list[str]
     values: Tensor
-    p_values: Tensor | None
     higher_is_better: bool
     measure: str
 
@@ -39,24 +38,18 @@ def _configured(measure: Measure | str) -> Measure:
     return get_measure(measure) if isinstance(measure, str) else measure
 
 
-def distance_matrix(
-    groups: Mapping[str, Tensor],
-    measure: Measure | str,
-    *,
-    permutations: int = 0,
-    seed: int = 0,
-) -> MatrixResult:
+def distance_matrix(groups: Mapping[str, Tensor], measure: Measure | str) -> MatrixResult:
     """The measure between every pair of groups (rows of each tensor are samples).
 
     Values as :meth:`Measure.pairwise_sets`: the upper triangle mirrored, the diagonal 0 for
-    distances and ``measure(g, g)`` for similarities; diagonal p-values are 1.
+    distances and ``measure(g, g)`` for similarities. For tests between the groups, which
+    must exchange whole boxes or images rather than rows, use
+    :func:`app.engine.inference.matrix_tests`.
 
     Args:
         groups: label → ``n_g×d`` samples (at least 2 groups, one ``d``).
         measure: a configured measure (``get_measure(name, **options)``), or a registered
             name for its default options.
-        permutations: when > 0, a permutation test per pair with this many draws.
-        seed: seed of the permutation draws (each pair uses it).
 
     Returns:
         The matrix with labels in the mapping's order.
@@ -68,21 +61,8 @@ def distance_matrix(
     labels = list(groups)
     if len(labels) < 2:
         raise ValueError(f"a matrix needs at least 2 groups, got {len(labels)}")
-    if permutations <= 0:
-        values = m.pairwise_sets([groups[label] for label in labels])
-        return MatrixResult(labels, values, None, m.higher_is_better, m.name)
-    k = len(labels)
-    values = torch.zeros(k, k, dtype=torch.float64)
-    p_values = torch.ones(k, k, dtype=torch.float64)
-    for i in range(k):
-        if m.higher_is_better:
-            values[i, i] = m(groups[labels[i]], groups[labels[i]])
-        for j in range(i + 1, k):
-            r = permutation_test(m, groups[labels[i]], groups[labels[j]],
-                                 permutations=permutations, seed=seed)
-            values[i, j] = values[j, i] = r.statistic
-            p_values[i, j] = p_values[j, i] = r.p_value
-    return MatrixResult(labels, values, p_values, m.higher_is_better, m.name)
+    values = m.pairwise_sets([groups[label] for label in labels])
+    return MatrixResult(labels, values, m.higher_is_better, m.name)
 
 
 @dataclass(frozen=True)

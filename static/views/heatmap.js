@@ -1,7 +1,7 @@
 // Heat-map view: the API's overlay figure, an opacity slider and the per-box scores.
 import { blob, download, imageUrl } from "../api.js";
 import * as jobs from "../jobs.js";
-import { $, fillTable, guarded } from "../ui.js";
+import { $, fillTable, guarded, showWarnings } from "../ui.js";
 import { drawFigure } from "./plot.js";
 
 // The request of the heat map on screen: its CSV comes from the server, which guards
@@ -42,6 +42,7 @@ export async function showHeatmap(image, c) {
   const result = await jobs.run("Heat map", "/api/heatmaps", body);
   shown = body;
   $("heatmap-view").hidden = false;
+  showWarnings($("heatmap-warnings"), result.warnings);
   const top = result.prediction?.[0];
   $("heatmap-caption").textContent = `${result.method} on ${result.layer}, explaining ` +
     `${result.target_label ?? result.target ?? "the top class"}` +

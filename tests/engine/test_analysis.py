@@ -16,7 +16,6 @@ from app.engine.measures import (
     get_measure,
     mmd,
     mutual_information,
-    permutation_test,
 )
 
 
@@ -32,18 +31,25 @@ def _groups(seed: int = 0) -> dict[str, torch.Tensor]:
 def test_distance_matrix_values_and_p_values() -> None:
     groups = _groups()
     r = distance_matrix(groups, get_measure("mmd", estimator="unbiased", sigma=1.5))
-    assert r.labels == ["a", "b", "c"] and r.p_values is None and not r.higher_is_better
+    assert r.labels == ["a", "b", "c"] and not r.higher_is_better
     for i, a in enumerate(r.labels):
         assert r.values[i, i] == 0
         for j, b in enumerate(r.labels):
             if i != j:
                 want = mmd(groups[a], groups[b], estimator="unbiased", sigma=1.5)
                 assert float(r.values[i, j]) == pytest.approx(want, rel=1e-12)
-    p = distance_matrix(groups, "cosine", permutations=30, seed=2)
-    assert p.p_values is not None
-    want_p = permutation_test("cosine", groups["a"], groups["c"], permutations=30, seed=2)
-    assert float(p.p_values[0, 2]) == want_p.p_value == float(p.p_values[2, 0])
-    assert float(p.values[0, 2]) == pytest.approx(cosine(groups["a"], groups["c"]))
+    # The matrix of tests gives the same values, with a unit-level test per pair.
+    from app.engine.inference import Design, Group, matrix_tests, permutation_test
+
+    rows = {k: Group(v, tuple(f"{k}{i}" for i in range(len(v))), tuple(f"{k}{i}" for i in
+                     range(len(v)))) for k, v in groups.items()}
+    t = matrix_tests(rows, get_measure("cosine"), permutations=30, seed=2)
+    want_p = permutation_test(get_measure("cosine"), groups["a"], groups["c"],
+                       Design.independent(7, 9), permutations=30, seed=2)
+    pair = next(x for x in t.tests if (x.i, x.j) == (0, 2))
+    assert t.unit == "box" and pair.p_value == want_p.p_value
+    assert float(t.values[0, 2]) == pytest.approx(cosine(groups["a"], groups["c"]))
+    torch.testing.assert_close(t.values, distance_matrix(groups, "cosine").values)
 
 
 def test_similarity_matrix_diagonal_is_the_self_value() -> None:

@@ -13,14 +13,12 @@ from app.engine.measures.grassmann import grassmann
 from app.engine.measures.mahalanobis import mahalanobis
 from app.engine.measures.mmd import mmd
 from app.engine.measures.mutual_information import mutual_information
-from app.engine.measures.permutation import PermutationResult, permutation_test
 from app.engine.measures.seed_mmd import seed_mmd
 from app.engine.measures.std_euclidean import std_euclidean
 
 __all__ = [
     "MEASURES",
     "Measure",
-    "PermutationResult",
     "cosine",
     "euclidean",
     "get_measure",
@@ -29,7 +27,6 @@ __all__ = [
     "mahalanobis",
     "mmd",
     "mutual_information",
-    "permutation_test",
     "seed_mmd",
     "std_euclidean",
 ]
