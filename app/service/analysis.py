@@ -15,6 +15,7 @@ from typing import Any, Literal
 import torch
 
 from app.config import Settings
+from app.errors import NotFound
 from app.engine.analysis import layer_profile
 from app.engine.inference import Adjustment, Group, MatrixTests, matrix_tests
 from app.engine.layers import check_layer
@@ -132,7 +133,7 @@ def _require_unchanged(store: Store, every: Sequence[BoxRecord]) -> None:
     """Refuse to finish an answer whose boxes or images vanished or moved meanwhile.
 
     Raises:
-        KeyError: boxes deleted or changed while the work ran (named).
+        NotFound: boxes deleted or changed while the work ran (named).
     """
     now = {b.id: b for b in store.boxes(ids=[b.id for b in every], missing_ok=True)}
     gone = [b.id for b in every if b.id not in now]
@@ -141,7 +142,7 @@ def _require_unchanged(store: Store, every: Sequence[BoxRecord]) -> None:
         said = "; ".join(part for part in (
             f"deleted meanwhile: box(es) {gone[:10]}" if gone else "",
             f"changed meanwhile: box(es) {moved[:10]}" if moved else "") if part)
-        raise KeyError(f"the boxes of this analysis changed while it ran ({said}); run it "
+        raise NotFound(f"the boxes of this analysis changed while it ran ({said}); run it "
                        "again")
 
 
@@ -189,7 +190,7 @@ def distances(store: Store, settings: Settings, model: LoadedModel,
     Raises:
         KeyError: unknown measure or layer. ValueError: fewer than 2 groups, a group too
         small for the measure, bad options. LimitExceeded: past a settings limit.
-        KeyError: boxes deleted or changed while the work ran.
+        NotFound: boxes deleted or changed while the work ran.
     """
     measure = get_measure(request.measure, **request.options)
     if len(groups) < 2:
