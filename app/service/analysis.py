@@ -15,7 +15,6 @@ from typing import Any, Literal
 import torch
 
 from app.config import Settings
-from app.errors import NotFound
 from app.engine.analysis import layer_profile
 from app.engine.inference import Adjustment, Group, MatrixTests, matrix_tests
 from app.engine.layers import check_layer
@@ -23,6 +22,7 @@ from app.engine.measures import MEASURES, Measure, get_measure
 from app.engine.models import LoadedModel
 from app.engine.preprocess import InputMode
 from app.engine.regions import Descriptor
+from app.errors import NotFound
 from app.plots import distance_matrix_figure, embedding_figure, separation_figure, to_json_safe
 from app.service.features import box_descriptors, boxes_key, check_limits
 from app.service.resolution import resolution_warnings
