@@ -7,6 +7,14 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response, status
 
 from app.api.deps import MAX_ID, BoxDep, StoreDep
+from app.api.pagination import (
+    DEFAULT_LIMIT,
+    CursorQuery,
+    LimitQuery,
+    Paged,
+    decode_cursor,
+    encode_cursor,
+)
 from app.api.schemas import BoxOut, BoxPatch, LabelCount
 
 __all__ = ["router"]
@@ -14,12 +22,16 @@ __all__ = ["router"]
 router = APIRouter(prefix="/api", tags=["boxes"])
 
 
-@router.get("/boxes", response_model=list[BoxOut])
+@router.get("/boxes", response_model=Paged[BoxOut])
 def list_boxes(store: StoreDep,
                label: Annotated[list[str] | None, Query(max_length=200)] = None,
-               image_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None) -> list[BoxOut]:
-    """List boxes, filtered by label (repeatable) and image."""
-    return [BoxOut.of(b) for b in store.boxes(labels=label, image_id=image_id)]
+               image_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+               limit: LimitQuery = DEFAULT_LIMIT, cursor: CursorQuery = None) -> Paged[BoxOut]:
+    """A page of boxes by id, filtered by label (repeatable) and image."""
+    page = store.box_page(after=decode_cursor("boxes", cursor), limit=limit, labels=label,
+                          image_id=image_id)
+    return Paged[BoxOut](items=[BoxOut.of(b) for b in page.items], total=page.total,
+                         next_cursor=encode_cursor("boxes", page.next_after))
 
 
 @router.get("/boxes/{box_id}", response_model=BoxOut)
@@ -45,5 +57,5 @@ def delete_box(box: BoxDep, store: StoreDep) -> Response:
 
 @router.get("/labels", response_model=list[LabelCount])
 def labels(store: StoreDep) -> list[LabelCount]:
-    """Every box label with its number of boxes."""
-    return [LabelCount(label=k, count=v) for k, v in store.labels().items()]
+    """Every box label with its numbers of boxes and images (one aggregate query)."""
+    return [LabelCount.of(summary) for summary in store.label_summary()]

@@ -9,6 +9,14 @@ from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
 from PIL import Image
 
 from app.api.deps import MAX_ID, ImageDep, SettingsDep, StoreDep
+from app.api.pagination import (
+    DEFAULT_LIMIT,
+    CursorQuery,
+    LimitQuery,
+    Paged,
+    decode_cursor,
+    encode_cursor,
+)
 from app.api.schemas import BoxIn, BoxOut, ImageOut
 from app.errors import LimitExceeded
 
@@ -59,11 +67,20 @@ def upload_image(
     return ImageOut.of(record)
 
 
-@router.get("", response_model=list[ImageOut])
+@router.get("", response_model=Paged[ImageOut])
 def list_images(store: StoreDep,
-                label: Annotated[str | None, Query(max_length=200)] = None) -> list[ImageOut]:
-    """List images with their box counts, optionally those with one image label."""
-    return [ImageOut.of(r) for r in store.images(label=label)]
+                label: Annotated[str | None, Query(max_length=200, description=(
+                    "Only images with this image-level label."))] = None,
+                box_label: Annotated[list[str] | None, Query(max_length=200, description=(
+                    "Only images holding a box with one of these labels (repeatable)."
+                ))] = None,
+                limit: LimitQuery = DEFAULT_LIMIT,
+                cursor: CursorQuery = None) -> Paged[ImageOut]:
+    """A page of images by id with their box counts, filtered by image or box label."""
+    page = store.image_page(after=decode_cursor("images", cursor), limit=limit, label=label,
+                            box_labels=box_label)
+    return Paged[ImageOut](items=[ImageOut.of(r) for r in page.items], total=page.total,
+                           next_cursor=encode_cursor("images", page.next_after))
 
 
 @router.get("/{image_id}", response_model=ImageOut)

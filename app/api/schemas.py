@@ -87,11 +87,12 @@ class BoxOut(_FromRecord):
 
 
 
-class LabelCount(BaseModel):
-    """A box label and its number of boxes."""
+class LabelCount(_FromRecord):
+    """A box label with its number of boxes and of images that hold such boxes."""
 
     label: str
-    count: int
+    boxes: int
+    images: int
 
 
 class JobOut(_FromRecord):

@@ -4,10 +4,12 @@ from app.store.repository import (
     BoxRecord,
     ImageRecord,
     JobRecord,
+    LabelSummary,
+    Page,
     SchemaMismatchError,
     Store,
 )
 from app.store.tables import SCHEMA_VERSION
 
-__all__ = ["Store", "ImageRecord", "BoxRecord", "JobRecord", "SchemaMismatchError",
-           "SCHEMA_VERSION"]
+__all__ = ["Store", "ImageRecord", "BoxRecord", "JobRecord", "LabelSummary", "Page",
+           "SchemaMismatchError", "SCHEMA_VERSION"]

@@ -21,11 +21,12 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Engine, Table, create_engine, delete, event, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.schema import CreateIndex, CreateTable
+from sqlalchemy.sql.elements import ColumnElement
 
 from app.config import Settings
 from app.engine.images import DecodedImage, content_hash, decode_image
@@ -42,13 +43,14 @@ from app.store.tables import (
     SchemaVersionRow,
 )
 
-__all__ = ["Store", "ImageRecord", "BoxRecord", "ImportCount", "JobRecord",
-           "SchemaMismatchError", "UNFINISHED_JOB_STATES"]
+__all__ = ["Store", "ImageRecord", "BoxRecord", "ImportCount", "JobRecord", "LabelSummary",
+           "Page", "SchemaMismatchError", "UNFINISHED_JOB_STATES"]
 
 _EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "MPO": "jpg", "WEBP": "webp", "BMP": "bmp",
                "GIF": "gif", "TIFF": "tif"}
 _DECODED_CACHE_SIZE = 16
 _Row = TypeVar("_Row", ImageRow, BoxRow)
+_Item = TypeVar("_Item")
 _MAX_ID = 2**63 - 1  # SQL BIGINT; larger ids cannot exist and would overflow the driver
 _BoxTuple = tuple[float, float, float, float, str]
 
@@ -84,6 +86,28 @@ class BoxRecord:
     h: float
     label: str
     created_at: datetime
+
+
+@dataclass(frozen=True)
+class Page(Generic[_Item]):
+    """One page of a keyset-paginated listing, ordered by id.
+
+    ``next_after`` is the id to pass as ``after`` for the next page (None on the last page);
+    ``total`` counts every row that matches the filters, on all pages.
+    """
+
+    items: list[_Item]
+    next_after: int | None
+    total: int
+
+
+@dataclass(frozen=True)
+class LabelSummary:
+    """A box label with its number of boxes and of images holding such boxes."""
+
+    label: str
+    boxes: int
+    images: int
 
 
 @dataclass(frozen=True)
@@ -349,6 +373,46 @@ class Store:
         with self._read() as session:
             return [_image_record(row, int(n)) for row, n in session.execute(query)]
 
+    def image_page(self, *, after: int = 0, limit: int = 100, label: str | None = None,
+                   box_labels: Iterable[str] | None = None) -> Page[ImageRecord]:
+        """One page of images with box counts, by id, from the first id above ``after``.
+
+        Keyset pagination (``id > after``), never OFFSET: a page costs the same at the end
+        of a large store as at its start, and rows added or deleted meanwhile neither repeat
+        nor skip the others.
+
+        Args:
+            after: the last id of the previous page (0 for the first page).
+            limit: the most images on the page (≥ 1).
+            label: only images with this image-level label.
+            box_labels: only images holding at least one box with one of these labels.
+
+        Returns:
+            The page, the ``after`` of the next one, and how many images match in all.
+
+        Raises:
+            ValueError: ``limit`` below 1.
+        """
+        _check_limit(limit)
+        where: list[ColumnElement[bool]] = []
+        if label is not None:
+            where.append(ImageRow.label == normalize_label(label))
+        if box_labels is not None:
+            holding = select(BoxRow.image_id).where(
+                BoxRow.label.in_([normalize_label(k) for k in box_labels]))
+            where.append(ImageRow.id.in_(holding))
+        ids = select(ImageRow.id).where(*where, ImageRow.id > _clamp_id(after)).order_by(
+            ImageRow.id).limit(limit + 1)
+        counts = (select(BoxRow.image_id, func.count().label("n"))
+                  .where(BoxRow.image_id.in_(ids)).group_by(BoxRow.image_id).subquery())
+        query = (select(ImageRow, func.coalesce(counts.c.n, 0))
+                 .outerjoin(counts, counts.c.image_id == ImageRow.id)
+                 .where(ImageRow.id.in_(ids)).order_by(ImageRow.id))
+        total = select(func.count()).select_from(ImageRow).where(*where)
+        with self._read() as session:
+            records = [_image_record(row, int(n)) for row, n in session.execute(query)]
+            return _page(records, limit, int(session.scalar(total) or 0))
+
     def delete_image(self, image_id: int) -> None:
         """Delete an image with its boxes, cached results and, if unused, its file.
 
@@ -534,6 +598,36 @@ class Store:
                 raise KeyError(f"no boxes with ids {missing}; GET /api/boxes lists them")
         return records
 
+    def box_page(self, *, after: int = 0, limit: int = 100,
+                 labels: Iterable[str] | None = None, image_id: int | None = None
+                 ) -> Page[BoxRecord]:
+        """One page of boxes by id, from the first id above ``after`` (keyset, never OFFSET).
+
+        Args:
+            after: the last id of the previous page (0 for the first page).
+            limit: the most boxes on the page (≥ 1).
+            labels: only boxes with one of these labels.
+            image_id: only boxes of this image.
+
+        Returns:
+            The page, the ``after`` of the next one, and how many boxes match in all.
+
+        Raises:
+            ValueError: ``limit`` below 1.
+        """
+        _check_limit(limit)
+        where: list[ColumnElement[bool]] = []
+        if labels is not None:
+            where.append(BoxRow.label.in_([normalize_label(k) for k in labels]))
+        if image_id is not None:
+            where.append(BoxRow.image_id == _clamp_id(image_id))
+        query = select(BoxRow).where(
+            *where, BoxRow.id > _clamp_id(after)).order_by(BoxRow.id).limit(limit + 1)
+        total = select(func.count()).select_from(BoxRow).where(*where)
+        with self._read() as session:
+            records = [_box_record(row) for row in session.scalars(query)]
+            return _page(records, limit, int(session.scalar(total) or 0))
+
     def update_box(self, box_id: int, **changes: Any) -> BoxRecord:
         """Change some of a box's ``x, y, w, h, label``; the result is clipped to the image.
 
@@ -572,6 +666,14 @@ class Store:
         query = select(BoxRow.label, func.count()).group_by(BoxRow.label).order_by(BoxRow.label)
         with self._read() as session:
             return {label: int(n) for label, n in session.execute(query)}
+
+    def label_summary(self) -> list[LabelSummary]:
+        """Every box label with its numbers of boxes and images, by label, in one query."""
+        query = (select(BoxRow.label, func.count(), func.count(func.distinct(BoxRow.image_id)))
+                 .group_by(BoxRow.label).order_by(BoxRow.label))
+        with self._read() as session:
+            return [LabelSummary(label, int(boxes), int(images))
+                    for label, boxes, images in session.execute(query)]
 
     # -- cached results ---------------------------------------------------------------------
 
@@ -702,6 +804,24 @@ def _require(session: Session, table: type[_Row], row_id: int) -> _Row:
     if row is None:
         raise KeyError(_MISSING[table].format(row_id))
     return row
+
+
+def _check_limit(limit: int) -> None:
+    if limit < 1:
+        raise ValueError(f"a page holds at least one row; got limit={limit}")
+
+
+def _clamp_id(row_id: int) -> int:
+    """An id inside what SQL BIGINT holds (larger ones would overflow the driver)."""
+    return min(max(int(row_id), 0), _MAX_ID)
+
+
+def _page(records: list[_Item], limit: int, total: int) -> Page[_Item]:
+    """A page from up to ``limit + 1`` rows read by id: the extra row says there is more."""
+    more = len(records) > limit
+    records = records[:limit]
+    last = getattr(records[-1], "id", None) if more and records else None
+    return Page(records, None if last is None else int(last), total)
 
 
 def _has_autoincrement(connection: Any, table: Table) -> bool:

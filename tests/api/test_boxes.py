@@ -26,20 +26,20 @@ def test_add_list_filter_get_patch_delete(client: TestClient,
         "image_id": chelsea["id"], "x": 140.5, "y": 20.25, "w": 160, "h": 150, "label": "cat"}
     cup = _box(client, coffee["id"], label="cup").json()
     _box(client, coffee["id"], label="cat", x=0, y=0)
-    assert [b["id"] for b in client.get("/api/boxes").json()] == [cat_box["id"], cup["id"],
-                                                                  cup["id"] + 1]
-    assert [b["label"] for b in client.get("/api/boxes", params={"label": "cup"}).json()] == [
-        "cup"]
-    both = client.get("/api/boxes", params=[("label", "cup"), ("label", "cat")]).json()
+    listed = client.get("/api/boxes").json()
+    assert [b["id"] for b in listed["items"]] == [cat_box["id"], cup["id"], cup["id"] + 1]
+    assert (listed["total"], listed["next_cursor"]) == (3, None)
+    cups = client.get("/api/boxes", params={"label": "cup"}).json()["items"]
+    assert [b["label"] for b in cups] == ["cup"]
+    both = client.get("/api/boxes", params=[("label", "cup"), ("label", "cat")]).json()["items"]
     assert len(both) == 3
-    assert [b["id"] for b in client.get("/api/boxes", params={"image_id": coffee["id"]}
-                                        ).json()] == [cup["id"], cup["id"] + 1]
-    assert client.get(f"/api/images/{coffee['id']}/boxes").json() == client.get(
-        "/api/boxes", params={"image_id": coffee["id"]}).json()
+    on_coffee = client.get("/api/boxes", params={"image_id": coffee["id"]}).json()["items"]
+    assert [b["id"] for b in on_coffee] == [cup["id"], cup["id"] + 1]
+    assert client.get(f"/api/images/{coffee['id']}/boxes").json() == on_coffee
     assert client.get(f"/api/boxes/{cup['id']}").json() == cup
     assert client.get(f"/api/images/{coffee['id']}").json()["box_count"] == 2
-    assert client.get("/api/labels").json() == [{"label": "cat", "count": 2},
-                                                {"label": "cup", "count": 1}]
+    assert client.get("/api/labels").json() == [{"label": "cat", "boxes": 2, "images": 2},
+                                                {"label": "cup", "boxes": 1, "images": 1}]
     patched = client.patch(f"/api/boxes/{cup['id']}", json={"label": "mug", "w": 50})
     assert patched.status_code == 200
     assert (patched.json()["label"], patched.json()["w"], patched.json()["x"]) == ("mug", 50, 10)
@@ -106,8 +106,8 @@ def test_restart_finds_everything(data_dir: Path, photo: Any) -> None:
                             data={"label": "source"}).json()
         box = _box(client, image["id"]).json()
     with TestClient(create_app(get_settings())) as client:
-        assert client.get("/api/images").json() == [{**image, "box_count": 1}]
-        assert client.get("/api/boxes").json() == [box]
+        assert client.get("/api/images").json()["items"] == [{**image, "box_count": 1}]
+        assert client.get("/api/boxes").json()["items"] == [box]
         assert client.get(f"/api/images/{image['id']}/file").content == photo.png("chelsea")
 
 
@@ -142,6 +142,6 @@ def test_threads_hammering_uploads_and_boxes_lose_nothing(client: TestClient) ->
     for thread in threads:
         thread.join()
     assert set(statuses) <= {200, 201} and len(statuses) == 6 * 6 * 4
-    assert len(client.get("/api/images").json()) == 6 * 6 + 1
-    labels = {x["label"]: x["count"] for x in client.get("/api/labels").json()}
+    assert len(client.get("/api/images").json()["items"]) == 6 * 6 + 1
+    labels = {x["label"]: x["boxes"] for x in client.get("/api/labels").json()}
     assert labels == {**{f"w{w}": 6 for w in range(6)}, "shared": 36}

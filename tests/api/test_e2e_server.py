@@ -91,12 +91,12 @@ def test_work_survives_a_restart(tmp_path: Path, photo: Any) -> None:
         emb = _ok(client.post("/api/embeddings", json={
             "labels": ["brick", "grass"], "layer": "conv_head", "method": "pca"}))
         assert len(emb["points"]) == 4
-        boxes_before = _ok(client.get("/api/boxes"))
+        boxes_before = _ok(client.get("/api/boxes"))["items"]
 
     with live_server(data) as client:
-        listed = {image["filename"]: image for image in _ok(client.get("/api/images"))}
+        listed = {image["filename"]: image for image in _ok(client.get("/api/images"))["items"]}
         assert set(listed) == {"chelsea.png", "brick.png", "grass.png"}
-        assert _ok(client.get("/api/boxes")) == boxes_before
+        assert _ok(client.get("/api/boxes"))["items"] == boxes_before
         assert client.get(f"/api/images/{images['brick']['id']}/file").content == photo.png(
             "brick")
         store_rows = _ok(client.post("/api/heatmaps", json={

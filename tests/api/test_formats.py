@@ -36,11 +36,11 @@ def _add(client: TestClient, image_id: int, x: float, y: float, w: float, h: flo
 
 def _boxes(client: TestClient) -> list[tuple[Any, ...]]:
     return sorted((b["image_id"], b["x"], b["y"], b["w"], b["h"], b["label"])
-                  for b in client.get("/api/boxes").json())
+                  for b in client.get("/api/boxes").json()["items"])
 
 
 def _clear_boxes(client: TestClient) -> None:
-    for box in client.get("/api/boxes").json():
+    for box in client.get("/api/boxes").json()["items"]:
         assert client.delete(f"/api/boxes/{box['id']}").status_code == 204
 
 
@@ -130,7 +130,7 @@ def test_large_coco_import_runs_as_a_job(data_dir: Path, monkeypatch: pytest.Mon
         assert job["state"] == "done" and job["progress"] == 1.0 and job["kind"] == "import_coco"
         assert job["result"] == {"boxes_added": 12, "boxes_present": 0, "images_matched": 3,
                                  "skipped": []}
-        counts = [i["box_count"] for i in client.get("/api/images").json()]
+        counts = [i["box_count"] for i in client.get("/api/images").json()["items"]]
         assert counts == [4, 4, 4] and len(images) == 3
 
 

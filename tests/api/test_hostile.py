@@ -156,7 +156,7 @@ def test_disk_full_on_upload_is_507_and_leaves_nothing_behind(
         assert response.status_code == 507
         assert "disk is full" in response.json()["detail"]
         assert "FEATUREGAP_DATA_DIR" in response.json()["detail"]
-        assert client.get("/api/images").json() == []
+        assert client.get("/api/images").json()["items"] == []
         assert [p for p in (data_dir / "images").rglob("*") if p.is_file()] == []
         monkeypatch.setattr(repository.os, "fdopen", real_fdopen)
         again = client.post("/api/images", files={"file": ("c.png", png, "image/png")})
@@ -305,7 +305,7 @@ def test_chunked_upload_over_the_limit_through_a_client(data_dir: Path) -> None:
         response = client.post("/api/images", content=body(), headers={
             "content-type": f"multipart/form-data; boundary={boundary}"})
         assert response.status_code == 413
-        assert client.get("/api/images").json() == []
+        assert client.get("/api/images").json()["items"] == []
         small = client.post("/api/images", content=iter([b'{"x": 1}']),
                             headers={"content-type": "application/json"})
         assert small.status_code == 422  # under the limit: reaches the route
@@ -376,7 +376,7 @@ def test_cross_site_writes_are_refused_without_a_token(data_dir: Path, photo: An
             assert response.status_code == 403, headers
             assert "FEATUREGAP_ALLOWED_ORIGINS" in response.json()["detail"]
             assert client.delete("/api/images/1", headers=headers).status_code == 403
-        assert client.get("/api/images").json() == []
+        assert client.get("/api/images").json()["items"] == []
         allowed = [{}, {"Origin": "http://testserver"}, {"Origin": "https://TestServer"},
                    {"Referer": "http://testserver/#gallery"}, {"Origin": "http://localhost:5173"}]
         for index, headers in enumerate(allowed):

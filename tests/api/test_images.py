@@ -39,9 +39,9 @@ def test_upload_real_photo_then_same_bytes_again(client: TestClient, photo: obje
     assert body["box_count"] == 0 and len(body["sha256"]) == 64
     again = _post(client, png, "renamed.png")
     assert again.status_code == 200 and again.json()["id"] == body["id"]  # type: ignore[attr-defined]
-    listing = client.get("/api/images").json()
+    listing = client.get("/api/images").json()["items"]
     assert [i["id"] for i in listing] == [body["id"]]
-    assert client.get("/api/images", params={"label": "dogs"}).json() == []
+    assert client.get("/api/images", params={"label": "dogs"}).json()["items"] == []
     assert client.get(f"/api/images/{body['id']}").json() == body
 
 
@@ -78,7 +78,7 @@ def test_delete_image_and_unknown_ids(client: TestClient, data_dir: Path) -> Non
     client.post(f"/api/images/{image['id']}/boxes",
                 json={"x": 0, "y": 0, "w": 5, "h": 5, "label": "a"})
     assert client.delete(f"/api/images/{image['id']}").status_code == 204
-    assert client.get("/api/boxes").json() == []
+    assert client.get("/api/boxes").json()["items"] == []
     assert not list((data_dir / "images").rglob("*.png"))
     for method, url in (("get", "/api/images/{}"), ("delete", "/api/images/{}"),
                         ("get", "/api/images/{}/file"), ("get", "/api/images/{}/thumbnail")):
@@ -112,7 +112,7 @@ def test_bad_uploads_are_4xx_with_a_reason(client: TestClient, data: bytes,
     response = _post(client, data)
     assert response.status_code == 422, response.text  # type: ignore[attr-defined]
     assert message in response.json()["detail"]  # type: ignore[attr-defined]
-    assert client.get("/api/images").json() == []
+    assert client.get("/api/images").json()["items"] == []
 
 
 def test_too_large_upload_is_413_with_the_limit(data_dir: Path,

@@ -56,8 +56,8 @@ def test_control_characters_are_422_everywhere(client: TestClient, label: str) -
         "/api/import/coco", files={"file": ("c.json", json.dumps(coco).encode())}
     )
     assert imported.status_code == 422 and "U+" in imported.json()["detail"]
-    assert [b["label"] for b in client.get("/api/boxes").json()] == ["ok"]
-    assert [i["label"] for i in client.get("/api/images").json()] == [None]
+    assert [b["label"] for b in client.get("/api/boxes").json()["items"]] == ["ok"]
+    assert [i["label"] for i in client.get("/api/images").json()["items"]] == [None]
 
 
 def test_labels_are_nfc_and_stripped_and_one_group(client: TestClient) -> None:
@@ -73,12 +73,12 @@ def test_labels_are_nfc_and_stripped_and_one_group(client: TestClient) -> None:
     }
     client.post("/api/import/coco", files={"file": ("c.json", json.dumps(coco).encode())})
     assert client.get("/api/labels").json() == [
-        {"label": "caf\u00e9", "count": 2},
-        {"label": "\u00c5", "count": 1},
+        {"label": "caf\u00e9", "boxes": 2, "images": 1},
+        {"label": "\u00c5", "boxes": 1, "images": 1},
     ]
-    found = client.get("/api/boxes", params={"label": "cafe\u0301"}).json()
+    found = client.get("/api/boxes", params={"label": "cafe\u0301"}).json()["items"]
     assert len(found) == 2
-    assert len(client.get("/api/images", params={"label": "caf\u00e9"}).json()) == 1
+    assert len(client.get("/api/images", params={"label": "caf\u00e9"}).json()["items"]) == 1
     too_long = client.post(f"/api/images/{image['id']}/boxes", json={**box, "label": "x" * 201})
     assert too_long.status_code == 422
 
@@ -92,7 +92,7 @@ def test_a_lone_surrogate_in_json_is_422_not_500(client: TestClient) -> None:
         headers={"content-type": "application/json"},
     )
     assert added.status_code == 422  # refused by the body's validation already
-    assert client.get("/api/boxes").json() == []
+    assert client.get("/api/boxes").json()["items"] == []
     coco = b'{"images": [], "annotations": [], "categories": [{"id": 1, "name": "\\ud800"}]}'
     imported = client.post("/api/import/coco", files={"file": ("c.json", coco)})
     assert imported.status_code == 422 and "U+D800" in imported.json()["detail"]
