@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from numpy.typing import ArrayLike
 
+from app.palette import label_colours
+
 __all__ = [
     "MAX_OVERLAY_SIDE",
     "distance_matrix_figure",
@@ -48,8 +50,7 @@ __all__ = [
 MAX_OVERLAY_SIDE = 256
 """Longest side, in cells, of the heat map drawn over the image."""
 
-_PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
-            "#7f7f7f", "#bcbd22", "#17becf")
+_NO_LABEL_COLOUR = "#7f7f7f"  # a box whose label the colours passed in do not know
 
 
 def to_json_safe(value: Any) -> Any:
@@ -119,10 +120,6 @@ def downsample_map(values: ArrayLike | torch.Tensor,
     return F.adaptive_avg_pool2d(t[None, None], size)[0, 0].numpy()
 
 
-def _colour(index: int) -> str:
-    return _PALETTE[index % len(_PALETTE)]
-
-
 def heatmap_figure(
     values: ArrayLike | torch.Tensor,
     boxes: Sequence[Mapping[str, Any]] = (),
@@ -131,6 +128,7 @@ def heatmap_figure(
     opacity: float = 0.5,
     title: str = "",
     colorscale: str = "Jet",
+    colours: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The heat map over its image, with the boxes drawn, labelled and scored.
 
@@ -145,6 +143,9 @@ def heatmap_figure(
         opacity: the heat map's opacity over the image, in ``[0, 1]``.
         title: the figure's title.
         colorscale: a Plotly colour scale name.
+        colours: ``{label: colour}`` for the boxes, normally
+            :func:`app.palette.label_colours` over every label of the store (the colours the
+            editor and the scatter use); by default the colours of the labels shown.
 
     Returns:
         A JSON-safe Plotly figure dict.
@@ -169,14 +170,16 @@ def heatmap_figure(
     }]
     shapes: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
-    for index, box in enumerate(boxes):
+    palette = dict(colours) if colours is not None else label_colours(
+        str(box.get("label", "")) for box in boxes)
+    for box in boxes:
         x0, y0 = float(box["x"]), float(box["y"])
         x1, y1 = x0 + float(box["w"]), y0 + float(box["h"])
         scores: Mapping[str, float | None] = box.get("scores") or {}
         name = plain_text(box.get("label", ""))
         if box.get("id") is not None:
             name = f"#{box['id']} {name}".strip()
-        colour = _colour(index)
+        colour = palette.get(str(box.get("label", "")), _NO_LABEL_COLOUR)
         shapes.append({"type": "rect", "x0": x0, "y0": y0, "x1": x1, "y1": y1,
                        "xref": "x", "yref": "y", "line": {"color": colour, "width": 2}})
         energy = scores.get("energy")
@@ -318,37 +321,62 @@ def separation_figure(
 
 
 def embedding_figure(points: Sequence[Mapping[str, Any]], *, method: str = "tsne",
-                     title: str = "") -> dict[str, Any]:
-    """A 2-D scatter of boxes, one trace per label, box and image ids in ``customdata``.
+                     title: str = "", colours: Mapping[str, str] | None = None
+                     ) -> dict[str, Any]:
+    """A WebGL (``scattergl``) scatter of boxes, one trace per label, ids in ``customdata``.
+
+    Built as plain dicts with the coordinates as float32 typed arrays: 50,000 points make a
+    figure of about 1 MB that Plotly draws with WebGL, where an SVG scatter of that size
+    stalls the page for seconds.
 
     Args:
         points: dicts with ``x``, ``y``, ``label``, ``box_id`` and ``image_id``.
         method: ``tsne`` or ``pca`` (axis titles).
         title: the figure's title.
+        colours: ``{label: colour}``, normally :func:`app.palette.label_colours` over every
+            label of the store, so a label has the same colour here as in the editor and the
+            heat map; by default the colours of the labels shown.
 
     Returns:
-        A JSON-safe Plotly figure dict; each point's ``customdata`` is
-        ``[box_id, image_id]``, for the dashboard's hover thumbnail and click.
+        A JSON-safe Plotly figure dict; each point's ``customdata`` is ``[box_id, image_id]``
+        (for the hover thumbnail, the click and the lasso's crop gallery) and each trace's
+        ``meta.label`` its label as stored (the legend shows it escaped).
     """
     by_label: dict[str, list[Mapping[str, Any]]] = {}
     for point in points:
         by_label.setdefault(str(point["label"]), []).append(point)
-    fig = go.Figure()
-    for index, (label, members) in enumerate(sorted(by_label.items())):
-        name = plain_text(label)
-        # The label goes in as data (%{text}), never into the template: "%{x}" in a label
-        # would otherwise be filled in.
-        fig.add_trace(go.Scatter(
-            x=[float(p["x"]) for p in members], y=[float(p["y"]) for p in members],
-            mode="markers", name=name, marker={"color": _colour(index), "size": 9},
-            customdata=[[p["box_id"], p["image_id"]] for p in members],
-            text=[name] * len(members),
-            hovertemplate="%{text}<br>box %{customdata[0]} · image %{customdata[1]}"
-                          "<extra></extra>",
-        ))
+    palette = dict(colours) if colours is not None else label_colours(by_label)
+    missing = sorted(set(by_label) - set(palette))
+    if missing:
+        raise ValueError(f"no colour for labels {missing[:5]}; pass colours for every label "
+                         "shown (app.palette.label_colours over the store's labels)")
+    marker_size = 9 if len(points) <= 2000 else 6 if len(points) <= 20000 else 4
+    data: list[dict[str, Any]] = []
+    for label, members in sorted(by_label.items()):
+        xy = np.array([[float(p["x"]), float(p["y"])] for p in members], dtype=np.float32)
+        data.append({
+            "type": "scattergl", "mode": "markers", "name": plain_text(label),
+            "meta": {"label": label},
+            "x": _typed(xy[:, 0]), "y": _typed(xy[:, 1]),
+            "marker": {"color": palette[label], "size": marker_size},
+            "customdata": [[int(p["box_id"]), int(p["image_id"])] for p in members],
+            # The label stays out of the template (a "%{x}" in it would be filled in): the
+            # trace's name, escaped, is what the hover box's side shows.
+            "hovertemplate": "box %{customdata[0]} · image %{customdata[1]}",
+        })
     axis = "PC" if method == "pca" else "t-SNE "
-    fig.update_layout(title=plain_text(title or f"{method.upper()} of box descriptors"),
-                      xaxis={"title": {"text": f"{axis}1"}},
-                      yaxis={"title": {"text": f"{axis}2"}},
-                      margin={"l": 50, "r": 10, "t": 50, "b": 50})
-    return _figure(fig)
+    layout = {
+        "title": {"text": plain_text(title or f"{method.upper()} of box descriptors")},
+        "xaxis": {"title": {"text": f"{axis}1"}}, "yaxis": {"title": {"text": f"{axis}2"}},
+        "margin": {"l": 50, "r": 10, "t": 50, "b": 50}, "hovermode": "closest",
+        "legend": {"itemsizing": "constant"}, "uirevision": "embedding",
+    }
+    result: dict[str, Any] = to_json_safe({"data": data, "layout": layout})
+    return result
+
+
+def _typed(values: np.ndarray) -> dict[str, Any] | list[float | None]:
+    """A float32 Plotly typed array, or a plain list when a value is not finite (→ gap)."""
+    if not np.isfinite(values).all():
+        return [float(v) if math.isfinite(v) else None for v in values.tolist()]
+    return {"dtype": "f4", "bdata": base64.b64encode(values.astype("<f4").tobytes()).decode()}

@@ -135,14 +135,69 @@ def test_separation_figure_has_three_lines_and_a_ratio_axis() -> None:
         plots.separation_figure(layers, [1, 2, 3], [1, 2], [1, 2, 3])
 
 
-def test_embedding_figure_colours_by_label_with_ids_in_customdata() -> None:
+def _floats(typed: Any) -> list[float]:
+    assert typed["dtype"] == "f4"
+    return np.frombuffer(base64.b64decode(typed["bdata"]), "<f4").astype(float).tolist()
+
+
+def test_embedding_figure_is_webgl_coloured_by_label_with_ids_in_customdata() -> None:
     points = [{"box_id": 1, "image_id": 9, "label": "b", "x": 0.5, "y": 1.0},
               {"box_id": 2, "image_id": 9, "label": "a", "x": np.float32(2.0), "y": -1.0},
               {"box_id": 3, "image_id": 8, "label": "b", "x": 3.0, "y": 0.0}]
     fig = plots.embedding_figure(points, method="pca")
     _dumps(fig)
     assert [t["name"] for t in fig["data"]] == ["a", "b"]
+    assert {t["type"] for t in fig["data"]} == {"scattergl"}
     assert fig["data"][1]["customdata"] == [[1, 9], [3, 8]]
-    assert fig["data"][1]["x"] == [0.5, 3.0]
+    assert _floats(fig["data"][1]["x"]) == [0.5, 3.0]
+    assert _floats(fig["data"][1]["y"]) == [1.0, 0.0]
     assert fig["data"][0]["marker"]["color"] != fig["data"][1]["marker"]["color"]
     assert fig["layout"]["xaxis"]["title"]["text"] == "PC1"
+
+
+def test_embedding_figure_takes_the_stores_colours_and_keeps_raw_labels() -> None:
+    from app.palette import label_colours
+
+    points = [{"box_id": i, "image_id": 1, "label": label, "x": float(i), "y": math.nan}
+              for i, label in enumerate(["<b>x</b>", "dog", "dog"])]
+    colours = label_colours(["ant", "dog", "<b>x</b>", "zebra"])
+    fig = plots.embedding_figure(points, colours=colours)
+    _dumps(fig)
+    by_label = {t["meta"]["label"]: t for t in fig["data"]}
+    assert by_label["dog"]["marker"]["color"] == colours["dog"]
+    assert by_label["<b>x</b>"]["marker"]["color"] == colours["<b>x</b>"]
+    assert by_label["<b>x</b>"]["name"] == "&lt;b&gt;x&lt;/b&gt;"
+    assert by_label["dog"]["y"] == [None, None]  # a NaN is a gap, not a typed array
+    with pytest.raises(ValueError, match="no colour for labels"):
+        plots.embedding_figure(points, colours={"dog": "#000000"})
+
+
+def test_embedding_figure_of_50000_points_is_small() -> None:
+    rng = np.random.default_rng(3)
+    points = [{"box_id": i + 1, "image_id": i // 5 + 1, "label": f"c{i % 12}",
+               "x": float(x), "y": float(y)} for i, (x, y) in enumerate(rng.normal(size=(
+                   50_000, 2)))]
+    fig = plots.embedding_figure(points)
+    text = _dumps(fig)
+    assert len(text) < 2_000_000
+    shown = sorted((x, y) for t in fig["data"] for x, y in zip(_floats(t["x"]), _floats(
+        t["y"]), strict=True))
+    expected = sorted((float(np.float32(p["x"])), float(np.float32(p["y"]))) for p in points)
+    assert shown == expected
+
+
+def test_heatmap_boxes_take_their_labels_colours() -> None:
+    from app.palette import label_colours
+
+    boxes = [{"x": 1, "y": 1, "w": 3, "h": 2, "label": "dog"},
+             {"x": 2, "y": 0, "w": 2, "h": 2, "label": "cat"},
+             {"x": 0, "y": 3, "w": 2, "h": 1, "label": "dog"},
+             {"x": 0, "y": 0, "w": 1, "h": 1, "label": "new"}]
+    colours = label_colours(["ant", "cat", "dog"])
+    fig = plots.heatmap_figure(np.zeros((5, 6)), boxes, colours=colours)
+    lines = [shape["line"]["color"] for shape in fig["layout"]["shapes"]]
+    assert lines == [colours["dog"], colours["cat"], colours["dog"], "#7f7f7f"]
+    assert [a["bgcolor"] for a in fig["layout"]["annotations"]] == lines
+    alone = plots.heatmap_figure(np.zeros((5, 6)), boxes)
+    assert [s["line"]["color"] for s in alone["layout"]["shapes"]] == [
+        label_colours(["dog", "cat", "new"])[b["label"]] for b in boxes]

@@ -16,6 +16,7 @@ from app.api.pagination import (
     encode_cursor,
 )
 from app.api.schemas import BoxOut, BoxPatch, LabelCount
+from app.palette import label_colours
 
 __all__ = ["router"]
 
@@ -57,5 +58,8 @@ def delete_box(box: BoxDep, store: StoreDep) -> Response:
 
 @router.get("/labels", response_model=list[LabelCount])
 def labels(store: StoreDep) -> list[LabelCount]:
-    """Every box label with its numbers of boxes and images (one aggregate query)."""
-    return [LabelCount.of(summary) for summary in store.label_summary()]
+    """Every box label with its numbers of boxes and images (one aggregate query), and colour."""
+    summaries = store.label_summary()
+    colours = label_colours(s.label for s in summaries)
+    return [LabelCount(label=s.label, boxes=s.boxes, images=s.images, colour=colours[s.label])
+            for s in summaries]

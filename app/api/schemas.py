@@ -87,12 +87,14 @@ class BoxOut(_FromRecord):
 
 
 
-class LabelCount(_FromRecord):
-    """A box label with its number of boxes and of images that hold such boxes."""
+class LabelCount(BaseModel):
+    """A box label with its numbers of boxes and of images holding such boxes, and its colour
+    (the same in the editor, the heat map and the scatter)."""
 
     label: str
     boxes: int
     images: int
+    colour: str
 
 
 class JobOut(_FromRecord):

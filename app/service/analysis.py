@@ -23,6 +23,7 @@ from app.engine.models import LoadedModel
 from app.engine.preprocess import InputMode
 from app.engine.regions import Descriptor
 from app.errors import NotFound
+from app.palette import label_colours
 from app.plots import distance_matrix_figure, embedding_figure, separation_figure, to_json_safe
 from app.service.features import box_descriptors, boxes_key, check_limits
 from app.service.resolution import resolution_warnings
@@ -375,7 +376,8 @@ def embedding(store: Store, settings: Settings, model: LoadedModel, boxes: list[
     result = to_json_safe({
         "points": points, "method": request.method, "perplexity": request.perplexity,
         "layer": request.layer, "model": model.spec.name, "descriptor": request.descriptor,
-        "figure": embedding_figure(points, method=request.method),
+        "figure": embedding_figure(points, method=request.method,
+                                   colours=label_colours(store.labels())),
     })
     store.put_result(key, "embedding", result)
     return result

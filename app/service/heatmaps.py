@@ -28,6 +28,7 @@ from app.engine.predictions import predict_from_logits
 from app.engine.preprocess import InputMode
 from app.engine.regions import Box
 from app.jobs import current_cancelled
+from app.palette import label_colours
 from app.plots import heatmap_figure
 from app.service.resolution import resolution_warnings
 from app.service.results import cached
@@ -144,7 +145,7 @@ def _heatmap_answer(store: Store, model: LoadedModel, image: ImageRecord,
     title = f"{request.method} · {request.layer}" + (
         f" · {heat.target_label or heat.target}" if heat.target is not None else "")
     figure = heatmap_figure(shown, box_out, image_url=f"/api/images/{image.id}/file",
-                            title=title)
+                            title=title, colours=label_colours(store.labels()))
     values = heat.values
     return {
         "image_id": image.id, "model": model.spec.name, "layer": heat.layer,

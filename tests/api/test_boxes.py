@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from app.palette import PALETTE
+
 
 def _box(client: TestClient, image_id: int, **fields: Any) -> Any:
     body = {"x": 10, "y": 20, "w": 30, "h": 40, "label": "cat", **fields}
@@ -38,8 +40,9 @@ def test_add_list_filter_get_patch_delete(client: TestClient,
     assert client.get(f"/api/images/{coffee['id']}/boxes").json() == on_coffee
     assert client.get(f"/api/boxes/{cup['id']}").json() == cup
     assert client.get(f"/api/images/{coffee['id']}").json()["box_count"] == 2
-    assert client.get("/api/labels").json() == [{"label": "cat", "boxes": 2, "images": 2},
-                                                {"label": "cup", "boxes": 1, "images": 1}]
+    assert client.get("/api/labels").json() == [
+        {"label": "cat", "boxes": 2, "images": 2, "colour": PALETTE[0]},
+        {"label": "cup", "boxes": 1, "images": 1, "colour": PALETTE[1]}]
     patched = client.patch(f"/api/boxes/{cup['id']}", json={"label": "mug", "w": 50})
     assert patched.status_code == 200
     assert (patched.json()["label"], patched.json()["w"], patched.json()["x"]) == ("mug", 50, 10)

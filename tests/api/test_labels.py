@@ -11,6 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from app.palette import PALETTE
+
 
 def _png(seed: int) -> bytes:
     buffer = io.BytesIO()
@@ -73,8 +75,8 @@ def test_labels_are_nfc_and_stripped_and_one_group(client: TestClient) -> None:
     }
     client.post("/api/import/coco", files={"file": ("c.json", json.dumps(coco).encode())})
     assert client.get("/api/labels").json() == [
-        {"label": "caf\u00e9", "boxes": 2, "images": 1},
-        {"label": "\u00c5", "boxes": 1, "images": 1},
+        {"label": "caf\u00e9", "boxes": 2, "images": 1, "colour": PALETTE[0]},
+        {"label": "\u00c5", "boxes": 1, "images": 1, "colour": PALETTE[1]},
     ]
     found = client.get("/api/boxes", params={"label": "cafe\u0301"}).json()["items"]
     assert len(found) == 2

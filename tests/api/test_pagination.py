@@ -12,6 +12,8 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from app.palette import PALETTE
+
 LABELS = ("cat", "cup", "dog")
 
 
@@ -115,8 +117,9 @@ def test_labels_come_with_box_and_image_counts(client: TestClient,
                                                dataset: dict[str, Any]) -> None:
     expected = [{"label": label,
                  "boxes": sum(b["label"] == label for b in dataset["boxes"]),
-                 "images": len({b["image_id"] for b in dataset["boxes"] if b["label"] == label})}
-                for label in sorted({b["label"] for b in dataset["boxes"]})]
+                 "images": len({b["image_id"] for b in dataset["boxes"] if b["label"] == label}),
+                 "colour": PALETTE[rank]}
+                for rank, label in enumerate(sorted({b["label"] for b in dataset["boxes"]}))]
     assert client.get("/api/labels").json() == expected
 
 
