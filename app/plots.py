@@ -339,8 +339,8 @@ def embedding_figure(points: Sequence[Mapping[str, Any]], *, method: str = "tsne
 
     Returns:
         A JSON-safe Plotly figure dict; each point's ``customdata`` is ``[box_id, image_id]``
-        (for the hover thumbnail, the click and the lasso's crop gallery) and each trace's
-        ``meta.label`` its label as stored (the legend shows it escaped).
+        (for the hover thumbnail, the click and the lasso's crop gallery); each trace's
+        ``name`` is its label escaped by :func:`plain_text`.
     """
     by_label: dict[str, list[Mapping[str, Any]]] = {}
     for point in points:
@@ -356,7 +356,6 @@ def embedding_figure(points: Sequence[Mapping[str, Any]], *, method: str = "tsne
         xy = np.array([[float(p["x"]), float(p["y"])] for p in members], dtype=np.float32)
         data.append({
             "type": "scattergl", "mode": "markers", "name": plain_text(label),
-            "meta": {"label": label},
             "x": _typed(xy[:, 0]), "y": _typed(xy[:, 1]),
             "marker": {"color": palette[label], "size": marker_size},
             "customdata": [[int(p["box_id"]), int(p["image_id"])] for p in members],

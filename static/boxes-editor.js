@@ -1,14 +1,10 @@
 // Box editor: an SVG overlay whose viewBox is the image's own pixel grid, so every
 // coordinate it reads or writes is in IMAGE pixels, whatever the display scale.
+import { labelColour } from "./palette.js";
+
 const SVG_NS = "http://www.w3.org/2000/svg";
 const HANDLES = ["nw", "n", "ne", "e", "se", "s", "sw", "w"];
 const MIN_SIZE = 2;
-
-export function labelColour(label) {
-  let hash = 0;
-  for (const ch of label || "") hash = (hash * 31 + ch.codePointAt(0)) >>> 0;
-  return `hsl(${hash % 360} 85% 55%)`;
-}
 
 function svgEl(name, attrs) {
   const el = document.createElementNS(SVG_NS, name);

@@ -21,6 +21,7 @@ export function initGallery({ onOpen, onChanged }) {
     zone.classList.remove("over");
     uploadAll([...e.dataTransfer.files].filter((f) => f.type.startsWith("image/")));
   });
+  $("gallery-label").addEventListener("change", () => refreshGallery());
   $("coco-export").addEventListener("click", () => guarded($("coco-error"), async () => {
     download("featuregap-boxes.coco.json", await blob("/api/export/coco"));
   }));
@@ -59,26 +60,93 @@ async function uploadAll(files) {
   await refreshGallery();
 }
 
-export async function refreshGallery() {
+// The gallery pages through GET /api/images with its cursor as the list's end scrolls into
+// view, and loads a thumbnail only when its card comes near the screen: 10,000 images cost
+// a page of cards and a screenful of thumbnails, not 10,000 requests.
+const PAGE = 60;
+const listing = { generation: 0, cursor: null, done: false, loading: null, shown: 0, total: 0 };
+const thumbs = new IntersectionObserver((entries) => {
+  for (const entry of entries) {
+    if (!entry.isIntersecting) continue;
+    thumbs.unobserve(entry.target);
+    const img = entry.target;
+    imageUrl(img.dataset.src).then((url) => { img.src = url; }).catch(() => {});
+  }
+}, { rootMargin: "300px" });
+const more = new IntersectionObserver((entries) => {
+  if (entries.some((e) => e.isIntersecting)) loadMore();
+}, { rootMargin: "600px" });
+
+export function fillGalleryLabels(labels) {
+  const select = $("gallery-label");
+  const keep = select.value;
+  select.replaceChildren(new Option("All images", ""), ...labels.map((l) =>
+    new Option(`${l.label} (${l.images} image${l.images === 1 ? "" : "s"})`, l.label, false, l.label === keep)));
+  if (select.value !== keep) refreshGallery();  // the filtered label is gone
+}
+
+function showCount() {
+  const { shown, total, done } = listing;
+  $("gallery-count").textContent = total === 0 ? "No images yet."
+    : `${total} image${total === 1 ? "" : "s"}${done ? "" : ` · showing ${shown}, scroll for more`}`;
+}
+
+async function loadMore() {
+  if (listing.loading || listing.done) return listing.loading;
+  const generation = listing.generation;
+  const params = new URLSearchParams({ limit: String(PAGE) });
+  if (listing.cursor) params.set("cursor", listing.cursor);
+  if ($("gallery-label").value) params.set("box_label", $("gallery-label").value);
+  listing.loading = guarded($("gallery-error"), async () => {
+    const page = await get(`/api/images?${params}`);
+    if (generation !== listing.generation) return;  // a refresh started meanwhile
+    $("cards").append(...page.items.map((image) => card(image)));
+    Object.assign(listing, { cursor: page.next_cursor, done: !page.next_cursor, total: page.total,
+      shown: listing.shown + page.items.length });
+    showCount();
+  }).finally(() => {
+    if (generation !== listing.generation) return;
+    listing.loading = null;
+    // Observing again reports whether the end is still in view: then the next page follows.
+    const sentinel = $("cards-more");
+    more.unobserve(sentinel);
+    if (!listing.done) more.observe(sentinel);
+  });
+  return listing.loading;
+}
+
+// Redraw one image's card in place (its boxes changed), keeping the scroll position.
+export async function refreshCard(imageId) {
+  const old = $("cards").querySelector(`.card[data-image-id="${imageId}"]`);
+  if (!old) return;
   await guarded($("gallery-error"), async () => {
-    const [images, boxes] = await Promise.all([get("/api/images"), get("/api/boxes")]);
-    const labels = new Map();
-    for (const box of boxes) {
-      if (!labels.has(box.image_id)) labels.set(box.image_id, new Set());
-      labels.get(box.image_id).add(box.label);
+    const fresh = card(await get(`/api/images/${imageId}`));
+    const img = old.querySelector("img");
+    if (img.src) {  // keep the thumbnail already shown
+      thumbs.unobserve(fresh.querySelector("img"));
+      fresh.querySelector("img").src = img.src;
     }
-    $("cards").replaceChildren(...images.map((image) => card(image, labels.get(image.id))));
+    old.replaceWith(fresh);
   });
 }
 
-function card(image, labels) {
+// Start the listing again from its first page (after uploads, imports or a filter change).
+export async function refreshGallery() {
+  listing.generation += 1;
+  Object.assign(listing, { cursor: null, done: false, loading: null, shown: 0, total: 0 });
+  $("cards").replaceChildren();
+  await loadMore();
+}
+
+function card(image) {
   const li = Object.assign(document.createElement("li"), { className: "card" });
   li.dataset.imageId = image.id;
   const img = Object.assign(document.createElement("img"), { alt: image.filename });
-  imageUrl(`/api/images/${image.id}/thumbnail`).then((url) => { img.src = url; }).catch(() => {});
+  img.dataset.src = `/api/images/${image.id}/thumbnail`;
+  thumbs.observe(img);
   img.addEventListener("click", () => openImage(image.id));
   const name = Object.assign(document.createElement("div"), { className: "name", textContent: image.filename });
-  const tags = [...(labels || [])].join(", ") || image.label || "no labels";
+  const tags = image.box_labels.join(", ") || image.label || "no labels";
   const meta = Object.assign(document.createElement("div"), {
     className: "meta", textContent: `${image.width}×${image.height} · ${image.box_count} box${image.box_count === 1 ? "" : "es"} · ${tags}`,
   });
@@ -91,7 +159,10 @@ function card(image, labels) {
     if (!confirm(`Delete ${image.filename} and its boxes?`)) return;
     await del(`/api/images/${image.id}`);
     forgetImageUrls(`/api/images/${image.id}/`);
-    await refreshGallery();
+    li.remove();
+    listing.shown -= 1;
+    listing.total -= 1;
+    showCount();
     changed();
   }));
   const actions = Object.assign(document.createElement("div"), { className: "actions" });

@@ -1,6 +1,7 @@
 // The image view: the box editor, its label picker and keyboard shortcuts.
 import { del, get, imageUrl, patch, post } from "./api.js";
 import { BoxEditor } from "./boxes-editor.js";
+import { setLabelColours } from "./palette.js";
 import { $, fillLabelList, guarded, rememberLabel, showError } from "./ui.js";
 
 const DEFAULT_LABEL = "object";
@@ -50,6 +51,7 @@ export function initImageView({ onChange }) {
   $("delete-box").addEventListener("click", () => editor.deleteSelected());
   $("close-viewer").addEventListener("click", () => { $("viewer").hidden = true; current = null; });
   document.addEventListener("keydown", onKey);
+  window.addEventListener("featuregap:colours", () => { if (editor.image) editor.render(); });
   fillLabelList($("recent-labels"));
 }
 
@@ -78,18 +80,21 @@ function onKey(event) {
   }
 }
 
-export async function openImage(imageId) {
+// Open an image in the editor; `boxId` selects one of its boxes (a crop clicked elsewhere).
+export async function openImage(imageId, { boxId } = {}) {
   await guarded($("editor-error"), async () => {
     const [image, boxes, labels] = await Promise.all([
-      get(`/api/images/${imageId}`), get(`/api/boxes?image_id=${imageId}`), get("/api/labels"),
+      get(`/api/images/${imageId}`), get(`/api/images/${imageId}/boxes`), get("/api/labels"),
     ]);
     current = image;
+    setLabelColours(labels);
     fillLabelList($("recent-labels"), labels.map((l) => l.label));
     $("viewer").hidden = false;
     $("viewer-title").textContent = `${image.filename} (${image.width}×${image.height})`;
     $("heatmap-view").hidden = true;
     $("predictions-view").hidden = true;
     await editor.open(image, await imageUrl(`/api/images/${image.id}/file`), boxes);
+    if (boxId !== undefined && boxes.some((b) => b.id === boxId)) editor.select(boxId);
     $("viewer").scrollIntoView({ block: "start" });
   });
 }

@@ -1,8 +1,9 @@
 // Wires the page together: settings, gallery, image view, controls and views.
 import { get, getToken, setToken } from "./api.js";
 import { choices, initControls, loadControls } from "./controls.js";
-import { initGallery, refreshGallery } from "./gallery.js";
+import { fillGalleryLabels, initGallery, refreshCard, refreshGallery } from "./gallery.js";
 import { currentBoxes, currentImage, initImageView, openImage } from "./image-view.js";
+import { setLabelColours } from "./palette.js";
 import { $, fillSelect, guarded } from "./ui.js";
 import { showDistances } from "./views/distances.js";
 import { showEmbedding } from "./views/embedding.js";
@@ -20,7 +21,12 @@ async function labelsWithBoxes() {
 
 async function refreshLabels() {
   const labels = await get("/api/labels");
-  fillSelect($("compare-labels"), labels, { value: (l) => l.label, text: (l) => `${l.label} (${l.count})` });
+  setLabelColours(labels);
+  const count = (n, one) => `${n} ${one}${n === 1 ? "" : "s"}`;
+  fillSelect($("compare-labels"), labels, {
+    value: (l) => l.label, text: (l) => `${l.label} (${count(l.boxes, "box")} on ${count(l.images, "image")})`,
+  });
+  fillGalleryLabels(labels);
 }
 
 function init() {
@@ -38,9 +44,10 @@ function init() {
   });
   const refresh = () => Promise.all([refreshGallery(), guarded($("controls-error"), refreshLabels)]);
   initGallery({ onOpen: openImage, onChanged: () => guarded($("controls-error"), refreshLabels) });
-  initImageView({ onChange: refresh });
+  initImageView({ onChange: () => Promise.all([
+    currentImage() && refreshCard(currentImage().id), guarded($("controls-error"), refreshLabels)]) });
   initHeatmapView();
-  const open = async (id) => { await openImage(id); };
+  const open = async (id, options) => { await openImage(id, options); };
   const imageAction = (id, action) => $(id).addEventListener("click", () => guarded($("image-analysis-error"), async () => {
     const image = currentImage();
     if (image) await action(image, choices(), currentBoxes());

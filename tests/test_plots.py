@@ -163,11 +163,10 @@ def test_embedding_figure_takes_the_stores_colours_and_keeps_raw_labels() -> Non
     colours = label_colours(["ant", "dog", "<b>x</b>", "zebra"])
     fig = plots.embedding_figure(points, colours=colours)
     _dumps(fig)
-    by_label = {t["meta"]["label"]: t for t in fig["data"]}
-    assert by_label["dog"]["marker"]["color"] == colours["dog"]
-    assert by_label["<b>x</b>"]["marker"]["color"] == colours["<b>x</b>"]
-    assert by_label["<b>x</b>"]["name"] == "&lt;b&gt;x&lt;/b&gt;"
-    assert by_label["dog"]["y"] == [None, None]  # a NaN is a gap, not a typed array
+    by_name = {t["name"]: t for t in fig["data"]}
+    assert by_name["dog"]["marker"]["color"] == colours["dog"]
+    assert by_name["&lt;b&gt;x&lt;/b&gt;"]["marker"]["color"] == colours["<b>x</b>"]
+    assert by_name["dog"]["y"] == [None, None]  # a NaN is a gap, not a typed array
     with pytest.raises(ValueError, match="no colour for labels"):
         plots.embedding_figure(points, colours={"dog": "#000000"})
 

@@ -39,6 +39,8 @@ class ImageOut(_FromRecord):
     format: str
     label: str | None
     box_count: int
+    box_labels: list[str] = Field(default_factory=list,
+                                  description="The distinct labels of its boxes, sorted.")
     created_at: datetime
 
 

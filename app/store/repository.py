@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Engine, Table, create_engine, delete, event, func, select, update
+from sqlalchemy import Engine, Select, Table, create_engine, delete, event, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.schema import CreateIndex, CreateTable
 from sqlalchemy.sql.elements import ColumnElement
@@ -72,6 +72,8 @@ class ImageRecord:
     label: str | None
     created_at: datetime
     box_count: int = 0
+    box_labels: tuple[str, ...] = ()
+    """The distinct labels of the image's boxes, sorted."""
 
 
 @dataclass(frozen=True)
@@ -148,9 +150,10 @@ def _utc(moment: datetime) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
-def _image_record(row: ImageRow, box_count: int = 0) -> ImageRecord:
+def _image_record(row: ImageRow, box_count: int = 0,
+                  box_labels: Sequence[str] = ()) -> ImageRecord:
     return ImageRecord(row.id, row.sha256, row.filename, row.width, row.height, row.format,
-                       row.label, _utc(row.created_at), box_count)
+                       row.label, _utc(row.created_at), box_count, tuple(box_labels))
 
 
 def _box_record(row: BoxRow) -> BoxRecord:
@@ -325,7 +328,7 @@ class Store:
         with self._write() as session:
             row = session.scalar(select(ImageRow).where(ImageRow.sha256 == sha))
             if row is not None:
-                return _image_record(row, self._count_boxes(session, row.id)), False
+                return self._with_boxes(session, row), False
             if not path.exists():
                 _atomic_write(path, data)
             row = ImageRow(sha256=sha, filename=_clean_filename(filename),
@@ -340,12 +343,27 @@ class Store:
     def _image_by_sha(self, sha: str) -> ImageRecord | None:
         with self._read() as session:
             row = session.scalar(select(ImageRow).where(ImageRow.sha256 == sha))
-            return None if row is None else _image_record(row, self._count_boxes(session, row.id))
+            return None if row is None else self._with_boxes(session, row)
 
     @staticmethod
     def _count_boxes(session: Session, image_id: int) -> int:
         count = session.scalar(select(func.count()).where(BoxRow.image_id == image_id))
         return int(count or 0)
+
+    @staticmethod
+    def _box_labels(session: Session, image_ids: Select[tuple[int]] | list[int]
+                    ) -> dict[int, list[str]]:
+        """The distinct box labels of these images, sorted, by image id (one query)."""
+        query = (select(BoxRow.image_id, BoxRow.label).where(BoxRow.image_id.in_(image_ids))
+                 .group_by(BoxRow.image_id, BoxRow.label).order_by(BoxRow.image_id, BoxRow.label))
+        labels: dict[int, list[str]] = {}
+        for image_id, label in session.execute(query):
+            labels.setdefault(int(image_id), []).append(label)
+        return labels
+
+    def _with_boxes(self, session: Session, row: ImageRow) -> ImageRecord:
+        return _image_record(row, self._count_boxes(session, row.id),
+                             self._box_labels(session, [row.id]).get(row.id, ()))
 
     def get_image(self, image_id: int) -> ImageRecord:
         """The image with this id.
@@ -354,8 +372,7 @@ class Store:
             KeyError: no such image.
         """
         with self._read() as session:
-            row = _require(session, ImageRow, image_id)
-            return _image_record(row, self._count_boxes(session, image_id))
+            return self._with_boxes(session, _require(session, ImageRow, image_id))
 
     def count_images(self) -> int:
         """How many images are stored."""
@@ -371,7 +388,9 @@ class Store:
         if label is not None:
             query = query.where(ImageRow.label == normalize_label(label))
         with self._read() as session:
-            return [_image_record(row, int(n)) for row, n in session.execute(query)]
+            labels = self._box_labels(session, select(ImageRow.id))
+            return [_image_record(row, int(n), labels.get(row.id, ()))
+                    for row, n in session.execute(query)]
 
     def image_page(self, *, after: int = 0, limit: int = 100, label: str | None = None,
                    box_labels: Iterable[str] | None = None) -> Page[ImageRecord]:
@@ -410,7 +429,9 @@ class Store:
                  .where(ImageRow.id.in_(ids)).order_by(ImageRow.id))
         total = select(func.count()).select_from(ImageRow).where(*where)
         with self._read() as session:
-            records = [_image_record(row, int(n)) for row, n in session.execute(query)]
+            rows = list(session.execute(query))
+            labels = self._box_labels(session, [row.id for row, _ in rows])
+            records = [_image_record(row, int(n), labels.get(row.id, ())) for row, n in rows]
             return _page(records, limit, int(session.scalar(total) or 0))
 
     def delete_image(self, image_id: int) -> None:

@@ -109,7 +109,8 @@ def test_restart_finds_everything(data_dir: Path, photo: Any) -> None:
                             data={"label": "source"}).json()
         box = _box(client, image["id"]).json()
     with TestClient(create_app(get_settings())) as client:
-        assert client.get("/api/images").json()["items"] == [{**image, "box_count": 1}]
+        assert client.get("/api/images").json()["items"] == [
+            {**image, "box_count": 1, "box_labels": ["cat"]}]
         assert client.get("/api/boxes").json()["items"] == [box]
         assert client.get(f"/api/images/{image['id']}/file").content == photo.png("chelsea")
 

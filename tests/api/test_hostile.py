@@ -600,7 +600,7 @@ def test_labels_are_escaped_wherever_plotly_renders_text() -> None:
     _assert_inert(scatter)
     assert sorted(t["name"] for t in scatter["data"]) == sorted(escaped)
     for trace in scatter["data"]:
-        # The label is data, never template: "%{x}" in a label is not filled in.
-        assert trace["text"] == [trace["name"]]
-        assert trace["hovertemplate"] == ("%{text}<br>box %{customdata[0]} · image "
-                                          "%{customdata[1]}<extra></extra>")
+        # The label is never template: "%{x}" in a label is not filled in. The hover box
+        # shows it as the trace's (escaped) name, beside the template's text.
+        assert "text" not in trace
+        assert trace["hovertemplate"] == "box %{customdata[0]} · image %{customdata[1]}"

@@ -46,7 +46,9 @@ def dataset(client: TestClient) -> dict[str, Any]:
     gone_box = boxes.pop(3)
     assert client.delete(f"/api/boxes/{gone_box['id']}").status_code == 204
     counts = Counter(b["image_id"] for b in boxes)
-    images = [{**i, "box_count": counts[i["id"]]} for i in images]
+    images = [{**i, "box_count": counts[i["id"]],
+               "box_labels": sorted({b["label"] for b in boxes if b["image_id"] == i["id"]})}
+              for i in images]
     return {"images": images, "boxes": boxes}
 
 
@@ -78,6 +80,7 @@ def test_a_cursor_walk_equals_the_full_list(client: TestClient, dataset: dict[st
     assert set(box_totals) == {len(dataset["boxes"])}
     images, image_totals = _walk(client, "/api/images", limit=limit)
     assert images == dataset["images"]
+    assert [client.get(f"/api/images/{i['id']}").json() for i in images] == images
     assert set(image_totals) == {len(dataset["images"])}
 
 
