@@ -22,6 +22,7 @@ COPY pyproject.toml README.md ./
 COPY app ./app
 COPY templates ./templates
 COPY static ./static
+COPY vendor ./vendor
 COPY models ./models
 # Editable: the app finds templates/, static/ and models/ next to its package.
 RUN pip install -e . \

@@ -1,6 +1,7 @@
 // The gallery: upload (picker or drop, several at once, with progress), cards, delete, COCO.
-import { blob, del, download, forgetImageUrls, get, imageUrl, upload } from "./api.js";
+import { blob, del, download, forgetImageUrls, get, upload } from "./api.js";
 import * as jobs from "./jobs.js";
+import { forgetLazy, lazyImage, whenNear } from "./lazy.js";
 import { $, guarded, rememberLabel, showError } from "./ui.js";
 
 let openImage = () => {};
@@ -22,6 +23,7 @@ export function initGallery({ onOpen, onChanged }) {
     uploadAll([...e.dataTransfer.files].filter((f) => f.type.startsWith("image/")));
   });
   $("gallery-label").addEventListener("change", () => refreshGallery());
+  rearm = whenNear($("cards-more"), loadMore);
   $("coco-export").addEventListener("click", () => guarded($("coco-error"), async () => {
     download("featuregap-boxes.coco.json", await blob("/api/export/coco"));
   }));
@@ -65,17 +67,7 @@ async function uploadAll(files) {
 // a page of cards and a screenful of thumbnails, not 10,000 requests.
 const PAGE = 60;
 const listing = { generation: 0, cursor: null, done: false, loading: null, shown: 0, total: 0 };
-const thumbs = new IntersectionObserver((entries) => {
-  for (const entry of entries) {
-    if (!entry.isIntersecting) continue;
-    thumbs.unobserve(entry.target);
-    const img = entry.target;
-    imageUrl(img.dataset.src).then((url) => { img.src = url; }).catch(() => {});
-  }
-}, { rootMargin: "300px" });
-const more = new IntersectionObserver((entries) => {
-  if (entries.some((e) => e.isIntersecting)) loadMore();
-}, { rootMargin: "600px" });
+let rearm = () => {};
 
 export function fillGalleryLabels(labels) {
   const select = $("gallery-label");
@@ -107,10 +99,7 @@ async function loadMore() {
   }).finally(() => {
     if (generation !== listing.generation) return;
     listing.loading = null;
-    // Observing again reports whether the end is still in view: then the next page follows.
-    const sentinel = $("cards-more");
-    more.unobserve(sentinel);
-    if (!listing.done) more.observe(sentinel);
+    rearm(!listing.done);
   });
   return listing.loading;
 }
@@ -123,7 +112,7 @@ export async function refreshCard(imageId) {
     const fresh = card(await get(`/api/images/${imageId}`));
     const img = old.querySelector("img");
     if (img.src) {  // keep the thumbnail already shown
-      thumbs.unobserve(fresh.querySelector("img"));
+      forgetLazy(fresh.querySelector("img"));
       fresh.querySelector("img").src = img.src;
     }
     old.replaceWith(fresh);
@@ -142,8 +131,7 @@ function card(image) {
   const li = Object.assign(document.createElement("li"), { className: "card" });
   li.dataset.imageId = image.id;
   const img = Object.assign(document.createElement("img"), { alt: image.filename });
-  img.dataset.src = `/api/images/${image.id}/thumbnail`;
-  thumbs.observe(img);
+  lazyImage(img, `/api/images/${image.id}/thumbnail`);
   img.addEventListener("click", () => openImage(image.id));
   const name = Object.assign(document.createElement("div"), { className: "name", textContent: image.filename });
   const tags = image.box_labels.join(", ") || image.label || "no labels";

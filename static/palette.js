@@ -10,6 +10,7 @@ export function setLabelColours(labels) {
   window.dispatchEvent(new CustomEvent("featuregap:colours"));
 }
 
-export function labelColour(label) {
-  return colours.get(label) || UNKNOWN;
+// `fallback` is for a label the server has not listed (yet).
+export function labelColour(label, fallback = UNKNOWN) {
+  return colours.get(label) || fallback;
 }

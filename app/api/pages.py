@@ -1,8 +1,10 @@
 """The dashboard: the single HTML page, its static ES modules and the bundled Plotly.
 
 Every script and style the page uses is served from here (no CDN): ``/static/*`` from the
-repository's ``static/`` folder and ``/static/plotly.min.js`` from the installed ``plotly``
-package. Include ``router`` in the app; it needs no mount.
+repository's ``static/`` folder and ``/static/plotly.min.js`` from ``vendor/plotly/``:
+plotly.js's strict build, whose WebGL traces draw under the page's Content-Security-Policy
+(no ``'unsafe-eval'``; the Python package's bundle needs it for ``scattergl``). Include
+``router`` in the app; it needs no mount.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-import plotly
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.templating import Jinja2Templates
@@ -20,7 +21,7 @@ __all__ = ["STATIC_DIR", "TEMPLATES_DIR", "router"]
 _ROOT = Path(__file__).resolve().parent.parent.parent
 STATIC_DIR = _ROOT / "static"
 TEMPLATES_DIR = _ROOT / "templates"
-_PLOTLY_JS = Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js"
+_PLOTLY_JS = _ROOT / "vendor" / "plotly" / "plotly-strict.min.js"
 _MEDIA_TYPES = {
     ".js": "text/javascript",
     ".css": "text/css",
@@ -48,7 +49,7 @@ def index(request: Request) -> HTMLResponse:
 
 @router.get("/static/plotly.min.js")
 def plotly_js() -> FileResponse:
-    """Plotly's browser bundle, from the installed Python package."""
+    """Plotly's strict browser bundle (vendored; see ``vendor/plotly/README.md``)."""
     return FileResponse(_PLOTLY_JS, media_type="text/javascript")
 
 

@@ -1,34 +1,105 @@
-// t-SNE / PCA scatter of boxes coloured by label: hover shows the box, click opens its image.
+// t-SNE / PCA scatter of boxes (WebGL), coloured by label: search by label, hover shows the
+// box, click opens its image, lasso or box selection lists the selected boxes as crops.
 import { imageUrl } from "../api.js";
 import * as jobs from "../jobs.js";
+import { lazyImage, whenNear } from "../lazy.js";
+import { labelColour } from "../palette.js";
 import { $ } from "../ui.js";
 import { drawFigure } from "./plot.js";
 
+const CROPS_PAGE = 60;
+// Trace names are labels escaped for Plotly's HTML dialect (app.plots.plain_text).
+const labelOf = (name) => name.replace(/&lt;/g, "<").replace(/&gt;/g, ">").replace(/&amp;/g, "&");
+const crops = { boxes: [], shown: 0, rearm: null, onOpen: () => {} };
+
 // Plotly's customdata carries [box_id, image_id] for each point.
-function boxOf(point, result) {
-  const [boxId, imageId] = Array.isArray(point.customdata) ? point.customdata : [point.customdata];
-  const known = (result.points || []).find((p) => p.box_id === boxId) || {};
-  return boxId === undefined ? null : { label: point.data.name, ...known, box_id: boxId, image_id: imageId ?? known.image_id };
+function boxOf(point) {
+  const [boxId, imageId] = Array.isArray(point.customdata) ? point.customdata : [];
+  return boxId === undefined ? null : { box_id: boxId, image_id: imageId, label: labelOf(point.data.name) };
+}
+
+function cropItem(box) {
+  const item = document.createElement("li");
+  const button = Object.assign(document.createElement("button"), {
+    type: "button", className: "crop", title: `box ${box.box_id} · ${box.label} · image ${box.image_id}`,
+  });
+  button.dataset.boxId = box.box_id;
+  button.style.borderColor = labelColour(box.label);
+  const img = Object.assign(document.createElement("img"), { alt: `box ${box.box_id} (${box.label})` });
+  lazyImage(img, `/api/images/${box.image_id}/thumbnail?box_id=${box.box_id}&size=96`);
+  button.append(img);
+  button.addEventListener("click", () => crops.onOpen(box.image_id, { boxId: box.box_id }));
+  item.append(button);
+  return item;
+}
+
+function moreCrops() {
+  const next = crops.boxes.slice(crops.shown, crops.shown + CROPS_PAGE);
+  $("crop-list").append(...next.map(cropItem));
+  crops.shown += next.length;
+  crops.rearm?.(crops.shown < crops.boxes.length);
+}
+
+function showCrops(boxes) {
+  crops.boxes = boxes;
+  crops.shown = 0;
+  $("crop-list").replaceChildren();
+  $("crops").hidden = !boxes.length;
+  const labels = new Set(boxes.map((b) => b.label));
+  $("crops-title").textContent = `${boxes.length} selected box${boxes.length === 1 ? "" : "es"}`
+    + ` (${labels.size} label${labels.size === 1 ? "" : "s"}) · click a crop to open its image`;
+  crops.rearm ??= whenNear($("crops-more"), moreCrops);
+  moreCrops();
+}
+
+// Traces whose label contains the search text stay drawn; the others go to the legend only.
+function search(plot) {
+  const query = $("embedding-search").value.trim().toLowerCase();
+  const traces = plot.data || [];
+  const visible = traces.map((t) => !query || labelOf(t.name).toLowerCase().includes(query) || "legendonly");
+  window.Plotly.restyle(plot, { visible });
+  const points = traces.reduce((n, t, i) => n + (visible[i] === true ? (t.customdata || []).length : 0), 0);
+  $("embedding-found").textContent = query ? `${points} box${points === 1 ? "" : "es"} match “${query}”` : "";
 }
 
 export async function showEmbedding(labels, c, { onOpen }) {
   const body = { labels, model: c.model, layer: c.layer, method: c.embedMethod, descriptor: c.descriptor, seed: 0 };
   const result = await jobs.run(c.embedMethod === "pca" ? "PCA" : "t-SNE", "/api/embeddings", body);
+  const arrived = performance.now();
+  crops.onOpen = onOpen;
   $("embedding-view").hidden = false;
+  $("hover-thumb").hidden = true;
+  showCrops([]);
   const plot = $("embedding-plot");
+  delete plot.dataset.drawMs;
+  // The page's colours win over those the answer was made with (it may be a cached one).
+  for (const trace of result.figure.data || []) {
+    trace.marker = { ...trace.marker, color: labelColour(labelOf(trace.name), trace.marker?.color) };
+  }
+  $("embedding-search").value = "";
+  $("embedding-found").textContent = "";
+  $("embedding-labels").replaceChildren(...(result.figure.data || []).map((t) => new Option(labelOf(t.name))));
   await drawFigure(plot, result.figure, `embedding-${c.embedMethod}-${c.layer}`);
+  await new Promise((resolve) => requestAnimationFrame(() => resolve()));
+  plot.dataset.drawMs = (performance.now() - arrived).toFixed(0);
+  plot.dataset.points = String(result.points.length);
   plot.removeAllListeners?.("plotly_hover");
   plot.removeAllListeners?.("plotly_click");
+  plot.removeAllListeners?.("plotly_selected");
+  plot.removeAllListeners?.("plotly_deselect");
   plot.on("plotly_hover", async (event) => {
-    const box = boxOf(event.points[0], result);
+    const box = boxOf(event.points[0]);
     if (!box) return;
     $("hover-thumb").hidden = false;
     $("hover-caption").textContent = `box ${box.box_id} · ${box.label} · image ${box.image_id}`;
     $("hover-img").src = await imageUrl(`/api/images/${box.image_id}/thumbnail?box_id=${box.box_id}`);
   });
   plot.on("plotly_click", (event) => {
-    const box = boxOf(event.points[0], result);
-    if (box) onOpen(box.image_id);
+    const box = boxOf(event.points[0]);
+    if (box) onOpen(box.image_id, { boxId: box.box_id });
   });
+  plot.on("plotly_selected", (event) => showCrops((event?.points || []).map(boxOf).filter(Boolean)));
+  plot.on("plotly_deselect", () => showCrops([]));
+  $("embedding-search").oninput = () => search(plot);
   return result;
 }

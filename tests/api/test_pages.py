@@ -57,13 +57,21 @@ def test_every_module_the_page_imports_is_served(client: TestClient) -> None:
     assert seen == {str(p.relative_to(STATIC)) for p in STATIC.rglob("*.js")}
 
 
-def test_plotly_comes_from_the_installed_package(client: TestClient) -> None:
+def test_plotly_is_the_vendored_strict_build_of_the_packages_version(
+        client: TestClient) -> None:
     import plotly
 
     response = client.get("/static/plotly.min.js")
     assert response.status_code == 200
+    vendored = Path(__file__).resolve().parents[2] / "vendor" / "plotly" / "plotly-strict.min.js"
+    assert response.content == vendored.read_bytes()
+    # The strict build (WebGL code precompiled: no eval) of the plotly.js version the Python
+    # package makes its figures for.
     bundled = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
-    assert response.content == bundled.read_bytes()
+    version = re.search(rb"plotly\.js v(\d+\.\d+\.\d+)", bundled.read_bytes()[:300])
+    assert version is not None
+    assert response.content[:300].startswith(b"/**\n* plotly.js (strict - minified) v"
+                                             + version.group(1) + b"\n")
 
 
 def test_static_refuses_paths_outside_its_folder_and_unknown_kinds(client: TestClient) -> None:

@@ -6,6 +6,7 @@ request leaves the app's origin or the console logs an error.
 
 from __future__ import annotations
 
+import io
 import os
 import socket
 import subprocess
@@ -14,15 +15,19 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
+from PIL import Image
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "browser"
 ROOT = Path(__file__).resolve().parents[2]
+BIG_STORE_IMAGES = 10_000
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                "--disable-component-update", "--disable-sync", "--no-first-run"]
 
@@ -134,7 +139,7 @@ def _watched(browser: Any, origin: str) -> Iterator[tuple[Any, Watch]]:
     watch = Watch(origin)
     page.on("request", lambda req: watch.requests.append(req.url))
     page.on("console", lambda msg: watch.errors.append(msg.text) if msg.type == "error" else None)
-    page.on("pageerror", lambda exc: watch.errors.append(f"page error: {exc}"))
+    page.on("pageerror", lambda exc: watch.errors.append(f"page error: {exc} {exc.stack}"))
     page.set_default_timeout(30_000)
     try:
         yield page, watch
@@ -157,3 +162,92 @@ def token_page(browser: Any, tmp_path: Path) -> Iterator[tuple[Any, Watch]]:
     with serve(tmp_path / "data", FEATUREGAP_API_TOKEN="s3cret-token") as origin:
         with _watched(browser, origin) as pair:
             yield pair
+
+
+_SCATTER_POINTS = """(id) => {
+  const gd = document.getElementById(id);
+  const layout = gd._fullLayout, xa = layout.xaxis, ya = layout.yaxis;
+  const frame = gd.getBoundingClientRect();
+  const points = [];
+  for (const trace of gd._fullData) {
+    if (trace.visible !== true) continue;
+    for (let i = 0; i < trace.customdata.length; i += 1) {
+      points.push({ label: trace.name, box_id: trace.customdata[i][0],
+                    image_id: trace.customdata[i][1],
+                    x: frame.left + xa._offset + xa.l2p(trace.x[i]),
+                    y: frame.top + ya._offset + ya.l2p(trace.y[i]) });
+    }
+  }
+  return points;
+}"""
+
+
+@pytest.fixture
+def scatter_points() -> object:
+    """``scatter_points(page, "embedding-plot")``: every drawn point of a WebGL scatter with
+    its label, ``box_id``, ``image_id`` and its centre in viewport pixels (for the mouse).
+
+    A ``scattergl`` trace draws on a canvas, so there are no SVG points to locate; the
+    positions come from Plotly's own axes, read through ``page.evaluate`` (the page's CSP
+    refuses in-page eval).
+    """
+
+    def points(page: Any, plot_id: str) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = page.evaluate(_SCATTER_POINTS, plot_id)
+        return found
+
+    return points
+
+
+def _tiny_png(index: int) -> bytes:
+    pixels = np.full((12, 16, 3), (index * 37 % 256, index * 91 % 256, 160), np.uint8)
+    pixels[0, 0] = (index & 255, (index >> 8) & 255, (index >> 16) & 255)  # distinct bytes
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _fill_store(data_dir: Path, count: int) -> None:
+    """``count`` distinct tiny images written straight into a new store, in one transaction.
+
+    Store.add_image stores one image per transaction with an fsync (about 10 ms each); the
+    same rows and files written in bulk take a few seconds for 10,000.
+    """
+    from app.config import Settings
+    from app.engine.images import content_hash
+    from app.store import ImageRecord, Store
+    from app.store.tables import ImageRow
+
+    store = Store(Settings(data_dir=data_dir))
+    try:
+        rows = []
+        for index in range(count):
+            data = _tiny_png(index)
+            sha = content_hash(data)
+            record = ImageRecord(0, sha, "", 16, 12, "PNG", None, datetime.now(UTC))
+            path = store.image_path(record)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+            rows.append(ImageRow(sha256=sha, filename=f"tiny-{index:05d}.png", width=16,
+                                 height=12, format="PNG"))
+        with store.session() as session, session.begin():
+            session.add_all(rows)
+        assert store.count_images() == count
+    finally:
+        store.close()
+
+
+@pytest.fixture(scope="session")
+def big_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A server over a store of 10,000 tiny images named ``tiny-00000.png`` … in id order."""
+    data_dir = tmp_path_factory.mktemp("big") / "data"
+    _fill_store(data_dir, BIG_STORE_IMAGES)
+    with serve(data_dir) as origin:
+        yield origin
+
+
+@pytest.fixture
+def big_page(browser: Any, big_server: str) -> Iterator[tuple[Any, Watch]]:
+    """A watched 1280×800 page on :func:`big_server`."""
+    with _watched(browser, big_server) as pair:
+        yield pair

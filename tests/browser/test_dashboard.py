@@ -48,9 +48,14 @@ def _open_image(page: Page, name: str) -> dict[str, float]:
     return box
 
 
+def _images(origin: str) -> list[dict[str, Any]]:
+    images: list[dict[str, Any]] = httpx.get(f"{origin}/api/images",
+                                             params={"limit": 1000}).json()["items"]
+    return images
+
+
 def _boxes(origin: str, image_id: int) -> list[dict[str, Any]]:
-    boxes: list[dict[str, Any]] = httpx.get(f"{origin}/api/boxes",
-                                            params={"image_id": image_id}).json()
+    boxes: list[dict[str, Any]] = httpx.get(f"{origin}/api/images/{image_id}/boxes").json()
     return boxes
 
 
@@ -82,7 +87,7 @@ def test_boxes_drawn_resized_moved_deleted_and_undone_in_image_pixels(
     _open(page, server)
     shot(page, "empty")
     _upload(page, "chelsea", photo.png("chelsea"))
-    image = next(i for i in httpx.get(f"{server}/api/images").json()
+    image = next(i for i in _images(server)
                  if i["filename"] == "chelsea.png")
     width, height = image["width"], image["height"]
     shown = _open_image(page, "chelsea")
@@ -174,7 +179,7 @@ def test_heat_map_overlay_box_scores_predictions_and_errors(
         zone.dispatchEvent(new DragEvent("drop", { dataTransfer: data, cancelable: true }));
     }""", base64.b64encode(photo.png("coffee")).decode())
     page.wait_for_selector(".card img[alt='coffee.png']")
-    image = next(i for i in httpx.get(f"{server}/api/images").json()
+    image = next(i for i in _images(server)
                  if i["filename"] == "coffee.png")
     box_id = _api_box(server, image["id"], 160, 40, 300, 260, "cup")
     page.reload()
@@ -216,7 +221,8 @@ def test_heat_map_overlay_box_scores_predictions_and_errors(
 
 
 def test_two_textures_distance_matrix_profile_and_scatter(
-        watched_page: tuple[Page, Any], server: str, photo: Any, shot: Any) -> None:
+        watched_page: tuple[Page, Any], server: str, photo: Any, shot: Any,
+        scatter_points: Any) -> None:
     page, _ = watched_page
     _open(page, server)
     # Both textures through the picker at once (several files in one upload).
@@ -225,7 +231,7 @@ def test_two_textures_distance_matrix_profile_and_scatter(
         for name in ("brick", "grass")])
     page.wait_for_selector(".card img[alt='grass.png']")
     page.wait_for_selector(".card img[alt='brick.png']")
-    images = {i["filename"]: i for i in httpx.get(f"{server}/api/images").json()}
+    images = {i["filename"]: i for i in _images(server)}
     for name in ("brick", "grass"):
         for row in range(2):
             for col in range(3):
@@ -274,12 +280,12 @@ def test_two_textures_distance_matrix_profile_and_scatter(
 
     page.click("#run-embedding")
     assert _traces(page, "embedding-plot") >= 1
-    points = page.locator("#embedding-plot .scatterlayer .point")
-    assert points.count() == 12
+    _wait_for(page, "document.getElementById('embedding-plot').dataset.drawMs")
     # Plotly's drag layer sits above the points: point at them with the mouse itself.
     page.locator("#embedding-plot").scroll_into_view_if_needed()
-    where = points.first.bounding_box()
-    centre = (where["x"] + where["width"] / 2, where["y"] + where["height"] / 2)
+    points = scatter_points(page, "embedding-plot")
+    assert len(points) == 12
+    centre = (points[0]["x"], points[0]["y"])
     page.mouse.move(centre[0] - 5, centre[1] - 5)
     page.mouse.move(*centre, steps=5)
     _wait_for(page, "document.getElementById('hover-img').src.startsWith('blob:')")
