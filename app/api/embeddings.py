@@ -12,7 +12,7 @@ from app.api.distances import ERRORS, answer_or_queue, precheck
 from app.api.models import model_info
 from app.api.schemas import JobAccepted
 from app.jobs import Cancelled
-from app.service.analysis import EmbeddingRequest, embedding, embedding_work
+from app.service.analysis import EmbeddingRequest, embedding, estimate_embedding
 
 __all__ = ["router", "EmbeddingIn", "EmbeddingOut"]
 
@@ -86,7 +86,8 @@ def _embedding(body: EmbeddingIn, store: StoreDep, settings: SettingsDep, jobs: 
     precheck(settings, model, [body.layer], len(boxes))
     request = EmbeddingRequest(body.model, body.layer, body.method, body.perplexity, body.seed,
                                body.descriptor, body.grid_size, body.mode)
-    return answer_or_queue(jobs, settings, "embedding", embedding_work(request, len(boxes)),
+    units = estimate_embedding(store, settings, model, boxes, request).units
+    return answer_or_queue(jobs, settings, "embedding", units,
                            lambda progress, cancelled: embedding(
                                store, settings, model, boxes, request, progress, cancelled),
                            cancelled)

@@ -29,6 +29,7 @@ from app.engine.preprocess import InputMode
 from app.engine.regions import Box
 from app.jobs import current_cancelled
 from app.plots import heatmap_figure
+from app.service.estimates import heatmap_budget
 from app.service.resolution import resolution_warnings
 from app.service.results import cached
 from app.store import BoxRecord, ImageRecord, Store
@@ -68,12 +69,15 @@ def raw_heatmap(store: Store, model: LoadedModel, image: ImageRecord,
         ValueError: a target or channel out of range, or ``cam`` on an unfit layer.
         InterruptedError: the work running it was cancelled (Score-CAM checks between
             batches).
+        LimitExceeded: its memory estimate is past ``max_request_bytes`` (checked before
+            the image is decoded).
     """
     key = (model.spec.name, model.weights_sha256, image.sha256, request.layer, request.method,
            request.target, request.mode, request.channel)
     found = _MAPS.get(key)
     if found is not None:
         return found
+    heatmap_budget(store.settings, model, image, method=request.method, mode=request.mode)
     decoded = store.load_decoded(image)
     with ENGINE_LOCK:
         # Score-CAM stops between batches when the pool's caller goes away
