@@ -41,12 +41,20 @@ F64 = 8
 _RGB = 4  # Pillow keeps an RGB picture as 4 bytes a pixel
 _PERMUTATION_BATCH = 256  # assignments app.engine.inference evaluates at once
 _NULL_BLOCK = 1024  # Gram block of the MMD permutation fast path
+_OVERHEAD = 16 * 2**20  # a request's own objects, the answer's JSON, allocator slack
 _MMD_MEASURES = frozenset({"mmd", "seed_mmd"})
 _MEAN_MEASURES = frozenset({"euclidean", "std_euclidean", "cosine"})
 _GRADIENT_METHODS = frozenset({"gradcam", "gradcampp", "layercam"})
 # A heat map at image size: the float32 map, score_boxes' float64 copies and sort (3), the
 # display normalisation and the figure's float32 bytes with their base64 text.
 _HEATMAP_BYTES_PER_PIXEL = F32 + 3 * F64 + F32 + 2 * F32
+# Preprocessing at image size (app.engine.preprocess): an RGB copy, one float32 plane, a band.
+_PREPROCESS_BYTES_PER_PIXEL = 10
+# One work unit is about this many multiply-adds of a measure (a little over 1 ms here), so
+# the default analysis_job_threshold of 20,000 units sends work of about half a minute or
+# more to a job.
+FLOPS_PER_UNIT = 2**24
+_TSNE_BASE = 48 * 2**20  # openTSNE's own working set, measured at 600 points
 # openTSNE on n points: exact neighbours / affinities below 1000 points, and the
 # gradient's n×n-sized work in Barnes–Hut; counted as two n×n float64 arrays.
 _TSNE_SQUARES = 2
@@ -89,8 +97,9 @@ class Estimate:
 
     @property
     def bytes(self) -> int:
-        """Estimated peak bytes: everything held plus the largest phase."""
-        return sum(self.held.values()) + max(self.phases.values(), default=0)
+        """Estimated peak bytes: everything held plus the largest phase (plus a small fixed
+        overhead)."""
+        return _OVERHEAD + sum(self.held.values()) + max(self.phases.values(), default=0)
 
     def describe(self) -> str:
         """The largest parts with their sizes, largest first."""
@@ -144,7 +153,7 @@ def descriptor_shape(descriptor: str, channels: int, grid_size: int) -> tuple[in
 def _extraction(cost: ModelCost, mode: str, sizes: Sequence[tuple[int, int]],
                 native_max_side: int) -> int:
     """One image's decode and forward pass, the largest of the images."""
-    return max((width * height * _RGB
+    return max((width * height * (_RGB + _PREPROCESS_BYTES_PER_PIXEL)
                 + int(input_pixels(cost, mode, width, height, native_max_side)
                       * cost.forward_per_pixel)
                 for width, height in sizes), default=0)
@@ -156,7 +165,7 @@ def _measure_bytes(measure: str, options: Mapping[str, Any], rows: int, dims: in
     if measure in _MEAN_MEASURES:
         return 2 * pooled
     if measure == "mahalanobis":
-        return 4 * dims * dims * F64 + 2 * pooled
+        return 5 * dims * dims * F64 + 2 * pooled
     if measure == "mutual_information":
         bins = int(options.get("bins", 16))
         return 3 * bins * bins * F64 + 6 * dims * F64 + pooled
@@ -166,6 +175,17 @@ def _measure_bytes(measure: str, options: Mapping[str, Any], rows: int, dims: in
     if measure == "grassmann":
         return 3 * pooled + 2 * min(rows, dims) * dims * F64
     return 4 * pooled
+
+
+def _measure_flops(measure: str, rows: int, dims: int) -> int:
+    """Multiply-adds of one call of a measure on ``rows`` pooled rows of ``dims``."""
+    if measure in _MMD_MEASURES:
+        return rows * rows * dims
+    if measure == "mahalanobis":
+        return dims * dims * (rows + dims)
+    if measure == "grassmann":
+        return rows * dims * min(rows, dims)
+    return rows * dims
 
 
 def estimate_distances(
@@ -185,7 +205,9 @@ def estimate_distances(
         permutations: draws per pair; bootstrap: resamples per pair.
         mode: input mode; image_sizes: ``(width, height)`` of the images the boxes lie on;
             native_max_side: the native mode's longest side.
-        units: the request's work units (boxes × (draws + resamples)).
+        units: the request's work units by count (boxes × (draws + resamples)); the
+            estimate's units are the larger of these and the measure's multiply-adds over
+            :data:`FLOPS_PER_UNIT` (MMD on ``pixels`` grows with rows²).
     """
     per_box, dims = descriptor_shape(descriptor, channels, grid_size)
     rows = sum(group_sizes) * per_box
@@ -206,6 +228,11 @@ def estimate_distances(
     if bootstrap:
         phases = {**phases, "bootstrap on a pair": _measure_bytes(
             measure, options, pair_rows, dims) + 2 * pair_rows * dims * F64}
+    k = len(group_sizes)
+    calls = 1 + bootstrap + (-(-permutations // _PERMUTATION_BATCH) if measure in _MMD_MEASURES
+                             else permutations)
+    flops = k * (k - 1) // 2 * calls * _measure_flops(measure, pair_rows, dims)
+    units = max(units, flops // FLOPS_PER_UNIT)
     return Estimate("distances", held, phases, units, hint=(
         "ask for fewer boxes or labels, a smaller grid_size, the 'gap' descriptor, smaller "
         "measure options (bins, block_size) or fewer permutations"))
@@ -243,7 +270,7 @@ def estimate_embedding(
     """t-SNE or PCA of one descriptor per box (t-SNE counts ``n²``)."""
     _, dims = descriptor_shape(descriptor, channels, grid_size)
     held = {"descriptors": n_boxes * dims * (F32 + F64)}
-    work = (_TSNE_SQUARES * n_boxes * n_boxes * F64 + 2 * n_boxes * dims * F64
+    work = (_TSNE_BASE + _TSNE_SQUARES * n_boxes * n_boxes * F64 + 2 * n_boxes * dims * F64
             if method == "tsne" else 3 * n_boxes * dims * F64)
     phases = {
         "decode and forward of one image": _extraction(cost, mode, image_sizes,
@@ -267,7 +294,7 @@ def estimate_heatmap(
     pixels = input_pixels(cost, mode, width, height, native_max_side)
     per_pixel = (cost.gradient_per_pixel if method in _GRADIENT_METHODS
                  else cost.forward_per_pixel)
-    forward = int(pixels * per_pixel)
+    forward = int(pixels * per_pixel) + width * height * _PREPROCESS_BYTES_PER_PIXEL
     if method == "scorecam":
         # the masked batch (masks and masked inputs) and its forward pass
         forward += int(scorecam_batch_pixels * (cost.forward_per_pixel + 4 * 3 * F32))
@@ -285,5 +312,6 @@ def estimate_prediction(*, cost: ModelCost, width: int, height: int, mode: str,
     """Top-k classes of an image (or a box's crop): its decode and one forward pass."""
     pixels = input_pixels(cost, mode, width, height, native_max_side)
     return Estimate("prediction", {"decoded image": width * height * _RGB},
-                    {"forward pass": int(pixels * cost.forward_per_pixel)}, 0,
+                    {"forward pass": int(pixels * cost.forward_per_pixel)
+                     + width * height * _PREPROCESS_BYTES_PER_PIXEL}, 0,
                     hint="use mode 'resize' or a smaller image")

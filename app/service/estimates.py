@@ -32,10 +32,11 @@ __all__ = ["distance_budget", "embedding_budget", "heatmap_budget", "model_cost"
            "prediction_budget", "separation_budget"]
 
 # Measured on EfficientNet-Lite0 (peak RSS growth of one forward pass in a fresh process,
-# 224² and 1024×768): inference mode holds about 4.2 × the largest layer output, a pass with
-# gradients to the input about 1.2 × all layer outputs together. Rounded up.
+# 224² and 1024×768): inference mode holds about 4.2 × the largest layer output (402 bytes a
+# pixel), a pass with gradients to the input about 1.2 × all layer outputs together (1,769
+# bytes a pixel). Rounded up.
 _FORWARD_LARGEST = 4.5
-_GRADIENT_ALL = 1.25
+_GRADIENT_ALL = 1.2
 _INPUT_BYTES_PER_PIXEL = 3 * 4
 
 
@@ -47,7 +48,7 @@ def model_cost(model: LoadedModel) -> ModelCost:
     pixels = size * size
     outputs = [info.channels * info.height * info.width * 4 for info in layers] or [0]
     forward = _FORWARD_LARGEST * max(outputs) / pixels + _INPUT_BYTES_PER_PIXEL
-    gradient = _GRADIENT_ALL * sum(outputs) / pixels + forward
+    gradient = _GRADIENT_ALL * sum(outputs) / pixels + _INPUT_BYTES_PER_PIXEL
     return ModelCost(forward, gradient, size)
 
 
