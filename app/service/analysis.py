@@ -22,7 +22,7 @@ from app.engine.measures import MEASURES, Measure, get_measure
 from app.engine.models import LoadedModel
 from app.engine.preprocess import InputMode
 from app.engine.regions import Descriptor
-from app.errors import NotFound
+from app.errors import InvalidInput, NotFound
 from app.plots import distance_matrix_figure, embedding_figure, separation_figure, to_json_safe
 from app.service.budgets import Estimate
 from app.service.estimates import distance_budget, embedding_budget, separation_budget
@@ -368,11 +368,15 @@ class EmbeddingRequest:
     descriptor: Literal["gap", "grid"] = "gap"
     grid_size: int = 4
     mode: InputMode = "resize"
+    n_iter: int = 500
 
 
 def embedding_work(request: EmbeddingRequest, n_boxes: int) -> int:
-    """Work units of an embedding (boxes; t-SNE counts ten times PCA)."""
-    return n_boxes * (10 if request.method == "tsne" else 1)
+    """Work units of an embedding (boxes; t-SNE at its default 500 iterations counts ten
+    times PCA, and in proportion to its iterations)."""
+    if request.method != "tsne":
+        return n_boxes
+    return n_boxes * max(1, 10 * request.n_iter // 500)
 
 
 def estimate_embedding(store: Store, settings: Settings, model: LoadedModel,
@@ -381,7 +385,22 @@ def estimate_embedding(store: Store, settings: Settings, model: LoadedModel,
 
     Raises:
         KeyError: unknown layer. LimitExceeded: past ``max_request_bytes``.
+        InvalidInput: too few boxes for the method, or a perplexity out of range for
+            this many boxes.
     """
+    from app.engine.embed import max_perplexity
+
+    n = len(boxes)
+    least = 4 if request.method == "tsne" else 2
+    if n < least:
+        raise InvalidInput(f"{request.method} needs at least {least} boxes, got {n}; draw more "
+                           "boxes or choose other labels or ids"
+                           + ("; or use method 'pca'" if request.method == "tsne" else ""))
+    if request.method == "tsne" and request.perplexity is not None and not (
+            0 < request.perplexity <= max_perplexity(n)):
+        raise InvalidInput(f"perplexity {request.perplexity} is out of range for {n} boxes; "
+                           f"use a value in (0, {max_perplexity(n):.3g}] ((n − 1)/3), or omit "
+                           "it for min(30, (n − 1)/3)")
     return embedding_budget(
         store, settings, model, layer=request.layer, method=request.method,
         descriptor=request.descriptor, grid_size=request.grid_size, boxes=boxes,
@@ -422,7 +441,7 @@ def embedding(store: Store, settings: Settings, model: LoadedModel, boxes: list[
     if progress is not None:
         progress(0.85, f"{request.method} of {len(boxes)} boxes")
     xy = embed(x, request.method, perplexity=request.perplexity, seed=request.seed,
-               cancelled=cancelled)
+               n_iter=request.n_iter, cancelled=cancelled)
     points = [{"box_id": b.id, "image_id": b.image_id, "label": b.label,
                "x": float(p[0]), "y": float(p[1])} for b, p in zip(boxes, xy, strict=True)]
     result = to_json_safe({

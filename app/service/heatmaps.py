@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import torch
 
+from app.engine.cams import CamOptions
 from app.engine.features import LOGITS, default_cache, extract
 from app.engine.heatmaps import HeatMap, compute_heatmap, normalise
 from app.engine.layers import check_layer
@@ -58,6 +59,8 @@ class HeatmapRequest:
     mode: InputMode = "resize"
     normalise: Normalise = "minmax"
     channel: int | None = None
+    options: tuple[tuple[str, Any], ...] = ()
+    """The method's validated options (``app.engine.cams.method_options``), sorted pairs."""
 
 
 def raw_heatmap(store: Store, model: LoadedModel, image: ImageRecord,
@@ -73,16 +76,18 @@ def raw_heatmap(store: Store, model: LoadedModel, image: ImageRecord,
             the image is decoded).
     """
     key = (model.spec.name, model.weights_sha256, image.sha256, request.layer, request.method,
-           request.target, request.mode, request.channel)
+           request.target, request.mode, request.channel, request.options)
     found = _MAPS.get(key)
     if found is not None:
         return found
-    heatmap_budget(store.settings, model, image, method=request.method, mode=request.mode)
+    options = CamOptions(**dict(request.options))
+    heatmap_budget(store.settings, model, image, method=request.method, mode=request.mode,
+                   batch_size=options.batch_size, max_batch_pixels=options.max_batch_pixels)
     decoded = store.load_decoded(image)
     with ENGINE_LOCK:
         # Score-CAM stops between batches when the pool's caller goes away
         heat = compute_heatmap(model, decoded, request.layer, request.method, request.target,
-                               request.mode, request.channel,
+                               request.mode, request.channel, options=options,
                                native_max_side=store.settings.native_max_side,
                                cancelled=current_cancelled())
     _MAPS.put(key, heat)

@@ -140,3 +140,77 @@ def test_a_sixteen_bit_upload_past_the_decode_budget_is_413(
     small.save(buffer, format="PNG")
     assert client.post("/api/images", files={"file": ("small.png", buffer.getvalue(),
                                                        "image/png")}).status_code == 201
+
+
+def test_heatmap_methods_declare_their_options(project: tuple[TestClient, dict[str, Any]]
+                                               ) -> None:
+    client, _ = project
+    methods = {m["name"]: m for m in client.get("/api/heatmap-methods").json()}
+    score = methods["scorecam"]["options"]["properties"]
+    assert score["max_channels"]["maximum"] == 512 and score["max_channels"]["default"] == 64
+    assert score["batch_size"]["maximum"] == 64
+    assert methods["gradcam"]["options"].get("properties", {}) == {}
+
+
+@pytest.mark.slow
+def test_unknown_or_unbounded_method_options_are_422_before_work(
+        project: tuple[TestClient, dict[str, Any]], work: dict[str, int]) -> None:
+    client, ids = project
+    base = {"image_id": ids["images"][1], "layer": "conv_head"}
+    answer = client.post("/api/heatmaps", json={**base, "method": "gradcam",
+                                                "options": {"foo": 1}})
+    assert answer.status_code == 422 and "'foo'" in answer.json()["detail"]
+    assert "takes no options" in answer.json()["detail"]
+    answer = client.post("/api/heatmaps/png", json={**base, "method": "scorecam",
+                                                    "options": {"max_channels": 10**6}})
+    assert answer.status_code == 422
+    assert "max_channels" in answer.json()["detail"] and "≤ 512" in answer.json()["detail"]
+    answer = client.post("/api/heatmaps/scores.csv", json={**base, "method": "scorecam",
+                                                           "options": {"channels": 3}})
+    assert answer.status_code == 422 and "batch_size" in answer.json()["detail"]
+    assert work == {"decodes": 0, "forwards": 0}
+
+
+@pytest.mark.slow
+def test_scorecam_uses_the_channels_asked_for(project: tuple[TestClient, dict[str, Any]],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.engine.cams import CamOptions
+    from app.engine.heatmaps import compute_heatmap
+    from app.engine.images import decode_image
+    from app.engine.models import get_model
+
+    client, ids = project
+    # Score-CAM's masked batches alone pass this module's 64 MiB budget
+    monkeypatch.setattr(client.app.state.settings, "max_request_bytes", 2**30)  # type: ignore[attr-defined]
+    image_id = ids["images"][2]
+    body = {"image_id": image_id, "layer": "blocks.5.1.add", "method": "scorecam",
+            "options": {"max_channels": 3, "batch_size": 2}}
+    answer = client.post("/api/heatmaps", json=body)
+    assert answer.status_code == 200, answer.text
+    decoded = decode_image(client.get(f"/api/images/{image_id}/file").content, max_pixels=10**8)
+    model = get_model("efficientnet_lite0")
+    want = compute_heatmap(model, decoded, "blocks.5.1.add", "scorecam",
+                           options=CamOptions(max_channels=3, batch_size=2)).values
+    every = compute_heatmap(model, decoded, "blocks.5.1.add", "scorecam",
+                            options=CamOptions(max_channels=64)).values
+    got = answer.json()["heat_range"]
+    assert got == pytest.approx([float(want.min()), float(want.max())], rel=1e-6, abs=1e-9)
+    assert float(every.max()) != pytest.approx(got[1], rel=1e-3)
+
+
+@pytest.mark.slow
+def test_embedding_perplexity_is_bounded_by_the_boxes_before_work(
+        project: tuple[TestClient, dict[str, Any]], work: dict[str, int],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    client, ids = project
+    body = {"labels": ids["labels"], "layer": "conv_head", "method": "tsne"}
+    answer = client.post("/api/embeddings", json={**body, "perplexity": 2.7})  # 9 boxes: ≤ 8/3
+    assert answer.status_code == 422 and "(0, 2.67]" in answer.json()["detail"]
+    assert client.post("/api/embeddings", json={**body, "n_iter": 10}).status_code == 422
+    answer = client.post("/api/embeddings", json={**body, "labels": ids["labels"][:1]})
+    assert answer.status_code == 422 and "at least 4 boxes" in answer.json()["detail"]
+    assert work == {"decodes": 0, "forwards": 0}
+    # openTSNE's own working set alone nearly fills this module's 64 MiB budget
+    monkeypatch.setattr(client.app.state.settings, "max_request_bytes", 2**30)  # type: ignore[attr-defined]
+    ran = client.post("/api/embeddings", json={**body, "perplexity": 2.6, "n_iter": 60})
+    assert ran.status_code == 200, ran.text
