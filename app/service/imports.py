@@ -10,7 +10,7 @@ missing and nothing twice.
 from __future__ import annotations
 
 import unicodedata
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -157,9 +157,30 @@ def _labeled(store: Store, image_id: int | None = None) -> list[tuple[int, int, 
 
 
 def export_coco(store: Store) -> dict[str, object]:
-    """Every stored image and box as one COCO document (category ids by sorted label)."""
+    """Every stored image and box as one COCO document (category ids by sorted label).
+
+    A box imported with an integer annotation id (its ``source_id``) is written with that
+    id, so a COCO file round-trips its ids; the other boxes keep their store id unless a
+    kept id took it, then they get ids past the largest one in use. Ids stay unique.
+    """
     images = [CocoImage(i.id, i.filename, i.width, i.height) for i in store.images()]
-    return write_coco(images, _labeled(store))
+    records = store.boxes()
+    kept = Counter(b.source_id for b in records if b.source_id is not None)
+    used = {source for source, n in kept.items() if n == 1}
+    ids: list[int] = []
+    spare = max([*used, *(b.id for b in records), 0])
+    for record in records:
+        if record.source_id is not None and kept[record.source_id] == 1:
+            ids.append(record.source_id)
+        elif record.id not in used:
+            ids.append(record.id)
+            used.add(record.id)
+        else:
+            spare += 1
+            ids.append(spare)
+    boxes = [(box_id, b.image_id, LabeledBox(b.x, b.y, b.w, b.h, b.label))
+             for box_id, b in zip(ids, records, strict=True)]
+    return write_coco(images, boxes)
 
 
 def export_voc(store: Store, image: ImageRecord) -> str:
