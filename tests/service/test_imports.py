@@ -103,11 +103,11 @@ def test_a_failure_inside_a_batch_rolls_that_batch_back_and_a_retry_completes(
     calls: list[int] = []
     real = Store._missing_rows
 
-    def failing(self: Store, session: Any, image_id: int, boxes: Any) -> Any:
+    def failing(self: Store, session: Any, image_id: int, *rest: Any) -> Any:
         calls.append(image_id)
         if len(calls) == 4:  # the second image of the second batch
             raise OSError("disk I/O error")
-        return real(self, session, image_id, boxes)
+        return real(self, session, image_id, *rest)
 
     monkeypatch.setattr(Store, "_missing_rows", failing)
     with pytest.raises(OSError):
