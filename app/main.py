@@ -10,6 +10,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from app.api import (
     boxes,
+    datasets,
     distances,
     docs,
     embeddings,
@@ -90,7 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api_routers: list[APIRouter] = [health.router, models.router, images.router, boxes.router,
                                     formats.router, jobs.router, heatmaps.router,
                                     predictions.router, distances.router, separation.router,
-                                    embeddings.router]
+                                    embeddings.router, datasets.router]
     for router in api_routers:
         app.include_router(router, dependencies=protected)
     app.include_router(pages.router)  # the dashboard: no token, it asks for one itself

@@ -81,9 +81,18 @@ class DatasetSummary:
         """How many annotations were not imported, in all."""
         return sum(item.annotations for item in self.skipped)
 
-    def as_dict(self) -> dict[str, Any]:
-        """The summary as JSON-ready values (the CLI's report and the job's result)."""
-        return {**asdict(self), "annotations_skipped": self.annotations_skipped}
+    def as_dict(self, max_skipped: int | None = None) -> dict[str, Any]:
+        """The summary as JSON-ready values (the CLI's report and the job's result).
+
+        Args:
+            max_skipped: list at most this many skipped items (``skipped_listed`` says how
+                many are listed; the count ``annotations_skipped`` is always complete).
+        """
+        out = {**asdict(self), "annotations_skipped": self.annotations_skipped}
+        if max_skipped is not None:
+            out["skipped"] = out["skipped"][:max_skipped]
+        out["skipped_listed"] = len(out["skipped"])
+        return out
 
 
 @dataclass
