@@ -281,26 +281,28 @@ def _run_import(args: argparse.Namespace) -> int:
     settings = get_settings()
     if args.data_dir:
         settings = settings.model_copy(update={"data_dir": Path(args.data_dir).expanduser()})
+    classes = datasets.read_classes(Path(args.classes)) if args.format == "yolo" else []
     store = Store(settings)
-    try:
-        with tqdm(desc=f"import {args.format}", unit="img", disable=args.quiet,
-                  file=sys.stderr) as bar:
-            def advance(done: int, total: int) -> None:
-                bar.total = total
-                bar.update(done - bar.n)
+    bars: list[tqdm[Any]] = []  # opened on the first image, so an early error prints no bar
 
-            if args.format == "coco":
-                summary = datasets.import_coco_dataset(
-                    store, Path(args.annotations), Path(args.images), advance)
-            elif args.format == "voc":
-                summary = datasets.import_voc_dataset(
-                    store, Path(args.folder), Path(args.images) if args.images else None,
-                    advance)
-            else:
-                classes = datasets.read_classes(Path(args.classes))
-                summary = datasets.import_yolo_dataset(store, Path(args.folder), classes,
-                                                       advance)
+    def advance(done: int, total: int) -> None:
+        if not bars:
+            bars.append(tqdm(total=total, desc=f"import {args.format}", unit="img",
+                             disable=args.quiet, file=sys.stderr))
+        bars[0].update(done - bars[0].n)
+
+    try:
+        if args.format == "coco":
+            summary = datasets.import_coco_dataset(
+                store, Path(args.annotations), Path(args.images), advance)
+        elif args.format == "voc":
+            summary = datasets.import_voc_dataset(
+                store, Path(args.folder), Path(args.images) if args.images else None, advance)
+        else:
+            summary = datasets.import_yolo_dataset(store, Path(args.folder), classes, advance)
     finally:
+        for bar in bars:
+            bar.close()
         store.close()
     report = summary.as_dict()
     if args.report:
@@ -309,9 +311,11 @@ def _run_import(args: argparse.Namespace) -> int:
     print(f"images: {summary.images_added} added, {summary.images_present} already stored "
           f"(same bytes); boxes: {summary.boxes_added} added, {summary.boxes_present} already "
           f"there; {summary.annotations_skipped} annotations skipped")
-    reasons = Counter(item.reason for item in summary.skipped)
-    for reason, times in reasons.most_common(10):
-        print(f"  skipped {times}x: {reason}")
+    reasons: Counter[str] = Counter()
+    for item in summary.skipped:
+        reasons[item.reason] += item.annotations
+    for reason, count in reasons.most_common(10):
+        print(f"  {count} skipped: {reason}")
     if len(reasons) > 10:
         print(f"  … {len(reasons) - 10} more reasons" + (
             f" in {args.report}" if args.report else "; --report FILE lists every one"))
