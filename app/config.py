@@ -63,6 +63,8 @@ class Settings(BaseSettings):
         None, description="The folder whose datasets POST /api/import/dataset may read "
         "(paths outside it, symlinks included, are refused); unset: importing from the "
         "server's disk is off.")
+    max_zip_upload_bytes: int = Field(
+        2 * 1024**3, gt=0, description="Largest dataset .zip upload (POST /api/import/zip).")
     max_zip_members: int = Field(
         100_000, gt=0, description="Most files (and folders) a dataset .zip may hold.")
     max_zip_bytes: int = Field(

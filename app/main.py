@@ -77,6 +77,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # add_middleware wraps: the last added runs first. Order of a request, outside in:
     # headers, Host, CORS, Origin, token (no body read yet), body limits, the routes.
     app.add_middleware(BodyLimits, max_upload_bytes=settings.max_upload_bytes,
+                       upload_limits={"/api/import/zip": (settings.max_zip_upload_bytes,
+                                                          "FEATUREGAP_MAX_ZIP_UPLOAD_BYTES")},
                        max_json_bytes=settings.max_json_bytes,
                        max_json_depth=settings.max_json_depth)
     app.add_middleware(TokenGate, token=settings.api_token)

@@ -70,7 +70,7 @@ def post_zip(
         "the class-names member when it is not classes.txt")] = None,
 ) -> JobAccepted:
     """Import a dataset uploaded as a .zip (checked, then unpacked and imported as a job)."""
-    path = dataset_jobs.receive_zip(settings, file.file, settings.max_upload_bytes)
+    path = dataset_jobs.receive_zip(settings, file.file, settings.max_zip_upload_bytes)
     job = dataset_jobs.zip_job(store, settings, path, format, annotations or None)
     try:
         return JobAccepted(job_id=jobs.submit("import_zip", job))

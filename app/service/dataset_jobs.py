@@ -165,7 +165,7 @@ def receive_zip(settings: Settings, stream: BinaryIO, limit: int) -> Path:
                 if size > limit:
                     raise LimitExceeded(
                         f"the upload is larger than the limit of {limit} bytes (setting "
-                        "FEATUREGAP_MAX_UPLOAD_BYTES); send a smaller zip")
+                        "FEATUREGAP_MAX_ZIP_UPLOAD_BYTES); send a smaller zip")
                 handle.write(chunk)
     except BaseException:
         path.unlink(missing_ok=True)

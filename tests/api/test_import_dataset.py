@@ -209,3 +209,19 @@ def test_a_zip_without_its_annotations_fails_the_job_with_the_reason(
     named = _post_zip(client, _zip(members), annotations="export/annotations.json")
     assert _finished(client, named.json()["job_id"])["result"]["boxes_added"] == 15
     assert list((tmp_path / "data" / "imports").iterdir()) == []
+
+
+def test_zip_uploads_have_their_own_size_limit(tmp_path: Path, dataset: SyntheticDataset
+                                               ) -> None:
+    data = _zip(_dataset_zip(dataset))
+    assert 30_000 < len(data) < 1_000_000
+    with _client(tmp_path / "a", max_upload_bytes=1000) as client:  # images and COCO files
+        assert client.post("/api/images", files={"file": ("a.png", data)}).status_code == 413
+        job = _finished(client, _post_zip(client, data).json()["job_id"])
+        assert job["result"]["boxes_added"] == 15
+    with _client(tmp_path / "b", max_zip_upload_bytes=30_000) as client:
+        for body in (data, data + bytes(2 * 1024 * 1024)):  # checked by the route, the edge
+            answer = _post_zip(client, body)
+            assert answer.status_code == 413
+            assert "FEATUREGAP_MAX_ZIP_UPLOAD_BYTES" in answer.json()["detail"]
+        assert list((tmp_path / "b" / "data" / "imports").glob("*")) == []
