@@ -101,7 +101,8 @@ def import_coco(
 
     Each image's boxes are added all or none; an image whose boxes cannot be added is
     skipped with the reason. Boxes already in the store (same image, label and geometry)
-    are counted in ``boxes_present``, not added again.
+    are counted in ``boxes_present``, not added again. Integer annotation ids are kept on
+    the boxes added (``source_id``), so :func:`export_coco` gives them back.
 
     Raises:
         JobCancelled: ``cancelled()`` turned True; the batches written so far stay.
@@ -111,11 +112,14 @@ def import_coco(
     summary.images_matched = len(targets)
     known = {entry.id for entry in document.images}
     per_image: dict[int, list[LabeledBox]] = defaultdict(list)
+    source_ids: dict[int, list[int | None]] = defaultdict(list)
     orphans = 0
     for annotation in document.annotations:
         record = targets.get(annotation.image_id)
         if record is not None:
             per_image[record.id].append(annotation.box)
+            source_ids[record.id].append(
+                annotation.id if isinstance(annotation.id, int) else None)
         elif annotation.image_id not in known:
             orphans += 1
     if orphans:
@@ -125,7 +129,8 @@ def import_coco(
         if cancelled is not None and cancelled():
             raise JobCancelled()
         count = store.import_boxes(
-            {image_id: [b.as_tuple() for b in boxes] for image_id, boxes in batch.items()}
+            {image_id: [b.as_tuple() for b in boxes] for image_id, boxes in batch.items()},
+            {image_id: source_ids[image_id] for image_id in batch},
         )
         summary.boxes_added += count.added
         summary.boxes_present += count.present
