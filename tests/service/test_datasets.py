@@ -199,3 +199,16 @@ def test_the_synthetic_generator_is_seeded_and_its_domains_differ(tmp_path: Path
         return float(np.abs(np.diff(grey_values, axis=1)).mean())
 
     assert detail(flat) < 0.6 * detail(colour)
+
+
+def test_a_file_that_is_not_an_image_is_skipped_and_the_rest_go_in(
+    dataset: SyntheticDataset, store: Store, tmp_path: Path
+) -> None:
+    assert dataset.yolo_dir is not None
+    yolo = tmp_path / "yolo"
+    shutil.copytree(dataset.yolo_dir, yolo)
+    (yolo / "images" / dataset.file_names[4]).write_bytes(b"\xff\xd8 not a JPEG")
+    summary = import_yolo_dataset(store, yolo, list(CLASSES))
+    assert [(s.what, s.reason.split(":")[0], s.annotations) for s in summary.skipped] == [
+        (f"image {dataset.file_names[4]!r}", "not stored", 3)]
+    assert (summary.images_added, summary.boxes_added) == (6, 18)

@@ -194,10 +194,15 @@ def _one(store: Store, summary: DatasetSummary, item: Item,
         return 0
     try:
         data = item.path.read_bytes()
+    except OSError as exc:
+        summary.skipped.append(Skipped(what, f"not read: {exc.strerror or exc}",
+                                       item.count_hint))
+        return 0
+    try:
+        # A store that cannot write (a full disk) raises on: every later image would fail.
         record, created = store.add_image(data, item.name)
-    except (OSError, ValueError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        summary.skipped.append(Skipped(what, f"not stored: {reason}", item.count_hint))
+    except ValueError as exc:  # not an image, or too many pixels
+        summary.skipped.append(Skipped(what, f"not stored: {exc}", item.count_hint))
         return 0
     if created:
         summary.images_added += 1

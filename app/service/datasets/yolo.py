@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import suppress
 from pathlib import Path
 
 from app.formats.yolo import parse_classes, parse_yolo
@@ -50,10 +51,11 @@ def import_yolo_dataset(
         label_file = (labels_dir / picture.relative_to(images_dir)).with_suffix(".txt")
         inside = resolve_inside(root, picture)
         problem = None if inside is not None else f"{picture} is a link that leads outside {root}"
+        # How many annotations go if the image is skipped (small files, read twice).
         hint = 0
-        if inside is None and label_file.is_file():
-            hint = sum(1 for line in label_file.read_text(errors="replace").splitlines()
-                       if line.strip())
+        with suppress(OSError, ValueError):  # an unreadable file is reported when read
+            if label_file.is_file():
+                hint = sum(1 for line in read_small(label_file).splitlines() if line.strip())
         items.append(_yolo_item(picture.name, inside, problem, label_file, classes, hint))
     return run_items(store, DatasetSummary("yolo"), items, advance, cancelled)
 
