@@ -81,7 +81,9 @@ def _load_image(path: str) -> Any:
     except OSError as exc:
         raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from exc
     try:
-        return decode_image(data, max_pixels=get_settings().max_image_pixels)
+        settings = get_settings()
+        return decode_image(data, max_pixels=settings.max_image_pixels,
+                            max_bytes=settings.max_decoded_bytes)
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from exc
 
