@@ -365,10 +365,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (2 for bad input)."""
+    from app.errors import FeatureGapError
+
     args = build_parser().parse_args(argv)
     try:
         status: int = args._run(args)
-    except (ValueError, KeyError) as exc:
+    except (ValueError, KeyError, FeatureGapError) as exc:  # a budget or limit: said, not raised
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"featuregap {args.command}: error: {message}", file=sys.stderr)
         return 2
