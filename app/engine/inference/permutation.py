@@ -73,8 +73,9 @@ def _pooled(x: Tensor, y: Tensor, design: Design) -> Tensor:
             f"the design describes {design.n_rows} rows but x and y have "
             f"{(x.shape[0], y.shape[0])}; give one box and image id per row"
         )
-    dtype = torch.promote_types(x.dtype, y.dtype)
-    return torch.cat([x.to(dtype), y.to(dtype)])
+    # float64 throughout: an assignment and its mirror must give the same value to within
+    # the tie tolerance, or exact tests lose the ties that set their attainable level.
+    return torch.cat([x, y]).to(torch.float64)
 
 
 def _mmd_options(statistic: Statistic, given: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -174,7 +175,8 @@ def permutation_test(
     unit always move together, images shared by both groups exchange boxes only among
     themselves. When the distinct assignments number at most ``permutations`` all are
     evaluated (``exact``); otherwise ``permutations`` seeded random ones are. The statistic
-    may use every row; only the group labels move.
+    may use every row; only the group labels move. Rows are brought to float64 first, so
+    that an assignment and its mirror tie under a symmetric statistic.
 
     MMD fast path: when ``statistic`` is an :class:`app.engine.measures.mmd.MMD` (its
     options read from its attributes, defaults otherwise) or ``mmd_options`` are given, the
