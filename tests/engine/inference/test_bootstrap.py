@@ -64,7 +64,7 @@ def test_interval_is_seeded_and_resamples_units_within_each_side() -> None:
 
 
 def test_bootstrap_and_slow_permutations_stop_when_cancelled() -> None:
-    from app.engine.inference import Design, permutation_test
+    from app.engine.inference import permutation_test
 
     x, y = torch.randn(6, 3, dtype=torch.float64), torch.randn(5, 3, dtype=torch.float64)
     calls: list[int] = []
