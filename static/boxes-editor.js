@@ -59,7 +59,10 @@ export class BoxEditor {
     stage.replaceChildren(this.canvas);
     this.zoom = "fit";
     this.svg.addEventListener("pointerdown", (e) => this.#down(e));
-    this.svg.addEventListener("pointermove", (e) => this.#move(e));
+    this.svg.addEventListener("pointermove", (e) => {
+      this.svg.classList.toggle("force-draw", e.shiftKey);
+      this.#move(e);
+    });
     this.svg.addEventListener("pointerup", (e) => this.#up(e));
     this.svg.addEventListener("pointercancel", () => { this.drag = null; this.render(); });
     // Shift held: the next drag draws, so show the drawing cursor over boxes too.
@@ -103,6 +106,7 @@ export class BoxEditor {
     this.img.src = url;
     await this.img.decode().catch(() => {});
     this.layout();
+    this.onSelect(null);
   }
 
   get selected() {
