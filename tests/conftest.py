@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 if TYPE_CHECKING:
-    from app.engine.images import DecodedImage
     from app.engine.models import LoadedModel
+    from app.images import DecodedImage
 
 os.environ.setdefault("FEATUREGAP_TORCH_THREADS", "2")
 
@@ -47,7 +47,7 @@ class PhotoLoader:
 
     def decoded(self, image: str | np.ndarray) -> DecodedImage:
         """A photo (by name) or an ``H×W×3`` array as the engine sees an upload of its PNG."""
-        from app.engine.images import decode_image
+        from app.images import decode_image
 
         png = self.png(image) if isinstance(image, str) else _png(image)
         return decode_image(png, max_pixels=10**8)

@@ -55,11 +55,11 @@ def test_models_and_layers(capsys: pytest.CaptureFixture[str]) -> None:
 def test_heatmap_writes_an_overlay_and_scores(
     photos: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    from app.boxes import Box
     from app.engine.heatmaps import compute_heatmap
-    from app.engine.images import decode_image
     from app.engine.localisation import score_boxes
     from app.engine.models import get_model
-    from app.engine.regions import Box
+    from app.images import decode_image
 
     out = tmp_path / "overlay.png"
     status = main(["heatmap", str(photos["chelsea"]), "--layer", "bn2", "--method", "mean",

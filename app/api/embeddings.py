@@ -7,10 +7,18 @@ from typing import Any, Literal
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from app.api.deps import JobsDep, PoolDep, SettingsDep, StoreDep
-from app.api.distances import ERRORS, answer_or_queue, precheck
-from app.api.models import model_info
-from app.api.schemas import JobAccepted
+from app.api.deps import (
+    ERRORS,
+    QUEUED,
+    JobsDep,
+    PoolDep,
+    SettingsDep,
+    StoreDep,
+    answer_or_queue,
+    load_model,
+    precheck,
+)
+from app.api.schemas import ModelName
 from app.jobs import Cancelled
 from app.service.analysis import EmbeddingRequest, embedding, embedding_work
 
@@ -23,13 +31,12 @@ class EmbeddingIn(BaseModel):
     """Which boxes (ids, or labels; default all) to place in the plane, and how."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
-        "labels": ["brick", "grass", "gravel"], "model": "efficientnet_lite0",
-        "layer": "conv_head", "method": "tsne", "perplexity": None, "seed": 0,
-        "descriptor": "gap"}]})
+        "labels": ["brick", "grass", "gravel"], "layer": "conv_head", "method": "tsne",
+        "perplexity": None, "seed": 0, "descriptor": "gap"}]})
 
     box_ids: list[int] | None = None
     labels: list[str] | None = None
-    model: str = Field("efficientnet_lite0", min_length=1, max_length=200)
+    model: ModelName = None
     layer: str = Field(min_length=1, max_length=300)
     method: Literal["tsne", "pca"] = "tsne"
     perplexity: float | None = Field(None, gt=0, description="Default: min(30, (n − 1)/3).")
@@ -68,8 +75,7 @@ class EmbeddingOut(BaseModel):
 
 
 @router.post("/embeddings", response_model=EmbeddingOut,
-             responses={202: {"model": JobAccepted, "description": "Queued as a job."},
-                        **ERRORS})
+             responses={**QUEUED, **ERRORS})
 async def post_embedding(body: EmbeddingIn, store: StoreDep, settings: SettingsDep,
                          jobs: JobsDep, pool: PoolDep) -> Any:
     """t-SNE or PCA of one descriptor per box (a job when there are many boxes)."""
@@ -82,9 +88,9 @@ def _embedding(body: EmbeddingIn, store: StoreDep, settings: SettingsDep, jobs: 
         boxes = store.boxes(ids=body.box_ids)
     else:
         boxes = store.boxes(labels=body.labels) if body.labels is not None else store.boxes()
-    model = model_info(body.model)
+    model = load_model(settings, body.model)
     precheck(settings, model, [body.layer], len(boxes))
-    request = EmbeddingRequest(body.model, body.layer, body.method, body.perplexity, body.seed,
+    request = EmbeddingRequest(model.spec.name, body.layer, body.method, body.perplexity, body.seed,
                                body.descriptor, body.grid_size, body.mode)
     return answer_or_queue(jobs, settings, "embedding", embedding_work(request, len(boxes)),
                            lambda progress, cancelled: embedding(

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["ImageOut", "BoxIn", "BoxPatch", "BoxOut", "LabelCount", "JobOut", "JobAccepted",
-           "ImportResult", "Detail"]
+__all__ = ["ErrorOut", "ModelName", "ImageOut", "BoxIn", "BoxPatch", "BoxOut", "LabelCount",
+           "JobOut", "JobAccepted", "ImportResult", "Detail"]
+
+ModelName = Annotated[str | None, Field(min_length=1, max_length=200, description=(
+    "A model of GET /api/models; default: the server's (FEATUREGAP_DEFAULT_MODEL)."))]
+"""The model a request body names (``None``: the server's default model)."""
 
 
 class Detail(BaseModel):
@@ -107,6 +111,12 @@ class JobOut(_FromRecord):
     created_at: datetime
     finished_at: datetime | None = None
 
+
+
+class ErrorOut(BaseModel):
+    """An error: a message saying what to fix, or FastAPI's list of invalid fields."""
+
+    detail: str | list[dict[str, Any]]
 
 
 class JobAccepted(BaseModel):

@@ -43,10 +43,11 @@ def project(tmp_path_factory: pytest.TempPathFactory, photo: Any
 
 def _reference_gap(client: TestClient, boxes: list[dict[str, Any]]) -> torch.Tensor:
     """GAP descriptors by the engine's pieces, outside the service."""
+    from app.boxes import Box
     from app.engine.features import extract
-    from app.engine.images import decode_image
     from app.engine.models import get_model
-    from app.engine.regions import Box, region_descriptors
+    from app.engine.regions import region_descriptors
+    from app.images import decode_image
 
     model = get_model("efficientnet_lite0")
     rows = []
