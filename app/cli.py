@@ -88,8 +88,10 @@ def _load_image(path: str) -> Any:
 def _get_model(name: str | None) -> Any:
     from app.config import get_settings
     from app.engine.models import get_model
+    from app.service.runtime import apply_torch_threads
 
     settings = get_settings()
+    apply_torch_threads(settings)
     return get_model(name or settings.default_model, settings.models_dir)
 
 

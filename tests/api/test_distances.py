@@ -304,15 +304,3 @@ def test_large_work_runs_as_a_job_and_limits_name_the_setting(
         over = client.post("/api/distances", json=request)
         assert over.status_code == 413
         assert "FEATUREGAP_MAX_SAMPLES_PER_REQUEST" in over.json()["detail"]
-
-
-def test_separation_work_counts_pairs_where_the_measure_loops_over_pairs() -> None:
-    from app.service.analysis import SeparationRequest, separation_work
-
-    def units(measure: str, descriptor: str) -> int:
-        request = SeparationRequest("m", ["a", "b"], measure, descriptor)  # type: ignore[arg-type]
-        return separation_work(request, 300)
-
-    assert units("euclidean", "gap") == units("mahalanobis", "grid") == 600
-    assert units("mmd", "pixels") == units("euclidean", "pixels") == 300 * 299 // 2 * 2
-    assert units("mutual_information", "grid") == 300 * 299 // 2 * 2
