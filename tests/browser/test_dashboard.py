@@ -255,15 +255,21 @@ def test_two_textures_distance_matrix_profile_and_scatter(
     assert _traces(page, "separation-plot") >= 3  # intra, inter, their ratio
     shot(page, "separation")
 
-    # A long profile (every spatial layer) runs as a job; Cancel stops it.
+    # A long profile (every spatial layer) runs as a job; Cancel stops it. Another run that
+    # starts and ends meanwhile has a row of its own and leaves the profile's row working.
     layers = page.eval_on_selector_all("#profile-layers option", "os => os.map(o => o.value)")
     page.select_option("#profile-layers", layers[:24])
     with page.expect_response("**/api/separation") as answer:
         page.click("#run-separation")
     job_id = answer.value.json()["job_id"]
     page.wait_for_selector("#job:not([hidden])")
+    profile_row = page.locator("#job .job-row", has=page.locator("[aria-label='Layer profile']"))
+    with page.expect_response("**/api/distances"):
+        page.click("#run-distances")  # answered from the cache while the profile runs
+    _wait_for(page, "document.querySelectorAll('#job .job-row').length === 1")
+    assert profile_row.count() == 1 and page.locator("#job").is_visible()
     shot(page, "job-running")
-    page.click("#job-cancel")
+    profile_row.locator(".job-cancel").click()
     page.wait_for_selector("#job", state="hidden")
     deadline = time.monotonic() + 20
     while (state := httpx.get(f"{server}/api/jobs/{job_id}").json()["state"]) == "running":
