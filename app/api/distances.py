@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.deps import (
     ERRORS,
@@ -18,7 +18,7 @@ from app.api.deps import (
     load_model,
     precheck,
 )
-from app.api.schemas import ModelName
+from app.api.schemas import BoxesAtLayerIn
 from app.engine.measures import get_measure
 from app.jobs import Cancelled
 from app.service.analysis import DistanceRequest, distance_work, distances, resolve_groups
@@ -28,10 +28,11 @@ __all__ = ["router", "DistancesIn", "DistancesOut", "MeasureOut"]
 router = APIRouter(prefix="/api", tags=["analysis"])
 
 
-class DistancesIn(BaseModel):
+class DistancesIn(BoxesAtLayerIn):
     """Groups (explicit box ids, or labels) and how to measure between them."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+    exclusive = ("groups", "labels")
+    model_config = ConfigDict(json_schema_extra={"examples": [{
         "labels": ["brick", "grass"], "layer": "conv_head",
         "measure": "mmd", "descriptor": "pixels", "options": {}, "permutations": 200,
         "seed": 0}]})
@@ -39,12 +40,10 @@ class DistancesIn(BaseModel):
     groups: dict[str, list[int]] | None = Field(
         None, description="Group name → box ids; or give labels.")
     labels: list[str] | None = Field(None, description="Each label's boxes form a group.")
-    model: ModelName = None
     layer: str = Field(min_length=1, max_length=300)
     measure: str = Field("euclidean", min_length=1, max_length=50)
     descriptor: Literal["gap", "grid", "pixels"] | None = Field(
         None, description="Default: what the measure consumes.")
-    grid_size: int = Field(4, ge=1, le=16)
     options: dict[str, Any] = Field(default_factory=dict, description=(
         "The measure's options; GET /api/measures shows each measure's schema."))
     permutations: int = Field(0, ge=0, description=(
@@ -60,13 +59,6 @@ class DistancesIn(BaseModel):
     alpha: float = Field(0.05, gt=0, lt=1, description=(
         "Level of the tests: no p-value is given when the smallest attainable one exceeds it."))
     seed: int = Field(0, ge=0, le=2**31 - 1)
-    mode: Literal["resize", "native"] = "resize"
-
-    @model_validator(mode="after")
-    def _one_source(self) -> DistancesIn:
-        if self.groups is not None and self.labels is not None:
-            raise ValueError("give either groups (box ids) or labels, not both")
-        return self
 
 
 class IntervalOut(BaseModel):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.deps import (
     ERRORS,
@@ -18,7 +18,7 @@ from app.api.deps import (
     load_model,
     precheck,
 )
-from app.api.schemas import ModelName
+from app.api.schemas import BoxesAtLayerIn
 from app.jobs import Cancelled
 from app.service.analysis import EmbeddingRequest, embedding, embedding_work
 
@@ -27,29 +27,21 @@ __all__ = ["router", "EmbeddingIn", "EmbeddingOut"]
 router = APIRouter(prefix="/api", tags=["analysis"])
 
 
-class EmbeddingIn(BaseModel):
+class EmbeddingIn(BoxesAtLayerIn):
     """Which boxes (ids, or labels; default all) to place in the plane, and how."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+    exclusive = ("box_ids", "labels")
+    model_config = ConfigDict(json_schema_extra={"examples": [{
         "labels": ["brick", "grass", "gravel"], "layer": "conv_head", "method": "tsne",
         "perplexity": None, "seed": 0, "descriptor": "gap"}]})
 
     box_ids: list[int] | None = None
     labels: list[str] | None = None
-    model: ModelName = None
     layer: str = Field(min_length=1, max_length=300)
     method: Literal["tsne", "pca"] = "tsne"
     perplexity: float | None = Field(None, gt=0, description="Default: min(30, (n − 1)/3).")
     seed: int = Field(0, ge=0, le=2**31 - 1)
     descriptor: Literal["gap", "grid"] = "gap"
-    grid_size: int = Field(4, ge=1, le=16)
-    mode: Literal["resize", "native"] = "resize"
-
-    @model_validator(mode="after")
-    def _one_source(self) -> EmbeddingIn:
-        if self.box_ids is not None and self.labels is not None:
-            raise ValueError("give either box_ids or labels, not both")
-        return self
 
 
 class Point(BaseModel):

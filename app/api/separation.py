@@ -18,7 +18,7 @@ from app.api.deps import (
     load_model,
     precheck,
 )
-from app.api.schemas import ModelName
+from app.api.schemas import BoxesAtLayerIn
 from app.engine.measures import Measure, get_measure
 from app.jobs import Cancelled
 from app.service.analysis import (
@@ -33,24 +33,21 @@ __all__ = ["router", "SeparationIn", "SeparationOut"]
 router = APIRouter(prefix="/api", tags=["analysis"])
 
 
-class SeparationIn(BaseModel):
+class SeparationIn(BoxesAtLayerIn):
     """Labels to separate (default: all) and the layers to compare."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+    model_config = ConfigDict(json_schema_extra={"examples": [{
         "labels": ["brick", "grass", "gravel"],
         "layers": ["blocks.2.0.bn2", "blocks.5.1.add", "conv_head"], "measure": "euclidean",
         "descriptor": "gap"}]})
 
     labels: list[str] | None = Field(None, description="Default: every label with boxes.")
-    model: ModelName = None
     layers: list[str] = Field(min_length=1)
     measure: str = Field("euclidean", min_length=1, max_length=50,
                          description="A registered measure (GET /api/measures).")
     options: dict[str, Any] = Field(default_factory=dict, description="The measure's options.")
     descriptor: Literal["gap", "grid", "pixels"] | None = Field(None, description=(
         "Default: what the measure consumes; 'pixels' compares boxes' sets of grid rows."))
-    grid_size: int = Field(4, ge=1, le=16)
-    mode: Literal["resize", "native"] = "resize"
 
 
 class LayerSeparationOut(BaseModel):
