@@ -21,7 +21,12 @@ from app.api.deps import (
 from app.api.schemas import BoxesAtLayerIn
 from app.engine.measures import get_measure
 from app.jobs import Cancelled
-from app.service.analysis import DistanceRequest, distance_work, distances, resolve_groups
+from app.service.analysis import (
+    DistanceRequest,
+    distances,
+    estimate_distances,
+    resolve_groups,
+)
 
 __all__ = ["router", "DistancesIn", "DistancesOut", "MeasureOut"]
 
@@ -156,7 +161,7 @@ def _distances(body: DistancesIn, store: StoreDep, settings: SettingsDep, jobs: 
                               body.mode, body.bootstrap, body.unit, body.adjust, body.alpha)
     n_boxes = sum(len(g) for g in groups.values())
     precheck(settings, model, [body.layer], n_boxes, max(body.permutations, body.bootstrap))
-    units = distance_work(request, n_boxes)
+    units = estimate_distances(store, settings, model, request, groups).units
     return answer_or_queue(jobs, settings, "distances", units, lambda progress, cancelled:
                            distances(store, settings, model, groups, request, progress,
                                      cancelled), cancelled)
