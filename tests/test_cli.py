@@ -118,6 +118,7 @@ def test_commands_register_once() -> None:
         command("models", "again", lambda parser: None)(lambda args: 0)
 
 
+@pytest.mark.slow  # loads the real model before the image
 def test_an_image_past_the_decode_budget_is_a_message_not_a_traceback(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -70,6 +70,8 @@ def test_separation_and_embedding_are_cached_under_the_results_version(
                 for layer in layers}
 
     monkeypatch.setattr(analysis, "box_descriptors", descriptors)
+    for budget in ("estimate_separation", "estimate_embedding"):  # they need a real model
+        monkeypatch.setattr(analysis, budget, lambda *_args, **_kwargs: None)
     model: Any = SimpleNamespace(spec=SimpleNamespace(name="m"), weights_sha256="w")
     settings = get_settings()
     groups = {"a": boxes[1::2], "b": boxes[0::2]}
