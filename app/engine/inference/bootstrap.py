@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import NamedTuple
 
 import torch
@@ -47,6 +47,7 @@ def bootstrap_interval(
     seed: int = 0,
     level: float = 0.95,
     unit: Unit | None = None,
+    cancelled: Callable[[], bool] | None = None,
 ) -> Interval:
     """Percentile interval of ``statistic(x, y)`` from a bootstrap over units.
 
@@ -67,6 +68,7 @@ def bootstrap_interval(
         seed: seed of the resampling.
         level: coverage of the interval, in ``(0, 1)``.
         unit: force ``"box"`` or ``"image"``; ``None`` chooses.
+        cancelled: polled before every resample.
 
     Returns:
         ``(low, high, resamples used)``.
@@ -74,6 +76,7 @@ def bootstrap_interval(
     Raises:
         ValueError: bad arguments, a design that does not match the rows, or no resample
             on which the statistic could be computed.
+        InterruptedError: ``cancelled()`` turned true.
     """
     if resamples < 1:
         raise ValueError(f"resamples must be at least 1, got {resamples}")
@@ -86,6 +89,8 @@ def bootstrap_interval(
     g = torch.Generator().manual_seed(seed)
     values: list[float] = []
     for _ in range(resamples):
+        if cancelled is not None and cancelled():
+            raise InterruptedError("cancelled")
         rx, ry = _resample(ux, g), _resample(uy, g)
         try:
             values.append(float(statistic(x[rx.to(x.device)], y[ry.to(y.device)])))

@@ -142,12 +142,17 @@ class _MMDNull:
         return out
 
 
-def _slow(statistic: Statistic, z: Tensor) -> Callable[[Tensor], Tensor]:
+def _slow(statistic: Statistic, z: Tensor,
+          cancelled: Callable[[], bool] | None) -> Callable[[Tensor], Tensor]:
     def evaluate(rows: Tensor) -> Tensor:
         rows = rows.to(z.device)
-        return torch.tensor(
-            [float(statistic(z[r], z[~r])) for r in rows], dtype=torch.float64
-        )
+        out = torch.empty(rows.shape[0], dtype=torch.float64)
+        for i, r in enumerate(rows):
+            # One statistic may take milliseconds on wide rows: look at the token each time.
+            if cancelled is not None and cancelled():
+                raise InterruptedError("cancelled")
+            out[i] = float(statistic(z[r], z[~r]))
+        return out
     return evaluate
 
 
@@ -208,7 +213,7 @@ def permutation_test(
     plan = scheme(design, unit)
     n_x = design.n_rows[0]
     observed = float(statistic(z[:n_x], z[n_x:]))
-    evaluate = _slow(statistic, z)
+    evaluate = _slow(statistic, z, cancelled)
     options = _mmd_options(statistic, mmd_options)
     if options is not None:
         fast = _MMDNull(z, options)
