@@ -30,7 +30,8 @@ export function resized(box, handle, dx, dy) {
 }
 
 export class BoxEditor {
-  // store: {create(box) -> saved box, update(id, fields) -> saved box, remove(id)}
+  // store: {create(image, fields) -> saved box, update(id, fields) -> saved box, remove(id)},
+  // each async; the editor keeps its boxes as the store answered them.
   // onRelabel(box): the user asked to relabel `box` (double-click on it).
   constructor(stage, store, { getLabel, onSelect, onChange, onError, onRelabel } = {}) {
     this.stage = stage;

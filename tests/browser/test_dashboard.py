@@ -255,15 +255,42 @@ def test_two_textures_distance_matrix_profile_and_scatter(
     assert _traces(page, "separation-plot") >= 3  # intra, inter, their ratio
     shot(page, "separation")
 
-    # A long profile (every spatial layer) runs as a job; Cancel stops it.
+    # Two runs at once: each has a row of its own, and the one that ends first leaves the
+    # other's row and its Cancel in place. The profile's job here is played by the test
+    # (it never ends), so the overlap does not depend on timing.
+    held = {"id": "held", "kind": "separation", "state": "running", "progress": 0.5,
+            "message": "held by the test", "result": None, "error": None,
+            "created_at": "2026-01-01T00:00:00", "finished_at": None}
+    page.route("**/api/separation", lambda route: route.fulfill(
+        status=202, json={"job_id": "held", "state": "queued"}))
+    page.route("**/api/jobs/held", lambda route: route.fulfill(json=held))
+    page.click("#run-separation")
+    page.wait_for_selector("#job .job-row")
+    with page.expect_response("**/api/distances"):
+        page.click("#run-distances")  # a real run, answered from the cache meanwhile
+    _wait_for(page, "document.querySelectorAll('#job .job-row').length === 1")
+    profile_row = page.locator("#job .job-row", has=page.locator("[aria-label='Layer profile']"))
+    assert profile_row.count() == 1 and page.locator("#job").is_visible()
+    assert "held by the test" in profile_row.inner_text()
+    with page.expect_request(lambda r: r.method == "DELETE" and r.url.endswith("/jobs/held")):
+        profile_row.locator(".job-cancel").click()
+    page.wait_for_selector("#job", state="hidden")
+    page.unroute("**/api/separation")
+    page.unroute("**/api/jobs/held")
+    assert page.locator("#analysis-error").inner_text() == ""
+
+    # A long profile (32 layers, MMD between the boxes' sets of pixels) runs as a job;
+    # Cancel stops it.
     layers = page.eval_on_selector_all("#profile-layers option", "os => os.map(o => o.value)")
-    page.select_option("#profile-layers", layers[:24])
+    page.select_option("#profile-layers", layers[:32])
+    page.select_option("#measure", "mmd")
+    page.select_option("#descriptor", "pixels")
     with page.expect_response("**/api/separation") as answer:
         page.click("#run-separation")
     job_id = answer.value.json()["job_id"]
     page.wait_for_selector("#job:not([hidden])")
     shot(page, "job-running")
-    page.click("#job-cancel")
+    page.click("#job .job-cancel")
     page.wait_for_selector("#job", state="hidden")
     deadline = time.monotonic() + 20
     while (state := httpx.get(f"{server}/api/jobs/{job_id}").json()["state"]) == "running":
@@ -271,6 +298,7 @@ def test_two_textures_distance_matrix_profile_and_scatter(
         time.sleep(0.2)
     assert state == "cancelled"
     assert page.locator("#analysis-error").inner_text() == ""
+    page.select_option("#descriptor", "gap")
 
     page.click("#run-embedding")
     assert _traces(page, "embedding-plot") >= 1
