@@ -7,11 +7,12 @@ from typing import Any
 
 import torch
 
+from app.boxes import Box
 from app.config import Settings
 from app.engine.features import default_cache, extract
 from app.engine.models import LoadedModel
 from app.engine.preprocess import InputMode
-from app.engine.regions import Box, Descriptor, region_descriptors
+from app.engine.regions import Descriptor, region_descriptors
 from app.errors import LimitExceeded
 from app.jobs import JobCancelled
 from app.service.heatmaps import ENGINE_LOCK

@@ -40,12 +40,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.schema import CreateIndex, CreateTable
 from sqlalchemy.sql.elements import ColumnElement
 
+from app.boxes import Box, check_box
 from app.config import Settings
-from app.engine.images import DecodedImage, content_hash, decode_image
-from app.engine.lru import LRU
-from app.engine.regions import Box, check_box
 from app.errors import NotFound
 from app.formats.labels import clean_label, normalize_label
+from app.images import DecodedImage, content_hash, decode_image
+from app.lru import LRU
 from app.store.tables import (
     ADDED_COLUMNS,
     SCHEMA_VERSION,
@@ -530,7 +530,7 @@ class Store:
         """Add a box to an image.
 
         The box is checked and clipped to the image by
-        :func:`app.engine.regions.check_box` (the stored box is the clipped one).
+        :func:`app.boxes.check_box` (the stored box is the clipped one).
 
         Raises:
             KeyError: no such image.

@@ -4,13 +4,13 @@ import { imageUrl } from "../api.js";
 import * as jobs from "../jobs.js";
 import { lazyImage, whenNear } from "../lazy.js";
 import { labelColour } from "../palette.js";
-import { $ } from "../ui.js";
+import { part } from "../ui.js";
 import { drawFigure } from "./plot.js";
 
 const CROPS_PAGE = 60;
 // Trace names are labels escaped for Plotly's HTML dialect (app.plots.plain_text).
 const labelOf = (name) => name.replace(/&lt;/g, "<").replace(/&gt;/g, ">").replace(/&amp;/g, "&");
-const crops = { boxes: [], shown: 0, rearm: null, onOpen: () => {} };
+const crops = { root: null, boxes: [], shown: 0, rearm: null, onOpen: () => {} };
 
 // Plotly's customdata carries [box_id, image_id] for each point.
 function boxOf(point) {
@@ -35,7 +35,7 @@ function cropItem(box) {
 
 function moreCrops() {
   const next = crops.boxes.slice(crops.shown, crops.shown + CROPS_PAGE);
-  $("crop-list").append(...next.map(cropItem));
+  part(crops.root, "crop-list").append(...next.map(cropItem));
   crops.shown += next.length;
   crops.rearm?.(crops.shown < crops.boxes.length);
 }
@@ -43,42 +43,44 @@ function moreCrops() {
 function showCrops(boxes) {
   crops.boxes = boxes;
   crops.shown = 0;
-  $("crop-list").replaceChildren();
-  $("crops").hidden = !boxes.length;
+  part(crops.root, "crop-list").replaceChildren();
+  part(crops.root, "crops").hidden = !boxes.length;
   const labels = new Set(boxes.map((b) => b.label));
-  $("crops-title").textContent = `${boxes.length} selected box${boxes.length === 1 ? "" : "es"}`
+  part(crops.root, "crops-title").textContent = `${boxes.length} selected box${boxes.length === 1 ? "" : "es"}`
     + ` (${labels.size} label${labels.size === 1 ? "" : "s"}) · click a crop to open its image`;
-  crops.rearm ??= whenNear($("crops-more"), moreCrops);
+  crops.rearm ??= whenNear(part(crops.root, "crops-more"), moreCrops);
   moreCrops();
 }
 
 // Traces whose label contains the search text stay drawn; the others go to the legend only.
-function search(plot) {
-  const query = $("embedding-search").value.trim().toLowerCase();
+function search(root, plot) {
+  const query = part(root, "search").value.trim().toLowerCase();
   const traces = plot.data || [];
   const visible = traces.map((t) => !query || labelOf(t.name).toLowerCase().includes(query) || "legendonly");
   window.Plotly.restyle(plot, { visible });
   const points = traces.reduce((n, t, i) => n + (visible[i] === true ? (t.customdata || []).length : 0), 0);
-  $("embedding-found").textContent = query ? `${points} box${points === 1 ? "" : "es"} match “${query}”` : "";
+  part(root, "found").textContent = query ? `${points} box${points === 1 ? "" : "es"} match “${query}”` : "";
 }
 
-export async function showEmbedding(labels, c, { onOpen }) {
+// `root`: the view's element, holding its plot and the hover thumbnail's parts.
+export async function showEmbedding(root, labels, c, { onOpen }) {
   const body = { labels, model: c.model, layer: c.layer, method: c.embedMethod, descriptor: c.descriptor, seed: 0 };
   const result = await jobs.run(c.embedMethod === "pca" ? "PCA" : "t-SNE", "/api/embeddings", body);
   const arrived = performance.now();
   crops.onOpen = onOpen;
-  $("embedding-view").hidden = false;
-  $("hover-thumb").hidden = true;
+  crops.root = root;
+  root.hidden = false;
+  part(root, "thumb").hidden = true;
   showCrops([]);
-  const plot = $("embedding-plot");
+  const plot = part(root, "plot");
   delete plot.dataset.drawMs;
   // The page's colours win over those the answer was made with (it may be a cached one).
   for (const trace of result.figure.data || []) {
     trace.marker = { ...trace.marker, color: labelColour(labelOf(trace.name), trace.marker?.color) };
   }
-  $("embedding-search").value = "";
-  $("embedding-found").textContent = "";
-  $("embedding-labels").replaceChildren(...(result.figure.data || []).map((t) => new Option(labelOf(t.name))));
+  part(root, "search").value = "";
+  part(root, "found").textContent = "";
+  part(root, "labels").replaceChildren(...(result.figure.data || []).map((t) => new Option(labelOf(t.name))));
   await drawFigure(plot, result.figure, `embedding-${c.embedMethod}-${c.layer}`);
   await new Promise((resolve) => requestAnimationFrame(() => resolve()));
   plot.dataset.drawMs = (performance.now() - arrived).toFixed(0);
@@ -90,9 +92,9 @@ export async function showEmbedding(labels, c, { onOpen }) {
   plot.on("plotly_hover", async (event) => {
     const box = boxOf(event.points[0]);
     if (!box) return;
-    $("hover-thumb").hidden = false;
-    $("hover-caption").textContent = `box ${box.box_id} · ${box.label} · image ${box.image_id}`;
-    $("hover-img").src = await imageUrl(`/api/images/${box.image_id}/thumbnail?box_id=${box.box_id}`);
+    part(root, "thumb").hidden = false;
+    part(root, "thumb-caption").textContent = `box ${box.box_id} · ${box.label} · image ${box.image_id}`;
+    part(root, "thumb-img").src = await imageUrl(`/api/images/${box.image_id}/thumbnail?box_id=${box.box_id}`);
   });
   plot.on("plotly_click", (event) => {
     const box = boxOf(event.points[0]);
@@ -100,6 +102,6 @@ export async function showEmbedding(labels, c, { onOpen }) {
   });
   plot.on("plotly_selected", (event) => showCrops((event?.points || []).map(boxOf).filter(Boolean)));
   plot.on("plotly_deselect", () => showCrops([]));
-  $("embedding-search").oninput = () => search(plot);
+  part(root, "search").oninput = () => search(root, plot);
   return result;
 }

@@ -10,7 +10,6 @@ from torch import Tensor
 
 from app.engine.inference.permutation import Statistic
 from app.engine.inference.units import Design, Unit, choose_unit
-from app.engine.measures.base import as_samples
 
 __all__ = ["Interval", "bootstrap_interval", "unit_rows"]
 
@@ -83,12 +82,7 @@ def bootstrap_interval(
         raise ValueError(f"resamples must be at least 1, got {resamples}")
     if not 0 < level < 1:
         raise ValueError(f"level must lie in (0, 1), got {level}")
-    x, y = as_samples(x, "x"), as_samples(y, "y")
-    if (x.shape[0], y.shape[0]) != design.n_rows:
-        raise ValueError(
-            f"the design describes {design.n_rows} rows but x and y have "
-            f"{(x.shape[0], y.shape[0])}; give one box and image id per row"
-        )
+    x, y = design.samples(x, y)
     chosen = choose_unit(design, unit)
     ux = unit_rows(design.x_boxes, design.x_images, chosen)
     uy = unit_rows(design.y_boxes, design.y_images, chosen)
