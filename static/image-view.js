@@ -67,7 +67,6 @@ export function initImageView({ onChange }) {
   $("delete-box").addEventListener("click", () => editor.deleteSelected());
   $("close-viewer").addEventListener("click", () => { $("viewer").hidden = true; current = null; });
   document.addEventListener("keydown", onKey);
-  window.addEventListener("featuregap:colours", () => { if (editor.image) editor.render(); });
   fillLabelList($("recent-labels"));
 }
 

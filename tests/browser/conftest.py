@@ -214,7 +214,7 @@ def _fill_store(data_dir: Path, count: int) -> None:
     same rows and files written in bulk take a few seconds for 10,000.
     """
     from app.config import Settings
-    from app.engine.images import content_hash
+    from app.images import content_hash
     from app.store import ImageRecord, Store
     from app.store.tables import ImageRow
 
