@@ -322,15 +322,14 @@ class FeatureStore:
     def stats(self) -> StoreStats:
         """Live rows, their raw float32 bytes, and the segment files' size on disk."""
         with self._read() as session:
-            per_set = session.execute(
+            per_set = [(int(floats), int(n)) for floats, n in session.execute(
                 select(FeatureSetRow.rows_per_box * FeatureSetRow.width, func.count())
                 .join(FeatureRow, FeatureRow.set_id == FeatureSetRow.id)
-                .group_by(FeatureSetRow.id, FeatureSetRow.rows_per_box, FeatureSetRow.width)
-            ).tuples().all()
+                .group_by(FeatureSetRow.id, FeatureSetRow.rows_per_box, FeatureSetRow.width))]
             names = list(session.scalars(select(FeatureSegmentRow.filename)))
             sets = int(session.scalar(select(func.count()).select_from(FeatureSetRow)) or 0)
-        rows = sum(int(n) for _, n in per_set)
-        raw = sum(4 * int(floats) * int(n) for floats, n in per_set)
+        rows = sum(n for _, n in per_set)
+        raw = sum(4 * floats * n for floats, n in per_set)
         size = 0
         for name in names:
             with suppress(OSError):
