@@ -127,7 +127,7 @@ def test_an_edited_box_alone_is_extracted_again(store: Store, embedded_model: An
     now = store.boxes()
     report, fresh = extract_boxes(store, embedded_model, now, LAYERS, "gap", keep=True)
     assert report.images == 1 and report.extracted == len(LAYERS)
-    assert {layer: set(v) for layer, v in fresh.items()} == {l: {edited.id} for l in LAYERS}
+    assert {layer: set(v) for layer, v in fresh.items()} == {name: {edited.id} for name in LAYERS}
     reference = _one_at_a_time(store, embedded_model, "conv_head", "gap", 4, "resize")
     got = box_descriptors(store, embedded_model, now, ["conv_head"], "gap")["conv_head"]
     for box, value in zip(now, got, strict=True):
