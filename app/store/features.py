@@ -178,15 +178,17 @@ class FeatureStore:
         ids = list(wanted)
         with self._read() as session:
             for chunk in _chunks(ids):
-                query = (select(FeatureRow, FeatureSegmentRow.filename)
+                # Columns, not ORM objects: a lookup of 10⁴ boxes stays in milliseconds.
+                query = (select(FeatureRow.box_id, FeatureRow.image_sha256, FeatureRow.x,
+                                FeatureRow.y, FeatureRow.w, FeatureRow.h,
+                                FeatureSegmentRow.filename, FeatureRow.position)
                          .join(FeatureSegmentRow, FeatureSegmentRow.id == FeatureRow.segment_id)
                          .where(FeatureRow.set_id == feature_set.id,
                                 FeatureRow.box_id.in_(chunk)))
-                for row, filename in session.execute(query):
-                    box = wanted[row.box_id]
-                    if (row.image_sha256, row.x, row.y, row.w, row.h) == (
-                            box.image_sha256, box.x, box.y, box.w, box.h):
-                        found[row.box_id] = (filename, row.position)
+                for box_id, sha, x, y, w, h, filename, position in session.execute(query):
+                    box = wanted[box_id]
+                    if (sha, x, y, w, h) == (box.image_sha256, box.x, box.y, box.w, box.h):
+                        found[box_id] = (filename, int(position))
         return found
 
     def _open(self, filename: str) -> np.ndarray:
