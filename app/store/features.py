@@ -155,7 +155,11 @@ class FeatureStore:
 
     def read(self, feature_set: FeatureSet, boxes: Sequence[StoredBox]) -> dict[int, np.ndarray]:
         """The stored descriptors of ``boxes`` (those present), each ``rows_per_box ×
-        width`` float32 (a copy, not a view of the file)."""
+        width`` float32 (a copy, not a view of the file).
+
+        A box whose segment was compacted away between the lookup and the read is left
+        out, like a box that was never stored: callers extract what is missing.
+        """
         where = self._locations(feature_set, boxes)
         by_file: dict[str, list[tuple[int, int]]] = {}
         for box_id, (filename, position) in where.items():
@@ -163,7 +167,10 @@ class FeatureStore:
         out: dict[int, np.ndarray] = {}
         shape = (feature_set.rows_per_box, feature_set.width)
         for filename, items in by_file.items():
-            array = self._open(filename)
+            try:
+                array = self._open(filename)
+            except FileNotFoundError:  # compacted away since the lookup: those boxes miss
+                continue
             positions = np.fromiter((p for _, p in items), dtype=np.int64, count=len(items))
             order = np.argsort(positions, kind="stable")  # read the file front to back
             rows = np.asarray(array[positions[order]], dtype=np.float32)

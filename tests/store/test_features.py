@@ -154,3 +154,14 @@ def test_a_bad_shape_is_refused(store: Store) -> None:
         store.features.write(_set(store), keys, np.zeros((2, 36), np.float32))
     with pytest.raises(ValueError, match="positive sizes"):
         _set(store, width=0)
+
+
+def test_a_segment_gone_since_the_lookup_reads_as_missing(store: Store) -> None:
+    keys = _keys(store, store.boxes())
+    feature_set = _set(store)
+    store.features.write(feature_set, keys[:3], np.ones((3, 37), np.float32))
+    store.features.write(feature_set, keys[3:], np.zeros((len(keys) - 3, 37), np.float32))
+    first = next(iter(store.features._locations(feature_set, keys[:1]).values()))[0]
+    (store.features.directory / first).unlink()  # as a compaction in another process would
+    read = store.features.read(feature_set, keys)
+    assert set(read) == {k.box_id for k in keys[3:]}
