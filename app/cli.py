@@ -1,4 +1,4 @@
-"""The ``featuregap`` command line: models, layers, predictions, heat maps and extraction.
+"""The ``featuregap`` command line: models, layers, heat maps, dataset import, extraction.
 
 Batched extraction (``extract``) writes box descriptors into the store's feature store.
 
@@ -14,6 +14,7 @@ import argparse
 import json
 import math
 import sys
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -305,6 +306,80 @@ def _run_extract(args: argparse.Namespace) -> int:
         print(f"{report.boxes} boxes × {report.layers} layers: {report.extracted} extracted "
               f"from {report.images} images, {report.present} already stored "
               f"({report.seconds:.1f}s)")
+    return 0
+
+
+def _setup_import(parser: argparse.ArgumentParser) -> None:
+    formats = parser.add_subparsers(dest="format", required=True, metavar="FORMAT")
+    coco = formats.add_parser("coco", help="a COCO JSON file and its images folder")
+    coco.add_argument("annotations", metavar="ANNOTATIONS.json")
+    coco.add_argument("--images", required=True, metavar="DIR",
+                      help="the images folder (file_name is relative to it)")
+    voc = formats.add_parser("voc", help="a Pascal VOC folder (Annotations/ + JPEGImages/, "
+                             "or XML beside the images)")
+    voc.add_argument("folder", metavar="DIR")
+    voc.add_argument("--images", default=None, metavar="DIR",
+                     help="the images folder (default: DIR/JPEGImages or beside the XML)")
+    yolo = formats.add_parser("yolo", help="a YOLO folder (images/ + labels/)")
+    yolo.add_argument("folder", metavar="DIR")
+    yolo.add_argument("--classes", required=True, metavar="FILE",
+                      help="class names, one per line (index 0 first)")
+    for child in (coco, voc, yolo):
+        child.add_argument("--report", default=None, metavar="FILE",
+                           help="write the summary with every skipped annotation as JSON")
+        child.add_argument("--data-dir", default=None,
+                           help="store location (default: FEATUREGAP_DATA_DIR)")
+        child.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+@command("import", "import a COCO, VOC or YOLO dataset from disk into the store",
+         _setup_import)
+def _run_import(args: argparse.Namespace) -> int:
+    from app.config import get_settings
+    from app.service import datasets
+    from app.store import Store
+
+    settings = get_settings()
+    if args.data_dir:
+        settings = settings.model_copy(update={"data_dir": Path(args.data_dir).expanduser()})
+    classes = datasets.read_classes(Path(args.classes)) if args.format == "yolo" else []
+    store = Store(settings)
+    bars: list[tqdm[Any]] = []  # opened on the first image, so an early error prints no bar
+
+    def advance(done: int, total: int) -> None:
+        if not bars:
+            bars.append(tqdm(total=total, desc=f"import {args.format}", unit="img",
+                             disable=args.quiet, file=sys.stderr))
+        bars[0].update(done - bars[0].n)
+
+    try:
+        if args.format == "coco":
+            summary = datasets.import_coco_dataset(
+                store, Path(args.annotations), Path(args.images), advance)
+        elif args.format == "voc":
+            summary = datasets.import_voc_dataset(
+                store, Path(args.folder), Path(args.images) if args.images else None, advance)
+        else:
+            summary = datasets.import_yolo_dataset(store, Path(args.folder), classes, advance)
+    finally:
+        for bar in bars:
+            bar.close()
+        store.close()
+    report = summary.as_dict()
+    if args.report:
+        Path(args.report).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n",
+                                     encoding="utf-8")
+    print(f"images: {summary.images_added} added, {summary.images_present} already stored "
+          f"(same bytes); boxes: {summary.boxes_added} added, {summary.boxes_present} already "
+          f"there; {summary.annotations_skipped} annotations skipped")
+    reasons: Counter[str] = Counter()
+    for item in summary.skipped:
+        reasons[item.reason] += item.annotations
+    for reason, count in reasons.most_common(10):
+        print(f"  {count} skipped: {reason}")
+    if len(reasons) > 10:
+        print(f"  … {len(reasons) - 10} more reasons" + (
+            f" in {args.report}" if args.report else "; --report FILE lists every one"))
     return 0
 
 

@@ -59,6 +59,19 @@ class Settings(BaseSettings):
     torch_threads: int | None = Field(None, gt=0)
     import_job_threshold: int = Field(
         2_000, gt=0, description="COCO imports with more annotations than this run as a job.")
+    import_root: Path | None = Field(
+        None, description="The folder whose datasets POST /api/import/dataset may read "
+        "(paths outside it, symlinks included, are refused); unset: importing from the "
+        "server's disk is off.")
+    max_zip_upload_bytes: int = Field(
+        2 * 1024**3, gt=0, description="Largest dataset .zip upload (POST /api/import/zip).")
+    max_zip_members: int = Field(
+        100_000, gt=0, description="Most files (and folders) a dataset .zip may hold.")
+    max_zip_bytes: int = Field(
+        4 * 1024**3, gt=0, description="Largest total uncompressed size of a dataset .zip.")
+    max_zip_ratio: float = Field(
+        200.0, gt=1, description="Largest uncompressed/compressed ratio of one member of a "
+        "dataset .zip that unpacks to more than 1 MiB (zip-bomb guard).")
     analysis_job_threshold: int = Field(
         20_000, gt=0, description="Analyses with more work units than this run as a job "
         "(202 + job id): boxes × permutations for distances, boxes × layers for separation.")
@@ -73,6 +86,14 @@ class Settings(BaseSettings):
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
+
+    @field_validator("import_root", mode="before")
+    @classmethod
+    def _blank_root_is_off(cls, value: Any) -> Any:
+        # An empty FEATUREGAP_IMPORT_ROOT means off, never "the current folder".
+        if isinstance(value, str) and not value.strip():
+            return None
+        return Path(value).expanduser() if isinstance(value, str) else value
 
     @field_validator("api_token")
     @classmethod

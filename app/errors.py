@@ -12,6 +12,7 @@ from __future__ import annotations
 __all__ = [
     "Conflict",
     "FeatureGapError",
+    "Forbidden",
     "InsufficientStorage",
     "InvalidInput",
     "LimitExceeded",
@@ -34,6 +35,10 @@ class NotFound(FeatureGapError, KeyError):
 
 class InvalidInput(FeatureGapError, ValueError):
     """A value the caller sent cannot be used as it is (HTTP 422)."""
+
+
+class Forbidden(FeatureGapError):
+    """The request asks for something a setting does not allow, e.g. a path (HTTP 403)."""
 
 
 class LimitExceeded(FeatureGapError):

@@ -19,6 +19,7 @@ from sqlalchemy.exc import OperationalError
 from app.errors import (
     Conflict,
     FeatureGapError,
+    Forbidden,
     InsufficientStorage,
     InvalidInput,
     LimitExceeded,
@@ -35,6 +36,7 @@ _STATUS: dict[type[FeatureGapError], int] = {
     InvalidInput: 422,
     LimitExceeded: 413,
     Conflict: 409,
+    Forbidden: 403,
     InsufficientStorage: 507,
     Unavailable: 503,
 }

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from app.formats.labels import clean_label
@@ -34,12 +34,17 @@ _MAX_ID_CHARS = 255
 
 @dataclass(frozen=True)
 class CocoImage:
-    """One entry of ``images``: its id, file name (last path part) and optional size."""
+    """One entry of ``images``: its id, file name (last path part) and optional size.
+
+    ``path`` is ``file_name`` as the file wrote it (separators turned to ``/``), which a
+    dataset import resolves under its images folder.
+    """
 
     id: CocoId
     file_name: str
     width: int | None = None
     height: int | None = None
+    path: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
@@ -60,8 +65,13 @@ class CocoDocument:
     categories: dict[CocoId, str]
 
 
-def decode_coco(raw: bytes) -> CocoDocument:
+def decode_coco(raw: bytes, skipped: list[str] | None = None) -> CocoDocument:
     """Parse the bytes of a COCO JSON file.
+
+    Args:
+        raw: the file's bytes.
+        skipped: when given, images and annotations that fail their checks are left out
+            and their reasons appended here, instead of refusing the whole file.
 
     Raises:
         ValueError: not UTF-8 JSON (also: nested too deep, or an integer too long for
@@ -75,7 +85,7 @@ def decode_coco(raw: bytes) -> CocoDocument:
         ) from None
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, too many digits
         raise ValueError(f"the COCO file is not JSON ({exc})") from None
-    return parse_coco(document)
+    return parse_coco(document, skipped)
 
 
 def annotation_count(document: CocoDocument) -> int:
@@ -83,11 +93,14 @@ def annotation_count(document: CocoDocument) -> int:
     return len(document.annotations)
 
 
-def parse_coco(document: Any) -> CocoDocument:
+def parse_coco(document: Any, skipped: list[str] | None = None) -> CocoDocument:
     """Check a decoded COCO document and turn it into records.
 
     Args:
         document: what ``json.loads`` gave.
+        skipped: when given, an image or annotation entry that fails its checks is left
+            out and ``"<which entry>: <reason>"`` appended here (a dataset import goes on
+            past a bad entry); the categories and the document's shape are always checked.
 
     Raises:
         ValueError: the document is not an object with ``images``, ``annotations`` and
@@ -111,15 +124,28 @@ def parse_coco(document: Any) -> CocoDocument:
         if category_id in categories:
             raise ValueError(f"{where}: the id {category_id!r} is used twice in 'categories'")
         categories[category_id] = clean_label(category["name"], f"{where}'s 'name'")
-    images = [_image(entry, index) for index, entry in enumerate(document["images"])]
+    images: list[CocoImage] = []
     seen: set[CocoId] = set()
-    for image in images:
-        if image.id in seen:
-            raise ValueError(f"the COCO image id {image.id!r} is used twice in 'images'")
+    for index, entry in enumerate(document["images"]):
+        try:
+            image = _image(entry, index)
+            if image.id in seen:
+                raise ValueError(f"the COCO image id {image.id!r} is used twice in 'images'")
+        except ValueError as exc:
+            if skipped is None:
+                raise
+            skipped.append(str(exc))
+            continue
         seen.add(image.id)
-    annotations = [
-        _annotation(entry, index, categories) for index, entry in enumerate(document["annotations"])
-    ]
+        images.append(image)
+    annotations: list[CocoAnnotation] = []
+    for index, entry in enumerate(document["annotations"]):
+        try:
+            annotations.append(_annotation(entry, index, categories))
+        except ValueError as exc:
+            if skipped is None:
+                raise
+            skipped.append(str(exc))
     return CocoDocument(images, annotations, categories)
 
 
@@ -152,12 +178,13 @@ def _image(entry: Any, index: int) -> CocoImage:
         or not isinstance(entry.get("file_name"), str)
     ):
         raise ValueError(f"{where}: every COCO image needs an 'id' and a string 'file_name'")
-    name = entry["file_name"].replace("\\", "/").rsplit("/", 1)[-1]
+    path = entry["file_name"].replace("\\", "/")
     return CocoImage(
         _id(entry["id"], f"{where}'s 'id'"),
-        name,
+        path.rsplit("/", 1)[-1],
         _size(entry.get("width"), f"{where}'s 'width'"),
         _size(entry.get("height"), f"{where}'s 'height'"),
+        path,
     )
 
 

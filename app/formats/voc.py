@@ -19,28 +19,52 @@ from defusedxml import DefusedXmlException
 from app.formats.labels import clean_label
 from app.formats.records import LabeledBox
 
-__all__ = ["parse_voc", "write_voc"]
+__all__ = ["parse_voc", "voc_file_name", "write_voc"]
 
 # Characters XML 1.0 cannot hold at all, not even as references.
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
-def parse_voc(text: bytes, width: int, height: int) -> list[LabeledBox]:
-    """Boxes from a Pascal VOC annotation for a ``width × height`` image.
-
-    Raises:
-        ValueError: not VOC XML, entities or DTDs (refused), a size that is not the image's,
-            an ``<object>`` without ``<name>`` or ``<bndbox>``, a coordinate that is not a
-            finite number, or a name that is not a clean label.
-    """
+def _root(text: bytes) -> ET.Element:
     try:
-        root = SafeET.fromstring(text, forbid_dtd=True)
+        root: ET.Element = SafeET.fromstring(text, forbid_dtd=True)
     except (ET.ParseError, DefusedXmlException, ValueError) as exc:
         raise ValueError(
             f"not a Pascal VOC XML file ({exc}); DTDs and entities are refused"
         ) from None
     if root.tag != "annotation":
         raise ValueError(f"a Pascal VOC file's root element is <annotation>, not <{root.tag}>")
+    return root
+
+
+def voc_file_name(text: bytes) -> str | None:
+    """The ``<filename>`` of a VOC annotation (its last path part), or None when it has none.
+
+    Raises:
+        ValueError: not VOC XML (see :func:`parse_voc`).
+    """
+    name = (_root(text).findtext("filename") or "").strip().replace("\\", "/")
+    return name.rsplit("/", 1)[-1] or None
+
+
+def parse_voc(
+    text: bytes, width: int, height: int, skipped: list[str] | None = None
+) -> list[LabeledBox]:
+    """Boxes from a Pascal VOC annotation for a ``width × height`` image.
+
+    Args:
+        text: the XML file's bytes.
+        width: the image's width as displayed.
+        height: the image's height as displayed.
+        skipped: when given, an ``<object>`` that fails its checks is left out and its
+            reason appended here instead of refusing the file.
+
+    Raises:
+        ValueError: not VOC XML, entities or DTDs (refused), a size that is not the image's,
+            an ``<object>`` without ``<name>`` or ``<bndbox>``, a coordinate that is not a
+            finite number, or a name that is not a clean label.
+    """
+    root = _root(text)
     size = root.find("size")
     if size is not None:
         given = (_int_of(size, "width"), _int_of(size, "height"))
@@ -51,15 +75,24 @@ def parse_voc(text: bytes, width: int, height: int) -> list[LabeledBox]:
             )
     boxes: list[LabeledBox] = []
     for number, obj in enumerate(root.iter("object"), start=1):
-        name = obj.findtext("name")
-        bndbox = obj.find("bndbox")
-        if name is None or not name.strip() or bndbox is None:
-            raise ValueError("every VOC <object> needs a <name> and a <bndbox>")
-        label = clean_label(name, f"the <name> of VOC object {number}")
-        xmin, ymin = _float_of(bndbox, "xmin"), _float_of(bndbox, "ymin")
-        xmax, ymax = _float_of(bndbox, "xmax"), _float_of(bndbox, "ymax")
-        boxes.append(LabeledBox(xmin - 1, ymin - 1, xmax - xmin + 1, ymax - ymin + 1, label))
+        try:
+            boxes.append(_object(obj, number))
+        except ValueError as exc:
+            if skipped is None:
+                raise
+            skipped.append(f"VOC object {number}: {exc}")
     return boxes
+
+
+def _object(obj: ET.Element, number: int) -> LabeledBox:
+    name = obj.findtext("name")
+    bndbox = obj.find("bndbox")
+    if name is None or not name.strip() or bndbox is None:
+        raise ValueError("every VOC <object> needs a <name> and a <bndbox>")
+    label = clean_label(name, f"the <name> of VOC object {number}")
+    xmin, ymin = _float_of(bndbox, "xmin"), _float_of(bndbox, "ymin")
+    xmax, ymax = _float_of(bndbox, "xmax"), _float_of(bndbox, "ymax")
+    return LabeledBox(xmin - 1, ymin - 1, xmax - xmin + 1, ymax - ymin + 1, label)
 
 
 def _float_of(element: ET.Element, tag: str) -> float:

@@ -1,5 +1,7 @@
 """YOLO txt: lines ``class cx cy w h`` normalised by the image size.
 
+Boxes read are rounded to 1e-4 pixel, far below what the 8 decimals written carry.
+
 Class names come as a list (index 0 first): :func:`parse_classes` reads one name per line
 or comma-separated names. Writing needs the class list too; a label outside it is an error
 that names the missing class.
@@ -35,8 +37,22 @@ def parse_classes(text: str) -> list[str]:
     return names
 
 
-def parse_yolo(text: str, classes: Sequence[str], width: int, height: int) -> list[LabeledBox]:
+def parse_yolo(
+    text: str,
+    classes: Sequence[str],
+    width: int,
+    height: int,
+    skipped: list[str] | None = None,
+) -> list[LabeledBox]:
     """Boxes from YOLO lines for a ``width × height`` image.
+
+    Args:
+        text: the txt file's text.
+        classes: class names, index 0 first.
+        width: the image's width as displayed.
+        height: the image's height as displayed.
+        skipped: when given, a line that fails its checks is left out and its reason
+            appended here instead of refusing the file.
 
     Raises:
         ValueError: a line without exactly five fields, a class that is not an integer index
@@ -44,29 +60,41 @@ def parse_yolo(text: str, classes: Sequence[str], width: int, height: int) -> li
     """
     boxes: list[LabeledBox] = []
     for number, line in enumerate(text.splitlines(), start=1):
-        fields = line.split()
-        if not fields:
+        if not line.split():
             continue
         try:
-            if len(fields) != 5:
-                raise ValueError
-            index = int(fields[0])
-            cx, cy, w, h = (float(v) for v in fields[1:5])
-            if not all(math.isfinite(v) for v in (cx, cy, w, h)):
-                raise ValueError
-        except ValueError:
-            raise ValueError(
-                f"YOLO line {number} is {line[:80]!r}; write 'class cx cy w h' "
-                "with an integer class and four finite numbers in 0..1"
-            ) from None
-        if not 0 <= index < len(classes):
-            raise ValueError(
-                f"YOLO line {number} has class {index}, but only "
-                f"{len(classes)} class names were given ({list(classes)[:20]})"
-            )
-        x, y = (cx - w / 2) * width, (cy - h / 2) * height
-        boxes.append(LabeledBox(x, y, w * width, h * height, classes[index]))
+            boxes.append(_line(number, line, classes, width, height))
+        except ValueError as exc:
+            if skipped is None:
+                raise
+            skipped.append(str(exc))
     return boxes
+
+
+def _line(number: int, line: str, classes: Sequence[str], width: int, height: int
+          ) -> LabeledBox:
+    fields = line.split()
+    try:
+        if len(fields) != 5:
+            raise ValueError
+        index = int(fields[0])
+        cx, cy, w, h = (float(v) for v in fields[1:5])
+        if not all(math.isfinite(v) for v in (cx, cy, w, h)):
+            raise ValueError
+    except ValueError:
+        raise ValueError(
+            f"YOLO line {number} is {line[:80]!r}; write 'class cx cy w h' "
+            "with an integer class and four finite numbers in 0..1"
+        ) from None
+    if not 0 <= index < len(classes):
+        raise ValueError(
+            f"YOLO line {number} has class {index}, but only "
+            f"{len(classes)} class names were given ({list(classes)[:20]})"
+        )
+    # Rounded to 1e-4 px (the text carries about 1e-6 of the side): the same box read from
+    # YOLO and from COCO or VOC is then the same box, not a float-noise twin.
+    x, y = round((cx - w / 2) * width, 4), round((cy - h / 2) * height, 4)
+    return LabeledBox(x, y, round(w * width, 4), round(h * height, 4), classes[index])
 
 
 def write_yolo(

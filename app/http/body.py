@@ -6,12 +6,14 @@ form around the file); every other body (the JSON of analysis and box routes) as
 once; a chunked body (no length) is counted as it arrives and cut off with 413 as soon as
 it passes. JSON bodies are read here in full (they are small), their nesting measured
 without recursion, and deeper than ``FEATUREGAP_MAX_JSON_DEPTH`` is a 422: Python's parser
-would otherwise recurse 100,000 levels deep.
+would otherwise recurse 100,000 levels deep. A path may have an upload limit of its own
+(the dataset zip, ``FEATUREGAP_MAX_ZIP_UPLOAD_BYTES``).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 import numpy as np
 from starlette.datastructures import Headers
@@ -59,12 +61,16 @@ class BodyLimits:
         max_upload_bytes: the file limit of multipart uploads (``FEATUREGAP_MAX_UPLOAD_BYTES``).
         max_json_bytes: the limit of any other body (``FEATUREGAP_MAX_JSON_BYTES``).
         max_json_depth: the deepest JSON nesting accepted (``FEATUREGAP_MAX_JSON_DEPTH``).
+        upload_limits: paths whose uploads have a limit of their own: path → (bytes, the
+            setting's name), e.g. the dataset zip.
     """
 
     def __init__(self, app: ASGIApp, max_upload_bytes: int, max_json_bytes: int,
-                 max_json_depth: int) -> None:
+                 max_json_depth: int,
+                 upload_limits: Mapping[str, tuple[int, str]] | None = None) -> None:
         self.app = app
         self.max_upload_bytes = max_upload_bytes
+        self.upload_limits = dict(upload_limits or {})
         self.max_json_bytes = max_json_bytes
         self.max_json_depth = max_json_depth
 
@@ -79,9 +85,12 @@ class BodyLimits:
             return
         content_type = headers.get("content-type")
         multipart = (content_type or "").lower().startswith("multipart/")
-        limit, too_large = (
-            (self.max_upload_bytes + ENVELOPE_BYTES, self._upload_message()) if multipart
-            else (self.max_json_bytes, self._json_message()))
+        if multipart:
+            own, setting = self.upload_limits.get(
+                scope["path"], (self.max_upload_bytes, "FEATUREGAP_MAX_UPLOAD_BYTES"))
+            limit, too_large = own + ENVELOPE_BYTES, self._upload_message(own, setting)
+        else:
+            limit, too_large = self.max_json_bytes, self._json_message()
         if declared is not None and declared.strip().isdigit() and int(declared) > limit:
             await reply(scope, receive, send, 413, too_large)
             return
@@ -90,9 +99,10 @@ class BodyLimits:
         else:
             await self._buffer(scope, receive, send, limit, too_large, _is_json(content_type))
 
-    def _upload_message(self) -> str:
-        return (f"the request body is larger than the limit of {self.max_upload_bytes} bytes "
-                "per upload (setting FEATUREGAP_MAX_UPLOAD_BYTES); send a smaller file")
+    @staticmethod
+    def _upload_message(limit: int, setting: str) -> str:
+        return (f"the request body is larger than the limit of {limit} bytes "
+                f"per upload (setting {setting}); send a smaller file")
 
     def _json_message(self) -> str:
         return (f"the request body is larger than the limit of {self.max_json_bytes} bytes "

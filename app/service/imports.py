@@ -10,7 +10,7 @@ missing and nothing twice.
 from __future__ import annotations
 
 import unicodedata
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -101,7 +101,8 @@ def import_coco(
 
     Each image's boxes are added all or none; an image whose boxes cannot be added is
     skipped with the reason. Boxes already in the store (same image, label and geometry)
-    are counted in ``boxes_present``, not added again.
+    are counted in ``boxes_present``, not added again. Integer annotation ids are kept on
+    the boxes added (``source_id``), so :func:`export_coco` gives them back.
 
     Raises:
         JobCancelled: ``cancelled()`` turned True; the batches written so far stay.
@@ -111,11 +112,14 @@ def import_coco(
     summary.images_matched = len(targets)
     known = {entry.id for entry in document.images}
     per_image: dict[int, list[LabeledBox]] = defaultdict(list)
+    source_ids: dict[int, list[int | None]] = defaultdict(list)
     orphans = 0
     for annotation in document.annotations:
         record = targets.get(annotation.image_id)
         if record is not None:
             per_image[record.id].append(annotation.box)
+            source_ids[record.id].append(
+                annotation.id if isinstance(annotation.id, int) else None)
         elif annotation.image_id not in known:
             orphans += 1
     if orphans:
@@ -125,7 +129,8 @@ def import_coco(
         if cancelled is not None and cancelled():
             raise JobCancelled()
         count = store.import_boxes(
-            {image_id: [b.as_tuple() for b in boxes] for image_id, boxes in batch.items()}
+            {image_id: [b.as_tuple() for b in boxes] for image_id, boxes in batch.items()},
+            {image_id: source_ids[image_id] for image_id in batch},
         )
         summary.boxes_added += count.added
         summary.boxes_present += count.present
@@ -157,9 +162,30 @@ def _labeled(store: Store, image_id: int | None = None) -> list[tuple[int, int, 
 
 
 def export_coco(store: Store) -> dict[str, object]:
-    """Every stored image and box as one COCO document (category ids by sorted label)."""
+    """Every stored image and box as one COCO document (category ids by sorted label).
+
+    A box imported with an integer annotation id (its ``source_id``) is written with that
+    id, so a COCO file round-trips its ids; the other boxes keep their store id unless a
+    kept id took it, then they get ids past the largest one in use. Ids stay unique.
+    """
     images = [CocoImage(i.id, i.filename, i.width, i.height) for i in store.images()]
-    return write_coco(images, _labeled(store))
+    records = store.boxes()
+    kept = Counter(b.source_id for b in records if b.source_id is not None)
+    used = {source for source, n in kept.items() if n == 1}
+    ids: list[int] = []
+    spare = max([*used, *(b.id for b in records), 0])
+    for record in records:
+        if record.source_id is not None and kept[record.source_id] == 1:
+            ids.append(record.source_id)
+        elif record.id not in used:
+            ids.append(record.id)
+            used.add(record.id)
+        else:
+            spare += 1
+            ids.append(spare)
+    boxes = [(box_id, b.image_id, LabeledBox(b.x, b.y, b.w, b.h, b.label))
+             for box_id, b in zip(ids, records, strict=True)]
+    return write_coco(images, boxes)
 
 
 def export_voc(store: Store, image: ImageRecord) -> str:

@@ -23,7 +23,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, Table, create_engine, delete, event, func, select, update
+from sqlalchemy import (
+    Engine,
+    Table,
+    create_engine,
+    delete,
+    event,
+    func,
+    inspect,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.schema import CreateIndex, CreateTable
 
@@ -34,6 +45,7 @@ from app.engine.regions import Box, check_box
 from app.formats.labels import clean_label, normalize_label
 from app.store.features import FeatureStore
 from app.store.tables import (
+    ADDED_COLUMNS,
     SCHEMA_VERSION,
     Base,
     BoxRow,
@@ -85,6 +97,8 @@ class BoxRecord:
     h: float
     label: str
     created_at: datetime
+    source_id: int | None = None
+    """The box's id in the file it was imported from (a COCO annotation id), if any."""
 
 
 @dataclass(frozen=True)
@@ -132,7 +146,7 @@ def _image_record(row: ImageRow, box_count: int = 0) -> ImageRecord:
 
 def _box_record(row: BoxRow) -> BoxRecord:
     return BoxRecord(row.id, row.image_id, float(row.x), float(row.y), float(row.w),
-                     float(row.h), row.label, _utc(row.created_at))
+                     float(row.h), row.label, _utc(row.created_at), row.source_id)
 
 
 def _job_record(row: JobRow) -> JobRecord:
@@ -203,6 +217,7 @@ class Store:
             Base.metadata.create_all(self.engine)
             if self.is_sqlite:
                 self._upgrade_to_autoincrement()
+            self._add_missing_columns()
             with self._sessions() as session, session.begin():
                 versions = list(session.scalars(select(SchemaVersionRow.version)))
                 if not versions:
@@ -254,6 +269,26 @@ class Store:
                 connection.isolation_level = isolation
         finally:
             raw.close()
+
+    def _add_missing_columns(self) -> None:
+        """Add the nullable columns of :data:`ADDED_COLUMNS` that an older store lacks.
+
+        ``ALTER TABLE ... ADD COLUMN`` keeps every row (the new column is NULL in them); it
+        runs in one transaction, so a store is upgraded whole or not at all.
+        """
+        inspector = inspect(self.engine)
+        missing = []
+        for table_name, names in ADDED_COLUMNS.items():
+            have = {column["name"] for column in inspector.get_columns(table_name)}
+            table = Base.metadata.tables[table_name]
+            missing += [(table_name, table.c[name]) for name in names if name not in have]
+        if not missing:
+            return
+        with self.engine.begin() as connection:
+            for table_name, column in missing:
+                kind = column.type.compile(dialect=self.engine.dialect)
+                connection.execute(text(
+                    f'ALTER TABLE "{table_name}" ADD COLUMN "{column.name}" {kind}'))
 
     def _rebuild(self, connection: Any, table: Table) -> None:
         dialect = self.engine.dialect
@@ -457,7 +492,9 @@ class Store:
             session.flush()
             return [_box_record(row) for row in rows]
 
-    def import_boxes(self, boxes_by_image: Mapping[int, Sequence[_BoxTuple]]) -> ImportCount:
+    def import_boxes(self, boxes_by_image: Mapping[int, Sequence[_BoxTuple]],
+                     source_ids: Mapping[int, Sequence[int | None]] | None = None
+                     ) -> ImportCount:
         """Make sure these boxes exist, for several images in one transaction.
 
         Importing is idempotent: a box counts as already there when its image holds a box
@@ -467,6 +504,11 @@ class Store:
         an image that does not exist, or whose boxes fail the checks of :meth:`add_boxes`,
         is skipped with the reason and the others go on.
 
+        Args:
+            boxes_by_image: ``(x, y, w, h, label)`` boxes by image id.
+            source_ids: per image, the boxes' ids in the imported file (same order; None
+                where there is none), kept on the boxes that are added.
+
         Returns:
             Boxes added, boxes already there, and the reasons for skipped images.
         """
@@ -475,7 +517,8 @@ class Store:
         with self._write() as session:
             for image_id, boxes in boxes_by_image.items():
                 try:
-                    rows, there = self._missing_rows(session, image_id, boxes)
+                    ids = None if source_ids is None else source_ids.get(image_id)
+                    rows, there = self._missing_rows(session, image_id, boxes, ids)
                 except (KeyError, ValueError) as exc:
                     skipped[image_id] = str(exc.args[0]) if exc.args else str(exc)
                     continue
@@ -495,10 +538,15 @@ class Store:
             session.add_all(rows)
         return ImportCount(len(rows), present, {})
 
-    def _missing_rows(self, session: Session, image_id: int, boxes: Sequence[_BoxTuple]
+    def _missing_rows(self, session: Session, image_id: int, boxes: Sequence[_BoxTuple],
+                      source_ids: Sequence[int | None] | None = None
                       ) -> tuple[list[BoxRow], int]:
         """New rows for the boxes the image lacks, and how many it already has."""
         image = _require(session, ImageRow, image_id)
+        if source_ids is not None and len(source_ids) != len(boxes):
+            raise ValueError(f"{len(source_ids)} source ids for {len(boxes)} boxes; give one "
+                             "per box (None where there is none)")
+        ids = list(source_ids) if source_ids is not None else [None] * len(boxes)
         wanted = []
         for x, y, w, h, label in boxes:
             box = check_box(Box(x, y, w, h), image.width, image.height)
@@ -508,12 +556,12 @@ class Store:
             for r in session.scalars(select(BoxRow).where(BoxRow.image_id == image_id)))
         have = sum(stored.values())
         rows: list[BoxRow] = []
-        for key in wanted:
+        for key, source_id in zip(wanted, ids, strict=True):
             if stored[key] > 0:
                 stored[key] -= 1
             else:
                 rows.append(BoxRow(image_id=image_id, x=key[0], y=key[1], w=key[2], h=key[3],
-                                   label=key[4]))
+                                   label=key[4], source_id=source_id))
         limit = self.settings.max_boxes_per_image
         if have + len(rows) > limit:
             raise ValueError(

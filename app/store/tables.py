@@ -4,11 +4,20 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["SCHEMA_VERSION", "Base", "ImageRow", "BoxRow", "ResultRow", "SchemaVersionRow",
-           "JobRow", "FeatureSetRow", "FeatureSegmentRow", "FeatureRow"]
+__all__ = ["SCHEMA_VERSION", "ADDED_COLUMNS", "Base", "ImageRow", "BoxRow", "ResultRow",
+           "SchemaVersionRow", "JobRow", "FeatureSetRow", "FeatureSegmentRow", "FeatureRow"]
 
 SCHEMA_VERSION = 1
 """Bump when the tables change; a store written by another version is refused at start."""
@@ -56,6 +65,13 @@ class BoxRow(Base):
     h: Mapped[float] = mapped_column(Float)
     label: Mapped[str] = mapped_column(String(200), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    # The id the box had in the file it was imported from (a COCO annotation id that is an
+    # integer), so an export gives it back. Added to older stores at start (ADDED_COLUMNS).
+    source_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+ADDED_COLUMNS: dict[str, tuple[str, ...]] = {"boxes": ("source_id",)}
+"""Nullable columns added after schema version 1; the store adds them to older databases."""
 
 
 class ResultRow(Base):

@@ -119,7 +119,7 @@ def test_feature_cache_evicts_least_recently_used() -> None:
     with pytest.raises(ValueError, match="max_bytes"):
         FeatureCache(-1)
     shared = default_cache(1 << 20)
-    shared.clear()  # the process-wide cache: earlier tests (heat maps) may have filled it
+    shared.clear()  # the process-wide cache: earlier tests may have filled it
     shared.put(keys[0], torch.zeros(1000))
     assert default_cache(1 << 20) is shared and shared.stats.entries == 1
     assert default_cache(100) is shared and shared.max_bytes == 100  # resized, not replaced

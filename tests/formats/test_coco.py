@@ -30,7 +30,11 @@ def _document(**changes: Any) -> dict[str, Any]:
 
 def test_parse_reads_ids_names_sizes_and_boxes() -> None:
     parsed = parse_coco(_document())
-    assert parsed.images == [CocoImage(7, "a.png", 40, 30), CocoImage("b-1", "b.jpg")]
+    assert parsed.images == [
+        CocoImage(7, "a.png", 40, 30, "dir/sub/a.png"),
+        CocoImage("b-1", "b.jpg", path="b.jpg"),
+    ]
+    assert [image.path for image in parsed.images] == ["dir/sub/a.png", "b.jpg"]
     assert parsed.categories == {3: "caf\u00e9", 4: "dog"}
     first, second = parsed.annotations
     assert (first.id, first.image_id, first.box) == (11, 7, LabeledBox(1, 2.5, 3, 4, "café"))
@@ -157,3 +161,23 @@ def test_write_then_parse_round_trips() -> None:
     parsed = decode_coco(json.dumps(document).encode())
     assert parsed.images == images
     assert [(a.id, a.image_id, a.box) for a in parsed.annotations] == boxes
+
+
+def test_lenient_parse_leaves_out_bad_entries_with_their_reasons() -> None:
+    document = _document()
+    document["images"].append({"id": 7, "file_name": "again.png"})
+    document["images"].append({"id": 8})
+    document["annotations"].append({"id": 12, "image_id": 7, "category_id": 99, "bbox": [0] * 4})
+    document["annotations"].append({"id": 13, "image_id": 7, "category_id": 3, "bbox": [0, 0]})
+    with pytest.raises(ValueError, match="used twice"):
+        parse_coco(document)
+    skipped: list[str] = []
+    parsed = parse_coco(document, skipped)
+    assert [image.id for image in parsed.images] == [7, "b-1"]
+    assert [a.id for a in parsed.annotations] == [11, None]
+    assert skipped == [
+        "the COCO image id 7 is used twice in 'images'",
+        "COCO image 3: every COCO image needs an 'id' and a string 'file_name'",
+        "COCO annotation 2 has category_id 99, not in 'categories'",
+        "COCO annotation 3 needs 'bbox': [x, y, w, h] numbers",
+    ]

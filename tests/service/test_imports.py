@@ -95,6 +95,10 @@ def test_import_twice_adds_the_file_once(store: Store) -> None:
     again = imports.import_coco(store, _document())
     assert (again.boxes_added, again.boxes_present, again.skipped) == (0, 21, [])
     assert _held(store) == _expected(_coco(), store)
+    # The file's annotation ids are kept and come back in the export.
+    assert sorted(b.source_id for b in store.boxes()) == list(range(21))
+    exported = imports.export_coco(store)
+    assert sorted(a["id"] for a in exported["annotations"]) == list(range(21))  # type: ignore[index]
 
 
 def test_a_failure_inside_a_batch_rolls_that_batch_back_and_a_retry_completes(
@@ -103,11 +107,11 @@ def test_a_failure_inside_a_batch_rolls_that_batch_back_and_a_retry_completes(
     calls: list[int] = []
     real = Store._missing_rows
 
-    def failing(self: Store, session: Any, image_id: int, boxes: Any) -> Any:
+    def failing(self: Store, session: Any, image_id: int, *rest: Any) -> Any:
         calls.append(image_id)
         if len(calls) == 4:  # the second image of the second batch
             raise OSError("disk I/O error")
-        return real(self, session, image_id, boxes)
+        return real(self, session, image_id, *rest)
 
     monkeypatch.setattr(Store, "_missing_rows", failing)
     with pytest.raises(OSError):
@@ -174,3 +178,20 @@ def test_kill_9_mid_import_then_retry_holds_the_file_once(tmp_path: Path) -> Non
     retry = imports.import_coco(store, _document())
     assert (retry.boxes_added, retry.boxes_present) == (12, 9)
     assert _held(store) == _expected(_coco(), store)
+
+
+def test_export_keeps_imported_ids_and_gives_the_other_boxes_unused_ones(store: Store) -> None:
+    image = store.images()[0]
+    own = store.add_box(image.id, 0, 0, 3, 3, "own")  # store id 1
+    document = _coco()
+    document["annotations"] = document["annotations"][:3]
+    for annotation, kept in zip(document["annotations"], (1, 7, "x-9"), strict=True):
+        annotation["id"] = kept  # 1 is the own box's store id; a string id is not kept
+    imports.import_coco(store, parse_coco(document))
+    exported = imports.export_coco(store)
+    labels = {c["id"]: c["name"] for c in exported["categories"]}  # type: ignore[attr-defined]
+    ids = sorted((labels[a["category_id"]], a["id"])
+                 for a in exported["annotations"])  # type: ignore[attr-defined]
+    # The imported boxes keep 1 and 7; the one with a string id keeps its store id (4); the
+    # own box (store id 1, now taken) moves past the largest id in use.
+    assert own.id == 1 and ids == [("cat", 1), ("cat", 7), ("dog", 4), ("own", 8)]
