@@ -108,6 +108,13 @@ class _Writer:
                 self.keys[name], self.values[name] = [], []
 
 
+def _decode_workers() -> int:
+    """Cores left beside torch's intra-op threads: more decode threads than that would
+    preempt the forward's threads and slow it more than decoding gains."""
+    free = (os.cpu_count() or 1) - torch.get_num_threads()
+    return max(1, min(4, free))
+
+
 def _batches(images: list[ImageRecord], model: LoadedModel, mode: InputMode,
              native_max_side: int, batch_size: int) -> list[list[ImageRecord]]:
     """Images in batches of one input size (``native``: grouped by size first)."""
@@ -137,6 +144,7 @@ def extract_boxes(
     *,
     keep: bool = False,
     force: bool = False,
+    decode_workers: int | None = None,
 ) -> tuple[ExtractionReport, dict[str, dict[int, torch.Tensor]]]:
     """Extract and store the descriptors of ``boxes`` that the feature store lacks.
 
@@ -153,6 +161,8 @@ def extract_boxes(
         cancelled: polled before each batch; what is done so far is kept in the store.
         keep: also return the new descriptors (``{layer: {box id: tensor}}``).
         force: extract every box, even those already stored.
+        decode_workers: threads that decode and preprocess the next batch during a forward
+            (default: the cores torch's own threads leave free, at least 1, at most 4).
 
     Returns:
         The report and (with ``keep``) the descriptors extracted now.
@@ -187,7 +197,7 @@ def extract_boxes(
     def prepare(image: ImageRecord) -> torch.Tensor:
         return prepare_input(model, store.load_decoded(image), mode, max_side)
 
-    workers = max(1, min(4, os.cpu_count() or 1))
+    workers = decode_workers or _decode_workers()
     done = 0
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
         ahead: list[Future[torch.Tensor]] = []
