@@ -83,7 +83,9 @@ def _load_image(path: str) -> Any:
     except OSError as exc:
         raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from exc
     try:
-        return decode_image(data, max_pixels=get_settings().max_image_pixels)
+        settings = get_settings()
+        return decode_image(data, max_pixels=settings.max_image_pixels,
+                            max_bytes=settings.max_decoded_bytes)
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from exc
 
@@ -424,10 +426,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (2 for bad input)."""
+    from app.errors import FeatureGapError
+
     args = build_parser().parse_args(argv)
     try:
         status: int = args._run(args)
-    except (ValueError, KeyError) as exc:
+    except (ValueError, KeyError, FeatureGapError) as exc:  # a budget or limit: said, not raised
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"featuregap {args.command}: error: {message}", file=sys.stderr)
         return 2

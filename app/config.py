@@ -49,6 +49,14 @@ class Settings(BaseSettings):
         1024 * 1024, gt=0, description="Largest JSON request body (analysis and box routes).")
     max_json_depth: int = Field(64, gt=0, description="Deepest nesting of a JSON request body.")
     max_image_pixels: int = Field(40_000_000, gt=0, description="Refuse decompression bombs.")
+    max_decoded_bytes: int = Field(
+        2 * 1024**3, gt=0, description="Bytes that decoding images may hold at once, counted "
+        "as bit depth × channels × pixels plus the 8-bit RGB result; one image past it is "
+        "refused (413), several at once wait for each other.")
+    max_request_bytes: int = Field(
+        3 * 1024**3 // 2, gt=0, description="Memory one analysis request (distances, "
+        "separation, embeddings, heat maps, predictions) may need by its estimate before it "
+        "starts; past it the request is refused (413) naming the estimate.")
     max_boxes_per_image: int = Field(500, gt=0)
     max_samples_per_request: int = Field(5_000, gt=0, description="Boxes one analysis may use.")
     max_permutations: int = Field(10_000, ge=0)

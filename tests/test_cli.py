@@ -108,3 +108,19 @@ def test_commands_register_once() -> None:
     assert {"models", "layers", "predict", "heatmap"} <= set(COMMANDS)
     with pytest.raises(ValueError, match="already exists"):
         command("models", "again", lambda parser: None)(lambda args: 0)
+
+
+def test_an_image_past_the_decode_budget_is_a_message_not_a_traceback(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from app.config import get_settings
+
+    path = tmp_path / "deep.png"
+    Image.fromarray(np.zeros((300, 400), dtype=np.uint16)).save(path)
+    monkeypatch.setenv("FEATUREGAP_MAX_DECODED_BYTES", str(300 * 400 * 8 - 1))
+    get_settings.cache_clear()
+    try:
+        assert main(["predict", str(path)]) == 2
+    finally:
+        get_settings.cache_clear()
+    assert "FEATUREGAP_MAX_DECODED_BYTES" in capsys.readouterr().err

@@ -15,7 +15,12 @@ from app.api.schemas import JobAccepted
 from app.config import Settings
 from app.engine.measures import get_measure
 from app.jobs import Cancelled, JobRunner
-from app.service.analysis import DistanceRequest, distance_work, distances, resolve_groups
+from app.service.analysis import (
+    DistanceRequest,
+    distances,
+    estimate_distances,
+    resolve_groups,
+)
 from app.service.features import check_limits
 
 __all__ = ["router", "DistancesIn", "DistancesOut", "MeasureOut", "answer_or_queue",
@@ -202,7 +207,7 @@ def _distances(body: DistancesIn, store: StoreDep, settings: SettingsDep, jobs: 
                               body.mode, body.bootstrap, body.unit, body.adjust, body.alpha)
     n_boxes = sum(len(g) for g in groups.values())
     precheck(settings, model, [body.layer], n_boxes, max(body.permutations, body.bootstrap))
-    units = distance_work(request, n_boxes)
+    units = estimate_distances(store, settings, model, request, groups).units
     return answer_or_queue(jobs, settings, "distances", units, lambda progress, cancelled:
                            distances(store, settings, model, groups, request, progress,
                                      cancelled), cancelled)

@@ -12,7 +12,7 @@ from app.api.distances import ERRORS, answer_or_queue, precheck
 from app.api.models import model_info
 from app.api.schemas import JobAccepted
 from app.jobs import Cancelled
-from app.service.analysis import EmbeddingRequest, embedding, embedding_work
+from app.service.analysis import EmbeddingRequest, embedding, estimate_embedding
 
 __all__ = ["router", "EmbeddingIn", "EmbeddingOut"]
 
@@ -32,7 +32,12 @@ class EmbeddingIn(BaseModel):
     model: str = Field("efficientnet_lite0", min_length=1, max_length=200)
     layer: str = Field(min_length=1, max_length=300)
     method: Literal["tsne", "pca"] = "tsne"
-    perplexity: float | None = Field(None, gt=0, description="Default: min(30, (n − 1)/3).")
+    perplexity: float | None = Field(None, gt=0, le=1000, description=(
+        "t-SNE's effective neighbour count, in (0, (n − 1)/3] for n boxes; default: "
+        "min(30, (n − 1)/3)."))
+    n_iter: int = Field(500, ge=50, le=2000, description=(
+        "t-SNE's optimisation steps after early exaggeration, 50..2000 (its time grows "
+        "with them)."))
     seed: int = Field(0, ge=0, le=2**31 - 1)
     descriptor: Literal["gap", "grid"] = "gap"
     grid_size: int = Field(4, ge=1, le=16)
@@ -85,8 +90,9 @@ def _embedding(body: EmbeddingIn, store: StoreDep, settings: SettingsDep, jobs: 
     model = model_info(body.model)
     precheck(settings, model, [body.layer], len(boxes))
     request = EmbeddingRequest(body.model, body.layer, body.method, body.perplexity, body.seed,
-                               body.descriptor, body.grid_size, body.mode)
-    return answer_or_queue(jobs, settings, "embedding", embedding_work(request, len(boxes)),
+                               body.descriptor, body.grid_size, body.mode, body.n_iter)
+    units = estimate_embedding(store, settings, model, boxes, request).units
+    return answer_or_queue(jobs, settings, "embedding", units,
                            lambda progress, cancelled: embedding(
                                store, settings, model, boxes, request, progress, cancelled),
                            cancelled)

@@ -34,6 +34,9 @@ class HeatmapIn(BaseModel):
     normalise: Literal["none", "minmax", "percentile"] = Field(
         "minmax", description="Display scaling of the figure; the scores use the raw map.")
     channel: int | None = Field(None, ge=0, description="For method 'channel'.")
+    options: dict[str, Any] = Field(default_factory=dict, description=(
+        "The method's options (e.g. Score-CAM's max_channels, batch_size); "
+        "GET /api/heatmap-methods shows each method's schema."))
 
 
 class Prediction(BaseModel):
@@ -82,24 +85,28 @@ class MethodOut(BaseModel):
     name: str
     needs_target: bool
     needs_gradients: bool
+    options: dict[str, Any]
 
 
 def _request(body: HeatmapIn) -> HeatmapRequest:
+    """The service's request; unknown or out-of-bounds method options are a 4xx here."""
+    from app.engine.cams import method_options
+
+    options = method_options(body.method, body.options).model_dump()
     return HeatmapRequest(body.model, body.layer, body.method, body.target, body.mode,
-                          body.normalise, body.channel)
+                          body.normalise, body.channel, tuple(sorted(options.items())))
 
 
 def _compute(body: HeatmapIn, store: StoreDep) -> dict[str, Any]:
     image = store.get_image(body.image_id)
-    request = HeatmapRequest(body.model, body.layer, body.method, body.target, body.mode,
-                             body.normalise, body.channel)
-    return heatmap_result(store, model_info(body.model), image, request,
+    return heatmap_result(store, model_info(body.model), image, _request(body),
                           store.boxes(image_id=image.id))
 
 
 @router.post("/heatmaps", response_model=HeatmapOut, responses={**ERRORS})
 async def post_heatmap(body: HeatmapIn, store: StoreDep, pool: PoolDep) -> dict[str, Any]:
     """A heat map of one image, scored against all of its boxes."""
+    _request(body)  # unknown method or options: 4xx before queueing
     return await pool.run(lambda _cancelled: _compute(body, store))
 
 
@@ -110,6 +117,8 @@ async def post_heatmap_png(
     alpha: Annotated[float, Query(ge=0.0, le=1.0, description="Heat-map opacity.")] = 0.5,
 ) -> Response:
     """The overlay as a PNG: the heat map over the image, boxes captioned with their energy."""
+    _request(body)  # unknown method or options: 4xx before queueing
+
     def work(_cancelled: object) -> bytes:
         image = store.get_image(body.image_id)
         return heatmap_png(store, model_info(body.model), image, _request(body),
@@ -122,6 +131,7 @@ async def post_heatmap_png(
              responses={200: {"content": {"text/csv": {}}}, **ERRORS})
 async def post_heatmap_csv(body: HeatmapIn, store: StoreDep, pool: PoolDep) -> PlainTextResponse:
     """The same request's per-box scores as CSV."""
+    _request(body)  # unknown method or options: 4xx before queueing
     text = await pool.run(lambda _cancelled: scores_csv(_compute(body, store)))
     return PlainTextResponse(text, media_type="text/csv")
 
@@ -150,4 +160,6 @@ def list_heatmap_methods() -> list[MethodOut]:
     from app.engine.cams import METHODS
 
     return [MethodOut(name=name, needs_target=cls.needs_target,
-                      needs_gradients=cls.needs_gradients) for name, cls in METHODS.items()]
+                      needs_gradients=cls.needs_gradients,
+                      options=cls.Options.model_json_schema())
+            for name, cls in METHODS.items()]

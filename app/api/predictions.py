@@ -11,6 +11,7 @@ from app.api.deps import PoolDep, StoreDep
 from app.api.distances import ERRORS
 from app.api.heatmaps import Prediction
 from app.api.models import model_info
+from app.service.estimates import prediction_budget
 from app.service.heatmaps import ENGINE_LOCK
 
 __all__ = ["router", "PredictionIn", "PredictionOut"]
@@ -58,7 +59,9 @@ def _predict(body: PredictionIn, store: StoreDep) -> PredictionOut:
             raise ValueError(f"box {record.id} belongs to image {record.image_id}, not "
                              f"{image.id}; send that image_id or omit box_id")
         box = Box(record.x, record.y, record.w, record.h)
-    model, decoded = model_info(body.model), store.load_decoded(image)
+    model = model_info(body.model)
+    prediction_budget(store.settings, model, image, body.mode)  # 413 before decoding
+    decoded = store.load_decoded(image)
     with ENGINE_LOCK:
         top = predict(model, decoded, body.k, box, body.mode, store.settings.native_max_side)
     return PredictionOut(image_id=image.id, box_id=body.box_id, model=body.model,

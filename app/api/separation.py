@@ -15,9 +15,9 @@ from app.engine.measures import Measure, get_measure
 from app.jobs import Cancelled
 from app.service.analysis import (
     SeparationRequest,
+    estimate_separation,
     resolve_groups,
     separation_profile,
-    separation_work,
 )
 
 __all__ = ["router", "SeparationIn", "SeparationOut"]
@@ -88,7 +88,8 @@ def _separation(body: SeparationIn, measure: Measure, store: StoreDep, settings:
     request = SeparationRequest(body.model, layers, body.measure,
                                 body.descriptor or measure.needs, body.grid_size, body.mode,
                                 body.options)
-    return answer_or_queue(jobs, settings, "separation", separation_work(request, n_boxes),
+    units = estimate_separation(store, settings, model, request, groups).units
+    return answer_or_queue(jobs, settings, "separation", units,
                            lambda progress, cancelled: separation_profile(
                                store, settings, model, groups, request, progress, cancelled),
                            cancelled)

@@ -55,6 +55,7 @@ def embed(
     *,
     perplexity: float | None = None,
     seed: int = 0,
+    n_iter: int = 500,
     cancelled: Callable[[], bool] | None = None,
 ) -> Tensor:
     """Place each row of ``samples`` (``n×d``) in the plane.
@@ -72,6 +73,7 @@ def embed(
         method: ``"tsne"`` or ``"pca"``.
         perplexity: t-SNE's effective neighbour count.
         seed: t-SNE's random state.
+        n_iter: t-SNE's optimisation steps after the early exaggeration (at least 1).
         cancelled: polled before t-SNE's neighbour search and every
             ``CANCEL_CHECK_EVERY_ITERS`` optimisation steps; when it returns True the work
             stops.
@@ -91,6 +93,8 @@ def embed(
         raise ValueError(f"unknown embedding method {method!r}; use 'tsne' or 'pca'")
     if n < 4:
         raise ValueError(f"t-SNE needs at least 4 samples, got {n}; use method='pca'")
+    if n_iter < 1:
+        raise ValueError(f"n_iter must be at least 1, got {n_iter}")
     limit = max_perplexity(n)
     if perplexity is None:
         perplexity = min(30.0, limit)
@@ -105,6 +109,7 @@ def embed(
     # returns True; raising instead keeps a half-optimised embedding from passing as a result.
     tsne = TSNE(
         n_components=2, perplexity=perplexity, initialization="pca", random_state=seed,
+        n_iter=n_iter,
         n_jobs=1, verbose=False, callbacks=stop,
         callbacks_every_iters=CANCEL_CHECK_EVERY_ITERS,
     )

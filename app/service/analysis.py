@@ -22,8 +22,10 @@ from app.engine.measures import MEASURES, Measure, get_measure
 from app.engine.models import LoadedModel
 from app.engine.preprocess import InputMode
 from app.engine.regions import Descriptor
-from app.errors import NotFound
+from app.errors import InvalidInput, NotFound
 from app.plots import distance_matrix_figure, embedding_figure, separation_figure, to_json_safe
+from app.service.budgets import Estimate
+from app.service.estimates import distance_budget, embedding_budget, separation_budget
 from app.service.features import box_descriptors, boxes_key, check_limits
 from app.service.resolution import resolution_warnings
 from app.service.results import cached, result_key
@@ -31,7 +33,8 @@ from app.store import BoxRecord, ImageRecord, Store
 
 __all__ = ["DistanceRequest", "SeparationRequest", "resolve_groups", "distances",
            "separation_profile", "distance_work", "separation_work", "EmbeddingRequest",
-           "embedding", "embedding_work"]
+           "embedding", "embedding_work", "estimate_distances", "estimate_separation",
+           "estimate_embedding"]
 
 Progress = Callable[[float, str], None]
 Cancelled = Callable[[], bool]
@@ -100,6 +103,40 @@ def distance_work(request: DistanceRequest, n_boxes: int) -> int:
     """Work units of a distance request (boxes × (draws + resamples)), compared with the
     job threshold."""
     return n_boxes * max(1, request.permutations + request.bootstrap)
+
+
+def estimate_distances(store: Store, settings: Settings, model: LoadedModel,
+                       request: DistanceRequest,
+                       groups: dict[str, list[BoxRecord]]) -> Estimate:
+    """Memory and work units of a distances request, before any work.
+
+    Raises:
+        KeyError: unknown measure or layer. ValueError: bad options.
+        LimitExceeded: the estimate is past ``max_request_bytes`` (named).
+    """
+    measure = MEASURES.lookup(request.measure)
+    n_boxes = sum(len(g) for g in groups.values())
+    return distance_budget(
+        store, settings, model, layer=request.layer, measure=request.measure,
+        options=request.options, descriptor=request.descriptor or measure.needs,
+        grid_size=request.grid_size, groups=groups, permutations=request.permutations,
+        bootstrap=request.bootstrap, mode=request.mode,
+        units=distance_work(request, n_boxes))
+
+
+def estimate_separation(store: Store, settings: Settings, model: LoadedModel,
+                        request: SeparationRequest,
+                        groups: dict[str, list[BoxRecord]]) -> Estimate:
+    """Memory and work units of a separation request, before any work.
+
+    Raises:
+        KeyError: unknown measure or layer. LimitExceeded: past ``max_request_bytes``.
+    """
+    every = [b for members in groups.values() for b in members]
+    return separation_budget(
+        store, settings, model, layers=request.layers, measure=request.measure,
+        options=request.options, descriptor=request.descriptor, grid_size=request.grid_size,
+        boxes=every, mode=request.mode, units=separation_work(request, len(every)))
 
 
 def separation_work(request: SeparationRequest, n_boxes: int) -> int:
@@ -200,6 +237,7 @@ def distances(store: Store, settings: Settings, model: LoadedModel,
     check_limits(settings, samples=len(every),
                  permutations=max(request.permutations, request.bootstrap))
     descriptor: Descriptor = request.descriptor or measure.needs
+    estimate_distances(store, settings, model, request, groups)
     images = _images(store, every)
     payload = {
         "model": model.spec.name, "weights": model.weights_sha256,
@@ -280,6 +318,7 @@ def separation_profile(store: Store, settings: Settings, model: LoadedModel,
     every = [b for members in groups.values() for b in members]
     labels = [name for name, members in groups.items() for _ in members]
     check_limits(settings, samples=len(every), layers=len(request.layers))
+    estimate_separation(store, settings, model, request, groups)
     images = _images(store, every)
     key = result_key("separation", {
         "model": model.spec.name, "weights": model.weights_sha256, "request": asdict(request),
@@ -329,11 +368,43 @@ class EmbeddingRequest:
     descriptor: Literal["gap", "grid"] = "gap"
     grid_size: int = 4
     mode: InputMode = "resize"
+    n_iter: int = 500
 
 
 def embedding_work(request: EmbeddingRequest, n_boxes: int) -> int:
-    """Work units of an embedding (boxes; t-SNE counts ten times PCA)."""
-    return n_boxes * (10 if request.method == "tsne" else 1)
+    """Work units of an embedding (boxes; t-SNE at its default 500 iterations counts ten
+    times PCA, and in proportion to its iterations)."""
+    if request.method != "tsne":
+        return n_boxes
+    return n_boxes * max(1, 10 * request.n_iter // 500)
+
+
+def estimate_embedding(store: Store, settings: Settings, model: LoadedModel,
+                       boxes: Sequence[BoxRecord], request: EmbeddingRequest) -> Estimate:
+    """Memory and work units of an embedding request, before any work.
+
+    Raises:
+        KeyError: unknown layer. LimitExceeded: past ``max_request_bytes``.
+        InvalidInput: too few boxes for the method, or a perplexity out of range for
+            this many boxes.
+    """
+    from app.engine.embed import max_perplexity
+
+    n = len(boxes)
+    least = 4 if request.method == "tsne" else 2
+    if n < least:
+        raise InvalidInput(f"{request.method} needs at least {least} boxes, got {n}; draw more "
+                           "boxes or choose other labels or ids"
+                           + ("; or use method 'pca'" if request.method == "tsne" else ""))
+    if request.method == "tsne" and request.perplexity is not None and not (
+            0 < request.perplexity <= max_perplexity(n)):
+        raise InvalidInput(f"perplexity {request.perplexity} is out of range for {n} boxes; "
+                           f"use a value in (0, {max_perplexity(n):.3g}] ((n − 1)/3), or omit "
+                           "it for min(30, (n − 1)/3)")
+    return embedding_budget(
+        store, settings, model, layer=request.layer, method=request.method,
+        descriptor=request.descriptor, grid_size=request.grid_size, boxes=boxes,
+        mode=request.mode, units=embedding_work(request, len(boxes)))
 
 
 def embedding(store: Store, settings: Settings, model: LoadedModel, boxes: list[BoxRecord],
@@ -355,6 +426,7 @@ def embedding(store: Store, settings: Settings, model: LoadedModel, boxes: list[
         raise ValueError(f"an embedding needs at least 2 boxes, got {len(boxes)}; draw more "
                          "boxes or choose other labels or ids")
     check_limits(settings, samples=len(boxes))
+    estimate_embedding(store, settings, model, boxes, request)
     images = _images(store, boxes)
     key = result_key("embedding", {
         "model": model.spec.name, "weights": model.weights_sha256, "request": asdict(request),
@@ -369,7 +441,7 @@ def embedding(store: Store, settings: Settings, model: LoadedModel, boxes: list[
     if progress is not None:
         progress(0.85, f"{request.method} of {len(boxes)} boxes")
     xy = embed(x, request.method, perplexity=request.perplexity, seed=request.seed,
-               cancelled=cancelled)
+               n_iter=request.n_iter, cancelled=cancelled)
     points = [{"box_id": b.id, "image_id": b.image_id, "label": b.label,
                "x": float(p[0]), "y": float(p[1])} for b, p in zip(boxes, xy, strict=True)]
     result = to_json_safe({

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import torch
 
+from app.engine.cams import CamOptions
 from app.engine.features import LOGITS, default_cache, extract
 from app.engine.heatmaps import HeatMap, compute_heatmap, normalise
 from app.engine.layers import check_layer
@@ -29,6 +30,7 @@ from app.engine.preprocess import InputMode
 from app.engine.regions import Box
 from app.jobs import current_cancelled
 from app.plots import heatmap_figure
+from app.service.estimates import heatmap_budget
 from app.service.resolution import resolution_warnings
 from app.service.results import cached
 from app.store import BoxRecord, ImageRecord, Store
@@ -57,6 +59,8 @@ class HeatmapRequest:
     mode: InputMode = "resize"
     normalise: Normalise = "minmax"
     channel: int | None = None
+    options: tuple[tuple[str, Any], ...] = ()
+    """The method's validated options (``app.engine.cams.method_options``), sorted pairs."""
 
 
 def raw_heatmap(store: Store, model: LoadedModel, image: ImageRecord,
@@ -68,17 +72,22 @@ def raw_heatmap(store: Store, model: LoadedModel, image: ImageRecord,
         ValueError: a target or channel out of range, or ``cam`` on an unfit layer.
         InterruptedError: the work running it was cancelled (Score-CAM checks between
             batches).
+        LimitExceeded: its memory estimate is past ``max_request_bytes`` (checked before
+            the image is decoded).
     """
     key = (model.spec.name, model.weights_sha256, image.sha256, request.layer, request.method,
-           request.target, request.mode, request.channel)
+           request.target, request.mode, request.channel, request.options)
     found = _MAPS.get(key)
     if found is not None:
         return found
+    options = CamOptions(**dict(request.options))
+    heatmap_budget(store.settings, model, image, method=request.method, mode=request.mode,
+                   batch_size=options.batch_size, max_batch_pixels=options.max_batch_pixels)
     decoded = store.load_decoded(image)
     with ENGINE_LOCK:
         # Score-CAM stops between batches when the pool's caller goes away
         heat = compute_heatmap(model, decoded, request.layer, request.method, request.target,
-                               request.mode, request.channel,
+                               request.mode, request.channel, options=options,
                                native_max_side=store.settings.native_max_side,
                                cancelled=current_cancelled())
     _MAPS.put(key, heat)

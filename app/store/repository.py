@@ -60,10 +60,14 @@ __all__ = ["Store", "ImageRecord", "BoxRecord", "ImportCount", "JobRecord",
 
 _EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "MPO": "jpg", "WEBP": "webp", "BMP": "bmp",
                "GIF": "gif", "TIFF": "tif"}
-_DECODED_CACHE_SIZE = 16
 _Row = TypeVar("_Row", ImageRow, BoxRow)
 _MAX_ID = 2**63 - 1  # SQL BIGINT; larger ids cannot exist and would overflow the driver
 _BoxTuple = tuple[float, float, float, float, str]
+
+
+def _decoded_size(decoded: DecodedImage) -> int:
+    """Bytes a decoded RGB picture holds (Pillow keeps 4 bytes a pixel)."""
+    return decoded.width * decoded.height * 4
 
 
 class SchemaMismatchError(RuntimeError):
@@ -191,7 +195,9 @@ class Store:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._write_lock = threading.RLock()
-        self._decoded: LRU[str, DecodedImage] = LRU(_DECODED_CACHE_SIZE)
+        # bounded by bytes, not entries: sixteen 6300×6300 photos would keep 2.5 GB
+        self._decoded: LRU[str, DecodedImage] = LRU(self.settings.max_decoded_bytes // 4,
+                                                    size=_decoded_size)
         self._create_or_check_schema()
         self.features = FeatureStore(self.data_dir / "features", self._read, self._write)
 
@@ -333,7 +339,8 @@ class Store:
         existing = self._image_by_sha(sha)
         if existing is not None:
             return existing, False
-        decoded = decode_image(data, max_pixels=self.settings.max_image_pixels)
+        decoded = decode_image(data, max_pixels=self.settings.max_image_pixels,
+                               max_bytes=self.settings.max_decoded_bytes)
         path = self._path_for(sha, decoded.format)
         with self._write() as session:
             row = session.scalar(select(ImageRow).where(ImageRow.sha256 == sha))
@@ -439,7 +446,8 @@ class Store:
             return cached
         decoded = decode_image(self.image_bytes(image),
                                max_pixels=max(self.settings.max_image_pixels,
-                                              image.width * image.height))
+                                              image.width * image.height),
+                               max_bytes=self.settings.max_decoded_bytes)
         self._remember(decoded)
         return decoded
 

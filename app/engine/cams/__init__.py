@@ -24,9 +24,11 @@ from app.engine.cams.base import (
     Cancelled,
     HeatMethod,
     LayerRun,
+    MethodOptions,
     cam_map,
     frozen_model,
     list_methods,
+    method_options,
 )
 from app.engine.cams.head import cam_layers
 from app.engine.cams.reductions import Reduction, reduce_channels
@@ -37,10 +39,12 @@ __all__ = [
     "Cancelled",
     "HeatMethod",
     "LayerRun",
+    "MethodOptions",
     "Reduction",
     "cam_layers",
     "cam_map",
     "frozen_model",
     "list_methods",
+    "method_options",
     "reduce_channels",
 ]

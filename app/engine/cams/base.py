@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
+from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from app.engine.graph import traced
+from app.engine.measures.base import parse_options
 from app.engine.registry import Registry
 
 __all__ = [
@@ -29,9 +31,11 @@ __all__ = [
     "Cancelled",
     "HeatMethod",
     "LayerRun",
+    "MethodOptions",
     "cam_map",
     "frozen_model",
     "list_methods",
+    "method_options",
     "weighted",
 ]
 
@@ -48,6 +52,25 @@ STATE_LOCK = threading.RLock()
 def list_methods() -> list[str]:
     """The registered method names, reductions first, in registration order."""
     return list(METHODS)
+
+
+class MethodOptions(BaseModel):
+    """The options a heat-map method declares (types, bounds, defaults); unknown keys are
+    refused. A method without options keeps this empty model."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def method_options(method: str, options: Mapping[str, Any]) -> MethodOptions:
+    """Validate ``options`` against the method's declared :attr:`HeatMethod.Options`.
+
+    Raises:
+        KeyError: an unknown method (the message lists the known ones).
+        ValueError: unknown options or values out of bounds (the message lists the known
+            options with their types, bounds and defaults).
+    """
+    kind = METHODS.lookup(method)
+    return parse_options(f"heat-map method {method!r}", kind.Options, options)
 
 
 @dataclass(frozen=True)
@@ -113,6 +136,8 @@ class HeatMethod(ABC):
     name: ClassVar[str]
     needs_target: ClassVar[bool] = True
     needs_gradients: ClassVar[bool] = False
+    Options: ClassVar[type[MethodOptions]] = MethodOptions
+    """The options a caller may set (see :func:`method_options`)."""
 
     def __init__(self, options: CamOptions, cancelled: Cancelled | None = None) -> None:
         self.options = options

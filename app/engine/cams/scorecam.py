@@ -13,13 +13,26 @@ the masked inputs are forwarded in batches of at most ``batch_size`` inputs and
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 
-from app.engine.cams.base import METHODS, HeatMethod, LayerRun, weighted
+from app.engine.cams.base import METHODS, HeatMethod, LayerRun, MethodOptions, weighted
 from app.engine.graph import TRACE_LOCK
 
-__all__ = ["scorecam_batch"]
+__all__ = ["ScoreCamOptions", "scorecam_batch"]
+
+
+class ScoreCamOptions(MethodOptions):
+    """What a Score-CAM request may set: its time (channels, one forward pass each) and the
+    size of its batches (its memory stays under ``CamOptions.max_batch_pixels`` anyway)."""
+
+    max_channels: int = Field(64, ge=1, le=512, description=(
+        "Channels of highest mean activation to use (one forward pass each), 1..512."))
+    batch_size: int = Field(32, ge=1, le=64, description=(
+        "Masked inputs per forward pass, 1..64."))
 
 
 def scorecam_batch(height: int, width: int, batch_size: int, max_batch_pixels: int) -> int:
@@ -29,6 +42,8 @@ def scorecam_batch(height: int, width: int, batch_size: int, max_batch_pixels: i
 
 @METHODS.register("scorecam")
 class _ScoreCam(HeatMethod):
+    Options: ClassVar[type[MethodOptions]] = ScoreCamOptions
+
     def compute(self, run: LayerRun) -> torch.Tensor:
         a = run.activations
         assert run.target is not None

@@ -29,6 +29,7 @@ _MMD_OPTIONS = {
     "estimator": "biased", "sigma": None, "kernel": "gaussian",
     "kernel_mul": 2.0, "kernel_num": 5, "seed": 0,
 }
+_FULL_KERNEL_ROWS = 4096  # pooled rows up to which K is kept whole (128 MiB in float64)
 
 
 @dataclass(frozen=True)
@@ -72,8 +73,9 @@ def _pooled(x: Tensor, y: Tensor, design: Design) -> Tensor:
             f"the design describes {design.n_rows} rows but x and y have "
             f"{(x.shape[0], y.shape[0])}; give one box and image id per row"
         )
-    dtype = torch.promote_types(x.dtype, y.dtype)
-    return torch.cat([x.to(dtype), y.to(dtype)])
+    # float64 throughout: an assignment and its mirror must give the same value to within
+    # the tie tolerance, or exact tests lose the ties that set their attainable level.
+    return torch.cat([x, y]).to(torch.float64)
 
 
 def _mmd_options(statistic: Statistic, given: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -93,7 +95,8 @@ class _MMDNull:
 
     For a row indicator ``a`` of ``x``: ``Σ K_xx = aᵀKa``, ``Σ K_xy = aᵀK1 − aᵀKa`` and
     ``Σ K_yy = 1ᵀK1 − 2aᵀK1 + aᵀKa``. The bandwidth comes from the pooled rows, which no
-    assignment changes; ``K`` is walked in upper blocks, never stored whole.
+    assignment changes; ``K`` is kept whole up to 4,096 pooled rows, above that walked in
+    upper blocks for every batch and never stored.
     """
 
     def __init__(self, z: Tensor, options: Mapping[str, Any]) -> None:
@@ -104,20 +107,33 @@ class _MMDNull:
             kernel_mul=options["kernel_mul"], kernel_num=options["kernel_num"],
             seed=options["seed"],
         )
-        self.rows = torch.zeros(z.shape[0], dtype=torch.float64, device=z.device)
-        for (i0, i1), (j0, j1), kij in upper_pairs(z, z.shape[0], self.kernel, 1024):
-            self.rows[i0:i1] += kij.sum(1, dtype=torch.float64)
-            if i0 != j0:
-                self.rows[j0:j1] += kij.sum(0, dtype=torch.float64)
+        total_rows = z.shape[0]
+        self.full: Tensor | None = None
+        if total_rows <= _FULL_KERNEL_ROWS:
+            # Small enough to keep: K once, then every batch is one matrix product.
+            self.full = torch.empty(total_rows, total_rows, dtype=z.dtype, device=z.device)
+            for (i0, i1), (j0, j1), kij in upper_pairs(z, total_rows, self.kernel, 1024):
+                self.full[i0:i1, j0:j1] = kij
+                self.full[j0:j1, i0:i1] = kij.T
+            self.rows = self.full.sum(1, dtype=torch.float64)
+        else:
+            self.rows = torch.zeros(total_rows, dtype=torch.float64, device=z.device)
+            for (i0, i1), (j0, j1), kij in upper_pairs(z, total_rows, self.kernel, 1024):
+                self.rows[i0:i1] += kij.sum(1, dtype=torch.float64)
+                if i0 != j0:
+                    self.rows[j0:j1] += kij.sum(0, dtype=torch.float64)
         self.total = float(self.rows.sum())
 
     def __call__(self, rows: Tensor) -> Tensor:
         total_rows = self.z.shape[0]
         a = rows.T.to(self.z.dtype).to(self.z.device)  # rows × batch
-        q = torch.zeros(a.shape[1], dtype=torch.float64, device=self.z.device)
-        for (i0, i1), (j0, j1), kij in upper_pairs(self.z, total_rows, self.kernel, 1024):
-            w = 1.0 if i0 == j0 else 2.0  # an off-diagonal block stands for its transpose too
-            q += w * ((kij @ a[j0:j1]) * a[i0:i1]).sum(0, dtype=torch.float64)
+        if self.full is not None:
+            q = ((self.full @ a) * a).sum(0, dtype=torch.float64)
+        else:
+            q = torch.zeros(a.shape[1], dtype=torch.float64, device=self.z.device)
+            for (i0, i1), (j0, j1), kij in upper_pairs(self.z, total_rows, self.kernel, 1024):
+                w = 1.0 if i0 == j0 else 2.0  # an off-diagonal block stands for its transpose
+                q += w * ((kij @ a[j0:j1]) * a[i0:i1]).sum(0, dtype=torch.float64)
         ar = a.to(torch.float64).T @ self.rows
         n = rows.sum(1).tolist()
         out = torch.empty(a.shape[1], dtype=torch.float64)
@@ -161,7 +177,8 @@ def permutation_test(
     unit always move together, images shared by both groups exchange boxes only among
     themselves. When the distinct assignments number at most ``permutations`` all are
     evaluated (``exact``); otherwise ``permutations`` seeded random ones are. The statistic
-    may use every row; only the group labels move.
+    may use every row; only the group labels move. Rows are brought to float64 first, so
+    that an assignment and its mirror tie under a symmetric statistic.
 
     MMD fast path: when ``statistic`` is an :class:`app.engine.measures.mmd.MMD` (its
     options read from its attributes, defaults otherwise) or ``mmd_options`` are given, the
@@ -193,9 +210,7 @@ def permutation_test(
     """
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
-    # In float64 an assignment and its mirror give the same value up to ~1e-15, so the tie
-    # tolerance holds; float32 features would differ by ~1e-7 and break exact ties.
-    z = _pooled(x, y, design).to(torch.float64)
+    z = _pooled(x, y, design)
     plan = scheme(design, unit)
     n_x = design.n_rows[0]
     observed = float(statistic(z[:n_x], z[n_x:]))

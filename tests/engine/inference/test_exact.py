@@ -16,6 +16,7 @@ from app.engine.inference import (
     scheme,
 )
 from app.engine.inference.exact import fewest_more_units
+from app.engine.measures import mmd
 
 
 def _mean_gap(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -108,6 +109,19 @@ def test_four_vs_four_images_attain_two_in_seventy() -> None:
     assert (res.unit, res.n_units, res.exact, res.permutations) == ("image", (4, 4), True, 70)
     assert res.min_p == pytest.approx(2 / 70)
     assert res.p_value == pytest.approx(2 / 70)
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_float32_rows_keep_the_mirror_tie_of_an_exact_test(fast: bool) -> None:
+    design = Design.from_boxes([(b, b // 2, 3) for b in range(8)],
+                               [(b, b // 2, 3) for b in range(8, 16)])
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(24, 50, generator=g) + 0.4
+    y = torch.randn(24, 50, generator=g)
+    res = permutation_test(lambda a, b: mmd(a, b), x, y, design, permutations=100,
+                           mmd_options={} if fast else None)
+    assert res.exact and res.permutations == 70
+    assert res.min_p == pytest.approx(2 / 70) and res.p_value == pytest.approx(2 / 70)
 
 
 def test_random_draws_beyond_the_count_and_their_p_formula() -> None:

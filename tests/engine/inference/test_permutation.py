@@ -9,6 +9,7 @@ import torch
 from scipy.stats import binom
 
 from app.engine.inference import Design, permutation_test
+from app.engine.inference import permutation as permutation_module
 from app.engine.measures import mmd
 from app.engine.measures.mmd import MMD
 
@@ -48,6 +49,19 @@ def test_mmd_fast_path_equals_calling_mmd_for_every_assignment(
     assert fast.statistic == pytest.approx(slow.statistic, rel=1e-10, abs=1e-12)
     torch.testing.assert_close(fast.null, slow.null, rtol=1e-10, atol=1e-12)
     assert fast.p_value == slow.p_value and fast.min_p == slow.min_p
+
+
+def test_mmd_fast_path_walking_kernel_blocks_equals_the_whole_kernel(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    x, y = _data(2, 0.2)
+    opts = {"estimator": "unbiased", "kernel": "multi"}
+    whole = permutation_test(partial(mmd, **opts), x, y, _DESIGN, permutations=25, seed=1,
+                             mmd_options=opts)
+    monkeypatch.setattr(permutation_module, "_FULL_KERNEL_ROWS", 0)
+    blocks = permutation_test(partial(mmd, **opts), x, y, _DESIGN, permutations=25, seed=1,
+                              mmd_options=opts)
+    torch.testing.assert_close(blocks.null, whole.null, rtol=1e-10, atol=1e-12)
 
 
 def test_an_mmd_instance_takes_the_fast_path() -> None:
