@@ -25,7 +25,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check app tests benchmarks
-	$(BIN)/mypy app
+	$(BIN)/mypy --strict app
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks

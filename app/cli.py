@@ -57,8 +57,8 @@ def command(name: str, help: str, setup: Setup) -> Callable[[Runner], Runner]:
 
 
 def parse_box(text: str) -> Any:
-    """``"x,y,w,h"`` in image pixels → a :class:`~app.engine.regions.Box`."""
-    from app.engine.regions import Box
+    """``"x,y,w,h"`` in image pixels → a :class:`~app.boxes.Box`."""
+    from app.boxes import Box
 
     parts = text.split(",")
     try:
@@ -76,7 +76,7 @@ def _model_arg(parser: argparse.ArgumentParser) -> None:
 
 def _load_image(path: str) -> Any:
     from app.config import get_settings
-    from app.engine.images import decode_image
+    from app.images import decode_image
 
     try:
         data = Path(path).read_bytes()
@@ -93,8 +93,10 @@ def _load_image(path: str) -> Any:
 def _get_model(name: str | None) -> Any:
     from app.config import get_settings
     from app.engine.models import get_model
+    from app.service.runtime import apply_torch_threads
 
     settings = get_settings()
+    apply_torch_threads(settings)
     return get_model(name or settings.default_model, settings.models_dir)
 
 
@@ -211,11 +213,11 @@ def _setup_heatmap(parser: argparse.ArgumentParser) -> None:
 
 @command("heatmap", "write a heat-map overlay with boxes and their scores", _setup_heatmap)
 def _run_heatmap(args: argparse.Namespace) -> int:
+    from app.boxes import check_box
     from app.config import get_settings
     from app.engine.heatmaps import compute_heatmap
     from app.engine.localisation import score_boxes
     from app.engine.overlay import render_overlay
-    from app.engine.regions import check_box
 
     if len(args.label) > len(args.box):
         raise ValueError(f"{len(args.label)} --label for {len(args.box)} --box; give one per box")

@@ -64,7 +64,8 @@ class Settings(BaseSettings):
 
     native_max_side: int = Field(1024, ge=32, description="Longest side in 'native' input mode.")
     feature_cache_bytes: int = Field(1024 * 1024 * 1024, ge=0)
-    torch_threads: int | None = Field(None, gt=0)
+    torch_threads: int | None = Field(None, gt=0, description=(
+        "Torch intra-op threads, set at app start and by the CLI; unset: torch's default."))
     import_job_threshold: int = Field(
         2_000, gt=0, description="COCO imports with more annotations than this run as a job.")
     import_root: Path | None = Field(

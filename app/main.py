@@ -31,6 +31,7 @@ from app.config import Settings, get_settings
 from app.http import AllowedHosts, BodyLimits, SameOriginWrites, SecurityHeaders, TokenGate
 from app.jobs import JobRunner
 from app.service.results import drop_stale_results
+from app.service.runtime import apply_torch_threads
 from app.store import Store
 
 __all__ = ["create_app"]
@@ -51,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         SchemaMismatchError: the store was written by another schema version.
     """
     settings = settings or get_settings()
+    apply_torch_threads(settings)
     store = Store(settings)
     drop_stale_results(store)
     runner = JobRunner(store, settings.workers, settings.queue_limit)  # marks interrupted jobs

@@ -10,9 +10,9 @@ import torch
 from PIL import Image
 
 from app.engine.features import FeatureCache, extract
-from app.engine.images import DecodedImage, decode_image
 from app.engine.models import get_model
 from app.engine.preprocess import to_input
+from app.images import DecodedImage, decode_image
 from benchmarks._timing import best_time
 
 _PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "cat", "hubble_deep_field",

@@ -8,10 +8,10 @@ import sys
 import numpy as np
 import torch
 
+from app.boxes import Box
 from app.engine.cams import CamOptions, cam_map
 from app.engine.localisation import score_boxes
 from app.engine.models import get_model
-from app.engine.regions import Box
 from benchmarks._timing import best_time
 
 

@@ -33,12 +33,13 @@ from PIL import Image
 from scipy.stats import binomtest
 from skimage import data as skdata
 
+from app.boxes import Box
 from app.engine.features import FeatureCache, extract
-from app.engine.images import DecodedImage, decode_image
 from app.engine.inference import Design, permutation_test
 from app.engine.measures import cosine, euclidean, grassmann, mahalanobis, mmd
 from app.engine.models import LoadedModel, get_model
-from app.engine.regions import Box, region_descriptors
+from app.engine.regions import region_descriptors
+from app.images import DecodedImage, decode_image
 
 __all__ = ["BENCH_LIMITS", "LAYERS", "MEASURES", "SCENARIOS", "Bank", "Row", "Spec",
            "calibration_rates", "precompute", "print_table"]

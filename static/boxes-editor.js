@@ -3,6 +3,7 @@
 const SVG_NS = "http://www.w3.org/2000/svg";
 const HANDLES = ["nw", "n", "ne", "e", "se", "s", "sw", "w"];
 const MIN_SIZE = 2;
+const DOUBLE_MS = 500;
 
 export function labelColour(label) {
   let hash = 0;
@@ -29,20 +30,24 @@ export function resized(box, handle, dx, dy) {
 }
 
 export class BoxEditor {
-  // store: {create(box) -> saved box, update(id, fields) -> saved box, remove(id)}
-  constructor(stage, store, { getLabel, onSelect, onChange, onError } = {}) {
+  // store: {create(image, fields) -> saved box, update(id, fields) -> saved box, remove(id)},
+  // each async; the editor keeps its boxes as the store answered them.
+  // onRelabel(box): the user asked to relabel `box` (double-click on it).
+  constructor(stage, store, { getLabel, onSelect, onChange, onError, onRelabel } = {}) {
     this.stage = stage;
     this.store = store;
     this.getLabel = getLabel || (() => "");
     this.onSelect = onSelect || (() => {});
     this.onChange = onChange || (() => {});
     this.onError = onError || ((err) => console.warn(err));
+    this.onRelabel = onRelabel || (() => {});
     this.image = null;
     this.boxes = [];
     this.selectedId = null;
     this.history = [];
     this.remap = new Map();
     this.drag = null;
+    this.drawMode = false;
     this.img = document.createElement("img");
     this.img.className = "editor-image";
     this.img.alt = "image being annotated";
@@ -55,9 +60,16 @@ export class BoxEditor {
     stage.replaceChildren(this.canvas);
     this.zoom = "fit";
     this.svg.addEventListener("pointerdown", (e) => this.#down(e));
-    this.svg.addEventListener("pointermove", (e) => this.#move(e));
+    this.svg.addEventListener("pointermove", (e) => {
+      this.svg.classList.toggle("force-draw", e.shiftKey);
+      this.#move(e);
+    });
     this.svg.addEventListener("pointerup", (e) => this.#up(e));
     this.svg.addEventListener("pointercancel", () => { this.drag = null; this.render(); });
+    // Shift held: the next drag draws, so show the drawing cursor over boxes too.
+    const shift = (e) => this.svg.classList.toggle("force-draw", e.shiftKey);
+    window.addEventListener("keydown", shift);
+    window.addEventListener("keyup", shift);
     new ResizeObserver(() => this.render()).observe(this.img);
     window.addEventListener("resize", () => this.layout());
   }
@@ -66,6 +78,12 @@ export class BoxEditor {
   setZoom(zoom) {
     this.zoom = zoom;
     this.layout();
+  }
+
+  // Draw mode: every drag draws a box, even one starting inside another (nested boxes).
+  setDrawMode(on) {
+    this.drawMode = Boolean(on);
+    this.svg.classList.toggle("draw-mode", this.drawMode);
   }
 
   layout() {
@@ -89,6 +107,7 @@ export class BoxEditor {
     this.img.src = url;
     await this.img.decode().catch(() => {});
     this.layout();
+    this.onSelect(null);
   }
 
   get selected() {
@@ -124,7 +143,10 @@ export class BoxEditor {
     const target = event.target;
     const id = target.closest("[data-id]")?.dataset.id;
     const box = this.boxes.find((b) => String(b.id) === id);
-    if (target.dataset.handle && box) {
+    if (this.drawMode || event.shiftKey) {
+      // Forced drawing: a click without a drag still selects the box under the pointer.
+      this.drag = { mode: "draw", start, draft: { x: start.x, y: start.y, w: 0, h: 0 }, under: box };
+    } else if (target.dataset.handle && box) {
       this.drag = { mode: "resize", handle: target.dataset.handle, box, before: { ...box }, start };
     } else if (box) {
       this.select(box.id);
@@ -134,6 +156,7 @@ export class BoxEditor {
       this.drag = { mode: "draw", start, draft: { x: start.x, y: start.y, w: 0, h: 0 } };
     }
     this.svg.setPointerCapture(event.pointerId);
+    this.#doublePress(box, event);
   }
 
   #move(event) {
@@ -165,7 +188,10 @@ export class BoxEditor {
     if (drag.mode === "draw") {
       const geometry = rounded(drag.draft);
       this.render();
-      if (geometry.w < MIN_SIZE || geometry.h < MIN_SIZE) return;
+      if (geometry.w < MIN_SIZE || geometry.h < MIN_SIZE) {
+        if ("under" in drag) this.select(drag.under ? drag.under.id : null);
+        return;
+      }
       await this.create({ ...geometry, label: this.getLabel() });
       return;
     }
@@ -229,10 +255,24 @@ export class BoxEditor {
     return Promise.resolve();
   }
 
-  setLabel(label) {
+  // The one way a box's label changes: an explicit relabel of the selected box. The label
+  // that new boxes take (getLabel) never touches existing boxes.
+  relabelSelected(label) {
     const box = this.selected;
-    if (box && box.label !== label) return this.update(box.id, { label }, { label: box.label });
+    if (box && label && box.label !== label) return this.update(box.id, { label }, { label: box.label });
     return Promise.resolve();
+  }
+
+  // A second press on the same box within DOUBLE_MS asks to relabel it. Counted here, not
+  // with "dblclick": the press re-renders the overlay and captures the pointer, so the
+  // browser's click events land on the overlay, or not at all.
+  #doublePress(box, event) {
+    const last = this.lastPress;
+    this.lastPress = box ? { id: box.id, time: event.timeStamp } : null;
+    if (!box || !last || last.id !== box.id || event.timeStamp - last.time > DOUBLE_MS) return;
+    this.lastPress = null;
+    this.select(box.id);
+    this.onRelabel(box);
   }
 
   nudge(dx, dy) {
@@ -271,8 +311,12 @@ export class BoxEditor {
   render() {
     if (!this.image) return;
     const unit = this.unit;
-    const nodes = [];
-    for (const box of this.boxes) nodes.push(this.#boxNode(box, unit));
+    // Largest first, so a box nested inside another lies on top and can be picked; the
+    // selected box's handles come last, above every box.
+    const byArea = [...this.boxes].sort((a, b) => b.w * b.h - a.w * a.h);
+    const nodes = byArea.map((box) => this.#boxNode(box, unit));
+    const selected = this.selected;
+    if (selected) nodes.push(this.#handles(selected, unit));
     if (this.drag?.mode === "draw") {
       const d = this.drag.draft;
       nodes.push(svgEl("rect", {
@@ -297,16 +341,19 @@ export class BoxEditor {
     });
     text.textContent = box.label || "(no label)";
     group.append(text);
-    if (selected) {
-      const size = 10 * unit;
-      for (const handle of HANDLES) {
-        const hx = handle.includes("w") ? box.x : handle.includes("e") ? box.x + box.w : box.x + box.w / 2;
-        const hy = handle.includes("n") ? box.y : handle.includes("s") ? box.y + box.h : box.y + box.h / 2;
-        group.append(svgEl("rect", {
-          class: `handle handle-${handle}`, "data-handle": handle,
-          x: hx - size / 2, y: hy - size / 2, width: size, height: size, "stroke-width": unit,
-        }));
-      }
+    return group;
+  }
+
+  #handles(box, unit) {
+    const group = svgEl("g", { class: "handles", "data-id": box.id });
+    const size = 10 * unit;
+    for (const handle of HANDLES) {
+      const hx = handle.includes("w") ? box.x : handle.includes("e") ? box.x + box.w : box.x + box.w / 2;
+      const hy = handle.includes("n") ? box.y : handle.includes("s") ? box.y + box.h : box.y + box.h / 2;
+      group.append(svgEl("rect", {
+        class: `handle handle-${handle}`, "data-handle": handle,
+        x: hx - size / 2, y: hy - size / 2, width: size, height: size, "stroke-width": unit,
+      }));
     }
     return group;
   }

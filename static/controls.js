@@ -33,7 +33,11 @@ export async function loadControls() {
     $("measure").dispatchEvent(new Event("change"));
   }
   if (models.status === "fulfilled") {
-    fillSelect($("model"), models.value, { value: (m) => m.name, text: (m) => `${m.name} (${m.architecture})` });
+    // The server's default model (FEATUREGAP_DEFAULT_MODEL, from the page) until one is picked.
+    const model = $("model");
+    fillSelect(model, models.value, {
+      value: (m) => m.name, text: (m) => `${m.name} (${m.architecture})`, selected: model.value || model.dataset.default,
+    });
     await loadLayers();
   }
   if (failed.length) showError($("controls-error"), new Error([...new Set(failed)].join("; ")));

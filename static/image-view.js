@@ -1,4 +1,6 @@
-// The image view: the box editor, its label picker and keyboard shortcuts.
+// The image view: the box editor, its active label, the explicit relabel, draw mode and
+// keyboard shortcuts. The active label (#box-label) only names NEW boxes; an existing box's
+// label changes only through "Relabel selected" (#relabel-form) or a double-click on it.
 import { del, get, imageUrl, patch, post } from "./api.js";
 import { BoxEditor } from "./boxes-editor.js";
 import { $, fillLabelList, guarded, rememberLabel, showError } from "./ui.js";
@@ -33,7 +35,13 @@ export function initImageView({ onChange }) {
       $("selected-box").textContent = box
         ? `Box ${box.id}: x ${box.x}, y ${box.y}, w ${box.w}, h ${box.h} (image pixels), label “${box.label}”`
         : "No box selected.";
-      if (box) $("box-label").value = box.label;
+      $("relabel").value = box ? box.label : "";
+      $("relabel").disabled = !box;
+      $("relabel-apply").disabled = !box;
+    },
+    onRelabel: () => {
+      $("relabel").focus();
+      $("relabel").select();
     },
     onChange: () => { showError($("editor-error"), null); onChange(); },
     onError: (err) => showError($("editor-error"), err),
@@ -43,14 +51,27 @@ export function initImageView({ onChange }) {
     if (!label) return;
     rememberLabel(label);
     fillLabelList($("recent-labels"));
-    editor.setLabel(label);
   });
+  $("relabel-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const label = $("relabel").value.trim();
+    if (!label) return;
+    rememberLabel(label);
+    fillLabelList($("recent-labels"));
+    editor.relabelSelected(label);
+  });
+  $("draw-mode").addEventListener("click", () => setDrawMode(!editor.drawMode));
   $("zoom").addEventListener("change", () => editor.setZoom($("zoom").value));
   $("undo").addEventListener("click", () => editor.undo());
   $("delete-box").addEventListener("click", () => editor.deleteSelected());
   $("close-viewer").addEventListener("click", () => { $("viewer").hidden = true; current = null; });
   document.addEventListener("keydown", onKey);
   fillLabelList($("recent-labels"));
+}
+
+function setDrawMode(on) {
+  editor.setDrawMode(on);
+  $("draw-mode").setAttribute("aria-pressed", String(editor.drawMode));
 }
 
 function onKey(event) {
@@ -72,6 +93,9 @@ function onKey(event) {
   } else if (event.key === "l" || event.key === "L") {
     event.preventDefault();
     $("box-label").focus();
+  } else if ((event.key === "n" || event.key === "N") && !event.ctrlKey && !event.metaKey) {
+    event.preventDefault();
+    setDrawMode(!editor.drawMode);
   } else if (moves[event.key] && editor.selected) {
     event.preventDefault();
     editor.nudge(...moves[event.key]);

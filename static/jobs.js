@@ -1,49 +1,74 @@
 // Long requests: a 202 answer names a job; poll it with a progress bar and a Cancel button.
+// Every call gets its own handle and its own row in the job tray, so overlapping runs never
+// share (or clear) each other's state, and each Cancel stops only its own run.
 import { del, get, request } from "./api.js";
-import { $ } from "./ui.js";
 
 const POLL_MS = 300;
-let current = null;
+let tray = null;
 
-function show(text, progress) {
-  $("job").hidden = false;
-  $("job-text").textContent = text;
-  const bar = $("job-progress");
-  if (progress === null) bar.removeAttribute("value");
-  else bar.value = progress;
+// The element that holds one row per running call; main.js hands it the page's job tray.
+export function initJobs(root) {
+  tray = root;
 }
 
-$("job-cancel").addEventListener("click", async () => {
-  if (!current) return;
-  current.controller.abort();
-  if (current.jobId) await del(`/api/jobs/${current.jobId}`).catch(() => {});
-});
+class JobHandle {
+  constructor(label) {
+    this.label = label;
+    this.controller = new AbortController();
+    this.jobId = null;
+    this.text = Object.assign(document.createElement("span"), { className: "job-text" });
+    this.bar = document.createElement("progress");
+    this.bar.max = 1;
+    this.bar.setAttribute("aria-label", label);
+    const cancel = Object.assign(document.createElement("button"), { type: "button", className: "job-cancel", textContent: "Cancel" });
+    cancel.addEventListener("click", () => this.cancel());
+    this.row = Object.assign(document.createElement("div"), { className: "job-row" });
+    this.row.append(this.text, this.bar, cancel);
+    tray.append(this.row);
+    tray.hidden = false;
+  }
 
-async function poll(label, jobId, signal) {
-  current.jobId = jobId;
-  for (;;) {
-    await new Promise((r) => setTimeout(r, POLL_MS));
-    if (signal.aborted) throw new DOMException("cancelled", "AbortError");
-    const job = await get(`/api/jobs/${jobId}`);
-    show(`${label}: ${job.message || job.state}`, job.progress ?? null);
-    if (job.state === "done") return job.result;
-    if (job.state === "failed") throw new Error(job.error || `${label} failed`);
-    if (job.state === "cancelled") throw new DOMException("cancelled", "AbortError");
+  show(text, progress) {
+    this.text.textContent = text;
+    if (progress === null) this.bar.removeAttribute("value");
+    else this.bar.value = progress;
+  }
+
+  async cancel() {
+    this.controller.abort();
+    if (this.jobId) await del(`/api/jobs/${this.jobId}`).catch(() => {});
+  }
+
+  async poll(jobId) {
+    this.jobId = jobId;
+    const signal = this.controller.signal;
+    for (;;) {
+      await new Promise((r) => setTimeout(r, POLL_MS));
+      if (signal.aborted) throw new DOMException("cancelled", "AbortError");
+      const job = await get(`/api/jobs/${jobId}`);
+      this.show(`${this.label}: ${job.message || job.state}`, job.progress ?? null);
+      if (job.state === "done") return job.result;
+      if (job.state === "failed") throw new Error(job.error || `${this.label} failed`);
+      if (job.state === "cancelled") throw new DOMException("cancelled", "AbortError");
+    }
+  }
+
+  close() {
+    this.row.remove();
+    tray.hidden = tray.children.length === 0;
   }
 }
 
 // `start(signal)` answers directly or with {job_id} (a 202); the job is then polled with a
-// progress bar and a Cancel button. Throws on error or cancel.
+// progress bar and a Cancel button of its own. Throws on error or cancel.
 export async function track(label, start) {
-  const controller = new AbortController();
-  current = { controller, jobId: null };
-  show(`${label}…`, null);
+  const handle = new JobHandle(label);
+  handle.show(`${label}…`, null);
   try {
-    const answer = await start(controller.signal);
-    return answer && answer.job_id ? await poll(label, answer.job_id, controller.signal) : answer;
+    const answer = await start(handle.controller.signal);
+    return answer && answer.job_id ? await handle.poll(answer.job_id) : answer;
   } finally {
-    current = null;
-    $("job").hidden = true;
+    handle.close();
   }
 }
 

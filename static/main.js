@@ -3,6 +3,7 @@ import { get, getToken, setToken } from "./api.js";
 import { choices, initControls, loadControls } from "./controls.js";
 import { initGallery, refreshGallery } from "./gallery.js";
 import { currentBoxes, currentImage, initImageView, openImage } from "./image-view.js";
+import { initJobs } from "./jobs.js";
 import { $, fillSelect, guarded } from "./ui.js";
 import { showDistances } from "./views/distances.js";
 import { showEmbedding } from "./views/embedding.js";
@@ -39,20 +40,22 @@ function init() {
   const refresh = () => Promise.all([refreshGallery(), guarded($("controls-error"), refreshLabels)]);
   initGallery({ onOpen: openImage, onChanged: () => guarded($("controls-error"), refreshLabels) });
   initImageView({ onChange: refresh });
-  initHeatmapView();
+  initJobs($("job"));
+  initHeatmapView($("heatmap-view"));
   const open = async (id) => { await openImage(id); };
-  const imageAction = (id, action) => $(id).addEventListener("click", () => guarded($("image-analysis-error"), async () => {
+  // Each view gets its own root element; it finds its parts inside it.
+  const imageAction = (id, action, view) => $(id).addEventListener("click", () => guarded($("image-analysis-error"), async () => {
     const image = currentImage();
-    if (image) await action(image, choices(), currentBoxes());
+    if (image) await action($(view), image, choices(), currentBoxes());
   }));
-  imageAction("run-heatmap", showHeatmap);
-  imageAction("run-predictions", showPredictions);
-  const groupAction = (id, action) => $(id).addEventListener("click", () => guarded($("analysis-error"), async () => {
-    await action(await labelsWithBoxes(), choices(), { onOpen: open });
+  imageAction("run-heatmap", showHeatmap, "heatmap-view");
+  imageAction("run-predictions", showPredictions, "predictions-view");
+  const groupAction = (id, action, view) => $(id).addEventListener("click", () => guarded($("analysis-error"), async () => {
+    await action($(view), await labelsWithBoxes(), choices(), { onOpen: open });
   }));
-  groupAction("run-distances", showDistances);
-  groupAction("run-separation", showSeparation);
-  groupAction("run-embedding", showEmbedding);
+  groupAction("run-distances", showDistances, "distances-view");
+  groupAction("run-separation", showSeparation, "separation-view");
+  groupAction("run-embedding", showEmbedding, "embedding-view");
   refresh();
   initControls().then(() => { document.body.dataset.ready = "1"; });
 }

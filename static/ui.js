@@ -3,6 +3,10 @@ const RECENT_KEY = "featuregap.recentLabels";
 
 export const $ = (id) => document.getElementById(id);
 
+// A view's own element named by `data-part`: views find their parts inside the root they
+// are given, never by page-wide ids.
+export const part = (root, name) => root.querySelector(`[data-part="${name}"]`);
+
 export function showError(element, err) {
   element.textContent = err ? (err.message || String(err)) : "";
 }

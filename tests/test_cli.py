@@ -26,6 +26,7 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return out
 
 
+@pytest.mark.slow
 def test_predict_json_through_the_console_entry(photos: dict[str, Path]) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "app.cli", "predict", str(photos["chelsea"]),
@@ -41,6 +42,7 @@ def test_predict_json_through_the_console_entry(photos: dict[str, Path]) -> None
     assert "predict" in done.stderr  # the progress bar goes to stderr, not into the JSON
 
 
+@pytest.mark.slow
 def test_models_and_layers(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["models", "--json"]) == 0
     models = json.loads(capsys.readouterr().out)
@@ -52,14 +54,15 @@ def test_models_and_layers(capsys: pytest.CaptureFixture[str]) -> None:
     assert "bn2" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_heatmap_writes_an_overlay_and_scores(
     photos: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    from app.boxes import Box
     from app.engine.heatmaps import compute_heatmap
-    from app.engine.images import decode_image
     from app.engine.localisation import score_boxes
     from app.engine.models import get_model
-    from app.engine.regions import Box
+    from app.images import decode_image
 
     out = tmp_path / "overlay.png"
     status = main(["heatmap", str(photos["chelsea"]), "--layer", "bn2", "--method", "mean",
@@ -80,11 +83,16 @@ def test_heatmap_writes_an_overlay_and_scores(
     assert np.asarray(overlay)[120, 140].tolist() == [255, 64, 64]
 
 
+_SLOW = pytest.mark.slow  # these load the real model before they fail
+
+
 @pytest.mark.parametrize(("argv", "message"), [
     (["layers", "--model", "nope"], "unknown model 'nope'; use one of efficientnet_lite0"),
-    (["predict", "/no/such/file.png"], "cannot read"),
-    (["heatmap", "IMG", "--layer", "bn3", "--box", "1,1,5,5", "-o", "x.png"], "unknown layer"),
-    (["heatmap", "IMG", "--layer", "bn2", "--box", "900,1,5,5", "-o", "x.png"], "outside"),
+    pytest.param(["predict", "/no/such/file.png"], "cannot read", marks=_SLOW),
+    pytest.param(["heatmap", "IMG", "--layer", "bn3", "--box", "1,1,5,5", "-o", "x.png"],
+                 "unknown layer", marks=_SLOW),
+    pytest.param(["heatmap", "IMG", "--layer", "bn2", "--box", "900,1,5,5", "-o", "x.png"],
+                 "outside", marks=_SLOW),
 ])
 def test_bad_input_is_one_line_on_stderr(
     argv: list[str], message: str, photos: dict[str, Path], tmp_path: Path,
@@ -110,6 +118,7 @@ def test_commands_register_once() -> None:
         command("models", "again", lambda parser: None)(lambda args: 0)
 
 
+@pytest.mark.slow  # loads the real model before the image
 def test_an_image_past_the_decode_budget_is_a_message_not_a_traceback(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

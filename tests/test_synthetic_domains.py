@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from app.boxes import Box
 from app.engine.features import FeatureCache, extract
-from app.engine.images import DecodedImage, decode_image
 from app.engine.models import LoadedModel
-from app.engine.regions import Box, region_descriptors
+from app.engine.regions import region_descriptors
+from app.images import DecodedImage, decode_image
 from benchmarks.synthetic import SyntheticDataset, make_dataset
 
 LAYER = "bn2"

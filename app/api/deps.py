@@ -5,21 +5,25 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import Callable, Iterator
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, HTTPException, Path, Request
+from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from app.api.schemas import ErrorOut, JobAccepted
 from app.config import Settings
 from app.engine.models import LoadedModel, get_model
 from app.http.auth import TOKEN_MESSAGE
 from app.jobs import Cancelled, JobRunner
+from app.service.features import check_limits
 from app.store import BoxRecord, ImageRecord, Store
 
 __all__ = ["SettingsDep", "StoreDep", "SessionDep", "ImageDep", "BoxDep", "ModelDep",
            "JobsDep", "Pool", "PoolDep", "MAX_ID", "require_token", "get_store",
-           "get_settings_dep", "get_jobs"]
+           "get_settings_dep", "get_jobs", "ERRORS", "QUEUED", "Work", "answer_or_queue",
+           "precheck", "load_model"]
 
 T = TypeVar("T")
 _DISCONNECT_POLL_S = 0.25
@@ -120,10 +124,19 @@ ImageDep = Annotated[ImageRecord, Depends(_image)]
 BoxDep = Annotated[BoxRecord, Depends(_box)]
 
 
+def load_model(settings: Settings, name: str | None) -> LoadedModel:
+    """The model a request names, or the server's default (``FEATUREGAP_DEFAULT_MODEL``).
+
+    Raises:
+        KeyError: unknown model (the message lists the known ones; answered with 404).
+    """
+    return get_model(name or settings.default_model, settings.models_dir)
+
+
 def _model(model: Annotated[str, Path(min_length=1, max_length=200)],
            settings: SettingsDep) -> LoadedModel:
     # KeyError (unknown name, listing the known ones) becomes 404 in app.api.errors.
-    return get_model(model, settings.models_dir)
+    return load_model(settings, model)
 
 
 ModelDep = Annotated[LoadedModel, Depends(_model)]
@@ -147,3 +160,42 @@ def require_token(
     if not secrets.compare_digest(given.encode(), expected.encode()):
         raise HTTPException(status_code=401, detail=TOKEN_MESSAGE,
                             headers={"WWW-Authenticate": "Bearer"})
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorOut, "description": "Unknown image, box, model, layer or measure."},
+    413: {"model": ErrorOut, "description": "Past a size limit (the setting is named)."},
+    422: {"model": ErrorOut, "description": "Invalid request (what to fix is said)."},
+}
+"""Error responses of the analysis routes, so the OpenAPI schema documents string details."""
+
+QUEUED: dict[int | str, dict[str, Any]] = {
+    202: {"model": JobAccepted, "description": "Queued as a job."}}
+"""The answer of a route whose large requests become jobs (see :func:`answer_or_queue`)."""
+
+Work = Callable[[Callable[[float, str], None] | None, Callable[[], bool] | None], Any]
+"""Work taking ``(progress, cancelled)``: both ``None``-able, so it runs now or as a job."""
+
+
+def answer_or_queue(jobs: JobRunner, settings: Settings, kind: str, units: int,
+                    work: Work, cancelled: Cancelled | None = None) -> Any:
+    """Run ``work`` now (stopping when ``cancelled()``), or as a job (202 + job id) past
+    ``analysis_job_threshold``."""
+    if units <= settings.analysis_job_threshold:
+        return work(None, cancelled)
+    job_id = jobs.submit(kind, lambda progress, cancelled: work(progress, cancelled))
+    return JSONResponse(status_code=202, content=JobAccepted(job_id=job_id).model_dump())
+
+
+def precheck(settings: Settings, model: LoadedModel, layers: list[str], n_boxes: int,
+             permutations: int = 0) -> None:
+    """Cheap checks before any work is queued: limits and layer names (4xx, not a failed job).
+
+    Raises:
+        LimitExceeded: past a settings limit. KeyError: an unknown layer.
+    """
+    from app.engine.layers import check_layer
+
+    check_limits(settings, samples=n_boxes, layers=len(layers), permutations=permutations)
+    for layer in layers:
+        check_layer(model, layer)

@@ -2,91 +2,53 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, Literal
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from app.api.deps import JobsDep, PoolDep, SettingsDep, StoreDep
-from app.api.models import model_info
-from app.api.schemas import JobAccepted
-from app.config import Settings
+from app.api.deps import (
+    ERRORS,
+    QUEUED,
+    JobsDep,
+    PoolDep,
+    SettingsDep,
+    StoreDep,
+    answer_or_queue,
+    load_model,
+    precheck,
+)
+from app.api.schemas import BoxesAtLayerIn
 from app.engine.measures import get_measure
-from app.jobs import Cancelled, JobRunner
+from app.jobs import Cancelled
 from app.service.analysis import (
     DistanceRequest,
     distances,
     estimate_distances,
     resolve_groups,
 )
-from app.service.features import check_limits
 
-__all__ = ["router", "DistancesIn", "DistancesOut", "MeasureOut", "answer_or_queue",
-           "precheck", "ERRORS", "ErrorOut"]
+__all__ = ["router", "DistancesIn", "DistancesOut", "MeasureOut"]
 
 router = APIRouter(prefix="/api", tags=["analysis"])
 
 
-
-class ErrorOut(BaseModel):
-    """An error: a message saying what to fix, or FastAPI's list of invalid fields."""
-
-    detail: str | list[dict[str, Any]]
-
-
-ERRORS: dict[int | str, dict[str, Any]] = {
-    404: {"model": ErrorOut, "description": "Unknown image, box, model, layer or measure."},
-    413: {"model": ErrorOut, "description": "Past a size limit (the setting is named)."},
-    422: {"model": ErrorOut, "description": "Invalid request (what to fix is said)."},
-}
-"""Error responses of the analysis routes, so the OpenAPI schema documents string details."""
-
-Work = Callable[[Callable[[float, str], None] | None, Callable[[], bool] | None], Any]
-
-
-def answer_or_queue(jobs: JobRunner, settings: Settings, kind: str, units: int,
-                    work: Work, cancelled: Cancelled | None = None) -> Any:
-    """Run ``work`` now (stopping when ``cancelled()``), or as a job (202 + job id) past
-    ``analysis_job_threshold``."""
-    if units <= settings.analysis_job_threshold:
-        return work(None, cancelled)
-    job_id = jobs.submit(kind, lambda progress, cancelled: work(progress, cancelled))
-    return JSONResponse(status_code=202, content=JobAccepted(job_id=job_id).model_dump())
-
-
-def precheck(settings: Settings, model: Any, layers: list[str], n_boxes: int,
-             permutations: int = 0) -> None:
-    """Cheap checks before any work is queued: limits and layer names (4xx, not a failed job).
-
-    Raises:
-        LimitExceeded: past a settings limit. KeyError: an unknown layer.
-    """
-    from app.engine.layers import check_layer
-
-    check_limits(settings, samples=n_boxes, layers=len(layers), permutations=permutations)
-    for layer in layers:
-        check_layer(model, layer)
-
-
-class DistancesIn(BaseModel):
+class DistancesIn(BoxesAtLayerIn):
     """Groups (explicit box ids, or labels) and how to measure between them."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
-        "labels": ["brick", "grass"], "model": "efficientnet_lite0", "layer": "conv_head",
+    exclusive = ("groups", "labels")
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "labels": ["brick", "grass"], "layer": "conv_head",
         "measure": "mmd", "descriptor": "pixels", "options": {}, "permutations": 200,
         "seed": 0}]})
 
     groups: dict[str, list[int]] | None = Field(
         None, description="Group name → box ids; or give labels.")
     labels: list[str] | None = Field(None, description="Each label's boxes form a group.")
-    model: str = Field("efficientnet_lite0", min_length=1, max_length=200)
     layer: str = Field(min_length=1, max_length=300)
     measure: str = Field("euclidean", min_length=1, max_length=50)
     descriptor: Literal["gap", "grid", "pixels"] | None = Field(
         None, description="Default: what the measure consumes.")
-    grid_size: int = Field(4, ge=1, le=16)
     options: dict[str, Any] = Field(default_factory=dict, description=(
         "The measure's options; GET /api/measures shows each measure's schema."))
     permutations: int = Field(0, ge=0, description=(
@@ -102,13 +64,6 @@ class DistancesIn(BaseModel):
     alpha: float = Field(0.05, gt=0, lt=1, description=(
         "Level of the tests: no p-value is given when the smallest attainable one exceeds it."))
     seed: int = Field(0, ge=0, le=2**31 - 1)
-    mode: Literal["resize", "native"] = "resize"
-
-    @model_validator(mode="after")
-    def _one_source(self) -> DistancesIn:
-        if self.groups is not None and self.labels is not None:
-            raise ValueError("give either groups (box ids) or labels, not both")
-        return self
 
 
 class IntervalOut(BaseModel):
@@ -189,8 +144,7 @@ class MeasureOut(BaseModel):
 
 
 @router.post("/distances", response_model=DistancesOut,
-             responses={202: {"model": JobAccepted, "description": "Queued as a job."},
-                        **ERRORS})
+             responses={**QUEUED, **ERRORS})
 async def post_distances(body: DistancesIn, store: StoreDep, settings: SettingsDep,
                          jobs: JobsDep, pool: PoolDep) -> Any:
     """A measure between every pair of groups (a job when the work is large)."""
@@ -201,8 +155,8 @@ async def post_distances(body: DistancesIn, store: StoreDep, settings: SettingsD
 def _distances(body: DistancesIn, store: StoreDep, settings: SettingsDep, jobs: JobsDep,
                cancelled: Cancelled) -> Any:
     groups = resolve_groups(store, body.groups, body.labels)
-    model = model_info(body.model)
-    request = DistanceRequest(body.model, body.layer, body.measure, body.descriptor,
+    model = load_model(settings, body.model)
+    request = DistanceRequest(model.spec.name, body.layer, body.measure, body.descriptor,
                               body.grid_size, body.options, body.permutations, body.seed,
                               body.mode, body.bootstrap, body.unit, body.adjust, body.alpha)
     n_boxes = sum(len(g) for g in groups.values())

@@ -5,12 +5,20 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from app.api.deps import JobsDep, PoolDep, SettingsDep, StoreDep
-from app.api.distances import ERRORS, answer_or_queue, precheck
-from app.api.models import model_info
-from app.api.schemas import JobAccepted
+from app.api.deps import (
+    ERRORS,
+    QUEUED,
+    JobsDep,
+    PoolDep,
+    SettingsDep,
+    StoreDep,
+    answer_or_queue,
+    load_model,
+    precheck,
+)
+from app.api.schemas import BoxesAtLayerIn
 from app.jobs import Cancelled
 from app.service.analysis import EmbeddingRequest, embedding, estimate_embedding
 
@@ -19,17 +27,16 @@ __all__ = ["router", "EmbeddingIn", "EmbeddingOut"]
 router = APIRouter(prefix="/api", tags=["analysis"])
 
 
-class EmbeddingIn(BaseModel):
+class EmbeddingIn(BoxesAtLayerIn):
     """Which boxes (ids, or labels; default all) to place in the plane, and how."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
-        "labels": ["brick", "grass", "gravel"], "model": "efficientnet_lite0",
-        "layer": "conv_head", "method": "tsne", "perplexity": None, "seed": 0,
-        "descriptor": "gap"}]})
+    exclusive = ("box_ids", "labels")
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "labels": ["brick", "grass", "gravel"], "layer": "conv_head", "method": "tsne",
+        "perplexity": None, "seed": 0, "descriptor": "gap"}]})
 
     box_ids: list[int] | None = None
     labels: list[str] | None = None
-    model: str = Field("efficientnet_lite0", min_length=1, max_length=200)
     layer: str = Field(min_length=1, max_length=300)
     method: Literal["tsne", "pca"] = "tsne"
     perplexity: float | None = Field(None, gt=0, le=1000, description=(
@@ -40,14 +47,6 @@ class EmbeddingIn(BaseModel):
         "with them)."))
     seed: int = Field(0, ge=0, le=2**31 - 1)
     descriptor: Literal["gap", "grid"] = "gap"
-    grid_size: int = Field(4, ge=1, le=16)
-    mode: Literal["resize", "native"] = "resize"
-
-    @model_validator(mode="after")
-    def _one_source(self) -> EmbeddingIn:
-        if self.box_ids is not None and self.labels is not None:
-            raise ValueError("give either box_ids or labels, not both")
-        return self
 
 
 class Point(BaseModel):
@@ -73,8 +72,7 @@ class EmbeddingOut(BaseModel):
 
 
 @router.post("/embeddings", response_model=EmbeddingOut,
-             responses={202: {"model": JobAccepted, "description": "Queued as a job."},
-                        **ERRORS})
+             responses={**QUEUED, **ERRORS})
 async def post_embedding(body: EmbeddingIn, store: StoreDep, settings: SettingsDep,
                          jobs: JobsDep, pool: PoolDep) -> Any:
     """t-SNE or PCA of one descriptor per box (a job when there are many boxes)."""
@@ -87,9 +85,9 @@ def _embedding(body: EmbeddingIn, store: StoreDep, settings: SettingsDep, jobs: 
         boxes = store.boxes(ids=body.box_ids)
     else:
         boxes = store.boxes(labels=body.labels) if body.labels is not None else store.boxes()
-    model = model_info(body.model)
+    model = load_model(settings, body.model)
     precheck(settings, model, [body.layer], len(boxes))
-    request = EmbeddingRequest(body.model, body.layer, body.method, body.perplexity, body.seed,
+    request = EmbeddingRequest(model.spec.name, body.layer, body.method, body.perplexity, body.seed,
                                body.descriptor, body.grid_size, body.mode, body.n_iter)
     units = estimate_embedding(store, settings, model, boxes, request).units
     return answer_or_queue(jobs, settings, "embedding", units,

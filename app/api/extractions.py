@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from app.api.deps import JobsDep, SettingsDep, StoreDep
-from app.api.distances import ERRORS
-from app.api.models import model_info
-from app.api.schemas import JobAccepted
+from app.api.deps import ERRORS, JobsDep, SettingsDep, StoreDep, load_model
+from app.api.schemas import BoxesAtLayerIn, JobAccepted
 from app.engine.layers import check_layer
 from app.jobs import Cancelled, Progress
 from app.service.extraction import extract_boxes
@@ -23,27 +21,19 @@ __all__ = ["router", "ExtractionIn", "ExtractionOut"]
 router = APIRouter(prefix="/api", tags=["analysis"])
 
 
-class ExtractionIn(BaseModel):
+class ExtractionIn(BoxesAtLayerIn):
     """Which boxes (ids, or labels; default all) to extract at which layers, and how."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+    model_config = ConfigDict(json_schema_extra={"examples": [{
         "labels": ["brick", "grass"], "model": "efficientnet_lite0",
         "layers": ["blocks.5.0.conv_pw", "conv_head"], "descriptor": "gap", "batch_size": 16}]})
+    exclusive: ClassVar[tuple[str, str] | None] = ("box_ids", "labels")
 
     box_ids: list[int] | None = None
     labels: list[str] | None = None
-    model: str = Field("efficientnet_lite0", min_length=1, max_length=200)
     layers: list[str] = Field(min_length=1)
     descriptor: Literal["gap", "grid", "pixels"] = "gap"
-    grid_size: int = Field(4, ge=1, le=16)
     batch_size: int = Field(16, ge=1, le=256)
-    mode: Literal["resize", "native"] = "resize"
-
-    @model_validator(mode="after")
-    def _one_source(self) -> ExtractionIn:
-        if self.box_ids is not None and self.labels is not None:
-            raise ValueError("give either box_ids or labels, not both")
-        return self
 
 
 class ExtractionOut(BaseModel):
@@ -64,7 +54,7 @@ class ExtractionOut(BaseModel):
 def post_extraction(body: ExtractionIn, store: StoreDep, settings: SettingsDep,
                     jobs: JobsDep) -> Any:
     """Queue extraction of the boxes' missing descriptors (poll or cancel ``/api/jobs``)."""
-    model = model_info(body.model)
+    model = load_model(settings, body.model)
     check_limits(settings, layers=len(body.layers))
     for layer in body.layers:
         check_layer(model, layer)

@@ -8,9 +8,9 @@ from fastapi import APIRouter, Query
 from fastapi.responses import PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.api.deps import ImageDep, PoolDep, StoreDep
-from app.api.distances import ERRORS
-from app.api.models import model_info
+from app.api.deps import ERRORS, ImageDep, PoolDep, StoreDep, load_model
+from app.api.schemas import ModelName
+from app.engine.models import LoadedModel
 from app.service.heatmaps import HeatmapRequest, heatmap_png, heatmap_result, scores_csv
 
 __all__ = ["router", "HeatmapIn", "HeatmapOut", "MethodOut"]
@@ -22,11 +22,11 @@ class HeatmapIn(BaseModel):
     """What heat map to compute for which image."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
-        "image_id": 1, "model": "efficientnet_lite0", "layer": "conv_head",
+        "image_id": 1, "layer": "conv_head",
         "method": "gradcam", "target": None, "mode": "resize", "normalise": "minmax"}]})
 
     image_id: int = Field(ge=1)
-    model: str = Field("efficientnet_lite0", min_length=1, max_length=200)
+    model: ModelName = None
     layer: str = Field(min_length=1, max_length=300)
     method: str = Field("gradcam", min_length=1, max_length=50)
     target: int | None = Field(None, ge=0, description="Class to explain; default: the top one.")
@@ -88,25 +88,30 @@ class MethodOut(BaseModel):
     options: dict[str, Any]
 
 
-def _request(body: HeatmapIn) -> HeatmapRequest:
-    """The service's request; unknown or out-of-bounds method options are a 4xx here."""
+def _options(body: HeatmapIn) -> tuple[tuple[str, Any], ...]:
+    """The method's checked options; an unknown method or option is a 4xx here."""
     from app.engine.cams import method_options
 
-    options = method_options(body.method, body.options).model_dump()
-    return HeatmapRequest(body.model, body.layer, body.method, body.target, body.mode,
-                          body.normalise, body.channel, tuple(sorted(options.items())))
+    return tuple(sorted(method_options(body.method, body.options).model_dump().items()))
+
+
+def _request(body: HeatmapIn, model: LoadedModel) -> HeatmapRequest:
+    """The service's request for ``model`` (the body's, or the server's default)."""
+    return HeatmapRequest(model.spec.name, body.layer, body.method, body.target, body.mode,
+                          body.normalise, body.channel, _options(body))
 
 
 def _compute(body: HeatmapIn, store: StoreDep) -> dict[str, Any]:
     image = store.get_image(body.image_id)
-    return heatmap_result(store, model_info(body.model), image, _request(body),
+    model = load_model(store.settings, body.model)
+    return heatmap_result(store, model, image, _request(body, model),
                           store.boxes(image_id=image.id))
 
 
 @router.post("/heatmaps", response_model=HeatmapOut, responses={**ERRORS})
 async def post_heatmap(body: HeatmapIn, store: StoreDep, pool: PoolDep) -> dict[str, Any]:
     """A heat map of one image, scored against all of its boxes."""
-    _request(body)  # unknown method or options: 4xx before queueing
+    _options(body)  # unknown method or options: 4xx before queueing
     return await pool.run(lambda _cancelled: _compute(body, store))
 
 
@@ -117,11 +122,12 @@ async def post_heatmap_png(
     alpha: Annotated[float, Query(ge=0.0, le=1.0, description="Heat-map opacity.")] = 0.5,
 ) -> Response:
     """The overlay as a PNG: the heat map over the image, boxes captioned with their energy."""
-    _request(body)  # unknown method or options: 4xx before queueing
+    _options(body)  # unknown method or options: 4xx before queueing
 
     def work(_cancelled: object) -> bytes:
         image = store.get_image(body.image_id)
-        return heatmap_png(store, model_info(body.model), image, _request(body),
+        model = load_model(store.settings, body.model)
+        return heatmap_png(store, model, image, _request(body, model),
                            store.boxes(image_id=image.id), alpha)
 
     return Response(await pool.run(work), media_type="image/png")
@@ -131,7 +137,7 @@ async def post_heatmap_png(
              responses={200: {"content": {"text/csv": {}}}, **ERRORS})
 async def post_heatmap_csv(body: HeatmapIn, store: StoreDep, pool: PoolDep) -> PlainTextResponse:
     """The same request's per-box scores as CSV."""
-    _request(body)  # unknown method or options: 4xx before queueing
+    _options(body)  # unknown method or options: 4xx before queueing
     text = await pool.run(lambda _cancelled: scores_csv(_compute(body, store)))
     return PlainTextResponse(text, media_type="text/csv")
 
@@ -143,7 +149,8 @@ async def get_scores_csv(
     store: StoreDep,
     pool: PoolDep,
     layer: Annotated[str, Query(min_length=1, max_length=300)],
-    model: Annotated[str, Query(min_length=1, max_length=200)] = "efficientnet_lite0",
+    model: Annotated[str | None, Query(min_length=1, max_length=200, description=(
+        "Default: the server's model (FEATUREGAP_DEFAULT_MODEL)."))] = None,
     method: Annotated[str, Query(min_length=1, max_length=50)] = "gradcam",
     target: Annotated[int | None, Query(ge=0)] = None,
 ) -> PlainTextResponse:

@@ -6,12 +6,10 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from app.api.deps import ModelDep, SettingsDep
-from app.config import get_settings
 from app.engine import models as engine_models
 from app.engine.layers import list_layers as engine_layers
-from app.engine.models import LoadedModel
 
-__all__ = ["router", "model_info"]
+__all__ = ["router"]
 
 router = APIRouter(prefix="/api/models", tags=["models"])
 
@@ -36,16 +34,6 @@ class LayerOut(BaseModel):
     channels: int
     height: int
     width: int
-
-
-def model_info(name: str) -> LoadedModel:
-    """The loaded model of this name (for request bodies that name a model).
-
-    Raises:
-        KeyError: unknown model (the message lists the known ones; answered with 404).
-    """
-    # the process settings: request bodies that name a model reach here without the app's
-    return engine_models.get_model(name, get_settings().models_dir)
 
 
 @router.get("", response_model=list[ModelOut])

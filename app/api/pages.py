@@ -15,6 +15,8 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.templating import Jinja2Templates
 
+from app.api.deps import SettingsDep
+
 __all__ = ["STATIC_DIR", "TEMPLATES_DIR", "router"]
 
 _ROOT = Path(__file__).resolve().parent.parent.parent
@@ -41,9 +43,10 @@ def _templates() -> Jinja2Templates:
 
 
 @router.get("/", response_class=HTMLResponse)
-def index(request: Request) -> HTMLResponse:
-    """The dashboard page."""
-    return _templates().TemplateResponse(request, "index.html", {})
+def index(request: Request, settings: SettingsDep) -> HTMLResponse:
+    """The dashboard page (its model list starts on the server's default model)."""
+    return _templates().TemplateResponse(request, "index.html",
+                                         {"default_model": settings.default_model})
 
 
 @router.get("/static/plotly.min.js")

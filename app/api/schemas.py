@@ -3,12 +3,35 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["ImageOut", "BoxIn", "BoxPatch", "BoxOut", "LabelCount", "JobOut", "JobAccepted",
-           "ImportResult", "Detail"]
+__all__ = ["BoxesAtLayerIn", "ErrorOut", "ModelName", "ImageOut", "BoxIn", "BoxPatch", "BoxOut",
+           "LabelCount", "JobOut", "JobAccepted", "ImportResult", "Detail"]
+
+ModelName = Annotated[str | None, Field(min_length=1, max_length=200, description=(
+    "A model of GET /api/models; default: the server's (FEATUREGAP_DEFAULT_MODEL)."))]
+"""The model a request body names (``None``: the server's default model)."""
+
+
+class BoxesAtLayerIn(BaseModel):
+    """What every analysis of stored boxes at a layer shares: the model, the grid of the
+    ``grid``/``pixels`` descriptors and the input mode; a subclass naming two ways to choose
+    boxes in ``exclusive`` refuses a body that gives both."""
+
+    model_config = ConfigDict(extra="forbid")
+    exclusive: ClassVar[tuple[str, str] | None] = None
+
+    model: ModelName = None
+    grid_size: int = Field(4, ge=1, le=16)
+    mode: Literal["resize", "native"] = "resize"
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        if self.exclusive and all(getattr(self, f) is not None for f in self.exclusive):
+            raise ValueError(f"give either {self.exclusive[0]} or {self.exclusive[1]}, not both")
+        return self
 
 
 class Detail(BaseModel):
@@ -107,6 +130,12 @@ class JobOut(_FromRecord):
     created_at: datetime
     finished_at: datetime | None = None
 
+
+
+class ErrorOut(BaseModel):
+    """An error: a message saying what to fix, or FastAPI's list of invalid fields."""
+
+    detail: str | list[dict[str, Any]]
 
 
 class JobAccepted(BaseModel):

@@ -7,10 +7,18 @@ from typing import Any, Literal
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.api.deps import JobsDep, PoolDep, SettingsDep, StoreDep
-from app.api.distances import ERRORS, answer_or_queue, precheck
-from app.api.models import model_info
-from app.api.schemas import JobAccepted
+from app.api.deps import (
+    ERRORS,
+    QUEUED,
+    JobsDep,
+    PoolDep,
+    SettingsDep,
+    StoreDep,
+    answer_or_queue,
+    load_model,
+    precheck,
+)
+from app.api.schemas import BoxesAtLayerIn
 from app.engine.measures import Measure, get_measure
 from app.jobs import Cancelled
 from app.service.analysis import (
@@ -25,24 +33,21 @@ __all__ = ["router", "SeparationIn", "SeparationOut"]
 router = APIRouter(prefix="/api", tags=["analysis"])
 
 
-class SeparationIn(BaseModel):
+class SeparationIn(BoxesAtLayerIn):
     """Labels to separate (default: all) and the layers to compare."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
-        "labels": ["brick", "grass", "gravel"], "model": "efficientnet_lite0",
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "labels": ["brick", "grass", "gravel"],
         "layers": ["blocks.2.0.bn2", "blocks.5.1.add", "conv_head"], "measure": "euclidean",
         "descriptor": "gap"}]})
 
     labels: list[str] | None = Field(None, description="Default: every label with boxes.")
-    model: str = Field("efficientnet_lite0", min_length=1, max_length=200)
     layers: list[str] = Field(min_length=1)
     measure: str = Field("euclidean", min_length=1, max_length=50,
                          description="A registered measure (GET /api/measures).")
     options: dict[str, Any] = Field(default_factory=dict, description="The measure's options.")
     descriptor: Literal["gap", "grid", "pixels"] | None = Field(None, description=(
         "Default: what the measure consumes; 'pixels' compares boxes' sets of grid rows."))
-    grid_size: int = Field(4, ge=1, le=16)
-    mode: Literal["resize", "native"] = "resize"
 
 
 class LayerSeparationOut(BaseModel):
@@ -68,8 +73,7 @@ class SeparationOut(BaseModel):
 
 
 @router.post("/separation", response_model=SeparationOut,
-             responses={202: {"model": JobAccepted, "description": "Queued as a job."},
-                        **ERRORS})
+             responses={**QUEUED, **ERRORS})
 async def post_separation(body: SeparationIn, store: StoreDep, settings: SettingsDep,
                           jobs: JobsDep, pool: PoolDep) -> Any:
     """Intra/inter/ratio/silhouette per layer (a job when the work is large)."""
@@ -81,11 +85,11 @@ async def post_separation(body: SeparationIn, store: StoreDep, settings: Setting
 def _separation(body: SeparationIn, measure: Measure, store: StoreDep, settings: SettingsDep,
                 jobs: JobsDep, cancelled: Cancelled) -> Any:
     groups = resolve_groups(store, None, body.labels)
-    model = model_info(body.model)
+    model = load_model(settings, body.model)
     layers = list(dict.fromkeys(body.layers))
     n_boxes = sum(len(g) for g in groups.values())
     precheck(settings, model, layers, n_boxes)
-    request = SeparationRequest(body.model, layers, body.measure,
+    request = SeparationRequest(model.spec.name, layers, body.measure,
                                 body.descriptor or measure.needs, body.grid_size, body.mode,
                                 body.options)
     units = estimate_separation(store, settings, model, request, groups).units

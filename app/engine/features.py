@@ -11,11 +11,11 @@ from dataclasses import dataclass
 import torch
 
 from app.engine.graph import Extractor, traced
-from app.engine.images import DecodedImage
 from app.engine.layers import check_layer
-from app.engine.lru import LRU
 from app.engine.models import LoadedModel
 from app.engine.preprocess import DEFAULT_NATIVE_MAX_SIDE, InputMode, to_input
+from app.images import DecodedImage
+from app.lru import LRU
 
 __all__ = ["CacheStats", "FeatureCache", "default_cache", "extract", "forward_maps",
            "prepare_input", "LOGITS"]

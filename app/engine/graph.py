@@ -23,7 +23,7 @@ from timm.models._features_fx import create_feature_extractor, get_graph_node_na
 from torch import nn
 from torch.fx import GraphModule
 
-from app.engine.lru import LRU
+from app.lru import LRU
 
 __all__ = [
     "MAX_EXTRACTORS", "TRACE_LOCK", "Extractor", "TracedModel", "check_layers", "extractor",
@@ -220,7 +220,8 @@ def _without_inplace(module: GraphModule) -> list[nn.Module]:
     When several nodes are returned from one pass, an in-place op (``ReLU(inplace=True)``,
     ``x.relu_()``) after a returned node would overwrite that node's output before the caller
     sees it (torchvision's ResNet: ``layer1.0.add`` loses its negatives). Submodules are shared
-    with the model, so their ``inplace`` flags are switched off for good: it costs memory only.
+    with the model, which may switch a flag back on, so :class:`Extractor` switches the
+    returned ones off again before every pass; out-of-place ops cost memory only.
 
     Returns:
         The submodules that carry an ``inplace`` flag (see :class:`Extractor`).

@@ -16,10 +16,10 @@ import numpy as np
 import torch
 
 from app.engine.cams import METHODS, CamOptions, Cancelled, cam_map, list_methods, reduce_channels
-from app.engine.images import DecodedImage
 from app.engine.models import LoadedModel
 from app.engine.preprocess import DEFAULT_NATIVE_MAX_SIDE, InputMode, to_input
 from app.engine.regions import upsample_to_image
+from app.images import DecodedImage
 
 __all__ = [
     "METHODS",

@@ -49,7 +49,7 @@ import torch
 from numpy.typing import NDArray
 from scipy.stats import rankdata
 
-from app.engine.regions import Box, pixel_span
+from app.boxes import Box, pixel_span
 from app.engine.registry import Registry
 
 __all__ = [

@@ -9,7 +9,7 @@ import torch
 from numpy.typing import NDArray
 from PIL import Image, ImageDraw, ImageFont
 
-from app.engine.regions import Box
+from app.boxes import Box
 
 __all__ = ["colorize", "render_overlay"]
 

@@ -6,11 +6,11 @@ from dataclasses import dataclass
 
 import torch
 
+from app.boxes import Box, check_box
 from app.engine.graph import TRACE_LOCK
-from app.engine.images import DecodedImage
 from app.engine.models import LoadedModel
 from app.engine.preprocess import DEFAULT_NATIVE_MAX_SIDE, InputMode, to_input
-from app.engine.regions import Box, check_box
+from app.images import DecodedImage
 
 __all__ = ["Prediction", "predict", "predict_from_logits"]
 

@@ -28,7 +28,7 @@ from app.service.budgets import Estimate
 from app.service.estimates import distance_budget, embedding_budget, separation_budget
 from app.service.features import box_descriptors, boxes_key, check_limits
 from app.service.resolution import resolution_warnings
-from app.service.results import cached, result_key
+from app.service.results import cached
 from app.store import BoxRecord, ImageRecord, Store
 
 __all__ = ["DistanceRequest", "SeparationRequest", "resolve_groups", "distances",
@@ -320,40 +320,39 @@ def separation_profile(store: Store, settings: Settings, model: LoadedModel,
     check_limits(settings, samples=len(every), layers=len(request.layers))
     estimate_separation(store, settings, model, request, groups)
     images = _images(store, every)
-    key = result_key("separation", {
+    payload = {
         "model": model.spec.name, "weights": model.weights_sha256, "request": asdict(request),
         "groups": {name: boxes_key(members, images) for name, members in groups.items()},
-    })
-    cached = store.get_result(key)
-    if cached is not None:
-        result: dict[str, Any] = cached
-        return result
-    features = box_descriptors(store, model, every, request.layers, request.descriptor,
-                               request.grid_size, request.mode, progress, cancelled)
-    per_layer: dict[str, tuple[torch.Tensor | list[torch.Tensor], list[str]]] = {
-        layer: ([f.reshape(-1, f.shape[-1]) for f in features[layer]]
-                if request.descriptor == "pixels"
-                else torch.stack([f.reshape(-1) for f in features[layer]]), labels)
-        for layer in request.layers}
-    if progress is not None:
-        progress(0.85, "measuring")
-    profile = layer_profile(per_layer, measure)
-    rows = [{"layer": layer, "intra": s.intra, "inter": s.inter, "ratio": s.ratio,
-             "silhouette": s.silhouette,
-             "per_label": {k: {"intra": v.intra, "inter": v.inter}
-                           for k, v in s.per_label.items()}}
-            for layer, s in profile]
-    result = to_json_safe({
-        "layers": rows, "measure": request.measure, "descriptor": request.descriptor,
-        "model": model.spec.name, "sizes": {name: len(m) for name, m in groups.items()},
-        "figure": separation_figure(
-            [layer for layer, _ in profile], [s.intra for _, s in profile],
-            [s.inter for _, s in profile],
-            [s.ratio if math.isfinite(s.ratio) else math.nan for _, s in profile],
-            measure=request.measure, silhouette=[s.silhouette for _, s in profile]),
-    })
-    store.put_result(key, "separation", result)
-    return result
+    }
+
+    def compute() -> dict[str, Any]:
+        features = box_descriptors(store, model, every, request.layers, request.descriptor,
+                                   request.grid_size, request.mode, progress, cancelled)
+        per_layer: dict[str, tuple[torch.Tensor | list[torch.Tensor], list[str]]] = {
+            layer: ([f.reshape(-1, f.shape[-1]) for f in features[layer]]
+                    if request.descriptor == "pixels"
+                    else torch.stack([f.reshape(-1) for f in features[layer]]), labels)
+            for layer in request.layers}
+        if progress is not None:
+            progress(0.85, "measuring")
+        profile = layer_profile(per_layer, measure)
+        rows = [{"layer": layer, "intra": s.intra, "inter": s.inter, "ratio": s.ratio,
+                 "silhouette": s.silhouette,
+                 "per_label": {k: {"intra": v.intra, "inter": v.inter}
+                               for k, v in s.per_label.items()}}
+                for layer, s in profile]
+        answer: dict[str, Any] = to_json_safe({
+            "layers": rows, "measure": request.measure, "descriptor": request.descriptor,
+            "model": model.spec.name, "sizes": {name: len(m) for name, m in groups.items()},
+            "figure": separation_figure(
+                [layer for layer, _ in profile], [s.intra for _, s in profile],
+                [s.inter for _, s in profile],
+                [s.ratio if math.isfinite(s.ratio) else math.nan for _, s in profile],
+                measure=request.measure, silhouette=[s.silhouette for _, s in profile]),
+        })
+        return answer
+
+    return cached(store, "separation", payload, compute)
 
 
 @dataclass(frozen=True)
@@ -428,26 +427,24 @@ def embedding(store: Store, settings: Settings, model: LoadedModel, boxes: list[
     check_limits(settings, samples=len(boxes))
     estimate_embedding(store, settings, model, boxes, request)
     images = _images(store, boxes)
-    key = result_key("embedding", {
-        "model": model.spec.name, "weights": model.weights_sha256, "request": asdict(request),
-        "boxes": boxes_key(boxes, images)})
-    cached = store.get_result(key)
-    if cached is not None:
-        result: dict[str, Any] = cached
-        return result
-    features = box_descriptors(store, model, boxes, [request.layer], request.descriptor,
-                               request.grid_size, request.mode, progress, cancelled)
-    x = torch.stack([f.reshape(-1) for f in features[request.layer]])
-    if progress is not None:
-        progress(0.85, f"{request.method} of {len(boxes)} boxes")
-    xy = embed(x, request.method, perplexity=request.perplexity, seed=request.seed,
-               n_iter=request.n_iter, cancelled=cancelled)
-    points = [{"box_id": b.id, "image_id": b.image_id, "label": b.label,
-               "x": float(p[0]), "y": float(p[1])} for b, p in zip(boxes, xy, strict=True)]
-    result = to_json_safe({
-        "points": points, "method": request.method, "perplexity": request.perplexity,
-        "layer": request.layer, "model": model.spec.name, "descriptor": request.descriptor,
-        "figure": embedding_figure(points, method=request.method),
-    })
-    store.put_result(key, "embedding", result)
-    return result
+    payload = {"model": model.spec.name, "weights": model.weights_sha256,
+               "request": asdict(request), "boxes": boxes_key(boxes, images)}
+
+    def compute() -> dict[str, Any]:
+        features = box_descriptors(store, model, boxes, [request.layer], request.descriptor,
+                                   request.grid_size, request.mode, progress, cancelled)
+        x = torch.stack([f.reshape(-1) for f in features[request.layer]])
+        if progress is not None:
+            progress(0.85, f"{request.method} of {len(boxes)} boxes")
+        xy = embed(x, request.method, perplexity=request.perplexity, seed=request.seed,
+                   n_iter=request.n_iter, cancelled=cancelled)
+        points = [{"box_id": b.id, "image_id": b.image_id, "label": b.label,
+                   "x": float(p[0]), "y": float(p[1])} for b, p in zip(boxes, xy, strict=True)]
+        answer: dict[str, Any] = to_json_safe({
+            "points": points, "method": request.method, "perplexity": request.perplexity,
+            "layer": request.layer, "model": model.spec.name, "descriptor": request.descriptor,
+            "figure": embedding_figure(points, method=request.method),
+        })
+        return answer
+
+    return cached(store, "embedding", payload, compute)

@@ -18,11 +18,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from app.boxes import Box
 from app.engine.features import forward_maps, prepare_input
 from app.engine.layers import check_layer
 from app.engine.models import LoadedModel
 from app.engine.preprocess import InputMode, input_size
-from app.engine.regions import Box, Descriptor, region_descriptors
+from app.engine.regions import Descriptor, region_descriptors
 from app.jobs import JobCancelled
 from app.service.heatmaps import ENGINE_LOCK
 from app.store import BoxRecord, ImageRecord, Store

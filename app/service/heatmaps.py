@@ -18,17 +18,17 @@ from typing import Any, Literal
 
 import torch
 
+from app.boxes import Box
 from app.engine.cams import CamOptions
 from app.engine.features import LOGITS, default_cache, extract
 from app.engine.heatmaps import HeatMap, compute_heatmap, normalise
 from app.engine.layers import check_layer
 from app.engine.localisation import LOCALISATION_SCORES, score_boxes
-from app.engine.lru import LRU
 from app.engine.models import LoadedModel
 from app.engine.predictions import predict_from_logits
 from app.engine.preprocess import InputMode
-from app.engine.regions import Box
 from app.jobs import current_cancelled
+from app.lru import LRU
 from app.plots import heatmap_figure
 from app.service.estimates import heatmap_budget
 from app.service.resolution import resolution_warnings

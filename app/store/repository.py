@@ -38,11 +38,12 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.schema import CreateIndex, CreateTable
 
+from app.boxes import Box, check_box
 from app.config import Settings
-from app.engine.images import DecodedImage, content_hash, decode_image
-from app.engine.lru import LRU
-from app.engine.regions import Box, check_box
+from app.errors import NotFound
 from app.formats.labels import clean_label, normalize_label
+from app.images import DecodedImage, content_hash, decode_image
+from app.lru import LRU
 from app.store.features import FeatureStore
 from app.store.tables import (
     ADDED_COLUMNS,
@@ -465,7 +466,7 @@ class Store:
         """Add a box to an image.
 
         The box is checked and clipped to the image by
-        :func:`app.engine.regions.check_box` (the stored box is the clipped one).
+        :func:`app.boxes.check_box` (the stored box is the clipped one).
 
         Raises:
             KeyError: no such image.
@@ -657,9 +658,16 @@ class Store:
     # -- cached results ---------------------------------------------------------------------
 
     def put_result(self, key: str, kind: str, value: Any, image_id: int | None = None) -> None:
-        """Cache a JSON-serialisable result under ``key`` (replacing an older one)."""
+        """Cache a JSON-serialisable result under ``key`` (replacing an older one).
+
+        Raises:
+            NotFound: ``image_id`` names an image deleted while the result was computed.
+        """
         text = json.dumps(value)
         with self._write() as session:
+            if image_id is not None and session.get(ImageRow, image_id) is None:
+                raise NotFound(f"image {image_id} was deleted while its answer was computed; "
+                               "upload it again to analyse it")
             row = session.get(ResultRow, key)
             if row is None:
                 session.add(ResultRow(key=key, kind=kind, json=text, image_id=image_id))

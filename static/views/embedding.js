@@ -1,7 +1,7 @@
 // t-SNE / PCA scatter of boxes coloured by label: hover shows the box, click opens its image.
 import { imageUrl } from "../api.js";
 import * as jobs from "../jobs.js";
-import { $ } from "../ui.js";
+import { part } from "../ui.js";
 import { drawFigure } from "./plot.js";
 
 // Plotly's customdata carries [box_id, image_id] for each point.
@@ -11,20 +11,21 @@ function boxOf(point, result) {
   return boxId === undefined ? null : { label: point.data.name, ...known, box_id: boxId, image_id: imageId ?? known.image_id };
 }
 
-export async function showEmbedding(labels, c, { onOpen }) {
+// `root`: the view's element, holding its plot and the hover thumbnail's parts.
+export async function showEmbedding(root, labels, c, { onOpen }) {
   const body = { labels, model: c.model, layer: c.layer, method: c.embedMethod, descriptor: c.descriptor, seed: 0 };
   const result = await jobs.run(c.embedMethod === "pca" ? "PCA" : "t-SNE", "/api/embeddings", body);
-  $("embedding-view").hidden = false;
-  const plot = $("embedding-plot");
+  root.hidden = false;
+  const plot = part(root, "plot");
   await drawFigure(plot, result.figure, `embedding-${c.embedMethod}-${c.layer}`);
   plot.removeAllListeners?.("plotly_hover");
   plot.removeAllListeners?.("plotly_click");
   plot.on("plotly_hover", async (event) => {
     const box = boxOf(event.points[0], result);
     if (!box) return;
-    $("hover-thumb").hidden = false;
-    $("hover-caption").textContent = `box ${box.box_id} · ${box.label} · image ${box.image_id}`;
-    $("hover-img").src = await imageUrl(`/api/images/${box.image_id}/thumbnail?box_id=${box.box_id}`);
+    part(root, "thumb").hidden = false;
+    part(root, "thumb-caption").textContent = `box ${box.box_id} · ${box.label} · image ${box.image_id}`;
+    part(root, "thumb-img").src = await imageUrl(`/api/images/${box.image_id}/thumbnail?box_id=${box.box_id}`);
   });
   plot.on("plotly_click", (event) => {
     const box = boxOf(event.points[0], result);

@@ -1,21 +1,24 @@
 // Heat-map view: the API's overlay figure, an opacity slider and the per-box scores.
 import { blob, download, imageUrl } from "../api.js";
 import * as jobs from "../jobs.js";
-import { $, fillTable, guarded, showWarnings } from "../ui.js";
+import { fillTable, guarded, part, showWarnings } from "../ui.js";
 import { drawFigure } from "./plot.js";
 
 // The request of the heat map on screen: its CSV comes from the server, which guards
 // spreadsheet formulas in labels (a CSV built here would write "=HYPERLINK(...)" raw).
 let shown = null;
 
-export function initHeatmapView() {
-  $("heatmap-opacity").addEventListener("input", () => {
-    const plot = $("heatmap-plot");
+// `root`: the view's element, holding its opacity, caption, warnings, plot, table, csv and
+// error parts.
+export function initHeatmapView(root) {
+  const opacity = part(root, "opacity");
+  opacity.addEventListener("input", () => {
+    const plot = part(root, "plot");
     if (!plot.data) return;
     const indices = plot.data.map((t, i) => (t.type === "heatmap" ? i : -1)).filter((i) => i >= 0);
-    if (indices.length) window.Plotly.restyle(plot, { opacity: Number($("heatmap-opacity").value) }, indices);
+    if (indices.length) window.Plotly.restyle(plot, { opacity: Number(opacity.value) }, indices);
   });
-  $("scores-csv").addEventListener("click", () => guarded($("heatmap-error"), async () => {
+  part(root, "csv").addEventListener("click", () => guarded(part(root, "error"), async () => {
     if (!shown) return;
     download("featuregap-scores.csv", await blob("/api/heatmaps/scores.csv", shown));
   }));
@@ -36,20 +39,20 @@ async function withLocalImages(figure) {
   return { ...figure, layout: { ...figure.layout, images } };
 }
 
-export async function showHeatmap(image, c) {
+export async function showHeatmap(root, image, c) {
   const body = { image_id: image.id, model: c.model, layer: c.layer, method: c.method };
   if (c.target !== null) body.target = c.target;
   const result = await jobs.run("Heat map", "/api/heatmaps", body);
   shown = body;
-  $("heatmap-view").hidden = false;
-  showWarnings($("heatmap-warnings"), result.warnings);
+  root.hidden = false;
+  showWarnings(part(root, "warnings"), result.warnings);
   const top = result.prediction?.[0];
-  $("heatmap-caption").textContent = `${result.method} on ${result.layer}, explaining ` +
+  part(root, "caption").textContent = `${result.method} on ${result.layer}, explaining ` +
     `${result.target_label ?? result.target ?? "the top class"}` +
     (top ? ` · top prediction: ${top.label} (${(100 * top.probability).toFixed(1)}%)` : "");
-  await drawFigure($("heatmap-plot"), await withLocalImages(result.figure), `heatmap-${image.id}-${c.layer}`);
-  $("heatmap-opacity").dispatchEvent(new Event("input"));
+  await drawFigure(part(root, "plot"), await withLocalImages(result.figure), `heatmap-${image.id}-${c.layer}`);
+  part(root, "opacity").dispatchEvent(new Event("input"));
   const table = scoreTable(result);
-  fillTable($("heatmap-scores"), table.columns, table.rows);
+  fillTable(part(root, "table"), table.columns, table.rows);
   return result;
 }

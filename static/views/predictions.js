@@ -1,7 +1,7 @@
 // Top-k predictions for the image and for each of its boxes.
 import { post } from "../api.js";
 import * as jobs from "../jobs.js";
-import { $ } from "../ui.js";
+import { part } from "../ui.js";
 
 function list(title, predictions) {
   const block = document.createElement("div");
@@ -16,15 +16,15 @@ function list(title, predictions) {
   return block;
 }
 
-// One request for the whole image and one per box (its crop).
-export async function showPredictions(image, c, boxes) {
+// One request for the whole image and one per box (its crop), listed in `root`'s list part.
+export async function showPredictions(root, image, c, boxes) {
   const ask = (box) => post("/api/predictions", { image_id: image.id, model: c.model, box_id: box ? box.id : null, k: 5 });
   const results = await jobs.track("Predictions", () => Promise.all([null, ...boxes].map(ask)));
   const blocks = [list("Whole image", results[0].predictions)];
   boxes.forEach((box, i) => blocks.push(list(`Box ${box.id} “${box.label}”`, results[i + 1].predictions)));
   const holder = Object.assign(document.createElement("div"), { className: "predictions-list" });
   holder.append(...blocks);
-  $("predictions").replaceChildren(holder);
-  $("predictions-view").hidden = false;
+  part(root, "list").replaceChildren(holder);
+  root.hidden = false;
   return results;
 }

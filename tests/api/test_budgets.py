@@ -178,8 +178,8 @@ def test_scorecam_uses_the_channels_asked_for(project: tuple[TestClient, dict[st
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     from app.engine.cams import CamOptions
     from app.engine.heatmaps import compute_heatmap
-    from app.engine.images import decode_image
     from app.engine.models import get_model
+    from app.images import decode_image
 
     client, ids = project
     # Score-CAM's masked batches alone pass this module's 64 MiB budget

@@ -43,10 +43,11 @@ def project(tmp_path_factory: pytest.TempPathFactory, photo: Any
 
 def _reference_gap(client: TestClient, boxes: list[dict[str, Any]]) -> torch.Tensor:
     """GAP descriptors by the engine's pieces, outside the service."""
+    from app.boxes import Box
     from app.engine.features import extract
-    from app.engine.images import decode_image
     from app.engine.models import get_model
-    from app.engine.regions import Box, region_descriptors
+    from app.engine.regions import region_descriptors
+    from app.images import decode_image
 
     model = get_model("efficientnet_lite0")
     rows = []
@@ -303,15 +304,3 @@ def test_large_work_runs_as_a_job_and_limits_name_the_setting(
         over = client.post("/api/distances", json=request)
         assert over.status_code == 413
         assert "FEATUREGAP_MAX_SAMPLES_PER_REQUEST" in over.json()["detail"]
-
-
-def test_separation_work_counts_pairs_where_the_measure_loops_over_pairs() -> None:
-    from app.service.analysis import SeparationRequest, separation_work
-
-    def units(measure: str, descriptor: str) -> int:
-        request = SeparationRequest("m", ["a", "b"], measure, descriptor)  # type: ignore[arg-type]
-        return separation_work(request, 300)
-
-    assert units("euclidean", "gap") == units("mahalanobis", "grid") == 600
-    assert units("mmd", "pixels") == units("euclidean", "pixels") == 300 * 299 // 2 * 2
-    assert units("mutual_information", "grid") == 300 * 299 // 2 * 2

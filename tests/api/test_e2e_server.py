@@ -31,8 +31,10 @@ def _free_port() -> int:
 def live_server(data_dir: Path, **env: str) -> Iterator[httpx.Client]:
     """``uvicorn --factory app.main:create_app`` on a free port; stopped on exit."""
     port = _free_port()
-    environment = {**os.environ, "FEATUREGAP_DATA_DIR": str(data_dir),
-                   "FEATUREGAP_TORCH_THREADS": "1", **env}
+    # Torch threads as in the rest of the suite (tests/conftest.py): the CPU-time bounds of
+    # test_isolation.py were measured with them, when FEATUREGAP_TORCH_THREADS was not yet
+    # honoured and this helper's "1" did nothing.
+    environment = {**os.environ, "FEATUREGAP_DATA_DIR": str(data_dir), **env}
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app", "--host",
          "127.0.0.1", "--port", str(port), "--log-level", "warning"],

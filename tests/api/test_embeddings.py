@@ -42,10 +42,11 @@ def test_pca_points_match_scikit_learn(project: tuple[TestClient, list[dict[str,
                                        ) -> None:
     from sklearn.decomposition import PCA
 
+    from app.boxes import Box
     from app.engine.features import extract
-    from app.engine.images import decode_image
     from app.engine.models import get_model
-    from app.engine.regions import Box, region_descriptors
+    from app.engine.regions import region_descriptors
+    from app.images import decode_image
 
     client, boxes = project
     response = client.post("/api/embeddings", json={"layer": LAYER, "method": "pca"})

@@ -51,8 +51,8 @@ def _post(client: TestClient, image_id: int, **extra: Any) -> Any:
 def test_gradcam_scores_every_box_and_agrees_with_a_hand_computation(
         app_client: TestClient, chelsea: dict[str, Any]) -> None:
     from app.engine.heatmaps import compute_heatmap
-    from app.engine.images import decode_image
     from app.engine.models import get_model
+    from app.images import decode_image
 
     image = chelsea["image"]
     response = _post(app_client, image["id"])

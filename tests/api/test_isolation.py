@@ -216,3 +216,24 @@ def test_a_killed_server_keeps_its_jobs_and_marks_the_running_one_interrupted(
         assert crashed["state"] == "interrupted" and crashed["finished_at"] is not None
         assert crashed["kind"] == "embedding" and crashed["result"] is None
         assert client.delete(f"/api/jobs/{running_id}").json()["state"] == "interrupted"
+
+
+def test_cancelled_permutation_job_stops_using_the_cpu_within_2_s(server: httpx.Client) -> None:
+    pid = _server_pid(int(server.base_url.port or 0))
+    answer = server.post("/api/distances", json={
+        "labels": ["class1", "class2"], "layer": "conv_head", "measure": "cosine",
+        "descriptor": "grid", "permutations": 10_000, "seed": 3})
+    assert answer.status_code == 202, answer.text
+    job_id = answer.json()["job_id"]
+    _wait_for(server, job_id, lambda job: job["message"] == "measuring")
+    before = _cpu_seconds(pid)
+    time.sleep(0.5)
+    assert _cpu_seconds(pid) - before > 0.15, "the test is not using the CPU; nothing to stop"
+    cancelled_at = time.monotonic()
+    assert server.delete(f"/api/jobs/{job_id}").status_code == 200
+    job = _wait_for(server, job_id, lambda job: job["state"] == "cancelled", seconds=2.0)
+    assert job["result"] is None
+    time.sleep(max(0.0, cancelled_at + 2.0 - time.monotonic()))
+    settled = _cpu_seconds(pid)
+    time.sleep(1.0)
+    assert _cpu_seconds(pid) - settled < 0.1, "the server still burns CPU after the cancel"

@@ -255,15 +255,42 @@ def test_two_textures_distance_matrix_profile_and_scatter(
     assert _traces(page, "separation-plot") >= 3  # intra, inter, their ratio
     shot(page, "separation")
 
-    # A long profile (every spatial layer) runs as a job; Cancel stops it.
+    # Two runs at once: each has a row of its own, and the one that ends first leaves the
+    # other's row and its Cancel in place. The profile's job here is played by the test
+    # (it never ends), so the overlap does not depend on timing.
+    held = {"id": "held", "kind": "separation", "state": "running", "progress": 0.5,
+            "message": "held by the test", "result": None, "error": None,
+            "created_at": "2026-01-01T00:00:00", "finished_at": None}
+    page.route("**/api/separation", lambda route: route.fulfill(
+        status=202, json={"job_id": "held", "state": "queued"}))
+    page.route("**/api/jobs/held", lambda route: route.fulfill(json=held))
+    page.click("#run-separation")
+    page.wait_for_selector("#job .job-row")
+    with page.expect_response("**/api/distances"):
+        page.click("#run-distances")  # a real run, answered from the cache meanwhile
+    _wait_for(page, "document.querySelectorAll('#job .job-row').length === 1")
+    profile_row = page.locator("#job .job-row", has=page.locator("[aria-label='Layer profile']"))
+    assert profile_row.count() == 1 and page.locator("#job").is_visible()
+    assert "held by the test" in profile_row.inner_text()
+    with page.expect_request(lambda r: r.method == "DELETE" and r.url.endswith("/jobs/held")):
+        profile_row.locator(".job-cancel").click()
+    page.wait_for_selector("#job", state="hidden")
+    page.unroute("**/api/separation")
+    page.unroute("**/api/jobs/held")
+    assert page.locator("#analysis-error").inner_text() == ""
+
+    # A long profile (32 layers, MMD between the boxes' sets of pixels) runs as a job;
+    # Cancel stops it.
     layers = page.eval_on_selector_all("#profile-layers option", "os => os.map(o => o.value)")
-    page.select_option("#profile-layers", layers[:24])
+    page.select_option("#profile-layers", layers[:32])
+    page.select_option("#measure", "mmd")
+    page.select_option("#descriptor", "pixels")
     with page.expect_response("**/api/separation") as answer:
         page.click("#run-separation")
     job_id = answer.value.json()["job_id"]
     page.wait_for_selector("#job:not([hidden])")
     shot(page, "job-running")
-    page.click("#job-cancel")
+    page.click("#job .job-cancel")
     page.wait_for_selector("#job", state="hidden")
     deadline = time.monotonic() + 20
     while (state := httpx.get(f"{server}/api/jobs/{job_id}").json()["state"]) == "running":
@@ -271,6 +298,7 @@ def test_two_textures_distance_matrix_profile_and_scatter(
         time.sleep(0.2)
     assert state == "cancelled"
     assert page.locator("#analysis-error").inner_text() == ""
+    page.select_option("#descriptor", "gap")
 
     page.click("#run-embedding")
     assert _traces(page, "embedding-plot") >= 1
@@ -339,3 +367,115 @@ def test_html_and_formulas_in_labels_stay_inert(
         page.click("#scores-csv")
     text = Path(download.value.path()).read_text()
     assert "'=HYPERLINK(" in text and ",=HYPERLINK(" not in text
+
+
+def _screen(shown: dict[str, float], width: int) -> Callable[[float, float], tuple[float, float]]:
+    """Image pixels → screen pixels for an overlay shown at ``shown`` (its bounding box)."""
+    scale = shown["width"] / width
+
+    def screen(x: float, y: float) -> tuple[float, float]:
+        return shown["x"] + x * scale, shown["y"] + y * scale
+
+    return screen
+
+
+def _by_label(boxes: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {b["label"]: b for b in boxes}
+
+
+def test_new_boxes_take_the_active_label_and_relabelling_is_explicit(
+        watched_page: tuple[Page, Any], server: str, photo: Any, shot: Any) -> None:
+    page, _ = watched_page
+    image = _api_image(server, "astronaut", photo.png("astronaut"))
+    _open(page, server)
+    screen = _screen(_open_image(page, "astronaut"), image["width"])
+
+    # Issue 12: draw, type the next label, draw again. The first box (still selected while
+    # the label is typed) must keep its label; before the fix it became "leaves".
+    page.fill("#box-label", "flower")
+    _drag(page, screen(30, 30), screen(130, 110))
+    _wait_boxes(server, image["id"], lambda b: len(b) == 1)
+    page.fill("#box-label", "leaves")
+    _drag(page, screen(200, 250), screen(330, 400))
+    _wait_for(page, "document.getElementById('selected-box').textContent.includes('leaves')")
+    page.wait_for_timeout(300)  # room for a stray PATCH to land, were one sent
+    boxes = _wait_boxes(server, image["id"], lambda b: len(b) == 2)
+    assert sorted(b["label"] for b in boxes) == ["flower", "leaves"]
+    first, second = _by_label(boxes)["flower"]["id"], _by_label(boxes)["leaves"]["id"]
+    _close(_by_label(boxes)["flower"], 30, 30, 100, 80)
+    _close(_by_label(boxes)["leaves"], 200, 250, 130, 150)
+    shot(page, "two-labels")
+
+    # Selecting a box shows its label in the relabel field and leaves the active label alone.
+    page.mouse.click(*screen(80, 70))
+    _wait_for(page, "document.getElementById('relabel').value === 'flower'")
+    assert page.input_value("#box-label") == "leaves"
+    page.fill("#relabel", "rose")
+    page.press("#relabel", "Enter")
+    boxes = _wait_boxes(server, image["id"],
+                        lambda b: {x["label"] for x in b} == {"rose", "leaves"})
+    assert {b["id"]: b["label"] for b in boxes} == {first: "rose", second: "leaves"}
+
+    # Double-click a box: its label is ready to edit; the button applies it.
+    page.mouse.dblclick(*screen(260, 320))
+    _wait_for(page, "document.activeElement.id === 'relabel'")
+    assert page.input_value("#relabel") == "leaves"
+    page.fill("#relabel", "foliage")
+    page.click("#relabel-apply")
+    boxes = _wait_boxes(server, image["id"],
+                        lambda b: {x["label"] for x in b} == {"rose", "foliage"})
+    assert {b["id"]: b["label"] for b in boxes} == {first: "rose", second: "foliage"}
+    _close(_by_label(boxes)["foliage"], 200, 250, 130, 150)  # a double-click moves nothing
+
+    # With "rose" selected, a new box still takes the active label.
+    page.mouse.click(*screen(80, 70))
+    _wait_for(page, "document.getElementById('relabel').value === 'rose'")
+    _drag(page, screen(380, 40), screen(480, 140))
+    boxes = _wait_boxes(server, image["id"], lambda b: len(b) == 3)
+    assert sorted(b["label"] for b in boxes) == ["foliage", "leaves", "rose"]
+    shot(page, "relabelled")
+
+
+def test_nested_boxes_drawn_with_shift_or_draw_mode_and_moved_without(
+        watched_page: tuple[Page, Any], server: str, photo: Any, shot: Any) -> None:
+    page, _ = watched_page
+    image = _api_image(server, "camera", photo.png("camera"))
+    _open(page, server)
+    shown = _open_image(page, "camera")
+    assert abs(shown["width"] / image["width"] - 1) > 0.05, "the test needs a scale other than 1"
+    screen = _screen(shown, image["width"])
+    assert "Shift" in page.locator("#editor-hint").inner_text()
+
+    page.fill("#box-label", "person")
+    _drag(page, screen(60, 40), screen(380, 470))
+    _wait_boxes(server, image["id"], lambda b: len(b) == 1)
+    page.fill("#box-label", "face")
+    # Shift+drag inside the (selected) person draws a face instead of moving the person.
+    page.keyboard.down("Shift")
+    _drag(page, screen(150, 70), screen(247, 181))
+    page.keyboard.up("Shift")
+    boxes = _wait_boxes(server, image["id"], lambda b: len(b) == 2)
+    _close(_by_label(boxes)["person"], 60, 40, 320, 430)
+    _close(_by_label(boxes)["face"], 150, 70, 97, 111)
+    shot(page, "nested")
+
+    # Without the modifier, dragging the selected face's body moves it (and only it).
+    _drag(page, screen(200, 120), screen(223, 133))
+    boxes = _wait_boxes(server, image["id"],
+                        lambda b: abs(_by_label(b)["face"]["x"] - 173) <= 1)
+    _close(_by_label(boxes)["face"], 173, 83, 97, 111)
+    _close(_by_label(boxes)["person"], 60, 40, 320, 430)
+
+    # Draw mode (N): a plain drag inside the person draws; a click selects the box under it.
+    page.keyboard.press("n")
+    assert page.get_attribute("#draw-mode", "aria-pressed") == "true"
+    page.fill("#box-label", "hand")
+    _drag(page, screen(90, 300), screen(171, 353))
+    boxes = _wait_boxes(server, image["id"], lambda b: len(b) == 3)
+    _close(_by_label(boxes)["hand"], 90, 300, 81, 53)
+    _close(_by_label(boxes)["person"], 60, 40, 320, 430)
+    page.mouse.click(*screen(300, 420))
+    _wait_for(page, "document.getElementById('relabel').value === 'person'")
+    page.click("#draw-mode")
+    assert page.get_attribute("#draw-mode", "aria-pressed") == "false"
+    shot(page, "draw-mode")

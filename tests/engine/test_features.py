@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from app.engine import features
 from app.engine.features import FeatureCache, default_cache, extract
 from app.engine.graph import extractor
-from app.engine.images import DecodedImage
 from app.engine.models import LoadedModel
 from app.engine.preprocess import input_size, to_input
+from app.images import DecodedImage
 
 
 @pytest.fixture(scope="module")

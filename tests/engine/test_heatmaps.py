@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from app.boxes import Box
 from app.engine.cams import (
     METHODS,
     CamOptions,
@@ -25,11 +26,10 @@ from app.engine.cams import (
 from app.engine.cams.scorecam import scorecam_batch
 from app.engine.graph import forward_nodes, traced
 from app.engine.heatmaps import compute_heatmap, normalise
-from app.engine.images import DecodedImage, decode_image
 from app.engine.localisation import score_boxes
 from app.engine.models import LoadedModel
 from app.engine.preprocess import InputMode, to_input
-from app.engine.regions import Box
+from app.images import DecodedImage, decode_image
 
 SIZE = (13, 11)  # input H×W: odd on purpose
 

@@ -11,6 +11,7 @@ from app.engine.layers import check_layer, list_layers
 from app.engine.models import LoadedModel, ModelSpec, get_model
 
 
+@pytest.mark.slow
 def test_embedded_model_layers() -> None:
     model = get_model("efficientnet_lite0")
     layers = list_layers(model)

@@ -16,8 +16,8 @@ import torch
 from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import jaccard_score, roc_auc_score
 
+from app.boxes import Box
 from app.engine.localisation import LOCALISATION_SCORES, box_mask, score_boxes
-from app.engine.regions import Box
 
 quantus = pytest.importorskip("quantus")
 

@@ -169,6 +169,7 @@ def test_sidecars_are_found_only_in_the_folder_given(models_dir: Path) -> None:
     assert get_model("tiny", models_dir).spec.input_size == 64
 
 
+@pytest.mark.slow
 def test_embedded_model_loads_offline() -> None:
     loaded = get_model("efficientnet_lite0")
     assert loaded.spec.architecture == "tf_efficientnet_lite0"

@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
+from app.boxes import Box
 from app.engine.overlay import colorize, render_overlay
-from app.engine.regions import Box
 
 
 def test_colorize_scale() -> None:

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from app.boxes import Box
 from app.engine.models import LoadedModel
 from app.engine.predictions import predict, predict_from_logits
-from app.engine.regions import Box
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import roi_align
 
-from app.engine.regions import Box, check_box, pixel_span, region_descriptors, upsample_to_image
+from app.boxes import Box, check_box, pixel_span
+from app.engine.regions import region_descriptors, upsample_to_image
 
 # (channels, h, w, image width, image height): non-square maps, scales up and down, 1-pixel maps
 SIZES = [(3, 5, 7, 37, 23), (2, 4, 3, 17, 29), (1, 1, 1, 9, 6), (4, 6, 5, 5, 6), (5, 7, 11, 61, 40)]

@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 import torch
 
+from app.boxes import Box
 from app.engine.analysis import separation
 from app.engine.features import FeatureCache, extract
 from app.engine.measures import MEASURES, get_measure
 from app.engine.models import LoadedModel
-from app.engine.regions import Box, region_descriptors
+from app.engine.regions import region_descriptors
 
 TEXTURES = ("brick", "grass", "gravel")
 LAST_STAGE = "bn2"  # EfficientNet-Lite0's last conv stage (1280 channels), before pooling

@@ -1,4 +1,4 @@
-"""Distances in the service: units, vanished boxes."""
+"""Analyses in the service: work units, vanished boxes."""
 
 from __future__ import annotations
 
@@ -7,9 +7,8 @@ from typing import Any
 
 import pytest
 
-pytestmark = pytest.mark.slow
 
-
+@pytest.mark.slow
 def test_a_box_deleted_while_distances_run_fails_naming_it(
         data_dir: Path, photo: Any, embedded_model: Any) -> None:
     from app.config import get_settings
@@ -33,4 +32,61 @@ def test_a_box_deleted_while_distances_run_fails_naming_it(
     with pytest.raises(KeyError, match=rf"deleted meanwhile: box\(es\) \[{victim.id}\]"):
         distances(store, get_settings(), embedded_model, groups, request, progress=progress)
     assert store.count_results() == 0  # nothing half-done was cached
+    store.close()
+
+
+def test_separation_work_counts_pairs_where_the_measure_loops_over_pairs() -> None:
+    from app.service.analysis import SeparationRequest, separation_work
+
+    def units(measure: str, descriptor: str) -> int:
+        request = SeparationRequest("m", ["a", "b"], measure, descriptor)  # type: ignore[arg-type]
+        return separation_work(request, 300)
+
+    assert units("euclidean", "gap") == units("mahalanobis", "grid") == 600
+    assert units("mmd", "pixels") == units("euclidean", "pixels") == 300 * 299 // 2 * 2
+    assert units("mutual_information", "grid") == 300 * 299 // 2 * 2
+
+
+def test_separation_and_embedding_are_cached_under_the_results_version(
+        data_dir: Path, photo: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    import torch
+
+    from app.config import get_settings
+    from app.service import analysis, results
+    from app.store import Store
+
+    store = Store(get_settings())
+    image, _ = store.add_image(photo.png("coffee"), "coffee.png")
+    boxes = [store.add_box(image.id, 10 + 30 * i, 10, 20 + i, 20, "ab"[i % 2]) for i in range(6)]
+    calls: list[int] = []
+
+    def descriptors(_store: Any, _model: Any, every: list[Any], layers: list[str],
+                    *_args: Any) -> dict[str, list[torch.Tensor]]:
+        calls.append(len(every))
+        gen = torch.Generator().manual_seed(len(calls))
+        return {layer: [torch.randn(3, generator=gen, dtype=torch.float64) for _ in every]
+                for layer in layers}
+
+    monkeypatch.setattr(analysis, "box_descriptors", descriptors)
+    for budget in ("estimate_separation", "estimate_embedding"):  # they need a real model
+        monkeypatch.setattr(analysis, budget, lambda *_args, **_kwargs: None)
+    model: Any = SimpleNamespace(spec=SimpleNamespace(name="m"), weights_sha256="w")
+    settings = get_settings()
+    groups = {"a": boxes[1::2], "b": boxes[0::2]}
+    runs = [
+        lambda: analysis.separation_profile(store, settings, model, groups,
+                                            analysis.SeparationRequest("m", ["l1", "l2"])),
+        lambda: analysis.embedding(store, settings, model, boxes,
+                                   analysis.EmbeddingRequest("m", "l1", method="pca")),
+    ]
+    for run in runs:
+        calls.clear()
+        first = run()
+        assert run() == first and calls == [6]  # the second answer is the stored one
+        with monkeypatch.context() as newer:
+            newer.setattr(results, "results_version", lambda: "newer-code-0000")
+            assert run() != first and calls == [6, 6]  # other code: computed again
+    assert store.count_results() == 4
     store.close()

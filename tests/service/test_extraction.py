@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
+from app.boxes import Box
 from app.config import Settings
 from app.engine.features import extract
 from app.engine.preprocess import InputMode
-from app.engine.regions import Box, Descriptor, region_descriptors
+from app.engine.regions import Descriptor, region_descriptors
 from app.jobs import JobCancelled
 from app.service.extraction import extract_boxes
 from app.service.features import box_descriptors

@@ -47,3 +47,20 @@ def test_old_version_is_never_served_and_dropped_at_start(
     assert store.count_results() == 1
     assert results.cached(store, "distances", {"a": 1}, compute) == {"value": 2}
     store.close()
+
+
+def test_an_image_deleted_while_its_answer_is_computed_is_a_not_found(
+        data_dir: Path, photo: object) -> None:
+    from app.errors import NotFound
+
+    store = Store(get_settings())
+    image = store.add_image(photo.png("coffee"), "coffee.png")[0]  # type: ignore[attr-defined]
+
+    def compute() -> dict[str, int]:
+        store.delete_image(image.id)  # another request deletes it meanwhile
+        return {"value": 1}
+
+    with pytest.raises(NotFound, match=f"image {image.id} was deleted"):
+        results.cached(store, "heatmap", {"image": image.id}, compute, image_id=image.id)
+    assert store.count_results() == 0
+    store.close()

@@ -10,14 +10,10 @@ family over a shared pipeline, as pytorch-grad-cam's ``base_cam.py`` does:
 * :mod:`~app.engine.cams.scorecam`: ``scorecam``;
 * :mod:`~app.engine.cams.cam`: ``cam``, on the layer :mod:`~app.engine.cams.head` finds.
 
-A new method is a file here with a ``@METHODS.register(name)`` class, imported below.
+A new method is a file here with a ``@METHODS.register(name)`` class: every module of
+this package is imported (the reductions first, the order users see), which registers it.
 """
 
-# Importing a family registers its methods; this order is the order users see them in.
-# isort: off
-from app.engine.cams import reductions  # noqa: F401
-from app.engine.cams import cam, gradient, scorecam  # noqa: F401
-# isort: on
 from app.engine.cams.base import (
     METHODS,
     CamOptions,
@@ -32,6 +28,7 @@ from app.engine.cams.base import (
 )
 from app.engine.cams.head import cam_layers
 from app.engine.cams.reductions import Reduction, reduce_channels
+from app.engine.registry import import_family
 
 __all__ = [
     "METHODS",
@@ -48,3 +45,5 @@ __all__ = [
     "method_options",
     "reduce_channels",
 ]
+
+import_family(__name__, __path__, first=["reductions"])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import NamedTuple
 
 import torch
@@ -10,7 +10,6 @@ from torch import Tensor
 
 from app.engine.inference.permutation import Statistic
 from app.engine.inference.units import Design, Unit, choose_unit
-from app.engine.measures.base import as_samples
 
 __all__ = ["Interval", "bootstrap_interval", "unit_rows"]
 
@@ -48,6 +47,7 @@ def bootstrap_interval(
     seed: int = 0,
     level: float = 0.95,
     unit: Unit | None = None,
+    cancelled: Callable[[], bool] | None = None,
 ) -> Interval:
     """Percentile interval of ``statistic(x, y)`` from a bootstrap over units.
 
@@ -68,6 +68,7 @@ def bootstrap_interval(
         seed: seed of the resampling.
         level: coverage of the interval, in ``(0, 1)``.
         unit: force ``"box"`` or ``"image"``; ``None`` chooses.
+        cancelled: polled before every resample.
 
     Returns:
         ``(low, high, resamples used)``.
@@ -75,23 +76,21 @@ def bootstrap_interval(
     Raises:
         ValueError: bad arguments, a design that does not match the rows, or no resample
             on which the statistic could be computed.
+        InterruptedError: ``cancelled()`` turned true.
     """
     if resamples < 1:
         raise ValueError(f"resamples must be at least 1, got {resamples}")
     if not 0 < level < 1:
         raise ValueError(f"level must lie in (0, 1), got {level}")
-    x, y = as_samples(x, "x"), as_samples(y, "y")
-    if (x.shape[0], y.shape[0]) != design.n_rows:
-        raise ValueError(
-            f"the design describes {design.n_rows} rows but x and y have "
-            f"{(x.shape[0], y.shape[0])}; give one box and image id per row"
-        )
+    x, y = design.samples(x, y)
     chosen = choose_unit(design, unit)
     ux = unit_rows(design.x_boxes, design.x_images, chosen)
     uy = unit_rows(design.y_boxes, design.y_images, chosen)
     g = torch.Generator().manual_seed(seed)
     values: list[float] = []
     for _ in range(resamples):
+        if cancelled is not None and cancelled():
+            raise InterruptedError("cancelled")
         rx, ry = _resample(ux, g), _resample(uy, g)
         try:
             values.append(float(statistic(x[rx.to(x.device)], y[ry.to(y.device)])))

@@ -9,7 +9,6 @@ from torch import Tensor
 
 from app.engine.inference.bootstrap import unit_rows
 from app.engine.inference.units import Design, Unit, choose_unit
-from app.engine.measures.base import as_samples
 
 __all__ = ["Effective", "effective_of", "effective_sizes", "icc"]
 
@@ -77,12 +76,7 @@ def effective_sizes(
     Raises:
         ValueError: a design that does not match the rows.
     """
-    x, y = as_samples(x, "x"), as_samples(y, "y")
-    if (x.shape[0], y.shape[0]) != design.n_rows:
-        raise ValueError(
-            f"the design describes {design.n_rows} rows but x and y have "
-            f"{(x.shape[0], y.shape[0])}; give one box and image id per row"
-        )
+    x, y = design.samples(x, y)
     chosen = choose_unit(design, unit)
     return (
         effective_of(x, unit_rows(design.x_boxes, design.x_images, chosen)),

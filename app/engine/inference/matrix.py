@@ -164,8 +164,8 @@ def matrix_tests(
             else:
                 stat, p, min_p, exact, drawn = measure(a.rows, b.rows), None, 1.0, False, 0
             interval = bootstrap_interval(measure, a.rows, b.rows, _design(a, b),
-                                          resamples=bootstrap, seed=seed,
-                                          unit=chosen) if bootstrap > 0 else None
+                                          resamples=bootstrap, seed=seed, unit=chosen,
+                                          cancelled=cancelled) if bootstrap > 0 else None
             values[i, j] = values[j, i] = stat
             raw.append((i, j, stat, p, min_p, exact, drawn, interval))
     adjusted = adjust([r[3] for r in raw], adjustment)

@@ -19,7 +19,6 @@ from app.engine.inference.exact import (
 )
 from app.engine.inference.units import Design, Scheme, Unit, choose_unit, scheme
 from app.engine.measures._kernels import upper_pairs
-from app.engine.measures.base import as_samples
 from app.engine.measures.mmd import MMD, make_kernel, mmd_from_sums
 
 __all__ = ["Statistic", "TestResult", "permutation_test"]
@@ -65,14 +64,9 @@ class TestResult:
 
 
 def _pooled(x: Tensor, y: Tensor, design: Design) -> Tensor:
-    x, y = as_samples(x, "x"), as_samples(y, "y")
+    x, y = design.samples(x, y)
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"x and y have different feature sizes ({x.shape[1]} vs {y.shape[1]})")
-    if (x.shape[0], y.shape[0]) != design.n_rows:
-        raise ValueError(
-            f"the design describes {design.n_rows} rows but x and y have "
-            f"{(x.shape[0], y.shape[0])}; give one box and image id per row"
-        )
     # float64 throughout: an assignment and its mirror must give the same value to within
     # the tie tolerance, or exact tests lose the ties that set their attainable level.
     return torch.cat([x, y]).to(torch.float64)
@@ -148,12 +142,17 @@ class _MMDNull:
         return out
 
 
-def _slow(statistic: Statistic, z: Tensor) -> Callable[[Tensor], Tensor]:
+def _slow(statistic: Statistic, z: Tensor,
+          cancelled: Callable[[], bool] | None) -> Callable[[Tensor], Tensor]:
     def evaluate(rows: Tensor) -> Tensor:
         rows = rows.to(z.device)
-        return torch.tensor(
-            [float(statistic(z[r], z[~r])) for r in rows], dtype=torch.float64
-        )
+        out = torch.empty(rows.shape[0], dtype=torch.float64)
+        for i, r in enumerate(rows):
+            # One statistic may take milliseconds on wide rows: look at the token each time.
+            if cancelled is not None and cancelled():
+                raise InterruptedError("cancelled")
+            out[i] = float(statistic(z[r], z[~r]))
+        return out
     return evaluate
 
 
@@ -214,7 +213,7 @@ def permutation_test(
     plan = scheme(design, unit)
     n_x = design.n_rows[0]
     observed = float(statistic(z[:n_x], z[n_x:]))
-    evaluate = _slow(statistic, z)
+    evaluate = _slow(statistic, z, cancelled)
     options = _mmd_options(statistic, mmd_options)
     if options is not None:
         fast = _MMDNull(z, options)

@@ -17,6 +17,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from app.engine.measures.base import as_samples
+
 __all__ = ["Design", "Scheme", "Stratum", "Unit", "choose_unit", "scheme"]
 
 Unit = Literal["box", "image"]
@@ -93,6 +95,21 @@ class Design:
     def n_rows(self) -> tuple[int, int]:
         """Rows of ``x`` and of ``y``."""
         return len(self.x_boxes), len(self.y_boxes)
+
+    def samples(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """``x`` and ``y`` as sample matrices, checked to have the rows this design describes.
+
+        Raises:
+            ValueError: not samples (see :func:`~app.engine.measures.base.as_samples`), or
+                row counts other than :attr:`n_rows`.
+        """
+        x, y = as_samples(x, "x"), as_samples(y, "y")
+        if (x.shape[0], y.shape[0]) != self.n_rows:
+            raise ValueError(
+                f"the design describes {self.n_rows} rows but x and y have "
+                f"{(x.shape[0], y.shape[0])}; give one box and image id per row"
+            )
+        return x, y
 
 
 def _boxes_per_image(boxes: Sequence[Hashable], images: Sequence[Hashable]) -> dict[

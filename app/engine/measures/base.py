@@ -11,6 +11,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import Tensor
 
+from app.engine.regions import Descriptor
 from app.engine.registry import Registry
 
 __all__ = [
@@ -28,7 +29,6 @@ __all__ = [
     "register",
 ]
 
-Descriptor = Literal["gap", "grid", "pixels"]
 Between = Literal["means", "sets"]
 
 MEASURES: Registry[type[Measure]] = Registry("measure")

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from app.engine.regions import Box, check_box
+from app.boxes import Box, check_box
 from app.formats.records import LabeledBox
 from app.jobs import Cancelled, JobCancelled
 from app.service.imports import BATCH_BOXES

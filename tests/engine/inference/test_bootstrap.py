@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 from scipy.stats import binom
@@ -59,3 +61,27 @@ def test_interval_is_seeded_and_resamples_units_within_each_side() -> None:
     assert first.low == 0.0 and first.high == 10.0
     with pytest.raises(ValueError, match="level"):
         bootstrap_interval(stat, x, y, design, level=1.0)
+
+
+def test_bootstrap_and_slow_permutations_stop_when_cancelled() -> None:
+    from app.engine.inference import permutation_test
+
+    x, y = torch.randn(6, 3, dtype=torch.float64), torch.randn(5, 3, dtype=torch.float64)
+    calls: list[int] = []
+
+    def statistic(a: torch.Tensor, b: torch.Tensor) -> float:
+        calls.append(1)
+        return float((a.mean(0) - b.mean(0)).norm())
+
+    def after(n: int) -> Callable[[], bool]:
+        return lambda: len(calls) >= n
+
+    with pytest.raises(InterruptedError):
+        bootstrap_interval(statistic, x, y, Design.independent(6, 5), resamples=500,
+                           cancelled=after(3))
+    assert len(calls) == 3
+    calls.clear()
+    with pytest.raises(InterruptedError):
+        permutation_test(statistic, x, y, Design.independent(6, 5), permutations=400,
+                         cancelled=after(5))
+    assert len(calls) == 5  # the observed value and four assignments, not a whole batch

@@ -130,13 +130,23 @@ def test_seed_mmd_returns_the_seed_code_numbers(
     assert got == pytest.approx(ref, rel=1e-11)
 
 
-def test_seed_mmd_with_unequal_sizes_is_the_biased_estimate_of_the_summed_kernel() -> None:
-    x, y = _pair(9, 5, 3)
-    z = torch.cat([x, y])
-    k = guassian_kernel(x, y)
-    want = k[:9, :9].mean() + k[9:, 9:].mean() - 2 * k[:9, 9:].mean()
-    assert seed_mmd(x, y) == pytest.approx(float(want), rel=1e-12)
-    assert z.shape[0] == 14
+@pytest.mark.parametrize(("n", "m"), [(9, 5), (5, 9), (1, 6), (31, 2)])
+@pytest.mark.parametrize("fix_sigma", [None, 2.5])
+def test_seed_mmd_with_unequal_sizes_is_the_biased_estimate_of_the_summed_kernel(
+    n: int, m: int, fix_sigma: float | None
+) -> None:
+    x, y = _pair(n, m, 3, shift=1.0)
+    k = guassian_kernel(x, y, fix_sigma=fix_sigma)  # the note's kernel on the pooled samples
+    want = float(k[:n, :n].mean() + k[n:, n:].mean() - 2 * k[:n, n:].mean())
+    got = seed_mmd(x, y, fix_sigma=fix_sigma)
+    assert got == pytest.approx(want, rel=1e-12)
+    # The check has power: the sets differ, and the unbiased estimate of the same kernel
+    # (what a mix-up of estimators would return) is another number.
+    assert want > 0.05
+    unbiased = float((k[:n, :n].sum() - k[:n, :n].trace()) / max(n * (n - 1), 1)
+                     + (k[n:, n:].sum() - k[n:, n:].trace()) / max(m * (m - 1), 1)
+                     - 2 * k[:n, n:].mean())
+    assert abs(got - unbiased) > 1e-3
 
 
 def test_multi_kernel_is_the_seed_kernel_averaged() -> None:

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.engine import images
-from app.engine.images import decode_image, decoded_bytes
+from app import images
 from app.errors import LimitExceeded
+from app.images import decode_image, decoded_bytes
 
 LIMIT = 10**8
 

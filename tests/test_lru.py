@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from app.engine.lru import LRU, LRUStats
+from app.lru import LRU, LRUStats
 
 
 class _NaiveLRU:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -117,3 +118,26 @@ def test_layers_of_the_embedded_model(client: TestClient) -> None:
     assert set(layers[-1]) == {"name", "channels", "height", "width"}
     shapes = {(x["channels"], x["height"], x["width"]) for x in layers}
     assert (1280, 7, 7) in shapes and (32, 112, 112) in shapes  # EfficientNet-Lite0 at 224
+
+
+def test_the_servers_default_model_serves_requests_that_name_none(
+        data_dir: Path, monkeypatch: pytest.MonkeyPatch, photo: Any) -> None:
+    with _app(monkeypatch, DEFAULT_MODEL="house_model") as client:
+        assert 'data-default="house_model"' in client.get("/").text  # the page starts on it
+        image = client.post("/api/images", files={"file": ("a.png", photo.png("coffee"),
+                                                           "image/png")}).json()
+        for label in ("a", "b"):
+            client.post(f"/api/images/{image['id']}/boxes",
+                        json={"x": 10, "y": 10, "w": 50, "h": 50, "label": label})
+        for path, body in [
+                ("/api/heatmaps", {"image_id": image["id"], "layer": "bn2"}),
+                ("/api/heatmaps/png", {"image_id": image["id"], "layer": "bn2"}),
+                ("/api/predictions", {"image_id": image["id"]}),
+                ("/api/distances", {"labels": ["a", "b"], "layer": "bn2"}),
+                ("/api/separation", {"layers": ["bn2"]}),
+                ("/api/embeddings", {"layer": "bn2"})]:
+            answer = client.post(path, json=body)
+            assert answer.status_code == 404, (path, answer.text)
+            assert "unknown model 'house_model'" in answer.json()["detail"], path
+        csv = client.get(f"/api/images/{image['id']}/scores.csv", params={"layer": "bn2"})
+        assert csv.status_code == 404 and "'house_model'" in csv.json()["detail"]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.engine.images import content_hash, decode_image
+from app.images import content_hash, decode_image
 
 LIMIT = 10**7
 
