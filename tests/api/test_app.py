@@ -70,8 +70,8 @@ def test_openapi_has_examples_response_models_and_docstrings(client: TestClient)
     for path, operations in spec["paths"].items():
         for method, operation in operations.items():
             assert operation.get("description") or operation.get("summary"), (method, path)
-            assert "200" in operation["responses"] or "201" in operation["responses"] or \
-                "204" in operation["responses"], (method, path)
+            # A success answer is documented (202 for routes that only queue a job).
+            assert {"200", "201", "202", "204"} & set(operation["responses"]), (method, path)
             body = operation.get("requestBody", {}).get("content", {})
             for media in body.values():
                 ref = media["schema"].get("$ref", "")

@@ -53,6 +53,14 @@ def _server_pid(port: int) -> int:
     raise AssertionError(f"no uvicorn process on port {port}")
 
 
+def _quiet_enough_for_cpu_timing() -> None:
+    """CPU-time assertions need the server to get its share of the cores: on a machine
+    already loaded beyond twice its cores by other work, skip rather than guess."""
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    if load > 2 * cores:
+        pytest.skip(f"load average {load:.1f} on {cores} cores: CPU timing is meaningless")
+
+
 def _cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process, from /proc/<pid>/stat."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -158,6 +166,7 @@ def test_health_stays_fast_while_the_pool_is_busy(server: httpx.Client) -> None:
 
 
 def test_cancelled_tsne_stops_using_the_cpu_within_2_s(server: httpx.Client) -> None:
+    _quiet_enough_for_cpu_timing()
     pid = _server_pid(int(server.base_url.port or 0))
     job_id = _start_tsne(server, seed=1)
     before = _cpu_seconds(pid)
@@ -174,6 +183,7 @@ def test_cancelled_tsne_stops_using_the_cpu_within_2_s(server: httpx.Client) -> 
 
 
 def test_a_client_that_leaves_stops_its_synchronous_tsne(server: httpx.Client) -> None:
+    _quiet_enough_for_cpu_timing()
     pid = _server_pid(int(server.base_url.port or 0))
     body = {"layer": "conv_head", "method": "tsne", "seed": 2, "labels": ["class1", "class2"]}
     started = time.monotonic()
@@ -219,6 +229,7 @@ def test_a_killed_server_keeps_its_jobs_and_marks_the_running_one_interrupted(
 
 
 def test_cancelled_permutation_job_stops_using_the_cpu_within_2_s(server: httpx.Client) -> None:
+    _quiet_enough_for_cpu_timing()
     pid = _server_pid(int(server.base_url.port or 0))
     answer = server.post("/api/distances", json={
         "labels": ["class1", "class2"], "layer": "conv_head", "measure": "cosine",
