@@ -1,4 +1,6 @@
-"""The ``featuregap`` command line: models, layers, predictions, heat maps, dataset import.
+"""The ``featuregap`` command line: models, layers, heat maps, dataset import, extraction.
+
+Batched extraction (``extract``) writes box descriptors into the store's feature store.
 
 Each subcommand is an entry in :data:`COMMANDS` (help text, argument setup, runner), so
 another part of the product adds one (``serve``) with a single :func:`command` decorator.
@@ -249,6 +251,65 @@ def _run_heatmap(args: argparse.Namespace) -> int:
             values = ", ".join(f"{k}={v:.3f}" for k, v in entry["scores"].items())
             print(f"  box {entry['x']:g},{entry['y']:g},{entry['w']:g},{entry['h']:g} "
                   f"{entry['label']}: {values}")
+    return 0
+
+
+def _setup_extract(parser: argparse.ArgumentParser) -> None:
+    _model_arg(parser)
+    parser.add_argument("--layers", required=True,
+                        help="comma-separated feature-map layers (see 'layers')")
+    parser.add_argument("--descriptor", choices=["gap", "grid", "pixels"], default="gap")
+    parser.add_argument("--grid-size", type=int, default=4,
+                        help="s of the s×s grid for grid and pixels (default 4)")
+    parser.add_argument("--batch-size", type=int, default=16,
+                        help="images per forward pass (default 16)")
+    parser.add_argument("--mode", choices=["resize", "native"], default="resize")
+    parser.add_argument("--labels", default=None,
+                        help="comma-separated box labels (default: every box)")
+    parser.add_argument("--data-dir", default=None, help="store location (FEATUREGAP_DATA_DIR)")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+@command("extract", "extract box descriptors in batches into the feature store",
+         _setup_extract)
+def _run_extract(args: argparse.Namespace) -> int:
+    import os
+    from dataclasses import asdict
+
+    from app.config import get_settings
+    from app.service.extraction import extract_boxes
+    from app.store import Store
+
+    layers = [layer.strip() for layer in args.layers.split(",") if layer.strip()]
+    if not layers:
+        raise ValueError("--layers names no layer; give e.g. --layers blocks.5.0.conv_pw,conv_head")
+    if args.data_dir:
+        os.environ["FEATUREGAP_DATA_DIR"] = str(args.data_dir)
+        get_settings.cache_clear()
+    model = _get_model(args.model)
+    store = Store(get_settings())
+    try:
+        labels = None if args.labels is None else [
+            label.strip() for label in args.labels.split(",") if label.strip()]
+        boxes = store.boxes(labels=labels)
+        with tqdm(total=100, desc="extract", unit="%", file=sys.stderr,
+                  disable=not boxes) as bar:
+            def advance(fraction: float, message: str) -> None:
+                bar.set_postfix_str(message, refresh=False)
+                bar.update(round(fraction * 100) - bar.n)
+
+            report, _ = extract_boxes(store, model, boxes, layers, args.descriptor,
+                                      args.grid_size, args.mode, args.batch_size,
+                                      progress=advance)
+        store.features.compact()
+    finally:
+        store.close()
+    if args.json:
+        _print_json(asdict(report))
+    else:
+        print(f"{report.boxes} boxes × {report.layers} layers: {report.extracted} extracted "
+              f"from {report.images} images, {report.present} already stored "
+              f"({report.seconds:.1f}s)")
     return 0
 
 

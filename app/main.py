@@ -14,6 +14,7 @@ from app.api import (
     distances,
     docs,
     embeddings,
+    extractions,
     formats,
     health,
     heatmaps,
@@ -95,7 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api_routers: list[APIRouter] = [health.router, models.router, images.router, boxes.router,
                                     formats.router, jobs.router, heatmaps.router,
                                     predictions.router, distances.router, separation.router,
-                                    embeddings.router, datasets.router]
+                                    embeddings.router, datasets.router, extractions.router]
     for router in api_routers:
         app.include_router(router, dependencies=protected)
     app.include_router(pages.router)  # the dashboard: no token, it asks for one itself

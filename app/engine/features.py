@@ -17,7 +17,8 @@ from app.engine.preprocess import DEFAULT_NATIVE_MAX_SIDE, InputMode, to_input
 from app.images import DecodedImage
 from app.lru import LRU
 
-__all__ = ["CacheStats", "FeatureCache", "default_cache", "extract", "LOGITS"]
+__all__ = ["CacheStats", "FeatureCache", "default_cache", "extract", "forward_maps",
+           "prepare_input", "LOGITS"]
 
 LOGITS = "logits"
 CacheKey = tuple[str, str, str, str, str]
@@ -118,6 +119,37 @@ def _prepare(model: LoadedModel, images: Sequence[DecodedImage], mode: InputMode
         return [one(image) for image in images]
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(one, images))
+
+
+def prepare_input(model: LoadedModel, image: DecodedImage, mode: InputMode = "resize",
+                  native_max_side: int = DEFAULT_NATIVE_MAX_SIDE) -> torch.Tensor:
+    """The ``3×h×w`` model input of one image, as :func:`extract` makes it (thread-safe:
+    callers prepare the next batch in threads while a forward runs)."""
+    return to_input(image.pixels, model.spec, mode, native_max_side, model.max_stride)
+
+
+def forward_maps(model: LoadedModel, batch: torch.Tensor, layers: Sequence[str]
+                 ) -> dict[str, torch.Tensor]:
+    """Feature maps of ``layers`` for a batch of prepared inputs, in one forward pass.
+
+    Args:
+        model: the loaded model.
+        batch: ``N×3×h×w`` inputs from :func:`prepare_input` (one size).
+        layers: feature-map layer names.
+
+    Returns:
+        ``{layer: N×C×h×w float32 tensor}``.
+
+    Raises:
+        KeyError: an unknown layer (the message lists valid ones).
+    """
+    wanted = tuple(dict.fromkeys(layers))
+    for layer in wanted:
+        check_layer(model, layer)
+    run = _extractor(model, wanted)
+    with torch.inference_mode():
+        out = run(batch)
+    return {layer: out[layer].float() for layer in wanted}
 
 
 def extract(

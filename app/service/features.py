@@ -1,4 +1,5 @@
-"""Descriptors of stored boxes at chosen layers, from one forward pass through the cache."""
+"""Descriptors of stored boxes at chosen layers: read from the feature store, the missing
+ones extracted in batches and stored."""
 
 from __future__ import annotations
 
@@ -7,15 +8,12 @@ from typing import Any
 
 import torch
 
-from app.boxes import Box
 from app.config import Settings
-from app.engine.features import default_cache, extract
 from app.engine.models import LoadedModel
 from app.engine.preprocess import InputMode
-from app.engine.regions import Descriptor, region_descriptors
+from app.engine.regions import Descriptor
 from app.errors import LimitExceeded
-from app.jobs import JobCancelled
-from app.service.heatmaps import ENGINE_LOCK
+from app.service.extraction import extract_boxes, feature_sets, stored_box
 from app.store import BoxRecord, ImageRecord, Store
 
 __all__ = ["LimitExceeded", "box_descriptors", "check_limits", "boxes_key"]
@@ -56,11 +54,13 @@ def box_descriptors(
 ) -> dict[str, list[torch.Tensor]]:
     """Every box's descriptor at every layer, in the order of ``boxes``.
 
-    Images are extracted once for all layers, through the engine's feature cache; only the
-    boxes' regions are brought to the image grid (``roi_align``), never whole maps.
+    Descriptors come from the store's feature store when it holds them for this model,
+    weights, layer, descriptor, grid size, input mode, image and box geometry; the rest are
+    extracted in batches (:func:`app.service.extraction.extract_boxes`, only the boxes'
+    regions brought to the image grid, never whole maps) and stored for the next time.
 
     Args:
-        store: where the images are.
+        store: where the images and stored descriptors are.
         model: the loaded model.
         boxes: the boxes (of any images).
         layers: feature-map layer names.
@@ -69,35 +69,39 @@ def box_descriptors(
         grid_size: ``s`` for ``grid`` and ``pixels``.
         mode: input mode of the model.
         progress: called with a fraction in ``[0, 1]`` and a message.
-        cancelled: polled between images; when it returns True the work stops.
+        cancelled: polled between batches; when it returns True the work stops.
 
     Returns:
-        ``{layer: [descriptor per box]}``.
+        ``{layer: [descriptor per box]}`` (float32).
 
     Raises:
         KeyError: an unknown layer. ValueError: a bad descriptor kind or grid size.
         JobCancelled: ``cancelled()`` became true.
     """
-    by_image: dict[int, list[int]] = {}
-    for index, box in enumerate(boxes):
-        by_image.setdefault(box.image_id, []).append(index)
-    out: dict[str, list[torch.Tensor]] = {layer: [torch.empty(0)] * len(boxes)
-                                          for layer in layers}
-    cache = default_cache(store.settings.feature_cache_bytes)
-    for done, (image_id, indices) in enumerate(by_image.items()):
-        if cancelled is not None and cancelled():
-            raise JobCancelled("cancelled")
-        image = store.get_image(image_id)
-        decoded = store.load_decoded(image)
-        with ENGINE_LOCK:
-            maps = extract(model, [decoded], layers, mode=mode, cache=cache,
-                           native_max_side=store.settings.native_max_side)[0]
-        chosen = [Box(boxes[i].x, boxes[i].y, boxes[i].w, boxes[i].h) for i in indices]
-        for layer in layers:
-            regions = region_descriptors(maps[layer], (image.width, image.height), chosen,
-                                         kind, grid_size)
-            for i, region in zip(indices, regions, strict=True):
-                out[layer][i] = region
+    def scaled(fraction: float, message: str) -> None:
         if progress is not None:
-            progress((done + 1) / len(by_image) * 0.8, f"features of {done + 1} images")
+            progress(fraction * 0.8, message)
+
+    _, fresh = extract_boxes(store, model, boxes, layers, kind, grid_size, mode,
+                             progress=scaled, cancelled=cancelled, keep=True)
+    sets = feature_sets(store, model, layers, kind, grid_size, mode)
+    images = store.get_images({b.image_id for b in boxes})
+    out: dict[str, list[torch.Tensor]] = {}
+    for layer in dict.fromkeys(layers):
+        computed = fresh[layer]
+        wanted = [stored_box(b, images[b.image_id]) for b in boxes if b.id not in computed]
+        stored = store.features.read(sets[layer], wanted)
+        lost = [b for b in boxes if b.id not in computed and b.id not in stored]
+        if lost:  # edited or deleted between the lookup and the read: compute them now
+            _, again = extract_boxes(store, model, lost, [layer], kind, grid_size, mode,
+                                     cancelled=cancelled, keep=True, force=True)
+            computed = {**computed, **again[layer]}
+        column = []
+        for box in boxes:
+            value = computed.get(box.id)
+            if value is None:
+                value = torch.from_numpy(stored[box.id])
+            column.append(value.reshape(-1, value.shape[-1]) if kind == "pixels"
+                          else value.reshape(-1))
+        out[layer] = column
     return out

@@ -46,6 +46,7 @@ from app.errors import NotFound
 from app.formats.labels import clean_label, normalize_label
 from app.images import DecodedImage, content_hash, decode_image
 from app.lru import LRU
+from app.store.features import FeatureStore
 from app.store.tables import (
     ADDED_COLUMNS,
     SCHEMA_VERSION,
@@ -227,6 +228,7 @@ class Store:
         self._decoded: LRU[str, DecodedImage] = LRU(self.settings.max_decoded_bytes // 4,
                                                     size=_decoded_size)
         self._create_or_check_schema()
+        self.features = FeatureStore(self.data_dir / "features", self._read, self._write)
 
     # -- sessions ---------------------------------------------------------------------------
 
@@ -418,6 +420,24 @@ class Store:
         with self._read() as session:
             return self._with_boxes(session, _require(session, ImageRow, image_id))
 
+    def get_images(self, image_ids: Iterable[int]) -> dict[int, ImageRecord]:
+        """The images with these ids, by id (box counts left at 0).
+
+        Raises:
+            KeyError: an id does not exist (the message lists them).
+        """
+        wanted = sorted({int(i) for i in image_ids})
+        found: dict[int, ImageRecord] = {}
+        with self._read() as session:
+            for start in range(0, len(wanted), 500):
+                chunk = [i for i in wanted[start:start + 500] if 0 < i <= _MAX_ID]
+                for row in session.scalars(select(ImageRow).where(ImageRow.id.in_(chunk))):
+                    found[row.id] = _image_record(row)
+        missing = [i for i in wanted if i not in found]
+        if missing:
+            raise KeyError(f"no images with ids {missing[:20]}; GET /api/images lists them")
+        return found
+
     def count_images(self) -> int:
         """How many images are stored."""
         with self._read() as session:
@@ -488,6 +508,8 @@ class Store:
             row = _require(session, ImageRow, image_id)
             sha, fmt = row.sha256, row.format
             # Explicit deletes as well as ON DELETE CASCADE: other databases may lack the pragma.
+            box_ids = list(session.scalars(select(BoxRow.id).where(BoxRow.image_id == image_id)))
+            self.features.forget_boxes(session, box_ids)
             session.execute(delete(BoxRow).where(BoxRow.image_id == image_id))
             session.execute(delete(ResultRow).where(ResultRow.image_id == image_id))
             session.delete(row)
@@ -724,6 +746,8 @@ class Store:
             new = {"x": row.x, "y": row.y, "w": row.w, "h": row.h, **changes}
             box = check_box(Box(float(new["x"]), float(new["y"]), float(new["w"]),
                                 float(new["h"])), image.width, image.height)
+            if (box.x, box.y, box.w, box.h) != (row.x, row.y, row.w, row.h):
+                self.features.forget_boxes(session, [box_id])  # its descriptors are stale
             row.x, row.y, row.w, row.h = box.x, box.y, box.w, box.h
             if "label" in changes:
                 row.label = clean_label(changes["label"])
@@ -738,6 +762,7 @@ class Store:
         """
         with self._write() as session:
             row = _require(session, BoxRow, box_id)
+            self.features.forget_boxes(session, [box_id])
             session.delete(row)
 
     def labels(self) -> dict[str, int]:

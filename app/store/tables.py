@@ -4,11 +4,20 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import BigInteger, DateTime, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = ["SCHEMA_VERSION", "ADDED_COLUMNS", "Base", "ImageRow", "BoxRow", "ResultRow",
-           "SchemaVersionRow", "JobRow"]
+           "SchemaVersionRow", "JobRow", "FeatureSetRow", "FeatureSegmentRow", "FeatureRow"]
 
 SCHEMA_VERSION = 1
 """Bump when the tables change; a store written by another version is refused at start."""
@@ -105,3 +114,60 @@ class SchemaVersionRow(Base):
     __tablename__ = "schema_version"
 
     version: Mapped[int] = mapped_column(Integer, primary_key=True)
+
+
+class FeatureSetRow(Base):
+    """What a stored descriptor was computed with: one row per model, weights, layer,
+    descriptor, grid size (0 for ``gap``) and input mode; its rows have one shape.
+
+    Added to an existing store by ``create_all`` at start, like :class:`JobRow`.
+    """
+
+    __tablename__ = "feature_sets"
+    __table_args__ = (UniqueConstraint("model", "weights_sha256", "layer", "descriptor",
+                                       "grid_size", "mode"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model: Mapped[str] = mapped_column(String(200))
+    weights_sha256: Mapped[str] = mapped_column(String(64))
+    layer: Mapped[str] = mapped_column(String(300))
+    descriptor: Mapped[str] = mapped_column(String(16))
+    grid_size: Mapped[int] = mapped_column(Integer)
+    mode: Mapped[str] = mapped_column(String(64))
+    rows_per_box: Mapped[int] = mapped_column(Integer)
+    width: Mapped[int] = mapped_column(Integer)
+
+
+class FeatureSegmentRow(Base):
+    """One ``.npy`` file of a feature set: ``boxes × (rows_per_box · width)`` float32."""
+
+    __tablename__ = "feature_segments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    set_id: Mapped[int] = mapped_column(ForeignKey("feature_sets.id", ondelete="CASCADE"),
+                                        index=True)
+    filename: Mapped[str] = mapped_column(String(100), unique=True)
+    boxes: Mapped[int] = mapped_column(Integer)
+
+
+class FeatureRow(Base):
+    """Where a box's descriptor in a feature set lies, and the box content it belongs to.
+
+    The image hash and the clipped geometry are part of the key: a row whose box has since
+    moved, or whose box is gone, is never read.
+    """
+
+    __tablename__ = "features"
+
+    set_id: Mapped[int] = mapped_column(ForeignKey("feature_sets.id", ondelete="CASCADE"),
+                                        primary_key=True)
+    box_id: Mapped[int] = mapped_column(ForeignKey("boxes.id", ondelete="CASCADE"),
+                                        primary_key=True, index=True)
+    image_sha256: Mapped[str] = mapped_column(String(64))
+    x: Mapped[float] = mapped_column(Float)
+    y: Mapped[float] = mapped_column(Float)
+    w: Mapped[float] = mapped_column(Float)
+    h: Mapped[float] = mapped_column(Float)
+    segment_id: Mapped[int] = mapped_column(
+        ForeignKey("feature_segments.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)

@@ -97,7 +97,9 @@ def _cases(ids: dict[str, Any]) -> list[tuple[str, dict[str, Any], dict[str, Any
         ("/api/embeddings",
          {"labels": labels, "layer": "conv_head", "method": "tsne", "descriptor": "grid",
           "grid_size": 16},
-         {"labels": labels, "layer": "conv_head", "method": "pca"}),
+         # grid 2×2: descriptors no earlier case put in the feature store, so it decodes
+         {"labels": labels, "layer": "conv_head", "method": "pca", "descriptor": "grid",
+          "grid_size": 2}),
         ("/api/heatmaps", {"image_id": image, "layer": "conv_head", "method": "gradcam"},
          {"image_id": image, "layer": "conv_head", "method": "mean"}),
         ("/api/heatmaps/png", {"image_id": image, "layer": "bn2", "method": "layercam"},

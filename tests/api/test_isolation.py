@@ -248,3 +248,43 @@ def test_cancelled_permutation_job_stops_using_the_cpu_within_2_s(server: httpx.
     settled = _cpu_seconds(pid)
     time.sleep(1.0)
     assert _cpu_seconds(pid) - settled < 0.1, "the server still burns CPU after the cancel"
+
+
+def test_a_coco_import_killed_mid_run_is_interrupted_and_a_retry_holds_the_file_once(
+        tmp_path: Path, photo: Any) -> None:
+    data = tmp_path / "data"
+    rng = np.random.default_rng(11)
+    names = ("coffee", "chelsea", "rocket")
+    images, annotations = [], []
+    env = {"FEATUREGAP_IMPORT_JOB_THRESHOLD": "1", "FEATUREGAP_MAX_BOXES_PER_IMAGE": "20000"}
+    with live_server(data, **env) as client:
+        for index, name in enumerate(names, start=1):
+            upload = client.post("/api/images", files={"file": (
+                f"{name}.png", photo.png(name), "image/png")}).json()
+            images.append({"id": index, "file_name": f"{name}.png",
+                           "width": upload["width"], "height": upload["height"]})
+            for _ in range(8000):
+                w, h = rng.uniform(5, 100, size=2)
+                annotations.append({
+                    "id": len(annotations) + 1, "image_id": index, "category_id": 1,
+                    "bbox": [float(rng.uniform(0, upload["width"] - w)),
+                             float(rng.uniform(0, upload["height"] - h)), float(w), float(h)]})
+        document = json.dumps({"images": images, "annotations": annotations,
+                               "categories": [{"id": 1, "name": "thing"}]}).encode()
+        answer = client.post("/api/import/coco", files={
+            "file": ("boxes.json", document, "application/json")})
+        assert answer.status_code == 202, answer.text
+        job_id = answer.json()["job_id"]
+        _wait_for(client, job_id, lambda job: job["progress"] > 0)
+        os.kill(_server_pid(int(client.base_url.port or 0)), signal.SIGKILL)
+    with live_server(data, **env) as client:
+        crashed = client.get(f"/api/jobs/{job_id}").json()
+        assert crashed["state"] == "interrupted" and crashed["kind"] == "import_coco"
+        partial = {row["label"]: row["boxes"] for row in client.get("/api/labels").json()}
+        assert partial.get("thing", 0) < len(annotations)  # killed mid-import
+        retry = client.post("/api/import/coco", files={
+            "file": ("boxes.json", document, "application/json")}).json()
+        done = _wait_for(client, retry["job_id"], lambda job: job["state"] == "done")
+        assert done["result"]["skipped"] == []
+        labels = {row["label"]: row for row in client.get("/api/labels").json()}
+        assert labels["thing"]["boxes"] == len(annotations), (partial, labels)
