@@ -92,7 +92,7 @@ def _populate(client: httpx.Client, photo: Any, photos: tuple[str, ...], per_pho
     assert imported.status_code in (200, 202), imported.text
     if imported.status_code == 202:
         _wait_for(client, imported.json()["job_id"], lambda job: job["state"] == "done")
-    assert len(client.get("/api/boxes").json()["items"]) == len(annotations)
+    assert client.get("/api/boxes").json()["total"] == len(annotations)
 
 
 @pytest.fixture(scope="module")
