@@ -27,7 +27,9 @@ _PATH = Field(min_length=1, max_length=4096)
 class DatasetImportIn(BaseModel):
     """A dataset on the server's disk; paths are relative to ``FEATUREGAP_IMPORT_ROOT``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "format": "coco", "annotations": "coco/val/instances.json",
+        "images_dir": "coco/val/images"}]})
 
     format: Literal["coco", "voc", "yolo"]
     annotations: Annotated[str, _PATH] = Field(

@@ -100,7 +100,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, photo: Any) -> Iterator[htt
     """A live server with ~1,440 labelled boxes on three photos (3 labels); t-SNE of all of
     them is a job, of two labels a synchronous request."""
     data = tmp_path_factory.mktemp("isolation") / "data"
-    with live_server(data, FEATUREGAP_ANALYSIS_JOB_THRESHOLD="10000", FEATUREGAP_WORKERS="2",
+    with live_server(data, FEATUREGAP_ANALYSIS_JOB_THRESHOLD="20000", FEATUREGAP_WORKERS="2",
                      FEATUREGAP_QUEUE_LIMIT="64") as client:
         _populate(client, photo, PHOTOS, BOXES_PER_PHOTO)
         yield client
@@ -119,8 +119,9 @@ def _wait_for(client: httpx.Client, job_id: str, condition: Any,
 
 
 def _start_tsne(client: httpx.Client, seed: int) -> str:
+    # 1,440 boxes × 1,000 iterations: 28,800 work units, a job past the threshold of 20,000.
     answer = client.post("/api/embeddings", json={"layer": "conv_head", "method": "tsne",
-                                                  "seed": seed})
+                                                  "seed": seed, "n_iter": 1000})
     assert answer.status_code == 202, answer.text
     job_id: str = answer.json()["job_id"]
     _wait_for(client, job_id, lambda job: job["message"].startswith("tsne"))
@@ -185,7 +186,10 @@ def test_cancelled_tsne_stops_using_the_cpu_within_2_s(server: httpx.Client) -> 
 def test_a_client_that_leaves_stops_its_synchronous_tsne(server: httpx.Client) -> None:
     _quiet_enough_for_cpu_timing()
     pid = _server_pid(int(server.base_url.port or 0))
-    body = {"layer": "conv_head", "method": "tsne", "seed": 2, "labels": ["class1", "class2"]}
+    # ~960 boxes × 1,000 iterations (19,200 work units: synchronous), a wide neighbourhood
+    # so that it computes for seconds even when the descriptors are already stored.
+    body = {"layer": "conv_head", "method": "tsne", "seed": 2, "labels": ["class1", "class2"],
+            "n_iter": 1000, "perplexity": 100}
     started = time.monotonic()
     samples: list[float] = []
 
