@@ -84,8 +84,9 @@ def _load_image(path: str) -> Any:
         raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from exc
     try:
         settings = get_settings()
-        return decode_image(data, max_pixels=settings.max_image_pixels,
-                            max_bytes=settings.max_decoded_bytes)
+        return decode_image(
+            data, max_pixels=settings.max_image_pixels, max_bytes=settings.max_decoded_bytes
+        )
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from exc
 
@@ -123,16 +124,24 @@ def _run_models(args: argparse.Namespace) -> int:
     from app.engine.models import list_models
 
     rows = [
-        {"name": s.name, "architecture": s.architecture, "source": s.source,
-         "input_size": s.input_size, "classes": len(s.class_names), "description": s.description}
+        {
+            "name": s.name,
+            "architecture": s.architecture,
+            "source": s.source,
+            "input_size": s.input_size,
+            "classes": len(s.class_names),
+            "description": s.description,
+        }
         for s in list_models(get_settings().models_dir)
     ]
     if args.json:
         _print_json(rows)
     else:
         for row in rows:
-            print(f"{row['name']:<24} {row['source']}:{row['architecture']:<28} "
-                  f"{row['input_size']}px {row['classes']} classes  {row['description']}")
+            print(
+                f"{row['name']:<24} {row['source']}:{row['architecture']:<28} "
+                f"{row['input_size']}px {row['classes']} classes  {row['description']}"
+            )
     return 0
 
 
@@ -172,17 +181,28 @@ def _run_predict(args: argparse.Namespace) -> int:
         raise ValueError(f"--top must be at least 1, got {args.top}")
     model = _get_model(args.model)
     quiet = len(args.images) < 2
-    images = [_load_image(p) for p in tqdm(args.images, desc="decode", disable=quiet,
-                                           file=sys.stderr)]
+    images = [
+        _load_image(p) for p in tqdm(args.images, desc="decode", disable=quiet, file=sys.stderr)
+    ]
     with tqdm(total=len(images), desc="predict", disable=quiet, file=sys.stderr) as bar:
+
         def advance(done: int, total: int) -> None:
             bar.update(done - bar.n)
 
-        outputs = extract(model, images, [], mode=args.mode, with_logits=True, progress=advance,
-                          native_max_side=get_settings().native_max_side)
+        outputs = extract(
+            model,
+            images,
+            [],
+            mode=args.mode,
+            with_logits=True,
+            progress=advance,
+            native_max_side=get_settings().native_max_side,
+        )
     results = [
-        {"image": path,
-         "predictions": [vars(p) for p in predict_from_logits(model, out[LOGITS], args.top)]}
+        {
+            "image": path,
+            "predictions": [vars(p) for p in predict_from_logits(model, out[LOGITS], args.top)],
+        }
         for path, out in zip(args.images, outputs, strict=True)
     ]
     if args.json:
@@ -200,13 +220,23 @@ def _setup_heatmap(parser: argparse.ArgumentParser) -> None:
     _model_arg(parser)
     parser.add_argument("--layer", required=True, help="feature-map layer (see 'layers')")
     parser.add_argument("--method", default="gradcam", help="heat-map method (default gradcam)")
-    parser.add_argument("--target", type=int, default=None,
-                        help="class index to explain (default: the top prediction)")
+    parser.add_argument(
+        "--target",
+        type=int,
+        default=None,
+        help="class index to explain (default: the top prediction)",
+    )
     parser.add_argument("--mode", choices=["resize", "native"], default="resize")
-    parser.add_argument("--box", type=parse_box, action="append", default=[],
-                        help="x,y,w,h in image pixels (repeatable)")
-    parser.add_argument("--label", action="append", default=[],
-                        help="a label per --box, in order (repeatable)")
+    parser.add_argument(
+        "--box",
+        type=parse_box,
+        action="append",
+        default=[],
+        help="x,y,w,h in image pixels (repeatable)",
+    )
+    parser.add_argument(
+        "--label", action="append", default=[], help="a label per --box, in order (repeatable)"
+    )
     parser.add_argument("-o", "--output", required=True, help="overlay PNG to write")
     parser.add_argument("--json", action="store_true", help="print the scores as JSON")
 
@@ -225,53 +255,74 @@ def _run_heatmap(args: argparse.Namespace) -> int:
     image = _load_image(args.image)
     boxes = [check_box(box, image.width, image.height) for box in args.box]
     labels = list(args.label) + [""] * (len(boxes) - len(args.label))
-    heat = compute_heatmap(model, image, args.layer, args.method, args.target, args.mode,
-                           native_max_side=get_settings().native_max_side)
+    heat = compute_heatmap(
+        model,
+        image,
+        args.layer,
+        args.method,
+        args.target,
+        args.mode,
+        native_max_side=get_settings().native_max_side,
+    )
     scores = score_boxes(heat.values, boxes) if boxes else []
     captions = []
     for label, score in zip(labels, scores, strict=True):
-        shown = " ".join(f"{k}={v:.2f}" for k, v in score.items()
-                         if k in ("energy", "pointing_game", "iou"))
+        shown = " ".join(
+            f"{k}={v:.2f}" for k, v in score.items() if k in ("energy", "pointing_game", "iou")
+        )
         captions.append(f"{label} {shown}".strip())
     render_overlay(image.pixels, heat.values, boxes, captions).save(args.output, format="PNG")
     report = {
-        "image": args.image, "output": args.output, "model": model.spec.name,
-        "layer": args.layer, "method": heat.method, "target": heat.target,
+        "image": args.image,
+        "output": args.output,
+        "model": model.spec.name,
+        "layer": args.layer,
+        "method": heat.method,
+        "target": heat.target,
         "target_label": heat.target_label,
-        "boxes": [{"x": b.x, "y": b.y, "w": b.w, "h": b.h, "label": lab, "scores": s}
-                  for b, lab, s in zip(boxes, labels, scores, strict=True)],
+        "boxes": [
+            {"x": b.x, "y": b.y, "w": b.w, "h": b.h, "label": lab, "scores": s}
+            for b, lab, s in zip(boxes, labels, scores, strict=True)
+        ],
     }
     if args.json:
         _print_json(report)
     else:
-        print(f"{args.output}: {heat.method} on {args.layer}, target {heat.target} "
-              f"({heat.target_label})")
+        print(
+            f"{args.output}: {heat.method} on {args.layer}, target {heat.target} "
+            f"({heat.target_label})"
+        )
         for entry in report["boxes"]:
             assert isinstance(entry, dict)
             values = ", ".join(f"{k}={v:.3f}" for k, v in entry["scores"].items())
-            print(f"  box {entry['x']:g},{entry['y']:g},{entry['w']:g},{entry['h']:g} "
-                  f"{entry['label']}: {values}")
+            print(
+                f"  box {entry['x']:g},{entry['y']:g},{entry['w']:g},{entry['h']:g} "
+                f"{entry['label']}: {values}"
+            )
     return 0
 
 
 def _setup_extract(parser: argparse.ArgumentParser) -> None:
     _model_arg(parser)
-    parser.add_argument("--layers", required=True,
-                        help="comma-separated feature-map layers (see 'layers')")
+    parser.add_argument(
+        "--layers", required=True, help="comma-separated feature-map layers (see 'layers')"
+    )
     parser.add_argument("--descriptor", choices=["gap", "grid", "pixels"], default="gap")
-    parser.add_argument("--grid-size", type=int, default=4,
-                        help="s of the s×s grid for grid and pixels (default 4)")
-    parser.add_argument("--batch-size", type=int, default=16,
-                        help="images per forward pass (default 16)")
+    parser.add_argument(
+        "--grid-size", type=int, default=4, help="s of the s×s grid for grid and pixels (default 4)"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=16, help="images per forward pass (default 16)"
+    )
     parser.add_argument("--mode", choices=["resize", "native"], default="resize")
-    parser.add_argument("--labels", default=None,
-                        help="comma-separated box labels (default: every box)")
+    parser.add_argument(
+        "--labels", default=None, help="comma-separated box labels (default: every box)"
+    )
     parser.add_argument("--data-dir", default=None, help="store location (FEATUREGAP_DATA_DIR)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
-@command("extract", "extract box descriptors in batches into the feature store",
-         _setup_extract)
+@command("extract", "extract box descriptors in batches into the feature store", _setup_extract)
 def _run_extract(args: argparse.Namespace) -> int:
     import os
     from dataclasses import asdict
@@ -289,27 +340,40 @@ def _run_extract(args: argparse.Namespace) -> int:
     model = _get_model(args.model)
     store = Store(get_settings())
     try:
-        labels = None if args.labels is None else [
-            label.strip() for label in args.labels.split(",") if label.strip()]
+        labels = (
+            None
+            if args.labels is None
+            else [label.strip() for label in args.labels.split(",") if label.strip()]
+        )
         boxes = store.boxes(labels=labels)
-        with tqdm(total=100, desc="extract", unit="%", file=sys.stderr,
-                  disable=not boxes) as bar:
+        with tqdm(total=100, desc="extract", unit="%", file=sys.stderr, disable=not boxes) as bar:
+
             def advance(fraction: float, message: str) -> None:
                 bar.set_postfix_str(message, refresh=False)
                 bar.update(round(fraction * 100) - bar.n)
 
-            report, _ = extract_boxes(store, model, boxes, layers, args.descriptor,
-                                      args.grid_size, args.mode, args.batch_size,
-                                      progress=advance)
+            report, _ = extract_boxes(
+                store,
+                model,
+                boxes,
+                layers,
+                args.descriptor,
+                args.grid_size,
+                args.mode,
+                args.batch_size,
+                progress=advance,
+            )
         store.features.compact()
     finally:
         store.close()
     if args.json:
         _print_json(asdict(report))
     else:
-        print(f"{report.boxes} boxes × {report.layers} layers: {report.extracted} extracted "
-              f"from {report.images} images, {report.present} already stored "
-              f"({report.seconds:.1f}s)")
+        print(
+            f"{report.boxes} boxes × {report.layers} layers: {report.extracted} extracted "
+            f"from {report.images} images, {report.present} already stored "
+            f"({report.seconds:.1f}s)"
+        )
     return 0
 
 
@@ -317,27 +381,41 @@ def _setup_import(parser: argparse.ArgumentParser) -> None:
     formats = parser.add_subparsers(dest="format", required=True, metavar="FORMAT")
     coco = formats.add_parser("coco", help="a COCO JSON file and its images folder")
     coco.add_argument("annotations", metavar="ANNOTATIONS.json")
-    coco.add_argument("--images", required=True, metavar="DIR",
-                      help="the images folder (file_name is relative to it)")
-    voc = formats.add_parser("voc", help="a Pascal VOC folder (Annotations/ + JPEGImages/, "
-                             "or XML beside the images)")
+    coco.add_argument(
+        "--images",
+        required=True,
+        metavar="DIR",
+        help="the images folder (file_name is relative to it)",
+    )
+    voc = formats.add_parser(
+        "voc", help="a Pascal VOC folder (Annotations/ + JPEGImages/, or XML beside the images)"
+    )
     voc.add_argument("folder", metavar="DIR")
-    voc.add_argument("--images", default=None, metavar="DIR",
-                     help="the images folder (default: DIR/JPEGImages or beside the XML)")
+    voc.add_argument(
+        "--images",
+        default=None,
+        metavar="DIR",
+        help="the images folder (default: DIR/JPEGImages or beside the XML)",
+    )
     yolo = formats.add_parser("yolo", help="a YOLO folder (images/ + labels/)")
     yolo.add_argument("folder", metavar="DIR")
-    yolo.add_argument("--classes", required=True, metavar="FILE",
-                      help="class names, one per line (index 0 first)")
+    yolo.add_argument(
+        "--classes", required=True, metavar="FILE", help="class names, one per line (index 0 first)"
+    )
     for child in (coco, voc, yolo):
-        child.add_argument("--report", default=None, metavar="FILE",
-                           help="write the summary with every skipped annotation as JSON")
-        child.add_argument("--data-dir", default=None,
-                           help="store location (default: FEATUREGAP_DATA_DIR)")
+        child.add_argument(
+            "--report",
+            default=None,
+            metavar="FILE",
+            help="write the summary with every skipped annotation as JSON",
+        )
+        child.add_argument(
+            "--data-dir", default=None, help="store location (default: FEATUREGAP_DATA_DIR)"
+        )
         child.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-@command("import", "import a COCO, VOC or YOLO dataset from disk into the store",
-         _setup_import)
+@command("import", "import a COCO, VOC or YOLO dataset from disk into the store", _setup_import)
 def _run_import(args: argparse.Namespace) -> int:
     from app.config import get_settings
     from app.service import datasets
@@ -352,17 +430,26 @@ def _run_import(args: argparse.Namespace) -> int:
 
     def advance(done: int, total: int) -> None:
         if not bars:
-            bars.append(tqdm(total=total, desc=f"import {args.format}", unit="img",
-                             disable=args.quiet, file=sys.stderr))
+            bars.append(
+                tqdm(
+                    total=total,
+                    desc=f"import {args.format}",
+                    unit="img",
+                    disable=args.quiet,
+                    file=sys.stderr,
+                )
+            )
         bars[0].update(done - bars[0].n)
 
     try:
         if args.format == "coco":
             summary = datasets.import_coco_dataset(
-                store, Path(args.annotations), Path(args.images), advance)
+                store, Path(args.annotations), Path(args.images), advance
+            )
         elif args.format == "voc":
             summary = datasets.import_voc_dataset(
-                store, Path(args.folder), Path(args.images) if args.images else None, advance)
+                store, Path(args.folder), Path(args.images) if args.images else None, advance
+            )
         else:
             summary = datasets.import_yolo_dataset(store, Path(args.folder), classes, advance)
     finally:
@@ -371,27 +458,33 @@ def _run_import(args: argparse.Namespace) -> int:
         store.close()
     report = summary.as_dict()
     if args.report:
-        Path(args.report).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n",
-                                     encoding="utf-8")
-    print(f"images: {summary.images_added} added, {summary.images_present} already stored "
-          f"(same bytes); boxes: {summary.boxes_added} added, {summary.boxes_present} already "
-          f"there; {summary.annotations_skipped} annotations skipped")
+        Path(args.report).write_text(
+            json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
+    print(
+        f"images: {summary.images_added} added, {summary.images_present} already stored "
+        f"(same bytes); boxes: {summary.boxes_added} added, {summary.boxes_present} already "
+        f"there; {summary.annotations_skipped} annotations skipped"
+    )
     reasons: Counter[str] = Counter()
     for item in summary.skipped:
         reasons[item.reason] += item.annotations
     for reason, count in reasons.most_common(10):
         print(f"  {count} skipped: {reason}")
     if len(reasons) > 10:
-        print(f"  … {len(reasons) - 10} more reasons" + (
-            f" in {args.report}" if args.report else "; --report FILE lists every one"))
+        print(
+            f"  … {len(reasons) - 10} more reasons"
+            + (f" in {args.report}" if args.report else "; --report FILE lists every one")
+        )
     return 0
 
 
 def _setup_serve(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    parser.add_argument("--demo", action="store_true",
-                        help="load the demo photos and boxes into an empty store")
+    parser.add_argument(
+        "--demo", action="store_true", help="load the demo photos and boxes into an empty store"
+    )
     parser.add_argument("--data-dir", default=None, help="store location (FEATUREGAP_DATA_DIR)")
 
 

@@ -36,27 +36,37 @@ class Settings(BaseSettings):
     allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: list(_LOCAL_HOSTS),
         description="Host header values the server answers (DNS-rebinding defence); a JSON "
-        "list or comma-separated; '*' allows any. serve --host is added.")
+        "list or comma-separated; '*' allows any. serve --host is added.",
+    )
     allowed_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Origins besides the server's own that may POST/PUT/PATCH/DELETE when no "
-        "API token is set (e.g. 'http://localhost:5173'); the CORS origins count too.")
+        "API token is set (e.g. 'http://localhost:5173'); the CORS origins count too.",
+    )
     serve_host: str | None = Field(
-        None, description="The address 'featuregap serve --host' binds; an allowed host.")
+        None, description="The address 'featuregap serve --host' binds; an allowed host."
+    )
 
     max_upload_bytes: int = Field(25 * 1024 * 1024, gt=0)
     max_json_bytes: int = Field(
-        1024 * 1024, gt=0, description="Largest JSON request body (analysis and box routes).")
+        1024 * 1024, gt=0, description="Largest JSON request body (analysis and box routes)."
+    )
     max_json_depth: int = Field(64, gt=0, description="Deepest nesting of a JSON request body.")
     max_image_pixels: int = Field(40_000_000, gt=0, description="Refuse decompression bombs.")
     max_decoded_bytes: int = Field(
-        2 * 1024**3, gt=0, description="Bytes that decoding images may hold at once, counted "
+        2 * 1024**3,
+        gt=0,
+        description="Bytes that decoding images may hold at once, counted "
         "as bit depth × channels × pixels plus the 8-bit RGB result; one image past it is "
-        "refused (413), several at once wait for each other.")
+        "refused (413), several at once wait for each other.",
+    )
     max_request_bytes: int = Field(
-        3 * 1024**3 // 2, gt=0, description="Memory one analysis request (distances, "
+        3 * 1024**3 // 2,
+        gt=0,
+        description="Memory one analysis request (distances, "
         "separation, embeddings, heat maps, predictions) may need by its estimate before it "
-        "starts; past it the request is refused (413) naming the estimate.")
+        "starts; past it the request is refused (413) naming the estimate.",
+    )
     max_boxes_per_image: int = Field(500, gt=0)
     max_samples_per_request: int = Field(5_000, gt=0, description="Boxes one analysis may use.")
     max_permutations: int = Field(10_000, ge=0)
@@ -64,31 +74,52 @@ class Settings(BaseSettings):
 
     native_max_side: int = Field(1024, ge=32, description="Longest side in 'native' input mode.")
     feature_cache_bytes: int = Field(1024 * 1024 * 1024, ge=0)
-    torch_threads: int | None = Field(None, gt=0, description=(
-        "Torch intra-op threads, set at app start and by the CLI; unset: torch's default."))
+    torch_threads: int | None = Field(
+        None,
+        gt=0,
+        description=(
+            "Torch intra-op threads, set at app start and by the CLI; unset: torch's default."
+        ),
+    )
     import_job_threshold: int = Field(
-        2_000, gt=0, description="COCO imports with more annotations than this run as a job.")
+        2_000, gt=0, description="COCO imports with more annotations than this run as a job."
+    )
     import_root: Path | None = Field(
-        None, description="The folder whose datasets POST /api/import/dataset may read "
+        None,
+        description="The folder whose datasets POST /api/import/dataset may read "
         "(paths outside it, symlinks included, are refused); unset: importing from the "
-        "server's disk is off.")
+        "server's disk is off.",
+    )
     max_zip_upload_bytes: int = Field(
-        2 * 1024**3, gt=0, description="Largest dataset .zip upload (POST /api/import/zip).")
+        2 * 1024**3, gt=0, description="Largest dataset .zip upload (POST /api/import/zip)."
+    )
     max_zip_members: int = Field(
-        100_000, gt=0, description="Most files (and folders) a dataset .zip may hold.")
+        100_000, gt=0, description="Most files (and folders) a dataset .zip may hold."
+    )
     max_zip_bytes: int = Field(
-        4 * 1024**3, gt=0, description="Largest total uncompressed size of a dataset .zip.")
+        4 * 1024**3, gt=0, description="Largest total uncompressed size of a dataset .zip."
+    )
     max_zip_ratio: float = Field(
-        200.0, gt=1, description="Largest uncompressed/compressed ratio of one member of a "
-        "dataset .zip that unpacks to more than 1 MiB (zip-bomb guard).")
+        200.0,
+        gt=1,
+        description="Largest uncompressed/compressed ratio of one member of a "
+        "dataset .zip that unpacks to more than 1 MiB (zip-bomb guard).",
+    )
     analysis_job_threshold: int = Field(
-        20_000, gt=0, description="Analyses with more work units than this run as a job "
-        "(202 + job id): boxes × permutations for distances, boxes × layers for separation.")
+        20_000,
+        gt=0,
+        description="Analyses with more work units than this run as a job "
+        "(202 + job id): boxes × permutations for distances, boxes × layers for separation.",
+    )
     workers: int = Field(
-        2, ge=1, le=64, description="Worker threads that run heavy requests and jobs.")
+        2, ge=1, le=64, description="Worker threads that run heavy requests and jobs."
+    )
     queue_limit: int = Field(
-        64, ge=0, description="Heavy requests and jobs that may wait for a worker; past it "
-        "the API answers 503 with Retry-After.")
+        64,
+        ge=0,
+        description="Heavy requests and jobs that may wait for a worker; past it "
+        "the API answers 503 with Retry-After.",
+    )
     demo: bool = Field(False, description="Load the demo project into an empty store at start.")
 
     @field_validator("data_dir", "models_dir")
@@ -110,7 +141,8 @@ class Settings(BaseSettings):
         if value is not None and not value.strip():
             raise ValueError(
                 "FEATUREGAP_API_TOKEN is set but empty, which would leave the API open; "
-                "unset it to run without a token (local use), or give it a long random value")
+                "unset it to run without a token (local use), or give it a long random value"
+            )
         return value
 
     @field_validator("allowed_hosts", "allowed_origins", mode="before")
@@ -134,8 +166,9 @@ class Settings(BaseSettings):
     @property
     def origins(self) -> list[str]:
         """Origins other than the server's own that may send unsafe requests without a token."""
-        return [origin.rstrip("/").lower() for origin in [*self.allowed_origins,
-                                                          *self.cors_origins]]
+        return [
+            origin.rstrip("/").lower() for origin in [*self.allowed_origins, *self.cors_origins]
+        ]
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -22,8 +22,11 @@ _TEXTURE_GRID = [(x, y, 160.0, 200.0) for y in (40.0, 272.0) for x in (16.0, 176
 DEMO_BOXES: dict[str, list[tuple[float, float, float, float, str]]] = {
     "chelsea": [(50, 0, 350, 285, "cat")],
     "coffee": [(170, 15, 250, 290, "cup")],
-    "astronaut": [(160, 35, 135, 130, "face"), (275, 340, 237, 172, "helmet"),
-                  (355, 0, 115, 280, "rocket")],
+    "astronaut": [
+        (160, 35, 135, 130, "face"),
+        (275, 340, 237, 172, "helmet"),
+        (355, 0, 115, 280, "rocket"),
+    ],
     "rocket": [(298, 122, 48, 285, "rocket")],
     "brick": [(*box, "brick") for box in _TEXTURE_GRID],
     "grass": [(*box, "grass") for box in _TEXTURE_GRID],

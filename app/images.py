@@ -132,9 +132,11 @@ def decode_image(data: bytes, *, max_pixels: int, max_bytes: int | None = None) 
                         f"decoding this {width}×{height} {probe.mode} image needs about "
                         f"{needed / 2**20:.0f} MiB, above max_decoded_bytes = "
                         f"{max_bytes / 2**20:.0f} MiB (setting FEATUREGAP_MAX_DECODED_BYTES); "
-                        "downscale it or save it with 8 bits per channel")
+                        "downscale it or save it with 8 bits per channel"
+                    )
                 gate: AbstractContextManager[None] = (
-                    nullcontext() if max_bytes is None else DECODING.hold(needed, max_bytes))
+                    nullcontext() if max_bytes is None else DECODING.hold(needed, max_bytes)
+                )
                 with gate:
                     probe.load()
                     image = ImageOps.exif_transpose(probe)

@@ -31,8 +31,18 @@ from typing import Any, Literal, TypeVar
 from app.errors import Unavailable
 from app.store import JobRecord, Store
 
-__all__ = ["JobRunner", "JobState", "JobCancelled", "JobFunction", "Progress", "Cancelled",
-           "PoolBusy", "FINISHED_STATES", "KEEP_FINISHED_JOBS", "current_cancelled"]
+__all__ = [
+    "JobRunner",
+    "JobState",
+    "JobCancelled",
+    "JobFunction",
+    "Progress",
+    "Cancelled",
+    "PoolBusy",
+    "FINISHED_STATES",
+    "KEEP_FINISHED_JOBS",
+    "current_cancelled",
+]
 
 JobState = Literal["queued", "running", "done", "failed", "cancelled", "interrupted"]
 Progress = Callable[[float, str], None]
@@ -71,7 +81,8 @@ def _never() -> bool:
 
 
 _CURRENT: contextvars.ContextVar[Cancelled] = contextvars.ContextVar(
-    "featuregap_cancelled", default=_never)
+    "featuregap_cancelled", default=_never
+)
 
 
 def current_cancelled() -> Cancelled:
@@ -104,11 +115,13 @@ class JobRunner:
 
     def __init__(self, store: Store, workers: int = 2, queue_limit: int = 64) -> None:
         if not 1 <= workers <= 64:
-            raise ValueError(f"workers must be between 1 and 64, got {workers} "
-                             "(setting FEATUREGAP_WORKERS)")
+            raise ValueError(
+                f"workers must be between 1 and 64, got {workers} (setting FEATUREGAP_WORKERS)"
+            )
         if queue_limit < 0:
-            raise ValueError(f"queue_limit must be 0 or more, got {queue_limit} "
-                             "(setting FEATUREGAP_QUEUE_LIMIT)")
+            raise ValueError(
+                f"queue_limit must be 0 or more, got {queue_limit} (setting FEATUREGAP_QUEUE_LIMIT)"
+            )
         self.workers, self.queue_limit = workers, queue_limit
         self._store = store
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="featuregap-work")
@@ -194,8 +207,9 @@ class JobRunner:
                 return record
             event.set()
             if record.state == "queued":
-                return self._store.update_job(job_id, state="cancelled", message="cancelled",
-                                              finished_at=_now())
+                return self._store.update_job(
+                    job_id, state="cancelled", message="cancelled", finished_at=_now()
+                )
             return self._store.update_job(job_id, message="cancelling")
 
     def wait(self, job_id: str, timeout: float = 30.0) -> JobRecord:
@@ -229,8 +243,9 @@ class JobRunner:
         pool.shutdown(wait=True, cancel_futures=True)
         self._store.interrupt_jobs()
         with self._lock:
-            self._pool = ThreadPoolExecutor(max_workers=self.workers,
-                                            thread_name_prefix="featuregap-work")
+            self._pool = ThreadPoolExecutor(
+                max_workers=self.workers, thread_name_prefix="featuregap-work"
+            )
             self._stopping = False
 
     # -- internals ---------------------------------------------------------------------------
@@ -243,7 +258,8 @@ class JobRunner:
                     f"the server is busy: {self._pending} requests are running or waiting, "
                     f"the most it takes (FEATUREGAP_WORKERS = {self.workers} running + "
                     f"FEATUREGAP_QUEUE_LIMIT = {self.queue_limit} waiting); retry after "
-                    f"{_RETRY_AFTER_S} s or raise those settings")
+                    f"{_RETRY_AFTER_S} s or raise those settings"
+                )
             self._pending += 1
 
     def _release(self, _future: object = None) -> None:
@@ -273,8 +289,9 @@ class JobRunner:
             if message == last[1] and now - last[0] < _PROGRESS_EVERY_S:
                 return
             last[0], last[1] = now, message
-            self._store.update_job(job_id, progress=min(max(float(fraction), 0.0), 1.0),
-                                   message=message)
+            self._store.update_job(
+                job_id, progress=min(max(float(fraction), 0.0), 1.0), message=message
+            )
 
         token = _CURRENT.set(event.is_set)
         try:
@@ -283,30 +300,49 @@ class JobRunner:
             self._stopped(job_id)
         except Exception as exc:  # a job's failure is reported through its state
             detail = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-            self._store.update_job(job_id, state="failed", message="failed",
-                                   error=f"{type(exc).__name__}: {detail}", finished_at=_now())
+            self._store.update_job(
+                job_id,
+                state="failed",
+                message="failed",
+                error=f"{type(exc).__name__}: {detail}",
+                finished_at=_now(),
+            )
         else:
             if event.is_set():
                 self._stopped(job_id)
                 return
             try:
-                self._store.update_job(job_id, state="done", progress=1.0, message="done",
-                                       result=result, finished_at=_now())
+                self._store.update_job(
+                    job_id,
+                    state="done",
+                    progress=1.0,
+                    message="done",
+                    result=result,
+                    finished_at=_now(),
+                )
             except (TypeError, ValueError) as exc:  # not JSON: a bug of the job's function
-                self._store.update_job(job_id, state="failed", message="failed",
-                                       error=f"the result could not be stored: {exc}",
-                                       finished_at=_now())
+                self._store.update_job(
+                    job_id,
+                    state="failed",
+                    message="failed",
+                    error=f"the result could not be stored: {exc}",
+                    finished_at=_now(),
+                )
         finally:
             _CURRENT.reset(token)
 
     def _stopped(self, job_id: str) -> None:
         if self._stopping:
-            self._store.update_job(job_id, state="interrupted", finished_at=_now(),
-                                   message="interrupted: the server stopped; send the request "
-                                           "again")
+            self._store.update_job(
+                job_id,
+                state="interrupted",
+                finished_at=_now(),
+                message="interrupted: the server stopped; send the request again",
+            )
         else:
-            self._store.update_job(job_id, state="cancelled", message="cancelled",
-                                   finished_at=_now())
+            self._store.update_job(
+                job_id, state="cancelled", message="cancelled", finished_at=_now()
+            )
 
 
 def _call(work: Callable[[Cancelled], T], event: threading.Event) -> T:

@@ -79,24 +79,43 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     # add_middleware wraps: the last added runs first. Order of a request, outside in:
     # headers, Host, CORS, Origin, token (no body read yet), body limits, the routes.
-    app.add_middleware(BodyLimits, max_upload_bytes=settings.max_upload_bytes,
-                       upload_limits={"/api/import/zip": (settings.max_zip_upload_bytes,
-                                                          "FEATUREGAP_MAX_ZIP_UPLOAD_BYTES")},
-                       max_json_bytes=settings.max_json_bytes,
-                       max_json_depth=settings.max_json_depth)
+    app.add_middleware(
+        BodyLimits,
+        max_upload_bytes=settings.max_upload_bytes,
+        upload_limits={
+            "/api/import/zip": (settings.max_zip_upload_bytes, "FEATUREGAP_MAX_ZIP_UPLOAD_BYTES")
+        },
+        max_json_bytes=settings.max_json_bytes,
+        max_json_depth=settings.max_json_depth,
+    )
     app.add_middleware(TokenGate, token=settings.api_token)
     if not settings.api_token:
         app.add_middleware(SameOriginWrites, allowed=settings.origins)
     if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
-                           allow_methods=["*"], allow_headers=["*"])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+        )
     app.add_middleware(AllowedHosts, hosts=settings.hosts)
     app.add_middleware(SecurityHeaders)
     protected = [Depends(require_token)]
-    api_routers: list[APIRouter] = [health.router, models.router, images.router, boxes.router,
-                                    formats.router, jobs.router, heatmaps.router,
-                                    predictions.router, distances.router, separation.router,
-                                    embeddings.router, datasets.router, extractions.router]
+    api_routers: list[APIRouter] = [
+        health.router,
+        models.router,
+        images.router,
+        boxes.router,
+        formats.router,
+        jobs.router,
+        heatmaps.router,
+        predictions.router,
+        distances.router,
+        separation.router,
+        embeddings.router,
+        datasets.router,
+        extractions.router,
+    ]
     for router in api_routers:
         app.include_router(router, dependencies=protected)
     app.include_router(pages.router)  # the dashboard: no token, it asks for one itself

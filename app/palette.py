@@ -19,15 +19,34 @@ PALETTE: tuple[str, ...] = (
     # from Tableau 10, Kelly's 22 colours of maximum contrast and Trubetskoy's 20 distinct
     # colours, leaving out the pale ones that vanish on white: every pair is at least 60
     # apart in RGB.
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#f032e6", "#a1caf1", "#000075", "#c2b280",
-    "#875692", "#8db600", "#654522", "#42d4f4", "#dcd300", "#800000", "#e377c2", "#911eb4",
-    "#008856", "#f99379", "#469990", "#9a6324", "#b3446c", "#17becf",
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#f032e6",
+    "#a1caf1",
+    "#000075",
+    "#c2b280",
+    "#875692",
+    "#8db600",
+    "#654522",
+    "#42d4f4",
+    "#dcd300",
+    "#800000",
+    "#e377c2",
+    "#911eb4",
+    "#008856",
+    "#f99379",
+    "#469990",
+    "#9a6324",
+    "#b3446c",
+    "#17becf",
 )
 PALETTE_SIZE = len(PALETTE)
 
 
 def _mix(colour: str, towards: int, amount: float) -> str:
-    channels = (int(colour[i:i + 2], 16) for i in (1, 3, 5))
+    channels = (int(colour[i : i + 2], 16) for i in (1, 3, 5))
     mixed = (round(c + (towards - c) * amount) for c in channels)
     return "#" + "".join(f"{c:02x}" for c in mixed)
 

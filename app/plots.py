@@ -95,8 +95,9 @@ def _figure(fig: go.Figure) -> dict[str, Any]:
     return result
 
 
-def downsample_map(values: ArrayLike | torch.Tensor,
-                   max_side: int = MAX_OVERLAY_SIDE) -> np.ndarray[Any, np.dtype[np.float64]]:
+def downsample_map(
+    values: ArrayLike | torch.Tensor, max_side: int = MAX_OVERLAY_SIDE
+) -> np.ndarray[Any, np.dtype[np.float64]]:
     """Block-average an ``H×W`` map so its longer side is at most ``max_side``.
 
     Area averaging (``adaptive_avg_pool2d``) keeps each cell's mean, so the overlay shows the
@@ -107,8 +108,11 @@ def downsample_map(values: ArrayLike | torch.Tensor,
     """
     if max_side < 1:
         raise ValueError(f"max_side must be at least 1, got {max_side}")
-    t = values.detach().cpu() if isinstance(values, torch.Tensor) else torch.as_tensor(
-        np.asarray(values))
+    t = (
+        values.detach().cpu()
+        if isinstance(values, torch.Tensor)
+        else torch.as_tensor(np.asarray(values))
+    )
     t = t.to(torch.float64)
     if t.dim() != 2 or t.numel() == 0:
         raise ValueError(f"expected a non-empty H×W map, got shape {tuple(t.shape)}")
@@ -161,17 +165,31 @@ def heatmap_figure(
     dy, dx = height / small.shape[0], width / small.shape[1]
     # Built as plain dicts: plotly's validating Figure costs ~80 ms here, most of a request.
     z = small.astype(np.float32)
-    data: list[dict[str, Any]] = [{
-        "type": "heatmap", "name": "heat map", "colorscale": colorscale, "opacity": opacity,
-        "z": {"dtype": "f4", "bdata": base64.b64encode(z.tobytes()).decode(),
-              "shape": f"{z.shape[0]}, {z.shape[1]}"},
-        "x0": dx / 2, "dx": dx, "y0": dy / 2, "dy": dy,
-        "hovertemplate": "x %{x:.0f}, y %{y:.0f}: %{z:.4g}<extra></extra>",
-    }]
+    data: list[dict[str, Any]] = [
+        {
+            "type": "heatmap",
+            "name": "heat map",
+            "colorscale": colorscale,
+            "opacity": opacity,
+            "z": {
+                "dtype": "f4",
+                "bdata": base64.b64encode(z.tobytes()).decode(),
+                "shape": f"{z.shape[0]}, {z.shape[1]}",
+            },
+            "x0": dx / 2,
+            "dx": dx,
+            "y0": dy / 2,
+            "dy": dy,
+            "hovertemplate": "x %{x:.0f}, y %{y:.0f}: %{z:.4g}<extra></extra>",
+        }
+    ]
     shapes: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
-    palette = dict(colours) if colours is not None else label_colours(
-        str(box.get("label", "")) for box in boxes)
+    palette = (
+        dict(colours)
+        if colours is not None
+        else label_colours(str(box.get("label", "")) for box in boxes)
+    )
     for box in boxes:
         x0, y0 = float(box["x"]), float(box["y"])
         x1, y1 = x0 + float(box["w"]), y0 + float(box["h"])
@@ -180,33 +198,84 @@ def heatmap_figure(
         if box.get("id") is not None:
             name = f"#{box['id']} {name}".strip()
         colour = palette.get(str(box.get("label", "")), _NO_LABEL_COLOUR)
-        shapes.append({"type": "rect", "x0": x0, "y0": y0, "x1": x1, "y1": y1,
-                       "xref": "x", "yref": "y", "line": {"color": colour, "width": 2}})
+        shapes.append(
+            {
+                "type": "rect",
+                "x0": x0,
+                "y0": y0,
+                "x1": x1,
+                "y1": y1,
+                "xref": "x",
+                "yref": "y",
+                "line": {"color": colour, "width": 2},
+            }
+        )
         energy = scores.get("energy")
         caption = name if energy is None else f"{name} · energy {energy:.2f}"
-        annotations.append({"x": x0, "y": y0, "text": caption, "showarrow": False,
-                            "xanchor": "left", "yanchor": "bottom", "bgcolor": colour,
-                            "font": {"color": "white", "size": 11}})
-        hover = "<br>".join([name] + [
-            f"{k}: {'n/a' if v is None or not math.isfinite(v) else f'{v:.3f}'}"
-            for k, v in scores.items()
-        ])
+        annotations.append(
+            {
+                "x": x0,
+                "y": y0,
+                "text": caption,
+                "showarrow": False,
+                "xanchor": "left",
+                "yanchor": "bottom",
+                "bgcolor": colour,
+                "font": {"color": "white", "size": 11},
+            }
+        )
+        hover = "<br>".join(
+            [name]
+            + [
+                f"{k}: {'n/a' if v is None or not math.isfinite(v) else f'{v:.3f}'}"
+                for k, v in scores.items()
+            ]
+        )
         # An invisible trace along the box outline carries the hover text.
-        data.append({"type": "scatter", "x": [x0, x1, x1, x0, x0], "y": [y0, y0, y1, y1, y0],
-                     "mode": "lines", "line": {"color": colour, "width": 0},
-                     "hoverinfo": "text", "hovertext": hover, "name": name,
-                     "showlegend": False, "customdata": [box.get("id")] * 5})
+        data.append(
+            {
+                "type": "scatter",
+                "x": [x0, x1, x1, x0, x0],
+                "y": [y0, y0, y1, y1, y0],
+                "mode": "lines",
+                "line": {"color": colour, "width": 0},
+                "hoverinfo": "text",
+                "hovertext": hover,
+                "name": name,
+                "showlegend": False,
+                "customdata": [box.get("id")] * 5,
+            }
+        )
     layout: dict[str, Any] = {
-        "title": {"text": plain_text(title)}, "margin": {"l": 10, "r": 10, "t": 40, "b": 10},
-        "plot_bgcolor": "white", "shapes": shapes, "annotations": annotations,
+        "title": {"text": plain_text(title)},
+        "margin": {"l": 10, "r": 10, "t": 40, "b": 10},
+        "plot_bgcolor": "white",
+        "shapes": shapes,
+        "annotations": annotations,
         "xaxis": {"range": [0, width], "showgrid": False, "constrain": "domain"},
-        "yaxis": {"range": [height, 0], "showgrid": False, "scaleanchor": "x",
-                  "constrain": "domain"},
+        "yaxis": {
+            "range": [height, 0],
+            "showgrid": False,
+            "scaleanchor": "x",
+            "constrain": "domain",
+        },
     }
     if image_url is not None:
-        layout["images"] = [{"source": image_url, "xref": "x", "yref": "y", "x": 0, "y": 0,
-                             "sizex": width, "sizey": height, "sizing": "stretch",
-                             "layer": "below", "xanchor": "left", "yanchor": "top"}]
+        layout["images"] = [
+            {
+                "source": image_url,
+                "xref": "x",
+                "yref": "y",
+                "x": 0,
+                "y": 0,
+                "sizex": width,
+                "sizey": height,
+                "sizing": "stretch",
+                "layer": "below",
+                "xanchor": "left",
+                "yanchor": "top",
+            }
+        ]
     result: dict[str, Any] = to_json_safe({"data": data, "layout": layout})
     return result
 
@@ -247,24 +316,41 @@ def distance_matrix_figure(
     pv = None if p_values is None else np.asarray(p_values, dtype=np.float64)
     if pv is not None and pv.shape != (k, k):
         raise ValueError(f"p-value shape {pv.shape} does not match {k} labels")
-    text = [[
-        _format_value(float(matrix[i, j])) + (
-            "" if pv is None or not math.isfinite(pv[i, j]) else f"<br>p={pv[i, j]:.3g}")
-        for j in range(k)] for i in range(k)]
+    text = [
+        [
+            _format_value(float(matrix[i, j]))
+            + ("" if pv is None or not math.isfinite(pv[i, j]) else f"<br>p={pv[i, j]:.3g}")
+            for j in range(k)
+        ]
+        for i in range(k)
+    ]
     custom = matrix * np.nan if pv is None else pv
     names = [plain_text(label) for label in labels]
     measure = plain_text(measure)
-    hover = (f"{measure or 'value'}(%{{y}}, %{{x}}) = %{{z:.4g}}"
-             + ("" if pv is None else "<br>p = %{customdata:.3g}") + "<extra></extra>")
-    fig = go.Figure(go.Heatmap(
-        z=matrix.tolist(), x=names, y=names, text=text, texttemplate="%{text}",
-        customdata=custom.tolist(), hovertemplate=hover, colorscale="Viridis",
-        reversescale=higher_is_better, colorbar={"title": {"text": measure}},
-    ))
+    hover = (
+        f"{measure or 'value'}(%{{y}}, %{{x}}) = %{{z:.4g}}"
+        + ("" if pv is None else "<br>p = %{customdata:.3g}")
+        + "<extra></extra>"
+    )
+    fig = go.Figure(
+        go.Heatmap(
+            z=matrix.tolist(),
+            x=names,
+            y=names,
+            text=text,
+            texttemplate="%{text}",
+            customdata=custom.tolist(),
+            hovertemplate=hover,
+            colorscale="Viridis",
+            reversescale=higher_is_better,
+            colorbar={"title": {"text": measure}},
+        )
+    )
     direction = "higher = more alike" if higher_is_better else "higher = farther apart"
     fig.update_yaxes(autorange="reversed")
-    fig.update_layout(title=f"{measure} between groups ({direction})",
-                      margin={"l": 60, "r": 10, "t": 50, "b": 60})
+    fig.update_layout(
+        title=f"{measure} between groups ({direction})", margin={"l": 60, "r": 10, "t": 50, "b": 60}
+    )
     return _figure(fig)
 
 
@@ -305,24 +391,45 @@ def separation_figure(
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=x, y=list(intra), mode="lines+markers", name="intra-group"))
     fig.add_trace(go.Scatter(x=x, y=list(inter), mode="lines+markers", name="inter-group"))
-    fig.add_trace(go.Scatter(x=x, y=list(ratio), mode="lines+markers", name="inter / intra",
-                             yaxis="y2", line={"dash": "dash"}))
+    fig.add_trace(
+        go.Scatter(
+            x=x,
+            y=list(ratio),
+            mode="lines+markers",
+            name="inter / intra",
+            yaxis="y2",
+            line={"dash": "dash"},
+        )
+    )
     if silhouette is not None:
-        fig.add_trace(go.Scatter(x=x, y=list(series["silhouette"]), mode="lines+markers",
-                                 name="silhouette", yaxis="y2", line={"dash": "dot"}))
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=list(series["silhouette"]),
+                mode="lines+markers",
+                name="silhouette",
+                yaxis="y2",
+                line={"dash": "dot"},
+            )
+        )
     fig.update_layout(
         title=f"Separation by layer ({measure})" if measure else "Separation by layer",
         xaxis={"title": {"text": "layer"}},
         yaxis={"title": {"text": measure or "distance"}},
         yaxis2={"title": {"text": "ratio"}, "overlaying": "y", "side": "right"},
-        legend={"orientation": "h"}, margin={"l": 60, "r": 60, "t": 50, "b": 80},
+        legend={"orientation": "h"},
+        margin={"l": 60, "r": 60, "t": 50, "b": 80},
     )
     return _figure(fig)
 
 
-def embedding_figure(points: Sequence[Mapping[str, Any]], *, method: str = "tsne",
-                     title: str = "", colours: Mapping[str, str] | None = None
-                     ) -> dict[str, Any]:
+def embedding_figure(
+    points: Sequence[Mapping[str, Any]],
+    *,
+    method: str = "tsne",
+    title: str = "",
+    colours: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
     """A WebGL (``scattergl``) scatter of boxes, one trace per label, ids in ``customdata``.
 
     Built as plain dicts with the coordinates as float32 typed arrays: 50,000 points make a
@@ -348,27 +455,37 @@ def embedding_figure(points: Sequence[Mapping[str, Any]], *, method: str = "tsne
     palette = dict(colours) if colours is not None else label_colours(by_label)
     missing = sorted(set(by_label) - set(palette))
     if missing:
-        raise ValueError(f"no colour for labels {missing[:5]}; pass colours for every label "
-                         "shown (app.palette.label_colours over the store's labels)")
+        raise ValueError(
+            f"no colour for labels {missing[:5]}; pass colours for every label "
+            "shown (app.palette.label_colours over the store's labels)"
+        )
     marker_size = 9 if len(points) <= 2000 else 6 if len(points) <= 20000 else 4
     data: list[dict[str, Any]] = []
     for label, members in sorted(by_label.items()):
         xy = np.array([[float(p["x"]), float(p["y"])] for p in members], dtype=np.float32)
-        data.append({
-            "type": "scattergl", "mode": "markers", "name": plain_text(label),
-            "x": _typed(xy[:, 0]), "y": _typed(xy[:, 1]),
-            "marker": {"color": palette[label], "size": marker_size},
-            "customdata": [[int(p["box_id"]), int(p["image_id"])] for p in members],
-            # The label stays out of the template (a "%{x}" in it would be filled in): the
-            # trace's name, escaped, is what the hover box's side shows.
-            "hovertemplate": "box %{customdata[0]} · image %{customdata[1]}",
-        })
+        data.append(
+            {
+                "type": "scattergl",
+                "mode": "markers",
+                "name": plain_text(label),
+                "x": _typed(xy[:, 0]),
+                "y": _typed(xy[:, 1]),
+                "marker": {"color": palette[label], "size": marker_size},
+                "customdata": [[int(p["box_id"]), int(p["image_id"])] for p in members],
+                # The label stays out of the template (a "%{x}" in it would be filled in): the
+                # trace's name, escaped, is what the hover box's side shows.
+                "hovertemplate": "box %{customdata[0]} · image %{customdata[1]}",
+            }
+        )
     axis = "PC" if method == "pca" else "t-SNE "
     layout = {
         "title": {"text": plain_text(title or f"{method.upper()} of box descriptors")},
-        "xaxis": {"title": {"text": f"{axis}1"}}, "yaxis": {"title": {"text": f"{axis}2"}},
-        "margin": {"l": 50, "r": 10, "t": 50, "b": 50}, "hovermode": "closest",
-        "legend": {"itemsizing": "constant"}, "uirevision": "embedding",
+        "xaxis": {"title": {"text": f"{axis}1"}},
+        "yaxis": {"title": {"text": f"{axis}2"}},
+        "margin": {"l": 50, "r": 10, "t": 50, "b": 50},
+        "hovermode": "closest",
+        "legend": {"itemsizing": "constant"},
+        "uirevision": "embedding",
     }
     result: dict[str, Any] = to_json_safe({"data": data, "layout": layout})
     return result

@@ -10,7 +10,8 @@ from pathlib import Path
 
 def main(argv: list[str]) -> int:
     names = sorted(
-        m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)])
+        m.name
+        for m in pkgutil.iter_modules([str(Path(__file__).parent)])
         if m.name.startswith("bench_")
     )
     chosen = [n for n in names if not argv or any(a in n for a in argv)]

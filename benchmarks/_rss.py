@@ -63,11 +63,20 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
             k = j // len(image_ids)
             w = max(8.0, image.width / 8)
             h = max(8.0, image.height / 8)
-            store.add_box(image.id, (k * 7.0) % (image.width - w), (k * 11.0) % (image.height - h),
-                          w, h, label)
+            store.add_box(
+                image.id,
+                (k * 7.0) % (image.width - w),
+                (k * 11.0) % (image.height - h),
+                w,
+                h,
+                label,
+            )
     warm_id = store.add_image(_jpeg(64, 48, 99), "warm.jpg")[0].id
-    body = json.loads(json.dumps(spec["body"]).replace('"{labels}"', json.dumps(labels))
-                      .replace('"{image_id}"', str(image_ids[0])))
+    body = json.loads(
+        json.dumps(spec["body"])
+        .replace('"{labels}"', json.dumps(labels))
+        .replace('"{image_id}"', str(image_ids[0]))
+    )
     estimate = _estimate(store, settings, spec["endpoint"], body)
     with TestClient(create_app(settings)) as client:
         warm = {"image_id": warm_id, "model": "efficientnet_lite0", "k": 1}
@@ -78,9 +87,13 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         response = client.post(spec["endpoint"], json=body)
         took = time.perf_counter() - start
         peak = _status("VmHWM")
-    return {"status": response.status_code, "growth": peak - before, "seconds": took,
-            "estimate": estimate,
-            "detail": response.json().get("detail") if response.status_code >= 400 else None}
+    return {
+        "status": response.status_code,
+        "growth": peak - before,
+        "seconds": took,
+        "estimate": estimate,
+        "detail": response.json().get("detail") if response.status_code >= 400 else None,
+    }
 
 
 def _estimate(store: Any, settings: Any, endpoint: str, body: dict[str, Any]) -> int:
@@ -92,29 +105,47 @@ def _estimate(store: Any, settings: Any, endpoint: str, body: dict[str, Any]) ->
     model = get_model(body.get("model", "efficientnet_lite0"))
     settings = settings.model_copy(update={"max_request_bytes": 2**62})
     if endpoint == "/api/distances":
-        fields = {k: body[k] for k in ("measure", "descriptor", "grid_size", "options",
-                                       "permutations", "bootstrap", "mode") if k in body}
-        request = analysis.DistanceRequest(body.get("model", "efficientnet_lite0"),
-                                           body["layer"], **fields)
+        fields = {
+            k: body[k]
+            for k in (
+                "measure",
+                "descriptor",
+                "grid_size",
+                "options",
+                "permutations",
+                "bootstrap",
+                "mode",
+            )
+            if k in body
+        }
+        request = analysis.DistanceRequest(
+            body.get("model", "efficientnet_lite0"), body["layer"], **fields
+        )
         groups = analysis.resolve_groups(store, None, body["labels"])
         return analysis.estimate_distances(store, settings, model, request, groups).bytes
     if endpoint == "/api/separation":
-        fields = {k: body[k] for k in ("measure", "descriptor", "grid_size", "options",
-                                       "mode") if k in body}
-        separation = analysis.SeparationRequest(body.get("model", "efficientnet_lite0"),
-                                                body["layers"], **fields)
+        fields = {
+            k: body[k]
+            for k in ("measure", "descriptor", "grid_size", "options", "mode")
+            if k in body
+        }
+        separation = analysis.SeparationRequest(
+            body.get("model", "efficientnet_lite0"), body["layers"], **fields
+        )
         groups = analysis.resolve_groups(store, None, body["labels"])
         return analysis.estimate_separation(store, settings, model, separation, groups).bytes
     if endpoint == "/api/embeddings":
         fields = {k: body[k] for k in ("method", "descriptor", "grid_size", "mode") if k in body}
-        embedding = analysis.EmbeddingRequest(body.get("model", "efficientnet_lite0"),
-                                              body["layer"], **fields)
+        embedding = analysis.EmbeddingRequest(
+            body.get("model", "efficientnet_lite0"), body["layer"], **fields
+        )
         boxes = store.boxes(labels=body["labels"])
         return analysis.estimate_embedding(store, settings, model, boxes, embedding).bytes
     image = store.get_image(body["image_id"])
     if endpoint == "/api/heatmaps":
-        return heatmap_budget(settings, model, image, method=body["method"],
-                              mode=body.get("mode", "resize")).bytes
+        return heatmap_budget(
+            settings, model, image, method=body["method"], mode=body.get("mode", "resize")
+        ).bytes
     return prediction_budget(settings, model, image, body.get("mode", "resize")).bytes
 
 

@@ -70,8 +70,22 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "FEATUREGAP_DATA_DIR": str(Path(tmp) / "data")}
         server = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app", "--host",
-             "127.0.0.1", "--port", str(port), "--log-level", "warning"], cwd=ROOT, env=env)
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
+                "app.main:create_app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+            ],
+            cwd=ROOT,
+            env=env,
+        )
         try:
             with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300) as client:
                 deadline = time.monotonic() + 120
@@ -94,22 +108,40 @@ def _run(client: httpx.Client) -> None:
     rng = random.Random(0)
     groups: dict[str, list[int]] = {}
     for name in ("brick", "grass"):
-        image = client.post("/api/images", files={"file": (f"{name}.png", _png(name),
-                                                           "image/png")}).json()
-        groups[name] = [client.post(f"/api/images/{image['id']}/boxes", json={
-            "x": rng.uniform(0, 380), "y": rng.uniform(0, 380), "w": rng.uniform(40, 130),
-            "h": rng.uniform(40, 130), "label": name}).json()["id"] for _ in range(50)]
+        image = client.post(
+            "/api/images", files={"file": (f"{name}.png", _png(name), "image/png")}
+        ).json()
+        groups[name] = [
+            client.post(
+                f"/api/images/{image['id']}/boxes",
+                json={
+                    "x": rng.uniform(0, 380),
+                    "y": rng.uniform(0, 380),
+                    "w": rng.uniform(40, 130),
+                    "h": rng.uniform(40, 130),
+                    "label": name,
+                },
+            ).json()["id"]
+            for _ in range(50)
+        ]
     body = {"groups": groups, "layer": LAYER, "measure": "mmd", "descriptor": "pixels"}
     _times(lambda i: client.post("/api/distances", json={**body, "seed": 10_000 + i}), 2)
-    _report("distances 2×50 boxes, features cached",
-            _times(lambda i: client.post("/api/distances", json={**body, "seed": i}), 30), 150)
+    _report(
+        "distances 2×50 boxes, features cached",
+        _times(lambda i: client.post("/api/distances", json={**body, "seed": i}), 30),
+        150,
+    )
 
-    cat = client.post("/api/images", files={"file": ("chelsea.png", _png("chelsea"),
-                                                     "image/png")}).json()
-    box = client.post(f"/api/images/{cat['id']}/boxes", json={
-        "x": 140, "y": 20, "w": 180, "h": 210, "label": "cat"}).json()
-    client.post(f"/api/images/{cat['id']}/boxes", json={"x": 0, "y": 0, "w": 60, "h": 60,
-                                                        "label": "corner"})
+    cat = client.post(
+        "/api/images", files={"file": ("chelsea.png", _png("chelsea"), "image/png")}
+    ).json()
+    box = client.post(
+        f"/api/images/{cat['id']}/boxes",
+        json={"x": 140, "y": 20, "w": 180, "h": 210, "label": "cat"},
+    ).json()
+    client.post(
+        f"/api/images/{cat['id']}/boxes", json={"x": 0, "y": 0, "w": 60, "h": 60, "label": "corner"}
+    )
     heat = {"image_id": cat["id"], "layer": LAYER, "method": "gradcam"}
     client.post("/api/heatmaps", json=heat)
 
@@ -122,13 +154,17 @@ def _run(client: httpx.Client) -> None:
 
     moved.elapsed = []  # type: ignore[attr-defined]
     _times(moved, 30)
-    _report("heat map, cached image, a box moved (rescored)",
-            moved.elapsed, 100)  # type: ignore[attr-defined]
-    _report("heat map, same request again (results table)",
-            _times(lambda i: client.post("/api/heatmaps", json=heat), 30), None)
-    _report("heat map computed (another target each time)",
-            _times(lambda i: client.post("/api/heatmaps", json={**heat, "target": 300 + i}),
-                   5), None)
+    _report("heat map, cached image, a box moved (rescored)", moved.elapsed, 100)  # type: ignore[attr-defined]
+    _report(
+        "heat map, same request again (results table)",
+        _times(lambda i: client.post("/api/heatmaps", json=heat), 30),
+        None,
+    )
+    _report(
+        "heat map computed (another target each time)",
+        _times(lambda i: client.post("/api/heatmaps", json={**heat, "target": 300 + i}), 5),
+        None,
+    )
 
 
 if __name__ == "__main__":

@@ -51,24 +51,24 @@ def _sources() -> tuple[list[np.ndarray], list[np.ndarray]]:
     return [rgb(n) for n in _PHOTOS], [rgb(n) for n in _TEXTURES]
 
 
-def _synthetic_png(rng: np.random.Generator, photos: list[np.ndarray],
-                   textures: list[np.ndarray]) -> bytes:
+def _synthetic_png(
+    rng: np.random.Generator, photos: list[np.ndarray], textures: list[np.ndarray]
+) -> bytes:
     """A 320×240 texture with a scaled crop of a photo pasted at a random place."""
     texture = textures[rng.integers(len(textures))]
     y, x = rng.integers(0, texture.shape[0] - 240), rng.integers(0, texture.shape[1] - 320)
-    canvas = texture[y:y + 240, x:x + 320].copy()
+    canvas = texture[y : y + 240, x : x + 320].copy()
     photo = photos[rng.integers(len(photos))]
     h, w = int(rng.integers(60, 200)), int(rng.integers(60, 280))
     crop = np.asarray(Image.fromarray(photo).resize((w, h), Image.Resampling.BILINEAR))
     top, left = int(rng.integers(0, 240 - h + 1)), int(rng.integers(0, 320 - w + 1))
-    canvas[top:top + h, left:left + w] = crop
+    canvas[top : top + h, left : left + w] = crop
     buffer = io.BytesIO()
     Image.fromarray(canvas).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
-def _fill(store: Store, images: int, boxes_per_image: int, labels: list[str],
-          seed: int) -> None:
+def _fill(store: Store, images: int, boxes_per_image: int, labels: list[str], seed: int) -> None:
     rng = np.random.default_rng(seed)
     photos, textures = _sources()
     for k in range(images):
@@ -76,8 +76,13 @@ def _fill(store: Store, images: int, boxes_per_image: int, labels: list[str],
         label = labels[k * len(labels) // images]
         sizes = rng.uniform([8, 8], [200, 150], size=(boxes_per_image, 2))
         corners = rng.uniform(0, 1, size=(boxes_per_image, 2)) * ([320, 240] - sizes)
-        store.add_boxes(image.id, [(float(x), float(y), float(w), float(h), label)
-                                   for (x, y), (w, h) in zip(corners, sizes, strict=True)])
+        store.add_boxes(
+            image.id,
+            [
+                (float(x), float(y), float(w), float(h), label)
+                for (x, y), (w, h) in zip(corners, sizes, strict=True)
+            ],
+        )
 
 
 def _disk_bytes(store: Store) -> tuple[int, int]:
@@ -97,7 +102,7 @@ def _throughput(root: Path) -> None:
         boxes = store.boxes()
         images = store.images()
         inputs = [prepare_input(model, store.load_decoded(image)) for image in images]
-        batches = [torch.stack(inputs[i:i + _BATCH]) for i in range(0, len(inputs), _BATCH)]
+        batches = [torch.stack(inputs[i : i + _BATCH]) for i in range(0, len(inputs), _BATCH)]
         files_before, db_before = _disk_bytes(store)
         extract_boxes(store, model, boxes[:5], _LAYERS, batch_size=_BATCH)  # trace once
 
@@ -125,20 +130,24 @@ def _throughput(root: Path) -> None:
                 wall[name] = min(wall[name], time.perf_counter() - start)
                 cpu[name] = min(cpu[name], time.process_time() - start_cpu)
         n = len(images)
-        print(f"extract {n} images / {len(boxes)} boxes, 2 layers, batch {_BATCH} (decode, "
-              f"regions and store included): {n / wall['pipeline']:.1f} img/s; bare model(x) "
-              f"{n / wall['bare']:.1f} img/s = {wall['bare'] / wall['pipeline']:.2f}x; bare "
-              f"forward of the same 2 layers {n / wall['layers']:.1f} img/s = "
-              f"{wall['layers'] / wall['pipeline']:.2f}x (goal >= 0.9x); CPU seconds: "
-              f"bare forward of the layers / pipeline = {cpu['layers'] / cpu['pipeline']:.2f}x")
+        print(
+            f"extract {n} images / {len(boxes)} boxes, 2 layers, batch {_BATCH} (decode, "
+            f"regions and store included): {n / wall['pipeline']:.1f} img/s; bare model(x) "
+            f"{n / wall['bare']:.1f} img/s = {wall['bare'] / wall['pipeline']:.2f}x; bare "
+            f"forward of the same 2 layers {n / wall['layers']:.1f} img/s = "
+            f"{wall['layers'] / wall['pipeline']:.2f}x (goal >= 0.9x); CPU seconds: "
+            f"bare forward of the layers / pipeline = {cpu['layers'] / cpu['pipeline']:.2f}x"
+        )
         store.features.compact(min_dead_share=0.01)
         stats = store.features.stats()
         files, db = _disk_bytes(store)
         added = (files - files_before) + (db - db_before)
-        print(f"store size: {stats.rows} descriptors, raw {stats.raw_bytes / 1e6:.2f} MB, "
-              f"files {(files - files_before) / 1e6:.2f} MB + index "
-              f"{(db - db_before) / 1e6:.3f} MB = {added / stats.raw_bytes:.3f}x raw "
-              "(goal <= 1.10x)")
+        print(
+            f"store size: {stats.rows} descriptors, raw {stats.raw_bytes / 1e6:.2f} MB, "
+            f"files {(files - files_before) / 1e6:.2f} MB + index "
+            f"{(db - db_before) / 1e6:.3f} MB = {added / stats.raw_bytes:.3f}x raw "
+            "(goal <= 1.10x)"
+        )
     finally:
         store.close()
 
@@ -151,10 +160,13 @@ def _distances(root: Path) -> None:
         _fill(store, images=50, boxes_per_image=200, labels=["day", "night"], seed=2)
         start = time.perf_counter()
         report, _ = extract_boxes(store, model, store.boxes(), ["conv_head"], batch_size=_BATCH)
-        print(f"extract {report.boxes} boxes on {report.images} images at conv_head: "
-              f"{time.perf_counter() - start:.1f}s")
-        boxes = [b for members in resolve_groups(store, None, ["day", "night"]).values()
-                 for b in members]
+        print(
+            f"extract {report.boxes} boxes on {report.images} images at conv_head: "
+            f"{time.perf_counter() - start:.1f}s"
+        )
+        boxes = [
+            b for members in resolve_groups(store, None, ["day", "night"]).values() for b in members
+        ]
         start = time.perf_counter()
         features = box_descriptors(store, model, boxes, ["conv_head"], "gap")["conv_head"]
         read = time.perf_counter() - start
@@ -165,17 +177,21 @@ def _distances(root: Path) -> None:
             start = time.perf_counter()
             measure(day, night)
             timings.append(f"{name} {time.perf_counter() - start:.2f}s")
-        print(f"read 10,000 gap descriptors from the store: {read:.2f}s; the measures alone "
-              f"on 5,000 vs 5,000: {', '.join(timings)}")
+        print(
+            f"read 10,000 gap descriptors from the store: {read:.2f}s; the measures alone "
+            f"on 5,000 vs 5,000: {', '.join(timings)}"
+        )
         for measure_name in ("euclidean", "mmd"):
             groups = resolve_groups(store, None, ["day", "night"])
             request = DistanceRequest("efficientnet_lite0", "conv_head", measure_name, "gap")
             start = time.perf_counter()
             answer = distances(store, settings, model, groups, request)
             took = time.perf_counter() - start
-            print(f"distances day/night from the store, {answer['sizes']} boxes, gap, "
-                  f"{measure_name} (whole service call): {took:.2f}s (goal < 1s), "
-                  f"value {answer['matrix'][0][1]:.4g}")
+            print(
+                f"distances day/night from the store, {answer['sizes']} boxes, gap, "
+                f"{measure_name} (whole service call): {took:.2f}s (goal < 1s), "
+                f"value {answer['matrix'][0][1]:.4g}"
+            )
     finally:
         store.close()
 

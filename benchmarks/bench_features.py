@@ -15,8 +15,16 @@ from app.engine.preprocess import to_input
 from app.images import DecodedImage, decode_image
 from benchmarks._timing import best_time
 
-_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "cat", "hubble_deep_field",
-           "immunohistochemistry", "retina")
+_PHOTOS = (
+    "astronaut",
+    "chelsea",
+    "coffee",
+    "rocket",
+    "cat",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "retina",
+)
 
 
 def _photos(count: int) -> list[DecodedImage]:
@@ -53,16 +61,20 @@ def main() -> None:
     for _ in range(3):
         forward = min(forward, best_time(bare, repeats=1))
         extracted = min(extracted, best_time(extraction, repeats=1))
-    print(f"extract 64 photos at 224 (2 layers, preprocessing included) / bare model(x): "
-          f"{extracted / forward:.2f}x  ({extracted:.3f}s vs {forward:.3f}s; goal <= 1.15x)")
+    print(
+        f"extract 64 photos at 224 (2 layers, preprocessing included) / bare model(x): "
+        f"{extracted / forward:.2f}x  ({extracted:.3f}s vs {forward:.3f}s; goal <= 1.15x)"
+    )
 
     cache = FeatureCache(max_bytes=1 << 30)
     start = time.perf_counter()
     extract(model, images, layers, batch_size=64, cache=cache)
     first = time.perf_counter() - start
     again = best_time(lambda: extract(model, images, layers, batch_size=64, cache=cache), repeats=5)
-    print(f"cached re-request speed-up: {first / again:.0f}x  ({first:.3f}s vs "
-          f"{again * 1000:.2f}ms; goal >= 50x)")
+    print(
+        f"cached re-request speed-up: {first / again:.0f}x  ({first:.3f}s vs "
+        f"{again * 1000:.2f}ms; goal >= 50x)"
+    )
 
 
 if __name__ == "__main__":

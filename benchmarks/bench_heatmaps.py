@@ -39,8 +39,10 @@ def main() -> None:
     boxes = [Box(150 * i, 40 * i, 220, 310) for i in range(5)]
     sort = best_time(lambda: np.sort(heat.reshape(-1)))
     scores = best_time(lambda: score_boxes(heat, boxes))
-    print(f"all localisation scores, 5 boxes on 1000×1000: {scores * 1000:.0f} ms = "
-          f"{scores / sort:.1f}× one sort of the map")
+    print(
+        f"all localisation scores, 5 boxes on 1000×1000: {scores * 1000:.0f} ms = "
+        f"{scores / sort:.1f}× one sort of the map"
+    )
 
 
 # Peak RSS only grows, so it is measured in a fresh process. A native-mode input at the
@@ -61,10 +63,11 @@ print((after - before) // 1024)
 
 
 def _scorecam_peak_memory() -> str:
-    out = subprocess.run([sys.executable, "-c", _PEAK], capture_output=True, text=True,
-                         check=True)
-    return (f"  scorecam at bn2, 1×3×768×1024 input, default batch budget: peak RSS "
-            f"+{out.stdout.strip()} MiB")
+    out = subprocess.run([sys.executable, "-c", _PEAK], capture_output=True, text=True, check=True)
+    return (
+        f"  scorecam at bn2, 1×3×768×1024 input, default batch budget: peak RSS "
+        f"+{out.stdout.strip()} MiB"
+    )
 
 
 if __name__ == "__main__":

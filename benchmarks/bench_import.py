@@ -39,11 +39,13 @@ def main() -> None:
             store.close()
     assert (first.images_added, first.boxes_added) == (IMAGES, IMAGES * BOXES_PER_IMAGE)
     assert (again.images_added, again.boxes_added) == (0, 0)
-    print(f"import COCO {IMAGES} images / {IMAGES * BOXES_PER_IMAGE} boxes (320x240): "
-          f"{imported:.1f}s (goal < 60 s; {IMAGES / imported:.0f} images/s); re-import "
-          f"adding nothing {reimported:.1f}s ({reimported / imported:.2f}x); generating the "
-          f"dataset {generated:.1f}s; peak RSS {_peak_mib():.0f} MiB, {before_mib:.0f} MiB "
-          "of it before the import (torch and the libraries)")
+    print(
+        f"import COCO {IMAGES} images / {IMAGES * BOXES_PER_IMAGE} boxes (320x240): "
+        f"{imported:.1f}s (goal < 60 s; {IMAGES / imported:.0f} images/s); re-import "
+        f"adding nothing {reimported:.1f}s ({reimported / imported:.2f}x); generating the "
+        f"dataset {generated:.1f}s; peak RSS {_peak_mib():.0f} MiB, {before_mib:.0f} MiB "
+        "of it before the import (torch and the libraries)"
+    )
 
 
 def _peak_mib() -> float:

@@ -19,49 +19,138 @@ from typing import Any
 _LIMIT = 2 * 2**30
 _THREE = [[640, 480], [800, 600], [500, 400]]
 CASES: list[tuple[str, dict[str, Any]]] = [
-    ("distances mutual_information bins=256 grid 16×16 (327,680 dims)", {
-        "images": _THREE[:2], "boxes": [20, 20], "endpoint": "/api/distances",
-        "body": {"labels": "{labels}", "layer": "conv_head", "measure": "mutual_information",
-                 "descriptor": "grid", "grid_size": 16, "options": {"bins": 256}}}),
-    ("distances mahalanobis grid 2×2 (5,120 dims)", {
-        "images": _THREE[:2], "boxes": [10, 10], "endpoint": "/api/distances",
-        "body": {"labels": "{labels}", "layer": "conv_head", "measure": "mahalanobis",
-                 "descriptor": "grid", "grid_size": 2}}),
-    ("distances mmd pixels 8×8, 100 permutations", {
-        "images": _THREE[:2], "boxes": [40, 40], "endpoint": "/api/distances",
-        "body": {"labels": "{labels}", "layer": "conv_head", "measure": "mmd",
-                 "descriptor": "pixels", "grid_size": 8, "permutations": 100}}),
-    ("separation grid 8×8 at 3 layers, 150 boxes", {
-        "images": _THREE, "boxes": [50, 50, 50], "endpoint": "/api/separation",
-        "body": {"labels": "{labels}", "layers": ["blocks.2.0.bn2", "blocks.5.1.add",
-                                                  "conv_head"],
-                 "measure": "euclidean", "descriptor": "grid", "grid_size": 8}}),
-    ("embeddings t-SNE of 600 boxes", {
-        "images": _THREE, "boxes": [300, 300], "endpoint": "/api/embeddings",
-        "body": {"labels": "{labels}", "layer": "conv_head", "method": "tsne"}}),
-    ("heatmaps gradcam native 2400×1800 at conv_head", {
-        "images": [[2400, 1800]], "endpoint": "/api/heatmaps",
-        "body": {"image_id": "{image_id}", "layer": "conv_head", "method": "gradcam",
-                 "mode": "native"}}),
-    ("heatmaps scorecam on a 4000×3000 photo", {
-        "images": [[4000, 3000]], "endpoint": "/api/heatmaps",
-        "body": {"image_id": "{image_id}", "layer": "bn2", "method": "scorecam"}}),
-    ("predictions native on a 4000×3000 photo", {
-        "images": [[4000, 3000]], "endpoint": "/api/predictions",
-        "body": {"image_id": "{image_id}", "mode": "native"}}),
-    ("refused: distances mmd pixels 16×16 over 3 × 400 boxes", {
-        "images": _THREE, "boxes": [400, 400, 400], "endpoint": "/api/distances",
-        "body": {"labels": "{labels}", "layer": "conv_head", "measure": "mmd",
-                 "descriptor": "pixels", "grid_size": 16}}),
+    (
+        "distances mutual_information bins=256 grid 16×16 (327,680 dims)",
+        {
+            "images": _THREE[:2],
+            "boxes": [20, 20],
+            "endpoint": "/api/distances",
+            "body": {
+                "labels": "{labels}",
+                "layer": "conv_head",
+                "measure": "mutual_information",
+                "descriptor": "grid",
+                "grid_size": 16,
+                "options": {"bins": 256},
+            },
+        },
+    ),
+    (
+        "distances mahalanobis grid 2×2 (5,120 dims)",
+        {
+            "images": _THREE[:2],
+            "boxes": [10, 10],
+            "endpoint": "/api/distances",
+            "body": {
+                "labels": "{labels}",
+                "layer": "conv_head",
+                "measure": "mahalanobis",
+                "descriptor": "grid",
+                "grid_size": 2,
+            },
+        },
+    ),
+    (
+        "distances mmd pixels 8×8, 100 permutations",
+        {
+            "images": _THREE[:2],
+            "boxes": [40, 40],
+            "endpoint": "/api/distances",
+            "body": {
+                "labels": "{labels}",
+                "layer": "conv_head",
+                "measure": "mmd",
+                "descriptor": "pixels",
+                "grid_size": 8,
+                "permutations": 100,
+            },
+        },
+    ),
+    (
+        "separation grid 8×8 at 3 layers, 150 boxes",
+        {
+            "images": _THREE,
+            "boxes": [50, 50, 50],
+            "endpoint": "/api/separation",
+            "body": {
+                "labels": "{labels}",
+                "layers": ["blocks.2.0.bn2", "blocks.5.1.add", "conv_head"],
+                "measure": "euclidean",
+                "descriptor": "grid",
+                "grid_size": 8,
+            },
+        },
+    ),
+    (
+        "embeddings t-SNE of 600 boxes",
+        {
+            "images": _THREE,
+            "boxes": [300, 300],
+            "endpoint": "/api/embeddings",
+            "body": {"labels": "{labels}", "layer": "conv_head", "method": "tsne"},
+        },
+    ),
+    (
+        "heatmaps gradcam native 2400×1800 at conv_head",
+        {
+            "images": [[2400, 1800]],
+            "endpoint": "/api/heatmaps",
+            "body": {
+                "image_id": "{image_id}",
+                "layer": "conv_head",
+                "method": "gradcam",
+                "mode": "native",
+            },
+        },
+    ),
+    (
+        "heatmaps scorecam on a 4000×3000 photo",
+        {
+            "images": [[4000, 3000]],
+            "endpoint": "/api/heatmaps",
+            "body": {"image_id": "{image_id}", "layer": "bn2", "method": "scorecam"},
+        },
+    ),
+    (
+        "predictions native on a 4000×3000 photo",
+        {
+            "images": [[4000, 3000]],
+            "endpoint": "/api/predictions",
+            "body": {"image_id": "{image_id}", "mode": "native"},
+        },
+    ),
+    (
+        "refused: distances mmd pixels 16×16 over 3 × 400 boxes",
+        {
+            "images": _THREE,
+            "boxes": [400, 400, 400],
+            "endpoint": "/api/distances",
+            "body": {
+                "labels": "{labels}",
+                "layer": "conv_head",
+                "measure": "mmd",
+                "descriptor": "pixels",
+                "grid_size": 16,
+            },
+        },
+    ),
 ]
 
 
 def run_case(spec: dict[str, Any], timeout: float = 120) -> dict[str, Any]:
     """One case in a fresh process (``benchmarks._rss``); its JSON answer."""
-    env = {**os.environ, "FEATUREGAP_TORCH_THREADS": os.environ.get(
-        "FEATUREGAP_TORCH_THREADS", "2")}
-    done = subprocess.run([sys.executable, "-m", "benchmarks._rss", json.dumps(spec)],
-                          capture_output=True, text=True, timeout=timeout, env=env, check=True)
+    env = {
+        **os.environ,
+        "FEATUREGAP_TORCH_THREADS": os.environ.get("FEATUREGAP_TORCH_THREADS", "2"),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks._rss", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=True,
+    )
     answer: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return answer
 
@@ -72,9 +161,12 @@ def main() -> None:
         out = run_case(spec)
         growth, estimate = out["growth"], out["estimate"]
         worst = max(worst, growth if out["status"] == 200 else 0)
-        print(f"{name}: HTTP {out['status']}, peak RSS +{growth / 2**20:.0f} MiB, estimate "
-              f"{estimate / 2**20:.0f} MiB (measured/estimate {growth / estimate:.2f}), "
-              f"{out['seconds']:.1f} s", flush=True)
+        print(
+            f"{name}: HTTP {out['status']}, peak RSS +{growth / 2**20:.0f} MiB, estimate "
+            f"{estimate / 2**20:.0f} MiB (measured/estimate {growth / estimate:.2f}), "
+            f"{out['seconds']:.1f} s",
+            flush=True,
+        )
     verdict = "under" if worst < _LIMIT else "OVER"
     print(f"worst accepted request: +{worst / 2**20:.0f} MiB, {verdict} 2 GiB")
 

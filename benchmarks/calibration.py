@@ -41,8 +41,18 @@ from app.engine.models import LoadedModel, get_model
 from app.engine.regions import region_descriptors
 from app.images import DecodedImage, decode_image
 
-__all__ = ["BENCH_LIMITS", "LAYERS", "MEASURES", "SCENARIOS", "Bank", "Row", "Spec",
-           "calibration_rates", "precompute", "print_table"]
+__all__ = [
+    "BENCH_LIMITS",
+    "LAYERS",
+    "MEASURES",
+    "SCENARIOS",
+    "Bank",
+    "Row",
+    "Spec",
+    "calibration_rates",
+    "precompute",
+    "print_table",
+]
 
 TEXTURES = ("brick", "grass", "gravel")
 LAYERS = ("conv_head", "blocks.4.2.add")
@@ -131,7 +141,9 @@ def _boxes(rng: np.random.Generator, width: int, height: int, count: int) -> lis
 
 
 def _describe(
-    model: LoadedModel, images: Sequence[DecodedImage], boxes: Sequence[Sequence[Box]],
+    model: LoadedModel,
+    images: Sequence[DecodedImage],
+    boxes: Sequence[Sequence[Box]],
     layers: Sequence[str],
 ) -> dict[str, dict[str, torch.Tensor]]:
     maps = extract(model, images, layers, mode="resize", cache=FeatureCache(0))
@@ -148,8 +160,13 @@ def _describe(
 
 
 def precompute(
-    model: LoadedModel | None = None, *, boxes: int = 64, crops: int = 16, crop_side: int = 256,
-    layers: Sequence[str] = LAYERS, seed: int = 0,
+    model: LoadedModel | None = None,
+    *,
+    boxes: int = 64,
+    crops: int = 16,
+    crop_side: int = 256,
+    layers: Sequence[str] = LAYERS,
+    seed: int = 0,
 ) -> Bank:
     """Descriptors of ``boxes`` random boxes on each whole texture photo and of 4 random
     boxes on each of ``crops`` random ``crop_side``-px crops per texture."""
@@ -167,8 +184,9 @@ def precompute(
         for _ in range(crops):
             x0 = int(rng.integers(0, width - crop_side + 1))
             y0 = int(rng.integers(0, height - crop_side + 1))
-            images.append(_decoded(np.ascontiguousarray(
-                photo[y0:y0 + crop_side, x0:x0 + crop_side])))
+            images.append(
+                _decoded(np.ascontiguousarray(photo[y0 : y0 + crop_side, x0 : x0 + crop_side]))
+            )
             their_boxes.append(_boxes(rng, crop_side, crop_side, 4))
         cropped[name] = _describe(model, images, their_boxes, layers)
     return Bank(whole=whole, crops=cropped)
@@ -246,15 +264,22 @@ def calibration_rates(
     # which dominates (and explodes on a busy machine) at these sizes.
     torch.set_num_threads(1)
     try:
-        return _rates(repetitions, bank, measures, layers, scenarios, permutations, alpha, seed,
-                      limits or {})
+        return _rates(
+            repetitions, bank, measures, layers, scenarios, permutations, alpha, seed, limits or {}
+        )
     finally:
         torch.set_num_threads(threads)
 
 
 def _rates(
-    repetitions: int, bank: Bank, measures: Sequence[Spec], layers: Sequence[str],
-    scenarios: Sequence[str], permutations: int, alpha: float, seed: int,
+    repetitions: int,
+    bank: Bank,
+    measures: Sequence[Spec],
+    layers: Sequence[str],
+    scenarios: Sequence[str],
+    permutations: int,
+    alpha: float,
+    seed: int,
     limits: Mapping[tuple[str, str], int],
 ) -> list[Row]:
     out: list[Row] = []
@@ -272,18 +297,33 @@ def _rates(
                     # 4 vs 4 images: all 70 splits, so the test is exact.
                     asked = permutations if scenario == SCENARIOS[0] else max(permutations, 70)
                     res = permutation_test(
-                        spec.fn, x, y, design, permutations=asked, seed=rep,
-                        alpha=alpha, mmd_options=spec.mmd_options,
+                        spec.fn,
+                        x,
+                        y,
+                        design,
+                        permutations=asked,
+                        seed=rep,
+                        alpha=alpha,
+                        mmd_options=spec.mmd_options,
                     )
                     hits += res.p_value is not None and res.p_value <= alpha
                     exact, min_p = exact and res.exact, max(min_p, res.min_p)
                 ci = binomtest(hits, reps).proportion_ci(0.95, method="exact")
-                out.append(Row(
-                    scenario=scenario, measure=spec.label, layer=layer,
-                    repetitions=reps, rejections=hits, rate=hits / reps,
-                    low=float(ci.low), high=float(ci.high), exact=exact, min_p=min_p,
-                    seconds=time.perf_counter() - start,
-                ))
+                out.append(
+                    Row(
+                        scenario=scenario,
+                        measure=spec.label,
+                        layer=layer,
+                        repetitions=reps,
+                        rejections=hits,
+                        rate=hits / reps,
+                        low=float(ci.low),
+                        high=float(ci.high),
+                        exact=exact,
+                        min_p=min_p,
+                        seconds=time.perf_counter() - start,
+                    )
+                )
     return out
 
 
@@ -292,9 +332,12 @@ def print_table(rows: Sequence[Row]) -> None:
     print("| scenario | measure | layer | rate | 95% CI | exact | min p | s |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
-        print(f"| {r.scenario} | {r.measure} | {r.layer} | {r.rate:.3f} "
-              f"({r.rejections}/{r.repetitions}) | [{r.low:.3f}, {r.high:.3f}] | "
-              f"{'yes' if r.exact else 'no'} | {r.min_p:.3f} | {r.seconds:.1f} |", flush=True)
+        print(
+            f"| {r.scenario} | {r.measure} | {r.layer} | {r.rate:.3f} "
+            f"({r.rejections}/{r.repetitions}) | [{r.low:.3f}, {r.high:.3f}] | "
+            f"{'yes' if r.exact else 'no'} | {r.min_p:.3f} | {r.seconds:.1f} |",
+            flush=True,
+        )
 
 
 def main(repetitions: int = 500) -> None:

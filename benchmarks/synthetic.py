@@ -106,13 +106,14 @@ def _textures() -> list[np.ndarray]:
     return [np.asarray(getattr(data, name)()) for name in TEXTURES]
 
 
-def _scene(rng: np.random.Generator, size: tuple[int, int], count: int, domain: Domain
-           ) -> tuple[Image.Image, list[LabeledBox]]:
+def _scene(
+    rng: np.random.Generator, size: tuple[int, int], count: int, domain: Domain
+) -> tuple[Image.Image, list[LabeledBox]]:
     width, height = size
     texture = _textures()[int(rng.integers(len(TEXTURES)))]
     top = int(rng.integers(texture.shape[0] - height + 1)) if texture.shape[0] > height else 0
     left = int(rng.integers(texture.shape[1] - width + 1)) if texture.shape[1] > width else 0
-    background = Image.fromarray(texture[top:top + height, left:left + width]).convert("RGB")
+    background = Image.fromarray(texture[top : top + height, left : left + width]).convert("RGB")
     canvas = background.resize(size) if background.size != size else background
     boxes = []
     for _ in range(count):
@@ -175,8 +176,10 @@ def make_dataset(
     if unknown:
         raise ValueError(f"unknown formats {sorted(unknown)}; use coco, voc and/or yolo")
     if images < 0 or boxes_per_image < 0 or min(size) < _MIN_SIDE:
-        raise ValueError(f"need images >= 0, boxes_per_image >= 0 and both sides of size "
-                         f">= {_MIN_SIDE}, got {images}, {boxes_per_image}, {size}")
+        raise ValueError(
+            f"need images >= 0, boxes_per_image >= 0 and both sides of size "
+            f">= {_MIN_SIDE}, got {images}, {boxes_per_image}, {size}"
+        )
     root = Path(root)
     images_dir = root / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
@@ -199,8 +202,10 @@ def make_dataset(
     coco = voc_dir = yolo_dir = classes_file = None
     if "coco" in formats:
         ids = {name: i + 1 for i, name in enumerate(file_names)}
-        document = write_coco([CocoImage(ids[n], n, width, height) for n in file_names],
-                              [(box_id, ids[name], box) for box_id, name, box in boxes])
+        document = write_coco(
+            [CocoImage(ids[n], n, width, height) for n in file_names],
+            [(box_id, ids[name], box) for box_id, name, box in boxes],
+        )
         coco = root / "annotations.json"
         coco.write_text(json.dumps(document))
     if "voc" in formats:
@@ -212,7 +217,8 @@ def make_dataset(
             target.unlink(missing_ok=True)
             _link(images_dir / name, target)
             (voc_dir / "Annotations" / f"{Path(name).stem}.xml").write_text(
-                write_voc(name, width, height, scene_boxes), encoding="utf-8")
+                write_voc(name, width, height, scene_boxes), encoding="utf-8"
+            )
     if "yolo" in formats:
         yolo_dir = root / "yolo"
         (yolo_dir / "images").mkdir(parents=True, exist_ok=True)
@@ -225,8 +231,9 @@ def make_dataset(
             _link(images_dir / name, target)
             lines = write_yolo(width, height, list(enumerate(scene_boxes)), CLASSES)
             (yolo_dir / "labels" / f"{Path(name).stem}.txt").write_text(lines)
-    return SyntheticDataset(root, images_dir, coco, voc_dir, yolo_dir, classes_file,
-                            file_names, boxes, domain)
+    return SyntheticDataset(
+        root, images_dir, coco, voc_dir, yolo_dir, classes_file, file_names, boxes, domain
+    )
 
 
 def main() -> None:
@@ -236,9 +243,12 @@ def main() -> None:
     args = sys.argv[1:]
     if not args:
         raise SystemExit("usage: python -m benchmarks.synthetic OUT [images] [boxes] [grey]")
-    dataset = make_dataset(args[0], int(args[1]) if len(args) > 1 else 20,
-                           int(args[2]) if len(args) > 2 else 5,
-                           domain="grey" if "grey" in args[3:] else "colour")
+    dataset = make_dataset(
+        args[0],
+        int(args[1]) if len(args) > 1 else 20,
+        int(args[2]) if len(args) > 2 else 5,
+        domain="grey" if "grey" in args[3:] else "colour",
+    )
     print(f"{len(dataset.file_names)} images, {len(dataset.boxes)} boxes in {dataset.root}")
 
 

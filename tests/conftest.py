@@ -81,14 +81,14 @@ class _RealModelsRefused(dict[tuple[str, str], "LoadedModel"]):
         from app.engine.models import BUILTIN_MODELS
 
         if isinstance(key, tuple) and key and key[0] in BUILTIN_MODELS:
-            raise AssertionError(f"this test loads the real model {key[0]!r}: mark it "
-                                 "@pytest.mark.slow")
+            raise AssertionError(
+                f"this test loads the real model {key[0]!r}: mark it @pytest.mark.slow"
+            )
         return super().__contains__(key)
 
 
 @pytest.fixture(autouse=True)
-def _real_model_needs_slow(request: pytest.FixtureRequest,
-                           monkeypatch: pytest.MonkeyPatch) -> None:
+def _real_model_needs_slow(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test that loads the real model carries ``slow`` (so ``-m "not slow"`` is fast)."""
     if request.node.get_closest_marker("slow") is not None:
         return

@@ -29,9 +29,21 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.mark.slow
 def test_predict_json_through_the_console_entry(photos: dict[str, Path]) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "app.cli", "predict", str(photos["chelsea"]),
-         str(photos["coffee"]), "--top", "3", "--json"],
-        capture_output=True, text=True, check=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "predict",
+            str(photos["chelsea"]),
+            str(photos["coffee"]),
+            "--top",
+            "3",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
     )
     results = json.loads(done.stdout)
     assert [r["image"] for r in results] == [str(photos["chelsea"]), str(photos["coffee"])]
@@ -65,9 +77,25 @@ def test_heatmap_writes_an_overlay_and_scores(
     from app.images import decode_image
 
     out = tmp_path / "overlay.png"
-    status = main(["heatmap", str(photos["chelsea"]), "--layer", "bn2", "--method", "mean",
-                   "--box", "140,20,180,210", "--label", "cat", "--box", "400,250,100,100",
-                   "-o", str(out), "--json"])
+    status = main(
+        [
+            "heatmap",
+            str(photos["chelsea"]),
+            "--layer",
+            "bn2",
+            "--method",
+            "mean",
+            "--box",
+            "140,20,180,210",
+            "--label",
+            "cat",
+            "--box",
+            "400,250,100,100",
+            "-o",
+            str(out),
+            "--json",
+        ]
+    )
     assert status == 0
     report = json.loads(capsys.readouterr().out)
     overlay = Image.open(out)
@@ -86,16 +114,28 @@ def test_heatmap_writes_an_overlay_and_scores(
 _SLOW = pytest.mark.slow  # these load the real model before they fail
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    (["layers", "--model", "nope"], "unknown model 'nope'; use one of efficientnet_lite0"),
-    pytest.param(["predict", "/no/such/file.png"], "cannot read", marks=_SLOW),
-    pytest.param(["heatmap", "IMG", "--layer", "bn3", "--box", "1,1,5,5", "-o", "x.png"],
-                 "unknown layer", marks=_SLOW),
-    pytest.param(["heatmap", "IMG", "--layer", "bn2", "--box", "900,1,5,5", "-o", "x.png"],
-                 "outside", marks=_SLOW),
-])
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["layers", "--model", "nope"], "unknown model 'nope'; use one of efficientnet_lite0"),
+        pytest.param(["predict", "/no/such/file.png"], "cannot read", marks=_SLOW),
+        pytest.param(
+            ["heatmap", "IMG", "--layer", "bn3", "--box", "1,1,5,5", "-o", "x.png"],
+            "unknown layer",
+            marks=_SLOW,
+        ),
+        pytest.param(
+            ["heatmap", "IMG", "--layer", "bn2", "--box", "900,1,5,5", "-o", "x.png"],
+            "outside",
+            marks=_SLOW,
+        ),
+    ],
+)
 def test_bad_input_is_one_line_on_stderr(
-    argv: list[str], message: str, photos: dict[str, Path], tmp_path: Path,
+    argv: list[str],
+    message: str,
+    photos: dict[str, Path],
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     argv = [str(photos["chelsea"]) if a == "IMG" else a for a in argv]
@@ -120,7 +160,7 @@ def test_commands_register_once() -> None:
 
 @pytest.mark.slow  # loads the real model before the image
 def test_an_image_past_the_decode_budget_is_a_message_not_a_traceback(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from app.config import get_settings
 

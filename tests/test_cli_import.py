@@ -27,13 +27,24 @@ def test_import_coco_reports_progress_skips_and_is_idempotent(
     coco = tmp_path / "coco.json"
     coco.write_text(json.dumps(document))
     report = tmp_path / "report.json"
-    args = ["import", "coco", str(coco), "--images", str(dataset.images_dir),
-            "--data-dir", str(tmp_path / "data"), "--report", str(report)]
+    args = [
+        "import",
+        "coco",
+        str(coco),
+        "--images",
+        str(dataset.images_dir),
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--report",
+        str(report),
+    ]
     assert main(args) == 0
     out, err = capsys.readouterr()
     assert "import coco: 100%" in err and "6/6" in err
-    assert out.splitlines()[0] == ("images: 5 added, 0 already stored (same bytes); boxes: 9 "
-                                   "added, 0 already there; 3 annotations skipped")
+    assert out.splitlines()[0] == (
+        "images: 5 added, 0 already stored (same bytes); boxes: 9 "
+        "added, 0 already there; 3 annotations skipped"
+    )
     assert "  2 skipped: no file 'missing.jpg' under the images folder" in out
     written = json.loads(report.read_text())
     assert (written["boxes_added"], written["annotations_skipped"]) == (9, 3)
@@ -43,25 +54,59 @@ def test_import_coco_reports_progress_skips_and_is_idempotent(
     }
     assert main([*args, "--quiet"]) == 0
     out, err = capsys.readouterr()
-    assert out.startswith("images: 0 added, 5 already stored (same bytes); boxes: 0 added, "
-                          "9 already there") and err == ""
+    assert (
+        out.startswith(
+            "images: 0 added, 5 already stored (same bytes); boxes: 0 added, 9 already there"
+        )
+        and err == ""
+    )
 
 
-def test_import_voc_and_yolo_folders(dataset: SyntheticDataset, tmp_path: Path,
-                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_import_voc_and_yolo_folders(
+    dataset: SyntheticDataset, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     data = str(tmp_path / "data")
     assert main(["import", "voc", str(dataset.voc_dir), "--data-dir", data, "--quiet"]) == 0
-    assert capsys.readouterr().out.startswith("images: 6 added, 0 already stored (same "
-                                              "bytes); boxes: 12 added")
-    assert main(["import", "yolo", str(dataset.yolo_dir), "--classes",
-                 str(dataset.classes_file), "--data-dir", data, "--quiet"]) == 0
-    assert capsys.readouterr().out.startswith("images: 0 added, 6 already stored (same "
-                                              "bytes); boxes: 0 added, 12 already there")
+    assert capsys.readouterr().out.startswith(
+        "images: 6 added, 0 already stored (same bytes); boxes: 12 added"
+    )
+    assert (
+        main(
+            [
+                "import",
+                "yolo",
+                str(dataset.yolo_dir),
+                "--classes",
+                str(dataset.classes_file),
+                "--data-dir",
+                data,
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert capsys.readouterr().out.startswith(
+        "images: 0 added, 6 already stored (same bytes); boxes: 0 added, 12 already there"
+    )
 
 
-def test_import_errors_exit_2_with_one_line(tmp_path: Path,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["import", "yolo", str(tmp_path), "--classes", str(tmp_path / "none.txt"),
-                 "--data-dir", str(tmp_path / "data")]) == 2
-    assert capsys.readouterr().err.startswith("featuregap import: error: cannot read the "
-                                              "classes file")
+def test_import_errors_exit_2_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        main(
+            [
+                "import",
+                "yolo",
+                str(tmp_path),
+                "--classes",
+                str(tmp_path / "none.txt"),
+                "--data-dir",
+                str(tmp_path / "data"),
+            ]
+        )
+        == 2
+    )
+    assert capsys.readouterr().err.startswith(
+        "featuregap import: error: cannot read the classes file"
+    )

@@ -43,8 +43,9 @@ def test_a_sixteen_bit_png_past_the_byte_budget_is_refused_naming_the_setting() 
     decode_image(data, max_pixels=LIMIT, max_bytes=needed)
 
 
-def test_sixteen_bit_rescaling_in_row_chunks_matches_float64(monkeypatch: pytest.MonkeyPatch
-                                                              ) -> None:
+def test_sixteen_bit_rescaling_in_row_chunks_matches_float64(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setattr(images, "_ROWS_PER_CHUNK", 7)  # many chunks and a ragged last one
     data, values = _png16(53, 45, seed=3)
     out = decode_image(data, max_pixels=LIMIT, max_bytes=10**7).array()

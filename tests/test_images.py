@@ -23,11 +23,14 @@ def _rgb(seed: int = 0, size: tuple[int, int] = (7, 5)) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
 
 
-@pytest.mark.parametrize(("data", "message"), [
-    (b"", "empty"),
-    (b"this is plain text, not a picture", "not a readable image"),
-    (b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj", "not a readable image"),
-])
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "empty"),
+        (b"this is plain text, not a picture", "not a readable image"),
+        (b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj", "not a readable image"),
+    ],
+)
 def test_unreadable_files(data: bytes, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         decode_image(data, max_pixels=LIMIT)
@@ -110,8 +113,9 @@ def test_cmyk_jpeg_becomes_rgb() -> None:
     assert mean[0] > 240 and mean[1] < 15 and mean[2] < 15
 
 
-@pytest.mark.parametrize(("orientation", "size"), [(1, (7, 5)), (3, (7, 5)), (6, (5, 7)),
-                                                    (8, (5, 7))])
+@pytest.mark.parametrize(
+    ("orientation", "size"), [(1, (7, 5)), (3, (7, 5)), (6, (5, 7)), (8, (5, 7))]
+)
 def test_exif_orientation_is_applied(orientation: int, size: tuple[int, int]) -> None:
     array = _rgb(4)  # stored 7 wide, 5 high
     exif = Image.Exif()

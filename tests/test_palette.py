@@ -26,8 +26,11 @@ def test_colours_stay_distinct_well_past_the_palette() -> None:
     assert len(set(colours)) == n
     # Every pair within the first palette differs clearly (RGB distance ≥ 60).
     first = [_rgb(c) for c in colours[:PALETTE_SIZE]]
-    closest = min(sum((a - b) ** 2 for a, b in zip(p, q, strict=True))
-                  for i, p in enumerate(first) for q in first[i + 1:])
+    closest = min(
+        sum((a - b) ** 2 for a, b in zip(p, q, strict=True))
+        for i, p in enumerate(first)
+        for q in first[i + 1 :]
+    )
     assert closest >= 60**2
     # The second round is the first one mixed 25% towards black.
     assert _rgb(colours[PALETTE_SIZE]) == tuple(round(c * 0.75) for c in _rgb(PALETTE[0]))

@@ -24,8 +24,11 @@ def _typed(array: dict[str, str]) -> np.ndarray[Any, Any]:
 
 
 def test_to_json_safe_turns_numpy_and_nan_into_plain_values() -> None:
-    nest = {"a": np.arange(3), "b": (np.float32(1.5), float("nan"), float("inf")),
-            1: [np.int64(7), {"c": np.array([[np.nan, 2.0]])}]}
+    nest = {
+        "a": np.arange(3),
+        "b": (np.float32(1.5), float("nan"), float("inf")),
+        1: [np.int64(7), {"c": np.array([[np.nan, 2.0]])}],
+    }
     safe = plots.to_json_safe(nest)
     assert safe == {"a": [0, 1, 2], "b": [1.5, None, None], "1": [7, {"c": [[None, 2.0]]}]}
     _dumps(safe)
@@ -59,9 +62,18 @@ def test_downsample_map_rejects_bad_maps() -> None:
 def test_heatmap_figure_overlays_the_map_on_image_pixels() -> None:
     height, width = 600, 403
     values = torch.rand(height, width, generator=torch.Generator().manual_seed(0))
-    boxes = [{"id": 4, "x": 10.5, "y": 20, "w": 100, "h": 50, "label": "cat",
-              "scores": {"energy": 0.25, "auc": float("nan")}},
-             {"x": 200, "y": 300, "w": 30, "h": 40, "label": "dog"}]
+    boxes = [
+        {
+            "id": 4,
+            "x": 10.5,
+            "y": 20,
+            "w": 100,
+            "h": 50,
+            "label": "cat",
+            "scores": {"energy": 0.25, "auc": float("nan")},
+        },
+        {"x": 200, "y": 300, "w": 30, "h": 40, "label": "dog"},
+    ]
     fig = plots.heatmap_figure(values, boxes, image_url="/api/images/3/file", opacity=0.4)
     text = _dumps(fig)
     assert len(text) < 2_000_000
@@ -77,7 +89,9 @@ def test_heatmap_figure_overlays_the_map_on_image_pixels() -> None:
     assert z.mean() == pytest.approx(float(values.double().mean()), rel=1e-3)
     shapes = fig["layout"]["shapes"]
     assert [(s["x0"], s["y0"], s["x1"], s["y1"]) for s in shapes] == [
-        (10.5, 20.0, 110.5, 70.0), (200.0, 300.0, 230.0, 340.0)]
+        (10.5, 20.0, 110.5, 70.0),
+        (200.0, 300.0, 230.0, 340.0),
+    ]
     captions = [a["text"] for a in fig["layout"]["annotations"]]
     assert captions == ["#4 cat · energy 0.25", "dog"]
     assert "auc: n/a" in fig["data"][1]["hovertext"]
@@ -114,8 +128,9 @@ def test_distance_matrix_figure_annotates_values_and_p_values() -> None:
     assert trace["customdata"][1][2] == 0.5
     assert "p = " in trace["hovertemplate"]
     assert "farther apart" in fig["layout"]["title"]["text"]
-    bare = plots.distance_matrix_figure(labels[:2], values[:2, :2], measure="cosine",
-                                        higher_is_better=True)
+    bare = plots.distance_matrix_figure(
+        labels[:2], values[:2, :2], measure="cosine", higher_is_better=True
+    )
     assert "p = " not in bare["data"][0]["hovertemplate"]
     assert bare["data"][0]["reversescale"] is True
     with pytest.raises(ValueError, match="does not match"):
@@ -124,8 +139,14 @@ def test_distance_matrix_figure_annotates_values_and_p_values() -> None:
 
 def test_separation_figure_has_three_lines_and_a_ratio_axis() -> None:
     layers = ["blocks.1", "blocks.3", "conv_head"]
-    fig = plots.separation_figure(layers, [1.0, 2.0, 3.0], [2.0, 5.0, 9.0], [2.0, 2.5, 3.0],
-                                  measure="euclidean", silhouette=[0.1, None, 0.4])
+    fig = plots.separation_figure(
+        layers,
+        [1.0, 2.0, 3.0],
+        [2.0, 5.0, 9.0],
+        [2.0, 2.5, 3.0],
+        measure="euclidean",
+        silhouette=[0.1, None, 0.4],
+    )
     _dumps(fig)
     names = [t["name"] for t in fig["data"]]
     assert names == ["intra-group", "inter-group", "inter / intra", "silhouette"]
@@ -141,9 +162,11 @@ def _floats(typed: Any) -> list[float]:
 
 
 def test_embedding_figure_is_webgl_coloured_by_label_with_ids_in_customdata() -> None:
-    points = [{"box_id": 1, "image_id": 9, "label": "b", "x": 0.5, "y": 1.0},
-              {"box_id": 2, "image_id": 9, "label": "a", "x": np.float32(2.0), "y": -1.0},
-              {"box_id": 3, "image_id": 8, "label": "b", "x": 3.0, "y": 0.0}]
+    points = [
+        {"box_id": 1, "image_id": 9, "label": "b", "x": 0.5, "y": 1.0},
+        {"box_id": 2, "image_id": 9, "label": "a", "x": np.float32(2.0), "y": -1.0},
+        {"box_id": 3, "image_id": 8, "label": "b", "x": 3.0, "y": 0.0},
+    ]
     fig = plots.embedding_figure(points, method="pca")
     _dumps(fig)
     assert [t["name"] for t in fig["data"]] == ["a", "b"]
@@ -158,8 +181,10 @@ def test_embedding_figure_is_webgl_coloured_by_label_with_ids_in_customdata() ->
 def test_embedding_figure_takes_the_stores_colours_and_keeps_raw_labels() -> None:
     from app.palette import label_colours
 
-    points = [{"box_id": i, "image_id": 1, "label": label, "x": float(i), "y": math.nan}
-              for i, label in enumerate(["<b>x</b>", "dog", "dog"])]
+    points = [
+        {"box_id": i, "image_id": 1, "label": label, "x": float(i), "y": math.nan}
+        for i, label in enumerate(["<b>x</b>", "dog", "dog"])
+    ]
     colours = label_colours(["ant", "dog", "<b>x</b>", "zebra"])
     fig = plots.embedding_figure(points, colours=colours)
     _dumps(fig)
@@ -173,14 +198,22 @@ def test_embedding_figure_takes_the_stores_colours_and_keeps_raw_labels() -> Non
 
 def test_embedding_figure_of_50000_points_is_small() -> None:
     rng = np.random.default_rng(3)
-    points = [{"box_id": i + 1, "image_id": i // 5 + 1, "label": f"c{i % 12}",
-               "x": float(x), "y": float(y)} for i, (x, y) in enumerate(rng.normal(size=(
-                   50_000, 2)))]
+    points = [
+        {
+            "box_id": i + 1,
+            "image_id": i // 5 + 1,
+            "label": f"c{i % 12}",
+            "x": float(x),
+            "y": float(y),
+        }
+        for i, (x, y) in enumerate(rng.normal(size=(50_000, 2)))
+    ]
     fig = plots.embedding_figure(points)
     text = _dumps(fig)
     assert len(text) < 2_000_000
-    shown = sorted((x, y) for t in fig["data"] for x, y in zip(_floats(t["x"]), _floats(
-        t["y"]), strict=True))
+    shown = sorted(
+        (x, y) for t in fig["data"] for x, y in zip(_floats(t["x"]), _floats(t["y"]), strict=True)
+    )
     expected = sorted((float(np.float32(p["x"])), float(np.float32(p["y"]))) for p in points)
     assert shown == expected
 
@@ -188,10 +221,12 @@ def test_embedding_figure_of_50000_points_is_small() -> None:
 def test_heatmap_boxes_take_their_labels_colours() -> None:
     from app.palette import label_colours
 
-    boxes = [{"x": 1, "y": 1, "w": 3, "h": 2, "label": "dog"},
-             {"x": 2, "y": 0, "w": 2, "h": 2, "label": "cat"},
-             {"x": 0, "y": 3, "w": 2, "h": 1, "label": "dog"},
-             {"x": 0, "y": 0, "w": 1, "h": 1, "label": "new"}]
+    boxes = [
+        {"x": 1, "y": 1, "w": 3, "h": 2, "label": "dog"},
+        {"x": 2, "y": 0, "w": 2, "h": 2, "label": "cat"},
+        {"x": 0, "y": 3, "w": 2, "h": 1, "label": "dog"},
+        {"x": 0, "y": 0, "w": 1, "h": 1, "label": "new"},
+    ]
     colours = label_colours(["ant", "cat", "dog"])
     fig = plots.heatmap_figure(np.zeros((5, 6)), boxes, colours=colours)
     lines = [shape["line"]["color"] for shape in fig["layout"]["shapes"]]
@@ -199,4 +234,5 @@ def test_heatmap_boxes_take_their_labels_colours() -> None:
     assert [a["bgcolor"] for a in fig["layout"]["annotations"]] == lines
     alone = plots.heatmap_figure(np.zeros((5, 6)), boxes)
     assert [s["line"]["color"] for s in alone["layout"]["shapes"]] == [
-        label_colours(["dog", "cat", "new"])[b["label"]] for b in boxes]
+        label_colours(["dog", "cat", "new"])[b["label"]] for b in boxes
+    ]

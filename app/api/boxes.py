@@ -24,15 +24,22 @@ router = APIRouter(prefix="/api", tags=["boxes"])
 
 
 @router.get("/boxes", response_model=Paged[BoxOut])
-def list_boxes(store: StoreDep,
-               label: Annotated[list[str] | None, Query(max_length=200)] = None,
-               image_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
-               limit: LimitQuery = DEFAULT_LIMIT, cursor: CursorQuery = None) -> Paged[BoxOut]:
+def list_boxes(
+    store: StoreDep,
+    label: Annotated[list[str] | None, Query(max_length=200)] = None,
+    image_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    limit: LimitQuery = DEFAULT_LIMIT,
+    cursor: CursorQuery = None,
+) -> Paged[BoxOut]:
     """A page of boxes by id, filtered by label (repeatable) and image."""
-    page = store.box_page(after=decode_cursor("boxes", cursor), limit=limit, labels=label,
-                          image_id=image_id)
-    return Paged[BoxOut](items=[BoxOut.of(b) for b in page.items], total=page.total,
-                         next_cursor=encode_cursor("boxes", page.next_after))
+    page = store.box_page(
+        after=decode_cursor("boxes", cursor), limit=limit, labels=label, image_id=image_id
+    )
+    return Paged[BoxOut](
+        items=[BoxOut.of(b) for b in page.items],
+        total=page.total,
+        next_cursor=encode_cursor("boxes", page.next_after),
+    )
 
 
 @router.get("/boxes/{box_id}", response_model=BoxOut)
@@ -48,8 +55,7 @@ def patch_box(box: BoxDep, patch: BoxPatch, store: StoreDep) -> BoxOut:
     return BoxOut.of(store.update_box(box.id, **changes))
 
 
-@router.delete("/boxes/{box_id}", status_code=status.HTTP_204_NO_CONTENT,
-               response_class=Response)
+@router.delete("/boxes/{box_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
 def delete_box(box: BoxDep, store: StoreDep) -> Response:
     """Delete a box."""
     store.delete_box(box.id)
@@ -61,5 +67,7 @@ def labels(store: StoreDep) -> list[LabelCount]:
     """Every box label with its numbers of boxes and images (one aggregate query), and colour."""
     summaries = store.label_summary()
     colours = label_colours(s.label for s in summaries)
-    return [LabelCount(label=s.label, boxes=s.boxes, images=s.images, colour=colours[s.label])
-            for s in summaries]
+    return [
+        LabelCount(label=s.label, boxes=s.boxes, images=s.images, colour=colours[s.label])
+        for s in summaries
+    ]

@@ -27,18 +27,31 @@ _PATH = Field(min_length=1, max_length=4096)
 class DatasetImportIn(BaseModel):
     """A dataset on the server's disk; paths are relative to ``FEATUREGAP_IMPORT_ROOT``."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
-        "format": "coco", "annotations": "coco/val/instances.json",
-        "images_dir": "coco/val/images"}]})
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "format": "coco",
+                    "annotations": "coco/val/instances.json",
+                    "images_dir": "coco/val/images",
+                }
+            ]
+        },
+    )
 
     format: Literal["coco", "voc", "yolo"]
     annotations: Annotated[str, _PATH] = Field(
-        description="COCO: the JSON file; VOC and YOLO: the dataset folder")
+        description="COCO: the JSON file; VOC and YOLO: the dataset folder"
+    )
     images_dir: Annotated[str, _PATH] | None = Field(
-        None, description="COCO: the images folder (required); VOC: optional")
+        None, description="COCO: the images folder (required); VOC: optional"
+    )
     classes: Annotated[str, _PATH] | list[Annotated[str, Field(max_length=200)]] | None = Field(
-        None, max_length=10_000,
-        description="YOLO: the class-names file, or the names as a list (index 0 first)")
+        None,
+        max_length=10_000,
+        description="YOLO: the class-names file, or the names as a list (index 0 first)",
+    )
 
 
 _REFUSED: dict[int | str, dict[str, Any]] = {
@@ -48,28 +61,38 @@ _REFUSED: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.post("/dataset", status_code=status.HTTP_202_ACCEPTED, response_model=JobAccepted,
-             responses=_REFUSED)
-def post_dataset(body: DatasetImportIn, store: StoreDep, settings: SettingsDep,
-                 jobs: JobsDep) -> JobAccepted:
+@router.post(
+    "/dataset", status_code=status.HTTP_202_ACCEPTED, response_model=JobAccepted, responses=_REFUSED
+)
+def post_dataset(
+    body: DatasetImportIn, store: StoreDep, settings: SettingsDep, jobs: JobsDep
+) -> JobAccepted:
     """Import a COCO, VOC or YOLO dataset from the server's disk as a job."""
-    request = dataset_jobs.plan_dataset(settings, body.format, body.annotations,
-                                        body.images_dir, body.classes)
-    return JobAccepted(job_id=jobs.submit("import_dataset",
-                                          dataset_jobs.dataset_job(store, request)))
+    request = dataset_jobs.plan_dataset(
+        settings, body.format, body.annotations, body.images_dir, body.classes
+    )
+    return JobAccepted(
+        job_id=jobs.submit("import_dataset", dataset_jobs.dataset_job(store, request))
+    )
 
 
-@router.post("/zip", status_code=status.HTTP_202_ACCEPTED, response_model=JobAccepted,
-             responses=_REFUSED)
+@router.post(
+    "/zip", status_code=status.HTTP_202_ACCEPTED, response_model=JobAccepted, responses=_REFUSED
+)
 def post_zip(
     store: StoreDep,
     settings: SettingsDep,
     jobs: JobsDep,
     file: Annotated[UploadFile, File(description="a .zip of images and annotations")],
     format: Annotated[Literal["coco", "voc", "yolo"], Form()],
-    annotations: Annotated[str | None, Form(
-        max_length=4096, description="COCO: the JSON member when there are several; YOLO: "
-        "the class-names member when it is not classes.txt")] = None,
+    annotations: Annotated[
+        str | None,
+        Form(
+            max_length=4096,
+            description="COCO: the JSON member when there are several; YOLO: "
+            "the class-names member when it is not classes.txt",
+        ),
+    ] = None,
 ) -> JobAccepted:
     """Import a dataset uploaded as a .zip (checked, then unpacked and imported as a job)."""
     path = dataset_jobs.receive_zip(settings, file.file, settings.max_zip_upload_bytes)

@@ -20,10 +20,28 @@ from app.jobs import Cancelled, JobRunner
 from app.service.features import check_limits
 from app.store import BoxRecord, ImageRecord, Store
 
-__all__ = ["SettingsDep", "StoreDep", "SessionDep", "ImageDep", "BoxDep", "ModelDep",
-           "JobsDep", "Pool", "PoolDep", "MAX_ID", "require_token", "get_store",
-           "get_settings_dep", "get_jobs", "ERRORS", "QUEUED", "Work", "answer_or_queue",
-           "precheck", "load_model"]
+__all__ = [
+    "SettingsDep",
+    "StoreDep",
+    "SessionDep",
+    "ImageDep",
+    "BoxDep",
+    "ModelDep",
+    "JobsDep",
+    "Pool",
+    "PoolDep",
+    "MAX_ID",
+    "require_token",
+    "get_store",
+    "get_settings_dep",
+    "get_jobs",
+    "ERRORS",
+    "QUEUED",
+    "Work",
+    "answer_or_queue",
+    "precheck",
+    "load_model",
+]
 
 T = TypeVar("T")
 _DISCONNECT_POLL_S = 0.25
@@ -79,8 +97,10 @@ class Pool:
                 if done:
                     return waiting.result()
                 if await self.request.is_disconnected():
-                    raise HTTPException(status_code=499, detail="the client closed the "
-                                        "connection; its work was cancelled")
+                    raise HTTPException(
+                        status_code=499,
+                        detail="the client closed the connection; its work was cancelled",
+                    )
         finally:
             if not waiting.done():  # the client left or the server stops: stop the work
                 cancel.set()
@@ -133,8 +153,9 @@ def load_model(settings: Settings, name: str | None) -> LoadedModel:
     return get_model(name or settings.default_model, settings.models_dir)
 
 
-def _model(model: Annotated[str, Path(min_length=1, max_length=200)],
-           settings: SettingsDep) -> LoadedModel:
+def _model(
+    model: Annotated[str, Path(min_length=1, max_length=200)], settings: SettingsDep
+) -> LoadedModel:
     # KeyError (unknown name, listing the known ones) becomes 404 in app.api.errors.
     return load_model(settings, model)
 
@@ -158,8 +179,9 @@ def require_token(
         return
     given = credentials.credentials if credentials is not None else ""
     if not secrets.compare_digest(given.encode(), expected.encode()):
-        raise HTTPException(status_code=401, detail=TOKEN_MESSAGE,
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            status_code=401, detail=TOKEN_MESSAGE, headers={"WWW-Authenticate": "Bearer"}
+        )
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -170,15 +192,22 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 """Error responses of the analysis routes, so the OpenAPI schema documents string details."""
 
 QUEUED: dict[int | str, dict[str, Any]] = {
-    202: {"model": JobAccepted, "description": "Queued as a job."}}
+    202: {"model": JobAccepted, "description": "Queued as a job."}
+}
 """The answer of a route whose large requests become jobs (see :func:`answer_or_queue`)."""
 
 Work = Callable[[Callable[[float, str], None] | None, Callable[[], bool] | None], Any]
 """Work taking ``(progress, cancelled)``: both ``None``-able, so it runs now or as a job."""
 
 
-def answer_or_queue(jobs: JobRunner, settings: Settings, kind: str, units: int,
-                    work: Work, cancelled: Cancelled | None = None) -> Any:
+def answer_or_queue(
+    jobs: JobRunner,
+    settings: Settings,
+    kind: str,
+    units: int,
+    work: Work,
+    cancelled: Cancelled | None = None,
+) -> Any:
     """Run ``work`` now (stopping when ``cancelled()``), or as a job (202 + job id) past
     ``analysis_job_threshold``."""
     if units <= settings.analysis_job_threshold:
@@ -187,8 +216,9 @@ def answer_or_queue(jobs: JobRunner, settings: Settings, kind: str, units: int,
     return JSONResponse(status_code=202, content=JobAccepted(job_id=job_id).model_dump())
 
 
-def precheck(settings: Settings, model: LoadedModel, layers: list[str], n_boxes: int,
-             permutations: int = 0) -> None:
+def precheck(
+    settings: Settings, model: LoadedModel, layers: list[str], n_boxes: int, permutations: int = 0
+) -> None:
     """Cheap checks before any work is queued: limits and layer names (4xx, not a failed job).
 
     Raises:

@@ -37,32 +37,67 @@ class DistancesIn(BoxesAtLayerIn):
     """Groups (explicit box ids, or labels) and how to measure between them."""
 
     exclusive = ("groups", "labels")
-    model_config = ConfigDict(json_schema_extra={"examples": [{
-        "labels": ["brick", "grass"], "layer": "conv_head",
-        "measure": "mmd", "descriptor": "pixels", "options": {}, "permutations": 200,
-        "seed": 0}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "labels": ["brick", "grass"],
+                    "layer": "conv_head",
+                    "measure": "mmd",
+                    "descriptor": "pixels",
+                    "options": {},
+                    "permutations": 200,
+                    "seed": 0,
+                }
+            ]
+        }
+    )
 
     groups: dict[str, list[int]] | None = Field(
-        None, description="Group name → box ids; or give labels.")
+        None, description="Group name → box ids; or give labels."
+    )
     labels: list[str] | None = Field(None, description="Each label's boxes form a group.")
     layer: str = Field(min_length=1, max_length=300)
     measure: str = Field("euclidean", min_length=1, max_length=50)
     descriptor: Literal["gap", "grid", "pixels"] | None = Field(
-        None, description="Default: what the measure consumes.")
-    options: dict[str, Any] = Field(default_factory=dict, description=(
-        "The measure's options; GET /api/measures shows each measure's schema."))
-    permutations: int = Field(0, ge=0, description=(
-        "Permutation-test draws per pair (all assignments when there are at most this "
-        "many: exact); 0: no p-values."))
-    bootstrap: int = Field(0, ge=0, description=(
-        "Bootstrap resamples of units per pair for a 95% interval; 0: none."))
-    unit: Literal["auto", "image", "box"] = Field("auto", description=(
-        "What a test exchanges: whole images or boxes. auto: images whenever an image gives "
-        "a group several boxes or boxes to several groups."))
-    adjust: Literal["holm", "bh"] = Field("holm", description=(
-        "Adjustment across the matrix's pairs: Holm (family-wise) or Benjamini–Hochberg."))
-    alpha: float = Field(0.05, gt=0, lt=1, description=(
-        "Level of the tests: no p-value is given when the smallest attainable one exceeds it."))
+        None, description="Default: what the measure consumes."
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description=("The measure's options; GET /api/measures shows each measure's schema."),
+    )
+    permutations: int = Field(
+        0,
+        ge=0,
+        description=(
+            "Permutation-test draws per pair (all assignments when there are at most this "
+            "many: exact); 0: no p-values."
+        ),
+    )
+    bootstrap: int = Field(
+        0, ge=0, description=("Bootstrap resamples of units per pair for a 95% interval; 0: none.")
+    )
+    unit: Literal["auto", "image", "box"] = Field(
+        "auto",
+        description=(
+            "What a test exchanges: whole images or boxes. auto: images whenever an image gives "
+            "a group several boxes or boxes to several groups."
+        ),
+    )
+    adjust: Literal["holm", "bh"] = Field(
+        "holm",
+        description=(
+            "Adjustment across the matrix's pairs: Holm (family-wise) or Benjamini–Hochberg."
+        ),
+    )
+    alpha: float = Field(
+        0.05,
+        gt=0,
+        lt=1,
+        description=(
+            "Level of the tests: no p-value is given when the smallest attainable one exceeds it."
+        ),
+    )
     seed: int = Field(0, ge=0, le=2**31 - 1)
 
 
@@ -143,28 +178,48 @@ class MeasureOut(BaseModel):
     options: dict[str, Any]
 
 
-@router.post("/distances", response_model=DistancesOut,
-             responses={**QUEUED, **ERRORS})
-async def post_distances(body: DistancesIn, store: StoreDep, settings: SettingsDep,
-                         jobs: JobsDep, pool: PoolDep) -> Any:
+@router.post("/distances", response_model=DistancesOut, responses={**QUEUED, **ERRORS})
+async def post_distances(
+    body: DistancesIn, store: StoreDep, settings: SettingsDep, jobs: JobsDep, pool: PoolDep
+) -> Any:
     """A measure between every pair of groups (a job when the work is large)."""
     get_measure(body.measure, **body.options)  # unknown measure or options: 4xx before work
     return await pool.run(lambda cancelled: _distances(body, store, settings, jobs, cancelled))
 
 
-def _distances(body: DistancesIn, store: StoreDep, settings: SettingsDep, jobs: JobsDep,
-               cancelled: Cancelled) -> Any:
+def _distances(
+    body: DistancesIn, store: StoreDep, settings: SettingsDep, jobs: JobsDep, cancelled: Cancelled
+) -> Any:
     groups = resolve_groups(store, body.groups, body.labels)
     model = load_model(settings, body.model)
-    request = DistanceRequest(model.spec.name, body.layer, body.measure, body.descriptor,
-                              body.grid_size, body.options, body.permutations, body.seed,
-                              body.mode, body.bootstrap, body.unit, body.adjust, body.alpha)
+    request = DistanceRequest(
+        model.spec.name,
+        body.layer,
+        body.measure,
+        body.descriptor,
+        body.grid_size,
+        body.options,
+        body.permutations,
+        body.seed,
+        body.mode,
+        body.bootstrap,
+        body.unit,
+        body.adjust,
+        body.alpha,
+    )
     n_boxes = sum(len(g) for g in groups.values())
     precheck(settings, model, [body.layer], n_boxes, max(body.permutations, body.bootstrap))
     units = estimate_distances(store, settings, model, request, groups).units
-    return answer_or_queue(jobs, settings, "distances", units, lambda progress, cancelled:
-                           distances(store, settings, model, groups, request, progress,
-                                     cancelled), cancelled)
+    return answer_or_queue(
+        jobs,
+        settings,
+        "distances",
+        units,
+        lambda progress, cancelled: distances(
+            store, settings, model, groups, request, progress, cancelled
+        ),
+        cancelled,
+    )
 
 
 @router.get("/measures", response_model=list[MeasureOut])

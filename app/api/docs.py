@@ -45,17 +45,20 @@ def _with_policy(page: HTMLResponse) -> HTMLResponse:
     html = bytes(page.body).decode()
     hashes = " ".join(
         "'sha256-" + base64.b64encode(hashlib.sha256(script.encode()).digest()).decode() + "'"
-        for script in _INLINE_SCRIPT.findall(html))
-    policy = "; ".join([
-        "default-src 'self'",
-        f"script-src 'self' {hashes}".strip(),
-        "style-src 'self' 'unsafe-inline'",  # both UIs set inline styles (ReDoc: CSS-in-JS)
-        "img-src 'self' data: blob:",
-        "worker-src 'self' blob:",  # ReDoc's search index runs in a blob: worker
-        "object-src 'none'",
-        "base-uri 'none'",
-        "frame-ancestors 'none'",
-    ])
+        for script in _INLINE_SCRIPT.findall(html)
+    )
+    policy = "; ".join(
+        [
+            "default-src 'self'",
+            f"script-src 'self' {hashes}".strip(),
+            "style-src 'self' 'unsafe-inline'",  # both UIs set inline styles (ReDoc: CSS-in-JS)
+            "img-src 'self' data: blob:",
+            "worker-src 'self' blob:",  # ReDoc's search index runs in a blob: worker
+            "object-src 'none'",
+            "base-uri 'none'",
+            "frame-ancestors 'none'",
+        ]
+    )
     return HTMLResponse(html, headers={"Content-Security-Policy": policy})
 
 
@@ -63,14 +66,16 @@ def _with_policy(page: HTMLResponse) -> HTMLResponse:
 def swagger_ui(request: Request) -> HTMLResponse:
     """Swagger UI over this server's OpenAPI schema."""
     root = request.scope.get("root_path", "")
-    return _with_policy(get_swagger_ui_html(
-        openapi_url=f"{root}{request.app.openapi_url}",
-        title=f"{request.app.title} - Swagger UI",
-        oauth2_redirect_url=f"{root}/docs/oauth2-redirect",
-        swagger_js_url=f"{root}{_PREFIX}/swagger-ui-bundle.js",
-        swagger_css_url=f"{root}{_PREFIX}/swagger-ui.css",
-        swagger_favicon_url=f"{root}{_PREFIX}/favicon.png",
-    ))
+    return _with_policy(
+        get_swagger_ui_html(
+            openapi_url=f"{root}{request.app.openapi_url}",
+            title=f"{request.app.title} - Swagger UI",
+            oauth2_redirect_url=f"{root}/docs/oauth2-redirect",
+            swagger_js_url=f"{root}{_PREFIX}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{_PREFIX}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{_PREFIX}/favicon.png",
+        )
+    )
 
 
 @router.get("/docs/oauth2-redirect")
@@ -83,13 +88,15 @@ def swagger_ui_redirect() -> HTMLResponse:
 def redoc(request: Request) -> HTMLResponse:
     """ReDoc over this server's OpenAPI schema."""
     root = request.scope.get("root_path", "")
-    return _with_policy(get_redoc_html(
-        openapi_url=f"{root}{request.app.openapi_url}",
-        title=f"{request.app.title} - ReDoc",
-        redoc_js_url=f"{root}{_PREFIX}/redoc.standalone.js",
-        redoc_favicon_url=f"{root}{_PREFIX}/favicon.png",
-        with_google_fonts=False,
-    ))
+    return _with_policy(
+        get_redoc_html(
+            openapi_url=f"{root}{request.app.openapi_url}",
+            title=f"{request.app.title} - ReDoc",
+            redoc_js_url=f"{root}{_PREFIX}/redoc.standalone.js",
+            redoc_favicon_url=f"{root}{_PREFIX}/favicon.png",
+            with_google_fonts=False,
+        )
+    )
 
 
 @router.get(_PREFIX + "/{name}")
@@ -97,7 +104,9 @@ def asset(name: str) -> FileResponse:
     """One of the bundled Swagger UI / ReDoc files."""
     media_type = ASSETS.get(name)
     if media_type is None:
-        raise HTTPException(status_code=404, detail=f"no docs asset {name[:100]!r}; "
-                            f"there are {sorted(ASSETS)}")
-    return FileResponse(_ASSET_DIR / name, media_type=media_type,
-                        headers={"Cache-Control": "public, max-age=86400"})
+        raise HTTPException(
+            status_code=404, detail=f"no docs asset {name[:100]!r}; there are {sorted(ASSETS)}"
+        )
+    return FileResponse(
+        _ASSET_DIR / name, media_type=media_type, headers={"Cache-Control": "public, max-age=86400"}
+    )

@@ -31,20 +31,43 @@ class EmbeddingIn(BoxesAtLayerIn):
     """Which boxes (ids, or labels; default all) to place in the plane, and how."""
 
     exclusive = ("box_ids", "labels")
-    model_config = ConfigDict(json_schema_extra={"examples": [{
-        "labels": ["brick", "grass", "gravel"], "layer": "conv_head", "method": "tsne",
-        "perplexity": None, "seed": 0, "descriptor": "gap"}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "labels": ["brick", "grass", "gravel"],
+                    "layer": "conv_head",
+                    "method": "tsne",
+                    "perplexity": None,
+                    "seed": 0,
+                    "descriptor": "gap",
+                }
+            ]
+        }
+    )
 
     box_ids: list[int] | None = None
     labels: list[str] | None = None
     layer: str = Field(min_length=1, max_length=300)
     method: Literal["tsne", "pca"] = "tsne"
-    perplexity: float | None = Field(None, gt=0, le=1000, description=(
-        "t-SNE's effective neighbour count, in (0, (n − 1)/3] for n boxes; default: "
-        "min(30, (n − 1)/3)."))
-    n_iter: int = Field(500, ge=50, le=2000, description=(
-        "t-SNE's optimisation steps after early exaggeration, 50..2000 (its time grows "
-        "with them)."))
+    perplexity: float | None = Field(
+        None,
+        gt=0,
+        le=1000,
+        description=(
+            "t-SNE's effective neighbour count, in (0, (n − 1)/3] for n boxes; default: "
+            "min(30, (n − 1)/3)."
+        ),
+    )
+    n_iter: int = Field(
+        500,
+        ge=50,
+        le=2000,
+        description=(
+            "t-SNE's optimisation steps after early exaggeration, 50..2000 (its time grows "
+            "with them)."
+        ),
+    )
     seed: int = Field(0, ge=0, le=2**31 - 1)
     descriptor: Literal["gap", "grid"] = "gap"
 
@@ -71,26 +94,42 @@ class EmbeddingOut(BaseModel):
     figure: dict[str, Any]
 
 
-@router.post("/embeddings", response_model=EmbeddingOut,
-             responses={**QUEUED, **ERRORS})
-async def post_embedding(body: EmbeddingIn, store: StoreDep, settings: SettingsDep,
-                         jobs: JobsDep, pool: PoolDep) -> Any:
+@router.post("/embeddings", response_model=EmbeddingOut, responses={**QUEUED, **ERRORS})
+async def post_embedding(
+    body: EmbeddingIn, store: StoreDep, settings: SettingsDep, jobs: JobsDep, pool: PoolDep
+) -> Any:
     """t-SNE or PCA of one descriptor per box (a job when there are many boxes)."""
     return await pool.run(lambda cancelled: _embedding(body, store, settings, jobs, cancelled))
 
 
-def _embedding(body: EmbeddingIn, store: StoreDep, settings: SettingsDep, jobs: JobsDep,
-               cancelled: Cancelled) -> Any:
+def _embedding(
+    body: EmbeddingIn, store: StoreDep, settings: SettingsDep, jobs: JobsDep, cancelled: Cancelled
+) -> Any:
     if body.box_ids is not None:
         boxes = store.boxes(ids=body.box_ids)
     else:
         boxes = store.boxes(labels=body.labels) if body.labels is not None else store.boxes()
     model = load_model(settings, body.model)
     precheck(settings, model, [body.layer], len(boxes))
-    request = EmbeddingRequest(model.spec.name, body.layer, body.method, body.perplexity, body.seed,
-                               body.descriptor, body.grid_size, body.mode, body.n_iter)
+    request = EmbeddingRequest(
+        model.spec.name,
+        body.layer,
+        body.method,
+        body.perplexity,
+        body.seed,
+        body.descriptor,
+        body.grid_size,
+        body.mode,
+        body.n_iter,
+    )
     units = estimate_embedding(store, settings, model, boxes, request).units
-    return answer_or_queue(jobs, settings, "embedding", units,
-                           lambda progress, cancelled: embedding(
-                               store, settings, model, boxes, request, progress, cancelled),
-                           cancelled)
+    return answer_or_queue(
+        jobs,
+        settings,
+        "embedding",
+        units,
+        lambda progress, cancelled: embedding(
+            store, settings, model, boxes, request, progress, cancelled
+        ),
+        cancelled,
+    )

@@ -41,8 +41,10 @@ _STATUS: dict[type[FeatureGapError], int] = {
     Unavailable: 503,
 }
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
-_DISK_FULL_MESSAGE = ("the server's disk is full, nothing was stored; free space under "
-                      "FEATUREGAP_DATA_DIR (or the database's disk) and send it again")
+_DISK_FULL_MESSAGE = (
+    "the server's disk is full, nothing was stored; free space under "
+    "FEATUREGAP_DATA_DIR (or the database's disk) and send it again"
+)
 
 
 def message_of(exc: BaseException) -> str:
@@ -88,7 +90,8 @@ async def _os_error(request: Request, exc: Exception) -> JSONResponse:
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     original = getattr(exc, "orig", None)
     if isinstance(original, sqlite3.OperationalError) and (
-            getattr(original, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL):
+        getattr(original, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+    ):
         _log.error("database full during %s %s: %s", request.method, request.url.path, exc)
         return _detail(507, _DISK_FULL_MESSAGE)
     raise exc

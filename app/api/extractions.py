@@ -24,9 +24,19 @@ router = APIRouter(prefix="/api", tags=["analysis"])
 class ExtractionIn(BoxesAtLayerIn):
     """Which boxes (ids, or labels; default all) to extract at which layers, and how."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [{
-        "labels": ["brick", "grass"], "model": "efficientnet_lite0",
-        "layers": ["blocks.5.0.conv_pw", "conv_head"], "descriptor": "gap", "batch_size": 16}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "labels": ["brick", "grass"],
+                    "model": "efficientnet_lite0",
+                    "layers": ["blocks.5.0.conv_pw", "conv_head"],
+                    "descriptor": "gap",
+                    "batch_size": 16,
+                }
+            ]
+        }
+    )
     exclusive: ClassVar[tuple[str, str] | None] = ("box_ids", "labels")
 
     box_ids: list[int] | None = None
@@ -48,11 +58,18 @@ class ExtractionOut(BaseModel):
     seconds: float
 
 
-@router.post("/extractions", status_code=202, response_model=JobAccepted,
-             responses={200: {"model": ExtractionOut,
-                              "description": "The job's result, once done."}, **ERRORS})
-def post_extraction(body: ExtractionIn, store: StoreDep, settings: SettingsDep,
-                    jobs: JobsDep) -> Any:
+@router.post(
+    "/extractions",
+    status_code=202,
+    response_model=JobAccepted,
+    responses={
+        200: {"model": ExtractionOut, "description": "The job's result, once done."},
+        **ERRORS,
+    },
+)
+def post_extraction(
+    body: ExtractionIn, store: StoreDep, settings: SettingsDep, jobs: JobsDep
+) -> Any:
     """Queue extraction of the boxes' missing descriptors (poll or cancel ``/api/jobs``)."""
     model = load_model(settings, body.model)
     check_limits(settings, layers=len(body.layers))
@@ -64,9 +81,18 @@ def post_extraction(body: ExtractionIn, store: StoreDep, settings: SettingsDep,
         boxes = store.boxes(labels=body.labels) if body.labels is not None else store.boxes()
 
     def work(progress: Progress, cancelled: Cancelled) -> dict[str, Any]:
-        report, _ = extract_boxes(store, model, boxes, body.layers, body.descriptor,
-                                  body.grid_size, body.mode, body.batch_size,
-                                  progress=progress, cancelled=cancelled)
+        report, _ = extract_boxes(
+            store,
+            model,
+            boxes,
+            body.layers,
+            body.descriptor,
+            body.grid_size,
+            body.mode,
+            body.batch_size,
+            progress=progress,
+            cancelled=cancelled,
+        )
         store.features.compact()
         return ExtractionOut(**asdict(report)).model_dump()
 

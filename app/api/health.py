@@ -31,5 +31,6 @@ def health(store: StoreDep) -> Health:
         app_version = version("featuregap")
     except PackageNotFoundError:
         app_version = "unknown"
-    return Health(status="ok", version=app_version, schema_version=SCHEMA_VERSION,
-                  images=store.count_images())
+    return Health(
+        status="ok", version=app_version, schema_version=SCHEMA_VERSION, images=store.count_images()
+    )

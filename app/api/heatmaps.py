@@ -21,9 +21,21 @@ router = APIRouter(prefix="/api", tags=["heatmaps"])
 class HeatmapIn(BaseModel):
     """What heat map to compute for which image."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
-        "image_id": 1, "layer": "conv_head",
-        "method": "gradcam", "target": None, "mode": "resize", "normalise": "minmax"}]})
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "image_id": 1,
+                    "layer": "conv_head",
+                    "method": "gradcam",
+                    "target": None,
+                    "mode": "resize",
+                    "normalise": "minmax",
+                }
+            ]
+        },
+    )
 
     image_id: int = Field(ge=1)
     model: ModelName = None
@@ -32,11 +44,16 @@ class HeatmapIn(BaseModel):
     target: int | None = Field(None, ge=0, description="Class to explain; default: the top one.")
     mode: Literal["resize", "native"] = "resize"
     normalise: Literal["none", "minmax", "percentile"] = Field(
-        "minmax", description="Display scaling of the figure; the scores use the raw map.")
+        "minmax", description="Display scaling of the figure; the scores use the raw map."
+    )
     channel: int | None = Field(None, ge=0, description="For method 'channel'.")
-    options: dict[str, Any] = Field(default_factory=dict, description=(
-        "The method's options (e.g. Score-CAM's max_channels, batch_size); "
-        "GET /api/heatmap-methods shows each method's schema."))
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            "The method's options (e.g. Score-CAM's max_channels, batch_size); "
+            "GET /api/heatmap-methods shows each method's schema."
+        ),
+    )
 
 
 class Prediction(BaseModel):
@@ -75,8 +92,10 @@ class HeatmapOut(BaseModel):
     boxes: list[ScoredBox]
     heat_range: list[float]
     figure: dict[str, Any]
-    warnings: list[str] = Field(default_factory=list, description=(
-        "What limits the scores: a 1×1 layer, boxes smaller than one feature cell."))
+    warnings: list[str] = Field(
+        default_factory=list,
+        description=("What limits the scores: a 1×1 layer, boxes smaller than one feature cell."),
+    )
 
 
 class MethodOut(BaseModel):
@@ -97,15 +116,24 @@ def _options(body: HeatmapIn) -> tuple[tuple[str, Any], ...]:
 
 def _request(body: HeatmapIn, model: LoadedModel) -> HeatmapRequest:
     """The service's request for ``model`` (the body's, or the server's default)."""
-    return HeatmapRequest(model.spec.name, body.layer, body.method, body.target, body.mode,
-                          body.normalise, body.channel, _options(body))
+    return HeatmapRequest(
+        model.spec.name,
+        body.layer,
+        body.method,
+        body.target,
+        body.mode,
+        body.normalise,
+        body.channel,
+        _options(body),
+    )
 
 
 def _compute(body: HeatmapIn, store: StoreDep) -> dict[str, Any]:
     image = store.get_image(body.image_id)
     model = load_model(store.settings, body.model)
-    return heatmap_result(store, model, image, _request(body, model),
-                          store.boxes(image_id=image.id))
+    return heatmap_result(
+        store, model, image, _request(body, model), store.boxes(image_id=image.id)
+    )
 
 
 @router.post("/heatmaps", response_model=HeatmapOut, responses={**ERRORS})
@@ -115,10 +143,15 @@ async def post_heatmap(body: HeatmapIn, store: StoreDep, pool: PoolDep) -> dict[
     return await pool.run(lambda _cancelled: _compute(body, store))
 
 
-@router.post("/heatmaps/png", response_class=Response,
-             responses={200: {"content": {"image/png": {}}}, **ERRORS})
+@router.post(
+    "/heatmaps/png",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}, **ERRORS},
+)
 async def post_heatmap_png(
-    body: HeatmapIn, store: StoreDep, pool: PoolDep,
+    body: HeatmapIn,
+    store: StoreDep,
+    pool: PoolDep,
     alpha: Annotated[float, Query(ge=0.0, le=1.0, description="Heat-map opacity.")] = 0.5,
 ) -> Response:
     """The overlay as a PNG: the heat map over the image, boxes captioned with their energy."""
@@ -127,14 +160,14 @@ async def post_heatmap_png(
     def work(_cancelled: object) -> bytes:
         image = store.get_image(body.image_id)
         model = load_model(store.settings, body.model)
-        return heatmap_png(store, model, image, _request(body, model),
-                           store.boxes(image_id=image.id), alpha)
+        return heatmap_png(
+            store, model, image, _request(body, model), store.boxes(image_id=image.id), alpha
+        )
 
     return Response(await pool.run(work), media_type="image/png")
 
 
-@router.post("/heatmaps/scores.csv",
-             responses={200: {"content": {"text/csv": {}}}, **ERRORS})
+@router.post("/heatmaps/scores.csv", responses={200: {"content": {"text/csv": {}}}, **ERRORS})
 async def post_heatmap_csv(body: HeatmapIn, store: StoreDep, pool: PoolDep) -> PlainTextResponse:
     """The same request's per-box scores as CSV."""
     _options(body)  # unknown method or options: 4xx before queueing
@@ -142,21 +175,35 @@ async def post_heatmap_csv(body: HeatmapIn, store: StoreDep, pool: PoolDep) -> P
     return PlainTextResponse(text, media_type="text/csv")
 
 
-@router.get("/images/{image_id}/scores.csv",
-            responses={200: {"content": {"text/csv": {}}}, **ERRORS})
+@router.get(
+    "/images/{image_id}/scores.csv", responses={200: {"content": {"text/csv": {}}}, **ERRORS}
+)
 async def get_scores_csv(
     image: ImageDep,
     store: StoreDep,
     pool: PoolDep,
     layer: Annotated[str, Query(min_length=1, max_length=300)],
-    model: Annotated[str | None, Query(min_length=1, max_length=200, description=(
-        "Default: the server's model (FEATUREGAP_DEFAULT_MODEL)."))] = None,
+    model: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=200,
+            description=("Default: the server's model (FEATUREGAP_DEFAULT_MODEL)."),
+        ),
+    ] = None,
     method: Annotated[str, Query(min_length=1, max_length=50)] = "gradcam",
     target: Annotated[int | None, Query(ge=0)] = None,
 ) -> PlainTextResponse:
     """Per-box localisation scores of an image as CSV."""
-    body = HeatmapIn(image_id=image.id, model=model, layer=layer, method=method, target=target,
-                     normalise="minmax", channel=None)
+    body = HeatmapIn(
+        image_id=image.id,
+        model=model,
+        layer=layer,
+        method=method,
+        target=target,
+        normalise="minmax",
+        channel=None,
+    )
     text = await pool.run(lambda _cancelled: scores_csv(_compute(body, store)))
     return PlainTextResponse(text, media_type="text/csv")
 
@@ -166,7 +213,12 @@ def list_heatmap_methods() -> list[MethodOut]:
     """Every heat-map method the engine offers."""
     from app.engine.cams import METHODS
 
-    return [MethodOut(name=name, needs_target=cls.needs_target,
-                      needs_gradients=cls.needs_gradients,
-                      options=cls.Options.model_json_schema())
-            for name, cls in METHODS.items()]
+    return [
+        MethodOut(
+            name=name,
+            needs_target=cls.needs_target,
+            needs_gradients=cls.needs_gradients,
+            options=cls.Options.model_json_schema(),
+        )
+        for name, cls in METHODS.items()
+    ]

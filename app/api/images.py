@@ -25,9 +25,15 @@ __all__ = ["router", "read_limited"]
 router = APIRouter(prefix="/api/images", tags=["images"])
 
 _CHUNK = 1024 * 1024
-_MEDIA_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "MPO": "image/jpeg",
-                "WEBP": "image/webp", "BMP": "image/bmp", "GIF": "image/gif",
-                "TIFF": "image/tiff"}
+_MEDIA_TYPES = {
+    "PNG": "image/png",
+    "JPEG": "image/jpeg",
+    "MPO": "image/jpeg",
+    "WEBP": "image/webp",
+    "BMP": "image/bmp",
+    "GIF": "image/gif",
+    "TIFF": "image/tiff",
+}
 
 
 def read_limited(upload: UploadFile, limit: int) -> bytes:
@@ -49,13 +55,23 @@ def read_limited(upload: UploadFile, limit: int) -> bytes:
     return b"".join(parts)
 
 
-@router.post("", response_model=ImageOut, status_code=status.HTTP_201_CREATED,
-             responses={200: {"model": ImageOut, "description": "the same bytes were stored "
-                              "before: the existing image"},
-                        413: {"description": "the upload is too large"},
-                        422: {"description": "not a readable image, or too many pixels"}})
+@router.post(
+    "",
+    response_model=ImageOut,
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        200: {
+            "model": ImageOut,
+            "description": "the same bytes were stored before: the existing image",
+        },
+        413: {"description": "the upload is too large"},
+        422: {"description": "not a readable image, or too many pixels"},
+    },
+)
 def upload_image(
-    store: StoreDep, settings: SettingsDep, response: Response,
+    store: StoreDep,
+    settings: SettingsDep,
+    response: Response,
     file: Annotated[UploadFile, File(description="PNG, JPEG, WebP, BMP, GIF or TIFF")],
     label: Annotated[str | None, Form(max_length=200)] = None,
 ) -> ImageOut:
@@ -68,19 +84,30 @@ def upload_image(
 
 
 @router.get("", response_model=Paged[ImageOut])
-def list_images(store: StoreDep,
-                label: Annotated[str | None, Query(max_length=200, description=(
-                    "Only images with this image-level label."))] = None,
-                box_label: Annotated[list[str] | None, Query(max_length=200, description=(
-                    "Only images holding a box with one of these labels (repeatable)."
-                ))] = None,
-                limit: LimitQuery = DEFAULT_LIMIT,
-                cursor: CursorQuery = None) -> Paged[ImageOut]:
+def list_images(
+    store: StoreDep,
+    label: Annotated[
+        str | None, Query(max_length=200, description=("Only images with this image-level label."))
+    ] = None,
+    box_label: Annotated[
+        list[str] | None,
+        Query(
+            max_length=200,
+            description=("Only images holding a box with one of these labels (repeatable)."),
+        ),
+    ] = None,
+    limit: LimitQuery = DEFAULT_LIMIT,
+    cursor: CursorQuery = None,
+) -> Paged[ImageOut]:
     """A page of images by id with their box counts, filtered by image or box label."""
-    page = store.image_page(after=decode_cursor("images", cursor), limit=limit, label=label,
-                            box_labels=box_label)
-    return Paged[ImageOut](items=[ImageOut.of(r) for r in page.items], total=page.total,
-                           next_cursor=encode_cursor("images", page.next_after))
+    page = store.image_page(
+        after=decode_cursor("images", cursor), limit=limit, label=label, box_labels=box_label
+    )
+    return Paged[ImageOut](
+        items=[ImageOut.of(r) for r in page.items],
+        total=page.total,
+        next_cursor=encode_cursor("images", page.next_after),
+    )
 
 
 @router.get("/{image_id}", response_model=ImageOut)
@@ -96,28 +123,43 @@ def delete_image(image: ImageDep, store: StoreDep) -> Response:
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("/{image_id}/file", response_class=Response,
-            responses={200: {"content": {"image/*": {}}, "description": "the stored bytes"}})
+@router.get(
+    "/{image_id}/file",
+    response_class=Response,
+    responses={200: {"content": {"image/*": {}}, "description": "the stored bytes"}},
+)
 def image_file(image: ImageDep, store: StoreDep) -> Response:
     """The stored bytes, exactly as uploaded, with their content type."""
-    return Response(store.image_bytes(image),
-                    media_type=_MEDIA_TYPES.get(image.format, "application/octet-stream"),
-                    headers={"Cache-Control": "private, max-age=31536000, immutable",
-                             "ETag": f'"{image.sha256}"'})
+    return Response(
+        store.image_bytes(image),
+        media_type=_MEDIA_TYPES.get(image.format, "application/octet-stream"),
+        headers={
+            "Cache-Control": "private, max-age=31536000, immutable",
+            "ETag": f'"{image.sha256}"',
+        },
+    )
 
 
-@router.get("/{image_id}/thumbnail", response_class=Response,
-            responses={200: {"content": {"image/png": {}}, "description": "a PNG"}})
-def thumbnail(image: ImageDep, store: StoreDep,
-              box_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
-              size: Annotated[int, Query(ge=16, le=1024)] = 128) -> Response:
+@router.get(
+    "/{image_id}/thumbnail",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}, "description": "a PNG"}},
+)
+def thumbnail(
+    image: ImageDep,
+    store: StoreDep,
+    box_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    size: Annotated[int, Query(ge=16, le=1024)] = 128,
+) -> Response:
     """A PNG of the image, or of one of its boxes, fitted inside ``size``×``size``."""
     picture = store.load_decoded(image).pixels
     if box_id is not None:
         box = store.get_box(box_id)
         if box.image_id != image.id:
-            raise ValueError(f"box {box_id} belongs to image {box.image_id}, not {image.id}; "
-                             f"use /api/images/{box.image_id}/thumbnail?box_id={box_id}")
+            raise ValueError(
+                f"box {box_id} belongs to image {box.image_id}, not {image.id}; "
+                f"use /api/images/{box.image_id}/thumbnail?box_id={box_id}"
+            )
         left, top = int(box.x), int(box.y)
         right = max(left + 1, int(round(box.x + box.w)))
         bottom = max(top + 1, int(round(box.y + box.h)))
@@ -129,8 +171,9 @@ def thumbnail(image: ImageDep, store: StoreDep,
     return Response(buffer.getvalue(), media_type="image/png")
 
 
-@router.post("/{image_id}/boxes", response_model=BoxOut, status_code=status.HTTP_201_CREATED,
-             tags=["boxes"])
+@router.post(
+    "/{image_id}/boxes", response_model=BoxOut, status_code=status.HTTP_201_CREATED, tags=["boxes"]
+)
 def add_box(image: ImageDep, box: BoxIn, store: StoreDep) -> BoxOut:
     """Add a box in the displayed image's pixels."""
     return BoxOut.of(store.add_box(image.id, box.x, box.y, box.w, box.h, box.label))

@@ -39,14 +39,25 @@ class LayerOut(BaseModel):
 @router.get("", response_model=list[ModelOut])
 def list_models(settings: SettingsDep) -> list[ModelOut]:
     """Every model the service can load."""
-    return [ModelOut(name=s.name, architecture=s.architecture, source=s.source,
-                     input_size=s.input_size, mean=s.mean, std=s.std,
-                     num_classes=len(s.class_names), description=s.description)
-            for s in engine_models.list_models(settings.models_dir)]
+    return [
+        ModelOut(
+            name=s.name,
+            architecture=s.architecture,
+            source=s.source,
+            input_size=s.input_size,
+            mean=s.mean,
+            std=s.std,
+            num_classes=len(s.class_names),
+            description=s.description,
+        )
+        for s in engine_models.list_models(settings.models_dir)
+    ]
 
 
 @router.get("/{model}/layers", response_model=list[LayerOut])
 def list_layers(model: ModelDep) -> list[LayerOut]:
     """The model's feature-map layers in graph order, with channels and size."""
-    return [LayerOut(name=layer.name, channels=layer.channels, height=layer.height,
-                     width=layer.width) for layer in engine_layers(model)]
+    return [
+        LayerOut(name=layer.name, channels=layer.channels, height=layer.height, width=layer.width)
+        for layer in engine_layers(model)
+    ]

@@ -46,8 +46,9 @@ def _templates() -> Jinja2Templates:
 @router.get("/", response_class=HTMLResponse)
 def index(request: Request, settings: SettingsDep) -> HTMLResponse:
     """The dashboard page (its model list starts on the server's default model)."""
-    return _templates().TemplateResponse(request, "index.html",
-                                         {"default_model": settings.default_model})
+    return _templates().TemplateResponse(
+        request, "index.html", {"default_model": settings.default_model}
+    )
 
 
 @router.get("/static/plotly.min.js")

@@ -16,8 +16,15 @@ from pydantic import BaseModel
 
 from app.errors import InvalidInput
 
-__all__ = ["Paged", "LimitQuery", "CursorQuery", "DEFAULT_LIMIT", "MAX_LIMIT", "encode_cursor",
-           "decode_cursor"]
+__all__ = [
+    "Paged",
+    "LimitQuery",
+    "CursorQuery",
+    "DEFAULT_LIMIT",
+    "MAX_LIMIT",
+    "encode_cursor",
+    "decode_cursor",
+]
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -25,10 +32,16 @@ _MAX_ID = 2**63 - 1
 
 T = TypeVar("T")
 
-LimitQuery = Annotated[int, Query(ge=1, le=MAX_LIMIT,
-                                  description=f"The most items on the page (≤ {MAX_LIMIT}).")]
-CursorQuery = Annotated[str | None, Query(max_length=200, description=(
-    "The previous page's ``next_cursor``; none for the first page."))]
+LimitQuery = Annotated[
+    int, Query(ge=1, le=MAX_LIMIT, description=f"The most items on the page (≤ {MAX_LIMIT}).")
+]
+CursorQuery = Annotated[
+    str | None,
+    Query(
+        max_length=200,
+        description=("The previous page's ``next_cursor``; none for the first page."),
+    ),
+]
 
 
 class Paged(BaseModel, Generic[T]):
@@ -64,6 +77,8 @@ def decode_cursor(resource: str, cursor: str | None) -> int:
     except (binascii.Error, UnicodeDecodeError, ValueError):
         kind, after = "", -1
     if kind != resource or not 0 < after <= _MAX_ID:
-        raise InvalidInput(f"cursor {cursor[:40]!r} is not one of GET /api/{resource}'s; pass "
-                           "the next_cursor of its previous page, or none for the first page")
+        raise InvalidInput(
+            f"cursor {cursor[:40]!r} is not one of GET /api/{resource}'s; pass "
+            "the next_cursor of its previous page, or none for the first page"
+        )
     return after

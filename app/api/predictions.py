@@ -21,8 +21,9 @@ router = APIRouter(prefix="/api/predictions", tags=["predictions"])
 class PredictionIn(BaseModel):
     """Which image (or box of it) to classify, with which model."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
-        "image_id": 1, "box_id": None, "k": 5}]})
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"image_id": 1, "box_id": None, "k": 5}]}
+    )
 
     image_id: int = Field(ge=1)
     model: ModelName = None
@@ -55,14 +56,21 @@ def _predict(body: PredictionIn, store: StoreDep) -> PredictionOut:
     if body.box_id is not None:
         record = store.get_box(body.box_id)
         if record.image_id != image.id:
-            raise ValueError(f"box {record.id} belongs to image {record.image_id}, not "
-                             f"{image.id}; send that image_id or omit box_id")
+            raise ValueError(
+                f"box {record.id} belongs to image {record.image_id}, not "
+                f"{image.id}; send that image_id or omit box_id"
+            )
         box = Box(record.x, record.y, record.w, record.h)
     model = load_model(store.settings, body.model)
     prediction_budget(store.settings, model, image, body.mode)  # 413 before decoding
     decoded = store.load_decoded(image)
     with ENGINE_LOCK:
         top = predict(model, decoded, body.k, box, body.mode, store.settings.native_max_side)
-    return PredictionOut(image_id=image.id, box_id=body.box_id, model=model.spec.name,
-                         predictions=[Prediction(index=p.index, label=p.label,
-                                                 probability=p.probability) for p in top])
+    return PredictionOut(
+        image_id=image.id,
+        box_id=body.box_id,
+        model=model.spec.name,
+        predictions=[
+            Prediction(index=p.index, label=p.label, probability=p.probability) for p in top
+        ],
+    )

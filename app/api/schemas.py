@@ -7,11 +7,31 @@ from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["BoxesAtLayerIn", "ErrorOut", "ModelName", "ImageOut", "BoxIn", "BoxPatch", "BoxOut",
-           "LabelCount", "JobOut", "JobAccepted", "ImportResult", "Detail"]
+__all__ = [
+    "BoxesAtLayerIn",
+    "ErrorOut",
+    "ModelName",
+    "ImageOut",
+    "BoxIn",
+    "BoxPatch",
+    "BoxOut",
+    "LabelCount",
+    "JobOut",
+    "JobAccepted",
+    "ImportResult",
+    "Detail",
+]
 
-ModelName = Annotated[str | None, Field(min_length=1, max_length=200, description=(
-    "A model of GET /api/models; default: the server's (FEATUREGAP_DEFAULT_MODEL)."))]
+ModelName = Annotated[
+    str | None,
+    Field(
+        min_length=1,
+        max_length=200,
+        description=(
+            "A model of GET /api/models; default: the server's (FEATUREGAP_DEFAULT_MODEL)."
+        ),
+    ),
+]
 """The model a request body names (``None``: the server's default model)."""
 
 
@@ -62,10 +82,10 @@ class ImageOut(_FromRecord):
     format: str
     label: str | None
     box_count: int
-    box_labels: list[str] = Field(default_factory=list,
-                                  description="The distinct labels of its boxes, sorted.")
+    box_labels: list[str] = Field(
+        default_factory=list, description="The distinct labels of its boxes, sorted."
+    )
     created_at: datetime
-
 
 
 class BoxIn(BaseModel):
@@ -75,8 +95,9 @@ class BoxIn(BaseModel):
     the image, or under one pixel once clipped is refused with 422.
     """
 
-    model_config = ConfigDict(json_schema_extra={
-        "examples": [{"x": 120, "y": 40, "w": 160, "h": 140, "label": "cat"}]})
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"x": 120, "y": 40, "w": 160, "h": 140, "label": "cat"}]}
+    )
 
     x: float = Field(allow_inf_nan=False)
     y: float = Field(allow_inf_nan=False)
@@ -88,8 +109,9 @@ class BoxIn(BaseModel):
 class BoxPatch(BaseModel):
     """Some of a box's fields to change."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [{"label": "dog"},
-                                                              {"x": 10, "w": 50}]})
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"label": "dog"}, {"x": 10, "w": 50}]}
+    )
 
     x: float | None = Field(None, allow_inf_nan=False)
     y: float | None = Field(None, allow_inf_nan=False)
@@ -109,7 +131,6 @@ class BoxOut(_FromRecord):
     h: float
     label: str
     created_at: datetime
-
 
 
 class LabelCount(BaseModel):
@@ -134,7 +155,6 @@ class JobOut(_FromRecord):
     error: str | None = None
     created_at: datetime
     finished_at: datetime | None = None
-
 
 
 class ErrorOut(BaseModel):

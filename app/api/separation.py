@@ -36,18 +36,34 @@ router = APIRouter(prefix="/api", tags=["analysis"])
 class SeparationIn(BoxesAtLayerIn):
     """Labels to separate (default: all) and the layers to compare."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [{
-        "labels": ["brick", "grass", "gravel"],
-        "layers": ["blocks.2.0.bn2", "blocks.5.1.add", "conv_head"], "measure": "euclidean",
-        "descriptor": "gap"}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "labels": ["brick", "grass", "gravel"],
+                    "layers": ["blocks.2.0.bn2", "blocks.5.1.add", "conv_head"],
+                    "measure": "euclidean",
+                    "descriptor": "gap",
+                }
+            ]
+        }
+    )
 
     labels: list[str] | None = Field(None, description="Default: every label with boxes.")
     layers: list[str] = Field(min_length=1)
-    measure: str = Field("euclidean", min_length=1, max_length=50,
-                         description="A registered measure (GET /api/measures).")
+    measure: str = Field(
+        "euclidean",
+        min_length=1,
+        max_length=50,
+        description="A registered measure (GET /api/measures).",
+    )
     options: dict[str, Any] = Field(default_factory=dict, description="The measure's options.")
-    descriptor: Literal["gap", "grid", "pixels"] | None = Field(None, description=(
-        "Default: what the measure consumes; 'pixels' compares boxes' sets of grid rows."))
+    descriptor: Literal["gap", "grid", "pixels"] | None = Field(
+        None,
+        description=(
+            "Default: what the measure consumes; 'pixels' compares boxes' sets of grid rows."
+        ),
+    )
 
 
 class LayerSeparationOut(BaseModel):
@@ -72,28 +88,47 @@ class SeparationOut(BaseModel):
     figure: dict[str, Any]
 
 
-@router.post("/separation", response_model=SeparationOut,
-             responses={**QUEUED, **ERRORS})
-async def post_separation(body: SeparationIn, store: StoreDep, settings: SettingsDep,
-                          jobs: JobsDep, pool: PoolDep) -> Any:
+@router.post("/separation", response_model=SeparationOut, responses={**QUEUED, **ERRORS})
+async def post_separation(
+    body: SeparationIn, store: StoreDep, settings: SettingsDep, jobs: JobsDep, pool: PoolDep
+) -> Any:
     """Intra/inter/ratio/silhouette per layer (a job when the work is large)."""
     measure = get_measure(body.measure, **body.options)  # unknown: 4xx naming the known
-    return await pool.run(lambda cancelled: _separation(body, measure, store, settings, jobs,
-                                                        cancelled))
+    return await pool.run(
+        lambda cancelled: _separation(body, measure, store, settings, jobs, cancelled)
+    )
 
 
-def _separation(body: SeparationIn, measure: Measure, store: StoreDep, settings: SettingsDep,
-                jobs: JobsDep, cancelled: Cancelled) -> Any:
+def _separation(
+    body: SeparationIn,
+    measure: Measure,
+    store: StoreDep,
+    settings: SettingsDep,
+    jobs: JobsDep,
+    cancelled: Cancelled,
+) -> Any:
     groups = resolve_groups(store, None, body.labels)
     model = load_model(settings, body.model)
     layers = list(dict.fromkeys(body.layers))
     n_boxes = sum(len(g) for g in groups.values())
     precheck(settings, model, layers, n_boxes)
-    request = SeparationRequest(model.spec.name, layers, body.measure,
-                                body.descriptor or measure.needs, body.grid_size, body.mode,
-                                body.options)
+    request = SeparationRequest(
+        model.spec.name,
+        layers,
+        body.measure,
+        body.descriptor or measure.needs,
+        body.grid_size,
+        body.mode,
+        body.options,
+    )
     units = estimate_separation(store, settings, model, request, groups).units
-    return answer_or_queue(jobs, settings, "separation", units,
-                           lambda progress, cancelled: separation_profile(
-                               store, settings, model, groups, request, progress, cancelled),
-                           cancelled)
+    return answer_or_queue(
+        jobs,
+        settings,
+        "separation",
+        units,
+        lambda progress, cancelled: separation_profile(
+            store, settings, model, groups, request, progress, cancelled
+        ),
+        cancelled,
+    )

@@ -140,8 +140,7 @@ def separation(
         raise ValueError("separation needs at least 2 different labels")
     if len(idx) >= len(labels):
         raise ValueError("every sample has its own label: give some label 2 or more samples")
-    d = (m.pairwise(samples, labels) if isinstance(samples, Tensor)
-         else m.pairwise_sets(samples))
+    d = m.pairwise(samples, labels) if isinstance(samples, Tensor) else m.pairwise_sets(samples)
     codes = torch.empty(n, dtype=torch.long)
     for c, i in enumerate(idx.values()):
         codes[i] = c

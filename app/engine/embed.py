@@ -108,9 +108,14 @@ def embed(
     # openTSNE ends the optimisation quietly with the embedding so far when a callback
     # returns True; raising instead keeps a half-optimised embedding from passing as a result.
     tsne = TSNE(
-        n_components=2, perplexity=perplexity, initialization="pca", random_state=seed,
+        n_components=2,
+        perplexity=perplexity,
+        initialization="pca",
+        random_state=seed,
         n_iter=n_iter,
-        n_jobs=1, verbose=False, callbacks=stop,
+        n_jobs=1,
+        verbose=False,
+        callbacks=stop,
         callbacks_every_iters=CANCEL_CHECK_EVERY_ITERS,
     )
     result = np.asarray(tsne.fit(z.numpy()), dtype=np.float64)

@@ -17,8 +17,15 @@ from app.engine.preprocess import DEFAULT_NATIVE_MAX_SIDE, InputMode, to_input
 from app.images import DecodedImage
 from app.lru import LRU
 
-__all__ = ["CacheStats", "FeatureCache", "default_cache", "extract", "forward_maps",
-           "prepare_input", "LOGITS"]
+__all__ = [
+    "CacheStats",
+    "FeatureCache",
+    "default_cache",
+    "extract",
+    "forward_maps",
+    "prepare_input",
+    "LOGITS",
+]
 
 LOGITS = "logits"
 CacheKey = tuple[str, str, str, str, str]
@@ -107,8 +114,9 @@ def _extractor(model: LoadedModel, nodes: tuple[str, ...]) -> Extractor:
     return traced(model.module).extractor(nodes)
 
 
-def _prepare(model: LoadedModel, images: Sequence[DecodedImage], mode: InputMode,
-             max_side: int) -> list[torch.Tensor]:
+def _prepare(
+    model: LoadedModel, images: Sequence[DecodedImage], mode: InputMode, max_side: int
+) -> list[torch.Tensor]:
     """Preprocess images in threads: PIL's resampling releases the GIL."""
 
     def one(image: DecodedImage) -> torch.Tensor:
@@ -121,15 +129,20 @@ def _prepare(model: LoadedModel, images: Sequence[DecodedImage], mode: InputMode
         return list(pool.map(one, images))
 
 
-def prepare_input(model: LoadedModel, image: DecodedImage, mode: InputMode = "resize",
-                  native_max_side: int = DEFAULT_NATIVE_MAX_SIDE) -> torch.Tensor:
+def prepare_input(
+    model: LoadedModel,
+    image: DecodedImage,
+    mode: InputMode = "resize",
+    native_max_side: int = DEFAULT_NATIVE_MAX_SIDE,
+) -> torch.Tensor:
     """The ``3×h×w`` model input of one image, as :func:`extract` makes it (thread-safe:
     callers prepare the next batch in threads while a forward runs)."""
     return to_input(image.pixels, model.spec, mode, native_max_side, model.max_stride)
 
 
-def forward_maps(model: LoadedModel, batch: torch.Tensor, layers: Sequence[str]
-                 ) -> dict[str, torch.Tensor]:
+def forward_maps(
+    model: LoadedModel, batch: torch.Tensor, layers: Sequence[str]
+) -> dict[str, torch.Tensor]:
     """Feature maps of ``layers`` for a batch of prepared inputs, in one forward pass.
 
     Args:
@@ -221,14 +234,15 @@ def extract(
     for names_missing, indices in todo.items():
         nodes = tuple(head if n == LOGITS else n for n in names_missing)
         run = _extractor(model, tuple(dict.fromkeys(nodes)))
-        inputs = dict(zip(indices, _prepare(model, [images[i] for i in indices], mode, max_side),
-                          strict=True))
+        inputs = dict(
+            zip(indices, _prepare(model, [images[i] for i in indices], mode, max_side), strict=True)
+        )
         by_shape: dict[tuple[int, ...], list[int]] = {}
         for i in indices:
             by_shape.setdefault(tuple(inputs[i].shape), []).append(i)
         for group in by_shape.values():
             for start in range(0, len(group), batch_size):
-                chunk = group[start:start + batch_size]
+                chunk = group[start : start + batch_size]
                 batch = torch.stack([inputs[i] for i in chunk])
                 with torch.inference_mode():
                     out = run(batch)

@@ -26,8 +26,16 @@ from torch.fx import GraphModule
 from app.lru import LRU
 
 __all__ = [
-    "MAX_EXTRACTORS", "TRACE_LOCK", "Extractor", "TracedModel", "check_layers", "extractor",
-    "forward_nodes", "node_names", "output_node", "traced",
+    "MAX_EXTRACTORS",
+    "TRACE_LOCK",
+    "Extractor",
+    "TracedModel",
+    "check_layers",
+    "extractor",
+    "forward_nodes",
+    "node_names",
+    "output_node",
+    "traced",
 ]
 
 MAX_EXTRACTORS = 32
@@ -93,8 +101,7 @@ class Extractor:
             else uses the model may have switched it back on.
     """
 
-    def __init__(self, graph_module: GraphModule,
-                 activations: Sequence[nn.Module] = ()) -> None:
+    def __init__(self, graph_module: GraphModule, activations: Sequence[nn.Module] = ()) -> None:
         self.graph_module = graph_module.eval()
         self._activations = list(activations)
 
@@ -134,7 +141,8 @@ class TracedModel:
         if unknown:
             names = self.names
             shown = ", ".join(names[:12]) + (
-                f", … ({len(names)} in all)" if len(names) > 12 else "")
+                f", … ({len(names)} in all)" if len(names) > 12 else ""
+            )
             raise KeyError(f"unknown layer {unknown[0]!r}; use one of {shown}")
 
     def extractor(self, nodes: Sequence[str]) -> Extractor:
@@ -232,8 +240,12 @@ def _without_inplace(module: GraphModule) -> list[nn.Module]:
     for node in module.graph.nodes:
         if node.kwargs.get("inplace") is True:
             node.kwargs = {**node.kwargs, "inplace": False}
-        if node.op == "call_method" and isinstance(node.target, str) \
-                and node.target.endswith("_") and not node.target.startswith("_"):
+        if (
+            node.op == "call_method"
+            and isinstance(node.target, str)
+            and node.target.endswith("_")
+            and not node.target.startswith("_")
+        ):
             node.target = node.target[:-1]
     module.recompile()
     return flagged

@@ -101,8 +101,9 @@ def compute_heatmap(
         native_max_side=native_max_side,
         max_stride=model.max_stride,
     )[None].to(device)
-    small, explained = cam_map(model.module, x, layer, method, target, options=chosen,
-                               cancelled=cancelled)
+    small, explained = cam_map(
+        model.module, x, layer, method, target, options=chosen, cancelled=cancelled
+    )
     values = upsample_to_image(small.float().cpu(), (image.width, image.height))
     names = model.spec.class_names
     label = names[explained] if explained is not None and explained < len(names) else None

@@ -62,6 +62,7 @@ __all__ = [
 
 LOCALISATION_SCORES: Registry[type[LocalisationScore]] = Registry("localisation score")
 
+
 class _Map:
     """One heat map, flattened, with the per-map quantities the scores share (computed once)."""
 

@@ -171,7 +171,8 @@ def _build(architecture: str, source: Source, num_classes: int) -> nn.Module:
 
         try:
             built: nn.Module = torchvision.models.get_model(
-                architecture, weights=None, num_classes=num_classes)
+                architecture, weights=None, num_classes=num_classes
+            )
             return built
         except ValueError as exc:
             raise ValueError(
@@ -184,7 +185,8 @@ def _build(architecture: str, source: Source, num_classes: int) -> nn.Module:
         if not timm.is_model(architecture):
             raise ValueError(f"unknown timm architecture {architecture!r}; see timm.list_models()")
         created: nn.Module = timm.create_model(
-            architecture, pretrained=False, num_classes=num_classes)
+            architecture, pretrained=False, num_classes=num_classes
+        )
         return created
     raise ValueError(f"unknown source {source!r}; use 'torchvision' or 'timm'")
 
@@ -218,7 +220,8 @@ class _EfficientNetLite0(BuiltinModel):
         target = module.state_dict()
         if len(source) != len(target):
             raise ValueError(
-                f"{path.name} holds {len(source)} tensors, the architecture {len(target)}")
+                f"{path.name} holds {len(source)} tensors, the architecture {len(target)}"
+            )
         # The package's keys use another naming; both list the same tensors in the same order.
         mapped: dict[str, torch.Tensor] = {}
         for (theirs, tensor), (ours, want) in zip(source.items(), target.items(), strict=True):
@@ -281,8 +284,10 @@ def _weights_path(spec: ModelSpec, models_dir: Path | None) -> Path:
         path = spec.weights
         if not path.is_absolute():
             if models_dir is None:
-                raise ValueError(f"model {spec.name!r}: weights {path} are relative to a "
-                                 "models folder, and none was given")
+                raise ValueError(
+                    f"model {spec.name!r}: weights {path} are relative to a "
+                    "models folder, and none was given"
+                )
             path = models_dir / path
     if not path.is_file():
         raise ValueError(
@@ -340,9 +345,12 @@ def _hub_models() -> dict[str, ModelSpec]:
             transform = weights.transforms()
             mean, std = list(transform.mean), list(transform.std)
             found[architecture] = ModelSpec(
-                name=architecture, architecture=architecture, source="torchvision",
+                name=architecture,
+                architecture=architecture,
+                source="torchvision",
                 input_size=int(transform.crop_size[0]),
-                mean=(mean[0], mean[1], mean[2]), std=(std[0], std[1], std[2]),
+                mean=(mean[0], mean[1], mean[2]),
+                std=(std[0], std[1], std[2]),
                 class_names=tuple(weights.meta["categories"]),
                 weights=Path(f"hub:{filename}"),
                 description=f"torchvision {weights} (from the torch hub cache)",

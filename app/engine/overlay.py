@@ -14,21 +14,35 @@ from app.boxes import Box
 __all__ = ["colorize", "render_overlay"]
 
 # Viridis sampled at 9 evenly spaced points (matplotlib's table); linear in between.
-_VIRIDIS = np.array([
-    [68, 1, 84], [71, 44, 122], [59, 81, 139], [44, 113, 142], [33, 144, 141],
-    [39, 173, 129], [92, 200, 99], [170, 220, 50], [253, 231, 37],
-], dtype=np.float64)
+_VIRIDIS = np.array(
+    [
+        [68, 1, 84],
+        [71, 44, 122],
+        [59, 81, 139],
+        [44, 113, 142],
+        [33, 144, 141],
+        [39, 173, 129],
+        [92, 200, 99],
+        [170, 220, 50],
+        [253, 231, 37],
+    ],
+    dtype=np.float64,
+)
 _BOX_COLOURS = [(255, 64, 64), (64, 160, 255), (255, 200, 0), (255, 255, 255), (255, 96, 255)]
 
 
-def colorize(values: torch.Tensor | NDArray[np.floating], low: float | None = None,
-             high: float | None = None) -> NDArray[np.uint8]:
+def colorize(
+    values: torch.Tensor | NDArray[np.floating], low: float | None = None, high: float | None = None
+) -> NDArray[np.uint8]:
     """Map an ``H×W`` array to ``H×W×3`` viridis colours, ``low`` → dark, ``high`` → yellow.
 
     ``low``/``high`` default to the map's minimum and maximum; a constant map is dark.
     """
-    array = values.detach().cpu().double().numpy() if isinstance(values, torch.Tensor) \
+    array = (
+        values.detach().cpu().double().numpy()
+        if isinstance(values, torch.Tensor)
         else np.asarray(values, dtype=np.float64)
+    )
     if array.ndim != 2:
         raise ValueError(f"expected an H×W map, got shape {array.shape}")
     lo = float(np.nanmin(array)) if low is None else low

@@ -34,8 +34,12 @@ default)."""
 
 
 def input_size(
-    width: int, height: int, spec: ModelSpec, mode: InputMode = "resize",
-    native_max_side: int = DEFAULT_NATIVE_MAX_SIDE, max_stride: int = 32,
+    width: int,
+    height: int,
+    spec: ModelSpec,
+    mode: InputMode = "resize",
+    native_max_side: int = DEFAULT_NATIVE_MAX_SIDE,
+    max_stride: int = 32,
 ) -> tuple[int, int]:
     """The ``(height, width)`` of the tensor fed to the model for an image of this size.
 

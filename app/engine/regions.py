@@ -41,13 +41,15 @@ def upsample_to_image(map2d: torch.Tensor, image_size: tuple[int, int]) -> torch
     width, height = image_size
     if map2d.dim() != 2:
         raise ValueError(f"expected an h×w map, got shape {tuple(map2d.shape)}")
-    out = F.interpolate(map2d[None, None], size=(height, width), mode="bilinear",
-                        align_corners=False)
+    out = F.interpolate(
+        map2d[None, None], size=(height, width), mode="bilinear", align_corners=False
+    )
     return out[0, 0]
 
 
-def _bilinear_weights(first: int, stop: int, small: int, large: int,
-                      dtype: torch.dtype) -> torch.Tensor:
+def _bilinear_weights(
+    first: int, stop: int, small: int, large: int, dtype: torch.dtype
+) -> torch.Tensor:
     """Sum over output pixels ``first..stop-1`` of their 1-D bilinear weights on the input.
 
     Follows PyTorch's ``align_corners=False`` rule: source ``(i + 0.5)·small/large − 0.5``,
@@ -113,8 +115,14 @@ def region_descriptors(
         [[0.0, b.x * sx, b.y * sy, (b.x + b.w) * sx, (b.y + b.h) * sy] for b in checked],
         dtype=fmap.dtype,
     )
-    pooled = roi_align(fmap[None], rois, output_size=(grid_size, grid_size),
-                       spatial_scale=1.0, sampling_ratio=1, aligned=True)
+    pooled = roi_align(
+        fmap[None],
+        rois,
+        output_size=(grid_size, grid_size),
+        spatial_scale=1.0,
+        sampling_ratio=1,
+        aligned=True,
+    )
     if kind == "grid":
         return [p.reshape(-1) for p in pooled]
     return [p.reshape(channels, -1).T.contiguous() for p in pooled]

@@ -71,8 +71,7 @@ def parse_yolo(
     return boxes
 
 
-def _line(number: int, line: str, classes: Sequence[str], width: int, height: int
-          ) -> LabeledBox:
+def _line(number: int, line: str, classes: Sequence[str], width: int, height: int) -> LabeledBox:
     fields = line.split()
     try:
         if len(fields) != 5:

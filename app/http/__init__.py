@@ -12,5 +12,12 @@ from app.http.headers import CONTENT_SECURITY_POLICY, SecurityHeaders
 from app.http.hosts import AllowedHosts
 from app.http.origins import SameOriginWrites
 
-__all__ = ["AllowedHosts", "BodyLimits", "CONTENT_SECURITY_POLICY", "ENVELOPE_BYTES",
-           "SameOriginWrites", "SecurityHeaders", "TokenGate"]
+__all__ = [
+    "AllowedHosts",
+    "BodyLimits",
+    "CONTENT_SECURITY_POLICY",
+    "ENVELOPE_BYTES",
+    "SameOriginWrites",
+    "SecurityHeaders",
+    "TokenGate",
+]

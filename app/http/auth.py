@@ -11,8 +11,10 @@ from app.http._reply import reply
 
 __all__ = ["TokenGate", "TOKEN_MESSAGE"]
 
-TOKEN_MESSAGE = ("missing or wrong API token; send 'Authorization: Bearer <token>' with the "
-                 "value of FEATUREGAP_API_TOKEN")
+TOKEN_MESSAGE = (
+    "missing or wrong API token; send 'Authorization: Bearer <token>' with the "
+    "value of FEATUREGAP_API_TOKEN"
+)
 
 
 class TokenGate:
@@ -32,12 +34,17 @@ class TokenGate:
         self.token = token.encode() if token else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.token is not None and scope["type"] == "http" and (
-                scope["path"] == "/api" or scope["path"].startswith("/api/")):
+        if (
+            self.token is not None
+            and scope["type"] == "http"
+            and (scope["path"] == "/api" or scope["path"].startswith("/api/"))
+        ):
             scheme, _, given = Headers(scope=scope).get("authorization", "").partition(" ")
             if scheme.lower() != "bearer" or not secrets.compare_digest(
-                    given.strip().encode(), self.token):
-                await reply(scope, receive, send, 401, TOKEN_MESSAGE,
-                            {"WWW-Authenticate": "Bearer"})
+                given.strip().encode(), self.token
+            ):
+                await reply(
+                    scope, receive, send, 401, TOKEN_MESSAGE, {"WWW-Authenticate": "Bearer"}
+                )
                 return
         await self.app(scope, receive, send)

@@ -65,9 +65,14 @@ class BodyLimits:
             setting's name), e.g. the dataset zip.
     """
 
-    def __init__(self, app: ASGIApp, max_upload_bytes: int, max_json_bytes: int,
-                 max_json_depth: int,
-                 upload_limits: Mapping[str, tuple[int, str]] | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_upload_bytes: int,
+        max_json_bytes: int,
+        max_json_depth: int,
+        upload_limits: Mapping[str, tuple[int, str]] | None = None,
+    ) -> None:
         self.app = app
         self.max_upload_bytes = max_upload_bytes
         self.upload_limits = dict(upload_limits or {})
@@ -87,7 +92,8 @@ class BodyLimits:
         multipart = (content_type or "").lower().startswith("multipart/")
         if multipart:
             own, setting = self.upload_limits.get(
-                scope["path"], (self.max_upload_bytes, "FEATUREGAP_MAX_UPLOAD_BYTES"))
+                scope["path"], (self.max_upload_bytes, "FEATUREGAP_MAX_UPLOAD_BYTES")
+            )
             limit, too_large = own + ENVELOPE_BYTES, self._upload_message(own, setting)
         else:
             limit, too_large = self.max_json_bytes, self._json_message()
@@ -101,16 +107,21 @@ class BodyLimits:
 
     @staticmethod
     def _upload_message(limit: int, setting: str) -> str:
-        return (f"the request body is larger than the limit of {limit} bytes "
-                f"per upload (setting {setting}); send a smaller file")
+        return (
+            f"the request body is larger than the limit of {limit} bytes "
+            f"per upload (setting {setting}); send a smaller file"
+        )
 
     def _json_message(self) -> str:
-        return (f"the request body is larger than the limit of {self.max_json_bytes} bytes "
-                "for JSON requests (setting FEATUREGAP_MAX_JSON_BYTES); send less, e.g. "
-                "labels instead of long lists of box ids")
+        return (
+            f"the request body is larger than the limit of {self.max_json_bytes} bytes "
+            "for JSON requests (setting FEATUREGAP_MAX_JSON_BYTES); send less, e.g. "
+            "labels instead of long lists of box ids"
+        )
 
-    async def _buffer(self, scope: Scope, receive: Receive, send: Send, limit: int,
-                      too_large: str, is_json: bool) -> None:
+    async def _buffer(
+        self, scope: Scope, receive: Receive, send: Send, limit: int, too_large: str, is_json: bool
+    ) -> None:
         """Read a small body whole, check it, then hand it to the app in one message."""
         parts: list[bytes] = []
         size = 0
@@ -130,9 +141,16 @@ class BodyLimits:
         if is_json and body.count(b"[") + body.count(b"{") > self.max_json_depth:
             depth = json_depth(body)
             if depth > self.max_json_depth:
-                await reply(scope, receive, send, 422, (
-                    f"the JSON body nests {depth} levels deep, more than "
-                    f"{self.max_json_depth} (setting FEATUREGAP_MAX_JSON_DEPTH); flatten it"))
+                await reply(
+                    scope,
+                    receive,
+                    send,
+                    422,
+                    (
+                        f"the JSON body nests {depth} levels deep, more than "
+                        f"{self.max_json_depth} (setting FEATUREGAP_MAX_JSON_DEPTH); flatten it"
+                    ),
+                )
                 return
         replayed = False
 
@@ -145,8 +163,9 @@ class BodyLimits:
 
         await self.app(scope, replay, send)
 
-    async def _stream(self, scope: Scope, receive: Receive, send: Send, limit: int,
-                      too_large: str) -> None:
+    async def _stream(
+        self, scope: Scope, receive: Receive, send: Send, limit: int, too_large: str
+    ) -> None:
         """Pass a large body through, counting it; past the limit answer 413 and cut it."""
         size = 0
         started = False

@@ -7,22 +7,24 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["CONTENT_SECURITY_POLICY", "SecurityHeaders"]
 
-CONTENT_SECURITY_POLICY = "; ".join([
-    "default-src 'self'",
-    # Scripts: this server's files only, no inline code and no eval (plotly.js 4 draws our
-    # SVG traces without it). Styles: plotly.js injects a <style> element and sets style
-    # attributes (measured in Chromium: both are blocked without 'unsafe-inline' and the
-    # modebar and hover boxes lose their layout), so inline styles are allowed, scripts not.
-    "script-src 'self'",
-    "style-src 'self' 'unsafe-inline'",
-    # Plot images and thumbnails are fetched with the token and shown as blob: URLs;
-    # Plotly's modebar downloads a PNG it renders through a data: URL.
-    "img-src 'self' data: blob:",
-    "object-src 'none'",
-    "base-uri 'none'",
-    "form-action 'self'",
-    "frame-ancestors 'none'",
-])
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'self'",
+        # Scripts: this server's files only, no inline code and no eval (plotly.js 4 draws our
+        # SVG traces without it). Styles: plotly.js injects a <style> element and sets style
+        # attributes (measured in Chromium: both are blocked without 'unsafe-inline' and the
+        # modebar and hover boxes lose their layout), so inline styles are allowed, scripts not.
+        "script-src 'self'",
+        "style-src 'self' 'unsafe-inline'",
+        # Plot images and thumbnails are fetched with the token and shown as blob: URLs;
+        # Plotly's modebar downloads a PNG it renders through a data: URL.
+        "img-src 'self' data: blob:",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ]
+)
 """The dashboard's policy: only this server's scripts, styles and connections."""
 
 _DEFAULTS = {

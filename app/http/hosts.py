@@ -43,8 +43,15 @@ class AllowedHosts:
         if scope["type"] in ("http", "websocket") and not self.any_host:
             host = Headers(scope=scope).get("host")
             if host is not None and host_name(host) not in self.hosts:
-                await reply(scope, receive, send, 400, (
-                    f"this server does not answer for host {host_name(host)[:100]!r}; add it "
-                    f"to FEATUREGAP_ALLOWED_HOSTS (now {sorted(self.hosts)}) if it is yours"))
+                await reply(
+                    scope,
+                    receive,
+                    send,
+                    400,
+                    (
+                        f"this server does not answer for host {host_name(host)[:100]!r}; add it "
+                        f"to FEATUREGAP_ALLOWED_HOSTS (now {sorted(self.hosts)}) if it is yours"
+                    ),
+                )
                 return
         await self.app(scope, receive, send)

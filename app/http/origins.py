@@ -58,10 +58,17 @@ class SameOriginWrites:
             headers = Headers(scope=scope)
             claimed = headers.get("origin") or headers.get("referer")
             if claimed is not None and not self._allowed(claimed, headers.get("host")):
-                await reply(scope, receive, send, 403, (
-                    f"{scope['method']} from the page at {claimed[:200]!r} is refused: without "
-                    "FEATUREGAP_API_TOKEN only this server's own pages may change data; add "
-                    "that origin to FEATUREGAP_ALLOWED_ORIGINS, or set an API token"))
+                await reply(
+                    scope,
+                    receive,
+                    send,
+                    403,
+                    (
+                        f"{scope['method']} from the page at {claimed[:200]!r} is refused: without "
+                        "FEATUREGAP_API_TOKEN only this server's own pages may change data; add "
+                        "that origin to FEATUREGAP_ALLOWED_ORIGINS, or set an API token"
+                    ),
+                )
                 return
         await self.app(scope, receive, send)
 

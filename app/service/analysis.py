@@ -32,10 +32,21 @@ from app.service.resolution import resolution_warnings
 from app.service.results import cached
 from app.store import BoxRecord, ImageRecord, Store
 
-__all__ = ["DistanceRequest", "SeparationRequest", "resolve_groups", "distances",
-           "separation_profile", "distance_work", "separation_work", "EmbeddingRequest",
-           "embedding", "embedding_work", "estimate_distances", "estimate_separation",
-           "estimate_embedding"]
+__all__ = [
+    "DistanceRequest",
+    "SeparationRequest",
+    "resolve_groups",
+    "distances",
+    "separation_profile",
+    "distance_work",
+    "separation_work",
+    "EmbeddingRequest",
+    "embedding",
+    "embedding_work",
+    "estimate_distances",
+    "estimate_separation",
+    "estimate_embedding",
+]
 
 Progress = Callable[[float, str], None]
 Cancelled = Callable[[], bool]
@@ -74,8 +85,9 @@ class SeparationRequest:
     options: dict[str, Any] = field(default_factory=dict)
 
 
-def resolve_groups(store: Store, groups: Mapping[str, Sequence[int]] | None,
-                   labels: Sequence[str] | None) -> dict[str, list[BoxRecord]]:
+def resolve_groups(
+    store: Store, groups: Mapping[str, Sequence[int]] | None, labels: Sequence[str] | None
+) -> dict[str, list[BoxRecord]]:
     """Boxes per group: the given ids per name, or every box of each label (all labels
     when both are ``None``).
 
@@ -91,8 +103,10 @@ def resolve_groups(store: Store, groups: Mapping[str, Sequence[int]] | None,
         out = {label: [b for b in found if b.label == label] for label in wanted}
     for name, members in out.items():
         if not members:
-            raise ValueError(f"group {name!r} has no boxes; draw boxes with this label or "
-                             "list box ids (GET /api/boxes)")
+            raise ValueError(
+                f"group {name!r} has no boxes; draw boxes with this label or "
+                "list box ids (GET /api/boxes)"
+            )
     return out
 
 
@@ -106,9 +120,13 @@ def distance_work(request: DistanceRequest, n_boxes: int) -> int:
     return n_boxes * max(1, request.permutations + request.bootstrap)
 
 
-def estimate_distances(store: Store, settings: Settings, model: LoadedModel,
-                       request: DistanceRequest,
-                       groups: dict[str, list[BoxRecord]]) -> Estimate:
+def estimate_distances(
+    store: Store,
+    settings: Settings,
+    model: LoadedModel,
+    request: DistanceRequest,
+    groups: dict[str, list[BoxRecord]],
+) -> Estimate:
     """Memory and work units of a distances request, before any work.
 
     Raises:
@@ -118,16 +136,29 @@ def estimate_distances(store: Store, settings: Settings, model: LoadedModel,
     measure = MEASURES.lookup(request.measure)
     n_boxes = sum(len(g) for g in groups.values())
     return distance_budget(
-        store, settings, model, layer=request.layer, measure=request.measure,
-        options=request.options, descriptor=request.descriptor or measure.needs,
-        grid_size=request.grid_size, groups=groups, permutations=request.permutations,
-        bootstrap=request.bootstrap, mode=request.mode,
-        units=distance_work(request, n_boxes))
+        store,
+        settings,
+        model,
+        layer=request.layer,
+        measure=request.measure,
+        options=request.options,
+        descriptor=request.descriptor or measure.needs,
+        grid_size=request.grid_size,
+        groups=groups,
+        permutations=request.permutations,
+        bootstrap=request.bootstrap,
+        mode=request.mode,
+        units=distance_work(request, n_boxes),
+    )
 
 
-def estimate_separation(store: Store, settings: Settings, model: LoadedModel,
-                        request: SeparationRequest,
-                        groups: dict[str, list[BoxRecord]]) -> Estimate:
+def estimate_separation(
+    store: Store,
+    settings: Settings,
+    model: LoadedModel,
+    request: SeparationRequest,
+    groups: dict[str, list[BoxRecord]],
+) -> Estimate:
     """Memory and work units of a separation request, before any work.
 
     Raises:
@@ -135,9 +166,18 @@ def estimate_separation(store: Store, settings: Settings, model: LoadedModel,
     """
     every = [b for members in groups.values() for b in members]
     return separation_budget(
-        store, settings, model, layers=request.layers, measure=request.measure,
-        options=request.options, descriptor=request.descriptor, grid_size=request.grid_size,
-        boxes=every, mode=request.mode, units=separation_work(request, len(every)))
+        store,
+        settings,
+        model,
+        layers=request.layers,
+        measure=request.measure,
+        options=request.options,
+        descriptor=request.descriptor,
+        grid_size=request.grid_size,
+        boxes=every,
+        mode=request.mode,
+        units=separation_work(request, len(every)),
+    )
 
 
 def separation_work(request: SeparationRequest, n_boxes: int) -> int:
@@ -154,16 +194,18 @@ def separation_work(request: SeparationRequest, n_boxes: int) -> int:
     return max(n_boxes, n_boxes * (n_boxes - 1) // 2) * len(request.layers)
 
 
-def _group_rows(descriptor: Descriptor, members: Sequence[BoxRecord],
-                features: Sequence[torch.Tensor]) -> Group:
+def _group_rows(
+    descriptor: Descriptor, members: Sequence[BoxRecord], features: Sequence[torch.Tensor]
+) -> Group:
     """A group's rows (``pixels``: every grid sample of every box) with their box and image."""
     if descriptor == "pixels":
         parts = [f.reshape(-1, f.shape[-1]) for f in features]
     else:
         parts = [f.reshape(1, -1) for f in features]
     boxes = tuple(b.id for b, part in zip(members, parts, strict=True) for _ in range(len(part)))
-    images = tuple(b.image_id for b, part in zip(members, parts, strict=True)
-                   for _ in range(len(part)))
+    images = tuple(
+        b.image_id for b, part in zip(members, parts, strict=True) for _ in range(len(part))
+    )
     return Group(torch.cat(parts), boxes, images)
 
 
@@ -177,11 +219,15 @@ def _require_unchanged(store: Store, every: Sequence[BoxRecord]) -> None:
     gone = [b.id for b in every if b.id not in now]
     moved = [b.id for b in every if b.id in now and now[b.id] != b]
     if gone or moved:
-        said = "; ".join(part for part in (
-            f"deleted meanwhile: box(es) {gone[:10]}" if gone else "",
-            f"changed meanwhile: box(es) {moved[:10]}" if moved else "") if part)
-        raise NotFound(f"the boxes of this analysis changed while it ran ({said}); run it "
-                       "again")
+        said = "; ".join(
+            part
+            for part in (
+                f"deleted meanwhile: box(es) {gone[:10]}" if gone else "",
+                f"changed meanwhile: box(es) {moved[:10]}" if moved else "",
+            )
+            if part
+        )
+        raise NotFound(f"the boxes of this analysis changed while it ran ({said}); run it again")
 
 
 def _tests_json(tests: MatrixTests, k: int) -> dict[str, Any]:
@@ -195,25 +241,48 @@ def _tests_json(tests: MatrixTests, k: int) -> dict[str, Any]:
     return {
         "p_values": grid("p_value") if tests.tests else None,
         "p_adjusted": grid("p_adjusted") if tests.tests else None,
-        "adjustment": {"method": tests.adjustment,
-                       "family": f"the {len(tested)} pair(s) of this matrix with a p-value"},
+        "adjustment": {
+            "method": tests.adjustment,
+            "family": f"the {len(tested)} pair(s) of this matrix with a p-value",
+        },
         "unit": tests.unit,
-        "tests": [{"a": tests.labels[t.i], "b": tests.labels[t.j], "statistic": t.statistic,
-                   "p_value": t.p_value, "p_adjusted": t.p_adjusted, "min_p": t.min_p,
-                   "exact": t.exact, "permutations": t.permutations,
-                   "interval": None if t.interval is None else {
-                       "low": t.interval.low, "high": t.interval.high,
-                       "level": 0.95, "resamples": t.interval.resamples}}
-                  for t in tests.tests],
-        "groups": {name: {"units": e.units, "rows": e.rows, "icc": e.icc, "ess": e.ess}
-                   for name, e in tests.effective.items()},
+        "tests": [
+            {
+                "a": tests.labels[t.i],
+                "b": tests.labels[t.j],
+                "statistic": t.statistic,
+                "p_value": t.p_value,
+                "p_adjusted": t.p_adjusted,
+                "min_p": t.min_p,
+                "exact": t.exact,
+                "permutations": t.permutations,
+                "interval": None
+                if t.interval is None
+                else {
+                    "low": t.interval.low,
+                    "high": t.interval.high,
+                    "level": 0.95,
+                    "resamples": t.interval.resamples,
+                },
+            }
+            for t in tests.tests
+        ],
+        "groups": {
+            name: {"units": e.units, "rows": e.rows, "icc": e.icc, "ess": e.ess}
+            for name, e in tests.effective.items()
+        },
     }
 
 
-def distances(store: Store, settings: Settings, model: LoadedModel,
-              groups: dict[str, list[BoxRecord]], request: DistanceRequest,
-              progress: Progress | None = None,
-              cancelled: Cancelled | None = None) -> dict[str, Any]:
+def distances(
+    store: Store,
+    settings: Settings,
+    model: LoadedModel,
+    groups: dict[str, list[BoxRecord]],
+    request: DistanceRequest,
+    progress: Progress | None = None,
+    cancelled: Cancelled | None = None,
+) -> dict[str, Any]:
     """The measure between every pair of groups, with unit-level tests when asked.
 
     Tests and bootstrap intervals exchange or resample whole units (images, or boxes when
@@ -232,74 +301,116 @@ def distances(store: Store, settings: Settings, model: LoadedModel,
     """
     measure = get_measure(request.measure, **request.options)
     if len(groups) < 2:
-        raise ValueError(f"distances need at least 2 groups, got {len(groups)}; give two "
-                         "labels or two lists of box ids")
+        raise ValueError(
+            f"distances need at least 2 groups, got {len(groups)}; give two "
+            "labels or two lists of box ids"
+        )
     every = [b for members in groups.values() for b in members]
-    check_limits(settings, samples=len(every),
-                 permutations=max(request.permutations, request.bootstrap))
+    check_limits(
+        settings, samples=len(every), permutations=max(request.permutations, request.bootstrap)
+    )
     descriptor: Descriptor = request.descriptor or measure.needs
     estimate_distances(store, settings, model, request, groups)
     images = _images(store, every)
     payload = {
-        "model": model.spec.name, "weights": model.weights_sha256,
+        "model": model.spec.name,
+        "weights": model.weights_sha256,
         "request": asdict(request) | {"descriptor": descriptor},
         "groups": {name: boxes_key(members, images) for name, members in groups.items()},
     }
 
     def compute() -> dict[str, Any]:
-        features = box_descriptors(store, model, every, [request.layer], descriptor,
-                                   request.grid_size, request.mode, progress,
-                                   cancelled)[request.layer]
+        features = box_descriptors(
+            store,
+            model,
+            every,
+            [request.layer],
+            descriptor,
+            request.grid_size,
+            request.mode,
+            progress,
+            cancelled,
+        )[request.layer]
         samples: dict[str, Group] = {}
         start = 0
         for name, members in groups.items():
-            samples[name] = _group_rows(descriptor, members,
-                                        features[start:start + len(members)])
+            samples[name] = _group_rows(descriptor, members, features[start : start + len(members)])
             start += len(members)
             if samples[name].rows.shape[0] < measure.min_rows:
                 raise ValueError(
                     f"group {name!r} gives {samples[name].rows.shape[0]} sample(s) as "
                     f"{descriptor!r}; {request.measure} needs at least {measure.min_rows} "
-                    "per group: add boxes or use descriptor 'pixels'")
+                    "per group: add boxes or use descriptor 'pixels'"
+                )
         if progress is not None:
             progress(0.85, "measuring")
-        tests = matrix_tests(samples, measure, permutations=request.permutations,
-                             bootstrap=request.bootstrap, seed=request.seed,
-                             alpha=request.alpha,
-                             unit=None if request.unit == "auto" else request.unit,
-                             adjustment=request.adjust, cancelled=cancelled)
+        tests = matrix_tests(
+            samples,
+            measure,
+            permutations=request.permutations,
+            bootstrap=request.bootstrap,
+            seed=request.seed,
+            alpha=request.alpha,
+            unit=None if request.unit == "auto" else request.unit,
+            adjustment=request.adjust,
+            cancelled=cancelled,
+        )
         _require_unchanged(store, every)
         k = len(tests.labels)
         values = tests.values.tolist()
         tested = _tests_json(tests, k)
-        warnings = resolution_warnings(model, check_layer(model, request.layer), images,
-                                       every, request.mode, settings.native_max_side)
+        warnings = resolution_warnings(
+            model,
+            check_layer(model, request.layer),
+            images,
+            every,
+            request.mode,
+            settings.native_max_side,
+        )
         shown = tested["p_adjusted"]
-        answer: dict[str, Any] = to_json_safe({
-            "labels": tests.labels, "matrix": values, **tested,
-            "warnings": warnings + tests.warnings,
-            "measure": request.measure, "higher_is_better": tests.higher_is_better,
-            "between": measure.between, "descriptor": descriptor,
-            "layer": request.layer, "model": model.spec.name,
-            "permutations": request.permutations, "bootstrap": request.bootstrap,
-            "sizes": {name: len(members) for name, members in groups.items()},
-            "images": {name: len({b.image_id for b in members})
-                       for name, members in groups.items()},
-            "figure": distance_matrix_figure(
-                tests.labels, values,
-                None if shown is None else [[math.nan if v is None else v for v in row]
-                                            for row in shown],
-                measure=request.measure, higher_is_better=tests.higher_is_better),
-        })
+        answer: dict[str, Any] = to_json_safe(
+            {
+                "labels": tests.labels,
+                "matrix": values,
+                **tested,
+                "warnings": warnings + tests.warnings,
+                "measure": request.measure,
+                "higher_is_better": tests.higher_is_better,
+                "between": measure.between,
+                "descriptor": descriptor,
+                "layer": request.layer,
+                "model": model.spec.name,
+                "permutations": request.permutations,
+                "bootstrap": request.bootstrap,
+                "sizes": {name: len(members) for name, members in groups.items()},
+                "images": {
+                    name: len({b.image_id for b in members}) for name, members in groups.items()
+                },
+                "figure": distance_matrix_figure(
+                    tests.labels,
+                    values,
+                    None
+                    if shown is None
+                    else [[math.nan if v is None else v for v in row] for row in shown],
+                    measure=request.measure,
+                    higher_is_better=tests.higher_is_better,
+                ),
+            }
+        )
         return answer
 
     return cached(store, "distances", payload, compute)
 
 
-def separation_profile(store: Store, settings: Settings, model: LoadedModel,
-                       groups: dict[str, list[BoxRecord]], request: SeparationRequest,
-                       progress: Progress | None = None,
-                       cancelled: Cancelled | None = None) -> dict[str, Any]:
+def separation_profile(
+    store: Store,
+    settings: Settings,
+    model: LoadedModel,
+    groups: dict[str, list[BoxRecord]],
+    request: SeparationRequest,
+    progress: Progress | None = None,
+    cancelled: Cancelled | None = None,
+) -> dict[str, Any]:
     """Intra/inter/ratio/silhouette per layer, from one forward pass for all layers.
 
     Returns:
@@ -314,43 +425,76 @@ def separation_profile(store: Store, settings: Settings, model: LoadedModel,
     if not request.layers:
         raise ValueError("give at least one layer")
     if len(groups) < 2:
-        raise ValueError(f"separation needs at least 2 different labels with boxes, got "
-                         f"{len(groups)}; draw boxes with two or more labels")
+        raise ValueError(
+            f"separation needs at least 2 different labels with boxes, got "
+            f"{len(groups)}; draw boxes with two or more labels"
+        )
     every = [b for members in groups.values() for b in members]
     labels = [name for name, members in groups.items() for _ in members]
     check_limits(settings, samples=len(every), layers=len(request.layers))
     estimate_separation(store, settings, model, request, groups)
     images = _images(store, every)
     payload = {
-        "model": model.spec.name, "weights": model.weights_sha256, "request": asdict(request),
+        "model": model.spec.name,
+        "weights": model.weights_sha256,
+        "request": asdict(request),
         "groups": {name: boxes_key(members, images) for name, members in groups.items()},
     }
 
     def compute() -> dict[str, Any]:
-        features = box_descriptors(store, model, every, request.layers, request.descriptor,
-                                   request.grid_size, request.mode, progress, cancelled)
+        features = box_descriptors(
+            store,
+            model,
+            every,
+            request.layers,
+            request.descriptor,
+            request.grid_size,
+            request.mode,
+            progress,
+            cancelled,
+        )
         per_layer: dict[str, tuple[torch.Tensor | list[torch.Tensor], list[str]]] = {
-            layer: ([f.reshape(-1, f.shape[-1]) for f in features[layer]]
-                    if request.descriptor == "pixels"
-                    else torch.stack([f.reshape(-1) for f in features[layer]]), labels)
-            for layer in request.layers}
+            layer: (
+                [f.reshape(-1, f.shape[-1]) for f in features[layer]]
+                if request.descriptor == "pixels"
+                else torch.stack([f.reshape(-1) for f in features[layer]]),
+                labels,
+            )
+            for layer in request.layers
+        }
         if progress is not None:
             progress(0.85, "measuring")
         profile = layer_profile(per_layer, measure)
-        rows = [{"layer": layer, "intra": s.intra, "inter": s.inter, "ratio": s.ratio,
-                 "silhouette": s.silhouette,
-                 "per_label": {k: {"intra": v.intra, "inter": v.inter}
-                               for k, v in s.per_label.items()}}
-                for layer, s in profile]
-        answer: dict[str, Any] = to_json_safe({
-            "layers": rows, "measure": request.measure, "descriptor": request.descriptor,
-            "model": model.spec.name, "sizes": {name: len(m) for name, m in groups.items()},
-            "figure": separation_figure(
-                [layer for layer, _ in profile], [s.intra for _, s in profile],
-                [s.inter for _, s in profile],
-                [s.ratio if math.isfinite(s.ratio) else math.nan for _, s in profile],
-                measure=request.measure, silhouette=[s.silhouette for _, s in profile]),
-        })
+        rows = [
+            {
+                "layer": layer,
+                "intra": s.intra,
+                "inter": s.inter,
+                "ratio": s.ratio,
+                "silhouette": s.silhouette,
+                "per_label": {
+                    k: {"intra": v.intra, "inter": v.inter} for k, v in s.per_label.items()
+                },
+            }
+            for layer, s in profile
+        ]
+        answer: dict[str, Any] = to_json_safe(
+            {
+                "layers": rows,
+                "measure": request.measure,
+                "descriptor": request.descriptor,
+                "model": model.spec.name,
+                "sizes": {name: len(m) for name, m in groups.items()},
+                "figure": separation_figure(
+                    [layer for layer, _ in profile],
+                    [s.intra for _, s in profile],
+                    [s.inter for _, s in profile],
+                    [s.ratio if math.isfinite(s.ratio) else math.nan for _, s in profile],
+                    measure=request.measure,
+                    silhouette=[s.silhouette for _, s in profile],
+                ),
+            }
+        )
         return answer
 
     return cached(store, "separation", payload, compute)
@@ -379,8 +523,13 @@ def embedding_work(request: EmbeddingRequest, n_boxes: int) -> int:
     return n_boxes * max(1, 10 * request.n_iter // 500)
 
 
-def estimate_embedding(store: Store, settings: Settings, model: LoadedModel,
-                       boxes: Sequence[BoxRecord], request: EmbeddingRequest) -> Estimate:
+def estimate_embedding(
+    store: Store,
+    settings: Settings,
+    model: LoadedModel,
+    boxes: Sequence[BoxRecord],
+    request: EmbeddingRequest,
+) -> Estimate:
     """Memory and work units of an embedding request, before any work.
 
     Raises:
@@ -393,23 +542,44 @@ def estimate_embedding(store: Store, settings: Settings, model: LoadedModel,
     n = len(boxes)
     least = 4 if request.method == "tsne" else 2
     if n < least:
-        raise InvalidInput(f"{request.method} needs at least {least} boxes, got {n}; draw more "
-                           "boxes or choose other labels or ids"
-                           + ("; or use method 'pca'" if request.method == "tsne" else ""))
-    if request.method == "tsne" and request.perplexity is not None and not (
-            0 < request.perplexity <= max_perplexity(n)):
-        raise InvalidInput(f"perplexity {request.perplexity} is out of range for {n} boxes; "
-                           f"use a value in (0, {max_perplexity(n):.3g}] ((n − 1)/3), or omit "
-                           "it for min(30, (n − 1)/3)")
+        raise InvalidInput(
+            f"{request.method} needs at least {least} boxes, got {n}; draw more "
+            "boxes or choose other labels or ids"
+            + ("; or use method 'pca'" if request.method == "tsne" else "")
+        )
+    if (
+        request.method == "tsne"
+        and request.perplexity is not None
+        and not (0 < request.perplexity <= max_perplexity(n))
+    ):
+        raise InvalidInput(
+            f"perplexity {request.perplexity} is out of range for {n} boxes; "
+            f"use a value in (0, {max_perplexity(n):.3g}] ((n − 1)/3), or omit "
+            "it for min(30, (n − 1)/3)"
+        )
     return embedding_budget(
-        store, settings, model, layer=request.layer, method=request.method,
-        descriptor=request.descriptor, grid_size=request.grid_size, boxes=boxes,
-        mode=request.mode, units=embedding_work(request, len(boxes)))
+        store,
+        settings,
+        model,
+        layer=request.layer,
+        method=request.method,
+        descriptor=request.descriptor,
+        grid_size=request.grid_size,
+        boxes=boxes,
+        mode=request.mode,
+        units=embedding_work(request, len(boxes)),
+    )
 
 
-def embedding(store: Store, settings: Settings, model: LoadedModel, boxes: list[BoxRecord],
-              request: EmbeddingRequest, progress: Progress | None = None,
-              cancelled: Cancelled | None = None) -> dict[str, Any]:
+def embedding(
+    store: Store,
+    settings: Settings,
+    model: LoadedModel,
+    boxes: list[BoxRecord],
+    request: EmbeddingRequest,
+    progress: Progress | None = None,
+    cancelled: Cancelled | None = None,
+) -> dict[str, Any]:
     """t-SNE or PCA of one descriptor per box.
 
     Returns:
@@ -423,30 +593,66 @@ def embedding(store: Store, settings: Settings, model: LoadedModel, boxes: list[
     from app.engine.embed import embed
 
     if len(boxes) < 2:
-        raise ValueError(f"an embedding needs at least 2 boxes, got {len(boxes)}; draw more "
-                         "boxes or choose other labels or ids")
+        raise ValueError(
+            f"an embedding needs at least 2 boxes, got {len(boxes)}; draw more "
+            "boxes or choose other labels or ids"
+        )
     check_limits(settings, samples=len(boxes))
     estimate_embedding(store, settings, model, boxes, request)
     images = _images(store, boxes)
-    payload = {"model": model.spec.name, "weights": model.weights_sha256,
-               "request": asdict(request), "boxes": boxes_key(boxes, images)}
+    payload = {
+        "model": model.spec.name,
+        "weights": model.weights_sha256,
+        "request": asdict(request),
+        "boxes": boxes_key(boxes, images),
+    }
 
     def compute() -> dict[str, Any]:
-        features = box_descriptors(store, model, boxes, [request.layer], request.descriptor,
-                                   request.grid_size, request.mode, progress, cancelled)
+        features = box_descriptors(
+            store,
+            model,
+            boxes,
+            [request.layer],
+            request.descriptor,
+            request.grid_size,
+            request.mode,
+            progress,
+            cancelled,
+        )
         x = torch.stack([f.reshape(-1) for f in features[request.layer]])
         if progress is not None:
             progress(0.85, f"{request.method} of {len(boxes)} boxes")
-        xy = embed(x, request.method, perplexity=request.perplexity, seed=request.seed,
-                   n_iter=request.n_iter, cancelled=cancelled)
-        points = [{"box_id": b.id, "image_id": b.image_id, "label": b.label,
-                   "x": float(p[0]), "y": float(p[1])} for b, p in zip(boxes, xy, strict=True)]
-        answer: dict[str, Any] = to_json_safe({
-            "points": points, "method": request.method, "perplexity": request.perplexity,
-            "layer": request.layer, "model": model.spec.name, "descriptor": request.descriptor,
-            "figure": embedding_figure(points, method=request.method,
-                                       colours=label_colours(store.labels())),
-        })
+        xy = embed(
+            x,
+            request.method,
+            perplexity=request.perplexity,
+            seed=request.seed,
+            n_iter=request.n_iter,
+            cancelled=cancelled,
+        )
+        points = [
+            {
+                "box_id": b.id,
+                "image_id": b.image_id,
+                "label": b.label,
+                "x": float(p[0]),
+                "y": float(p[1]),
+            }
+            for b, p in zip(boxes, xy, strict=True)
+        ]
+        answer: dict[str, Any] = to_json_safe(
+            {
+                "points": points,
+                "method": request.method,
+                "perplexity": request.perplexity,
+                "layer": request.layer,
+                "model": model.spec.name,
+                "descriptor": request.descriptor,
+                "figure": embedding_figure(
+                    points, method=request.method, colours=label_colours(store.labels())
+                ),
+            }
+        )
         return answer
 
     return cached(store, "embedding", payload, compute)

@@ -128,12 +128,12 @@ def check_budget(settings: Settings, estimate: Estimate) -> Estimate:
         raise LimitExceeded(
             f"this {estimate.kind} request would need about {_size(estimate.bytes)} of memory "
             f"by its estimate ({estimate.describe()}), more than max_request_bytes = "
-            f"{_size(limit)} (setting FEATUREGAP_MAX_REQUEST_BYTES); {estimate.hint}")
+            f"{_size(limit)} (setting FEATUREGAP_MAX_REQUEST_BYTES); {estimate.hint}"
+        )
     return estimate
 
 
-def input_pixels(cost: ModelCost, mode: str, width: int, height: int,
-                 native_max_side: int) -> int:
+def input_pixels(cost: ModelCost, mode: str, width: int, height: int, native_max_side: int) -> int:
     """Pixels of the model's input for an image: the square input in ``resize`` mode, the
     image scaled to at most ``native_max_side`` per side in ``native`` mode."""
     if mode != "native":
@@ -153,13 +153,18 @@ def descriptor_shape(descriptor: str, channels: int, grid_size: int) -> tuple[in
     return 1, channels
 
 
-def _extraction(cost: ModelCost, mode: str, sizes: Sequence[tuple[int, int]],
-                native_max_side: int) -> int:
+def _extraction(
+    cost: ModelCost, mode: str, sizes: Sequence[tuple[int, int]], native_max_side: int
+) -> int:
     """One image's decode and forward pass, the largest of the images."""
-    return max((width * height * (_RGB + _PREPROCESS_BYTES_PER_PIXEL)
-                + int(input_pixels(cost, mode, width, height, native_max_side)
-                      * cost.forward_per_pixel)
-                for width, height in sizes), default=0)
+    return max(
+        (
+            width * height * (_RGB + _PREPROCESS_BYTES_PER_PIXEL)
+            + int(input_pixels(cost, mode, width, height, native_max_side) * cost.forward_per_pixel)
+            for width, height in sizes
+        ),
+        default=0,
+    )
 
 
 def _measure_bytes(measure: str, options: Mapping[str, Any], rows: int, dims: int) -> int:
@@ -192,9 +197,19 @@ def _measure_flops(measure: str, rows: int, dims: int) -> int:
 
 
 def estimate_distances(
-    *, cost: ModelCost, measure: str, options: Mapping[str, Any], descriptor: str,
-    channels: int, grid_size: int, group_sizes: Sequence[int], permutations: int,
-    bootstrap: int, mode: str, image_sizes: Sequence[tuple[int, int]], native_max_side: int,
+    *,
+    cost: ModelCost,
+    measure: str,
+    options: Mapping[str, Any],
+    descriptor: str,
+    channels: int,
+    grid_size: int,
+    group_sizes: Sequence[int],
+    permutations: int,
+    bootstrap: int,
+    mode: str,
+    image_sizes: Sequence[tuple[int, int]],
+    native_max_side: int,
     units: int,
 ) -> Estimate:
     """A distance matrix between groups, with its permutation tests and bootstrap.
@@ -218,75 +233,126 @@ def estimate_distances(
     pair_rows = sum(largest) * per_box
     held = {"descriptors (float32, and float64 rows)": rows * dims * (F32 + F32 + F64)}
     phases = {
-        "decode and forward of one image": _extraction(cost, mode, image_sizes,
-                                                       native_max_side),
+        "decode and forward of one image": _extraction(cost, mode, image_sizes, native_max_side),
         f"{measure} on a pair": _measure_bytes(measure, options, pair_rows, dims),
     }
     if permutations:
         batch = min(_PERMUTATION_BATCH, permutations)
         extra = pair_rows * batch * F64 * 2
-        extra += (3 * _NULL_BLOCK ** 2 * F64 if measure in _MMD_MEASURES
-                  else _measure_bytes(measure, options, pair_rows, dims) + pair_rows * dims * F64)
+        extra += (
+            3 * _NULL_BLOCK**2 * F64
+            if measure in _MMD_MEASURES
+            else _measure_bytes(measure, options, pair_rows, dims) + pair_rows * dims * F64
+        )
         phases = {**phases, "permutation test on a pair": extra}
     if bootstrap:
-        phases = {**phases, "bootstrap on a pair": _measure_bytes(
-            measure, options, pair_rows, dims) + 2 * pair_rows * dims * F64}
+        phases = {
+            **phases,
+            "bootstrap on a pair": _measure_bytes(measure, options, pair_rows, dims)
+            + 2 * pair_rows * dims * F64,
+        }
     k = len(group_sizes)
-    calls = 1 + bootstrap + (-(-permutations // _PERMUTATION_BATCH) if measure in _MMD_MEASURES
-                             else permutations)
+    calls = (
+        1
+        + bootstrap
+        + (-(-permutations // _PERMUTATION_BATCH) if measure in _MMD_MEASURES else permutations)
+    )
     flops = k * (k - 1) // 2 * calls * _measure_flops(measure, pair_rows, dims)
     units = max(units, flops // FLOPS_PER_UNIT)
-    return Estimate("distances", held, phases, units, hint=(
-        "ask for fewer boxes or labels, a smaller grid_size, the 'gap' descriptor, smaller "
-        "measure options (bins, block_size) or fewer permutations"))
+    return Estimate(
+        "distances",
+        held,
+        phases,
+        units,
+        hint=(
+            "ask for fewer boxes or labels, a smaller grid_size, the 'gap' descriptor, smaller "
+            "measure options (bins, block_size) or fewer permutations"
+        ),
+    )
 
 
 def estimate_separation(
-    *, cost: ModelCost, measure: str, options: Mapping[str, Any], descriptor: str,
-    channels: Sequence[int], grid_size: int, n_boxes: int, mode: str,
-    image_sizes: Sequence[tuple[int, int]], native_max_side: int, units: int,
+    *,
+    cost: ModelCost,
+    measure: str,
+    options: Mapping[str, Any],
+    descriptor: str,
+    channels: Sequence[int],
+    grid_size: int,
+    n_boxes: int,
+    mode: str,
+    image_sizes: Sequence[tuple[int, int]],
+    native_max_side: int,
+    units: int,
 ) -> Estimate:
     """Intra/inter distances of ``n_boxes`` boxes at each layer (``channels`` per layer)."""
     shapes = [descriptor_shape(descriptor, c, grid_size) for c in channels]
     held = {"descriptors of every layer": sum(n_boxes * r * d * F32 for r, d in shapes)}
-    widest_rows, widest = max(((r, d) for r, d in shapes), key=lambda rd: rd[0] * rd[1],
-                              default=(1, 1))
+    widest_rows, widest = max(
+        ((r, d) for r, d in shapes), key=lambda rd: rd[0] * rd[1], default=(1, 1)
+    )
     if descriptor == "pixels":
         work = _measure_bytes(measure, options, 2 * widest_rows, widest)
     else:
         work = _measure_bytes(measure, options, n_boxes, widest)
     phases = {
-        "decode and forward of one image": _extraction(cost, mode, image_sizes,
-                                                       native_max_side),
+        "decode and forward of one image": _extraction(cost, mode, image_sizes, native_max_side),
         "one layer's pairwise matrix": 3 * n_boxes * n_boxes * F64
-        + n_boxes * widest_rows * widest * F64 + work,
+        + n_boxes * widest_rows * widest * F64
+        + work,
     }
-    return Estimate("separation", held, phases, units, hint=(
-        "ask for fewer labels or layers, a smaller grid_size or the 'gap' descriptor"))
+    return Estimate(
+        "separation",
+        held,
+        phases,
+        units,
+        hint=("ask for fewer labels or layers, a smaller grid_size or the 'gap' descriptor"),
+    )
 
 
 def estimate_embedding(
-    *, cost: ModelCost, method: str, descriptor: str, channels: int, grid_size: int,
-    n_boxes: int, mode: str, image_sizes: Sequence[tuple[int, int]], native_max_side: int,
+    *,
+    cost: ModelCost,
+    method: str,
+    descriptor: str,
+    channels: int,
+    grid_size: int,
+    n_boxes: int,
+    mode: str,
+    image_sizes: Sequence[tuple[int, int]],
+    native_max_side: int,
     units: int,
 ) -> Estimate:
     """t-SNE or PCA of one descriptor per box (t-SNE counts ``n²``)."""
     _, dims = descriptor_shape(descriptor, channels, grid_size)
     held = {"descriptors": n_boxes * dims * (F32 + F64)}
-    work = (_TSNE_BASE + _TSNE_SQUARES * n_boxes * n_boxes * F64 + 2 * n_boxes * dims * F64
-            if method == "tsne" else 3 * n_boxes * dims * F64)
+    work = (
+        _TSNE_BASE + _TSNE_SQUARES * n_boxes * n_boxes * F64 + 2 * n_boxes * dims * F64
+        if method == "tsne"
+        else 3 * n_boxes * dims * F64
+    )
     phases = {
-        "decode and forward of one image": _extraction(cost, mode, image_sizes,
-                                                       native_max_side),
+        "decode and forward of one image": _extraction(cost, mode, image_sizes, native_max_side),
         f"{method} of {n_boxes} points": work,
     }
-    return Estimate("embedding", held, phases, units, hint=(
-        "ask for fewer boxes (labels or box_ids), the 'gap' descriptor or method 'pca'"))
+    return Estimate(
+        "embedding",
+        held,
+        phases,
+        units,
+        hint=("ask for fewer boxes (labels or box_ids), the 'gap' descriptor or method 'pca'"),
+    )
 
 
 def estimate_heatmap(
-    *, cost: ModelCost, method: str, width: int, height: int, mode: str,
-    native_max_side: int, scorecam_batch_pixels: int = 0,
+    *,
+    cost: ModelCost,
+    method: str,
+    width: int,
+    height: int,
+    mode: str,
+    native_max_side: int,
+    scorecam_batch_pixels: int = 0,
 ) -> Estimate:
     """One heat map at image size with its scores, prediction and figure.
 
@@ -295,8 +361,7 @@ def estimate_heatmap(
             input's pixels); 0 for other methods.
     """
     pixels = input_pixels(cost, mode, width, height, native_max_side)
-    per_pixel = (cost.gradient_per_pixel if method in _GRADIENT_METHODS
-                 else cost.forward_per_pixel)
+    per_pixel = cost.gradient_per_pixel if method in _GRADIENT_METHODS else cost.forward_per_pixel
     forward = int(pixels * per_pixel) + width * height * _PREPROCESS_BYTES_PER_PIXEL
     if method == "scorecam":
         # the masked batch (masks and masked inputs) and its forward pass
@@ -306,15 +371,27 @@ def estimate_heatmap(
         "forward pass" + (" with gradients" if method in _GRADIENT_METHODS else ""): forward,
         "heat map and scores at image size": width * height * _HEATMAP_BYTES_PER_PIXEL,
     }
-    return Estimate("heat map", held, phases, 0, hint=(
-        "use mode 'resize', a smaller image, or a method without gradients"))
+    return Estimate(
+        "heat map",
+        held,
+        phases,
+        0,
+        hint=("use mode 'resize', a smaller image, or a method without gradients"),
+    )
 
 
-def estimate_prediction(*, cost: ModelCost, width: int, height: int, mode: str,
-                        native_max_side: int) -> Estimate:
+def estimate_prediction(
+    *, cost: ModelCost, width: int, height: int, mode: str, native_max_side: int
+) -> Estimate:
     """Top-k classes of an image (or a box's crop): its decode and one forward pass."""
     pixels = input_pixels(cost, mode, width, height, native_max_side)
-    return Estimate("prediction", {"decoded image": width * height * _RGB},
-                    {"forward pass": int(pixels * cost.forward_per_pixel)
-                     + width * height * _PREPROCESS_BYTES_PER_PIXEL}, 0,
-                    hint="use mode 'resize' or a smaller image")
+    return Estimate(
+        "prediction",
+        {"decoded image": width * height * _RGB},
+        {
+            "forward pass": int(pixels * cost.forward_per_pixel)
+            + width * height * _PREPROCESS_BYTES_PER_PIXEL
+        },
+        0,
+        hint="use mode 'resize' or a smaller image",
+    )

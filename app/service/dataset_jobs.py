@@ -24,16 +24,25 @@ from app.service.datasets import DatasetFormat, DatasetSummary
 from app.service.zips import check_zip, extract_zip, find_layout
 from app.store import Store
 
-__all__ = ["DatasetRequest", "MAX_SKIPPED_IN_RESULT", "dataset_job", "plan_dataset",
-           "receive_zip", "zip_job", "under_root"]
+__all__ = [
+    "DatasetRequest",
+    "MAX_SKIPPED_IN_RESULT",
+    "dataset_job",
+    "plan_dataset",
+    "receive_zip",
+    "zip_job",
+    "under_root",
+]
 
 MAX_SKIPPED_IN_RESULT = 1000
 """Skipped items a job's result lists (the count is complete; the CLI's report lists all)."""
 
 _CHUNK = 1024 * 1024
-_OFF = ("importing from the server's disk is off; set FEATUREGAP_IMPORT_ROOT to the folder "
-        "that holds the datasets (paths are then given relative to it), or upload a .zip "
-        "to POST /api/import/zip")
+_OFF = (
+    "importing from the server's disk is off; set FEATUREGAP_IMPORT_ROOT to the folder "
+    "that holds the datasets (paths are then given relative to it), or upload a .zip "
+    "to POST /api/import/zip"
+)
 
 
 def under_root(settings: Settings, given: str, what: str) -> Path:
@@ -50,8 +59,10 @@ def under_root(settings: Settings, given: str, what: str) -> Path:
     path = Path(given)
     resolved = (path if path.is_absolute() else root / path).resolve()
     if not resolved.is_relative_to(root):
-        raise Forbidden(f"{what} {given!r} leads outside FEATUREGAP_IMPORT_ROOT ({root}); "
-                        "give a path inside it (symlinks are followed before this check)")
+        raise Forbidden(
+            f"{what} {given!r} leads outside FEATUREGAP_IMPORT_ROOT ({root}); "
+            "give a path inside it (symlinks are followed before this check)"
+        )
     if not resolved.exists():
         raise InvalidInput(f"{what} {given!r}: nothing there under FEATUREGAP_IMPORT_ROOT")
     return resolved
@@ -67,9 +78,13 @@ class DatasetRequest:
     classes: list[str] | None = None
 
 
-def plan_dataset(settings: Settings, format: DatasetFormat, annotations: str,
-                 images_dir: str | None = None, classes: str | list[str] | None = None
-                 ) -> DatasetRequest:
+def plan_dataset(
+    settings: Settings,
+    format: DatasetFormat,
+    annotations: str,
+    images_dir: str | None = None,
+    classes: str | list[str] | None = None,
+) -> DatasetRequest:
     """Check a request to import a dataset from the server's disk (before any job runs).
 
     Args:
@@ -90,18 +105,22 @@ def plan_dataset(settings: Settings, format: DatasetFormat, annotations: str,
         raise InvalidInput(f"images_dir {images_dir!r} is not a folder")
     if format == "coco":
         if not ann.is_file():
-            raise InvalidInput(f"annotations {annotations!r} is not a file; for COCO give "
-                               "the JSON file")
+            raise InvalidInput(
+                f"annotations {annotations!r} is not a file; for COCO give the JSON file"
+            )
         if images is None:
             raise InvalidInput("a COCO import needs images_dir, the folder of its images")
     elif not ann.is_dir():
-        raise InvalidInput(f"annotations {annotations!r} is not a folder; for {format} give "
-                           "the dataset folder")
+        raise InvalidInput(
+            f"annotations {annotations!r} is not a folder; for {format} give the dataset folder"
+        )
     names = None
     if format == "yolo":
         if classes is None:
-            raise InvalidInput("a YOLO import needs classes: the class-names file (a path) "
-                               "or the names as a list, index 0 first")
+            raise InvalidInput(
+                "a YOLO import needs classes: the class-names file (a path) "
+                "or the names as a list, index 0 first"
+            )
         if isinstance(classes, str):
             names = datasets.read_classes(under_root(settings, classes, "classes"))
         else:
@@ -118,19 +137,23 @@ def _advance(progress: Progress) -> datasets.Advance:
     return advance
 
 
-def _import(store: Store, request: DatasetRequest, progress: Progress,
-            cancelled: Cancelled) -> DatasetSummary:
+def _import(
+    store: Store, request: DatasetRequest, progress: Progress, cancelled: Cancelled
+) -> DatasetSummary:
     advance = _advance(progress)
     if request.format == "coco":
         assert request.images_dir is not None  # plan_dataset requires it
-        return datasets.import_coco_dataset(store, request.annotations, request.images_dir,
-                                            advance, cancelled)
+        return datasets.import_coco_dataset(
+            store, request.annotations, request.images_dir, advance, cancelled
+        )
     if request.format == "voc":
-        return datasets.import_voc_dataset(store, request.annotations, request.images_dir,
-                                           advance, cancelled)
+        return datasets.import_voc_dataset(
+            store, request.annotations, request.images_dir, advance, cancelled
+        )
     assert request.classes is not None  # plan_dataset requires them
-    return datasets.import_yolo_dataset(store, request.annotations, request.classes,
-                                        advance, cancelled)
+    return datasets.import_yolo_dataset(
+        store, request.annotations, request.classes, advance, cancelled
+    )
 
 
 def dataset_job(store: Store, request: DatasetRequest) -> JobFunction:
@@ -154,8 +177,9 @@ def receive_zip(settings: Settings, stream: BinaryIO, limit: int) -> Path:
     Raises:
         LimitExceeded: the upload is larger than ``limit`` (the file is removed).
     """
-    handle = tempfile.NamedTemporaryFile(dir=_imports_dir(settings), prefix="upload-",
-                                         suffix=".zip", delete=False)
+    handle = tempfile.NamedTemporaryFile(
+        dir=_imports_dir(settings), prefix="upload-", suffix=".zip", delete=False
+    )
     path = Path(handle.name)
     try:
         with handle:
@@ -165,7 +189,8 @@ def receive_zip(settings: Settings, stream: BinaryIO, limit: int) -> Path:
                 if size > limit:
                     raise LimitExceeded(
                         f"the upload is larger than the limit of {limit} bytes (setting "
-                        "FEATUREGAP_MAX_ZIP_UPLOAD_BYTES); send a smaller zip")
+                        "FEATUREGAP_MAX_ZIP_UPLOAD_BYTES); send a smaller zip"
+                    )
                 handle.write(chunk)
     except BaseException:
         path.unlink(missing_ok=True)
@@ -173,8 +198,13 @@ def receive_zip(settings: Settings, stream: BinaryIO, limit: int) -> Path:
     return path
 
 
-def zip_job(store: Store, settings: Settings, zip_path: Path, format: DatasetFormat,
-            annotations: str | None = None) -> JobFunction:
+def zip_job(
+    store: Store,
+    settings: Settings,
+    zip_path: Path,
+    format: DatasetFormat,
+    annotations: str | None = None,
+) -> JobFunction:
     """Check the zip now (raising on a hostile one, after removing it) and return the job
     that unpacks and imports it, removing the zip and the unpacked files at its end.
 
@@ -194,8 +224,7 @@ def zip_job(store: Store, settings: Settings, zip_path: Path, format: DatasetFor
             extract_zip(zip_path, members, folder)
             zip_path.unlink(missing_ok=True)
             layout = find_layout(folder, format, annotations)
-            classes = (None if layout.classes is None
-                       else datasets.read_classes(layout.classes))
+            classes = None if layout.classes is None else datasets.read_classes(layout.classes)
             request = DatasetRequest(format, layout.annotations, layout.images_dir, classes)
             return _import(store, request, progress, cancelled).as_dict(MAX_SKIPPED_IN_RESULT)
         finally:

@@ -28,8 +28,14 @@ from app.service.budgets import (
 )
 from app.store import BoxRecord, ImageRecord, Store
 
-__all__ = ["distance_budget", "embedding_budget", "heatmap_budget", "model_cost",
-           "prediction_budget", "separation_budget"]
+__all__ = [
+    "distance_budget",
+    "embedding_budget",
+    "heatmap_budget",
+    "model_cost",
+    "prediction_budget",
+    "separation_budget",
+]
 
 # Measured on EfficientNet-Lite0 (peak RSS growth of one forward pass in a fresh process,
 # 224² and 1024×768): inference mode holds about 4.2 × the largest layer output (402 bytes a
@@ -61,59 +67,130 @@ def _sizes(store: Store, image_ids: Iterable[int]) -> list[tuple[int, int]]:
     return [(r.width, r.height) for r in records]
 
 
-def distance_budget(store: Store, settings: Settings, model: LoadedModel, *, layer: str,
-                    measure: str, options: dict[str, object], descriptor: str,
-                    grid_size: int, groups: dict[str, list[BoxRecord]], permutations: int,
-                    bootstrap: int, mode: str, units: int) -> Estimate:
+def distance_budget(
+    store: Store,
+    settings: Settings,
+    model: LoadedModel,
+    *,
+    layer: str,
+    measure: str,
+    options: dict[str, object],
+    descriptor: str,
+    grid_size: int,
+    groups: dict[str, list[BoxRecord]],
+    permutations: int,
+    bootstrap: int,
+    mode: str,
+    units: int,
+) -> Estimate:
     """The estimate of a distances request, refused past ``max_request_bytes``.
 
     Raises:
         KeyError: an unknown layer. LimitExceeded: past the budget.
     """
     every = [b for members in groups.values() for b in members]
-    return check_budget(settings, estimate_distances(
-        cost=model_cost(model), measure=measure, options=options, descriptor=descriptor,
-        channels=check_layer(model, layer).channels, grid_size=grid_size,
-        group_sizes=[len(m) for m in groups.values()], permutations=permutations,
-        bootstrap=bootstrap, mode=mode, image_sizes=_sizes(store, {b.image_id for b in every}),
-        native_max_side=settings.native_max_side, units=units))
+    return check_budget(
+        settings,
+        estimate_distances(
+            cost=model_cost(model),
+            measure=measure,
+            options=options,
+            descriptor=descriptor,
+            channels=check_layer(model, layer).channels,
+            grid_size=grid_size,
+            group_sizes=[len(m) for m in groups.values()],
+            permutations=permutations,
+            bootstrap=bootstrap,
+            mode=mode,
+            image_sizes=_sizes(store, {b.image_id for b in every}),
+            native_max_side=settings.native_max_side,
+            units=units,
+        ),
+    )
 
 
-def separation_budget(store: Store, settings: Settings, model: LoadedModel, *,
-                      layers: Sequence[str], measure: str, options: dict[str, object],
-                      descriptor: str, grid_size: int, boxes: Sequence[BoxRecord], mode: str,
-                      units: int) -> Estimate:
+def separation_budget(
+    store: Store,
+    settings: Settings,
+    model: LoadedModel,
+    *,
+    layers: Sequence[str],
+    measure: str,
+    options: dict[str, object],
+    descriptor: str,
+    grid_size: int,
+    boxes: Sequence[BoxRecord],
+    mode: str,
+    units: int,
+) -> Estimate:
     """The estimate of a separation request, refused past ``max_request_bytes``.
 
     Raises:
         KeyError: an unknown layer. LimitExceeded: past the budget.
     """
-    return check_budget(settings, estimate_separation(
-        cost=model_cost(model), measure=measure, options=options, descriptor=descriptor,
-        channels=[check_layer(model, layer).channels for layer in layers],
-        grid_size=grid_size, n_boxes=len(boxes), mode=mode,
-        image_sizes=_sizes(store, {b.image_id for b in boxes}),
-        native_max_side=settings.native_max_side, units=units))
+    return check_budget(
+        settings,
+        estimate_separation(
+            cost=model_cost(model),
+            measure=measure,
+            options=options,
+            descriptor=descriptor,
+            channels=[check_layer(model, layer).channels for layer in layers],
+            grid_size=grid_size,
+            n_boxes=len(boxes),
+            mode=mode,
+            image_sizes=_sizes(store, {b.image_id for b in boxes}),
+            native_max_side=settings.native_max_side,
+            units=units,
+        ),
+    )
 
 
-def embedding_budget(store: Store, settings: Settings, model: LoadedModel, *, layer: str,
-                     method: str, descriptor: str, grid_size: int,
-                     boxes: Sequence[BoxRecord], mode: str, units: int) -> Estimate:
+def embedding_budget(
+    store: Store,
+    settings: Settings,
+    model: LoadedModel,
+    *,
+    layer: str,
+    method: str,
+    descriptor: str,
+    grid_size: int,
+    boxes: Sequence[BoxRecord],
+    mode: str,
+    units: int,
+) -> Estimate:
     """The estimate of an embedding request, refused past ``max_request_bytes``.
 
     Raises:
         KeyError: an unknown layer. LimitExceeded: past the budget.
     """
-    return check_budget(settings, estimate_embedding(
-        cost=model_cost(model), method=method, descriptor=descriptor,
-        channels=check_layer(model, layer).channels, grid_size=grid_size,
-        n_boxes=len(boxes), mode=mode, image_sizes=_sizes(store, {b.image_id for b in boxes}),
-        native_max_side=settings.native_max_side, units=units))
+    return check_budget(
+        settings,
+        estimate_embedding(
+            cost=model_cost(model),
+            method=method,
+            descriptor=descriptor,
+            channels=check_layer(model, layer).channels,
+            grid_size=grid_size,
+            n_boxes=len(boxes),
+            mode=mode,
+            image_sizes=_sizes(store, {b.image_id for b in boxes}),
+            native_max_side=settings.native_max_side,
+            units=units,
+        ),
+    )
 
 
-def heatmap_budget(settings: Settings, model: LoadedModel, image: ImageRecord, *,
-                   method: str, mode: str, batch_size: int = 32,
-                   max_batch_pixels: int = 32 * 224 * 224) -> Estimate:
+def heatmap_budget(
+    settings: Settings,
+    model: LoadedModel,
+    image: ImageRecord,
+    *,
+    method: str,
+    mode: str,
+    batch_size: int = 32,
+    max_batch_pixels: int = 32 * 224 * 224,
+) -> Estimate:
     """The estimate of one heat map of ``image``, refused past ``max_request_bytes``.
 
     Raises:
@@ -123,21 +200,39 @@ def heatmap_budget(settings: Settings, model: LoadedModel, image: ImageRecord, *
     batch_pixels = 0
     if method == "scorecam":
         pixels = input_pixels(cost, mode, image.width, image.height, settings.native_max_side)
-        side = max(1, int(pixels ** 0.5))
-        batch_pixels = scorecam_batch(side, max(1, pixels // side), batch_size,
-                                      max_batch_pixels) * pixels
-    return check_budget(settings, estimate_heatmap(
-        cost=cost, method=method, width=image.width, height=image.height, mode=mode,
-        native_max_side=settings.native_max_side, scorecam_batch_pixels=batch_pixels))
+        side = max(1, int(pixels**0.5))
+        batch_pixels = (
+            scorecam_batch(side, max(1, pixels // side), batch_size, max_batch_pixels) * pixels
+        )
+    return check_budget(
+        settings,
+        estimate_heatmap(
+            cost=cost,
+            method=method,
+            width=image.width,
+            height=image.height,
+            mode=mode,
+            native_max_side=settings.native_max_side,
+            scorecam_batch_pixels=batch_pixels,
+        ),
+    )
 
 
-def prediction_budget(settings: Settings, model: LoadedModel, image: ImageRecord,
-                      mode: str) -> Estimate:
+def prediction_budget(
+    settings: Settings, model: LoadedModel, image: ImageRecord, mode: str
+) -> Estimate:
     """The estimate of a prediction of ``image``, refused past ``max_request_bytes``.
 
     Raises:
         LimitExceeded: past the budget.
     """
-    return check_budget(settings, estimate_prediction(
-        cost=model_cost(model), width=image.width, height=image.height, mode=mode,
-        native_max_side=settings.native_max_side))
+    return check_budget(
+        settings,
+        estimate_prediction(
+            cost=model_cost(model),
+            width=image.width,
+            height=image.height,
+            mode=mode,
+            native_max_side=settings.native_max_side,
+        ),
+    )

@@ -56,8 +56,14 @@ def mode_key(mode: InputMode, native_max_side: int) -> str:
     return mode if mode == "resize" else f"native@{native_max_side}"
 
 
-def feature_sets(store: Store, model: LoadedModel, layers: Sequence[str], kind: Descriptor,
-                 grid_size: int, mode: InputMode) -> dict[str, FeatureSet]:
+def feature_sets(
+    store: Store,
+    model: LoadedModel,
+    layers: Sequence[str],
+    kind: Descriptor,
+    grid_size: int,
+    mode: InputMode,
+) -> dict[str, FeatureSet]:
     """The feature set of each layer (created when new).
 
     Raises:
@@ -71,13 +77,21 @@ def feature_sets(store: Store, model: LoadedModel, layers: Sequence[str], kind: 
     for layer in dict.fromkeys(layers):
         channels = check_layer(model, layer).channels
         cells = grid_size * grid_size
-        rows, width = {"gap": (1, channels), "grid": (1, channels * cells),
-                       "pixels": (cells, channels)}[kind]
+        rows, width = {
+            "gap": (1, channels),
+            "grid": (1, channels * cells),
+            "pixels": (cells, channels),
+        }[kind]
         out[layer] = store.features.feature_set(
-            model=model.spec.name, weights_sha256=model.weights_sha256, layer=layer,
-            descriptor=kind, grid_size=grid_size,
-            mode=mode_key(mode, store.settings.native_max_side), rows_per_box=rows,
-            width=width)
+            model=model.spec.name,
+            weights_sha256=model.weights_sha256,
+            layer=layer,
+            descriptor=kind,
+            grid_size=grid_size,
+            mode=mode_key(mode, store.settings.native_max_side),
+            rows_per_box=rows,
+            width=width,
+        )
     return out
 
 
@@ -104,8 +118,9 @@ class _Writer:
     def flush(self, layer: str | None = None) -> None:
         for name in [layer] if layer is not None else list(self.keys):
             if self.keys[name]:
-                self.written += self.features.write(self.sets[name], self.keys[name],
-                                                    np.stack(self.values[name]))
+                self.written += self.features.write(
+                    self.sets[name], self.keys[name], np.stack(self.values[name])
+                )
                 self.keys[name], self.values[name] = [], []
 
 
@@ -116,19 +131,28 @@ def _decode_workers() -> int:
     return max(1, min(4, free))
 
 
-def _batches(images: list[ImageRecord], model: LoadedModel, mode: InputMode,
-             native_max_side: int, batch_size: int) -> list[list[ImageRecord]]:
+def _batches(
+    images: list[ImageRecord],
+    model: LoadedModel,
+    mode: InputMode,
+    native_max_side: int,
+    batch_size: int,
+) -> list[list[ImageRecord]]:
     """Images in batches of one input size (``native``: grouped by size first)."""
 
     def size(image: ImageRecord) -> tuple[int, int]:
-        return input_size(image.width, image.height, model.spec, mode, native_max_side,
-                          model.max_stride)
+        return input_size(
+            image.width, image.height, model.spec, mode, native_max_side, model.max_stride
+        )
 
     groups: dict[tuple[int, int], list[ImageRecord]] = {}
     for image in images:
         groups.setdefault(size(image), []).append(image)
-    return [members[start:start + batch_size] for members in groups.values()
-            for start in range(0, len(members), batch_size)]
+    return [
+        members[start : start + batch_size]
+        for members in groups.values()
+        for start in range(0, len(members), batch_size)
+    ]
 
 
 def extract_boxes(
@@ -218,8 +242,12 @@ def extract_boxes(
                     for layer in needed:
                         chosen = [b for b in by_image[image.id] if b.id in missing[layer]]
                         regions = region_descriptors(
-                            maps[layer][row], (image.width, image.height),
-                            [Box(b.x, b.y, b.w, b.h) for b in chosen], kind, grid_size)
+                            maps[layer][row],
+                            (image.width, image.height),
+                            [Box(b.x, b.y, b.w, b.h) for b in chosen],
+                            kind,
+                            grid_size,
+                        )
                         for box, region in zip(chosen, regions, strict=True):
                             writer.add(layer, keys[box.id], region)
                             if keep:
@@ -232,7 +260,11 @@ def extract_boxes(
                 future.cancel()
     writer.flush()
     report = ExtractionReport(
-        boxes=len(unique), layers=len(sets), images=len(by_image),
-        extracted=sum(len(missing[layer]) for layer in needed), present=present,
-        seconds=time.perf_counter() - started)
+        boxes=len(unique),
+        layers=len(sets),
+        images=len(by_image),
+        extracted=sum(len(missing[layer]) for layer in needed),
+        present=present,
+        seconds=time.perf_counter() - started,
+    )
     return report, out

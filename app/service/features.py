@@ -19,21 +19,25 @@ from app.store import BoxRecord, ImageRecord, Store
 __all__ = ["LimitExceeded", "box_descriptors", "check_limits", "boxes_key"]
 
 
-def check_limits(settings: Settings, *, samples: int = 0, layers: int = 0,
-                 permutations: int = 0) -> None:
+def check_limits(
+    settings: Settings, *, samples: int = 0, layers: int = 0, permutations: int = 0
+) -> None:
     """Refuse requests past the settings' limits, naming the setting and its value.
 
     Raises:
         LimitExceeded: too many samples, layers or permutations.
     """
-    for value, name in ((samples, "max_samples_per_request"),
-                        (layers, "max_layers_per_request"),
-                        (permutations, "max_permutations")):
+    for value, name in (
+        (samples, "max_samples_per_request"),
+        (layers, "max_layers_per_request"),
+        (permutations, "max_permutations"),
+    ):
         limit = int(getattr(settings, name))
         if value > limit:
             raise LimitExceeded(
                 f"{value} {name.removeprefix('max_').replace('_per_request', '')} is more than "
-                f"{name} = {limit} (setting FEATUREGAP_{name.upper()}); ask for fewer")
+                f"{name} = {limit} (setting FEATUREGAP_{name.upper()}); ask for fewer"
+            )
 
 
 def boxes_key(boxes: Sequence[BoxRecord], images: dict[int, ImageRecord]) -> list[list[Any]]:
@@ -78,12 +82,23 @@ def box_descriptors(
         KeyError: an unknown layer. ValueError: a bad descriptor kind or grid size.
         JobCancelled: ``cancelled()`` became true.
     """
+
     def scaled(fraction: float, message: str) -> None:
         if progress is not None:
             progress(fraction * 0.8, message)
 
-    _, fresh = extract_boxes(store, model, boxes, layers, kind, grid_size, mode,
-                             progress=scaled, cancelled=cancelled, keep=True)
+    _, fresh = extract_boxes(
+        store,
+        model,
+        boxes,
+        layers,
+        kind,
+        grid_size,
+        mode,
+        progress=scaled,
+        cancelled=cancelled,
+        keep=True,
+    )
     sets = feature_sets(store, model, layers, kind, grid_size, mode)
     images = store.get_images({b.image_id for b in boxes})
     out: dict[str, list[torch.Tensor]] = {}
@@ -93,15 +108,26 @@ def box_descriptors(
         stored = store.features.read(sets[layer], wanted)
         lost = [b for b in boxes if b.id not in computed and b.id not in stored]
         if lost:  # edited or deleted between the lookup and the read: compute them now
-            _, again = extract_boxes(store, model, lost, [layer], kind, grid_size, mode,
-                                     cancelled=cancelled, keep=True, force=True)
+            _, again = extract_boxes(
+                store,
+                model,
+                lost,
+                [layer],
+                kind,
+                grid_size,
+                mode,
+                cancelled=cancelled,
+                keep=True,
+                force=True,
+            )
             computed = {**computed, **again[layer]}
         column = []
         for box in boxes:
             value = computed.get(box.id)
             if value is None:
                 value = torch.from_numpy(stored[box.id])
-            column.append(value.reshape(-1, value.shape[-1]) if kind == "pixels"
-                          else value.reshape(-1))
+            column.append(
+                value.reshape(-1, value.shape[-1]) if kind == "pixels" else value.reshape(-1)
+            )
         out[layer] = column
     return out

@@ -36,8 +36,14 @@ from app.service.resolution import resolution_warnings
 from app.service.results import cached
 from app.store import BoxRecord, ImageRecord, Store
 
-__all__ = ["ENGINE_LOCK", "HeatmapRequest", "heatmap_png", "heatmap_result", "raw_heatmap",
-           "scores_csv"]
+__all__ = [
+    "ENGINE_LOCK",
+    "HeatmapRequest",
+    "heatmap_png",
+    "heatmap_result",
+    "raw_heatmap",
+    "scores_csv",
+]
 
 Normalise = Literal["none", "minmax", "percentile"]
 
@@ -64,8 +70,9 @@ class HeatmapRequest:
     """The method's validated options (``app.engine.cams.method_options``), sorted pairs."""
 
 
-def raw_heatmap(store: Store, model: LoadedModel, image: ImageRecord,
-                request: HeatmapRequest) -> HeatMap:
+def raw_heatmap(
+    store: Store, model: LoadedModel, image: ImageRecord, request: HeatmapRequest
+) -> HeatMap:
     """The raw heat map at image size, from the in-process LRU or computed.
 
     Raises:
@@ -76,43 +83,81 @@ def raw_heatmap(store: Store, model: LoadedModel, image: ImageRecord,
         LimitExceeded: its memory estimate is past ``max_request_bytes`` (checked before
             the image is decoded).
     """
-    key = (model.spec.name, model.weights_sha256, image.sha256, request.layer, request.method,
-           request.target, request.mode, request.channel, request.options)
+    key = (
+        model.spec.name,
+        model.weights_sha256,
+        image.sha256,
+        request.layer,
+        request.method,
+        request.target,
+        request.mode,
+        request.channel,
+        request.options,
+    )
     found = _MAPS.get(key)
     if found is not None:
         return found
     options = CamOptions(**dict(request.options))
-    heatmap_budget(store.settings, model, image, method=request.method, mode=request.mode,
-                   batch_size=options.batch_size, max_batch_pixels=options.max_batch_pixels)
+    heatmap_budget(
+        store.settings,
+        model,
+        image,
+        method=request.method,
+        mode=request.mode,
+        batch_size=options.batch_size,
+        max_batch_pixels=options.max_batch_pixels,
+    )
     decoded = store.load_decoded(image)
     with ENGINE_LOCK:
         # Score-CAM stops between batches when the pool's caller goes away
-        heat = compute_heatmap(model, decoded, request.layer, request.method, request.target,
-                               request.mode, request.channel, options=options,
-                               native_max_side=store.settings.native_max_side,
-                               cancelled=current_cancelled())
+        heat = compute_heatmap(
+            model,
+            decoded,
+            request.layer,
+            request.method,
+            request.target,
+            request.mode,
+            request.channel,
+            options=options,
+            native_max_side=store.settings.native_max_side,
+            cancelled=current_cancelled(),
+        )
     _MAPS.put(key, heat)
     return heat
 
 
-def _top_k(store: Store, model: LoadedModel, image: ImageRecord, mode: InputMode,
-           k: int = 5) -> list[dict[str, Any]]:
+def _top_k(
+    store: Store, model: LoadedModel, image: ImageRecord, mode: InputMode, k: int = 5
+) -> list[dict[str, Any]]:
     decoded = store.load_decoded(image)
     with ENGINE_LOCK:
-        outputs = extract(model, [decoded], [], mode=mode,
-                          cache=default_cache(store.settings.feature_cache_bytes),
-                          with_logits=True, native_max_side=store.settings.native_max_side)
+        outputs = extract(
+            model,
+            [decoded],
+            [],
+            mode=mode,
+            cache=default_cache(store.settings.feature_cache_bytes),
+            with_logits=True,
+            native_max_side=store.settings.native_max_side,
+        )
     logits = outputs[0][LOGITS]
-    return [{"index": p.index, "label": p.label, "probability": p.probability}
-            for p in predict_from_logits(model, logits, k)]
+    return [
+        {"index": p.index, "label": p.label, "probability": p.probability}
+        for p in predict_from_logits(model, logits, k)
+    ]
 
 
 def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def heatmap_result(store: Store, model: LoadedModel, image: ImageRecord,
-                   request: HeatmapRequest, boxes: list[BoxRecord]) -> dict[str, Any]:
+def heatmap_result(
+    store: Store,
+    model: LoadedModel,
+    image: ImageRecord,
+    request: HeatmapRequest,
+    boxes: list[BoxRecord],
+) -> dict[str, Any]:
     """Scores of every box, the top-5 prediction, the target explained and the figure.
 
     Args:
@@ -132,42 +177,76 @@ def heatmap_result(store: Store, model: LoadedModel, image: ImageRecord,
         ValueError: bad target, channel or normalisation.
     """
     payload = {
-        "image": image.sha256, "model": model.spec.name, "weights": model.weights_sha256,
+        "image": image.sha256,
+        "model": model.spec.name,
+        "weights": model.weights_sha256,
         "request": request.__dict__,
         "boxes": [[b.id, b.x, b.y, b.w, b.h, b.label] for b in boxes],
     }
-    return cached(store, "heatmap", payload,
-                  lambda: _heatmap_answer(store, model, image, request, boxes),
-                  image_id=image.id)
+    return cached(
+        store,
+        "heatmap",
+        payload,
+        lambda: _heatmap_answer(store, model, image, request, boxes),
+        image_id=image.id,
+    )
 
 
-def _heatmap_answer(store: Store, model: LoadedModel, image: ImageRecord,
-                    request: HeatmapRequest, boxes: list[BoxRecord]) -> dict[str, Any]:
+def _heatmap_answer(
+    store: Store,
+    model: LoadedModel,
+    image: ImageRecord,
+    request: HeatmapRequest,
+    boxes: list[BoxRecord],
+) -> dict[str, Any]:
     heat = raw_heatmap(store, model, image, request)
     scored = score_boxes(heat.values, [Box(b.x, b.y, b.w, b.h) for b in boxes]) if boxes else []
     box_out = [
-        {"id": b.id, "x": b.x, "y": b.y, "w": b.w, "h": b.h, "label": b.label,
-         "scores": {name: _finite(v) for name, v in s.items()}}
+        {
+            "id": b.id,
+            "x": b.x,
+            "y": b.y,
+            "w": b.w,
+            "h": b.h,
+            "label": b.label,
+            "scores": {name: _finite(v) for name, v in s.items()},
+        }
         for b, s in zip(boxes, scored, strict=True)
     ]
     shown = normalise(heat.values, request.normalise)
     title = f"{request.method} · {request.layer}" + (
-        f" · {heat.target_label or heat.target}" if heat.target is not None else "")
-    figure = heatmap_figure(shown, box_out, image_url=f"/api/images/{image.id}/file",
-                            title=title, colours=label_colours(store.labels()))
+        f" · {heat.target_label or heat.target}" if heat.target is not None else ""
+    )
+    figure = heatmap_figure(
+        shown,
+        box_out,
+        image_url=f"/api/images/{image.id}/file",
+        title=title,
+        colours=label_colours(store.labels()),
+    )
     values = heat.values
     return {
-        "image_id": image.id, "model": model.spec.name, "layer": heat.layer,
-        "method": heat.method, "target": heat.target, "target_label": heat.target_label,
-        "mode": request.mode, "normalise": request.normalise,
+        "image_id": image.id,
+        "model": model.spec.name,
+        "layer": heat.layer,
+        "method": heat.method,
+        "target": heat.target,
+        "target_label": heat.target_label,
+        "mode": request.mode,
+        "normalise": request.normalise,
         "prediction": _top_k(store, model, image, request.mode),
         "score_names": list(LOCALISATION_SCORES),
         "boxes": box_out,
         "heat_range": [float(torch.min(values)), float(torch.max(values))],
         "figure": figure,
-        "warnings": resolution_warnings(model, check_layer(model, request.layer),
-                                        {image.id: image}, boxes, request.mode,
-                                        store.settings.native_max_side),
+        "warnings": resolution_warnings(
+            model,
+            check_layer(model, request.layer),
+            {image.id: image},
+            boxes,
+            request.mode,
+            store.settings.native_max_side,
+        ),
     }
 
 
@@ -179,22 +258,53 @@ def scores_csv(result: dict[str, Any]) -> str:
     names: list[str] = result["score_names"]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["image_id", "box_id", "label", "x", "y", "w", "h", "model", "layer",
-                     "method", "target", *names])
+    writer.writerow(
+        [
+            "image_id",
+            "box_id",
+            "label",
+            "x",
+            "y",
+            "w",
+            "h",
+            "model",
+            "layer",
+            "method",
+            "target",
+            *names,
+        ]
+    )
     for box in result["boxes"]:
         label = str(box["label"])
         if label[:1] in ("=", "+", "-", "@"):
             label = "'" + label
-        writer.writerow([result["image_id"], box["id"], label, box["x"], box["y"], box["w"],
-                         box["h"], result["model"], result["layer"], result["method"],
-                         "" if result["target"] is None else result["target"],
-                         *("" if box["scores"].get(n) is None else repr(box["scores"][n])
-                           for n in names)])
+        writer.writerow(
+            [
+                result["image_id"],
+                box["id"],
+                label,
+                box["x"],
+                box["y"],
+                box["w"],
+                box["h"],
+                result["model"],
+                result["layer"],
+                result["method"],
+                "" if result["target"] is None else result["target"],
+                *("" if box["scores"].get(n) is None else repr(box["scores"][n]) for n in names),
+            ]
+        )
     return out.getvalue()
 
 
-def heatmap_png(store: Store, model: LoadedModel, image: ImageRecord, request: HeatmapRequest,
-                boxes: list[BoxRecord], alpha: float = 0.5) -> bytes:
+def heatmap_png(
+    store: Store,
+    model: LoadedModel,
+    image: ImageRecord,
+    request: HeatmapRequest,
+    boxes: list[BoxRecord],
+    alpha: float = 0.5,
+) -> bytes:
     """The overlay as PNG: the map (normalised for display) over the image, boxes captioned
     with their label and energy.
 
@@ -206,11 +316,18 @@ def heatmap_png(store: Store, model: LoadedModel, image: ImageRecord, request: H
     result = heatmap_result(store, model, image, request, boxes)
     heat = raw_heatmap(store, model, image, request)
     captions = [
-        f"{b['label']} E={b['scores']['energy']:.2f}" if b["scores"].get("energy") is not None
-        else str(b["label"]) for b in result["boxes"]]
-    picture = render_overlay(store.load_decoded(image).pixels,
-                             normalise(heat.values, request.normalise),
-                             [Box(b.x, b.y, b.w, b.h) for b in boxes], captions, alpha)
+        f"{b['label']} E={b['scores']['energy']:.2f}"
+        if b["scores"].get("energy") is not None
+        else str(b["label"])
+        for b in result["boxes"]
+    ]
+    picture = render_overlay(
+        store.load_decoded(image).pixels,
+        normalise(heat.values, request.normalise),
+        [Box(b.x, b.y, b.w, b.h) for b in boxes],
+        captions,
+        alpha,
+    )
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG")
     return buffer.getvalue()

@@ -118,8 +118,7 @@ def import_coco(
         record = targets.get(annotation.image_id)
         if record is not None:
             per_image[record.id].append(annotation.box)
-            source_ids[record.id].append(
-                annotation.id if isinstance(annotation.id, int) else None)
+            source_ids[record.id].append(annotation.id if isinstance(annotation.id, int) else None)
         elif annotation.image_id not in known:
             orphans += 1
     if orphans:
@@ -183,8 +182,10 @@ def export_coco(store: Store) -> dict[str, object]:
         else:
             spare += 1
             ids.append(spare)
-    boxes = [(box_id, b.image_id, LabeledBox(b.x, b.y, b.w, b.h, b.label))
-             for box_id, b in zip(ids, records, strict=True)]
+    boxes = [
+        (box_id, b.image_id, LabeledBox(b.x, b.y, b.w, b.h, b.label))
+        for box_id, b in zip(ids, records, strict=True)
+    ]
     return write_coco(images, boxes)
 
 

@@ -46,8 +46,13 @@ def result_key(kind: str, payload: Any) -> str:
     return f"{kind}:{results_version()}:{hashlib.sha256(text.encode()).hexdigest()}"
 
 
-def cached(store: Store, kind: str, payload: Any, compute: Callable[[], dict[str, Any]],
-           image_id: int | None = None) -> dict[str, Any]:
+def cached(
+    store: Store,
+    kind: str,
+    payload: Any,
+    compute: Callable[[], dict[str, Any]],
+    image_id: int | None = None,
+) -> dict[str, Any]:
     """The stored answer for ``payload`` under this code's version, or ``compute()``'s, stored.
 
     Args:

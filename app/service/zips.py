@@ -58,29 +58,37 @@ def check_zip(path: Path, settings: Settings) -> list[zipfile.ZipInfo]:
     if len(members) > settings.max_zip_members:
         raise LimitExceeded(
             f"the zip holds {len(members)} members, more than {settings.max_zip_members} "
-            "(setting FEATUREGAP_MAX_ZIP_MEMBERS); split the dataset")
+            "(setting FEATUREGAP_MAX_ZIP_MEMBERS); split the dataset"
+        )
     total = sum(info.file_size for info in members)
     if total > settings.max_zip_bytes:
         raise LimitExceeded(
             f"the zip unpacks to {total} bytes, more than {settings.max_zip_bytes} (setting "
-            "FEATUREGAP_MAX_ZIP_BYTES); split the dataset")
+            "FEATUREGAP_MAX_ZIP_BYTES); split the dataset"
+        )
     for info in members:
         reason = _bad_name(info.filename)
         if reason is not None:
-            raise InvalidInput(f"the zip member {info.filename[:200]!r} {reason}; a dataset "
-                               "zip holds relative paths inside one folder only")
+            raise InvalidInput(
+                f"the zip member {info.filename[:200]!r} {reason}; a dataset "
+                "zip holds relative paths inside one folder only"
+            )
         if info.flag_bits & 0x1:
-            raise InvalidInput(f"the zip member {info.filename[:200]!r} is encrypted; "
-                               "upload an unencrypted zip")
+            raise InvalidInput(
+                f"the zip member {info.filename[:200]!r} is encrypted; upload an unencrypted zip"
+            )
         if stat.S_ISLNK(info.external_attr >> 16):
-            raise InvalidInput(f"the zip member {info.filename[:200]!r} is a symlink; "
-                               "a dataset zip holds plain files only")
+            raise InvalidInput(
+                f"the zip member {info.filename[:200]!r} is a symlink; "
+                "a dataset zip holds plain files only"
+            )
         ratio = info.file_size / max(info.compress_size, 1)
         if info.file_size > _RATIO_FLOOR_BYTES and ratio > settings.max_zip_ratio:
             raise LimitExceeded(
                 f"the zip member {info.filename[:200]!r} unpacks {ratio:.0f} times its "
                 f"compressed size, more than {settings.max_zip_ratio:g} (setting "
-                "FEATUREGAP_MAX_ZIP_RATIO): refused as a zip bomb")
+                "FEATUREGAP_MAX_ZIP_RATIO): refused as a zip bomb"
+            )
     return members
 
 
@@ -109,11 +117,11 @@ def extract_zip(path: Path, members: list[zipfile.ZipInfo], target: Path) -> Non
                         if written > info.file_size:
                             raise LimitExceeded(
                                 f"the zip member {info.filename!r} unpacks to more than the "
-                                f"{info.file_size} bytes its header declares: refused")
+                                f"{info.file_size} bytes its header declares: refused"
+                            )
                         sink.write(chunk)
             except (zipfile.BadZipFile, EOFError, ValueError) as exc:
-                raise InvalidInput(f"the zip member {info.filename!r} is corrupt ({exc})"
-                                   ) from None
+                raise InvalidInput(f"the zip member {info.filename!r} is corrupt ({exc})") from None
 
 
 @dataclass(frozen=True)
@@ -128,8 +136,14 @@ class Layout:
 
 
 def _files(root: Path, suffixes: tuple[str, ...]) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in suffixes
-                  and not p.name.startswith("._") and "__MACOSX" not in p.parts)
+    return sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in suffixes
+        and not p.name.startswith("._")
+        and "__MACOSX" not in p.parts
+    )
 
 
 def _folder_named(root: Path, name: str) -> Path | None:
@@ -159,7 +173,8 @@ def find_layout(root: Path, format: DatasetFormat, annotations: str | None = Non
             names = [str(p.relative_to(root)) for p in found[:20]]
             raise InvalidInput(
                 f"a COCO zip holds one .json file, this one {len(found)} {names}; name it "
-                "in the 'annotations' field")
+                "in the 'annotations' field"
+            )
         return Layout(format, found[0], root)
     if format == "voc":
         folder = _folder_named(root, "Annotations")
@@ -172,11 +187,15 @@ def find_layout(root: Path, format: DatasetFormat, annotations: str | None = Non
         if not classes.is_relative_to(root.resolve()) or not classes.is_file():
             raise InvalidInput(f"the zip holds no file {annotations!r}")
     else:
-        found = [p for p in _files(root, (".txt", ".names"))
-                 if p.name == "classes.txt" or p.suffix == ".names"]
+        found = [
+            p
+            for p in _files(root, (".txt", ".names"))
+            if p.name == "classes.txt" or p.suffix == ".names"
+        ]
         if len(found) != 1:
             raise InvalidInput(
                 f"a YOLO zip holds one classes.txt (or .names) file, this one {len(found)}; "
-                "name it in the 'annotations' field")
+                "name it in the 'annotations' field"
+            )
         classes = found[0]
     return Layout(format, base, base, classes)

@@ -12,5 +12,16 @@ from app.store.repository import (
 )
 from app.store.tables import SCHEMA_VERSION
 
-__all__ = ["Store", "ImageRecord", "BoxRecord", "JobRecord", "LabelSummary", "Page",
-           "SchemaMismatchError", "SCHEMA_VERSION", "FeatureStore", "FeatureSet", "StoredBox"]
+__all__ = [
+    "Store",
+    "ImageRecord",
+    "BoxRecord",
+    "JobRecord",
+    "LabelSummary",
+    "Page",
+    "SchemaMismatchError",
+    "SCHEMA_VERSION",
+    "FeatureStore",
+    "FeatureSet",
+    "StoredBox",
+]

@@ -86,7 +86,7 @@ class StoreStats:
 
 def _chunks(items: Sequence[int]) -> Iterator[Sequence[int]]:
     for start in range(0, len(items), _CHUNK):
-        yield items[start:start + _CHUNK]
+        yield items[start : start + _CHUNK]
 
 
 class FeatureStore:
@@ -100,9 +100,12 @@ class FeatureStore:
         write: opens a serialised write transaction, committed on success.
     """
 
-    def __init__(self, directory: Path,
-                 read: Callable[[], AbstractContextManager[Session]],
-                 write: Callable[[], AbstractContextManager[Session]]) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        read: Callable[[], AbstractContextManager[Session]],
+        write: Callable[[], AbstractContextManager[Session]],
+    ) -> None:
         self.directory = directory
         self.directory.mkdir(parents=True, exist_ok=True)
         self._read, self._write = read, write
@@ -116,8 +119,18 @@ class FeatureStore:
 
     # -- feature sets -----------------------------------------------------------------------
 
-    def feature_set(self, *, model: str, weights_sha256: str, layer: str, descriptor: str,
-                    grid_size: int, mode: str, rows_per_box: int, width: int) -> FeatureSet:
+    def feature_set(
+        self,
+        *,
+        model: str,
+        weights_sha256: str,
+        layer: str,
+        descriptor: str,
+        grid_size: int,
+        mode: str,
+        rows_per_box: int,
+        width: int,
+    ) -> FeatureSet:
         """The feature set with this key, created when new.
 
         ``grid_size`` is stored as 0 for ``gap`` (it does not change a ``gap`` descriptor).
@@ -129,22 +142,35 @@ class FeatureStore:
         if rows_per_box < 1 or width < 1:
             raise ValueError(f"a descriptor needs positive sizes, got {rows_per_box}×{width}")
         grid = 0 if descriptor == "gap" else grid_size
-        where = (FeatureSetRow.model == model, FeatureSetRow.weights_sha256 == weights_sha256,
-                 FeatureSetRow.layer == layer, FeatureSetRow.descriptor == descriptor,
-                 FeatureSetRow.grid_size == grid, FeatureSetRow.mode == mode)
+        where = (
+            FeatureSetRow.model == model,
+            FeatureSetRow.weights_sha256 == weights_sha256,
+            FeatureSetRow.layer == layer,
+            FeatureSetRow.descriptor == descriptor,
+            FeatureSetRow.grid_size == grid,
+            FeatureSetRow.mode == mode,
+        )
         with self._write() as session:
             row = session.scalar(select(FeatureSetRow).where(*where))
             if row is None:
-                row = FeatureSetRow(model=model, weights_sha256=weights_sha256, layer=layer,
-                                    descriptor=descriptor, grid_size=grid, mode=mode,
-                                    rows_per_box=rows_per_box, width=width)
+                row = FeatureSetRow(
+                    model=model,
+                    weights_sha256=weights_sha256,
+                    layer=layer,
+                    descriptor=descriptor,
+                    grid_size=grid,
+                    mode=mode,
+                    rows_per_box=rows_per_box,
+                    width=width,
+                )
                 session.add(row)
                 session.flush()
             elif (row.rows_per_box, row.width) != (rows_per_box, width):
                 raise ValueError(
                     f"stored {descriptor} descriptors of {model}/{layer} are "
                     f"{row.rows_per_box}×{row.width}, now {rows_per_box}×{width}; "
-                    "drop the feature store (FEATUREGAP_DATA_DIR/features) and extract again")
+                    "drop the feature store (FEATUREGAP_DATA_DIR/features) and extract again"
+                )
             return _feature_set(row)
 
     # -- reading ----------------------------------------------------------------------------
@@ -178,20 +204,29 @@ class FeatureStore:
                 out[items[k][0]] = row.reshape(shape)
         return out
 
-    def _locations(self, feature_set: FeatureSet, boxes: Sequence[StoredBox]
-                   ) -> dict[int, tuple[str, int]]:
+    def _locations(
+        self, feature_set: FeatureSet, boxes: Sequence[StoredBox]
+    ) -> dict[int, tuple[str, int]]:
         wanted = {b.box_id: b for b in boxes}
         found: dict[int, tuple[str, int]] = {}
         ids = list(wanted)
         with self._read() as session:
             for chunk in _chunks(ids):
                 # Columns, not ORM objects: a lookup of 10⁴ boxes stays in milliseconds.
-                query = (select(FeatureRow.box_id, FeatureRow.image_sha256, FeatureRow.x,
-                                FeatureRow.y, FeatureRow.w, FeatureRow.h,
-                                FeatureSegmentRow.filename, FeatureRow.position)
-                         .join(FeatureSegmentRow, FeatureSegmentRow.id == FeatureRow.segment_id)
-                         .where(FeatureRow.set_id == feature_set.id,
-                                FeatureRow.box_id.in_(chunk)))
+                query = (
+                    select(
+                        FeatureRow.box_id,
+                        FeatureRow.image_sha256,
+                        FeatureRow.x,
+                        FeatureRow.y,
+                        FeatureRow.w,
+                        FeatureRow.h,
+                        FeatureSegmentRow.filename,
+                        FeatureRow.position,
+                    )
+                    .join(FeatureSegmentRow, FeatureSegmentRow.id == FeatureRow.segment_id)
+                    .where(FeatureRow.set_id == feature_set.id, FeatureRow.box_id.in_(chunk))
+                )
                 for box_id, sha, x, y, w, h, filename, position in session.execute(query):
                     box = wanted[box_id]
                     if (sha, x, y, w, h) == (box.image_sha256, box.x, box.y, box.w, box.h):
@@ -210,8 +245,7 @@ class FeatureStore:
 
     # -- writing ----------------------------------------------------------------------------
 
-    def write(self, feature_set: FeatureSet, boxes: Sequence[StoredBox],
-              values: np.ndarray) -> int:
+    def write(self, feature_set: FeatureSet, boxes: Sequence[StoredBox], values: np.ndarray) -> int:
         """Store descriptors of ``boxes`` (one segment), replacing older rows of those boxes.
 
         Boxes deleted meanwhile are left out (their descriptors would never be read).
@@ -231,8 +265,10 @@ class FeatureStore:
             return 0
         flat = np.ascontiguousarray(values, dtype=np.float32).reshape(len(boxes), -1)
         if flat.shape[1] != feature_set.row_floats:
-            raise ValueError(f"descriptors of {flat.shape[1]} floats for a set of "
-                             f"{feature_set.row_floats} floats per box")
+            raise ValueError(
+                f"descriptors of {flat.shape[1]} floats for a set of "
+                f"{feature_set.row_floats} floats per box"
+            )
         filename = f"{feature_set.id}-{uuid.uuid4().hex}.npy"
         _atomic_save(self.directory / filename, flat)
         try:
@@ -241,16 +277,31 @@ class FeatureStore:
                 alive: set[int] = set()
                 for chunk in _chunks(ids):
                     alive.update(session.scalars(select(BoxRow.id).where(BoxRow.id.in_(chunk))))
-                    session.execute(delete(FeatureRow).where(FeatureRow.set_id == feature_set.id,
-                                                             FeatureRow.box_id.in_(chunk)))
-                segment = FeatureSegmentRow(set_id=feature_set.id, filename=filename,
-                                            boxes=len(boxes))
+                    session.execute(
+                        delete(FeatureRow).where(
+                            FeatureRow.set_id == feature_set.id, FeatureRow.box_id.in_(chunk)
+                        )
+                    )
+                segment = FeatureSegmentRow(
+                    set_id=feature_set.id, filename=filename, boxes=len(boxes)
+                )
                 session.add(segment)
                 session.flush()
-                rows = [FeatureRow(set_id=feature_set.id, box_id=b.box_id,
-                                   image_sha256=b.image_sha256, x=b.x, y=b.y, w=b.w, h=b.h,
-                                   segment_id=segment.id, position=i)
-                        for i, b in enumerate(boxes) if b.box_id in alive]
+                rows = [
+                    FeatureRow(
+                        set_id=feature_set.id,
+                        box_id=b.box_id,
+                        image_sha256=b.image_sha256,
+                        x=b.x,
+                        y=b.y,
+                        w=b.w,
+                        h=b.h,
+                        segment_id=segment.id,
+                        position=i,
+                    )
+                    for i, b in enumerate(boxes)
+                    if b.box_id in alive
+                ]
                 session.add_all(rows)
         except BaseException:
             (self.directory / filename).unlink(missing_ok=True)
@@ -274,8 +325,12 @@ class FeatureStore:
             How many segment files were removed.
         """
         with self._read() as session:
-            live = {segment_id: int(n) for segment_id, n in session.execute(
-                select(FeatureRow.segment_id, func.count()).group_by(FeatureRow.segment_id))}
+            live = {
+                segment_id: int(n)
+                for segment_id, n in session.execute(
+                    select(FeatureRow.segment_id, func.count()).group_by(FeatureRow.segment_id)
+                )
+            }
             segments = list(session.scalars(select(FeatureSegmentRow)))
             sets = {row.id: _feature_set(row) for row in session.scalars(select(FeatureSetRow))}
         removed = 0
@@ -287,8 +342,9 @@ class FeatureStore:
                 self._rewrite(sets[segment.set_id], segment.id, segment.filename)
             else:
                 with self._write() as session:
-                    session.execute(delete(FeatureSegmentRow)
-                                    .where(FeatureSegmentRow.id == segment.id))
+                    session.execute(
+                        delete(FeatureSegmentRow).where(FeatureSegmentRow.id == segment.id)
+                    )
             self._drop_file(segment.filename)
             removed += 1
         with self._read() as session:
@@ -304,23 +360,31 @@ class FeatureStore:
     def _rewrite(self, feature_set: FeatureSet, segment_id: int, filename: str) -> None:
         """Move a segment's live rows into a new file, then drop the old segment."""
         with self._read() as session:
-            rows = list(session.scalars(select(FeatureRow).where(
-                FeatureRow.segment_id == segment_id).order_by(FeatureRow.position)))
+            rows = list(
+                session.scalars(
+                    select(FeatureRow)
+                    .where(FeatureRow.segment_id == segment_id)
+                    .order_by(FeatureRow.position)
+                )
+            )
         old = self._open(filename)
         values = np.asarray(old[[r.position for r in rows]], dtype=np.float32)
         new_name = f"{feature_set.id}-{uuid.uuid4().hex}.npy"
         _atomic_save(self.directory / new_name, values)
         with self._write() as session:
-            segment = FeatureSegmentRow(set_id=feature_set.id, filename=new_name,
-                                        boxes=len(rows))
+            segment = FeatureSegmentRow(set_id=feature_set.id, filename=new_name, boxes=len(rows))
             session.add(segment)
             session.flush()
             for position, row in enumerate(rows):
                 session.execute(
                     update(FeatureRow)
-                    .where(FeatureRow.set_id == row.set_id, FeatureRow.box_id == row.box_id,
-                           FeatureRow.segment_id == segment_id)
-                    .values(segment_id=segment.id, position=position))
+                    .where(
+                        FeatureRow.set_id == row.set_id,
+                        FeatureRow.box_id == row.box_id,
+                        FeatureRow.segment_id == segment_id,
+                    )
+                    .values(segment_id=segment.id, position=position)
+                )
             session.execute(delete(FeatureSegmentRow).where(FeatureSegmentRow.id == segment_id))
 
     def _drop_file(self, filename: str) -> None:
@@ -331,10 +395,14 @@ class FeatureStore:
     def stats(self) -> StoreStats:
         """Live rows, their raw float32 bytes, and the segment files' size on disk."""
         with self._read() as session:
-            per_set = [(int(floats), int(n)) for floats, n in session.execute(
-                select(FeatureSetRow.rows_per_box * FeatureSetRow.width, func.count())
-                .join(FeatureRow, FeatureRow.set_id == FeatureSetRow.id)
-                .group_by(FeatureSetRow.id, FeatureSetRow.rows_per_box, FeatureSetRow.width))]
+            per_set = [
+                (int(floats), int(n))
+                for floats, n in session.execute(
+                    select(FeatureSetRow.rows_per_box * FeatureSetRow.width, func.count())
+                    .join(FeatureRow, FeatureRow.set_id == FeatureSetRow.id)
+                    .group_by(FeatureSetRow.id, FeatureSetRow.rows_per_box, FeatureSetRow.width)
+                )
+            ]
             names = list(session.scalars(select(FeatureSegmentRow.filename)))
             sets = int(session.scalar(select(func.count()).select_from(FeatureSetRow)) or 0)
         rows = sum(n for _, n in per_set)
@@ -347,8 +415,17 @@ class FeatureStore:
 
 
 def _feature_set(row: FeatureSetRow) -> FeatureSet:
-    return FeatureSet(row.id, row.model, row.weights_sha256, row.layer, row.descriptor,
-                      row.grid_size, row.mode, row.rows_per_box, row.width)
+    return FeatureSet(
+        row.id,
+        row.model,
+        row.weights_sha256,
+        row.layer,
+        row.descriptor,
+        row.grid_size,
+        row.mode,
+        row.rows_per_box,
+        row.width,
+    )
 
 
 def _atomic_save(path: Path, values: np.ndarray) -> None:

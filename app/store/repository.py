@@ -58,11 +58,27 @@ from app.store.tables import (
     SchemaVersionRow,
 )
 
-__all__ = ["Store", "ImageRecord", "BoxRecord", "ImportCount", "JobRecord", "LabelSummary",
-           "Page", "SchemaMismatchError", "UNFINISHED_JOB_STATES"]
+__all__ = [
+    "Store",
+    "ImageRecord",
+    "BoxRecord",
+    "ImportCount",
+    "JobRecord",
+    "LabelSummary",
+    "Page",
+    "SchemaMismatchError",
+    "UNFINISHED_JOB_STATES",
+]
 
-_EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "MPO": "jpg", "WEBP": "webp", "BMP": "bmp",
-               "GIF": "gif", "TIFF": "tif"}
+_EXTENSIONS = {
+    "PNG": "png",
+    "JPEG": "jpg",
+    "MPO": "jpg",
+    "WEBP": "webp",
+    "BMP": "bmp",
+    "GIF": "gif",
+    "TIFF": "tif",
+}
 _Row = TypeVar("_Row", ImageRow, BoxRow)
 _Item = TypeVar("_Item")
 _MAX_ID = 2**63 - 1  # SQL BIGINT; larger ids cannot exist and would overflow the driver
@@ -171,22 +187,47 @@ def _utc(moment: datetime) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
-def _image_record(row: ImageRow, box_count: int = 0,
-                  box_labels: Sequence[str] = ()) -> ImageRecord:
-    return ImageRecord(row.id, row.sha256, row.filename, row.width, row.height, row.format,
-                       row.label, _utc(row.created_at), box_count, tuple(box_labels))
+def _image_record(row: ImageRow, box_count: int = 0, box_labels: Sequence[str] = ()) -> ImageRecord:
+    return ImageRecord(
+        row.id,
+        row.sha256,
+        row.filename,
+        row.width,
+        row.height,
+        row.format,
+        row.label,
+        _utc(row.created_at),
+        box_count,
+        tuple(box_labels),
+    )
 
 
 def _box_record(row: BoxRow) -> BoxRecord:
-    return BoxRecord(row.id, row.image_id, float(row.x), float(row.y), float(row.w),
-                     float(row.h), row.label, _utc(row.created_at), row.source_id)
+    return BoxRecord(
+        row.id,
+        row.image_id,
+        float(row.x),
+        float(row.y),
+        float(row.w),
+        float(row.h),
+        row.label,
+        _utc(row.created_at),
+        row.source_id,
+    )
 
 
 def _job_record(row: JobRow) -> JobRecord:
-    return JobRecord(row.id, row.kind, row.state, float(row.progress), row.message,
-                     None if row.result is None else json.loads(row.result), row.error,
-                     _utc(row.created_at),
-                     None if row.finished_at is None else _utc(row.finished_at))
+    return JobRecord(
+        row.id,
+        row.kind,
+        row.state,
+        float(row.progress),
+        row.message,
+        None if row.result is None else json.loads(row.result),
+        row.error,
+        _utc(row.created_at),
+        None if row.finished_at is None else _utc(row.finished_at),
+    )
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -225,8 +266,9 @@ class Store:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._write_lock = threading.RLock()
         # bounded by bytes, not entries: sixteen 6300×6300 photos would keep 2.5 GB
-        self._decoded: LRU[str, DecodedImage] = LRU(self.settings.max_decoded_bytes // 4,
-                                                    size=_decoded_size)
+        self._decoded: LRU[str, DecodedImage] = LRU(
+            self.settings.max_decoded_bytes // 4, size=_decoded_size
+        )
         self._create_or_check_schema()
         self.features = FeatureStore(self.data_dir / "features", self._read, self._write)
 
@@ -272,8 +314,11 @@ class Store:
         every row and id; from then on ids only grow. It cannot know ids that were deleted
         before it ran, so the largest id deleted before the upgrade may be given once more.
         """
-        tables = [table for table in Base.metadata.sorted_tables
-                  if table.dialect_options["sqlite"]["autoincrement"]]
+        tables = [
+            table
+            for table in Base.metadata.sorted_tables
+            if table.dialect_options["sqlite"]["autoincrement"]
+        ]
         raw = self.engine.raw_connection()
         try:
             connection = raw.driver_connection
@@ -292,8 +337,10 @@ class Store:
                     self._rebuild(connection, table)
                 broken = set(connection.execute("PRAGMA foreign_key_check").fetchall()) - before
                 if broken:
-                    raise RuntimeError(f"rebuilding the store's tables broke foreign keys "
-                                       f"{sorted(broken)[:5]}; the store was left unchanged")
+                    raise RuntimeError(
+                        f"rebuilding the store's tables broke foreign keys "
+                        f"{sorted(broken)[:5]}; the store was left unchanged"
+                    )
                 connection.execute("COMMIT")
             except BaseException:
                 if connection.in_transaction:
@@ -322,8 +369,9 @@ class Store:
         with self.engine.begin() as connection:
             for table_name, column in missing:
                 kind = column.type.compile(dialect=self.engine.dialect)
-                connection.execute(text(
-                    f'ALTER TABLE "{table_name}" ADD COLUMN "{column.name}" {kind}'))
+                connection.execute(
+                    text(f'ALTER TABLE "{table_name}" ADD COLUMN "{column.name}" {kind}')
+                )
 
     def _rebuild(self, connection: Any, table: Table) -> None:
         dialect = self.engine.dialect
@@ -333,7 +381,7 @@ class Store:
         create = str(CreateTable(table).compile(dialect=dialect)).strip()
         prefix = f"CREATE TABLE {name} ("
         assert create.startswith(prefix), create
-        connection.execute(f'CREATE TABLE "{new}" (' + create[len(prefix):])
+        connection.execute(f'CREATE TABLE "{new}" (' + create[len(prefix) :])
         connection.execute(f'INSERT INTO "{new}" ({columns}) SELECT {columns} FROM "{name}"')
         connection.execute(f'DROP TABLE "{name}"')
         connection.execute(f'ALTER TABLE "{new}" RENAME TO "{name}"')
@@ -346,8 +394,9 @@ class Store:
 
     # -- images -----------------------------------------------------------------------------
 
-    def add_image(self, data: bytes, filename: str, label: str | None = None
-                  ) -> tuple[ImageRecord, bool]:
+    def add_image(
+        self, data: bytes, filename: str, label: str | None = None
+    ) -> tuple[ImageRecord, bool]:
         """Store an image once per content.
 
         Args:
@@ -368,8 +417,11 @@ class Store:
         existing = self._image_by_sha(sha)
         if existing is not None:
             return existing, False
-        decoded = decode_image(data, max_pixels=self.settings.max_image_pixels,
-                               max_bytes=self.settings.max_decoded_bytes)
+        decoded = decode_image(
+            data,
+            max_pixels=self.settings.max_image_pixels,
+            max_bytes=self.settings.max_decoded_bytes,
+        )
         path = self._path_for(sha, decoded.format)
         with self._write() as session:
             row = session.scalar(select(ImageRow).where(ImageRow.sha256 == sha))
@@ -377,9 +429,14 @@ class Store:
                 return self._with_boxes(session, row), False
             if not path.exists():
                 _atomic_write(path, data)
-            row = ImageRow(sha256=sha, filename=_clean_filename(filename),
-                           width=decoded.width, height=decoded.height,
-                           format=decoded.format, label=label)
+            row = ImageRow(
+                sha256=sha,
+                filename=_clean_filename(filename),
+                width=decoded.width,
+                height=decoded.height,
+                format=decoded.format,
+                label=label,
+            )
             session.add(row)
             session.flush()
             record = _image_record(row)
@@ -397,19 +454,27 @@ class Store:
         return int(count or 0)
 
     @staticmethod
-    def _box_labels(session: Session, image_ids: Select[tuple[int]] | list[int]
-                    ) -> dict[int, list[str]]:
+    def _box_labels(
+        session: Session, image_ids: Select[tuple[int]] | list[int]
+    ) -> dict[int, list[str]]:
         """The distinct box labels of these images, sorted, by image id (one query)."""
-        query = (select(BoxRow.image_id, BoxRow.label).where(BoxRow.image_id.in_(image_ids))
-                 .group_by(BoxRow.image_id, BoxRow.label).order_by(BoxRow.image_id, BoxRow.label))
+        query = (
+            select(BoxRow.image_id, BoxRow.label)
+            .where(BoxRow.image_id.in_(image_ids))
+            .group_by(BoxRow.image_id, BoxRow.label)
+            .order_by(BoxRow.image_id, BoxRow.label)
+        )
         labels: dict[int, list[str]] = {}
         for image_id, label in session.execute(query):
             labels.setdefault(int(image_id), []).append(label)
         return labels
 
     def _with_boxes(self, session: Session, row: ImageRow) -> ImageRecord:
-        return _image_record(row, self._count_boxes(session, row.id),
-                             self._box_labels(session, [row.id]).get(row.id, ()))
+        return _image_record(
+            row,
+            self._count_boxes(session, row.id),
+            self._box_labels(session, [row.id]).get(row.id, ()),
+        )
 
     def get_image(self, image_id: int) -> ImageRecord:
         """The image with this id.
@@ -430,7 +495,7 @@ class Store:
         found: dict[int, ImageRecord] = {}
         with self._read() as session:
             for start in range(0, len(wanted), 500):
-                chunk = [i for i in wanted[start:start + 500] if 0 < i <= _MAX_ID]
+                chunk = [i for i in wanted[start : start + 500] if 0 < i <= _MAX_ID]
                 for row in session.scalars(select(ImageRow).where(ImageRow.id.in_(chunk))):
                     found[row.id] = _image_record(row)
         missing = [i for i in wanted if i not in found]
@@ -445,19 +510,31 @@ class Store:
 
     def images(self, label: str | None = None) -> list[ImageRecord]:
         """Every image (optionally only those with an image label), with box counts, by id."""
-        counts = (select(BoxRow.image_id, func.count().label("n"))
-                  .group_by(BoxRow.image_id).subquery())
-        query = (select(ImageRow, func.coalesce(counts.c.n, 0))
-                 .outerjoin(counts, counts.c.image_id == ImageRow.id).order_by(ImageRow.id))
+        counts = (
+            select(BoxRow.image_id, func.count().label("n")).group_by(BoxRow.image_id).subquery()
+        )
+        query = (
+            select(ImageRow, func.coalesce(counts.c.n, 0))
+            .outerjoin(counts, counts.c.image_id == ImageRow.id)
+            .order_by(ImageRow.id)
+        )
         if label is not None:
             query = query.where(ImageRow.label == normalize_label(label))
         with self._read() as session:
             labels = self._box_labels(session, select(ImageRow.id))
-            return [_image_record(row, int(n), labels.get(row.id, ()))
-                    for row, n in session.execute(query)]
+            return [
+                _image_record(row, int(n), labels.get(row.id, ()))
+                for row, n in session.execute(query)
+            ]
 
-    def image_page(self, *, after: int = 0, limit: int = 100, label: str | None = None,
-                   box_labels: Iterable[str] | None = None) -> Page[ImageRecord]:
+    def image_page(
+        self,
+        *,
+        after: int = 0,
+        limit: int = 100,
+        label: str | None = None,
+        box_labels: Iterable[str] | None = None,
+    ) -> Page[ImageRecord]:
         """One page of images with box counts, by id, from the first id above ``after``.
 
         Keyset pagination (``id > after``), never OFFSET: a page costs the same at the end
@@ -482,15 +559,27 @@ class Store:
             where.append(ImageRow.label == normalize_label(label))
         if box_labels is not None:
             holding = select(BoxRow.image_id).where(
-                BoxRow.label.in_([normalize_label(k) for k in box_labels]))
+                BoxRow.label.in_([normalize_label(k) for k in box_labels])
+            )
             where.append(ImageRow.id.in_(holding))
-        ids = select(ImageRow.id).where(*where, ImageRow.id > _clamp_id(after)).order_by(
-            ImageRow.id).limit(limit + 1)
-        counts = (select(BoxRow.image_id, func.count().label("n"))
-                  .where(BoxRow.image_id.in_(ids)).group_by(BoxRow.image_id).subquery())
-        query = (select(ImageRow, func.coalesce(counts.c.n, 0))
-                 .outerjoin(counts, counts.c.image_id == ImageRow.id)
-                 .where(ImageRow.id.in_(ids)).order_by(ImageRow.id))
+        ids = (
+            select(ImageRow.id)
+            .where(*where, ImageRow.id > _clamp_id(after))
+            .order_by(ImageRow.id)
+            .limit(limit + 1)
+        )
+        counts = (
+            select(BoxRow.image_id, func.count().label("n"))
+            .where(BoxRow.image_id.in_(ids))
+            .group_by(BoxRow.image_id)
+            .subquery()
+        )
+        query = (
+            select(ImageRow, func.coalesce(counts.c.n, 0))
+            .outerjoin(counts, counts.c.image_id == ImageRow.id)
+            .where(ImageRow.id.in_(ids))
+            .order_by(ImageRow.id)
+        )
         total = select(func.count()).select_from(ImageRow).where(*where)
         with self._read() as session:
             rows = list(session.execute(query))
@@ -531,10 +620,11 @@ class Store:
         cached = self._decoded.get(image.sha256)
         if cached is not None:
             return cached
-        decoded = decode_image(self.image_bytes(image),
-                               max_pixels=max(self.settings.max_image_pixels,
-                                              image.width * image.height),
-                               max_bytes=self.settings.max_decoded_bytes)
+        decoded = decode_image(
+            self.image_bytes(image),
+            max_pixels=max(self.settings.max_image_pixels, image.width * image.height),
+            max_bytes=self.settings.max_decoded_bytes,
+        )
         self._remember(decoded)
         return decoded
 
@@ -547,8 +637,9 @@ class Store:
 
     # -- boxes ------------------------------------------------------------------------------
 
-    def add_box(self, image_id: int, x: float, y: float, w: float, h: float, label: str
-                ) -> BoxRecord:
+    def add_box(
+        self, image_id: int, x: float, y: float, w: float, h: float, label: str
+    ) -> BoxRecord:
         """Add a box to an image.
 
         The box is checked and clipped to the image by
@@ -560,8 +651,9 @@ class Store:
         """
         return self.add_boxes(image_id, [(x, y, w, h, label)])[0]
 
-    def add_boxes(self, image_id: int,
-                  boxes: Sequence[tuple[float, float, float, float, str]]) -> list[BoxRecord]:
+    def add_boxes(
+        self, image_id: int, boxes: Sequence[tuple[float, float, float, float, str]]
+    ) -> list[BoxRecord]:
         """Add several boxes to one image in one transaction (all or none).
 
         Raises:
@@ -581,15 +673,25 @@ class Store:
             rows = []
             for x, y, w, h, label in boxes:
                 box = check_box(Box(x, y, w, h), image.width, image.height)
-                rows.append(BoxRow(image_id=image_id, x=box.x, y=box.y, w=box.w, h=box.h,
-                                   label=clean_label(label)))
+                rows.append(
+                    BoxRow(
+                        image_id=image_id,
+                        x=box.x,
+                        y=box.y,
+                        w=box.w,
+                        h=box.h,
+                        label=clean_label(label),
+                    )
+                )
             session.add_all(rows)
             session.flush()
             return [_box_record(row) for row in rows]
 
-    def import_boxes(self, boxes_by_image: Mapping[int, Sequence[_BoxTuple]],
-                     source_ids: Mapping[int, Sequence[int | None]] | None = None
-                     ) -> ImportCount:
+    def import_boxes(
+        self,
+        boxes_by_image: Mapping[int, Sequence[_BoxTuple]],
+        source_ids: Mapping[int, Sequence[int | None]] | None = None,
+    ) -> ImportCount:
         """Make sure these boxes exist, for several images in one transaction.
 
         Importing is idempotent: a box counts as already there when its image holds a box
@@ -633,14 +735,20 @@ class Store:
             session.add_all(rows)
         return ImportCount(len(rows), present, {})
 
-    def _missing_rows(self, session: Session, image_id: int, boxes: Sequence[_BoxTuple],
-                      source_ids: Sequence[int | None] | None = None
-                      ) -> tuple[list[BoxRow], int]:
+    def _missing_rows(
+        self,
+        session: Session,
+        image_id: int,
+        boxes: Sequence[_BoxTuple],
+        source_ids: Sequence[int | None] | None = None,
+    ) -> tuple[list[BoxRow], int]:
         """New rows for the boxes the image lacks, and how many it already has."""
         image = _require(session, ImageRow, image_id)
         if source_ids is not None and len(source_ids) != len(boxes):
-            raise ValueError(f"{len(source_ids)} source ids for {len(boxes)} boxes; give one "
-                             "per box (None where there is none)")
+            raise ValueError(
+                f"{len(source_ids)} source ids for {len(boxes)} boxes; give one "
+                "per box (None where there is none)"
+            )
         ids = list(source_ids) if source_ids is not None else [None] * len(boxes)
         wanted = []
         for x, y, w, h, label in boxes:
@@ -648,15 +756,25 @@ class Store:
             wanted.append((box.x, box.y, box.w, box.h, clean_label(label)))
         stored = Counter(
             (float(r.x), float(r.y), float(r.w), float(r.h), r.label)
-            for r in session.scalars(select(BoxRow).where(BoxRow.image_id == image_id)))
+            for r in session.scalars(select(BoxRow).where(BoxRow.image_id == image_id))
+        )
         have = sum(stored.values())
         rows: list[BoxRow] = []
         for key, source_id in zip(wanted, ids, strict=True):
             if stored[key] > 0:
                 stored[key] -= 1
             else:
-                rows.append(BoxRow(image_id=image_id, x=key[0], y=key[1], w=key[2], h=key[3],
-                                   label=key[4], source_id=source_id))
+                rows.append(
+                    BoxRow(
+                        image_id=image_id,
+                        x=key[0],
+                        y=key[1],
+                        w=key[2],
+                        h=key[3],
+                        label=key[4],
+                        source_id=source_id,
+                    )
+                )
         limit = self.settings.max_boxes_per_image
         if have + len(rows) > limit:
             raise ValueError(
@@ -675,8 +793,14 @@ class Store:
             row = _require(session, BoxRow, box_id)
             return _box_record(row)
 
-    def boxes(self, ids: Iterable[int] | None = None, labels: Iterable[str] | None = None,
-              image_id: int | None = None, *, missing_ok: bool = False) -> list[BoxRecord]:
+    def boxes(
+        self,
+        ids: Iterable[int] | None = None,
+        labels: Iterable[str] | None = None,
+        image_id: int | None = None,
+        *,
+        missing_ok: bool = False,
+    ) -> list[BoxRecord]:
         """Boxes filtered by ids, labels and image (all filters combine), ordered by id.
 
         Raises:
@@ -699,9 +823,14 @@ class Store:
                 raise KeyError(f"no boxes with ids {missing}; GET /api/boxes lists them")
         return records
 
-    def box_page(self, *, after: int = 0, limit: int = 100,
-                 labels: Iterable[str] | None = None, image_id: int | None = None
-                 ) -> Page[BoxRecord]:
+    def box_page(
+        self,
+        *,
+        after: int = 0,
+        limit: int = 100,
+        labels: Iterable[str] | None = None,
+        image_id: int | None = None,
+    ) -> Page[BoxRecord]:
         """One page of boxes by id, from the first id above ``after`` (keyset, never OFFSET).
 
         Args:
@@ -722,8 +851,12 @@ class Store:
             where.append(BoxRow.label.in_([normalize_label(k) for k in labels]))
         if image_id is not None:
             where.append(BoxRow.image_id == _clamp_id(image_id))
-        query = select(BoxRow).where(
-            *where, BoxRow.id > _clamp_id(after)).order_by(BoxRow.id).limit(limit + 1)
+        query = (
+            select(BoxRow)
+            .where(*where, BoxRow.id > _clamp_id(after))
+            .order_by(BoxRow.id)
+            .limit(limit + 1)
+        )
         total = select(func.count()).select_from(BoxRow).where(*where)
         with self._read() as session:
             records = [_box_record(row) for row in session.scalars(query)]
@@ -744,8 +877,11 @@ class Store:
             image = session.get(ImageRow, row.image_id)
             assert image is not None  # foreign key
             new = {"x": row.x, "y": row.y, "w": row.w, "h": row.h, **changes}
-            box = check_box(Box(float(new["x"]), float(new["y"]), float(new["w"]),
-                                float(new["h"])), image.width, image.height)
+            box = check_box(
+                Box(float(new["x"]), float(new["y"]), float(new["w"]), float(new["h"])),
+                image.width,
+                image.height,
+            )
             if (box.x, box.y, box.w, box.h) != (row.x, row.y, row.w, row.h):
                 self.features.forget_boxes(session, [box_id])  # its descriptors are stale
             row.x, row.y, row.w, row.h = box.x, box.y, box.w, box.h
@@ -773,11 +909,16 @@ class Store:
 
     def label_summary(self) -> list[LabelSummary]:
         """Every box label with its numbers of boxes and images, by label, in one query."""
-        query = (select(BoxRow.label, func.count(), func.count(func.distinct(BoxRow.image_id)))
-                 .group_by(BoxRow.label).order_by(BoxRow.label))
+        query = (
+            select(BoxRow.label, func.count(), func.count(func.distinct(BoxRow.image_id)))
+            .group_by(BoxRow.label)
+            .order_by(BoxRow.label)
+        )
         with self._read() as session:
-            return [LabelSummary(label, int(boxes), int(images))
-                    for label, boxes, images in session.execute(query)]
+            return [
+                LabelSummary(label, int(boxes), int(images))
+                for label, boxes, images in session.execute(query)
+            ]
 
     # -- cached results ---------------------------------------------------------------------
 
@@ -790,8 +931,10 @@ class Store:
         text = json.dumps(value)
         with self._write() as session:
             if image_id is not None and session.get(ImageRow, image_id) is None:
-                raise NotFound(f"image {image_id} was deleted while its answer was computed; "
-                               "upload it again to analyse it")
+                raise NotFound(
+                    f"image {image_id} was deleted while its answer was computed; "
+                    "upload it again to analyse it"
+                )
             row = session.get(ResultRow, key)
             if row is None:
                 session.add(ResultRow(key=key, kind=kind, json=text, image_id=image_id))
@@ -845,8 +988,9 @@ class Store:
         """
         unknown = set(changes) - _JOB_FIELDS
         if unknown:
-            raise ValueError(f"cannot change a job's {sorted(unknown)}; change one of "
-                             f"{sorted(_JOB_FIELDS)}")
+            raise ValueError(
+                f"cannot change a job's {sorted(unknown)}; change one of {sorted(_JOB_FIELDS)}"
+            )
         if "result" in changes:
             changes["result"] = json.dumps(changes["result"], allow_nan=False)
         with self._write() as session:
@@ -875,10 +1019,15 @@ class Store:
         gone); returns how many were marked."""
         with self._write() as session:
             marked = session.execute(
-                update(JobRow).where(JobRow.state.in_(UNFINISHED_JOB_STATES)).values(
-                    state="interrupted", finished_at=_now_utc(),
+                update(JobRow)
+                .where(JobRow.state.in_(UNFINISHED_JOB_STATES))
+                .values(
+                    state="interrupted",
+                    finished_at=_now_utc(),
                     message="interrupted: the server stopped before the job finished; "
-                            "send the request again"))
+                    "send the request again",
+                )
+            )
             return int(getattr(marked, "rowcount", 0) or 0)
 
     def prune_jobs(self, keep: int) -> int:
@@ -886,8 +1035,12 @@ class Store:
         unfinished ones are never deleted. Returns how many were deleted."""
         finished = JobRow.state.not_in(UNFINISHED_JOB_STATES)
         with self._write() as session:
-            kept = select(JobRow.id).where(finished).order_by(
-                JobRow.created_at.desc(), JobRow.id).limit(keep)
+            kept = (
+                select(JobRow.id)
+                .where(finished)
+                .order_by(JobRow.created_at.desc(), JobRow.id)
+                .limit(keep)
+            )
             gone = session.execute(delete(JobRow).where(finished, JobRow.id.not_in(kept)))
             return int(getattr(gone, "rowcount", 0) or 0)
 
@@ -936,8 +1089,9 @@ def _page(records: list[_Item], limit: int, total: int) -> Page[_Item]:
 
 
 def _has_autoincrement(connection: Any, table: Table) -> bool:
-    row = connection.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?",
-                             (table.name,)).fetchone()
+    row = connection.execute(
+        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table.name,)
+    ).fetchone()
     return row is None or "AUTOINCREMENT" in str(row[0]).upper()
 
 
@@ -947,8 +1101,11 @@ def _clean_filename(filename: str) -> str:
     Control and format characters are dropped, so the name can go into XML, CSV and logs.
     """
     name = filename.replace("\\", "/").rsplit("/", 1)[-1]
-    name = "".join(c for c in unicodedata.normalize("NFC", name)
-                   if unicodedata.category(c) not in {"Cc", "Cf", "Cs"}).strip()
+    name = "".join(
+        c
+        for c in unicodedata.normalize("NFC", name)
+        if unicodedata.category(c) not in {"Cc", "Cf", "Cs"}
+    ).strip()
     return (name or "upload")[:255]
 
 

@@ -16,8 +16,19 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["SCHEMA_VERSION", "ADDED_COLUMNS", "Base", "ImageRow", "BoxRow", "ResultRow",
-           "SchemaVersionRow", "JobRow", "FeatureSetRow", "FeatureSegmentRow", "FeatureRow"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "ADDED_COLUMNS",
+    "Base",
+    "ImageRow",
+    "BoxRow",
+    "ResultRow",
+    "SchemaVersionRow",
+    "JobRow",
+    "FeatureSetRow",
+    "FeatureSegmentRow",
+    "FeatureRow",
+]
 
 SCHEMA_VERSION = 1
 """Bump when the tables change; a store written by another version is refused at start."""
@@ -56,9 +67,7 @@ class BoxRow(Base):
     __table_args__ = {"sqlite_autoincrement": True}  # ids never reused (see ImageRow)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    image_id: Mapped[int] = mapped_column(
-        ForeignKey("images.id", ondelete="CASCADE"), index=True
-    )
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), index=True)
     x: Mapped[float] = mapped_column(Float)
     y: Mapped[float] = mapped_column(Float)
     w: Mapped[float] = mapped_column(Float)
@@ -124,8 +133,9 @@ class FeatureSetRow(Base):
     """
 
     __tablename__ = "feature_sets"
-    __table_args__ = (UniqueConstraint("model", "weights_sha256", "layer", "descriptor",
-                                       "grid_size", "mode"),)
+    __table_args__ = (
+        UniqueConstraint("model", "weights_sha256", "layer", "descriptor", "grid_size", "mode"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     model: Mapped[str] = mapped_column(String(200))
@@ -144,8 +154,9 @@ class FeatureSegmentRow(Base):
     __tablename__ = "feature_segments"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    set_id: Mapped[int] = mapped_column(ForeignKey("feature_sets.id", ondelete="CASCADE"),
-                                        index=True)
+    set_id: Mapped[int] = mapped_column(
+        ForeignKey("feature_sets.id", ondelete="CASCADE"), index=True
+    )
     filename: Mapped[str] = mapped_column(String(100), unique=True)
     boxes: Mapped[int] = mapped_column(Integer)
 
@@ -159,15 +170,18 @@ class FeatureRow(Base):
 
     __tablename__ = "features"
 
-    set_id: Mapped[int] = mapped_column(ForeignKey("feature_sets.id", ondelete="CASCADE"),
-                                        primary_key=True)
-    box_id: Mapped[int] = mapped_column(ForeignKey("boxes.id", ondelete="CASCADE"),
-                                        primary_key=True, index=True)
+    set_id: Mapped[int] = mapped_column(
+        ForeignKey("feature_sets.id", ondelete="CASCADE"), primary_key=True
+    )
+    box_id: Mapped[int] = mapped_column(
+        ForeignKey("boxes.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
     image_sha256: Mapped[str] = mapped_column(String(64))
     x: Mapped[float] = mapped_column(Float)
     y: Mapped[float] = mapped_column(Float)
     w: Mapped[float] = mapped_column(Float)
     h: Mapped[float] = mapped_column(Float)
     segment_id: Mapped[int] = mapped_column(
-        ForeignKey("feature_segments.id", ondelete="CASCADE"), index=True)
+        ForeignKey("feature_segments.id", ondelete="CASCADE"), index=True
+    )
     position: Mapped[int] = mapped_column(Integer)

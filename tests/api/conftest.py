@@ -25,9 +25,17 @@ def upload(client: TestClient, photo: object) -> object:
 
     def _upload(name: str, label: str | None = None) -> dict[str, object]:
         data = {"label": label} if label else None
-        response = client.post("/api/images", files={"file": (f"{name}.png",
-                                                             photo.png(name),  # type: ignore[attr-defined]
-                                                             "image/png")}, data=data)
+        response = client.post(
+            "/api/images",
+            files={
+                "file": (
+                    f"{name}.png",
+                    photo.png(name),  # type: ignore[attr-defined]
+                    "image/png",
+                )
+            },
+            data=data,
+        )
         assert response.status_code == 201, response.text
         body: dict[str, object] = response.json()
         return body

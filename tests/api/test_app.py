@@ -24,8 +24,9 @@ def test_health(client: TestClient) -> None:
     assert body["status"] == "ok" and body["schema_version"] == 1 and body["images"] == 0
 
 
-def test_token_guards_every_api_route_but_not_docs(data_dir: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_token_guards_every_api_route_but_not_docs(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with _app(monkeypatch, API_TOKEN="s3cret") as client:
         import re
 
@@ -51,8 +52,9 @@ def test_token_guards_every_api_route_but_not_docs(data_dir: Path,
         assert client.get("/api/jobs/x").status_code == 401  # checked before the lookup
 
 
-def test_cors_off_by_default_and_on_for_listed_origins(data_dir: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cors_off_by_default_and_on_for_listed_origins(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     headers = {"Origin": "http://example.org", "Access-Control-Request-Method": "GET"}
     with _app(monkeypatch) as client:
         response = client.get("/api/health", headers={"Origin": "http://example.org"})
@@ -121,21 +123,26 @@ def test_layers_of_the_embedded_model(client: TestClient) -> None:
 
 
 def test_the_servers_default_model_serves_requests_that_name_none(
-        data_dir: Path, monkeypatch: pytest.MonkeyPatch, photo: Any) -> None:
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch, photo: Any
+) -> None:
     with _app(monkeypatch, DEFAULT_MODEL="house_model") as client:
         assert 'data-default="house_model"' in client.get("/").text  # the page starts on it
-        image = client.post("/api/images", files={"file": ("a.png", photo.png("coffee"),
-                                                           "image/png")}).json()
+        image = client.post(
+            "/api/images", files={"file": ("a.png", photo.png("coffee"), "image/png")}
+        ).json()
         for label in ("a", "b"):
-            client.post(f"/api/images/{image['id']}/boxes",
-                        json={"x": 10, "y": 10, "w": 50, "h": 50, "label": label})
+            client.post(
+                f"/api/images/{image['id']}/boxes",
+                json={"x": 10, "y": 10, "w": 50, "h": 50, "label": label},
+            )
         for path, body in [
-                ("/api/heatmaps", {"image_id": image["id"], "layer": "bn2"}),
-                ("/api/heatmaps/png", {"image_id": image["id"], "layer": "bn2"}),
-                ("/api/predictions", {"image_id": image["id"]}),
-                ("/api/distances", {"labels": ["a", "b"], "layer": "bn2"}),
-                ("/api/separation", {"layers": ["bn2"]}),
-                ("/api/embeddings", {"layer": "bn2"})]:
+            ("/api/heatmaps", {"image_id": image["id"], "layer": "bn2"}),
+            ("/api/heatmaps/png", {"image_id": image["id"], "layer": "bn2"}),
+            ("/api/predictions", {"image_id": image["id"]}),
+            ("/api/distances", {"labels": ["a", "b"], "layer": "bn2"}),
+            ("/api/separation", {"layers": ["bn2"]}),
+            ("/api/embeddings", {"layer": "bn2"}),
+        ]:
             answer = client.post(path, json=body)
             assert answer.status_code == 404, (path, answer.text)
             assert "unknown model 'house_model'" in answer.json()["detail"], path

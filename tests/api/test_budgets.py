@@ -24,8 +24,9 @@ def _png(array: np.ndarray) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory, photo: Any
-            ) -> Iterator[tuple[TestClient, dict[str, Any]]]:
+def project(
+    tmp_path_factory: pytest.TempPathFactory, photo: Any
+) -> Iterator[tuple[TestClient, dict[str, Any]]]:
     """An app with a 64 MiB request budget; three textures (altered so that no other test's
     caches hold them), three labelled boxes on each."""
     from app.config import get_settings
@@ -41,11 +42,14 @@ def project(tmp_path_factory: pytest.TempPathFactory, photo: Any
             for k, name in enumerate(("brick", "grass", "gravel")):
                 array = photo(name)[::-1].copy()
                 array[0, 0] = (k, 17, 201)  # a content no other test uploads
-                image = client.post("/api/images", files={
-                    "file": (f"{name}.png", _png(array), "image/png")}).json()
-                for box in ({"x": 10, "y": 12, "w": 201, "h": 157},
-                            {"x": 250.5, "y": 40, "w": 180, "h": 233},
-                            {"x": 60, "y": 300, "w": 317, "h": 199}):
+                image = client.post(
+                    "/api/images", files={"file": (f"{name}.png", _png(array), "image/png")}
+                ).json()
+                for box in (
+                    {"x": 10, "y": 12, "w": 201, "h": 157},
+                    {"x": 250.5, "y": 40, "w": 180, "h": 233},
+                    {"x": 60, "y": 300, "w": 317, "h": 199},
+                ):
                     client.post(f"/api/images/{image['id']}/boxes", json={**box, "label": name})
                 ids["labels"].append(name)
                 ids["images"].append(image["id"])
@@ -82,37 +86,81 @@ def work(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
 def _cases(ids: dict[str, Any]) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
     labels, image = ids["labels"], ids["images"][0]
     return [
-        ("/api/distances",
-         {"labels": labels, "layer": "conv_head", "measure": "mutual_information",
-          "descriptor": "grid", "grid_size": 16, "options": {"bins": 256}},
-         {"labels": labels, "layer": "conv_head", "measure": "euclidean"}),
-        ("/api/distances",
-         {"labels": labels, "layer": "conv_head", "measure": "mmd", "descriptor": "pixels",
-          "grid_size": 16},
-         {"labels": labels, "layer": "conv_head", "measure": "mmd", "descriptor": "pixels",
-          "grid_size": 2}),
-        ("/api/separation",
-         {"labels": labels, "layers": LAYERS, "descriptor": "grid", "grid_size": 16},
-         {"labels": labels, "layers": LAYERS}),
-        ("/api/embeddings",
-         {"labels": labels, "layer": "conv_head", "method": "tsne", "descriptor": "grid",
-          "grid_size": 16},
-         # grid 2×2: descriptors no earlier case put in the feature store, so it decodes
-         {"labels": labels, "layer": "conv_head", "method": "pca", "descriptor": "grid",
-          "grid_size": 2}),
-        ("/api/heatmaps", {"image_id": image, "layer": "conv_head", "method": "gradcam"},
-         {"image_id": image, "layer": "conv_head", "method": "mean"}),
-        ("/api/heatmaps/png", {"image_id": image, "layer": "bn2", "method": "layercam"},
-         {"image_id": image, "layer": "bn2", "method": "l2"}),
-        ("/api/predictions", {"image_id": image, "mode": "native"},
-         {"image_id": image, "mode": "resize"}),
+        (
+            "/api/distances",
+            {
+                "labels": labels,
+                "layer": "conv_head",
+                "measure": "mutual_information",
+                "descriptor": "grid",
+                "grid_size": 16,
+                "options": {"bins": 256},
+            },
+            {"labels": labels, "layer": "conv_head", "measure": "euclidean"},
+        ),
+        (
+            "/api/distances",
+            {
+                "labels": labels,
+                "layer": "conv_head",
+                "measure": "mmd",
+                "descriptor": "pixels",
+                "grid_size": 16,
+            },
+            {
+                "labels": labels,
+                "layer": "conv_head",
+                "measure": "mmd",
+                "descriptor": "pixels",
+                "grid_size": 2,
+            },
+        ),
+        (
+            "/api/separation",
+            {"labels": labels, "layers": LAYERS, "descriptor": "grid", "grid_size": 16},
+            {"labels": labels, "layers": LAYERS},
+        ),
+        (
+            "/api/embeddings",
+            {
+                "labels": labels,
+                "layer": "conv_head",
+                "method": "tsne",
+                "descriptor": "grid",
+                "grid_size": 16,
+            },
+            # grid 2×2: descriptors no earlier case put in the feature store, so it decodes
+            {
+                "labels": labels,
+                "layer": "conv_head",
+                "method": "pca",
+                "descriptor": "grid",
+                "grid_size": 2,
+            },
+        ),
+        (
+            "/api/heatmaps",
+            {"image_id": image, "layer": "conv_head", "method": "gradcam"},
+            {"image_id": image, "layer": "conv_head", "method": "mean"},
+        ),
+        (
+            "/api/heatmaps/png",
+            {"image_id": image, "layer": "bn2", "method": "layercam"},
+            {"image_id": image, "layer": "bn2", "method": "l2"},
+        ),
+        (
+            "/api/predictions",
+            {"image_id": image, "mode": "native"},
+            {"image_id": image, "mode": "resize"},
+        ),
     ]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", range(7))
 def test_over_budget_is_413_before_any_work_and_under_budget_runs(
-        project: tuple[TestClient, dict[str, Any]], work: dict[str, int], case: int) -> None:
+    project: tuple[TestClient, dict[str, Any]], work: dict[str, int], case: int
+) -> None:
     client, ids = project
     endpoint, over, under = _cases(ids)[case]
     refused = client.post(endpoint, json=over)
@@ -126,26 +174,31 @@ def test_over_budget_is_413_before_any_work_and_under_budget_runs(
 
 
 def test_a_sixteen_bit_upload_past_the_decode_budget_is_413(
-        project: tuple[TestClient, dict[str, Any]]) -> None:
+    project: tuple[TestClient, dict[str, Any]],
+) -> None:
     client, _ = project
     values = np.random.default_rng(5).integers(0, 65536, (800, 1000), dtype=np.uint16)
     image = Image.fromarray(values)
     assert image.mode.startswith("I;16")
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
-    answer = client.post("/api/images", files={"file": ("deep.png", buffer.getvalue(),
-                                                         "image/png")})
+    answer = client.post(
+        "/api/images", files={"file": ("deep.png", buffer.getvalue(), "image/png")}
+    )
     assert answer.status_code == 413, answer.text
     assert "FEATUREGAP_MAX_DECODED_BYTES" in answer.json()["detail"]
     small = Image.fromarray(values[:300, :400])  # 300×400×8 bytes: under the budget
     buffer = io.BytesIO()
     small.save(buffer, format="PNG")
-    assert client.post("/api/images", files={"file": ("small.png", buffer.getvalue(),
-                                                       "image/png")}).status_code == 201
+    assert (
+        client.post(
+            "/api/images", files={"file": ("small.png", buffer.getvalue(), "image/png")}
+        ).status_code
+        == 201
+    )
 
 
-def test_heatmap_methods_declare_their_options(project: tuple[TestClient, dict[str, Any]]
-                                               ) -> None:
+def test_heatmap_methods_declare_their_options(project: tuple[TestClient, dict[str, Any]]) -> None:
     client, _ = project
     methods = {m["name"]: m for m in client.get("/api/heatmap-methods").json()}
     score = methods["scorecam"]["options"]["properties"]
@@ -156,26 +209,29 @@ def test_heatmap_methods_declare_their_options(project: tuple[TestClient, dict[s
 
 @pytest.mark.slow
 def test_unknown_or_unbounded_method_options_are_422_before_work(
-        project: tuple[TestClient, dict[str, Any]], work: dict[str, int]) -> None:
+    project: tuple[TestClient, dict[str, Any]], work: dict[str, int]
+) -> None:
     client, ids = project
     base = {"image_id": ids["images"][1], "layer": "conv_head"}
-    answer = client.post("/api/heatmaps", json={**base, "method": "gradcam",
-                                                "options": {"foo": 1}})
+    answer = client.post("/api/heatmaps", json={**base, "method": "gradcam", "options": {"foo": 1}})
     assert answer.status_code == 422 and "'foo'" in answer.json()["detail"]
     assert "takes no options" in answer.json()["detail"]
-    answer = client.post("/api/heatmaps/png", json={**base, "method": "scorecam",
-                                                    "options": {"max_channels": 10**6}})
+    answer = client.post(
+        "/api/heatmaps/png", json={**base, "method": "scorecam", "options": {"max_channels": 10**6}}
+    )
     assert answer.status_code == 422
     assert "max_channels" in answer.json()["detail"] and "≤ 512" in answer.json()["detail"]
-    answer = client.post("/api/heatmaps/scores.csv", json={**base, "method": "scorecam",
-                                                           "options": {"channels": 3}})
+    answer = client.post(
+        "/api/heatmaps/scores.csv", json={**base, "method": "scorecam", "options": {"channels": 3}}
+    )
     assert answer.status_code == 422 and "batch_size" in answer.json()["detail"]
     assert work == {"decodes": 0, "forwards": 0}
 
 
 @pytest.mark.slow
-def test_scorecam_uses_the_channels_asked_for(project: tuple[TestClient, dict[str, Any]],
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_scorecam_uses_the_channels_asked_for(
+    project: tuple[TestClient, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from app.engine.cams import CamOptions
     from app.engine.heatmaps import compute_heatmap
     from app.engine.models import get_model
@@ -185,16 +241,26 @@ def test_scorecam_uses_the_channels_asked_for(project: tuple[TestClient, dict[st
     # Score-CAM's masked batches alone pass this module's 64 MiB budget
     monkeypatch.setattr(client.app.state.settings, "max_request_bytes", 2**30)  # type: ignore[attr-defined]
     image_id = ids["images"][2]
-    body = {"image_id": image_id, "layer": "blocks.5.1.add", "method": "scorecam",
-            "options": {"max_channels": 3, "batch_size": 2}}
+    body = {
+        "image_id": image_id,
+        "layer": "blocks.5.1.add",
+        "method": "scorecam",
+        "options": {"max_channels": 3, "batch_size": 2},
+    }
     answer = client.post("/api/heatmaps", json=body)
     assert answer.status_code == 200, answer.text
     decoded = decode_image(client.get(f"/api/images/{image_id}/file").content, max_pixels=10**8)
     model = get_model("efficientnet_lite0")
-    want = compute_heatmap(model, decoded, "blocks.5.1.add", "scorecam",
-                           options=CamOptions(max_channels=3, batch_size=2)).values
-    every = compute_heatmap(model, decoded, "blocks.5.1.add", "scorecam",
-                            options=CamOptions(max_channels=64)).values
+    want = compute_heatmap(
+        model,
+        decoded,
+        "blocks.5.1.add",
+        "scorecam",
+        options=CamOptions(max_channels=3, batch_size=2),
+    ).values
+    every = compute_heatmap(
+        model, decoded, "blocks.5.1.add", "scorecam", options=CamOptions(max_channels=64)
+    ).values
     got = answer.json()["heat_range"]
     assert got == pytest.approx([float(want.min()), float(want.max())], rel=1e-6, abs=1e-9)
     assert float(every.max()) != pytest.approx(got[1], rel=1e-3)
@@ -202,8 +268,10 @@ def test_scorecam_uses_the_channels_asked_for(project: tuple[TestClient, dict[st
 
 @pytest.mark.slow
 def test_embedding_perplexity_is_bounded_by_the_boxes_before_work(
-        project: tuple[TestClient, dict[str, Any]], work: dict[str, int],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    project: tuple[TestClient, dict[str, Any]],
+    work: dict[str, int],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     client, ids = project
     body = {"labels": ids["labels"], "layer": "conv_head", "method": "tsne"}
     answer = client.post("/api/embeddings", json={**body, "perplexity": 2.7})  # 9 boxes: ≤ 8/3

@@ -30,7 +30,8 @@ def test_demo_loads_once_into_an_empty_store(tmp_path: Path) -> None:
     for name, boxes in DEMO_BOXES.items():  # stored as placed: none was clipped
         stored = store.boxes(image_id=images[f"{name}.png"].id)
         assert [(b.x, b.y, b.w, b.h, b.label) for b in stored] == [
-            (float(x), float(y), float(w), float(h), label) for x, y, w, h, label in boxes]
+            (float(x), float(y), float(w), float(h), label) for x, y, w, h, label in boxes
+        ]
     assert load_demo(store) == 0
     assert len(store.boxes()) == sum(len(b) for b in DEMO_BOXES.values())
 
@@ -46,9 +47,20 @@ def test_serve_demo_answers_on_a_real_port(tmp_path: Path) -> None:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("FEATUREGAP_")}
     process = subprocess.Popen(
-        [sys.executable, "-c", "from app.cli import main; raise SystemExit(main())", "serve",
-         "--demo", "--port", str(port), "--data-dir", str(tmp_path / "data")],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            "-c",
+            "from app.cli import main; raise SystemExit(main())",
+            "serve",
+            "--demo",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(tmp_path / "data"),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     try:
         deadline = time.monotonic() + 60

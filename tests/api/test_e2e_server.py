@@ -36,9 +36,24 @@ def live_server(data_dir: Path, **env: str) -> Iterator[httpx.Client]:
     # honoured and this helper's "1" did nothing.
     environment = {**os.environ, "FEATUREGAP_DATA_DIR": str(data_dir), **env}
     process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app", "--host",
-         "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-        cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "app.main:create_app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -74,26 +89,63 @@ def _ok(response: httpx.Response, status: int = 200) -> Any:
 def test_work_survives_a_restart(tmp_path: Path, photo: Any) -> None:
     data = tmp_path / "data"
     with live_server(data) as client:
-        images = {name: _ok(client.post("/api/images", files={
-            "file": (f"{name}.png", photo.png(name), "image/png")}), 201)
-            for name in ("chelsea", "brick", "grass")}
-        face = _ok(client.post(f"/api/images/{images['chelsea']['id']}/boxes",
-                               json={"x": 140, "y": 20, "w": 180, "h": 210, "label": "cat"}), 201)
+        images = {
+            name: _ok(
+                client.post(
+                    "/api/images", files={"file": (f"{name}.png", photo.png(name), "image/png")}
+                ),
+                201,
+            )
+            for name in ("chelsea", "brick", "grass")
+        }
+        face = _ok(
+            client.post(
+                f"/api/images/{images['chelsea']['id']}/boxes",
+                json={"x": 140, "y": 20, "w": 180, "h": 210, "label": "cat"},
+            ),
+            201,
+        )
         for name in ("brick", "grass"):
             for x in (0, 200):
-                _ok(client.post(f"/api/images/{images[name]['id']}/boxes",
-                                json={"x": x, "y": 50, "w": 150, "h": 170, "label": name}), 201)
-        heat = _ok(client.post("/api/heatmaps", json={
-            "image_id": images["chelsea"]["id"], "layer": "conv_head", "method": "gradcam"}))
+                _ok(
+                    client.post(
+                        f"/api/images/{images[name]['id']}/boxes",
+                        json={"x": x, "y": 50, "w": 150, "h": 170, "label": name},
+                    ),
+                    201,
+                )
+        heat = _ok(
+            client.post(
+                "/api/heatmaps",
+                json={
+                    "image_id": images["chelsea"]["id"],
+                    "layer": "conv_head",
+                    "method": "gradcam",
+                },
+            )
+        )
         assert heat["boxes"][0]["id"] == face["id"] and heat["boxes"][0]["scores"]["energy"] > 0
-        dist = _ok(client.post("/api/distances", json={
-            "labels": ["brick", "grass"], "layer": "conv_head", "measure": "mmd",
-            "permutations": 19, "seed": 1}))
+        dist = _ok(
+            client.post(
+                "/api/distances",
+                json={
+                    "labels": ["brick", "grass"],
+                    "layer": "conv_head",
+                    "measure": "mmd",
+                    "permutations": 19,
+                    "seed": 1,
+                },
+            )
+        )
         # Each label's boxes sit on one image: no test between the labels is possible.
         assert dist["unit"] == "image" and dist["p_values"][0][1] is None
         assert any("single image" in w for w in dist["warnings"])
-        emb = _ok(client.post("/api/embeddings", json={
-            "labels": ["brick", "grass"], "layer": "conv_head", "method": "pca"}))
+        emb = _ok(
+            client.post(
+                "/api/embeddings",
+                json={"labels": ["brick", "grass"], "layer": "conv_head", "method": "pca"},
+            )
+        )
         assert len(emb["points"]) == 4
         boxes_before = _ok(client.get("/api/boxes"))["items"]
 
@@ -101,13 +153,39 @@ def test_work_survives_a_restart(tmp_path: Path, photo: Any) -> None:
         listed = {image["filename"]: image for image in _ok(client.get("/api/images"))["items"]}
         assert set(listed) == {"chelsea.png", "brick.png", "grass.png"}
         assert _ok(client.get("/api/boxes"))["items"] == boxes_before
-        assert client.get(f"/api/images/{images['brick']['id']}/file").content == photo.png(
-            "brick")
-        store_rows = _ok(client.post("/api/heatmaps", json={
-            "image_id": images["chelsea"]["id"], "layer": "conv_head", "method": "gradcam"}))
+        assert client.get(f"/api/images/{images['brick']['id']}/file").content == photo.png("brick")
+        store_rows = _ok(
+            client.post(
+                "/api/heatmaps",
+                json={
+                    "image_id": images["chelsea"]["id"],
+                    "layer": "conv_head",
+                    "method": "gradcam",
+                },
+            )
+        )
         assert store_rows == heat  # the same answers after the restart
-        assert _ok(client.post("/api/distances", json={
-            "labels": ["brick", "grass"], "layer": "conv_head", "measure": "mmd",
-            "permutations": 19, "seed": 1})) == dist
-        assert _ok(client.post("/api/embeddings", json={
-            "labels": ["brick", "grass"], "layer": "conv_head", "method": "pca"})) == emb
+        assert (
+            _ok(
+                client.post(
+                    "/api/distances",
+                    json={
+                        "labels": ["brick", "grass"],
+                        "layer": "conv_head",
+                        "measure": "mmd",
+                        "permutations": 19,
+                        "seed": 1,
+                    },
+                )
+            )
+            == dist
+        )
+        assert (
+            _ok(
+                client.post(
+                    "/api/embeddings",
+                    json={"labels": ["brick", "grass"], "layer": "conv_head", "method": "pca"},
+                )
+            )
+            == emb
+        )

@@ -13,13 +13,18 @@ from fastapi.testclient import TestClient
 pytestmark = pytest.mark.slow
 
 LAYER = "blocks.5.1.add"
-BOXES = ({"x": 10, "y": 12, "w": 201, "h": 157}, {"x": 250.5, "y": 40, "w": 180, "h": 233},
-         {"x": 60, "y": 300, "w": 317, "h": 199}, {"x": 300, "y": 310, "w": 97, "h": 61})
+BOXES = (
+    {"x": 10, "y": 12, "w": 201, "h": 157},
+    {"x": 250.5, "y": 40, "w": 180, "h": 233},
+    {"x": 60, "y": 300, "w": 317, "h": 199},
+    {"x": 300, "y": 310, "w": 97, "h": 61},
+)
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory, photo: Any
-            ) -> Iterator[tuple[TestClient, list[dict[str, Any]]]]:
+def project(
+    tmp_path_factory: pytest.TempPathFactory, photo: Any
+) -> Iterator[tuple[TestClient, list[dict[str, Any]]]]:
     """One app with brick and grass, four labelled boxes on each."""
     from app.config import get_settings
     from app.main import create_app
@@ -30,16 +35,20 @@ def project(tmp_path_factory: pytest.TempPathFactory, photo: Any
         with TestClient(create_app(get_settings())) as client:
             boxes = []
             for name in ("brick", "grass"):
-                image = client.post("/api/images", files={
-                    "file": (f"{name}.png", photo.png(name), "image/png")}).json()
-                boxes += [client.post(f"/api/images/{image['id']}/boxes",
-                                      json={**box, "label": name}).json() for box in BOXES]
+                image = client.post(
+                    "/api/images", files={"file": (f"{name}.png", photo.png(name), "image/png")}
+                ).json()
+                boxes += [
+                    client.post(
+                        f"/api/images/{image['id']}/boxes", json={**box, "label": name}
+                    ).json()
+                    for box in BOXES
+                ]
             yield client, boxes
         get_settings.cache_clear()
 
 
-def test_pca_points_match_scikit_learn(project: tuple[TestClient, list[dict[str, Any]]]
-                                       ) -> None:
+def test_pca_points_match_scikit_learn(project: tuple[TestClient, list[dict[str, Any]]]) -> None:
     from sklearn.decomposition import PCA
 
     from app.boxes import Box
@@ -57,11 +66,18 @@ def test_pca_points_match_scikit_learn(project: tuple[TestClient, list[dict[str,
     model = get_model("efficientnet_lite0")
     rows = []
     for box in boxes:
-        image = decode_image(client.get(f"/api/images/{box['image_id']}/file").content,
-                             max_pixels=10**8)
+        image = decode_image(
+            client.get(f"/api/images/{box['image_id']}/file").content, max_pixels=10**8
+        )
         fmap = extract(model, [image], [LAYER])[0][LAYER]
-        rows.append(region_descriptors(fmap, (image.width, image.height),
-                                       [Box(box["x"], box["y"], box["w"], box["h"])], "gap")[0])
+        rows.append(
+            region_descriptors(
+                fmap,
+                (image.width, image.height),
+                [Box(box["x"], box["y"], box["w"], box["h"])],
+                "gap",
+            )[0]
+        )
     reference = PCA(2).fit_transform(torch.stack(rows).double().numpy())
     got = np.array([[p["x"], p["y"]] for p in body["points"]])
     np.testing.assert_allclose(np.abs(got), np.abs(reference), rtol=1e-4, atol=1e-6)
@@ -71,10 +87,16 @@ def test_pca_points_match_scikit_learn(project: tuple[TestClient, list[dict[str,
 
 
 def test_tsne_places_every_box_and_is_seeded(
-        project: tuple[TestClient, list[dict[str, Any]]]) -> None:
+    project: tuple[TestClient, list[dict[str, Any]]],
+) -> None:
     client, boxes = project
-    request = {"box_ids": [b["id"] for b in boxes], "layer": LAYER, "method": "tsne",
-               "perplexity": 2, "seed": 7}
+    request = {
+        "box_ids": [b["id"] for b in boxes],
+        "layer": LAYER,
+        "method": "tsne",
+        "perplexity": 2,
+        "seed": 7,
+    }
     first = client.post("/api/embeddings", json=request)
     assert first.status_code == 200, first.text
     again = client.post("/api/embeddings", json={**request, "layer": "conv_head"})
@@ -85,20 +107,25 @@ def test_tsne_places_every_box_and_is_seeded(
     from app.engine.embed import embed
 
     x = torch.randn(8, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    assert torch.equal(embed(x, "tsne", perplexity=2, seed=7),
-                       embed(x, "tsne", perplexity=2, seed=7))
+    assert torch.equal(
+        embed(x, "tsne", perplexity=2, seed=7), embed(x, "tsne", perplexity=2, seed=7)
+    )
 
 
-@pytest.mark.parametrize(("body", "status", "hint"), [
-    ({"layer": LAYER, "method": "tsne", "perplexity": 50}, 422, "perplexity"),
-    ({"layer": LAYER, "method": "umap"}, 422, "tsne"),
-    ({"layer": "nope"}, 404, "conv_stem"),
-    ({"layer": LAYER, "box_ids": [1], "labels": ["brick"]}, 422, "not both"),
-    ({"layer": LAYER, "box_ids": [9999]}, 404, "9999"),
-    ({"layer": LAYER, "method": "pca", "box_ids": [1]}, 422, "2"),
-])
-def test_bad_embedding_requests(project: tuple[TestClient, Any], body: dict[str, Any],
-                                status: int, hint: str) -> None:
+@pytest.mark.parametrize(
+    ("body", "status", "hint"),
+    [
+        ({"layer": LAYER, "method": "tsne", "perplexity": 50}, 422, "perplexity"),
+        ({"layer": LAYER, "method": "umap"}, 422, "tsne"),
+        ({"layer": "nope"}, 404, "conv_stem"),
+        ({"layer": LAYER, "box_ids": [1], "labels": ["brick"]}, 422, "not both"),
+        ({"layer": LAYER, "box_ids": [9999]}, 404, "9999"),
+        ({"layer": LAYER, "method": "pca", "box_ids": [1]}, 422, "2"),
+    ],
+)
+def test_bad_embedding_requests(
+    project: tuple[TestClient, Any], body: dict[str, Any], status: int, hint: str
+) -> None:
     client, _ = project
     response = client.post("/api/embeddings", json=body)
     assert response.status_code == status, response.text

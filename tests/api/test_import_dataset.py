@@ -31,8 +31,9 @@ def _client(tmp_path: Path, **settings: Any) -> TestClient:
 
 @pytest.fixture
 def client(tmp_path: Path, dataset: SyntheticDataset) -> Iterator[TestClient]:
-    with _client(tmp_path, import_root=dataset.root.parent, max_zip_members=50,
-                 max_zip_bytes=3 * 1024 * 1024) as test_client:
+    with _client(
+        tmp_path, import_root=dataset.root.parent, max_zip_members=50, max_zip_bytes=3 * 1024 * 1024
+    ) as test_client:
         yield test_client
 
 
@@ -48,8 +49,10 @@ def _finished(client: TestClient, job_id: str) -> dict[str, Any]:
 def _annotations(document: dict[str, Any]) -> set[tuple[Any, ...]]:
     names = {image["id"]: image["file_name"] for image in document["images"]}
     labels = {category["id"]: category["name"] for category in document["categories"]}
-    return {(a["id"], names[a["image_id"]], labels[a["category_id"]], *map(float, a["bbox"]))
-            for a in document["annotations"]}
+    return {
+        (a["id"], names[a["image_id"]], labels[a["category_id"]], *map(float, a["bbox"]))
+        for a in document["annotations"]
+    }
 
 
 def test_a_coco_folder_under_the_root_imports_as_a_job_and_exports_the_same(
@@ -73,11 +76,14 @@ def test_voc_and_yolo_folders_with_absolute_paths_inside_the_root(
     client: TestClient, dataset: SyntheticDataset
 ) -> None:
     assert dataset.voc_dir and dataset.yolo_dir
-    voc = client.post("/api/import/dataset", json={"format": "voc",
-                                                   "annotations": str(dataset.voc_dir)})
+    voc = client.post(
+        "/api/import/dataset", json={"format": "voc", "annotations": str(dataset.voc_dir)}
+    )
     assert _finished(client, voc.json()["job_id"])["result"]["boxes_added"] == 15
-    yolo = client.post("/api/import/dataset", json={
-        "format": "yolo", "annotations": "ds/yolo", "classes": "ds/yolo/classes.txt"})
+    yolo = client.post(
+        "/api/import/dataset",
+        json={"format": "yolo", "annotations": "ds/yolo", "classes": "ds/yolo/classes.txt"},
+    )
     result = _finished(client, yolo.json()["job_id"])["result"]
     assert (result["images_present"], result["boxes_present"]) == (5, 15)
 
@@ -86,8 +92,9 @@ def test_importing_from_disk_is_off_unless_the_root_is_set(
     tmp_path: Path, dataset: SyntheticDataset
 ) -> None:
     with _client(tmp_path) as client:
-        answer = client.post("/api/import/dataset", json={
-            "format": "voc", "annotations": str(dataset.voc_dir)})
+        answer = client.post(
+            "/api/import/dataset", json={"format": "voc", "annotations": str(dataset.voc_dir)}
+        )
     assert answer.status_code == 403
     assert "FEATUREGAP_IMPORT_ROOT" in answer.json()["detail"]
 
@@ -104,21 +111,29 @@ def test_paths_and_links_leading_out_of_the_root_are_refused(
     answer = client.post("/api/import/dataset", json={"format": "voc", "annotations": where})
     assert answer.status_code == 403, answer.text
     assert "leads outside FEATUREGAP_IMPORT_ROOT" in answer.json()["detail"]
-    coco = client.post("/api/import/dataset", json={
-        "format": "coco", "annotations": "ds/annotations.json", "images_dir": where})
+    coco = client.post(
+        "/api/import/dataset",
+        json={"format": "coco", "annotations": "ds/annotations.json", "images_dir": where},
+    )
     assert coco.status_code == 403
 
 
-@pytest.mark.parametrize(("body", "message"), [
-    ({"format": "coco", "annotations": "ds/none.json", "images_dir": "ds/images"},
-     "nothing there"),
-    ({"format": "coco", "annotations": "ds/annotations.json"}, "needs images_dir"),
-    ({"format": "coco", "annotations": "ds", "images_dir": "ds/images"}, "is not a file"),
-    ({"format": "yolo", "annotations": "ds/yolo"}, "needs classes"),
-    ({"format": "voc", "annotations": "ds/annotations.json"}, "is not a folder"),
-])
-def test_missing_or_wrong_paths_are_422(client: TestClient, body: dict[str, Any],
-                                        message: str) -> None:
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            {"format": "coco", "annotations": "ds/none.json", "images_dir": "ds/images"},
+            "nothing there",
+        ),
+        ({"format": "coco", "annotations": "ds/annotations.json"}, "needs images_dir"),
+        ({"format": "coco", "annotations": "ds", "images_dir": "ds/images"}, "is not a file"),
+        ({"format": "yolo", "annotations": "ds/yolo"}, "needs classes"),
+        ({"format": "voc", "annotations": "ds/annotations.json"}, "is not a folder"),
+    ],
+)
+def test_missing_or_wrong_paths_are_422(
+    client: TestClient, body: dict[str, Any], message: str
+) -> None:
     answer = client.post("/api/import/dataset", json=body)
     assert answer.status_code == 422 and message in answer.json()["detail"], answer.text
 
@@ -133,16 +148,20 @@ def _zip(members: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> 
 
 def _dataset_zip(dataset: SyntheticDataset) -> dict[str, bytes]:
     assert dataset.coco is not None
-    members = {f"export/images/{name}": (dataset.images_dir / name).read_bytes()
-               for name in dataset.file_names}
+    members = {
+        f"export/images/{name}": (dataset.images_dir / name).read_bytes()
+        for name in dataset.file_names
+    }
     members["export/annotations.json"] = dataset.coco.read_bytes()
     return members
 
 
-def _post_zip(client: TestClient, data: bytes, format: str = "coco",
-              **fields: str) -> Any:
-    return client.post("/api/import/zip", files={"file": ("ds.zip", data, "application/zip")},
-                       data={"format": format, **fields})
+def _post_zip(client: TestClient, data: bytes, format: str = "coco", **fields: str) -> Any:
+    return client.post(
+        "/api/import/zip",
+        files={"file": ("ds.zip", data, "application/zip")},
+        data={"format": format, **fields},
+    )
 
 
 def test_a_coco_zip_imports_as_a_job_and_leaves_no_files_behind(
@@ -162,8 +181,11 @@ def test_a_yolo_zip_finds_its_folders_and_classes(
     client: TestClient, dataset: SyntheticDataset, tmp_path: Path
 ) -> None:
     assert dataset.yolo_dir is not None
-    members = {str(p.relative_to(dataset.yolo_dir.parent)): p.read_bytes()
-               for p in dataset.yolo_dir.rglob("*") if p.is_file()}
+    members = {
+        str(p.relative_to(dataset.yolo_dir.parent)): p.read_bytes()
+        for p in dataset.yolo_dir.rglob("*")
+        if p.is_file()
+    }
     job = _finished(client, _post_zip(client, _zip(members), "yolo").json()["job_id"])
     assert (job["state"], job["result"]["boxes_added"]) == ("done", 15), job
 
@@ -177,18 +199,24 @@ def _symlink_zip() -> bytes:
     return buffer.getvalue()
 
 
-@pytest.mark.parametrize(("data", "status", "message"), [
-    (_zip({"../evil.json": b"{}"}), 422, "climbs out with '..'"),
-    (_zip({"ok/../../evil.json": b"{}"}), 422, "climbs out with '..'"),
-    (_zip({"/etc/evil.json": b"{}"}), 422, "absolute path"),
-    (_zip({"C:/evil.json": b"{}"}), 422, "names a drive"),
-    (_symlink_zip(), 422, "is a symlink"),
-    (b"PK\x03\x04 not really a zip", 422, "not a readable .zip"),
-    (_zip({"bomb.bin": bytes(2 * 1024 * 1024)}), 413, "FEATUREGAP_MAX_ZIP_RATIO"),
-    (_zip({f"f{i}.txt": b"x" for i in range(51)}), 413, "FEATUREGAP_MAX_ZIP_MEMBERS"),
-    (_zip({"big.bin": bytes(4 * 1024 * 1024)}, zipfile.ZIP_STORED), 413,
-     "FEATUREGAP_MAX_ZIP_BYTES"),
-])
+@pytest.mark.parametrize(
+    ("data", "status", "message"),
+    [
+        (_zip({"../evil.json": b"{}"}), 422, "climbs out with '..'"),
+        (_zip({"ok/../../evil.json": b"{}"}), 422, "climbs out with '..'"),
+        (_zip({"/etc/evil.json": b"{}"}), 422, "absolute path"),
+        (_zip({"C:/evil.json": b"{}"}), 422, "names a drive"),
+        (_symlink_zip(), 422, "is a symlink"),
+        (b"PK\x03\x04 not really a zip", 422, "not a readable .zip"),
+        (_zip({"bomb.bin": bytes(2 * 1024 * 1024)}), 413, "FEATUREGAP_MAX_ZIP_RATIO"),
+        (_zip({f"f{i}.txt": b"x" for i in range(51)}), 413, "FEATUREGAP_MAX_ZIP_MEMBERS"),
+        (
+            _zip({"big.bin": bytes(4 * 1024 * 1024)}, zipfile.ZIP_STORED),
+            413,
+            "FEATUREGAP_MAX_ZIP_BYTES",
+        ),
+    ],
+)
 def test_hostile_zips_are_refused_before_anything_is_unpacked(
     client: TestClient, tmp_path: Path, data: bytes, status: int, message: str
 ) -> None:
@@ -211,8 +239,7 @@ def test_a_zip_without_its_annotations_fails_the_job_with_the_reason(
     assert list((tmp_path / "data" / "imports").iterdir()) == []
 
 
-def test_zip_uploads_have_their_own_size_limit(tmp_path: Path, dataset: SyntheticDataset
-                                               ) -> None:
+def test_zip_uploads_have_their_own_size_limit(tmp_path: Path, dataset: SyntheticDataset) -> None:
     data = _zip(_dataset_zip(dataset))
     assert 30_000 < len(data) < 1_000_000
     with _client(tmp_path / "a", max_upload_bytes=1000) as client:  # images and COCO files

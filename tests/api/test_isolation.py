@@ -29,7 +29,8 @@ PREDICTIONS = 40
 def _live_server() -> Any:
     # Test folders are not packages: load the e2e test's server helper by path.
     spec = importlib.util.spec_from_file_location(
-        "_featuregap_e2e", Path(__file__).with_name("test_e2e_server.py"))
+        "_featuregap_e2e", Path(__file__).with_name("test_e2e_server.py")
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -67,28 +68,37 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _populate(client: httpx.Client, photo: Any, photos: tuple[str, ...], per_photo: int
-              ) -> None:
+def _populate(client: httpx.Client, photo: Any, photos: tuple[str, ...], per_photo: int) -> None:
     """Upload the photos and import ``per_photo`` random boxes on each (labels class1–3)."""
     rng = np.random.default_rng(7)
     images, annotations = [], []
     for index, name in enumerate(photos, start=1):
-        upload = client.post("/api/images", files={"file": (
-            f"{name}.png", photo.png(name), "image/png")})
+        upload = client.post(
+            "/api/images", files={"file": (f"{name}.png", photo.png(name), "image/png")}
+        )
         assert upload.status_code == 201, upload.text
         width, height = upload.json()["width"], upload.json()["height"]
-        images.append({"id": index, "file_name": f"{name}.png", "width": width,
-                       "height": height})
+        images.append({"id": index, "file_name": f"{name}.png", "width": width, "height": height})
         for _ in range(per_photo):
             w, h = rng.uniform(20, width / 2), rng.uniform(20, height / 2)
             x, y = rng.uniform(0, width - w), rng.uniform(0, height - h)
-            annotations.append({"id": len(annotations) + 1, "image_id": index,
-                                "category_id": int(rng.integers(1, 4)),
-                                "bbox": [float(x), float(y), float(w), float(h)]})
-    document = {"images": images, "annotations": annotations,
-                "categories": [{"id": i, "name": f"class{i}"} for i in (1, 2, 3)]}
-    imported = client.post("/api/import/coco", files={"file": (
-        "boxes.json", json.dumps(document).encode(), "application/json")})
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": index,
+                    "category_id": int(rng.integers(1, 4)),
+                    "bbox": [float(x), float(y), float(w), float(h)],
+                }
+            )
+    document = {
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": i, "name": f"class{i}"} for i in (1, 2, 3)],
+    }
+    imported = client.post(
+        "/api/import/coco",
+        files={"file": ("boxes.json", json.dumps(document).encode(), "application/json")},
+    )
     assert imported.status_code in (200, 202), imported.text
     if imported.status_code == 202:
         _wait_for(client, imported.json()["job_id"], lambda job: job["state"] == "done")
@@ -100,14 +110,19 @@ def server(tmp_path_factory: pytest.TempPathFactory, photo: Any) -> Iterator[htt
     """A live server with ~1,440 labelled boxes on three photos (3 labels); t-SNE of all of
     them is a job, of two labels a synchronous request."""
     data = tmp_path_factory.mktemp("isolation") / "data"
-    with live_server(data, FEATUREGAP_ANALYSIS_JOB_THRESHOLD="20000", FEATUREGAP_WORKERS="2",
-                     FEATUREGAP_QUEUE_LIMIT="64") as client:
+    with live_server(
+        data,
+        FEATUREGAP_ANALYSIS_JOB_THRESHOLD="20000",
+        FEATUREGAP_WORKERS="2",
+        FEATUREGAP_QUEUE_LIMIT="64",
+    ) as client:
         _populate(client, photo, PHOTOS, BOXES_PER_PHOTO)
         yield client
 
 
-def _wait_for(client: httpx.Client, job_id: str, condition: Any,
-              seconds: float = 120.0) -> dict[str, Any]:
+def _wait_for(
+    client: httpx.Client, job_id: str, condition: Any, seconds: float = 120.0
+) -> dict[str, Any]:
     deadline = time.monotonic() + seconds
     while True:
         job: dict[str, Any] = client.get(f"/api/jobs/{job_id}").json()
@@ -120,8 +135,10 @@ def _wait_for(client: httpx.Client, job_id: str, condition: Any,
 
 def _start_tsne(client: httpx.Client, seed: int) -> str:
     # 1,440 boxes × 1,000 iterations: 28,800 work units, a job past the threshold of 20,000.
-    answer = client.post("/api/embeddings", json={"layer": "conv_head", "method": "tsne",
-                                                  "seed": seed, "n_iter": 1000})
+    answer = client.post(
+        "/api/embeddings",
+        json={"layer": "conv_head", "method": "tsne", "seed": seed, "n_iter": 1000},
+    )
     assert answer.status_code == 202, answer.text
     job_id: str = answer.json()["job_id"]
     _wait_for(client, job_id, lambda job: job["message"].startswith("tsne"))
@@ -162,8 +179,9 @@ def test_health_stays_fast_while_the_pool_is_busy(server: httpx.Client) -> None:
     assert busy_until_the_end, "t-SNE finished before the predictions: use more boxes"
     p99 = sorted(latencies)[math.ceil(0.99 * len(latencies)) - 1]
     worst = [round(x * 1000) for x in sorted(latencies)[-5:]]
-    assert p99 < 0.2, f"/api/health p99 {p99 * 1000:.0f} ms over {len(latencies)} calls " \
-                      f"(worst {worst} ms)"
+    assert p99 < 0.2, (
+        f"/api/health p99 {p99 * 1000:.0f} ms over {len(latencies)} calls (worst {worst} ms)"
+    )
 
 
 def test_cancelled_tsne_stops_using_the_cpu_within_2_s(server: httpx.Client) -> None:
@@ -188,8 +206,14 @@ def test_a_client_that_leaves_stops_its_synchronous_tsne(server: httpx.Client) -
     pid = _server_pid(int(server.base_url.port or 0))
     # ~960 boxes × 1,000 iterations (19,200 work units: synchronous), a wide neighbourhood
     # so that it computes for seconds even when the descriptors are already stored.
-    body = {"layer": "conv_head", "method": "tsne", "seed": 2, "labels": ["class1", "class2"],
-            "n_iter": 1000, "perplexity": 100}
+    body = {
+        "layer": "conv_head",
+        "method": "tsne",
+        "seed": 2,
+        "labels": ["class1", "class2"],
+        "n_iter": 1000,
+        "perplexity": 100,
+    }
     started = time.monotonic()
     samples: list[float] = []
 
@@ -199,8 +223,10 @@ def test_a_client_that_leaves_stops_its_synchronous_tsne(server: httpx.Client) -
 
     sampler = threading.Thread(target=sample_cpu)
     sampler.start()
-    with pytest.raises(httpx.ReadTimeout), httpx.Client(base_url=str(server.base_url),
-                                                        timeout=2.5) as client:
+    with (
+        pytest.raises(httpx.ReadTimeout),
+        httpx.Client(base_url=str(server.base_url), timeout=2.5) as client,
+    ):
         client.post("/api/embeddings", json=body)  # ~960 boxes: a synchronous t-SNE
     left_at = time.monotonic()
     sampler.join()
@@ -213,7 +239,8 @@ def test_a_client_that_leaves_stops_its_synchronous_tsne(server: httpx.Client) -
 
 
 def test_a_killed_server_keeps_its_jobs_and_marks_the_running_one_interrupted(
-        tmp_path: Path, photo: Any) -> None:
+    tmp_path: Path, photo: Any
+) -> None:
     data = tmp_path / "data"
     with live_server(data, FEATUREGAP_ANALYSIS_JOB_THRESHOLD="1") as client:
         _populate(client, photo, ("coffee",), 400)
@@ -235,9 +262,17 @@ def test_a_killed_server_keeps_its_jobs_and_marks_the_running_one_interrupted(
 def test_cancelled_permutation_job_stops_using_the_cpu_within_2_s(server: httpx.Client) -> None:
     _quiet_enough_for_cpu_timing()
     pid = _server_pid(int(server.base_url.port or 0))
-    answer = server.post("/api/distances", json={
-        "labels": ["class1", "class2"], "layer": "conv_head", "measure": "cosine",
-        "descriptor": "grid", "permutations": 10_000, "seed": 3})
+    answer = server.post(
+        "/api/distances",
+        json={
+            "labels": ["class1", "class2"],
+            "layer": "conv_head",
+            "measure": "cosine",
+            "descriptor": "grid",
+            "permutations": 10_000,
+            "seed": 3,
+        },
+    )
     assert answer.status_code == 202, answer.text
     job_id = answer.json()["job_id"]
     _wait_for(server, job_id, lambda job: job["message"] == "measuring")
@@ -255,7 +290,8 @@ def test_cancelled_permutation_job_stops_using_the_cpu_within_2_s(server: httpx.
 
 
 def test_a_coco_import_killed_mid_run_is_interrupted_and_a_retry_holds_the_file_once(
-        tmp_path: Path, photo: Any) -> None:
+    tmp_path: Path, photo: Any
+) -> None:
     data = tmp_path / "data"
     rng = np.random.default_rng(11)
     names = ("coffee", "chelsea", "rocket")
@@ -263,20 +299,42 @@ def test_a_coco_import_killed_mid_run_is_interrupted_and_a_retry_holds_the_file_
     env = {"FEATUREGAP_IMPORT_JOB_THRESHOLD": "1", "FEATUREGAP_MAX_BOXES_PER_IMAGE": "20000"}
     with live_server(data, **env) as client:
         for index, name in enumerate(names, start=1):
-            upload = client.post("/api/images", files={"file": (
-                f"{name}.png", photo.png(name), "image/png")}).json()
-            images.append({"id": index, "file_name": f"{name}.png",
-                           "width": upload["width"], "height": upload["height"]})
+            upload = client.post(
+                "/api/images", files={"file": (f"{name}.png", photo.png(name), "image/png")}
+            ).json()
+            images.append(
+                {
+                    "id": index,
+                    "file_name": f"{name}.png",
+                    "width": upload["width"],
+                    "height": upload["height"],
+                }
+            )
             for _ in range(8000):
                 w, h = rng.uniform(5, 100, size=2)
-                annotations.append({
-                    "id": len(annotations) + 1, "image_id": index, "category_id": 1,
-                    "bbox": [float(rng.uniform(0, upload["width"] - w)),
-                             float(rng.uniform(0, upload["height"] - h)), float(w), float(h)]})
-        document = json.dumps({"images": images, "annotations": annotations,
-                               "categories": [{"id": 1, "name": "thing"}]}).encode()
-        answer = client.post("/api/import/coco", files={
-            "file": ("boxes.json", document, "application/json")})
+                annotations.append(
+                    {
+                        "id": len(annotations) + 1,
+                        "image_id": index,
+                        "category_id": 1,
+                        "bbox": [
+                            float(rng.uniform(0, upload["width"] - w)),
+                            float(rng.uniform(0, upload["height"] - h)),
+                            float(w),
+                            float(h),
+                        ],
+                    }
+                )
+        document = json.dumps(
+            {
+                "images": images,
+                "annotations": annotations,
+                "categories": [{"id": 1, "name": "thing"}],
+            }
+        ).encode()
+        answer = client.post(
+            "/api/import/coco", files={"file": ("boxes.json", document, "application/json")}
+        )
         assert answer.status_code == 202, answer.text
         job_id = answer.json()["job_id"]
         _wait_for(client, job_id, lambda job: job["progress"] > 0)
@@ -286,8 +344,9 @@ def test_a_coco_import_killed_mid_run_is_interrupted_and_a_retry_holds_the_file_
         assert crashed["state"] == "interrupted" and crashed["kind"] == "import_coco"
         partial = {row["label"]: row["boxes"] for row in client.get("/api/labels").json()}
         assert partial.get("thing", 0) < len(annotations)  # killed mid-import
-        retry = client.post("/api/import/coco", files={
-            "file": ("boxes.json", document, "application/json")}).json()
+        retry = client.post(
+            "/api/import/coco", files={"file": ("boxes.json", document, "application/json")}
+        ).json()
         done = _wait_for(client, retry["job_id"], lambda job: job["state"] == "done")
         assert done["result"]["skipped"] == []
         labels = {row["label"]: row for row in client.get("/api/labels").json()}

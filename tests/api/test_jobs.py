@@ -45,8 +45,9 @@ def _until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
 def test_result_and_progress(runner: JobRunner) -> None:
     gate = threading.Event()
 
-    def work(progress: Callable[[float, str], None], cancelled: Callable[[], bool]) -> dict[
-            str, list[float]]:
+    def work(
+        progress: Callable[[float, str], None], cancelled: Callable[[], bool]
+    ) -> dict[str, list[float]]:
         progress(0.25, "a quarter")
         gate.wait(5)
         return {"x": [1.5, -2.0]}
@@ -55,11 +56,18 @@ def test_result_and_progress(runner: JobRunner) -> None:
     _until(lambda: runner.get(job_id).progress >= 0.25)
     snapshot = runner.get(job_id)
     assert (snapshot.state, snapshot.message, snapshot.finished_at) == (
-        "running", "a quarter", None)
+        "running",
+        "a quarter",
+        None,
+    )
     gate.set()
     done = runner.wait(job_id)
     assert (done.state, done.progress, done.result, done.error) == (
-        "done", 1.0, {"x": [1.5, -2.0]}, None)
+        "done",
+        1.0,
+        {"x": [1.5, -2.0]},
+        None,
+    )
     assert done.finished_at is not None and done.finished_at >= done.created_at
 
 
@@ -149,9 +157,16 @@ def test_jobs_api(client: TestClient) -> None:
     _until(lambda: jobs.get(job_id).progress >= 0.5)
     body = client.get(f"/api/jobs/{job_id}").json()
     created = body.pop("created_at")
-    assert created and body == {"id": job_id, "kind": "demo", "state": "running",
-                                "progress": 0.5, "message": "half", "result": None,
-                                "error": None, "finished_at": None}
+    assert created and body == {
+        "id": job_id,
+        "kind": "demo",
+        "state": "running",
+        "progress": 0.5,
+        "message": "half",
+        "result": None,
+        "error": None,
+        "finished_at": None,
+    }
     assert client.delete(f"/api/jobs/{job_id}").status_code == 200
     jobs.wait(job_id)
     assert client.get(f"/api/jobs/{job_id}").json()["state"] == "cancelled"
@@ -160,8 +175,9 @@ def test_jobs_api(client: TestClient) -> None:
     assert client.delete("/api/jobs/unknown").status_code == 404
 
 
-def test_full_pool_answers_503_with_retry_after(data_dir: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_full_pool_answers_503_with_retry_after(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from app.config import get_settings
     from app.main import create_app
 
@@ -174,11 +190,12 @@ def test_full_pool_answers_503_with_retry_after(data_dir: Path,
         blockers = [jobs.call(lambda cancelled: gate.wait(10))[0] for _ in range(2)]
         try:
             for method, path, body in [
-                    ("POST", "/api/predictions", {"image_id": 1}),
-                    ("POST", "/api/heatmaps", {"image_id": 1, "layer": "conv_head"}),
-                    ("POST", "/api/distances", {"labels": ["a"], "layer": "conv_head"}),
-                    ("POST", "/api/embeddings", {"layer": "conv_head"}),
-                    ("POST", "/api/separation", {"layers": ["conv_head"]})]:
+                ("POST", "/api/predictions", {"image_id": 1}),
+                ("POST", "/api/heatmaps", {"image_id": 1, "layer": "conv_head"}),
+                ("POST", "/api/distances", {"labels": ["a"], "layer": "conv_head"}),
+                ("POST", "/api/embeddings", {"layer": "conv_head"}),
+                ("POST", "/api/separation", {"layers": ["conv_head"]}),
+            ]:
                 answer = client.request(method, path, json=body)
                 assert answer.status_code == 503, (path, answer.text)
                 assert answer.headers["retry-after"] == "5"
@@ -274,8 +291,14 @@ def test_a_client_that_leaves_cancels_its_running_work(runner: JobRunner) -> Non
     assert info.value.status_code == 499
     assert saw_cancel.wait(2)
     _until(lambda: runner.pending == 0)
-    assert asyncio.run(Pool(runner, _Leaving(threading.Event())).run(  # type: ignore[arg-type]
-        lambda cancelled: 3 * 7)) == 21
+    assert (
+        asyncio.run(
+            Pool(runner, _Leaving(threading.Event())).run(  # type: ignore[arg-type]
+                lambda cancelled: 3 * 7
+            )
+        )
+        == 21
+    )
 
 
 def test_current_cancelled_follows_the_work_on_this_thread(runner: JobRunner) -> None:

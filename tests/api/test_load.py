@@ -21,7 +21,8 @@ pytestmark = pytest.mark.slow
 def _live_server() -> Any:
     # Test folders are not packages: load the e2e test's server helper by path.
     spec = importlib.util.spec_from_file_location(
-        "_featuregap_e2e", Path(__file__).with_name("test_e2e_server.py"))
+        "_featuregap_e2e", Path(__file__).with_name("test_e2e_server.py")
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -58,22 +59,36 @@ def test_concurrent_clients_lose_nothing(tmp_path: Path) -> None:
                 while time.monotonic() < deadline:
                     n += 1
                     try:
-                        image = client.post("/api/images", files={"file": (
-                            f"c{index}-{n}.png", _png(index * 10_000 + n), "image/png")},
-                            data={"label": f"client{index}"})
+                        image = client.post(
+                            "/api/images",
+                            files={
+                                "file": (f"c{index}-{n}.png", _png(index * 10_000 + n), "image/png")
+                            },
+                            data={"label": f"client{index}"},
+                        )
                         if image.status_code != 201:
                             errors.append(f"upload {image.status_code} {image.text}")
                             continue
                         image_id = image.json()["id"]
-                        box = client.post(f"/api/images/{image_id}/boxes", json={
-                            "x": n % 30, "y": 3, "w": 20.5, "h": 30, "label": f"l{index % 3}"})
+                        box = client.post(
+                            f"/api/images/{image_id}/boxes",
+                            json={
+                                "x": n % 30,
+                                "y": 3,
+                                "w": 20.5,
+                                "h": 30,
+                                "label": f"l{index % 3}",
+                            },
+                        )
                         if box.status_code != 201:
                             errors.append(f"box {box.status_code} {box.text}")
                             continue
                         made[index].append({"image": image_id, "box": box.json()["id"]})
                         if n % 4 == 1:
-                            heat = client.post("/api/heatmaps", json={
-                                "image_id": image_id, "layer": "conv_head", "method": "mean"})
+                            heat = client.post(
+                                "/api/heatmaps",
+                                json={"image_id": image_id, "layer": "conv_head", "method": "mean"},
+                            )
                             if heat.status_code != 200:
                                 errors.append(f"heatmap {heat.status_code} {heat.text}")
                             elif heat.json()["boxes"][0]["id"] != box.json()["id"]:

@@ -57,8 +57,7 @@ def test_every_module_the_page_imports_is_served(client: TestClient) -> None:
     assert seen == {str(p.relative_to(STATIC)) for p in STATIC.rglob("*.js")}
 
 
-def test_plotly_is_the_vendored_strict_build_of_the_packages_version(
-        client: TestClient) -> None:
+def test_plotly_is_the_vendored_strict_build_of_the_packages_version(client: TestClient) -> None:
     import plotly
 
     response = client.get("/static/plotly.min.js")
@@ -70,12 +69,18 @@ def test_plotly_is_the_vendored_strict_build_of_the_packages_version(
     bundled = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
     version = re.search(rb"plotly\.js v(\d+\.\d+\.\d+)", bundled.read_bytes()[:300])
     assert version is not None
-    assert response.content[:300].startswith(b"/**\n* plotly.js (strict - minified) v"
-                                             + version.group(1) + b"\n")
+    assert response.content[:300].startswith(
+        b"/**\n* plotly.js (strict - minified) v" + version.group(1) + b"\n"
+    )
 
 
 def test_static_refuses_paths_outside_its_folder_and_unknown_kinds(client: TestClient) -> None:
-    for path in ("/static/../app/config.py", "/static/%2e%2e/app/config.py",
-                 "/static/..%2fpyproject.toml", "/static/missing.js", "/static/"):
+    for path in (
+        "/static/../app/config.py",
+        "/static/%2e%2e/app/config.py",
+        "/static/..%2fpyproject.toml",
+        "/static/missing.js",
+        "/static/",
+    ):
         assert client.get(path).status_code == 404, path
     assert client.get("/static/style.css").headers["content-type"].startswith("text/css")

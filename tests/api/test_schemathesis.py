@@ -41,17 +41,20 @@ def seeded(photo: Any) -> Iterator[None]:
     from fastapi.testclient import TestClient
 
     with TestClient(APP) as client:
-        image = client.post("/api/images", files={"file": ("chelsea.png", photo.png("chelsea"),
-                                                           "image/png")}).json()
-        client.post(f"/api/images/{image['id']}/boxes",
-                    json={"x": 140, "y": 20, "w": 180, "h": 210, "label": "cat"})
+        image = client.post(
+            "/api/images", files={"file": ("chelsea.png", photo.png("chelsea"), "image/png")}
+        ).json()
+        client.post(
+            f"/api/images/{image['id']}/boxes",
+            json={"x": 140, "y": 20, "w": 180, "h": 210, "label": "cat"},
+        )
         yield
     shutil.rmtree(_DATA, ignore_errors=True)
 
 
 @schema.parametrize()
-@settings(max_examples=6, deadline=None, derandomize=True,
-          suppress_health_check=list(HealthCheck))
+@settings(max_examples=6, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 def test_api_never_fails_and_matches_its_schema(case: Any) -> None:
-    case.call_and_validate(checks=[not_a_server_error, response_schema_conformance,
-                                   content_type_conformance])
+    case.call_and_validate(
+        checks=[not_a_server_error, response_schema_conformance, content_type_conformance]
+    )

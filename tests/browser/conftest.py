@@ -28,8 +28,14 @@ CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "browser"
 ROOT = Path(__file__).resolve().parents[2]
 BIG_STORE_IMAGES = 10_000
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--no-first-run"]
+LAUNCH_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -61,9 +67,24 @@ def serve(data_dir: Path, **env_extra: str) -> Iterator[str]:
     env.update(env_extra)
     log = (data_dir.parent / f"server-{port}.log").open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app",
-         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "app.main:create_app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     origin = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -98,8 +119,9 @@ def browser() -> Iterator[object]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                             args=LAUNCH_ARGS)
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=LAUNCH_ARGS
+        )
         yield browser
         browser.close()
 
@@ -228,8 +250,11 @@ def _fill_store(data_dir: Path, count: int) -> None:
             path = store.image_path(record)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
-            rows.append(ImageRow(sha256=sha, filename=f"tiny-{index:05d}.png", width=16,
-                                 height=12, format="PNG"))
+            rows.append(
+                ImageRow(
+                    sha256=sha, filename=f"tiny-{index:05d}.png", width=16, height=12, format="PNG"
+                )
+            )
         with store.session() as session, session.begin():
             session.add_all(rows)
         assert store.count_images() == count

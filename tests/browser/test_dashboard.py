@@ -35,8 +35,9 @@ def _open(page: Page, origin: str) -> None:
 
 
 def _upload(page: Page, name: str, png: bytes) -> None:
-    page.set_input_files("#upload-input", files=[
-        {"name": f"{name}.png", "mimeType": "image/png", "buffer": png}])
+    page.set_input_files(
+        "#upload-input", files=[{"name": f"{name}.png", "mimeType": "image/png", "buffer": png}]
+    )
     page.wait_for_selector(f".card img[alt='{name}.png']")
 
 
@@ -49,8 +50,9 @@ def _open_image(page: Page, name: str) -> dict[str, float]:
 
 
 def _images(origin: str) -> list[dict[str, Any]]:
-    images: list[dict[str, Any]] = httpx.get(f"{origin}/api/images",
-                                             params={"limit": 1000}).json()["items"]
+    images: list[dict[str, Any]] = httpx.get(f"{origin}/api/images", params={"limit": 1000}).json()[
+        "items"
+    ]
     return images
 
 
@@ -59,8 +61,9 @@ def _boxes(origin: str, image_id: int) -> list[dict[str, Any]]:
     return boxes
 
 
-def _wait_boxes(origin: str, image_id: int, ok: Callable[[list[dict[str, Any]]], bool]
-                ) -> list[dict[str, Any]]:
+def _wait_boxes(
+    origin: str, image_id: int, ok: Callable[[list[dict[str, Any]]], bool]
+) -> list[dict[str, Any]]:
     deadline = time.monotonic() + 10
     while True:
         boxes = _boxes(origin, image_id)
@@ -82,13 +85,13 @@ def _close(box: dict[str, Any], x: float, y: float, w: float, h: float) -> None:
 
 
 def test_boxes_drawn_resized_moved_deleted_and_undone_in_image_pixels(
-        watched_page: tuple[Page, Any], server: str, photo: Any, shot: Any) -> None:
+    watched_page: tuple[Page, Any], server: str, photo: Any, shot: Any
+) -> None:
     page, _ = watched_page
     _open(page, server)
     shot(page, "empty")
     _upload(page, "chelsea", photo.png("chelsea"))
-    image = next(i for i in _images(server)
-                 if i["filename"] == "chelsea.png")
+    image = next(i for i in _images(server) if i["filename"] == "chelsea.png")
     width, height = image["width"], image["height"]
     shown = _open_image(page, "chelsea")
     scale = shown["width"] / width
@@ -153,8 +156,10 @@ def _api_image(origin: str, name: str, png: bytes) -> dict[str, Any]:
 
 
 def _api_box(origin: str, image_id: int, x: int, y: int, w: int, h: int, label: str) -> int:
-    response = httpx.post(f"{origin}/api/images/{image_id}/boxes",
-                          json={"x": x, "y": y, "w": w, "h": h, "label": label})
+    response = httpx.post(
+        f"{origin}/api/images/{image_id}/boxes",
+        json={"x": x, "y": y, "w": w, "h": h, "label": label},
+    )
     assert response.status_code == 201, response.text
     box_id: int = response.json()["id"]
     return box_id
@@ -167,20 +172,23 @@ def _traces(page: Page, plot_id: str) -> int:
 
 
 def test_heat_map_overlay_box_scores_predictions_and_errors(
-        watched_page: tuple[Page, Any], server: str, photo: Any, shot: Any) -> None:
+    watched_page: tuple[Page, Any], server: str, photo: Any, shot: Any
+) -> None:
     page, watch = watched_page
     _open(page, server)
     # Dropped on the drop zone, as a file dragged from the desktop would be.
-    page.evaluate("""async (b64) => {
+    page.evaluate(
+        """async (b64) => {
         const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
         const data = new DataTransfer();
         data.items.add(new File([bytes], "coffee.png", { type: "image/png" }));
         const zone = document.getElementById("drop-zone");
         zone.dispatchEvent(new DragEvent("drop", { dataTransfer: data, cancelable: true }));
-    }""", base64.b64encode(photo.png("coffee")).decode())
+    }""",
+        base64.b64encode(photo.png("coffee")).decode(),
+    )
     page.wait_for_selector(".card img[alt='coffee.png']")
-    image = next(i for i in _images(server)
-                 if i["filename"] == "coffee.png")
+    image = next(i for i in _images(server) if i["filename"] == "coffee.png")
     box_id = _api_box(server, image["id"], 160, 40, 300, 260, "cup")
     page.reload()
     page.wait_for_selector("body[data-ready='1']")
@@ -194,7 +202,8 @@ def test_heat_map_overlay_box_scores_predictions_and_errors(
     page.locator("#heatmap-opacity").fill("0.8")
     opacities = page.evaluate(
         "document.getElementById('heatmap-plot').data"
-        ".filter(t => t.type === 'heatmap').map(t => t.opacity)")
+        ".filter(t => t.type === 'heatmap').map(t => t.opacity)"
+    )
     assert opacities and all(o == pytest.approx(0.8) for o in opacities)
     shot(page, "heatmap")
     with page.expect_download() as download:
@@ -221,22 +230,33 @@ def test_heat_map_overlay_box_scores_predictions_and_errors(
 
 
 def test_two_textures_distance_matrix_profile_and_scatter(
-        watched_page: tuple[Page, Any], server: str, photo: Any, shot: Any,
-        scatter_points: Any) -> None:
+    watched_page: tuple[Page, Any], server: str, photo: Any, shot: Any, scatter_points: Any
+) -> None:
     page, _ = watched_page
     _open(page, server)
     # Both textures through the picker at once (several files in one upload).
-    page.set_input_files("#upload-input", files=[
-        {"name": f"{name}.png", "mimeType": "image/png", "buffer": photo.png(name)}
-        for name in ("brick", "grass")])
+    page.set_input_files(
+        "#upload-input",
+        files=[
+            {"name": f"{name}.png", "mimeType": "image/png", "buffer": photo.png(name)}
+            for name in ("brick", "grass")
+        ],
+    )
     page.wait_for_selector(".card img[alt='grass.png']")
     page.wait_for_selector(".card img[alt='brick.png']")
     images = {i["filename"]: i for i in _images(server)}
     for name in ("brick", "grass"):
         for row in range(2):
             for col in range(3):
-                _api_box(server, images[f"{name}.png"]["id"], 20 + 160 * col, 40 + 220 * row,
-                         140, 180, name)
+                _api_box(
+                    server,
+                    images[f"{name}.png"]["id"],
+                    20 + 160 * col,
+                    40 + 220 * row,
+                    140,
+                    180,
+                    name,
+                )
     page.reload()
     page.wait_for_selector("body[data-ready='1']")
     page.select_option("#compare-labels", ["brick", "grass"])
@@ -264,11 +284,21 @@ def test_two_textures_distance_matrix_profile_and_scatter(
     # Two runs at once: each has a row of its own, and the one that ends first leaves the
     # other's row and its Cancel in place. The profile's job here is played by the test
     # (it never ends), so the overlap does not depend on timing.
-    held = {"id": "held", "kind": "separation", "state": "running", "progress": 0.5,
-            "message": "held by the test", "result": None, "error": None,
-            "created_at": "2026-01-01T00:00:00", "finished_at": None}
-    page.route("**/api/separation", lambda route: route.fulfill(
-        status=202, json={"job_id": "held", "state": "queued"}))
+    held = {
+        "id": "held",
+        "kind": "separation",
+        "state": "running",
+        "progress": 0.5,
+        "message": "held by the test",
+        "result": None,
+        "error": None,
+        "created_at": "2026-01-01T00:00:00",
+        "finished_at": None,
+    }
+    page.route(
+        "**/api/separation",
+        lambda route: route.fulfill(status=202, json={"job_id": "held", "state": "queued"}),
+    )
     page.route("**/api/jobs/held", lambda route: route.fulfill(json=held))
     page.click("#run-separation")
     page.wait_for_selector("#job .job-row")
@@ -325,7 +355,8 @@ def test_two_textures_distance_matrix_profile_and_scatter(
 
 
 def test_api_token_from_settings_is_sent_with_every_call(
-        token_page: tuple[Page, Any], photo: Any, shot: Any) -> None:
+    token_page: tuple[Page, Any], photo: Any, shot: Any
+) -> None:
     page, watch = token_page
     page.goto(watch.origin + "/")
     error = page.locator("#controls-error")
@@ -339,20 +370,23 @@ def test_api_token_from_settings_is_sent_with_every_call(
     _wait_for(page, "document.getElementById('layer').options.length > 0")
     assert error.inner_text() == ""
     _upload(page, "chelsea", photo.png("chelsea"))  # XHR and the thumbnail carry it too
-    _wait_for(page,
-              "document.querySelector(\".card img[alt='chelsea.png']\").src.startsWith('blob:')")
+    _wait_for(
+        page, "document.querySelector(\".card img[alt='chelsea.png']\").src.startsWith('blob:')"
+    )
     shot(page, "with-token")
     assert page.evaluate("localStorage.getItem('featuregap.token')") == "s3cret-token"
     watch.errors[:] = [e for e in watch.errors if "status of 401" not in e]
 
 
 def test_html_and_formulas_in_labels_stay_inert(
-        watched_page: tuple[Page, Any], server: str, photo: Any, shot: Any) -> None:
+    watched_page: tuple[Page, Any], server: str, photo: Any, shot: Any
+) -> None:
     page, _watch = watched_page
     link = '<a href="http://evil.example/">win</a><span style="font-size:200px">BIG</span>'
     formula = '=HYPERLINK("http://evil.example","open")'
-    response = httpx.post(f"{server}/api/images",
-                          files={"file": ("rocket.png", photo.png("rocket"), "image/png")})
+    response = httpx.post(
+        f"{server}/api/images", files={"file": ("rocket.png", photo.png("rocket"), "image/png")}
+    )
     assert response.status_code in (200, 201), response.text
     image_id = response.json()["id"]
     _api_box(server, image_id, 150, 40, 120, 300, link)
@@ -363,9 +397,13 @@ def test_html_and_formulas_in_labels_stay_inert(
     assert _traces(page, "heatmap-plot") >= 3
     # Shown as the characters typed: no link, no styled span, in the caption or the legend.
     assert page.locator("#heatmap-plot a[href*='evil']").count() == 0
-    assert page.evaluate(
-        "[...document.querySelectorAll('#heatmap-plot [style]')]"
-        ".filter(e => e.getAttribute('style').includes('200px')).length") == 0
+    assert (
+        page.evaluate(
+            "[...document.querySelectorAll('#heatmap-plot [style]')]"
+            ".filter(e => e.getAttribute('style').includes('200px')).length"
+        )
+        == 0
+    )
     captions = page.locator("#heatmap-plot .annotation-text").all_text_contents()
     assert any('<a href="http://evil.example/">win</a>' in c for c in captions), captions
     shot(page, "hostile-labels")
@@ -390,7 +428,8 @@ def _by_label(boxes: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def test_new_boxes_take_the_active_label_and_relabelling_is_explicit(
-        watched_page: tuple[Page, Any], server: str, photo: Any, shot: Any) -> None:
+    watched_page: tuple[Page, Any], server: str, photo: Any, shot: Any
+) -> None:
     page, _ = watched_page
     image = _api_image(server, "astronaut", photo.png("astronaut"))
     _open(page, server)
@@ -418,8 +457,9 @@ def test_new_boxes_take_the_active_label_and_relabelling_is_explicit(
     assert page.input_value("#box-label") == "leaves"
     page.fill("#relabel", "rose")
     page.press("#relabel", "Enter")
-    boxes = _wait_boxes(server, image["id"],
-                        lambda b: {x["label"] for x in b} == {"rose", "leaves"})
+    boxes = _wait_boxes(
+        server, image["id"], lambda b: {x["label"] for x in b} == {"rose", "leaves"}
+    )
     assert {b["id"]: b["label"] for b in boxes} == {first: "rose", second: "leaves"}
 
     # Double-click a box: its label is ready to edit; the button applies it.
@@ -428,8 +468,9 @@ def test_new_boxes_take_the_active_label_and_relabelling_is_explicit(
     assert page.input_value("#relabel") == "leaves"
     page.fill("#relabel", "foliage")
     page.click("#relabel-apply")
-    boxes = _wait_boxes(server, image["id"],
-                        lambda b: {x["label"] for x in b} == {"rose", "foliage"})
+    boxes = _wait_boxes(
+        server, image["id"], lambda b: {x["label"] for x in b} == {"rose", "foliage"}
+    )
     assert {b["id"]: b["label"] for b in boxes} == {first: "rose", second: "foliage"}
     _close(_by_label(boxes)["foliage"], 200, 250, 130, 150)  # a double-click moves nothing
 
@@ -443,7 +484,8 @@ def test_new_boxes_take_the_active_label_and_relabelling_is_explicit(
 
 
 def test_nested_boxes_drawn_with_shift_or_draw_mode_and_moved_without(
-        watched_page: tuple[Page, Any], server: str, photo: Any, shot: Any) -> None:
+    watched_page: tuple[Page, Any], server: str, photo: Any, shot: Any
+) -> None:
     page, _ = watched_page
     image = _api_image(server, "camera", photo.png("camera"))
     _open(page, server)
@@ -467,8 +509,7 @@ def test_nested_boxes_drawn_with_shift_or_draw_mode_and_moved_without(
 
     # Without the modifier, dragging the selected face's body moves it (and only it).
     _drag(page, screen(200, 120), screen(223, 133))
-    boxes = _wait_boxes(server, image["id"],
-                        lambda b: abs(_by_label(b)["face"]["x"] - 173) <= 1)
+    boxes = _wait_boxes(server, image["id"], lambda b: abs(_by_label(b)["face"]["x"] - 173) <= 1)
     _close(_by_label(boxes)["face"], 173, 83, 97, 111)
     _close(_by_label(boxes)["person"], 60, 40, 320, 430)
 

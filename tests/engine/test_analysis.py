@@ -41,11 +41,21 @@ def test_distance_matrix_values_and_p_values() -> None:
     # The matrix of tests gives the same values, with a unit-level test per pair.
     from app.engine.inference import Design, Group, matrix_tests, permutation_test
 
-    rows = {k: Group(v, tuple(f"{k}{i}" for i in range(len(v))), tuple(f"{k}{i}" for i in
-                     range(len(v)))) for k, v in groups.items()}
+    rows = {
+        k: Group(
+            v, tuple(f"{k}{i}" for i in range(len(v))), tuple(f"{k}{i}" for i in range(len(v)))
+        )
+        for k, v in groups.items()
+    }
     t = matrix_tests(rows, get_measure("cosine"), permutations=30, seed=2)
-    want_p = permutation_test(get_measure("cosine"), groups["a"], groups["c"],
-                       Design.independent(7, 9), permutations=30, seed=2)
+    want_p = permutation_test(
+        get_measure("cosine"),
+        groups["a"],
+        groups["c"],
+        Design.independent(7, 9),
+        permutations=30,
+        seed=2,
+    )
     pair = next(x for x in t.tests if (x.i, x.j) == (0, 2))
     assert t.unit == "box" and pair.p_value == want_p.p_value
     assert float(t.values[0, 2]) == pytest.approx(cosine(groups["a"], groups["c"]))
@@ -179,7 +189,8 @@ def test_separation_of_box_sets_works_with_every_measure(name: str) -> None:
     else:
         assert s.ratio == pytest.approx(inter / intra)
         assert s.silhouette == pytest.approx(
-            silhouette_score(d, labels, metric="precomputed"), rel=1e-9)
+            silhouette_score(d, labels, metric="precomputed"), rel=1e-9
+        )
 
 
 @pytest.mark.parametrize("name", sorted(set(MEASURES) - {"std_euclidean", "mahalanobis"}))
@@ -199,7 +210,8 @@ def test_pairwise_rows_is_the_measure_between_single_rows(name: str) -> None:
                 assert float(got[i, i]) == 0.0
             else:
                 assert float(got[i, j]) == pytest.approx(
-                    m(x[min(i, j)], x[max(i, j)]), rel=1e-9, abs=1e-12), (i, j)
+                    m(x[min(i, j)], x[max(i, j)]), rel=1e-9, abs=1e-12
+                ), (i, j)
 
 
 def test_euclidean_and_cosine_pairwise_match_scipy_cdist_to_the_last_digits() -> None:
@@ -211,8 +223,9 @@ def test_euclidean_and_cosine_pairwise_match_scipy_cdist_to_the_last_digits() ->
     for name in ("euclidean", "cosine"):
         want = cdist(x.numpy(), x.numpy(), name)
         got = get_measure(name).pairwise(x).numpy()
-        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-15 if name == "euclidean"
-                                   else 1e-13)
+        np.testing.assert_allclose(
+            got, want, rtol=1e-9, atol=1e-15 if name == "euclidean" else 1e-13
+        )
 
 
 def test_separation_with_configured_options_and_by_name() -> None:

@@ -77,8 +77,9 @@ def test_tsne_cancel_stops_within_a_few_iterations_and_no_cancel_changes_nothing
         embed(x, "tsne", perplexity=7, seed=2, cancelled=cancelled)
     assert len(looks) == 5
     # The watching callback leaves the optimisation as openTSNE runs it without one.
-    plain = TSNE(n_components=2, perplexity=7, initialization="pca", random_state=2, n_jobs=1,
-                 verbose=False).fit(x.numpy())
+    plain = TSNE(
+        n_components=2, perplexity=7, initialization="pca", random_state=2, n_jobs=1, verbose=False
+    ).fit(x.numpy())
     watched = embed(x, "tsne", perplexity=7, seed=2, cancelled=lambda: False)
     np.testing.assert_array_equal(watched.numpy(), np.asarray(plain, dtype=np.float64))
     assert CANCEL_CHECK_EVERY_ITERS <= 10
@@ -90,8 +91,16 @@ def test_tsne_runs_the_iterations_asked_for() -> None:
 
     x = torch.from_numpy(np.random.default_rng(4).normal(size=(37, 5)))
     got = embed(x, "tsne", perplexity=5.0, seed=3, n_iter=40)
-    want = np.asarray(TSNE(n_components=2, perplexity=5.0, initialization="pca",
-                           random_state=3, n_jobs=1, n_iter=40).fit(x.numpy()))
+    want = np.asarray(
+        TSNE(
+            n_components=2,
+            perplexity=5.0,
+            initialization="pca",
+            random_state=3,
+            n_jobs=1,
+            n_iter=40,
+        ).fit(x.numpy())
+    )
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-9, atol=1e-9)
     assert not torch.allclose(got, embed(x, "tsne", perplexity=5.0, seed=3, n_iter=400))
     with pytest.raises(ValueError, match="n_iter"):

@@ -31,8 +31,14 @@ def test_batched_extraction_equals_one_image_at_a_time(
     model: LoadedModel, images: list[DecodedImage]
 ) -> None:
     seen: list[tuple[int, int]] = []
-    out = extract(model, images, ["bn2", "blocks.3.0.conv_pw"], batch_size=2, with_logits=True,
-                  progress=lambda done, total: seen.append((done, total)))
+    out = extract(
+        model,
+        images,
+        ["bn2", "blocks.3.0.conv_pw"],
+        batch_size=2,
+        with_logits=True,
+        progress=lambda done, total: seen.append((done, total)),
+    )
     assert seen == [(2, 3), (3, 3)]
     single = extractor(model.module, ["bn2", "blocks.3.0.conv_pw"])
     for image, result in zip(images, out, strict=True):
@@ -43,8 +49,9 @@ def test_batched_extraction_equals_one_image_at_a_time(
         assert set(result) == {"bn2", "blocks.3.0.conv_pw", "logits"}
         assert result["bn2"].shape == (1280, 7, 7) and result["bn2"].dtype == torch.float32
         torch.testing.assert_close(result["bn2"], want["bn2"][0], rtol=1e-4, atol=1e-4)
-        torch.testing.assert_close(result["blocks.3.0.conv_pw"], want["blocks.3.0.conv_pw"][0],
-                                   rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(
+            result["blocks.3.0.conv_pw"], want["blocks.3.0.conv_pw"][0], rtol=1e-4, atol=1e-4
+        )
         torch.testing.assert_close(result["logits"], logits, rtol=1e-4, atol=1e-4)
     assert int(out[0]["logits"].argmax()) == 285 and int(out[1]["logits"].argmax()) == 967
 
@@ -61,8 +68,9 @@ def test_native_mode_keeps_aspect_and_covers_the_image(
     x = to_input(chelsea.pixels, model.spec, "native")
     assert x.shape == (3, 288, 448)
     pixels = torch.from_numpy(np.asarray(chelsea.pixels, dtype=np.float32)).permute(2, 0, 1) / 255
-    want = F.interpolate(pixels[None], size=(288, 448), mode="bilinear", align_corners=False,
-                         antialias=True)[0]
+    want = F.interpolate(
+        pixels[None], size=(288, 448), mode="bilinear", align_corners=False, antialias=True
+    )[0]
     mean = torch.tensor(model.spec.mean).view(3, 1, 1)
     std = torch.tensor(model.spec.std).view(3, 1, 1)
     # PIL's float resampling is the antialiased bilinear filter torch reproduces.

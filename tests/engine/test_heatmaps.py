@@ -217,12 +217,17 @@ def test_cam_refuses_other_layers_and_other_heads(net: TinyNet, x: torch.Tensor)
     cam_map(other, x, "act2", "gradcam")  # while Grad-CAM works there
 
 
-def _naive_scorecam(net: nn.Module, x: torch.Tensor, fmap: np.ndarray, target: int,
-                    channels: list[int]) -> np.ndarray:
+def _naive_scorecam(
+    net: nn.Module, x: torch.Tensor, fmap: np.ndarray, target: int, channels: list[int]
+) -> np.ndarray:
     total = np.zeros(fmap.shape[1:])
     for c in channels:
-        mask = F.interpolate(torch.from_numpy(fmap[c])[None, None], size=x.shape[-2:],
-                             mode="bilinear", align_corners=False)
+        mask = F.interpolate(
+            torch.from_numpy(fmap[c])[None, None],
+            size=x.shape[-2:],
+            mode="bilinear",
+            align_corners=False,
+        )
         low, high = float(mask.min()), float(mask.max())
         if high == low:
             continue
@@ -232,8 +237,9 @@ def _naive_scorecam(net: nn.Module, x: torch.Tensor, fmap: np.ndarray, target: i
     return np.maximum(total, 0.0)
 
 
-@pytest.mark.parametrize(("cap", "batch", "constant"), [(64, 3, False), (3, 2, False),
-                                                     (64, 4, True)])
+@pytest.mark.parametrize(
+    ("cap", "batch", "constant"), [(64, 3, False), (3, 2, False), (64, 4, True)]
+)
 def test_scorecam_equals_a_naive_loop(
     net: TinyNet, x: torch.Tensor, cap: int, batch: int, constant: bool
 ) -> None:
@@ -252,8 +258,10 @@ def test_scorecam_equals_a_naive_loop(
     assert by_hand.max() > 0
 
 
-@pytest.mark.parametrize(("pixels", "batch"), [
-    (SIZE[0] * SIZE[1], 1), (3 * SIZE[0] * SIZE[1] - 1, 2), (1, 1), (10**9, 5)])
+@pytest.mark.parametrize(
+    ("pixels", "batch"),
+    [(SIZE[0] * SIZE[1], 1), (3 * SIZE[0] * SIZE[1] - 1, 2), (1, 1), (10**9, 5)],
+)
 def test_scorecam_batches_within_the_pixel_budget_give_the_same_numbers(
     net: TinyNet, x: torch.Tensor, pixels: int, batch: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -357,8 +365,11 @@ def trained_state(net: TinyNet) -> Iterator[TinyNet]:
 
 
 def _state(net: nn.Module) -> tuple[list[bool], list[bool], list[bool]]:
-    return ([m.training for m in net.modules()], [p.requires_grad for p in net.parameters()],
-            [m.inplace for m in net.modules() if isinstance(m, nn.ReLU)])
+    return (
+        [m.training for m in net.modules()],
+        [p.requires_grad for p in net.parameters()],
+        [m.inplace for m in net.modules() if isinstance(m, nn.ReLU)],
+    )
 
 
 @pytest.mark.parametrize("method", ["gradcam", "scorecam", "mean"])
@@ -394,8 +405,9 @@ def test_normalise_equals_numpy() -> None:
     minmax = (raw - raw.min()) / (raw.max() - raw.min())
     np.testing.assert_allclose(normalise(values, "minmax").numpy(), minmax, rtol=1e-12)
     scale = np.percentile(np.abs(raw), 95)
-    np.testing.assert_allclose(normalise(values, "percentile", 95).numpy(),
-                               np.clip(raw / scale, -1, 1), rtol=1e-12)
+    np.testing.assert_allclose(
+        normalise(values, "percentile", 95).numpy(), np.clip(raw / scale, -1, 1), rtol=1e-12
+    )
     assert float(values[0, 0]) == raw[0, 0]  # the raw map is untouched
     flat = torch.full((4, 5), 2.0)
     assert not normalise(flat, "minmax").any()
@@ -447,8 +459,9 @@ def test_compute_heatmap_brings_the_layer_map_to_the_image_grid(
     x = to_input(chelsea.pixels, lite0.spec, mode=mode, max_stride=lite0.max_stride)[None]
     with torch.inference_mode():
         fmap = forward_nodes(lite0.module, x, [layer])[layer]
-    expected = F.interpolate(fmap.mean(dim=1, keepdim=True), size=(300, 451), mode="bilinear",
-                             align_corners=False)[0, 0]
+    expected = F.interpolate(
+        fmap.mean(dim=1, keepdim=True), size=(300, 451), mode="bilinear", align_corners=False
+    )[0, 0]
     torch.testing.assert_close(heat.values, expected, rtol=1e-4, atol=1e-5)
 
 

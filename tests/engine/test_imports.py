@@ -8,8 +8,16 @@ from pathlib import Path
 import pytest
 
 ENGINE = Path(__file__).resolve().parents[2] / "app" / "engine"
-FORBIDDEN = ("fastapi", "starlette", "app.api", "app.service", "app.store", "app.config",
-             "app.jobs", "app.main")
+FORBIDDEN = (
+    "fastapi",
+    "starlette",
+    "app.api",
+    "app.service",
+    "app.store",
+    "app.config",
+    "app.jobs",
+    "app.main",
+)
 
 
 def _imports(path: Path) -> list[str]:
@@ -24,8 +32,11 @@ def _imports(path: Path) -> list[str]:
 
 @pytest.mark.parametrize("path", sorted(ENGINE.rglob("*.py")), ids=lambda p: p.name)
 def test_engine_module_imports_nothing_above_it(path: Path) -> None:
-    bad = [name for name in _imports(path)
-           if any(name == f or name.startswith(f + ".") for f in FORBIDDEN)]
+    bad = [
+        name
+        for name in _imports(path)
+        if any(name == f or name.startswith(f + ".") for f in FORBIDDEN)
+    ]
     assert not bad, f"{path.relative_to(ENGINE.parent)} imports {bad}"
     assert "get_settings" not in path.read_text()
 

@@ -28,8 +28,17 @@ def test_embedded_model_layers() -> None:
 def test_tiny_torchvision_model_layers_match_a_forward_pass() -> None:
     torch.manual_seed(0)
     module = torchvision.models.resnet18(num_classes=3).eval()
-    spec = ModelSpec("tiny-layers", "resnet18", "torchvision", 64, (0.5,) * 3, (0.5,) * 3,
-                     ("a", "b", "c"), None, "")
+    spec = ModelSpec(
+        "tiny-layers",
+        "resnet18",
+        "torchvision",
+        64,
+        (0.5,) * 3,
+        (0.5,) * 3,
+        ("a", "b", "c"),
+        None,
+        "",
+    )
     model = LoadedModel(spec, module, "0" * 64, 32)
     layers = list_layers(model)
     names = [info.name for info in layers]

@@ -36,9 +36,14 @@ def _random_boxes(rng: np.random.Generator, height: int, width: int, n: int) -> 
 
 def _quantus(metric: Any, maps: np.ndarray, masks: np.ndarray) -> np.ndarray:
     n = maps.shape[0]
-    result = metric(model=None, x_batch=np.zeros_like(maps)[:, None], y_batch=np.zeros(n, int),
-                    a_batch=maps[:, None], s_batch=masks[:, None].astype(float),
-                    channel_first=True)
+    result = metric(
+        model=None,
+        x_batch=np.zeros_like(maps)[:, None],
+        y_batch=np.zeros(n, int),
+        a_batch=maps[:, None],
+        s_batch=masks[:, None].astype(float),
+        channel_first=True,
+    )
     return np.asarray(result, dtype=float)
 
 
@@ -47,8 +52,9 @@ def _ours(maps: np.ndarray, boxes: list[Box], score: str, **options: Any) -> np.
     return np.array([score_boxes(m, [b], [score], **options)[0][score] for m, b in pairs])
 
 
-def _trials(height: int, width: int, seed: int, n: int = 40, signed: bool = True
-            ) -> tuple[np.ndarray, list[Box], np.ndarray]:
+def _trials(
+    height: int, width: int, seed: int, n: int = 40, signed: bool = True
+) -> tuple[np.ndarray, list[Box], np.ndarray]:
     rng = np.random.default_rng(seed)
     maps = rng.normal(size=(n, height, width))
     if not signed:
@@ -71,16 +77,21 @@ def test_agrees_with_quantus_on_continuous_maps(height: int, width: int) -> None
     ]
     k = max(1, height * width // 3)
     checks.append(("top_k_intersection", quantus.TopKIntersection(k=k, **QUIET), {"k": k}))
-    checks.append(("top_k_intersection",
-                   quantus.TopKIntersection(k=k, concept_influence=True, **QUIET),
-                   {"k": k, "concept_influence": True}))
+    checks.append(
+        (
+            "top_k_intersection",
+            quantus.TopKIntersection(k=k, concept_influence=True, **QUIET),
+            {"k": k, "concept_influence": True},
+        )
+    )
     for name, metric, options in checks:
         with warnings.catch_warnings():
             # boxes covering a whole 1×9 map: AUC undefined, NaN on both sides
             warnings.simplefilter("ignore", UndefinedMetricWarning)
             expected = _quantus(metric, maps, masks)
-        np.testing.assert_allclose(_ours(maps, boxes, name, **options), expected, rtol=1e-12,
-                                   err_msg=name)
+        np.testing.assert_allclose(
+            _ours(maps, boxes, name, **options), expected, rtol=1e-12, err_msg=name
+        )
 
 
 @pytest.mark.parametrize(("height", "width"), SIZES)
@@ -107,10 +118,12 @@ def test_quantus_normalise_is_one_positive_factor_and_abs_changes_the_scores() -
     maps, boxes, masks = _trials(17, 23, seed=5)
     ours = _ours(maps, boxes, "relevance_rank")
     raw = _quantus(quantus.RelevanceRankAccuracy(**QUIET), maps, masks)
-    normalised = _quantus(quantus.RelevanceRankAccuracy(abs=False, disable_warnings=True),
-                          maps, masks)
-    absolute = _quantus(quantus.RelevanceRankAccuracy(abs=True, normalise=False,
-                                                      disable_warnings=True), maps, masks)
+    normalised = _quantus(
+        quantus.RelevanceRankAccuracy(abs=False, disable_warnings=True), maps, masks
+    )
+    absolute = _quantus(
+        quantus.RelevanceRankAccuracy(abs=True, normalise=False, disable_warnings=True), maps, masks
+    )
     np.testing.assert_allclose(ours, raw, rtol=1e-12)
     np.testing.assert_allclose(ours, normalised, rtol=1e-12)
     assert not np.allclose(ours, absolute)
@@ -193,8 +206,10 @@ def test_auc_of_a_box_covering_the_whole_image_is_nan_as_in_quantus() -> None:
     assert math.isnan(score_boxes(heat[0], [Box(0, 0, 7, 5)], ["auc"])[0]["auc"])
 
 
-@pytest.mark.parametrize(("mode", "threshold"), [("fraction", 0.5), ("fraction", 0.2),
-                                                 ("quantile", 0.8), ("quantile", 0.0)])
+@pytest.mark.parametrize(
+    ("mode", "threshold"),
+    [("fraction", 0.5), ("fraction", 0.2), ("quantile", 0.8), ("quantile", 0.0)],
+)
 def test_iou_equals_sklearn_jaccard(mode: str, threshold: float) -> None:
     rng = np.random.default_rng(2)
     for _ in range(20):
@@ -214,8 +229,16 @@ def test_all_zero_map_has_defined_scores() -> None:
     mask = box_mask(box, 8, 10)[None]
     ours = score_boxes(heat[0], [box], k=30)[0]
     share = 12 / 80
-    assert ours == pytest.approx({"pointing_game": 1.0, "energy": 0.0, "relevance_rank": share,
-                                  "top_k_intersection": share, "auc": 0.5, "iou": 0.0})
+    assert ours == pytest.approx(
+        {
+            "pointing_game": 1.0,
+            "energy": 0.0,
+            "relevance_rank": share,
+            "top_k_intersection": share,
+            "auc": 0.5,
+            "iou": 0.0,
+        }
+    )
     with pytest.raises(AssertionError, match="all equal to zero"):  # Quantus refuses it
         _quantus(quantus.RelevanceMassAccuracy(**QUIET), heat, mask)
 
@@ -241,10 +264,19 @@ def test_every_score_rewards_a_map_on_the_box(name: str) -> None:
 def test_box_mask_takes_pixels_whose_centres_are_inside() -> None:
     rng = np.random.default_rng(8)
     for _ in range(50):
-        box = Box(*(float(v) for v in rng.uniform(-3, 12, size=2)),
-                *(float(v) for v in rng.uniform(0.2, 9, size=2)))
-        naive = np.array([[box.x <= j + 0.5 < box.x + box.w and box.y <= i + 0.5 < box.y + box.h
-                           for j in range(11)] for i in range(9)])
+        box = Box(
+            *(float(v) for v in rng.uniform(-3, 12, size=2)),
+            *(float(v) for v in rng.uniform(0.2, 9, size=2)),
+        )
+        naive = np.array(
+            [
+                [
+                    box.x <= j + 0.5 < box.x + box.w and box.y <= i + 0.5 < box.y + box.h
+                    for j in range(11)
+                ]
+                for i in range(9)
+            ]
+        )
         np.testing.assert_array_equal(box_mask(box, 9, 11), naive)
 
 

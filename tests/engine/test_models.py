@@ -37,9 +37,16 @@ def _tiny_resnet(seed: int = 0, classes: int = 3) -> nn.Module:
 
 
 def _sidecar(folder: Path, name: str, weights: str, classes: int = 3, **extra: object) -> None:
-    body = {"architecture": "resnet18", "source": "torchvision", "input_size": 64,
-            "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25],
-            "class_names": [f"c{i}" for i in range(classes)], "weights": weights, **extra}
+    body = {
+        "architecture": "resnet18",
+        "source": "torchvision",
+        "input_size": 64,
+        "mean": [0.5, 0.5, 0.5],
+        "std": [0.25, 0.25, 0.25],
+        "class_names": [f"c{i}" for i in range(classes)],
+        "weights": weights,
+        **extra,
+    }
     (folder / f"{name}.json").write_text(json.dumps(body))
 
 
@@ -146,8 +153,17 @@ def test_register_model_refuses_duplicates() -> None:
     spec = next(s for s in list_models() if s.name == "efficientnet_lite0")
 
     class Other(BuiltinModel):
-        spec = ModelSpec("other", "resnet18", "torchvision", 64, models.IMAGENET_MEAN,
-                         models.IMAGENET_STD, ("a",), None, "")
+        spec = ModelSpec(
+            "other",
+            "resnet18",
+            "torchvision",
+            64,
+            models.IMAGENET_MEAN,
+            models.IMAGENET_STD,
+            ("a",),
+            None,
+            "",
+        )
 
         @classmethod
         def load(cls, spec: ModelSpec) -> tuple[nn.Module, str]:

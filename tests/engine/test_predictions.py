@@ -34,8 +34,9 @@ def test_box_prediction_equals_prediction_of_the_crop(model: LoadedModel, photo:
     got = predict(model, whole, k=4, box=Box(130, 20, 190, 170))
     want = predict(model, photo.decoded(np.ascontiguousarray(array[20:190, 130:320])), k=4)
     assert [p.index for p in got] == [p.index for p in want]
-    np.testing.assert_allclose([p.probability for p in got], [p.probability for p in want],
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        [p.probability for p in got], [p.probability for p in want], rtol=1e-6
+    )
     with pytest.raises(ValueError, match="outside"):
         predict(model, whole, box=Box(9000, 0, 5, 5))
 

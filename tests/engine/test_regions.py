@@ -17,8 +17,7 @@ SIZES = [(3, 5, 7, 37, 23), (2, 4, 3, 17, 29), (1, 1, 1, 9, 6), (4, 6, 5, 5, 6),
 
 
 def _naive(fmap: torch.Tensor, width: int, height: int) -> torch.Tensor:
-    return F.interpolate(fmap[None], size=(height, width), mode="bilinear",
-                         align_corners=False)[0]
+    return F.interpolate(fmap[None], size=(height, width), mode="bilinear", align_corners=False)[0]
 
 
 def _boxes(width: int, height: int, count: int, gen: torch.Generator) -> list[Box]:
@@ -40,12 +39,27 @@ def test_roi_align_at_box_size_equals_upsample_and_crop(
     fmap = torch.randn(c, h, w, dtype=torch.float64, generator=gen)
     big = _naive(fmap, width, height)
     for box in _boxes(width, height, 6, gen):
-        rois = torch.tensor([[0, box.x * w / width, box.y * h / height,
-                              (box.x + box.w) * w / width, (box.y + box.h) * h / height]],
-                            dtype=torch.float64)
-        got = roi_align(fmap[None], rois, output_size=(int(box.h), int(box.w)),
-                        spatial_scale=1.0, sampling_ratio=1, aligned=True)[0]
-        want = big[:, int(box.y):int(box.y + box.h), int(box.x):int(box.x + box.w)]
+        rois = torch.tensor(
+            [
+                [
+                    0,
+                    box.x * w / width,
+                    box.y * h / height,
+                    (box.x + box.w) * w / width,
+                    (box.y + box.h) * h / height,
+                ]
+            ],
+            dtype=torch.float64,
+        )
+        got = roi_align(
+            fmap[None],
+            rois,
+            output_size=(int(box.h), int(box.w)),
+            spatial_scale=1.0,
+            sampling_ratio=1,
+            aligned=True,
+        )[0]
+        want = big[:, int(box.y) : int(box.y + box.h), int(box.x) : int(box.x + box.w)]
         torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
 
 
@@ -57,7 +71,7 @@ def test_gap_equals_mean_of_naive_crop(c: int, h: int, w: int, width: int, heigh
     boxes = _boxes(width, height, 8, gen)
     got = region_descriptors(fmap, (width, height), boxes, "gap")
     for box, vector in zip(boxes, got, strict=True):
-        want = big[:, int(box.y):int(box.y + box.h), int(box.x):int(box.x + box.w)].mean((1, 2))
+        want = big[:, int(box.y) : int(box.y + box.h), int(box.x) : int(box.x + box.w)].mean((1, 2))
         assert vector.shape == (c,)
         torch.testing.assert_close(vector, want, rtol=0, atol=1e-5)
 
@@ -110,9 +124,12 @@ def test_check_box_rejects_and_clips() -> None:
     assert check_box(Box(-5, 2, 10, 200), 20, 30) == Box(0, 2, 5, 28)
     assert check_box(Box(1, 1, 3, 3), 20, 30) == Box(1, 1, 3, 3)
     for bad, message in [
-        (Box(1, 1, 0, 3), "positive"), (Box(1, 1, 3, -2), "positive"),
-        (Box(math.nan, 1, 3, 3), "non-finite"), (Box(1, 1, math.inf, 3), "non-finite"),
-        (Box(25, 1, 3, 3), "outside"), (Box(-9, -9, 9, 9), "outside"),
+        (Box(1, 1, 0, 3), "positive"),
+        (Box(1, 1, 3, -2), "positive"),
+        (Box(math.nan, 1, 3, 3), "non-finite"),
+        (Box(1, 1, math.inf, 3), "non-finite"),
+        (Box(25, 1, 3, 3), "outside"),
+        (Box(-9, -9, 9, 9), "outside"),
         (Box(19.5, 1, 3, 3), "less than one pixel"),
     ]:
         with pytest.raises(ValueError, match=message):

@@ -40,21 +40,27 @@ def test_register_names_classes_and_refuses_duplicates_untouched() -> None:
 
     with pytest.raises(ValueError, match="gadget 'first' is already registered"):
         table.register("first")(Again)
-    assert not hasattr(Again, "name") and table["first"] is First and list(table) == [
-        "first", "second"]
+    assert (
+        not hasattr(Again, "name")
+        and table["first"] is First
+        and list(table) == ["first", "second"]
+    )
 
 
 def test_import_family_registers_every_module_first_ones_first(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     package = tmp_path / "family_pkg"
     package.mkdir()
     (package / "__init__.py").write_text(
         "from app.engine.registry import Registry, import_family\n"
         "THINGS = Registry('thing')\n"
-        "import_family(__name__, __path__, first=['zeta'])\n")
+        "import_family(__name__, __path__, first=['zeta'])\n"
+    )
     for name in ("zeta", "alpha", "mid"):
         (package / f"{name}.py").write_text(
-            f"from family_pkg import THINGS\nTHINGS.add({name!r}, {len(name)})\n")
+            f"from family_pkg import THINGS\nTHINGS.add({name!r}, {len(name)})\n"
+        )
     monkeypatch.syspath_prepend(str(tmp_path))
     try:
         module = importlib.import_module("family_pkg")

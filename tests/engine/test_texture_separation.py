@@ -31,7 +31,8 @@ def _grid_boxes(size: int, side: int, count: int) -> list[Box]:
 
 @pytest.fixture(scope="module")
 def texture_descriptors(
-    photo: Any, embedded_model: LoadedModel,
+    photo: Any,
+    embedded_model: LoadedModel,
 ) -> dict[str, tuple[torch.Tensor, list[str]]]:
     model = embedded_model
     images = [photo.decoded(name) for name in TEXTURES]
@@ -70,7 +71,8 @@ def test_textures_separate_by_label_at_the_last_stage(
 
 @pytest.fixture(scope="module")
 def texture_samples_by_kind(
-    photo: Any, embedded_model: LoadedModel,
+    photo: Any,
+    embedded_model: LoadedModel,
 ) -> dict[str, tuple[torch.Tensor | list[torch.Tensor], list[str]]]:
     """Four boxes per texture at the last stage, as each descriptor kind a measure needs."""
     images = [photo.decoded(name) for name in TEXTURES]
@@ -81,11 +83,17 @@ def texture_samples_by_kind(
         labels: list[str] = []
         for name, image, fmaps in zip(TEXTURES, images, maps, strict=True):
             boxes = _grid_boxes(image.width, 200, 2)
-            rows += [r.to(torch.float64) for r in region_descriptors(
-                fmaps[LAST_STAGE], (image.width, image.height), boxes, kind, grid_size=4)]
+            rows += [
+                r.to(torch.float64)
+                for r in region_descriptors(
+                    fmaps[LAST_STAGE], (image.width, image.height), boxes, kind, grid_size=4
+                )
+            ]
             labels += [name] * len(boxes)
-        out[kind] = (rows if kind == "pixels" else torch.stack([r.reshape(-1) for r in rows]),
-                     labels)
+        out[kind] = (
+            rows if kind == "pixels" else torch.stack([r.reshape(-1) for r in rows]),
+            labels,
+        )
     return out
 
 
@@ -98,6 +106,8 @@ def test_textures_separate_under_every_measure(
     measure = get_measure(name)
     samples, labels = texture_samples_by_kind[measure.needs]
     s = separation(samples, labels, measure)
-    print(f"\n{name} ({measure.needs}): intra {s.intra:.4g} inter {s.inter:.4g} "
-          f"ratio {s.ratio:.2f} silhouette {s.silhouette:.3f}")
+    print(
+        f"\n{name} ({measure.needs}): intra {s.intra:.4g} inter {s.inter:.4g} "
+        f"ratio {s.ratio:.2f} silhouette {s.silhouette:.3f}"
+    )
     assert s.ratio > 1.1  # oriented so that above 1 separates, for similarities too

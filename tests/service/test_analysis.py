@@ -10,7 +10,8 @@ import pytest
 
 @pytest.mark.slow
 def test_a_box_deleted_while_distances_run_fails_naming_it(
-        data_dir: Path, photo: Any, embedded_model: Any) -> None:
+    data_dir: Path, photo: Any, embedded_model: Any
+) -> None:
     from app.config import get_settings
     from app.service.analysis import DistanceRequest, distances, resolve_groups
     from app.store import Store
@@ -48,7 +49,8 @@ def test_separation_work_counts_pairs_where_the_measure_loops_over_pairs() -> No
 
 
 def test_separation_and_embedding_are_cached_under_the_results_version(
-        data_dir: Path, photo: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    data_dir: Path, photo: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from types import SimpleNamespace
 
     import torch
@@ -62,12 +64,15 @@ def test_separation_and_embedding_are_cached_under_the_results_version(
     boxes = [store.add_box(image.id, 10 + 30 * i, 10, 20 + i, 20, "ab"[i % 2]) for i in range(6)]
     calls: list[int] = []
 
-    def descriptors(_store: Any, _model: Any, every: list[Any], layers: list[str],
-                    *_args: Any) -> dict[str, list[torch.Tensor]]:
+    def descriptors(
+        _store: Any, _model: Any, every: list[Any], layers: list[str], *_args: Any
+    ) -> dict[str, list[torch.Tensor]]:
         calls.append(len(every))
         gen = torch.Generator().manual_seed(len(calls))
-        return {layer: [torch.randn(3, generator=gen, dtype=torch.float64) for _ in every]
-                for layer in layers}
+        return {
+            layer: [torch.randn(3, generator=gen, dtype=torch.float64) for _ in every]
+            for layer in layers
+        }
 
     monkeypatch.setattr(analysis, "box_descriptors", descriptors)
     for budget in ("estimate_separation", "estimate_embedding"):  # they need a real model
@@ -76,10 +81,12 @@ def test_separation_and_embedding_are_cached_under_the_results_version(
     settings = get_settings()
     groups = {"a": boxes[1::2], "b": boxes[0::2]}
     runs = [
-        lambda: analysis.separation_profile(store, settings, model, groups,
-                                            analysis.SeparationRequest("m", ["l1", "l2"])),
-        lambda: analysis.embedding(store, settings, model, boxes,
-                                   analysis.EmbeddingRequest("m", "l1", method="pca")),
+        lambda: analysis.separation_profile(
+            store, settings, model, groups, analysis.SeparationRequest("m", ["l1", "l2"])
+        ),
+        lambda: analysis.embedding(
+            store, settings, model, boxes, analysis.EmbeddingRequest("m", "l1", method="pca")
+        ),
     ]
     for run in runs:
         calls.clear()

@@ -37,9 +37,20 @@ def test_input_pixels_by_mode() -> None:
 
 def test_mutual_information_counts_bins_squared_and_descriptors() -> None:
     est = estimate_distances(
-        cost=COST, measure="mutual_information", options={"bins": 256}, descriptor="grid",
-        channels=1280, grid_size=16, group_sizes=[20, 20], permutations=0, bootstrap=0,
-        mode="resize", image_sizes=[(640, 480)], native_max_side=1024, units=40)
+        cost=COST,
+        measure="mutual_information",
+        options={"bins": 256},
+        descriptor="grid",
+        channels=1280,
+        grid_size=16,
+        group_sizes=[20, 20],
+        permutations=0,
+        bootstrap=0,
+        mode="resize",
+        image_sizes=[(640, 480)],
+        native_max_side=1024,
+        units=40,
+    )
     dims = 1280 * 256
     held = 40 * dims * (4 + 4 + 8)
     work = 3 * 256 * 256 * 8 + 6 * dims * 8 + 40 * dims * 8
@@ -51,9 +62,20 @@ def test_mutual_information_counts_bins_squared_and_descriptors() -> None:
 def test_mmd_on_pixels_grows_with_rows_squared_and_becomes_slow() -> None:
     def units(boxes: int) -> int:
         return estimate_distances(
-            cost=COST, measure="mmd", options={}, descriptor="pixels", channels=1280,
-            grid_size=16, group_sizes=[boxes] * 3, permutations=0, bootstrap=0, mode="resize",
-            image_sizes=[(640, 480)], native_max_side=1024, units=3 * boxes).units
+            cost=COST,
+            measure="mmd",
+            options={},
+            descriptor="pixels",
+            channels=1280,
+            grid_size=16,
+            group_sizes=[boxes] * 3,
+            permutations=0,
+            bootstrap=0,
+            mode="resize",
+            image_sizes=[(640, 480)],
+            native_max_side=1024,
+            units=3 * boxes,
+        ).units
 
     rows = 2 * 60 * 256
     assert units(60) == 3 * rows * rows * 1280 // budgets.FLOPS_PER_UNIT
@@ -64,9 +86,20 @@ def test_mmd_on_pixels_grows_with_rows_squared_and_becomes_slow() -> None:
 def test_permutations_add_their_assignment_batches() -> None:
     def estimate(permutations: int) -> Estimate:
         return estimate_distances(
-            cost=COST, measure="euclidean", options={}, descriptor="gap", channels=100,
-            grid_size=4, group_sizes=[30, 50, 7], permutations=permutations, bootstrap=0,
-            mode="resize", image_sizes=[(64, 64)], native_max_side=1024, units=87)
+            cost=COST,
+            measure="euclidean",
+            options={},
+            descriptor="gap",
+            channels=100,
+            grid_size=4,
+            group_sizes=[30, 50, 7],
+            permutations=permutations,
+            bootstrap=0,
+            mode="resize",
+            image_sizes=[(64, 64)],
+            native_max_side=1024,
+            units=87,
+        )
 
     plain, tested = estimate(0), estimate(1000)
     pair = (50 + 30) * 100 * 8
@@ -76,40 +109,62 @@ def test_permutations_add_their_assignment_batches() -> None:
 
 def test_tsne_counts_n_squared() -> None:
     def size(n: int) -> int:
-        return estimate_embedding(cost=COST, method="tsne", descriptor="gap", channels=1280,
-                                  grid_size=4, n_boxes=n, mode="resize",
-                                  image_sizes=[(64, 64)], native_max_side=1024,
-                                  units=10 * n).phases[f"tsne of {n} points"]
+        return estimate_embedding(
+            cost=COST,
+            method="tsne",
+            descriptor="gap",
+            channels=1280,
+            grid_size=4,
+            n_boxes=n,
+            mode="resize",
+            image_sizes=[(64, 64)],
+            native_max_side=1024,
+            units=10 * n,
+        ).phases[f"tsne of {n} points"]
 
     assert size(2000) - size(1000) == 2 * (2000**2 - 1000**2) * 8 + 2 * 1000 * 1280 * 8
 
 
 def test_heatmaps_count_image_pixels_and_gradients() -> None:
-    grad = estimate_heatmap(cost=COST, method="gradcam", width=6000, height=4500,
-                            mode="native", native_max_side=1024)
-    mean = estimate_heatmap(cost=COST, method="mean", width=6000, height=4500,
-                            mode="native", native_max_side=1024)
+    grad = estimate_heatmap(
+        cost=COST, method="gradcam", width=6000, height=4500, mode="native", native_max_side=1024
+    )
+    mean = estimate_heatmap(
+        cost=COST, method="mean", width=6000, height=4500, mode="native", native_max_side=1024
+    )
     pixels = 6000 * 4500
     assert grad.held == {"decoded image": pixels * 4}
     assert grad.phases["forward pass with gradients"] == int(1024 * 768 * 1800.0) + pixels * 10
     assert mean.phases["forward pass"] == int(1024 * 768 * 400.0) + pixels * 10
     assert grad.phases["heat map and scores at image size"] == pixels * (4 + 24 + 4 + 8)
-    score = estimate_heatmap(cost=COST, method="scorecam", width=640, height=480,
-                             mode="resize", native_max_side=1024,
-                             scorecam_batch_pixels=32 * 224 * 224)
-    assert score.phases["forward pass"] == (int(224 * 224 * 400.0) + 640 * 480 * 10
-                                            + int(32 * 224 * 224 * (400.0 + 48)))
+    score = estimate_heatmap(
+        cost=COST,
+        method="scorecam",
+        width=640,
+        height=480,
+        mode="resize",
+        native_max_side=1024,
+        scorecam_batch_pixels=32 * 224 * 224,
+    )
+    assert score.phases["forward pass"] == (
+        int(224 * 224 * 400.0) + 640 * 480 * 10 + int(32 * 224 * 224 * (400.0 + 48))
+    )
 
 
 def test_prediction() -> None:
-    est = estimate_prediction(cost=COST, width=4000, height=3000, mode="native",
-                              native_max_side=1024)
+    est = estimate_prediction(
+        cost=COST, width=4000, height=3000, mode="native", native_max_side=1024
+    )
     assert est.bytes == 16 * MIB + 4000 * 3000 * 4 + int(1024 * 768 * 400.0) + 4000 * 3000 * 10
 
 
 def test_check_budget_names_the_setting_and_the_estimate() -> None:
-    est = Estimate("distances", {"descriptors": 3 * 2**30}, {"mmd on a pair": 2**30},
-                   hint="ask for fewer boxes")
+    est = Estimate(
+        "distances",
+        {"descriptors": 3 * 2**30},
+        {"mmd on a pair": 2**30},
+        hint="ask for fewer boxes",
+    )
     settings = Settings(max_request_bytes=2**30)
     with pytest.raises(LimitExceeded) as caught:
         check_budget(settings, est)

@@ -39,8 +39,10 @@ def _annotations(document: dict[str, Any]) -> set[tuple[Any, ...]]:
     """``(annotation id, file name, category name, x, y, w, h)`` of every annotation."""
     names = {image["id"]: image["file_name"] for image in document["images"]}
     labels = {category["id"]: category["name"] for category in document["categories"]}
-    return {(a["id"], names[a["image_id"]], labels[a["category_id"]], *map(float, a["bbox"]))
-            for a in document["annotations"]}
+    return {
+        (a["id"], names[a["image_id"]], labels[a["category_id"]], *map(float, a["bbox"]))
+        for a in document["annotations"]
+    }
 
 
 def test_coco_round_trips_through_the_store_with_its_ids(
@@ -69,8 +71,9 @@ def test_reimport_adds_nothing_and_equal_bytes_are_stored_once(
     # A second name for the first image's bytes, with one box of its own.
     shutil.copyfile(images / dataset.file_names[0], images / "copy.jpg")
     document["images"].append({"id": 99, "file_name": "copy.jpg", "width": 321, "height": 243})
-    document["annotations"].append({"id": 5, "image_id": 99, "category_id": 1,
-                                    "bbox": [1, 2, 30, 40]})
+    document["annotations"].append(
+        {"id": 5, "image_id": 99, "category_id": 1, "bbox": [1, 2, 30, 40]}
+    )
     coco = tmp_path / "coco.json"
     coco.write_text(json.dumps(document))
     first = import_coco_dataset(store, coco, images)
@@ -100,8 +103,9 @@ def test_every_skipped_annotation_has_its_reason(
     document["images"][3]["file_name"] = "../secret.jpg"  # a path that climbs out
     document["annotations"][0]["bbox"] = [400, 10, 5, 5]  # outside its 321×243 image
     document["annotations"][1]["category_id"] = 77  # not a category
-    document["annotations"].append({"id": 1, "image_id": 12345, "category_id": 1,
-                                    "bbox": [0, 0, 2, 2]})  # no such image
+    document["annotations"].append(
+        {"id": 1, "image_id": 12345, "category_id": 1, "bbox": [0, 0, 2, 2]}
+    )  # no such image
     coco = tmp_path / "coco.json"
     coco.write_text(json.dumps(document))
     summary = import_coco_dataset(store, coco, images)
@@ -110,9 +114,11 @@ def test_every_skipped_annotation_has_its_reason(
     assert reasons == {
         ("coco.json", "COCO annotation 1 has category_id 77, not in 'categories'"): 1,
         ("annotations", "their image_id is not in 'images'"): 1,
-        (f"image {names[0]!r}, annotation 1000",
-         "box (400.0, 10.0, 5.0, 5.0) lies outside the 321×243 image; boxes use image "
-         "pixels with the origin at the top-left"): 1,
+        (
+            f"image {names[0]!r}, annotation 1000",
+            "box (400.0, 10.0, 5.0, 5.0) lies outside the 321×243 image; boxes use image "
+            "pixels with the origin at the top-left",
+        ): 1,
         (f"image {names[1]!r}", f"{names[1]!r} leads outside the images folder {images}"): 3,
         (f"image {names[2]!r}", f"no file {names[2]!r} under the images folder {images}"): 3,
         ("image 'secret.jpg'", f"'../secret.jpg' leads outside the images folder {images}"): 3,
@@ -130,23 +136,26 @@ def test_voc_and_yolo_folders_give_the_boxes_coco_gives(
     for name, run in (
         ("coco", lambda s: import_coco_dataset(s, dataset.coco, dataset.images_dir)),
         ("voc", lambda s: import_voc_dataset(s, dataset.voc_dir)),
-        ("yolo", lambda s: import_yolo_dataset(s, dataset.yolo_dir,
-                                               read_classes(dataset.classes_file))),
+        (
+            "yolo",
+            lambda s: import_yolo_dataset(s, dataset.yolo_dir, read_classes(dataset.classes_file)),
+        ),
     ):
         store = Store(Settings(data_dir=tmp_path / name))
         summary = run(store)
         assert (summary.images_added, summary.boxes_added, summary.skipped) == (7, 21, [])
         names = {i.id: i.filename for i in store.images()}
-        by_format[name] = sorted((names[b.image_id], b.label, b.x, b.y, b.w, b.h)
-                                 for b in store.boxes())
+        by_format[name] = sorted(
+            (names[b.image_id], b.label, b.x, b.y, b.w, b.h) for b in store.boxes()
+        )
         store.close()
-    truth = sorted((name, box.label, box.x, box.y, box.w, box.h)
-                   for _, name, box in dataset.boxes)
+    truth = sorted((name, box.label, box.x, box.y, box.w, box.h) for _, name, box in dataset.boxes)
     assert by_format["coco"] == truth and by_format["voc"] == truth
     yolo = by_format["yolo"]
     assert [row[:2] for row in yolo] == [row[:2] for row in truth]
-    np.testing.assert_allclose([row[2:] for row in yolo], [row[2:] for row in truth],
-                               rtol=0, atol=1e-4)
+    np.testing.assert_allclose(
+        [row[2:] for row in yolo], [row[2:] for row in truth], rtol=0, atol=1e-4
+    )
 
 
 def test_yolo_lines_and_voc_objects_are_skipped_one_by_one(
@@ -172,8 +181,13 @@ def test_a_cancel_keeps_what_was_stored_and_a_rerun_finishes(
     assert dataset.coco is not None
     seen: list[int] = []
     with pytest.raises(JobCancelled):
-        import_coco_dataset(store, dataset.coco, dataset.images_dir,
-                            lambda done, total: seen.append(done), lambda: len(seen) >= 3)
+        import_coco_dataset(
+            store,
+            dataset.coco,
+            dataset.images_dir,
+            lambda done, total: seen.append(done),
+            lambda: len(seen) >= 3,
+        )
     assert seen == [1, 2, 3] and store.count_images() == 3 and len(store.boxes()) == 9
     rerun = import_coco_dataset(store, dataset.coco, dataset.images_dir)
     assert (rerun.images_added, rerun.images_present) == (4, 3)
@@ -193,6 +207,7 @@ def test_the_synthetic_generator_is_seeded_and_its_domains_differ(tmp_path: Path
     flat = np.asarray(Image.open(grey.images_dir / grey.file_names[0]), dtype=np.float64)
     assert (np.abs(colour[..., 0] - colour[..., 2]) > 40).mean() > 0.01  # photos in colour
     assert np.abs(flat[..., 0] - flat[..., 2]).max() <= 2  # grey (JPEG noise only)
+
     # Blurred: less high-frequency energy than the colour scene's own grey version.
     def detail(image: np.ndarray) -> float:
         grey_values = image.mean(axis=2)
@@ -210,5 +225,6 @@ def test_a_file_that_is_not_an_image_is_skipped_and_the_rest_go_in(
     (yolo / "images" / dataset.file_names[4]).write_bytes(b"\xff\xd8 not a JPEG")
     summary = import_yolo_dataset(store, yolo, list(CLASSES))
     assert [(s.what, s.reason.split(":")[0], s.annotations) for s in summary.skipped] == [
-        (f"image {dataset.file_names[4]!r}", "not stored", 3)]
+        (f"image {dataset.file_names[4]!r}", "not stored", 3)
+    ]
     assert (summary.images_added, summary.boxes_added) == (6, 18)

@@ -28,8 +28,13 @@ LAYERS = ["blocks.2.1.add", "conv_head"]
 def _fill(store: Store, photo: Any) -> None:
     """Five images of four sizes (one a crop), 3–4 boxes each, some sticking out."""
     rng = np.random.default_rng(11)
-    arrays = [photo("chelsea"), photo("coffee"), photo("astronaut"),
-              photo("coffee")[13:230, 41:374], photo("rocket")]
+    arrays = [
+        photo("chelsea"),
+        photo("coffee"),
+        photo("astronaut"),
+        photo("coffee")[13:230, 41:374],
+        photo("rocket"),
+    ]
     for k, array in enumerate(arrays):
         image = store.add_image(_png(array), f"{k}.png")[0]
         boxes = []
@@ -58,28 +63,42 @@ def store(tmp_path: Path, photo: Any) -> Iterator[Store]:
     one.close()
 
 
-def _one_at_a_time(store: Store, model: Any, layer: str, kind: Descriptor, grid: int,
-                   mode: InputMode) -> dict[int, torch.Tensor]:
+def _one_at_a_time(
+    store: Store, model: Any, layer: str, kind: Descriptor, grid: int, mode: InputMode
+) -> dict[int, torch.Tensor]:
     """The reference: each image forwarded alone, each box's region in float32."""
     out = {}
     maps: dict[int, torch.Tensor] = {}
     for box in store.boxes():
         image = store.get_image(box.image_id)
         if image.id not in maps:
-            maps[image.id] = extract(model, [store.load_decoded(image)], [layer], mode=mode,
-                                     native_max_side=store.settings.native_max_side)[0][layer]
-        out[box.id] = region_descriptors(maps[image.id], (image.width, image.height),
-                                         [Box(box.x, box.y, box.w, box.h)], kind, grid)[0]
+            maps[image.id] = extract(
+                model,
+                [store.load_decoded(image)],
+                [layer],
+                mode=mode,
+                native_max_side=store.settings.native_max_side,
+            )[0][layer]
+        out[box.id] = region_descriptors(
+            maps[image.id],
+            (image.width, image.height),
+            [Box(box.x, box.y, box.w, box.h)],
+            kind,
+            grid,
+        )[0]
     return out
 
 
-@pytest.mark.parametrize(("kind", "mode"), [("gap", "resize"), ("grid", "native"),
-                                            ("pixels", "resize")])
+@pytest.mark.parametrize(
+    ("kind", "mode"), [("gap", "resize"), ("grid", "native"), ("pixels", "resize")]
+)
 def test_batched_pipeline_equals_one_image_at_a_time(
-        store: Store, embedded_model: Any, kind: Descriptor, mode: InputMode) -> None:
+    store: Store, embedded_model: Any, kind: Descriptor, mode: InputMode
+) -> None:
     boxes = store.boxes()
-    report, fresh = extract_boxes(store, embedded_model, boxes, LAYERS, kind, 3, mode,
-                                  batch_size=2, keep=True)
+    report, fresh = extract_boxes(
+        store, embedded_model, boxes, LAYERS, kind, 3, mode, batch_size=2, keep=True
+    )
     assert (report.boxes, report.images, report.present) == (len(boxes), 5, 0)
     assert report.extracted == len(boxes) * len(LAYERS)
     for layer in LAYERS:
@@ -95,7 +114,8 @@ def test_batched_pipeline_equals_one_image_at_a_time(
 
 
 def test_descriptors_read_from_the_store_equal_fresh_ones(
-        store: Store, embedded_model: Any, tmp_path: Path, photo: Any) -> None:
+    store: Store, embedded_model: Any, tmp_path: Path, photo: Any
+) -> None:
     boxes = store.boxes()
     for kind in ("gap", "pixels"):
         first = box_descriptors(store, embedded_model, boxes, LAYERS, kind, 4)
@@ -144,8 +164,9 @@ def test_cancel_keeps_what_was_done(store: Store, embedded_model: Any) -> None:
         return len(polls) > 2  # two batches run, then stop
 
     with pytest.raises(JobCancelled):
-        extract_boxes(store, embedded_model, boxes, ["conv_head"], batch_size=2,
-                      cancelled=cancelled)
+        extract_boxes(
+            store, embedded_model, boxes, ["conv_head"], batch_size=2, cancelled=cancelled
+        )
     report, _ = extract_boxes(store, embedded_model, boxes, ["conv_head"], batch_size=2)
     assert report.images == 1  # the fifth image alone was left
     assert report.present + report.extracted == len(boxes)

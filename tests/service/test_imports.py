@@ -190,8 +190,7 @@ def test_export_keeps_imported_ids_and_gives_the_other_boxes_unused_ones(store: 
     imports.import_coco(store, parse_coco(document))
     exported = imports.export_coco(store)
     labels = {c["id"]: c["name"] for c in exported["categories"]}  # type: ignore[attr-defined]
-    ids = sorted((labels[a["category_id"]], a["id"])
-                 for a in exported["annotations"])  # type: ignore[attr-defined]
+    ids = sorted((labels[a["category_id"]], a["id"]) for a in exported["annotations"])  # type: ignore[attr-defined]
     # The imported boxes keep 1 and 7; the one with a string id keeps its store id (4); the
     # own box (store id 1, now taken) moves past the largest id in use.
     assert own.id == 1 and ids == [("cat", 1), ("cat", 7), ("dog", 4), ("own", 8)]

@@ -14,8 +14,11 @@ from app.store import Store
 
 def test_version_changes_with_any_source_change(tmp_path: Path) -> None:
     tree = tmp_path / "app"
-    shutil.copytree(Path(results.__file__).resolve().parent.parent, tree,
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        Path(results.__file__).resolve().parent.parent,
+        tree,
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
     before = results.source_hash(tree)
     assert before == results.source_hash(tree)  # deterministic
     measure = tree / "engine" / "measures" / "euclidean.py"
@@ -24,12 +27,15 @@ def test_version_changes_with_any_source_change(tmp_path: Path) -> None:
     assert after_edit != before
     (tree / "engine" / "new_descriptor.py").write_text("X = 1\n")
     assert results.source_hash(tree) not in (before, after_edit)
-    assert results.results_version() == results.source_hash(
-        Path(results.__file__).resolve().parent.parent)[:16]
+    assert (
+        results.results_version()
+        == results.source_hash(Path(results.__file__).resolve().parent.parent)[:16]
+    )
 
 
 def test_old_version_is_never_served_and_dropped_at_start(
-        data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     store = Store(get_settings())
     calls: list[int] = []
 
@@ -50,7 +56,8 @@ def test_old_version_is_never_served_and_dropped_at_start(
 
 
 def test_an_image_deleted_while_its_answer_is_computed_is_a_not_found(
-        data_dir: Path, photo: object) -> None:
+    data_dir: Path, photo: object
+) -> None:
     from app.errors import NotFound
 
     store = Store(get_settings())

@@ -36,7 +36,9 @@ def test_the_app_applies_them_when_created(threads: int, tmp_path: Path) -> None
 
 
 def test_the_cli_applies_them_before_loading_a_model(
-    threads: int, monkeypatch: pytest.MonkeyPatch, data_dir: Path,
+    threads: int,
+    monkeypatch: pytest.MonkeyPatch,
+    data_dir: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     from app.cli import main

@@ -40,7 +40,9 @@ def test_small_files_compress_as_well_as_they_like_and_unpack_whole(tmp_path: Pa
     assert (tmp_path / "out" / "ds" / "coco.json").read_bytes() == text
     layout = find_layout(tmp_path / "out", "coco")
     assert (layout.annotations, layout.images_dir) == (
-        (tmp_path / "out" / "ds" / "coco.json").resolve(), tmp_path / "out")
+        (tmp_path / "out" / "ds" / "coco.json").resolve(),
+        tmp_path / "out",
+    )
     with pytest.raises(InvalidInput, match="no file '../a.zip'"):
         find_layout(tmp_path / "out", "coco", "../a.zip")
     with pytest.raises(InvalidInput, match="one classes.txt"):

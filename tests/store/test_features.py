@@ -30,10 +30,16 @@ def _keys(store: Store, boxes: list[BoxRecord]) -> list[StoredBox]:
 
 
 def _set(store: Store, layer: str = "blocks.3", rows: int = 1, width: int = 37) -> FeatureSet:
-    return store.features.feature_set(model="m", weights_sha256="ab" * 32, layer=layer,
-                                      descriptor="pixels" if rows > 1 else "grid",
-                                      grid_size=3, mode="resize", rows_per_box=rows,
-                                      width=width)
+    return store.features.feature_set(
+        model="m",
+        weights_sha256="ab" * 32,
+        layer=layer,
+        descriptor="pixels" if rows > 1 else "grid",
+        grid_size=3,
+        mode="resize",
+        rows_per_box=rows,
+        width=width,
+    )
 
 
 def test_round_trip_is_exact_across_segments_and_sets(store: Store) -> None:
@@ -96,6 +102,7 @@ def test_box_edits_and_deletes_invalidate_exactly_their_rows(store: Store) -> No
         from sqlalchemy import select
 
         from app.store.tables import FeatureRow
+
         ids = set(session.scalars(select(FeatureRow.box_id)))
     assert ids == {k.box_id for k in keys} - {edited.id, deleted.id}
     # Deleting an image drops its boxes' rows.

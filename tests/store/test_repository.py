@@ -19,7 +19,8 @@ def _png(width: int, height: int, seed: int) -> bytes:
     rng = np.random.default_rng(seed)
     buffer = io.BytesIO()
     Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(
-        buffer, format="PNG")
+        buffer, format="PNG"
+    )
     return buffer.getvalue()
 
 
@@ -108,13 +109,20 @@ def test_any_sqlalchemy_url(tmp_path: Path) -> None:
     assert (tmp_path / "elsewhere.db").exists() and store.get_image(image.id).width == 10
 
 
-@pytest.mark.parametrize(("box", "message"), [
-    ((0, 0, 0, 5), "positive"), ((0, 0, 5, -1), "positive"), ((40, 0, 5, 5), "37×23"),
-    ((0, -9, 5, 4), "37×23"), ((36.5, 0, 3, 5), "less than one pixel"),
-    ((float("nan"), 0, 1, 1), "non-finite"),
-])
+@pytest.mark.parametrize(
+    ("box", "message"),
+    [
+        ((0, 0, 0, 5), "positive"),
+        ((0, 0, 5, -1), "positive"),
+        ((40, 0, 5, 5), "37×23"),
+        ((0, -9, 5, 4), "37×23"),
+        ((36.5, 0, 3, 5), "less than one pixel"),
+        ((float("nan"), 0, 1, 1), "non-finite"),
+    ],
+)
 def test_empty_or_outside_box_is_refused_with_the_size(
-        store: Store, box: tuple[float, float, float, float], message: str) -> None:
+    store: Store, box: tuple[float, float, float, float], message: str
+) -> None:
     image, _ = store.add_image(_png(37, 23, 6), "a.png")
     with pytest.raises(ValueError, match=message):
         store.add_box(image.id, *box, "cat")
@@ -209,12 +217,18 @@ def test_jobs_are_stored_updated_interrupted_and_pruned(store: Store) -> None:
 
     first = store.add_job("a" * 32, "distances")
     assert (first.state, first.progress, first.message, first.result, first.finished_at) == (
-        "queued", 0.0, "queued", None, None)
+        "queued",
+        0.0,
+        "queued",
+        None,
+        None,
+    )
     with pytest.raises(ValueError, match="exists already"):
         store.add_job("a" * 32, "distances")
     moment = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
-    done = store.update_job("a" * 32, state="done", progress=1.0, result={"m": [[0.5, None]]},
-                            finished_at=moment)
+    done = store.update_job(
+        "a" * 32, state="done", progress=1.0, result={"m": [[0.5, None]]}, finished_at=moment
+    )
     assert (done.result, done.finished_at) == ({"m": [[0.5, None]]}, moment)
     assert store.get_job("a" * 32) == done
     with pytest.raises(ValueError, match="cannot change a job's \\['kind'\\]"):

@@ -18,7 +18,8 @@ from app.store import Store
 def _png(seed: int) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(np.random.default_rng(seed).integers(0, 256, (23, 37, 3), np.uint8)).save(
-        buffer, format="PNG")
+        buffer, format="PNG"
+    )
     return buffer.getvalue()
 
 
@@ -40,8 +41,9 @@ def test_a_store_without_source_ids_gains_the_column_and_keeps_its_rows(tmp_path
     store = Store(settings)
     assert "source_id" in _columns(path)
     assert store.boxes() == [kept] and kept.source_id is None
-    added = store.import_boxes({image.id: [(1, 2, 3, 4, "cat"), (5, 6, 7, 8, "dog")]},
-                               {image.id: [41, 2**63 - 1]})
+    added = store.import_boxes(
+        {image.id: [(1, 2, 3, 4, "cat"), (5, 6, 7, 8, "dog")]}, {image.id: [41, 2**63 - 1]}
+    )
     assert (added.added, added.present) == (1, 1)
     assert [(b.label, b.source_id) for b in store.boxes()] == [("cat", None), ("dog", 2**63 - 1)]
     store.close()

@@ -261,9 +261,7 @@ def _forward(
         if impl.needs_gradients:
             (grad,) = torch.autograd.grad(logits[0, chosen], fmap)
             gradients = grad[0].detach()
-    return LayerRun(
-        module, x, layer, activations.detach(), logits[0].detach(), chosen, gradients
-    )
+    return LayerRun(module, x, layer, activations.detach(), logits[0].detach(), chosen, gradients)
 
 
 def _one_map(fmap: torch.Tensor, layer: str) -> torch.Tensor:
@@ -280,6 +278,7 @@ def _resolve_target(logits: torch.Tensor, target: int | None) -> int:
     if target is None:
         return int(logits.argmax())
     if not 0 <= target < classes:
-        raise ValueError(f"target {target} is out of range; the model has {classes} classes "
-                         f"(0 to {classes - 1})")
+        raise ValueError(
+            f"target {target} is out of range; the model has {classes} classes (0 to {classes - 1})"
+        )
     return int(target)

@@ -13,9 +13,7 @@ __all__ = ["Reduction", "reduce_channels"]
 Reduction = Literal["mean", "l2", "max", "channel"]
 
 
-def reduce_channels(
-    fmap: torch.Tensor, how: Reduction, channel: int | None = None
-) -> torch.Tensor:
+def reduce_channels(fmap: torch.Tensor, how: Reduction, channel: int | None = None) -> torch.Tensor:
     """Reduce a ``C×h×w`` feature map over its channels to ``h×w``.
 
     Args:

@@ -29,10 +29,13 @@ class ScoreCamOptions(MethodOptions):
     """What a Score-CAM request may set: its time (channels, one forward pass each) and the
     size of its batches (its memory stays under ``CamOptions.max_batch_pixels`` anyway)."""
 
-    max_channels: int = Field(64, ge=1, le=512, description=(
-        "Channels of highest mean activation to use (one forward pass each), 1..512."))
-    batch_size: int = Field(32, ge=1, le=64, description=(
-        "Masked inputs per forward pass, 1..64."))
+    max_channels: int = Field(
+        64,
+        ge=1,
+        le=512,
+        description=("Channels of highest mean activation to use (one forward pass each), 1..512."),
+    )
+    batch_size: int = Field(32, ge=1, le=64, description=("Masked inputs per forward pass, 1..64."))
 
 
 def scorecam_batch(height: int, width: int, batch_size: int, max_batch_pixels: int) -> int:
@@ -51,14 +54,19 @@ class _ScoreCam(HeatMethod):
         chosen = torch.topk(a.mean(dim=(1, 2)), keep).indices
         scores = torch.zeros(keep, dtype=a.dtype, device=a.device)
         size = run.x.shape[-2:]
-        step = scorecam_batch(size[0], size[1], self.options.batch_size,
-                              self.options.max_batch_pixels)
+        step = scorecam_batch(
+            size[0], size[1], self.options.batch_size, self.options.max_batch_pixels
+        )
         with torch.inference_mode():
             for start in range(0, keep, step):
                 self.stop_if_cancelled()
                 # masks one batch at a time: at native input sizes all of them would not fit
-                masks = F.interpolate(a[chosen[start : start + step]][:, None], size=size,
-                                      mode="bilinear", align_corners=False)
+                masks = F.interpolate(
+                    a[chosen[start : start + step]][:, None],
+                    size=size,
+                    mode="bilinear",
+                    align_corners=False,
+                )
                 low = masks.amin(dim=(1, 2, 3), keepdim=True)
                 high = masks.amax(dim=(1, 2, 3), keepdim=True)
                 masks = (masks - low) / torch.where(high > low, high - low, 1.0)

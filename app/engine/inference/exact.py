@@ -22,9 +22,7 @@ def count_assignments(scheme: Scheme) -> int:
 
 def _exact(scheme: Scheme, batch: int) -> Iterator[Tensor]:
     n = len(scheme.element_sides)
-    per_stratum = [
-        itertools.combinations(s.elements, s.k) for s in scheme.strata
-    ]
+    per_stratum = [itertools.combinations(s.elements, s.k) for s in scheme.strata]
     rows: list[list[int]] = []
     for choice in itertools.product(*[list(c) for c in per_stratum]):
         rows.append([e for part in choice for e in part])

@@ -96,9 +96,11 @@ def _matrix_unit(groups: Mapping[str, Group], unit: Unit | None) -> Unit:
 
 def _single_image_warning(groups: Mapping[str, Group]) -> list[str]:
     if all(len(set(g.images)) == 1 for g in groups.values()):
-        return ["every group's boxes come from a single image: differences between groups "
-                "are differences between images, not between labels; put boxes of each "
-                "label on several images to compare labels"]
+        return [
+            "every group's boxes come from a single image: differences between groups "
+            "are differences between images, not between labels; put boxes of each "
+            "label on several images to compare labels"
+        ]
     return []
 
 
@@ -155,26 +157,56 @@ def matrix_tests(
             a, b = groups[labels[i]], groups[labels[j]]
             if permutations > 0:
                 result = permutation_test(
-                    measure, a.rows, b.rows, _design(a, b), permutations=permutations,
-                    seed=seed, larger_is_extreme=larger, alpha=alpha, unit=chosen,
-                    cancelled=cancelled)
+                    measure,
+                    a.rows,
+                    b.rows,
+                    _design(a, b),
+                    permutations=permutations,
+                    seed=seed,
+                    larger_is_extreme=larger,
+                    alpha=alpha,
+                    unit=chosen,
+                    cancelled=cancelled,
+                )
                 stat, p, min_p = result.statistic, result.p_value, result.min_p
                 exact, drawn = result.exact, result.permutations
                 warnings += [f"{labels[i]} vs {labels[j]}: {w}" for w in result.warnings]
             else:
                 stat, p, min_p, exact, drawn = measure(a.rows, b.rows), None, 1.0, False, 0
-            interval = bootstrap_interval(measure, a.rows, b.rows, _design(a, b),
-                                          resamples=bootstrap, seed=seed, unit=chosen,
-                                          cancelled=cancelled) if bootstrap > 0 else None
+            interval = (
+                bootstrap_interval(
+                    measure,
+                    a.rows,
+                    b.rows,
+                    _design(a, b),
+                    resamples=bootstrap,
+                    seed=seed,
+                    unit=chosen,
+                    cancelled=cancelled,
+                )
+                if bootstrap > 0
+                else None
+            )
             values[i, j] = values[j, i] = stat
             raw.append((i, j, stat, p, min_p, exact, drawn, interval))
     adjusted = adjust([r[3] for r in raw], adjustment)
-    tests = [PairTest(i, j, stat, p, q, min_p, exact, drawn, interval)
-             for (i, j, stat, p, min_p, exact, drawn, interval), q in zip(raw, adjusted,
-                                                                             strict=True)]
+    tests = [
+        PairTest(i, j, stat, p, q, min_p, exact, drawn, interval)
+        for (i, j, stat, p, min_p, exact, drawn, interval), q in zip(raw, adjusted, strict=True)
+    ]
     if permutations == 0 and bootstrap == 0:
         tests = []
-    effective = {name: effective_of(g.rows, unit_rows(g.boxes, g.images, chosen))
-                 for name, g in groups.items()}
-    return MatrixTests(labels, values, measure.higher_is_better, chosen, tests, adjustment,
-                       effective, list(dict.fromkeys(warnings)))
+    effective = {
+        name: effective_of(g.rows, unit_rows(g.boxes, g.images, chosen))
+        for name, g in groups.items()
+    }
+    return MatrixTests(
+        labels,
+        values,
+        measure.higher_is_better,
+        chosen,
+        tests,
+        adjustment,
+        effective,
+        list(dict.fromkeys(warnings)),
+    )

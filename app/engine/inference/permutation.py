@@ -25,8 +25,12 @@ __all__ = ["Statistic", "TestResult", "permutation_test"]
 
 Statistic = Callable[[Tensor, Tensor], float]
 _MMD_OPTIONS = {
-    "estimator": "biased", "sigma": None, "kernel": "gaussian",
-    "kernel_mul": 2.0, "kernel_num": 5, "seed": 0,
+    "estimator": "biased",
+    "sigma": None,
+    "kernel": "gaussian",
+    "kernel_mul": 2.0,
+    "kernel_num": 5,
+    "seed": 0,
 }
 _FULL_KERNEL_ROWS = 4096  # pooled rows up to which K is kept whole (128 MiB in float64)
 
@@ -77,8 +81,14 @@ def _mmd_options(statistic: Statistic, given: Mapping[str, Any] | None) -> dict[
         opts = {**_MMD_OPTIONS, **given}
     elif isinstance(statistic, MMD):
         o = statistic.options
-        opts = {"estimator": o.estimator, "sigma": o.sigma, "kernel": o.kernel,
-                "kernel_mul": o.kernel_mul, "kernel_num": o.kernel_num, "seed": o.median_seed}
+        opts = {
+            "estimator": o.estimator,
+            "sigma": o.sigma,
+            "kernel": o.kernel,
+            "kernel_mul": o.kernel_mul,
+            "kernel_num": o.kernel_num,
+            "seed": o.median_seed,
+        }
     else:
         return None
     return opts if opts["estimator"] in ("biased", "unbiased") else None
@@ -97,8 +107,11 @@ class _MMDNull:
         self.z = z
         self.estimator = str(options["estimator"])
         self.kernel = make_kernel(
-            z, sigma=options["sigma"], kernel=options["kernel"],
-            kernel_mul=options["kernel_mul"], kernel_num=options["kernel_num"],
+            z,
+            sigma=options["sigma"],
+            kernel=options["kernel"],
+            kernel_mul=options["kernel_mul"],
+            kernel_num=options["kernel_num"],
             seed=options["seed"],
         )
         total_rows = z.shape[0]
@@ -134,16 +147,19 @@ class _MMDNull:
         for i in range(a.shape[1]):
             ni, mi = int(n[i]), total_rows - int(n[i])
             if self.estimator == "unbiased" and min(ni, mi) < 2:
-                raise ValueError("the unbiased MMD estimator needs at least 2 rows per side "
-                                 "in every assignment; use the biased one")
+                raise ValueError(
+                    "the unbiased MMD estimator needs at least 2 rows per side "
+                    "in every assignment; use the biased one"
+                )
             sxx, sxy = float(q[i]), float(ar[i] - q[i])
             syy = self.total - 2 * float(ar[i]) + float(q[i])
             out[i] = mmd_from_sums(sxx, syy, sxy, ni, mi, self.kernel.at_zero, self.estimator)
         return out
 
 
-def _slow(statistic: Statistic, z: Tensor,
-          cancelled: Callable[[], bool] | None) -> Callable[[Tensor], Tensor]:
+def _slow(
+    statistic: Statistic, z: Tensor, cancelled: Callable[[], bool] | None
+) -> Callable[[Tensor], Tensor]:
     def evaluate(rows: Tensor) -> Tensor:
         rows = rows.to(z.device)
         out = torch.empty(rows.shape[0], dtype=torch.float64)
@@ -153,6 +169,7 @@ def _slow(statistic: Statistic, z: Tensor,
                 raise InterruptedError("cancelled")
             out[i] = float(statistic(z[r], z[~r]))
         return out
+
     return evaluate
 
 
@@ -223,21 +240,36 @@ def permutation_test(
     exact, count, batches = assignment_batches(plan, permutations=permutations, seed=seed)
     null = _run(evaluate, plan, batches, cancelled)
     tol = _tolerance(observed)
-    hits = int((null >= observed - tol).sum()) if larger_is_extreme else int(
-        (null <= observed + tol).sum())
+    hits = (
+        int((null >= observed - tol).sum())
+        if larger_is_extreme
+        else int((null <= observed + tol).sum())
+    )
     p = hits / count if exact else (1 + hits) / (1 + count)
     total = count_assignments(plan)
-    min_p = smallest_p(null, exact=exact, count=count, larger_is_extreme=larger_is_extreme,
-                       total=total)
+    min_p = smallest_p(
+        null, exact=exact, count=count, larger_is_extreme=larger_is_extreme, total=total
+    )
     notes = _warnings(design, plan, unit, min_p, alpha, exact, count)
     return TestResult(
-        statistic=observed, p_value=p if min_p <= alpha else None, min_p=min_p, exact=exact,
-        permutations=count, unit=plan.unit, n_units=plan.n_units, null=null, warnings=notes,
+        statistic=observed,
+        p_value=p if min_p <= alpha else None,
+        min_p=min_p,
+        exact=exact,
+        permutations=count,
+        unit=plan.unit,
+        n_units=plan.n_units,
+        null=null,
+        warnings=notes,
     )
 
 
-def _run(evaluate: Callable[[Tensor], Tensor], plan: Scheme, batches: Iterator[Tensor],
-         cancelled: Callable[[], bool] | None) -> Tensor:
+def _run(
+    evaluate: Callable[[Tensor], Tensor],
+    plan: Scheme,
+    batches: Iterator[Tensor],
+    cancelled: Callable[[], bool] | None,
+) -> Tensor:
     parts: list[Tensor] = []
     for elements in batches:
         if cancelled is not None and cancelled():
@@ -246,8 +278,15 @@ def _run(evaluate: Callable[[Tensor], Tensor], plan: Scheme, batches: Iterator[T
     return torch.cat(parts)
 
 
-def _warnings(design: Design, plan: Scheme, unit: Unit | None, min_p: float, alpha: float,
-              exact: bool, count: int) -> list[str]:
+def _warnings(
+    design: Design,
+    plan: Scheme,
+    unit: Unit | None,
+    min_p: float,
+    alpha: float,
+    exact: bool,
+    count: int,
+) -> list[str]:
     notes: list[str] = []
     noun = "images" if plan.unit == "image" else "boxes"
     n, m = plan.n_units

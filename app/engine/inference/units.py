@@ -71,8 +71,10 @@ class Design:
         Example: ``Design.from_boxes([(1, "a", 16), (2, "a", 16)], [(3, "b", 16)])`` for
         ``pixels`` at grid 4 (16 rows per box).
         """
-        def rows(side: Sequence[tuple[Hashable, Hashable, int]]) -> tuple[
-                tuple[Hashable, ...], tuple[Hashable, ...]]:
+
+        def rows(
+            side: Sequence[tuple[Hashable, Hashable, int]],
+        ) -> tuple[tuple[Hashable, ...], tuple[Hashable, ...]]:
             if any(r < 1 for _, _, r in side):
                 raise ValueError("every box needs at least one row")
             boxes = tuple(b for b, _, r in side for _ in range(r))
@@ -87,8 +89,10 @@ class Design:
     def independent(cls, n: int, m: int) -> Design:
         """``n`` and ``m`` rows that are each their own box on their own image."""
         return cls(
-            tuple(range(n)), tuple(range(n)),
-            tuple(range(n, n + m)), tuple(range(n, n + m)),
+            tuple(range(n)),
+            tuple(range(n)),
+            tuple(range(n, n + m)),
+            tuple(range(n, n + m)),
         )
 
     @property
@@ -112,8 +116,9 @@ class Design:
         return x, y
 
 
-def _boxes_per_image(boxes: Sequence[Hashable], images: Sequence[Hashable]) -> dict[
-        Hashable, set[Hashable]]:
+def _boxes_per_image(
+    boxes: Sequence[Hashable], images: Sequence[Hashable]
+) -> dict[Hashable, set[Hashable]]:
     out: dict[Hashable, set[Hashable]] = {}
     for b, i in zip(boxes, images, strict=True):
         out.setdefault(i, set()).add(b)

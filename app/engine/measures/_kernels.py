@@ -54,7 +54,6 @@ class Kernel:
             acc.add_(torch.exp(d / -s))
         return acc.mul_(self.weight)
 
-
     def sum_(self, d: Tensor) -> float:
         """``Σ`` of the kernel values of ``d`` in float64 (``d`` is overwritten); with
         doubling scales each power is summed as it is made, with no accumulator matrix."""

@@ -90,15 +90,27 @@ def _describe_schema(s: Mapping[str, Any]) -> str:
         return "|".join(repr(v) for v in s["enum"])
     if "const" in s:
         return repr(s["const"])
-    kind = {"integer": "int", "number": "number", "boolean": "bool", "null": "None",
-            "string": "str"}.get(s.get("type", ""), s.get("type", "any"))
+    kind = {
+        "integer": "int",
+        "number": "number",
+        "boolean": "bool",
+        "null": "None",
+        "string": "str",
+    }.get(s.get("type", ""), s.get("type", "any"))
     if kind == "array":
         items = _describe_schema(s.get("items", {}))
         size = f", {s.get('minItems', 0)}..{s['maxItems']} items" if "maxItems" in s else ""
         return f"list of ({items}{size})"
-    bounds = [f"{op} {s[key]}" for key, op in (("minimum", "≥"), ("exclusiveMinimum", ">"),
-                                                  ("maximum", "≤"), ("exclusiveMaximum", "<"))
-              if key in s]
+    bounds = [
+        f"{op} {s[key]}"
+        for key, op in (
+            ("minimum", "≥"),
+            ("exclusiveMinimum", ">"),
+            ("maximum", "≤"),
+            ("exclusiveMaximum", "<"),
+        )
+        if key in s
+    ]
     return f"{kind} {' and '.join(bounds)}" if bounds else kind
 
 
@@ -107,8 +119,9 @@ def describe_options(model: type[BaseModel]) -> str:
     props: dict[str, Any] = model.model_json_schema().get("properties", {})
     if not props:
         return "it takes no options"
-    parts = [f"{name} ({_describe_schema(s)}, default {s.get('default')!r})"
-             for name, s in props.items()]
+    parts = [
+        f"{name} ({_describe_schema(s)}, default {s.get('default')!r})" for name, s in props.items()
+    ]
     return "known options: " + "; ".join(parts)
 
 
@@ -131,10 +144,14 @@ def parse_options(owner: str, model: type[_O], options: Mapping[str, Any]) -> _O
     if unknown:
         hint = ""
         if _TEST_KEYS & set(unknown):
-            hint = (" (seed and permutations configure the permutation test, not the measure: "
-                    "give them beside the options, not inside)")
-        raise ValueError(f"unknown option(s) {', '.join(map(repr, unknown))} for {owner}{hint}; "
-                         f"{describe_options(model)}")
+            hint = (
+                " (seed and permutations configure the permutation test, not the measure: "
+                "give them beside the options, not inside)"
+            )
+        raise ValueError(
+            f"unknown option(s) {', '.join(map(repr, unknown))} for {owner}{hint}; "
+            f"{describe_options(model)}"
+        )
     try:
         return model.model_validate(dict(options))
     except ValidationError as err:
@@ -143,10 +160,13 @@ def parse_options(owner: str, model: type[_O], options: Mapping[str, Any]) -> _O
             field = str(e["loc"][0]) if e["loc"] else "options"
             if e["msg"] not in problems.setdefault(field, []):
                 problems[field].append(e["msg"])
-        said = "; ".join(f"{field}={options.get(field)!r:.60}: {' / '.join(msgs)}"
-                         for field, msgs in problems.items())
-        raise ValueError(f"invalid option(s) for {owner}: {said}; "
-                         f"{describe_options(model)}") from None
+        said = "; ".join(
+            f"{field}={options.get(field)!r:.60}: {' / '.join(msgs)}"
+            for field, msgs in problems.items()
+        )
+        raise ValueError(
+            f"invalid option(s) for {owner}: {said}; {describe_options(model)}"
+        ) from None
 
 
 def as_samples(t: Tensor, what: str, *, min_rows: int = 1) -> Tensor:

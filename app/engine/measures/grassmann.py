@@ -18,10 +18,18 @@ GrassmannMetric = Literal["geodesic", "chordal", "projection", "binet_cauchy", "
 class GrassmannOptions(MeasureOptions):
     """Options of :class:`Grassmann` (``k`` is further capped by the sets' ranks)."""
 
-    k: int | None = Field(None, ge=1, le=8192, description=(
-        "Subspace dimension; none: the fewest directions that explain `energy`."))
-    energy: float = Field(0.9, gt=0, le=1, description=(
-        "Explained-variance share that sets k when k is none, in (0, 1]."))
+    k: int | None = Field(
+        None,
+        ge=1,
+        le=8192,
+        description=("Subspace dimension; none: the fewest directions that explain `energy`."),
+    )
+    energy: float = Field(
+        0.9,
+        gt=0,
+        le=1,
+        description=("Explained-variance share that sets k when k is none, in (0, 1]."),
+    )
     metric: GrassmannMetric = "geodesic"
 
 

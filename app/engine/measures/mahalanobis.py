@@ -75,9 +75,7 @@ class Mahalanobis(Measure):
         x64, y64 = x.to(torch.float64), y.to(torch.float64)
         parts = [s - s.mean(0) for s in (x64, y64) if s.shape[0] > 1]
         if not parts or sum(p.shape[0] for p in parts) < 2:
-            raise ValueError(
-                "mahalanobis needs a covariance: give at least 2 samples on one side"
-            )
+            raise ValueError("mahalanobis needs a covariance: give at least 2 samples on one side")
         residuals = torch.cat(parts)
         if not bool(residuals.abs().max() > 0):
             raise ValueError("mahalanobis: the samples have no spread, so no covariance")
@@ -102,12 +100,13 @@ class Mahalanobis(Measure):
             groups.setdefault(str(lab), []).append(i)
         resid = torch.cat([z[i] - z[i].mean(0) for i in groups.values()])
         if not bool(resid.abs().max() > 0):
-            raise ValueError("mahalanobis: the rows have no spread within labels, so no "
-                             "covariance")
+            raise ValueError("mahalanobis: the rows have no spread within labels, so no covariance")
         chol, info = torch.linalg.cholesky_ex(self._shrunk(resid))
         if int(info) != 0:
-            raise ValueError("mahalanobis: the shrunk covariance is singular for these rows; "
-                             "try shrinkage='oas' or more samples per label")
+            raise ValueError(
+                "mahalanobis: the shrunk covariance is singular for these rows; "
+                "try shrinkage='oas' or more samples per label"
+            )
         return row_distances(torch.linalg.solve_triangular(chol, z.T, upper=False).T)
 
 

@@ -39,12 +39,23 @@ _BLOCK = 2048
 # Bounds that keep the work and memory of one call bounded: a Gram block is
 # block_size² values (8192² float64 = 512 MiB at most), each bandwidth is one pass.
 Sigma = Annotated[float, Field(gt=0, allow_inf_nan=False)]
-KernelMul = Annotated[float, Field(gt=1, le=16, description=(
-    "Ratio of successive bandwidths of the multi-kernel family, in (1, 16]."))]
-KernelNum = Annotated[int, Field(ge=1, le=16, description=(
-    "Number of bandwidths of the multi-kernel family, 1..16."))]
-BlockSize = Annotated[int, Field(ge=1, le=8192, description=(
-    "Rows per Gram block (memory is block_size² values), 1..8192."))]
+KernelMul = Annotated[
+    float,
+    Field(
+        gt=1,
+        le=16,
+        description=("Ratio of successive bandwidths of the multi-kernel family, in (1, 16]."),
+    ),
+]
+KernelNum = Annotated[
+    int, Field(ge=1, le=16, description=("Number of bandwidths of the multi-kernel family, 1..16."))
+]
+BlockSize = Annotated[
+    int,
+    Field(
+        ge=1, le=8192, description=("Rows per Gram block (memory is block_size² values), 1..8192.")
+    ),
+]
 
 
 class MMDOptions(MeasureOptions):
@@ -52,14 +63,21 @@ class MMDOptions(MeasureOptions):
 
     estimator: Estimator = Field("biased", description="V-statistic, U-statistic or linear.")
     sigma: Sigma | Annotated[list[Sigma], Field(min_length=1, max_length=16)] | None = Field(
-        None, description="Bandwidth(s) > 0; none: the median heuristic.")
-    kernel: KernelKind = Field("gaussian", description="One bandwidth (or a list averaged), "
-                               "or the seed/DAN multi-kernel family.")
+        None, description="Bandwidth(s) > 0; none: the median heuristic."
+    )
+    kernel: KernelKind = Field(
+        "gaussian",
+        description="One bandwidth (or a list averaged), or the seed/DAN multi-kernel family.",
+    )
     kernel_mul: KernelMul = 2.0
     kernel_num: KernelNum = 5
     block_size: BlockSize = _BLOCK
-    median_seed: int = Field(0, ge=0, le=2**31 - 1, description=(
-        "Seed of the median heuristic's 1,024-row subset (larger inputs only)."))
+    median_seed: int = Field(
+        0,
+        ge=0,
+        le=2**31 - 1,
+        description=("Seed of the median heuristic's 1,024-row subset (larger inputs only)."),
+    )
 
 
 def make_kernel(
@@ -132,8 +150,14 @@ class MMD(Measure):
     def kernel_for(self, z: Tensor) -> Kernel:
         """The kernel of these options for the pooled rows ``z``."""
         o = self.options
-        return make_kernel(z, sigma=o.sigma, kernel=o.kernel, kernel_mul=o.kernel_mul,
-                           kernel_num=o.kernel_num, seed=o.median_seed)
+        return make_kernel(
+            z,
+            sigma=o.sigma,
+            kernel=o.kernel,
+            kernel_mul=o.kernel_mul,
+            kernel_num=o.kernel_num,
+            seed=o.median_seed,
+        )
 
     def compute(self, x: Tensor, y: Tensor) -> float:
         n, m = x.shape[0], y.shape[0]
@@ -145,8 +169,10 @@ class MMD(Measure):
             p = min(n, m) // 2
             x1, x2, y1, y2 = x[0 : 2 * p : 2], x[1 : 2 * p : 2], y[0 : 2 * p : 2], y[1 : 2 * p : 2]
             h = (
-                pair_kernel(x1, x2, k) + pair_kernel(y1, y2, k)
-                - pair_kernel(x1, y2, k) - pair_kernel(x2, y1, k)
+                pair_kernel(x1, x2, k)
+                + pair_kernel(y1, y2, k)
+                - pair_kernel(x1, y2, k)
+                - pair_kernel(x2, y1, k)
             )
             return float(h.to(torch.float64).mean())
         sxx, syy, sxy = block_sums(z, n, k, block_size)
@@ -199,8 +225,15 @@ def mmd(
     Raises:
         ValueError: bad input, unknown option, or too few samples for the estimator.
     """
-    return MMD(estimator=estimator, sigma=_listed(sigma), kernel=kernel, kernel_mul=kernel_mul,
-               kernel_num=kernel_num, block_size=block_size, median_seed=seed)(x, y)
+    return MMD(
+        estimator=estimator,
+        sigma=_listed(sigma),
+        kernel=kernel,
+        kernel_mul=kernel_mul,
+        kernel_num=kernel_num,
+        block_size=block_size,
+        median_seed=seed,
+    )(x, y)
 
 
 def _listed(sigma: float | Sequence[float] | None) -> float | list[float] | None:

@@ -32,9 +32,7 @@ def _entropy(counts: Tensor) -> Tensor:
     return -(p * p.log()).sum()
 
 
-def mutual_information(
-    a: Tensor, b: Tensor, *, bins: int = 16, normalised: bool = False
-) -> float:
+def mutual_information(a: Tensor, b: Tensor, *, bins: int = 16, normalised: bool = False) -> float:
     """Plug-in mutual information (nats) between corresponding values of ``a`` and ``b``.
 
     Each side is cut into ``bins`` equal-width bins over its own ``[min, max]``; MI is
@@ -54,8 +52,9 @@ def mutual_information(
         ValueError: mismatched sizes, non-finite values, fewer than 2 values, ``bins``
             outside 2..256, or ``normalised`` with a constant region (zero entropy).
     """
-    o = parse_options("mutual_information", MutualInformationOptions,
-                      {"bins": bins, "normalised": normalised})
+    o = parse_options(
+        "mutual_information", MutualInformationOptions, {"bins": bins, "normalised": normalised}
+    )
     bins, normalised = o.bins, o.normalised
     fa, fb = a.reshape(-1).to(torch.float64), b.reshape(-1).to(torch.float64)
     if fa.numel() != fb.numel():

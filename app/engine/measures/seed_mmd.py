@@ -20,8 +20,14 @@ class SeedMMDOptions(MeasureOptions):
 
     kernel_mul: KernelMul = 2.0
     kernel_num: KernelNum = 5
-    fix_sigma: float | None = Field(None, ge=0, allow_inf_nan=False, description=(
-        "The middle bandwidth b (of exp(-d²/b)); none or 0: the mean squared distance."))
+    fix_sigma: float | None = Field(
+        None,
+        ge=0,
+        allow_inf_nan=False,
+        description=(
+            "The middle bandwidth b (of exp(-d²/b)); none or 0: the mean squared distance."
+        ),
+    )
     block_size: BlockSize = 2048
 
 

@@ -18,9 +18,21 @@ from app.jobs import Cancelled, JobCancelled
 from app.service.imports import BATCH_BOXES
 from app.store import Store
 
-__all__ = ["Advance", "Annotation", "DatasetFormat", "DatasetSummary", "Finder",
-           "IMAGE_SUFFIXES", "Item", "MAX_ANNOTATION_FILE_BYTES", "Skipped", "resolve_inside",
-           "read_small", "run_items", "walk"]
+__all__ = [
+    "Advance",
+    "Annotation",
+    "DatasetFormat",
+    "DatasetSummary",
+    "Finder",
+    "IMAGE_SUFFIXES",
+    "Item",
+    "MAX_ANNOTATION_FILE_BYTES",
+    "Skipped",
+    "resolve_inside",
+    "read_small",
+    "run_items",
+    "walk",
+]
 
 DatasetFormat = Literal["coco", "voc", "yolo"]
 Advance = Callable[[int, int], None]
@@ -135,8 +147,10 @@ class Finder:
                 self._by_name[path.name].append(path)
         found = self._by_name.get(parts[-1], [])
         if len(found) > 1:
-            return None, (f"{len(found)} files named {parts[-1]!r} under {self.base}; "
-                          "give the path relative to the images folder")
+            return None, (
+                f"{len(found)} files named {parts[-1]!r} under {self.base}; "
+                "give the path relative to the images folder"
+            )
         if not found:
             return None, f"no file {relative!r} under the images folder {self.base}"
         inside = resolve_inside(self.base, found[0])
@@ -145,8 +159,13 @@ class Finder:
         return inside, None
 
 
-def run_items(store: Store, summary: DatasetSummary, items: list[Item],
-         advance: Advance | None, cancelled: Cancelled | None) -> DatasetSummary:
+def run_items(
+    store: Store,
+    summary: DatasetSummary,
+    items: list[Item],
+    advance: Advance | None,
+    cancelled: Cancelled | None,
+) -> DatasetSummary:
     """Store every item's image, then its checked boxes in batches (see the module doc)."""
     boxes: dict[int, list[tuple[float, float, float, float, str]]] = defaultdict(list)
     source_ids: dict[int, list[int | None]] = defaultdict(list)
@@ -161,8 +180,13 @@ def run_items(store: Store, summary: DatasetSummary, items: list[Item],
         summary.boxes_added += count.added
         summary.boxes_present += count.present
         for image_id, reason in count.skipped.items():
-            summary.skipped.append(Skipped(f"image {image_id} ({len(wheres[image_id])} "
-                                           "boxes)", reason, len(wheres[image_id])))
+            summary.skipped.append(
+                Skipped(
+                    f"image {image_id} ({len(wheres[image_id])} boxes)",
+                    reason,
+                    len(wheres[image_id]),
+                )
+            )
         boxes.clear()
         source_ids.clear()
         wheres.clear()
@@ -172,8 +196,10 @@ def run_items(store: Store, summary: DatasetSummary, items: list[Item],
     for done, item in enumerate(items, start=1):
         if cancelled is not None and cancelled():
             flush()
-            raise JobCancelled("cancelled; the images and boxes stored so far stay, and "
-                               "running the import again finishes it")
+            raise JobCancelled(
+                "cancelled; the images and boxes stored so far stay, and "
+                "running the import again finishes it"
+            )
         summary.images_seen += 1
         pending += _one(store, summary, item, boxes, source_ids, wheres)
         if pending >= BATCH_BOXES:
@@ -184,9 +210,14 @@ def run_items(store: Store, summary: DatasetSummary, items: list[Item],
     return summary
 
 
-def _one(store: Store, summary: DatasetSummary, item: Item,
-         boxes: dict[int, list[tuple[float, float, float, float, str]]],
-         source_ids: dict[int, list[int | None]], wheres: dict[int, list[str]]) -> int:
+def _one(
+    store: Store,
+    summary: DatasetSummary,
+    item: Item,
+    boxes: dict[int, list[tuple[float, float, float, float, str]]],
+    source_ids: dict[int, list[int | None]],
+    wheres: dict[int, list[str]],
+) -> int:
     """Store one image and queue its boxes; returns how many boxes it queued."""
     what = f"image {item.name!r}"
     if item.path is None:
@@ -195,8 +226,7 @@ def _one(store: Store, summary: DatasetSummary, item: Item,
     try:
         data = item.path.read_bytes()
     except OSError as exc:
-        summary.skipped.append(Skipped(what, f"not read: {exc.strerror or exc}",
-                                       item.count_hint))
+        summary.skipped.append(Skipped(what, f"not read: {exc.strerror or exc}", item.count_hint))
         return 0
     try:
         # A store that cannot write (a full disk) raises on: every later image would fail.
@@ -209,9 +239,14 @@ def _one(store: Store, summary: DatasetSummary, item: Item,
     else:
         summary.images_present += 1
     if item.size is not None and item.size != (record.width, record.height):
-        summary.skipped.append(Skipped(
-            what, f"the annotations are for a {item.size[0]}×{item.size[1]} image; it is "
-            f"{record.width}×{record.height} as displayed", item.count_hint))
+        summary.skipped.append(
+            Skipped(
+                what,
+                f"the annotations are for a {item.size[0]}×{item.size[1]} image; it is "
+                f"{record.width}×{record.height} as displayed",
+                item.count_hint,
+            )
+        )
         return 0
     reasons: list[str] = []
     try:
@@ -237,6 +272,8 @@ def _one(store: Store, summary: DatasetSummary, item: Item,
 
 def read_small(path: Path) -> bytes:
     if path.stat().st_size > MAX_ANNOTATION_FILE_BYTES:
-        raise ValueError(f"{path.name} is larger than {MAX_ANNOTATION_FILE_BYTES} bytes; "
-                         "an annotation file of one image is far smaller")
+        raise ValueError(
+            f"{path.name} is larger than {MAX_ANNOTATION_FILE_BYTES} bytes; "
+            "an annotation file of one image is far smaller"
+        )
     return path.read_bytes()

@@ -55,16 +55,14 @@ def import_coco_dataset(
     return run_items(store, summary, _coco_items(document, images_dir, summary), advance, cancelled)
 
 
-def _coco_items(document: CocoDocument, images_dir: Path, summary: DatasetSummary
-                ) -> list[Item]:
+def _coco_items(document: CocoDocument, images_dir: Path, summary: DatasetSummary) -> list[Item]:
     per_image: dict[CocoId, list[CocoAnnotation]] = defaultdict(list)
     for annotation in document.annotations:
         per_image[annotation.image_id].append(annotation)
     known = {image.id for image in document.images}
     orphans = sum(len(v) for k, v in per_image.items() if k not in known)
     if orphans:
-        summary.skipped.append(Skipped("annotations", "their image_id is not in 'images'",
-                                       orphans))
+        summary.skipped.append(Skipped("annotations", "their image_id is not in 'images'", orphans))
     finder = Finder(images_dir)
     items = []
     for image in document.images:
@@ -72,10 +70,15 @@ def _coco_items(document: CocoDocument, images_dir: Path, summary: DatasetSummar
         path, problem = finder.find(image.path or image.file_name)
         size = (image.width, image.height) if image.width and image.height else None
 
-        def read(_w: int, _h: int, _reasons: list[str],
-                 mine: list[CocoAnnotation] = mine) -> list[Annotation]:
-            return [Annotation(f"annotation {a.id if a.id is not None else '(no id)'}",
-                                a.box, _source_id(a.id)) for a in mine]
+        def read(
+            _w: int, _h: int, _reasons: list[str], mine: list[CocoAnnotation] = mine
+        ) -> list[Annotation]:
+            return [
+                Annotation(
+                    f"annotation {a.id if a.id is not None else '(no id)'}", a.box, _source_id(a.id)
+                )
+                for a in mine
+            ]
 
         items.append(Item(image.file_name, path, problem, read, len(mine), size))
     return items

@@ -56,16 +56,21 @@ def import_voc_dataset(
         images_dir = root / "JPEGImages"
     xmls = [p for p in walk(annotations_dir) if p.suffix.lower() == ".xml"]
     if not xmls:
-        raise ValueError(f"no .xml files under {annotations_dir}; a VOC folder holds "
-                         "Annotations/*.xml and JPEGImages/, or XML files beside the images")
+        raise ValueError(
+            f"no .xml files under {annotations_dir}; a VOC folder holds "
+            "Annotations/*.xml and JPEGImages/, or XML files beside the images"
+        )
     summary = DatasetSummary("voc")
     items = []
     for xml in xmls:
         folders = ([images_dir] if images_dir is not None else []) + [xml.parent]
         item = _voc_item(root, xml, folders)
         if item is None:
-            summary.skipped.append(Skipped(str(xml.relative_to(root)), "not a VOC file "
-                                           "(no <annotation>, or unreadable)"))
+            summary.skipped.append(
+                Skipped(
+                    str(xml.relative_to(root)), "not a VOC file (no <annotation>, or unreadable)"
+                )
+            )
         else:
             items.append(item)
     return run_items(store, summary, items, advance, cancelled)
@@ -90,8 +95,8 @@ def _voc_item(root: Path, xml: Path, folders: list[Path]) -> Item | None:
 
     def read(width: int, height: int, reasons: list[str]) -> list[Annotation]:
         boxes = parse_voc(text, width, height, reasons)
-        return [Annotation(f"{xml.name} object {i}", box) for i, box in
-                enumerate(boxes, start=1)]
+        return [Annotation(f"{xml.name} object {i}", box) for i, box in enumerate(boxes, start=1)]
 
-    return Item(path.name if path is not None else shown, path, problem, read,
-                 text.count(b"<object"))
+    return Item(
+        path.name if path is not None else shown, path, problem, read, text.count(b"<object")
+    )

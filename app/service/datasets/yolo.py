@@ -44,8 +44,10 @@ def import_yolo_dataset(
     labels_dir = root / "labels" if (root / "labels").is_dir() else images_dir
     pictures = [p for p in walk(images_dir) if p.suffix.lower() in IMAGE_SUFFIXES]
     if not pictures:
-        raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {images_dir}; a "
-                         "YOLO folder holds images/ and labels/")
+        raise ValueError(
+            f"no images ({', '.join(IMAGE_SUFFIXES)}) under {images_dir}; a "
+            "YOLO folder holds images/ and labels/"
+        )
     items = []
     for picture in pictures:
         label_file = (labels_dir / picture.relative_to(images_dir)).with_suffix(".txt")
@@ -60,8 +62,14 @@ def import_yolo_dataset(
     return run_items(store, DatasetSummary("yolo"), items, advance, cancelled)
 
 
-def _yolo_item(name: str, path: Path | None, problem: str | None, label_file: Path,
-               classes: list[str], hint: int) -> Item:
+def _yolo_item(
+    name: str,
+    path: Path | None,
+    problem: str | None,
+    label_file: Path,
+    classes: list[str],
+    hint: int,
+) -> Item:
     def read(width: int, height: int, reasons: list[str]) -> list[Annotation]:
         if not label_file.is_file():
             return []
@@ -70,8 +78,9 @@ def _yolo_item(name: str, path: Path | None, problem: str | None, label_file: Pa
         except UnicodeDecodeError:
             raise ValueError(f"{label_file.name} is not UTF-8 text") from None
         boxes = parse_yolo(text, classes, width, height, reasons)
-        return [Annotation(f"{label_file.name} box {i}", box)
-                for i, box in enumerate(boxes, start=1)]
+        return [
+            Annotation(f"{label_file.name} box {i}", box) for i, box in enumerate(boxes, start=1)
+        ]
 
     return Item(name, path, problem, read, hint)
 

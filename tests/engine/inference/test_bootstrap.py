@@ -26,8 +26,9 @@ def test_unit_bootstrap_covers_the_true_distance_at_about_95_percent() -> None:
     images, rows, reps = 40, 3, 200
     truth = 4.0
     centre = torch.tensor([truth, 0.0], dtype=torch.float64)
-    design = Design.from_boxes([(i, i, rows) for i in range(images)],
-                               [(i + 100, i + 100, rows) for i in range(images)])
+    design = Design.from_boxes(
+        [(i, i, rows) for i in range(images)], [(i + 100, i + 100, rows) for i in range(images)]
+    )
     naive = Design.independent(images * rows, images * rows)
     unit_cover = row_cover = 0
     for rep in range(reps):
@@ -77,11 +78,13 @@ def test_bootstrap_and_slow_permutations_stop_when_cancelled() -> None:
         return lambda: len(calls) >= n
 
     with pytest.raises(InterruptedError):
-        bootstrap_interval(statistic, x, y, Design.independent(6, 5), resamples=500,
-                           cancelled=after(3))
+        bootstrap_interval(
+            statistic, x, y, Design.independent(6, 5), resamples=500, cancelled=after(3)
+        )
     assert len(calls) == 3
     calls.clear()
     with pytest.raises(InterruptedError):
-        permutation_test(statistic, x, y, Design.independent(6, 5), permutations=400,
-                         cancelled=after(5))
+        permutation_test(
+            statistic, x, y, Design.independent(6, 5), permutations=400, cancelled=after(5)
+        )
     assert len(calls) == 5  # the observed value and four assignments, not a whole batch

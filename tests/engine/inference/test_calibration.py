@@ -27,10 +27,15 @@ def test_null_rates_hold_the_level_and_brick_vs_grass_is_detected(
     embedded_model: LoadedModel,
 ) -> None:
     bank = precompute(embedded_model, boxes=48, crops=12)
-    mid_only = {("mahalanobis", LAYERS[0]): 0, ("grassmann (gap)", LAYERS[0]): 0,
-                ("grassmann (pixels)", LAYERS[0]): 0, ("grassmann (pixels)", LAYERS[1]): 0}
-    rows = calibration_rates(REPETITIONS, bank=bank, measures=MEASURES, permutations=39,
-                             limits=mid_only)
+    mid_only = {
+        ("mahalanobis", LAYERS[0]): 0,
+        ("grassmann (gap)", LAYERS[0]): 0,
+        ("grassmann (pixels)", LAYERS[0]): 0,
+        ("grassmann (pixels)", LAYERS[1]): 0,
+    }
+    rows = calibration_rates(
+        REPETITIONS, bank=bank, measures=MEASURES, permutations=39, limits=mid_only
+    )
     print()
     print_table(rows)
     assert {r.scenario for r in rows} == set(SCENARIOS)

@@ -26,8 +26,9 @@ def test_ess_equals_a_hand_computation_on_unequal_units() -> None:
     groups = [rng.normal(size=(s, 3)) + rng.normal(size=3) * 2 for s in sizes]
     x = torch.from_numpy(np.concatenate(groups))
     y = torch.from_numpy(rng.normal(size=(5, 3)))
-    design = Design.from_boxes([(i, i, s) for i, s in enumerate(sizes)],
-                               [(10 + j, 10 + j, 1) for j in range(5)])
+    design = Design.from_boxes(
+        [(i, i, s) for i, s in enumerate(sizes)], [(10 + j, 10 + j, 1) for j in range(5)]
+    )
     ex, ey = effective_sizes(x, y, design)
     rho = _hand_icc(groups)
     assert 0.3 < rho < 1

@@ -52,14 +52,24 @@ def _brute(design: Design, unit: str) -> list[tuple[bool, ...]]:
 
 
 DESIGNS = {
-    "boxes": (Design.from_boxes([(1, "a", 2), (2, "b", 1), (3, "c", 3)],
-                                [(4, "d", 2), (5, "e", 1)]), "box"),
-    "images": (Design.from_boxes(
-        [(1, "a", 2), (2, "a", 1), (3, "b", 2), (4, "c", 1)],
-        [(5, "d", 2), (6, "e", 1), (7, "e", 2)]), "image"),
-    "shared": (Design.from_boxes(
-        [(1, "s", 1), (2, "s", 2), (3, "a", 1), (4, "b", 2)],
-        [(5, "s", 1), (6, "t", 1), (7, "c", 2), (8, "t", 1), (9, "s", 1)]), "image"),
+    "boxes": (
+        Design.from_boxes([(1, "a", 2), (2, "b", 1), (3, "c", 3)], [(4, "d", 2), (5, "e", 1)]),
+        "box",
+    ),
+    "images": (
+        Design.from_boxes(
+            [(1, "a", 2), (2, "a", 1), (3, "b", 2), (4, "c", 1)],
+            [(5, "d", 2), (6, "e", 1), (7, "e", 2)],
+        ),
+        "image",
+    ),
+    "shared": (
+        Design.from_boxes(
+            [(1, "s", 1), (2, "s", 2), (3, "a", 1), (4, "b", 2)],
+            [(5, "s", 1), (6, "t", 1), (7, "c", 2), (8, "t", 1), (9, "s", 1)],
+        ),
+        "image",
+    ),
 }
 
 
@@ -113,13 +123,15 @@ def test_four_vs_four_images_attain_two_in_seventy() -> None:
 
 @pytest.mark.parametrize("fast", [False, True])
 def test_float32_rows_keep_the_mirror_tie_of_an_exact_test(fast: bool) -> None:
-    design = Design.from_boxes([(b, b // 2, 3) for b in range(8)],
-                               [(b, b // 2, 3) for b in range(8, 16)])
+    design = Design.from_boxes(
+        [(b, b // 2, 3) for b in range(8)], [(b, b // 2, 3) for b in range(8, 16)]
+    )
     g = torch.Generator().manual_seed(2)
     x = torch.randn(24, 50, generator=g) + 0.4
     y = torch.randn(24, 50, generator=g)
-    res = permutation_test(lambda a, b: mmd(a, b), x, y, design, permutations=100,
-                           mmd_options={} if fast else None)
+    res = permutation_test(
+        lambda a, b: mmd(a, b), x, y, design, permutations=100, mmd_options={} if fast else None
+    )
     assert res.exact and res.permutations == 70
     assert res.min_p == pytest.approx(2 / 70) and res.p_value == pytest.approx(2 / 70)
 
@@ -151,15 +163,16 @@ def test_too_few_images_give_no_p_value_and_say_how_many_to_add() -> None:
     assert res.exact and res.permutations == 3 and res.p_value is None
     assert res.min_p == pytest.approx(1 / 3)
     # 3 vs 4 images: 1/C(7, 3) = 1/35 ≤ 0.05; 2 vs 3 gives 1/10.
-    assert any("1 vs 2 images" in w and "0.333 > 0.05" in w and "add at least 2 more" in w
-               for w in res.warnings), res.warnings
+    assert any(
+        "1 vs 2 images" in w and "0.333 > 0.05" in w and "add at least 2 more" in w
+        for w in res.warnings
+    ), res.warnings
     assert fewest_more_units(1, 2, 0.05) == 2
     assert 1 / math.comb(7, 3) <= 0.05 < 1 / math.comb(5, 2)
 
 
 def test_single_image_groups_and_forced_box_units_are_flagged() -> None:
-    design = Design.from_boxes([(b, "a", 1) for b in range(5)],
-                               [(b, "b", 1) for b in range(5, 10)])
+    design = Design.from_boxes([(b, "a", 1) for b in range(5)], [(b, "b", 1) for b in range(5, 10)])
     x = torch.arange(15, dtype=torch.float64).reshape(5, 3)
     y = x.flip(0) + 0.5
     res = permutation_test(_mean_gap, x, y, design, permutations=10, unit="box")

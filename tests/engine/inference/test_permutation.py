@@ -23,8 +23,10 @@ _DESIGN = Design.from_boxes(
 def _data(seed: int, shift: float) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     nx, ny = _DESIGN.n_rows
-    return (torch.randn(nx, 5, generator=g, dtype=torch.float64),
-            torch.randn(ny, 5, generator=g, dtype=torch.float64) + shift)
+    return (
+        torch.randn(nx, 5, generator=g, dtype=torch.float64),
+        torch.randn(ny, 5, generator=g, dtype=torch.float64) + shift,
+    )
 
 
 @pytest.mark.parametrize(
@@ -42,8 +44,9 @@ def test_mmd_fast_path_equals_calling_mmd_for_every_assignment(
 ) -> None:
     x, y = _data(0, 0.4)
     slow_fn = partial(mmd, **options)
-    fast = permutation_test(slow_fn, x, y, _DESIGN, permutations=permutations, seed=7,
-                            mmd_options=options)
+    fast = permutation_test(
+        slow_fn, x, y, _DESIGN, permutations=permutations, seed=7, mmd_options=options
+    )
     slow = permutation_test(slow_fn, x, y, _DESIGN, permutations=permutations, seed=7)
     assert fast.exact == slow.exact == (permutations == 5000)
     assert fast.statistic == pytest.approx(slow.statistic, rel=1e-10, abs=1e-12)
@@ -56,11 +59,13 @@ def test_mmd_fast_path_walking_kernel_blocks_equals_the_whole_kernel(
 ) -> None:
     x, y = _data(2, 0.2)
     opts = {"estimator": "unbiased", "kernel": "multi"}
-    whole = permutation_test(partial(mmd, **opts), x, y, _DESIGN, permutations=25, seed=1,
-                             mmd_options=opts)
+    whole = permutation_test(
+        partial(mmd, **opts), x, y, _DESIGN, permutations=25, seed=1, mmd_options=opts
+    )
     monkeypatch.setattr(permutation_module, "_FULL_KERNEL_ROWS", 0)
-    blocks = permutation_test(partial(mmd, **opts), x, y, _DESIGN, permutations=25, seed=1,
-                              mmd_options=opts)
+    blocks = permutation_test(
+        partial(mmd, **opts), x, y, _DESIGN, permutations=25, seed=1, mmd_options=opts
+    )
     torch.testing.assert_close(blocks.null, whole.null, rtol=1e-10, atol=1e-12)
 
 
@@ -79,10 +84,12 @@ def test_an_mmd_instance_takes_the_fast_path() -> None:
     torch.testing.assert_close(res.null, ref.null, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("options", [{"kernel": "multi", "kernel_num": 3},
-                                     {"estimator": "unbiased", "sigma": 0.7}])
+@pytest.mark.parametrize(
+    "options", [{"kernel": "multi", "kernel_num": 3}, {"estimator": "unbiased", "sigma": 0.7}]
+)
 def test_a_configured_mmd_instance_keeps_its_options_on_the_fast_path(
-        options: dict[str, object]) -> None:
+    options: dict[str, object],
+) -> None:
     x, y = _data(3, 0.2)
     calls = []
 
@@ -126,8 +133,9 @@ def _rates(shift: float, repetitions: int) -> tuple[float, float]:
         sy = [(b + 1000, i + 1000, r) for b, i, r in sy]
         design = Design.from_boxes(sx, sy)
         unit = permutation_test(_mean_gap, x, y, design, permutations=99, seed=rep)
-        rows = permutation_test(_mean_gap, x, y, Design.independent(*design.n_rows),
-                                permutations=99, seed=rep)
+        rows = permutation_test(
+            _mean_gap, x, y, Design.independent(*design.n_rows), permutations=99, seed=rep
+        )
         assert unit.unit == "image" and unit.n_units == (5, 5) and rows.unit == "box"
         assert unit.p_value is not None and rows.p_value is not None
         unit_hits += unit.p_value <= 0.05
@@ -138,8 +146,10 @@ def _rates(shift: float, repetitions: int) -> tuple[float, float]:
 def test_unit_level_test_holds_its_level_where_row_level_does_not() -> None:
     reps = 240
     unit_rate, row_rate = _rates(0.0, reps)
-    print(f"\nclustered null, {reps} repetitions: unit-level {unit_rate:.3f}, "
-          f"row-level {row_rate:.3f}")
+    print(
+        f"\nclustered null, {reps} repetitions: unit-level {unit_rate:.3f}, "
+        f"row-level {row_rate:.3f}"
+    )
     # The central binomial 95% range of the rejection count at level 0.05.
     low, high = binom.ppf([0.025, 0.975], reps, 0.05) / reps
     assert low <= unit_rate <= high, (unit_rate, low, high)

@@ -143,9 +143,11 @@ def test_seed_mmd_with_unequal_sizes_is_the_biased_estimate_of_the_summed_kernel
     # The check has power: the sets differ, and the unbiased estimate of the same kernel
     # (what a mix-up of estimators would return) is another number.
     assert want > 0.05
-    unbiased = float((k[:n, :n].sum() - k[:n, :n].trace()) / max(n * (n - 1), 1)
-                     + (k[n:, n:].sum() - k[n:, n:].trace()) / max(m * (m - 1), 1)
-                     - 2 * k[:n, n:].mean())
+    unbiased = float(
+        (k[:n, :n].sum() - k[:n, :n].trace()) / max(n * (n - 1), 1)
+        + (k[n:, n:].sum() - k[n:, n:].trace()) / max(m * (m - 1), 1)
+        - 2 * k[:n, n:].mean()
+    )
     assert abs(got - unbiased) > 1e-3
 
 

@@ -14,8 +14,10 @@ from app.engine.measures.base import NoOptions
 
 def _pair(n: int = 9, m: int = 6, d: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(11)
-    return (torch.randn(n, d, generator=g, dtype=torch.float64),
-            torch.randn(m, d, generator=g, dtype=torch.float64) + 0.4)
+    return (
+        torch.randn(n, d, generator=g, dtype=torch.float64),
+        torch.randn(m, d, generator=g, dtype=torch.float64) + 0.4,
+    )
 
 
 @pytest.mark.parametrize("name", sorted(MEASURES))
@@ -44,28 +46,31 @@ def test_defaults_are_the_schema_defaults_and_the_listing_shows_the_schema(name:
         assert getattr(m.options, key) == schema["default"], key
 
 
-@pytest.mark.parametrize(("name", "options", "field"), [
-    ("mmd", {"kernel_num": 1e6}, "kernel_num"),
-    ("mmd", {"kernel_num": 0}, "kernel_num"),
-    ("mmd", {"kernel_mul": 1e308}, "kernel_mul"),
-    ("mmd", {"kernel_mul": 1.0}, "kernel_mul"),
-    ("mmd", {"block_size": "a"}, "block_size"),
-    ("mmd", {"block_size": 8193}, "block_size"),
-    ("mmd", {"sigma": 0.0}, "sigma"),
-    ("mmd", {"sigma": math.inf}, "sigma"),
-    ("mmd", {"sigma": [1.0] * 17}, "sigma"),
-    ("mmd", {"estimator": "quadratic"}, "estimator"),
-    ("seed_mmd", {"kernel_num": 17}, "kernel_num"),
-    ("seed_mmd", {"fix_sigma": -1.0}, "fix_sigma"),
-    ("seed_mmd", {"fix_sigma": math.nan}, "fix_sigma"),
-    ("mutual_information", {"bins": 1e6}, "bins"),
-    ("mutual_information", {"bins": 1}, "bins"),
-    ("grassmann", {"energy": 0.0}, "energy"),
-    ("grassmann", {"energy": 1.5}, "energy"),
-    ("grassmann", {"k": 0}, "k"),
-    ("grassmann", {"metric": "angle"}, "metric"),
-    ("mahalanobis", {"shrinkage": "plain"}, "shrinkage"),
-])
+@pytest.mark.parametrize(
+    ("name", "options", "field"),
+    [
+        ("mmd", {"kernel_num": 1e6}, "kernel_num"),
+        ("mmd", {"kernel_num": 0}, "kernel_num"),
+        ("mmd", {"kernel_mul": 1e308}, "kernel_mul"),
+        ("mmd", {"kernel_mul": 1.0}, "kernel_mul"),
+        ("mmd", {"block_size": "a"}, "block_size"),
+        ("mmd", {"block_size": 8193}, "block_size"),
+        ("mmd", {"sigma": 0.0}, "sigma"),
+        ("mmd", {"sigma": math.inf}, "sigma"),
+        ("mmd", {"sigma": [1.0] * 17}, "sigma"),
+        ("mmd", {"estimator": "quadratic"}, "estimator"),
+        ("seed_mmd", {"kernel_num": 17}, "kernel_num"),
+        ("seed_mmd", {"fix_sigma": -1.0}, "fix_sigma"),
+        ("seed_mmd", {"fix_sigma": math.nan}, "fix_sigma"),
+        ("mutual_information", {"bins": 1e6}, "bins"),
+        ("mutual_information", {"bins": 1}, "bins"),
+        ("grassmann", {"energy": 0.0}, "energy"),
+        ("grassmann", {"energy": 1.5}, "energy"),
+        ("grassmann", {"k": 0}, "k"),
+        ("grassmann", {"metric": "angle"}, "metric"),
+        ("mahalanobis", {"shrinkage": "plain"}, "shrinkage"),
+    ],
+)
 def test_out_of_range_options_name_the_option_and_its_bounds(
     name: str, options: dict[str, Any], field: str
 ) -> None:
@@ -76,8 +81,12 @@ def test_out_of_range_options_name_the_option_and_its_bounds(
 
 def test_bounds_are_inclusive_where_documented() -> None:
     x, y = _pair()
-    for options in ({"kernel": "multi", "kernel_num": 16, "kernel_mul": 16.0},
-                    {"block_size": 1}, {"block_size": 8192}, {"sigma": [0.5, 1.0, 2.0]}):
+    for options in (
+        {"kernel": "multi", "kernel_num": 16, "kernel_mul": 16.0},
+        {"block_size": 1},
+        {"block_size": 8192},
+        {"sigma": [0.5, 1.0, 2.0]},
+    ):
         assert math.isfinite(get_measure("mmd", **options)(x, y))
     assert get_measure("mutual_information", bins=256)(x, y) >= 0
     assert get_measure("grassmann", energy=1.0)(x, y) >= 0
@@ -86,12 +95,13 @@ def test_bounds_are_inclusive_where_documented() -> None:
 def test_wrappers_equal_the_configured_measures() -> None:
     x, y = _pair()
     assert mmd(x, y, kernel="multi", kernel_mul=3.0, kernel_num=3, estimator="unbiased") == (
-        get_measure("mmd", kernel="multi", kernel_mul=3.0, kernel_num=3,
-                    estimator="unbiased")(x, y))
+        get_measure("mmd", kernel="multi", kernel_mul=3.0, kernel_num=3, estimator="unbiased")(x, y)
+    )
     assert mmd(x, y, sigma=(0.5, 2.0)) == get_measure("mmd", sigma=[0.5, 2.0])(x, y)
     assert seed_mmd(x, y, fix_sigma=2.0) == get_measure("seed_mmd", fix_sigma=2.0)(x, y)
     assert grassmann(x, y, k=2, metric="chordal") == get_measure(
-        "grassmann", k=2, metric="chordal")(x, y)
+        "grassmann", k=2, metric="chordal"
+    )(x, y)
 
 
 def test_a_configured_measure_keeps_its_options_and_takes_none_per_call() -> None:

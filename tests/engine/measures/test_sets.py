@@ -124,8 +124,9 @@ def test_principal_angles_are_ascending_and_equal_scipys_reversed(
 
 
 @pytest.mark.parametrize(("n", "m", "d", "k"), [(31, 17, 9, 3), (3199, 8, 5, 2), (3, 4, 7, 2)])
-@pytest.mark.parametrize("metric", ["geodesic", "chordal", "projection", "binet_cauchy",
-                                    "fubini_study"])
+@pytest.mark.parametrize(
+    "metric", ["geodesic", "chordal", "projection", "binet_cauchy", "fubini_study"]
+)
 def test_identical_subspaces_are_at_distance_zero_to_rounding(
     n: int, m: int, d: int, k: int, metric: str
 ) -> None:
@@ -147,9 +148,13 @@ def test_a_known_small_angle_is_measured_to_full_precision(t: float) -> None:
     by = np.stack([e[0], math.cos(t) * e[1] + math.sin(t) * e[2]])
     x = torch.from_numpy(rng.normal(size=(23, 2)) @ bx)
     y = torch.from_numpy(rng.normal(size=(11, 2)) @ by)
-    np.testing.assert_allclose(principal_angles(x, y, 2).numpy(), [0.0, t], rtol=1e-9,
-                               atol=1e-15)
-    want = {"geodesic": t, "chordal": 2 * math.sin(t / 2), "projection": math.sin(t),
-            "binet_cauchy": math.sin(t), "fubini_study": t}
+    np.testing.assert_allclose(principal_angles(x, y, 2).numpy(), [0.0, t], rtol=1e-9, atol=1e-15)
+    want = {
+        "geodesic": t,
+        "chordal": 2 * math.sin(t / 2),
+        "projection": math.sin(t),
+        "binet_cauchy": math.sin(t),
+        "fubini_study": t,
+    }
     for metric, value in want.items():
         assert grassmann(x, y, k=2, metric=metric) == pytest.approx(value, rel=1e-8), metric  # type: ignore[arg-type]
