@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
-from app.api.deps import MAX_ID, BoxDep, StoreDep
+from app.api.deps import ERRORS, MAX_ID, BoxDep, StoreDep
 from app.api.pagination import (
     DEFAULT_LIMIT,
     CursorQuery,
@@ -23,7 +23,7 @@ __all__ = ["router"]
 router = APIRouter(prefix="/api", tags=["boxes"])
 
 
-@router.get("/boxes", response_model=Paged[BoxOut])
+@router.get("/boxes", response_model=Paged[BoxOut], responses={422: ERRORS[422]})
 def list_boxes(
     store: StoreDep,
     label: Annotated[list[str] | None, Query(max_length=200)] = None,

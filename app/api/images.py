@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
 from PIL import Image
 
-from app.api.deps import MAX_ID, ImageDep, SettingsDep, StoreDep
+from app.api.deps import ERRORS, MAX_ID, ImageDep, SettingsDep, StoreDep
 from app.api.pagination import (
     DEFAULT_LIMIT,
     CursorQuery,
@@ -83,7 +83,7 @@ def upload_image(
     return ImageOut.of(record)
 
 
-@router.get("", response_model=Paged[ImageOut])
+@router.get("", response_model=Paged[ImageOut], responses={422: ERRORS[422]})
 def list_images(
     store: StoreDep,
     label: Annotated[
