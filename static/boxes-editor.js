@@ -186,8 +186,10 @@ export class BoxEditor {
       this.render();
       if (geometry.w < MIN_SIZE || geometry.h < MIN_SIZE) {
         if ("under" in drag) this.select(drag.under ? drag.under.id : null);
+        this.#released(drag.under, false);
         return;
       }
+      this.#released(null, true);
       await this.create({ ...geometry, label: this.getLabel() });
       return;
     }
@@ -196,8 +198,10 @@ export class BoxEditor {
     const before = pick(drag.before);
     if (["x", "y", "w", "h"].every((k) => before[k] === geometry[k])) {
       this.render();
+      this.#released(drag.box, false);
       return;
     }
+    this.#released(drag.box, true);
     await this.update(drag.box.id, geometry, before);
   }
 
@@ -262,10 +266,20 @@ export class BoxEditor {
   // A second press on the same box within DOUBLE_MS asks to relabel it. Counted here, not
   // with "dblclick": the press re-renders the overlay and captures the pointer, so the
   // browser's click events land on the overlay, or not at all.
+  // Only clicks count: a press that drags (moves, resizes or draws) ends the sequence, and
+  // the relabel is asked for when the second press is released without a drag.
   #doublePress(box, event) {
     const last = this.lastPress;
     this.lastPress = box ? { id: box.id, time: event.timeStamp } : null;
-    if (!box || !last || last.id !== box.id || event.timeStamp - last.time > DOUBLE_MS) return;
+    this.pendingRelabel = Boolean(box && last && last.id === box.id
+      && event.timeStamp - last.time <= DOUBLE_MS);
+  }
+
+  #released(box, dragged) {
+    const relabel = this.pendingRelabel && !dragged && box;
+    this.pendingRelabel = false;
+    if (dragged) this.lastPress = null;
+    if (!relabel) return;
     this.lastPress = null;
     this.select(box.id);
     this.onRelabel(box);
