@@ -9,7 +9,7 @@ service functions call them again before extraction (the CLI and jobs go through
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from app.config import Settings
 from app.engine.cams.scorecam import scorecam_batch
@@ -67,6 +67,32 @@ def _sizes(store: Store, image_ids: Iterable[int]) -> list[tuple[int, int]]:
     return [(r.width, r.height) for r in records]
 
 
+def _boxes_budget(
+    estimate: Callable[..., Estimate],
+    store: Store,
+    settings: Settings,
+    model: LoadedModel,
+    boxes: Iterable[BoxRecord],
+    **keywords: object,
+) -> Estimate:
+    """``estimate`` of a request over ``boxes``, given the model's cost, the boxes' image
+    sizes and ``native_max_side`` on top of ``keywords``, refused past
+    ``max_request_bytes``.
+
+    Raises:
+        LimitExceeded: past the budget.
+    """
+    return check_budget(
+        settings,
+        estimate(
+            cost=model_cost(model),
+            image_sizes=_sizes(store, {b.image_id for b in boxes}),
+            native_max_side=settings.native_max_side,
+            **keywords,
+        ),
+    )
+
+
 def distance_budget(
     store: Store,
     settings: Settings,
@@ -88,24 +114,22 @@ def distance_budget(
     Raises:
         KeyError: an unknown layer. LimitExceeded: past the budget.
     """
-    every = [b for members in groups.values() for b in members]
-    return check_budget(
+    return _boxes_budget(
+        estimate_distances,
+        store,
         settings,
-        estimate_distances(
-            cost=model_cost(model),
-            measure=measure,
-            options=options,
-            descriptor=descriptor,
-            channels=check_layer(model, layer).channels,
-            grid_size=grid_size,
-            group_sizes=[len(m) for m in groups.values()],
-            permutations=permutations,
-            bootstrap=bootstrap,
-            mode=mode,
-            image_sizes=_sizes(store, {b.image_id for b in every}),
-            native_max_side=settings.native_max_side,
-            units=units,
-        ),
+        model,
+        [b for members in groups.values() for b in members],
+        measure=measure,
+        options=options,
+        descriptor=descriptor,
+        channels=check_layer(model, layer).channels,
+        grid_size=grid_size,
+        group_sizes=[len(m) for m in groups.values()],
+        permutations=permutations,
+        bootstrap=bootstrap,
+        mode=mode,
+        units=units,
     )
 
 
@@ -128,21 +152,20 @@ def separation_budget(
     Raises:
         KeyError: an unknown layer. LimitExceeded: past the budget.
     """
-    return check_budget(
+    return _boxes_budget(
+        estimate_separation,
+        store,
         settings,
-        estimate_separation(
-            cost=model_cost(model),
-            measure=measure,
-            options=options,
-            descriptor=descriptor,
-            channels=[check_layer(model, layer).channels for layer in layers],
-            grid_size=grid_size,
-            n_boxes=len(boxes),
-            mode=mode,
-            image_sizes=_sizes(store, {b.image_id for b in boxes}),
-            native_max_side=settings.native_max_side,
-            units=units,
-        ),
+        model,
+        boxes,
+        measure=measure,
+        options=options,
+        descriptor=descriptor,
+        channels=[check_layer(model, layer).channels for layer in layers],
+        grid_size=grid_size,
+        n_boxes=len(boxes),
+        mode=mode,
+        units=units,
     )
 
 
@@ -164,20 +187,19 @@ def embedding_budget(
     Raises:
         KeyError: an unknown layer. LimitExceeded: past the budget.
     """
-    return check_budget(
+    return _boxes_budget(
+        estimate_embedding,
+        store,
         settings,
-        estimate_embedding(
-            cost=model_cost(model),
-            method=method,
-            descriptor=descriptor,
-            channels=check_layer(model, layer).channels,
-            grid_size=grid_size,
-            n_boxes=len(boxes),
-            mode=mode,
-            image_sizes=_sizes(store, {b.image_id for b in boxes}),
-            native_max_side=settings.native_max_side,
-            units=units,
-        ),
+        model,
+        boxes,
+        method=method,
+        descriptor=descriptor,
+        channels=check_layer(model, layer).channels,
+        grid_size=grid_size,
+        n_boxes=len(boxes),
+        mode=mode,
+        units=units,
     )
 
 
