@@ -12,8 +12,7 @@ from app.api.pagination import (
     CursorQuery,
     LimitQuery,
     Paged,
-    decode_cursor,
-    encode_cursor,
+    paged,
 )
 from app.api.schemas import BoxOut, BoxPatch, LabelCount
 from app.palette import label_colours
@@ -32,13 +31,11 @@ def list_boxes(
     cursor: CursorQuery = None,
 ) -> Paged[BoxOut]:
     """A page of boxes by id, filtered by label (repeatable) and image."""
-    page = store.box_page(
-        after=decode_cursor("boxes", cursor), limit=limit, labels=label, image_id=image_id
-    )
-    return Paged[BoxOut](
-        items=[BoxOut.of(b) for b in page.items],
-        total=page.total,
-        next_cursor=encode_cursor("boxes", page.next_after),
+    return paged(
+        "boxes",
+        cursor,
+        lambda after: store.box_page(after=after, limit=limit, labels=label, image_id=image_id),
+        BoxOut.of,
     )
 
 

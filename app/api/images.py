@@ -14,8 +14,7 @@ from app.api.pagination import (
     CursorQuery,
     LimitQuery,
     Paged,
-    decode_cursor,
-    encode_cursor,
+    paged,
 )
 from app.api.schemas import BoxIn, BoxOut, ImageOut
 from app.errors import LimitExceeded
@@ -100,13 +99,11 @@ def list_images(
     cursor: CursorQuery = None,
 ) -> Paged[ImageOut]:
     """A page of images by id with their box counts, filtered by image or box label."""
-    page = store.image_page(
-        after=decode_cursor("images", cursor), limit=limit, label=label, box_labels=box_label
-    )
-    return Paged[ImageOut](
-        items=[ImageOut.of(r) for r in page.items],
-        total=page.total,
-        next_cursor=encode_cursor("images", page.next_after),
+    return paged(
+        "images",
+        cursor,
+        lambda after: store.image_page(after=after, limit=limit, label=label, box_labels=box_label),
+        ImageOut.of,
     )
 
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 from typing import Annotated, Generic, TypeVar
 
 from fastapi import Query
 from pydantic import BaseModel
 
 from app.errors import InvalidInput
+from app.store import Page
 
 __all__ = [
     "Paged",
@@ -24,6 +26,7 @@ __all__ = [
     "MAX_LIMIT",
     "encode_cursor",
     "decode_cursor",
+    "paged",
 ]
 
 DEFAULT_LIMIT = 100
@@ -31,6 +34,7 @@ MAX_LIMIT = 1000
 _MAX_ID = 2**63 - 1
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 LimitQuery = Annotated[
     int, Query(ge=1, le=MAX_LIMIT, description=f"The most items on the page (≤ {MAX_LIMIT}).")
@@ -82,3 +86,20 @@ def decode_cursor(resource: str, cursor: str | None) -> int:
             "the next_cursor of its previous page, or none for the first page"
         )
     return after
+
+
+def paged(
+    resource: str, cursor: str | None, fetch: Callable[[int], Page[R]], out: Callable[[R], T]
+) -> Paged[T]:
+    """The page of ``resource`` after ``cursor``: ``fetch`` reads the store's page after an
+    id, ``out`` turns each of its records into the response item.
+
+    Raises:
+        InvalidInput: the cursor was not made by this listing (422).
+    """
+    page = fetch(decode_cursor(resource, cursor))
+    return Paged(
+        items=[out(r) for r in page.items],
+        total=page.total,
+        next_cursor=encode_cursor(resource, page.next_after),
+    )
