@@ -994,9 +994,7 @@ class Store:
         if "result" in changes:
             changes["result"] = json.dumps(changes["result"], allow_nan=False)
         with self._write() as session:
-            row = session.get(JobRow, job_id)
-            if row is None:
-                raise KeyError(_NO_JOB.format(job_id))
+            row = _require_job(session, job_id)
             for name, value in changes.items():
                 setattr(row, name, value)
             session.flush()
@@ -1009,9 +1007,7 @@ class Store:
             KeyError: no such job.
         """
         with self._read() as session:
-            row = session.get(JobRow, job_id)
-            if row is None:
-                raise KeyError(_NO_JOB.format(job_id))
+            row = _require_job(session, job_id)
             return _job_record(row)
 
     def interrupt_jobs(self) -> int:
@@ -1045,7 +1041,16 @@ class Store:
             return int(getattr(gone, "rowcount", 0) or 0)
 
 
-_NO_JOB = "no job with id {!r}; the id is the job_id a 202 answer gave"
+def _require_job(session: Session, job_id: str) -> JobRow:
+    """The job row with this id.
+
+    Raises:
+        KeyError: no such job; says which id to pass.
+    """
+    row = session.get(JobRow, job_id)
+    if row is None:
+        raise KeyError(f"no job with id {job_id!r}; the id is the job_id a 202 answer gave")
+    return row
 
 
 def _now_utc() -> datetime:
