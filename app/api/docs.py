@@ -12,6 +12,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import fastapi_offline
@@ -62,19 +64,38 @@ def _with_policy(page: HTMLResponse) -> HTMLResponse:
     return HTMLResponse(html, headers={"Content-Security-Policy": policy})
 
 
+def _ui_page(
+    request: Request, build: Callable[..., HTMLResponse], ui: str, **paths: str
+) -> HTMLResponse:
+    """``build``'s page over this server's OpenAPI schema, titled for ``ui``, under its CSP.
+
+    Args:
+        request: the request, for the app's title and schema URL and the root path.
+        build: FastAPI's page builder (``get_swagger_ui_html``, ``get_redoc_html``).
+        ui: the UI's name, after the app's title.
+        paths: the builder's URL arguments as server paths; each gets the root path.
+    """
+    root = request.scope.get("root_path", "")
+    return _with_policy(
+        build(
+            openapi_url=f"{root}{request.app.openapi_url}",
+            title=f"{request.app.title} - {ui}",
+            **{name: f"{root}{path}" for name, path in paths.items()},
+        )
+    )
+
+
 @router.get("/docs")
 def swagger_ui(request: Request) -> HTMLResponse:
     """Swagger UI over this server's OpenAPI schema."""
-    root = request.scope.get("root_path", "")
-    return _with_policy(
-        get_swagger_ui_html(
-            openapi_url=f"{root}{request.app.openapi_url}",
-            title=f"{request.app.title} - Swagger UI",
-            oauth2_redirect_url=f"{root}/docs/oauth2-redirect",
-            swagger_js_url=f"{root}{_PREFIX}/swagger-ui-bundle.js",
-            swagger_css_url=f"{root}{_PREFIX}/swagger-ui.css",
-            swagger_favicon_url=f"{root}{_PREFIX}/favicon.png",
-        )
+    return _ui_page(
+        request,
+        get_swagger_ui_html,
+        "Swagger UI",
+        oauth2_redirect_url="/docs/oauth2-redirect",
+        swagger_js_url=f"{_PREFIX}/swagger-ui-bundle.js",
+        swagger_css_url=f"{_PREFIX}/swagger-ui.css",
+        swagger_favicon_url=f"{_PREFIX}/favicon.png",
     )
 
 
@@ -87,15 +108,12 @@ def swagger_ui_redirect() -> HTMLResponse:
 @router.get("/redoc")
 def redoc(request: Request) -> HTMLResponse:
     """ReDoc over this server's OpenAPI schema."""
-    root = request.scope.get("root_path", "")
-    return _with_policy(
-        get_redoc_html(
-            openapi_url=f"{root}{request.app.openapi_url}",
-            title=f"{request.app.title} - ReDoc",
-            redoc_js_url=f"{root}{_PREFIX}/redoc.standalone.js",
-            redoc_favicon_url=f"{root}{_PREFIX}/favicon.png",
-            with_google_fonts=False,
-        )
+    return _ui_page(
+        request,
+        partial(get_redoc_html, with_google_fonts=False),
+        "ReDoc",
+        redoc_js_url=f"{_PREFIX}/redoc.standalone.js",
+        redoc_favicon_url=f"{_PREFIX}/favicon.png",
     )
 
 
