@@ -11,12 +11,8 @@
 
 from __future__ import annotations
 
-import os
 import random
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -24,7 +20,8 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
+from benchmarks.live_server import live_server
+
 LAYER = "conv_head"
 
 
@@ -64,44 +61,9 @@ def _report(name: str, ms: list[float], goal: float | None) -> None:
 
 def main() -> None:
     """Start a server on a temporary data directory and time the two requests."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "FEATUREGAP_DATA_DIR": str(Path(tmp) / "data")}
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "--factory",
-                "app.main:create_app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-            ],
-            cwd=ROOT,
-            env=env,
-        )
-        try:
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300) as client:
-                deadline = time.monotonic() + 120
-                while True:
-                    try:
-                        if client.get("/api/health").status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        pass
-                    if time.monotonic() > deadline or server.poll() is not None:
-                        raise RuntimeError("the server did not start")
-                    time.sleep(0.2)
-                _run(client)
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
+        with live_server(Path(tmp) / "data", start_timeout=120, client_timeout=300) as client:
+            _run(client)
 
 
 def _run(client: httpx.Client) -> None:

@@ -4,7 +4,6 @@ stop using the CPU within 2 s."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -19,25 +18,13 @@ import httpx
 import numpy as np
 import pytest
 
+from benchmarks.live_server import live_server
+
 pytestmark = pytest.mark.slow
 
 PHOTOS = ("chelsea", "coffee", "astronaut")
 BOXES_PER_PHOTO = 480  # ~1,400 boxes: t-SNE runs for several seconds on one core
 PREDICTIONS = 40
-
-
-def _live_server() -> Any:
-    # Test folders are not packages: load the e2e test's server helper by path.
-    spec = importlib.util.spec_from_file_location(
-        "_featuregap_e2e", Path(__file__).with_name("test_e2e_server.py")
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.live_server
-
-
-live_server = _live_server()
 
 
 def _server_pid(port: int) -> int:

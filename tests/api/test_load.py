@@ -3,7 +3,6 @@ no lost row."""
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import threading
 import time
@@ -15,21 +14,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from benchmarks.live_server import live_server
+
 pytestmark = pytest.mark.slow
 
-
-def _live_server() -> Any:
-    # Test folders are not packages: load the e2e test's server helper by path.
-    spec = importlib.util.spec_from_file_location(
-        "_featuregap_e2e", Path(__file__).with_name("test_e2e_server.py")
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.live_server
-
-
-live_server = _live_server()
 
 CLIENTS = 20
 SECONDS = 15.0

@@ -8,10 +8,6 @@ from __future__ import annotations
 
 import io
 import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -19,14 +15,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pytest
 from PIL import Image
 
+from benchmarks.live_server import live_server
+
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "browser"
-ROOT = Path(__file__).resolve().parents[2]
 BIG_STORE_IMAGES = 10_000
 LAUNCH_ARGS = [
     "--no-sandbox",
@@ -49,59 +45,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.skip(reason=f"no {CHROMIUM}: apt-get install chromium"))
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @contextmanager
 def serve(data_dir: Path, **env_extra: str) -> Iterator[str]:
     """Run the app with uvicorn in a subprocess on a free port; yields its origin."""
-    port = _free_port()
-    env = {**os.environ, "FEATUREGAP_DATA_DIR": str(data_dir)}
-    env.pop("FEATUREGAP_API_TOKEN", None)
     # Small enough that a distance matrix with permutations goes through the jobs API.
-    env["FEATUREGAP_ANALYSIS_JOB_THRESHOLD"] = "100"
-    env.update(env_extra)
-    log = (data_dir.parent / f"server-{port}.log").open("wb")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            "app.main:create_app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    origin = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{origin}/", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"server did not start; see {log.name}")
-            time.sleep(0.2)
-        yield origin
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
-        log.close()
+    env = {"FEATUREGAP_ANALYSIS_JOB_THRESHOLD": "100", **env_extra}
+    with live_server(data_dir, unset=["FEATUREGAP_API_TOKEN"], ready_path="/", **env) as client:
+        yield str(client.base_url).rstrip("/")
 
 
 @pytest.fixture(scope="session")
