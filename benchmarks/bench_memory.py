@@ -18,53 +18,50 @@ from typing import Any
 
 _LIMIT = 2 * 2**30
 _THREE = [[640, 480], [800, 600], [500, 400]]
+
+
+def _distances(
+    boxes: list[int], measure: str, descriptor: str, grid_size: int, **extra: Any
+) -> dict[str, Any]:
+    """A ``POST /api/distances`` case at ``conv_head``: one photo of ``_THREE`` per label.
+
+    Args:
+        boxes: Boxes per label (one label, and one photo, per entry).
+        measure: The distance measure.
+        descriptor: The box descriptor.
+        grid_size: The descriptor's grid size.
+        **extra: Further body fields (``options``, ``permutations``).
+
+    Returns:
+        The case spec for ``run_case``.
+    """
+    return {
+        "images": _THREE[: len(boxes)],
+        "boxes": boxes,
+        "endpoint": "/api/distances",
+        "body": {
+            "labels": "{labels}",
+            "layer": "conv_head",
+            "measure": measure,
+            "descriptor": descriptor,
+            "grid_size": grid_size,
+            **extra,
+        },
+    }
+
+
 CASES: list[tuple[str, dict[str, Any]]] = [
     (
         "distances mutual_information bins=256 grid 16×16 (327,680 dims)",
-        {
-            "images": _THREE[:2],
-            "boxes": [20, 20],
-            "endpoint": "/api/distances",
-            "body": {
-                "labels": "{labels}",
-                "layer": "conv_head",
-                "measure": "mutual_information",
-                "descriptor": "grid",
-                "grid_size": 16,
-                "options": {"bins": 256},
-            },
-        },
+        _distances([20, 20], "mutual_information", "grid", 16, options={"bins": 256}),
     ),
     (
         "distances mahalanobis grid 2×2 (5,120 dims)",
-        {
-            "images": _THREE[:2],
-            "boxes": [10, 10],
-            "endpoint": "/api/distances",
-            "body": {
-                "labels": "{labels}",
-                "layer": "conv_head",
-                "measure": "mahalanobis",
-                "descriptor": "grid",
-                "grid_size": 2,
-            },
-        },
+        _distances([10, 10], "mahalanobis", "grid", 2),
     ),
     (
         "distances mmd pixels 8×8, 100 permutations",
-        {
-            "images": _THREE[:2],
-            "boxes": [40, 40],
-            "endpoint": "/api/distances",
-            "body": {
-                "labels": "{labels}",
-                "layer": "conv_head",
-                "measure": "mmd",
-                "descriptor": "pixels",
-                "grid_size": 8,
-                "permutations": 100,
-            },
-        },
+        _distances([40, 40], "mmd", "pixels", 8, permutations=100),
     ),
     (
         "separation grid 8×8 at 3 layers, 150 boxes",
@@ -121,18 +118,7 @@ CASES: list[tuple[str, dict[str, Any]]] = [
     ),
     (
         "refused: distances mmd pixels 16×16 over 3 × 400 boxes",
-        {
-            "images": _THREE,
-            "boxes": [400, 400, 400],
-            "endpoint": "/api/distances",
-            "body": {
-                "labels": "{labels}",
-                "layer": "conv_head",
-                "measure": "mmd",
-                "descriptor": "pixels",
-                "grid_size": 16,
-            },
-        },
+        _distances([400, 400, 400], "mmd", "pixels", 16),
     ),
 ]
 
