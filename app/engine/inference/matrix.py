@@ -18,7 +18,7 @@ from app.engine.inference.adjust import Adjustment, adjust
 from app.engine.inference.bootstrap import Interval, bootstrap_interval, unit_rows
 from app.engine.inference.effective import Effective, effective_of
 from app.engine.inference.permutation import permutation_test
-from app.engine.inference.units import Design, Unit, choose_unit
+from app.engine.inference.units import Design, Unit, unit_for_sides
 from app.engine.measures.base import Measure
 
 __all__ = ["Group", "MatrixTests", "PairTest", "matrix_tests"]
@@ -83,17 +83,6 @@ def _design(a: Group, b: Group) -> Design:
     return Design(a.boxes, a.images, b.boxes, b.images)
 
 
-def _matrix_unit(groups: Mapping[str, Group], unit: Unit | None) -> Unit:
-    """The unit for all pairs: chosen over every group at once."""
-    if unit is not None:
-        return choose_unit(Design.independent(1, 1), unit)
-    boxes: dict[Hashable, set[tuple[str, Hashable]]] = {}
-    for name, g in groups.items():
-        for box, image in zip(g.boxes, g.images, strict=True):
-            boxes.setdefault(image, set()).add((name, box))
-    return "image" if any(len(members) > 1 for members in boxes.values()) else "box"
-
-
 def _single_image_warning(groups: Mapping[str, Group]) -> list[str]:
     if all(len(set(g.images)) == 1 for g in groups.values()):
         return [
@@ -142,7 +131,7 @@ def matrix_tests(
     labels = list(groups)
     if len(labels) < 2:
         raise ValueError(f"a matrix needs at least 2 groups, got {len(labels)}")
-    chosen = _matrix_unit(groups, unit)
+    chosen = unit_for_sides([(g.boxes, g.images) for g in groups.values()], unit)
     warnings = _single_image_warning(groups)
     values = measure.pairwise_sets([groups[label].rows for label in labels])
     tests: list[PairTest] = []
