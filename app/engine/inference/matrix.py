@@ -8,17 +8,17 @@ the family of an adjustment is the matrix's tested pairs.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 
-import torch
 from torch import Tensor
 
 from app.engine.inference.adjust import Adjustment, adjust
 from app.engine.inference.bootstrap import Interval, bootstrap_interval, unit_rows
 from app.engine.inference.effective import Effective, effective_of
 from app.engine.inference.permutation import permutation_test
-from app.engine.inference.units import Design, Unit, choose_unit
+from app.engine.inference.units import Design, Unit, unit_for_sides
 from app.engine.measures.base import Measure
 
 __all__ = ["Group", "MatrixTests", "PairTest", "matrix_tests"]
@@ -83,17 +83,6 @@ def _design(a: Group, b: Group) -> Design:
     return Design(a.boxes, a.images, b.boxes, b.images)
 
 
-def _matrix_unit(groups: Mapping[str, Group], unit: Unit | None) -> Unit:
-    """The unit for all pairs: chosen over every group at once."""
-    if unit is not None:
-        return choose_unit(Design.independent(1, 1), unit)
-    boxes: dict[Hashable, set[tuple[str, Hashable]]] = {}
-    for name, g in groups.items():
-        for box, image in zip(g.boxes, g.images, strict=True):
-            boxes.setdefault(image, set()).add((name, box))
-    return "image" if any(len(members) > 1 for members in boxes.values()) else "box"
-
-
 def _single_image_warning(groups: Mapping[str, Group]) -> list[str]:
     if all(len(set(g.images)) == 1 for g in groups.values()):
         return [
@@ -142,60 +131,27 @@ def matrix_tests(
     labels = list(groups)
     if len(labels) < 2:
         raise ValueError(f"a matrix needs at least 2 groups, got {len(labels)}")
-    chosen = _matrix_unit(groups, unit)
-    k = len(labels)
-    values = torch.zeros(k, k, dtype=torch.float64)
-    larger = not measure.higher_is_better
+    chosen = unit_for_sides([(g.boxes, g.images) for g in groups.values()], unit)
     warnings = _single_image_warning(groups)
-    raw: list[tuple[int, int, float, float | None, float, bool, int, Interval | None]] = []
-    for i in range(k):
-        if measure.higher_is_better:
-            values[i, i] = measure(groups[labels[i]].rows, groups[labels[i]].rows)
-        for j in range(i + 1, k):
-            if cancelled is not None and cancelled():
-                raise InterruptedError("cancelled")
-            a, b = groups[labels[i]], groups[labels[j]]
-            if permutations > 0:
-                result = permutation_test(
-                    measure,
-                    a.rows,
-                    b.rows,
-                    _design(a, b),
-                    permutations=permutations,
-                    seed=seed,
-                    larger_is_extreme=larger,
-                    alpha=alpha,
-                    unit=chosen,
-                    cancelled=cancelled,
-                )
-                stat, p, min_p = result.statistic, result.p_value, result.min_p
-                exact, drawn = result.exact, result.permutations
-                warnings += [f"{labels[i]} vs {labels[j]}: {w}" for w in result.warnings]
-            else:
-                stat, p, min_p, exact, drawn = measure(a.rows, b.rows), None, 1.0, False, 0
-            interval = (
-                bootstrap_interval(
-                    measure,
-                    a.rows,
-                    b.rows,
-                    _design(a, b),
-                    resamples=bootstrap,
-                    seed=seed,
-                    unit=chosen,
-                    cancelled=cancelled,
-                )
-                if bootstrap > 0
-                else None
-            )
-            values[i, j] = values[j, i] = stat
-            raw.append((i, j, stat, p, min_p, exact, drawn, interval))
-    adjusted = adjust([r[3] for r in raw], adjustment)
-    tests = [
-        PairTest(i, j, stat, p, q, min_p, exact, drawn, interval)
-        for (i, j, stat, p, min_p, exact, drawn, interval), q in zip(raw, adjusted, strict=True)
-    ]
-    if permutations == 0 and bootstrap == 0:
-        tests = []
+    values = measure.pairwise_sets([groups[label].rows for label in labels])
+    tests: list[PairTest] = []
+    if permutations > 0 or bootstrap > 0:
+        tests = _pair_tests(
+            groups,
+            labels,
+            measure,
+            values,
+            permutations,
+            bootstrap,
+            seed,
+            alpha,
+            chosen,
+            adjustment,
+            cancelled,
+            warnings,
+        )
+        for t in tests:  # the tests' statistics, computed in float64 on the same rows
+            values[t.i, t.j] = values[t.j, t.i] = t.statistic
     effective = {
         name: effective_of(g.rows, unit_rows(g.boxes, g.images, chosen))
         for name, g in groups.items()
@@ -210,3 +166,61 @@ def matrix_tests(
         effective,
         list(dict.fromkeys(warnings)),
     )
+
+
+def _pair_tests(
+    groups: Mapping[str, Group],
+    labels: list[str],
+    measure: Measure,
+    values: Tensor,
+    permutations: int,
+    bootstrap: int,
+    seed: int,
+    alpha: float,
+    unit: Unit,
+    adjustment: Adjustment,
+    cancelled: Callable[[], bool] | None,
+    warnings: list[str],
+) -> list[PairTest]:
+    """Every pair's test and interval (``values``: the matrix, for pairs not permuted),
+    p-values adjusted over the pairs; adds the tests' warnings to ``warnings``."""
+    raw: list[tuple[int, int, float, float | None, float, bool, int, Interval | None]] = []
+    for i, j in itertools.combinations(range(len(labels)), 2):
+        if cancelled is not None and cancelled():
+            raise InterruptedError("cancelled")
+        a, b = groups[labels[i]], groups[labels[j]]
+        stat, p, min_p, exact, drawn = float(values[i, j]), None, 1.0, False, 0
+        if permutations > 0:
+            result = permutation_test(
+                measure,
+                a.rows,
+                b.rows,
+                _design(a, b),
+                permutations=permutations,
+                seed=seed,
+                larger_is_extreme=not measure.higher_is_better,
+                alpha=alpha,
+                unit=unit,
+                cancelled=cancelled,
+            )
+            stat, p, min_p = result.statistic, result.p_value, result.min_p
+            exact, drawn = result.exact, result.permutations
+            warnings += [f"{labels[i]} vs {labels[j]}: {w}" for w in result.warnings]
+        interval = None
+        if bootstrap > 0:
+            interval = bootstrap_interval(
+                measure,
+                a.rows,
+                b.rows,
+                _design(a, b),
+                resamples=bootstrap,
+                seed=seed,
+                unit=unit,
+                cancelled=cancelled,
+            )
+        raw.append((i, j, stat, p, min_p, exact, drawn, interval))
+    adjusted = adjust([r[3] for r in raw], adjustment)
+    return [
+        PairTest(i, j, stat, p, q, min_p, exact, drawn, interval)
+        for (i, j, stat, p, min_p, exact, drawn, interval), q in zip(raw, adjusted, strict=True)
+    ]

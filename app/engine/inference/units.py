@@ -19,7 +19,7 @@ from torch import Tensor
 
 from app.engine.measures.base import as_samples
 
-__all__ = ["Design", "Scheme", "Stratum", "Unit", "choose_unit", "scheme"]
+__all__ = ["Design", "Scheme", "Stratum", "Unit", "choose_unit", "scheme", "unit_for_sides"]
 
 Unit = Literal["box", "image"]
 
@@ -116,18 +116,12 @@ class Design:
         return x, y
 
 
-def _boxes_per_image(
-    boxes: Sequence[Hashable], images: Sequence[Hashable]
-) -> dict[Hashable, set[Hashable]]:
-    out: dict[Hashable, set[Hashable]] = {}
-    for b, i in zip(boxes, images, strict=True):
-        out.setdefault(i, set()).add(b)
-    return out
-
-
-def choose_unit(design: Design, unit: Unit | None = None) -> Unit:
-    """The unit a test exchanges: ``"image"`` whenever some image has boxes in both groups
-    or more than one box in one group, else ``"box"``; ``unit`` forces a choice.
+def unit_for_sides(
+    sides: Sequence[tuple[Sequence[Hashable], Sequence[Hashable]]], unit: Unit | None = None
+) -> Unit:
+    """The unit for groups given as ``(box ids, image ids)`` per row of each group:
+    ``"image"`` whenever some image has boxes in two groups or two boxes in one group (its
+    boxes are then not independent), else ``"box"``; ``unit`` forces a choice.
 
     Raises:
         ValueError: an unknown ``unit``.
@@ -136,13 +130,22 @@ def choose_unit(design: Design, unit: Unit | None = None) -> Unit:
         if unit not in ("box", "image"):
             raise ValueError(f"unknown unit {unit!r}; use 'box', 'image' or None (automatic)")
         return unit
-    px = _boxes_per_image(design.x_boxes, design.x_images)
-    py = _boxes_per_image(design.y_boxes, design.y_images)
-    if set(px) & set(py):
-        return "image"
-    if any(len(b) > 1 for b in (*px.values(), *py.values())):
-        return "image"
-    return "box"
+    members: dict[Hashable, set[tuple[int, Hashable]]] = {}
+    for side, (boxes, images) in enumerate(sides):
+        for box, image in zip(boxes, images, strict=True):
+            members.setdefault(image, set()).add((side, box))
+    return "image" if any(len(m) > 1 for m in members.values()) else "box"
+
+
+def choose_unit(design: Design, unit: Unit | None = None) -> Unit:
+    """The unit a test of ``design`` exchanges (see :func:`unit_for_sides`).
+
+    Raises:
+        ValueError: an unknown ``unit``.
+    """
+    return unit_for_sides(
+        [(design.x_boxes, design.x_images), (design.y_boxes, design.y_images)], unit
+    )
 
 
 @dataclass(frozen=True)
