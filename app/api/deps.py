@@ -17,6 +17,7 @@ from app.config import Settings
 from app.engine.models import LoadedModel, get_model
 from app.http.auth import TOKEN_MESSAGE
 from app.jobs import Cancelled, JobRunner
+from app.service.budgets import Estimate
 from app.service.features import check_limits
 from app.store import BoxRecord, ImageRecord, Store
 
@@ -41,6 +42,7 @@ __all__ = [
     "answer_or_queue",
     "precheck",
     "load_model",
+    "checked_answer",
 ]
 
 T = TypeVar("T")
@@ -229,3 +231,28 @@ def precheck(
     check_limits(settings, samples=n_boxes, layers=len(layers), permutations=permutations)
     for layer in layers:
         check_layer(model, layer)
+
+
+def checked_answer(
+    jobs: JobRunner,
+    settings: Settings,
+    kind: str,
+    model: LoadedModel,
+    layers: list[str],
+    n_boxes: int,
+    estimate: Callable[[], Estimate],
+    work: Work,
+    cancelled: Cancelled | None = None,
+    *,
+    permutations: int = 0,
+) -> Any:
+    """An analysis route's flow once its model and request are known: :func:`precheck`,
+    then ``estimate()`` (refused past the budget), then :func:`answer_or_queue` with its
+    work units.
+
+    Raises:
+        LimitExceeded: past a settings limit or the request budget. KeyError: an unknown
+            layer or measure.
+    """
+    precheck(settings, model, layers, n_boxes, permutations)
+    return answer_or_queue(jobs, settings, kind, estimate().units, work, cancelled)

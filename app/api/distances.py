@@ -14,9 +14,8 @@ from app.api.deps import (
     PoolDep,
     SettingsDep,
     StoreDep,
-    answer_or_queue,
+    checked_answer,
     load_model,
-    precheck,
 )
 from app.api.schemas import BoxesAtLayerIn
 from app.engine.measures import get_measure
@@ -207,18 +206,19 @@ def _distances(
         body.adjust,
         body.alpha,
     )
-    n_boxes = sum(len(g) for g in groups.values())
-    precheck(settings, model, [body.layer], n_boxes, max(body.permutations, body.bootstrap))
-    units = estimate_distances(store, settings, model, request, groups).units
-    return answer_or_queue(
+    return checked_answer(
         jobs,
         settings,
         "distances",
-        units,
+        model,
+        [body.layer],
+        sum(len(g) for g in groups.values()),
+        lambda: estimate_distances(store, settings, model, request, groups),
         lambda progress, cancelled: distances(
             store, settings, model, groups, request, progress, cancelled
         ),
         cancelled,
+        permutations=max(body.permutations, body.bootstrap),
     )
 
 

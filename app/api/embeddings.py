@@ -14,9 +14,8 @@ from app.api.deps import (
     PoolDep,
     SettingsDep,
     StoreDep,
-    answer_or_queue,
+    checked_answer,
     load_model,
-    precheck,
 )
 from app.api.schemas import BoxesAtLayerIn
 from app.jobs import Cancelled
@@ -110,7 +109,6 @@ def _embedding(
     else:
         boxes = store.boxes(labels=body.labels) if body.labels is not None else store.boxes()
     model = load_model(settings, body.model)
-    precheck(settings, model, [body.layer], len(boxes))
     request = EmbeddingRequest(
         model.spec.name,
         body.layer,
@@ -122,12 +120,14 @@ def _embedding(
         body.mode,
         body.n_iter,
     )
-    units = estimate_embedding(store, settings, model, boxes, request).units
-    return answer_or_queue(
+    return checked_answer(
         jobs,
         settings,
         "embedding",
-        units,
+        model,
+        [body.layer],
+        len(boxes),
+        lambda: estimate_embedding(store, settings, model, boxes, request),
         lambda progress, cancelled: embedding(
             store, settings, model, boxes, request, progress, cancelled
         ),

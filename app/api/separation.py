@@ -14,9 +14,8 @@ from app.api.deps import (
     PoolDep,
     SettingsDep,
     StoreDep,
-    answer_or_queue,
+    checked_answer,
     load_model,
-    precheck,
 )
 from app.api.schemas import BoxesAtLayerIn
 from app.engine.measures import Measure, get_measure
@@ -110,8 +109,6 @@ def _separation(
     groups = resolve_groups(store, None, body.labels)
     model = load_model(settings, body.model)
     layers = list(dict.fromkeys(body.layers))
-    n_boxes = sum(len(g) for g in groups.values())
-    precheck(settings, model, layers, n_boxes)
     request = SeparationRequest(
         model.spec.name,
         layers,
@@ -121,12 +118,14 @@ def _separation(
         body.mode,
         body.options,
     )
-    units = estimate_separation(store, settings, model, request, groups).units
-    return answer_or_queue(
+    return checked_answer(
         jobs,
         settings,
         "separation",
-        units,
+        model,
+        layers,
+        sum(len(g) for g in groups.values()),
+        lambda: estimate_separation(store, settings, model, request, groups),
         lambda progress, cancelled: separation_profile(
             store, settings, model, groups, request, progress, cancelled
         ),
