@@ -61,3 +61,16 @@ def list_layers(model: ModelDep) -> list[LayerOut]:
         LayerOut(name=layer.name, channels=layer.channels, height=layer.height, width=layer.width)
         for layer in engine_layers(model)
     ]
+
+
+class ClassOut(BaseModel):
+    """One output class of a model: its index (a heat map's ``target``) and name."""
+
+    index: int
+    name: str
+
+
+@router.get("/{model}/classes", response_model=list[ClassOut])
+def list_classes(model: ModelDep) -> list[ClassOut]:
+    """The model's class names in output order (for picking a heat map's target by name)."""
+    return [ClassOut(index=i, name=name) for i, name in enumerate(model.spec.class_names)]
