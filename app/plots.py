@@ -133,6 +133,7 @@ def heatmap_figure(
     title: str = "",
     colorscale: str = "Jet",
     colours: Mapping[str, str] | None = None,
+    colorbar_title: str = "",
 ) -> dict[str, Any]:
     """The heat map over its image, with the boxes drawn, labelled and scored.
 
@@ -150,6 +151,8 @@ def heatmap_figure(
         colours: ``{label: colour}`` for the boxes, normally
             :func:`app.palette.label_colours` over every label of the store (the colours the
             editor and the scatter use); by default the colours of the labels shown.
+        colorbar_title: what the colours show (the method and the display scaling), along
+            the colour bar.
 
     Returns:
         A JSON-safe Plotly figure dict.
@@ -181,6 +184,7 @@ def heatmap_figure(
             "y0": dy / 2,
             "dy": dy,
             "hovertemplate": "x %{x:.0f}, y %{y:.0f}: %{z:.4g}<extra></extra>",
+            "colorbar": {"title": {"text": plain_text(colorbar_title), "side": "right"}},
         }
     ]
     shapes: list[dict[str, Any]] = []
@@ -418,7 +422,7 @@ def separation_figure(
         "title": {"text": f"Separation by layer ({measure})" if measure else "Separation by layer"},
         "showlegend": False,
         "hovermode": "x unified" if split else "closest",
-        "margin": {"l": 70, "r": 20, "t": 50, "b": 90},
+        "margin": {"l": 80, "r": 20, "t": 50, "b": 90},
         "xaxis": {"anchor": "y", "title": {"text": "" if split else "layer"}},
         "yaxis": {
             "domain": [0.55, 1.0] if split else [0.0, 1.0],
@@ -446,7 +450,7 @@ def separation_figure(
         layout["yaxis2"] = {
             "domain": [0.0, 0.45],
             "range": [-1.05, 1.05],
-            "title": {"text": "silhouette<br>(−1…1, higher separates)"},
+            "title": {"text": "silhouette<br>(higher separates)"},
         }
         shapes.append({**line, "xref": "x2 domain", "yref": "y2", "y0": 0, "y1": 0})
     result: dict[str, Any] = to_json_safe({"data": data, "layout": layout})

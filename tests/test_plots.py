@@ -74,10 +74,17 @@ def test_heatmap_figure_overlays_the_map_on_image_pixels() -> None:
         },
         {"x": 200, "y": 300, "w": 30, "h": 40, "label": "dog"},
     ]
-    fig = plots.heatmap_figure(values, boxes, image_url="/api/images/3/file", opacity=0.4)
+    fig = plots.heatmap_figure(
+        values,
+        boxes,
+        image_url="/api/images/3/file",
+        opacity=0.4,
+        colorbar_title="gradcam <b>(min-max)</b>",
+    )
     text = _dumps(fig)
     assert len(text) < 2_000_000
     heat = fig["data"][0]
+    assert heat["colorbar"]["title"]["text"] == "gradcam &lt;b&gt;(min-max)&lt;/b&gt;"
     assert heat["type"] == "heatmap" and heat["opacity"] == 0.4
     assert heat["z"]["dtype"] == "f4"
     z = _typed(heat["z"])

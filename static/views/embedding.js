@@ -88,7 +88,7 @@ export async function showEmbedding(root, labels, c, { onOpen }) {
   const escape = (text) => text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
   result.figure.layout = {
     ...result.figure.layout,
-    title: { text: escape(`${name} of ${result.points.length} boxes · ${result.descriptor} descriptors at ${result.layer} · ${result.model}`) },
+    title: { text: `${escape(`${name} of ${result.points.length} boxes`)}<br><sub>${escape(`${result.descriptor} descriptors at ${result.layer} · ${result.model}`)}</sub>`, x: 0.02, xanchor: "left" },
   };
   showCrops([]);
   const plot = part(root, "plot");

@@ -11,7 +11,6 @@ import { drawFigure } from "./plot.js";
 // spreadsheet formulas in labels (a CSV built here would write "=HYPERLINK(...)" raw).
 let shown = null;
 const GRID_MAX = 12;
-const SCALING = { minmax: "min–max scaled, 0 … 1", percentile: "÷ 99th percentile, −1 … 1", none: "raw values" };
 
 // `root`: the view's element, holding its caption, warnings, plot, table, csv and error
 // parts; `opacity`: the panel's slider, applied to this view and every grid cell.
@@ -57,12 +56,10 @@ function describe(result, h) {
   return `${what}, explaining ${name} (${result.target})${h.target === null ? ", the top prediction" : ""}`;
 }
 
-// The colour bar titled with what the colours show; the figure as the API drew it otherwise.
-function titled(figure, result, h) {
-  const bar = `${result.method === "channel" ? `channel ${h.channel}` : result.method}<br>${SCALING[result.normalise] || result.normalise}`;
-  const data = (figure.data || []).map((t) => (t.type === "heatmap"
-    ? { ...t, opacity: h.opacity, colorbar: { ...(t.colorbar || {}), title: { text: bar, side: "right" } } }
-    : t));
+// The figure as the API drew it (its colour bar titled with the method and the scaling), at
+// the panel's opacity.
+function atOpacity(figure, result, h) {
+  const data = (figure.data || []).map((t) => (t.type === "heatmap" ? { ...t, opacity: h.opacity } : t));
   return { ...figure, data };
 }
 
@@ -100,7 +97,7 @@ export async function showHeatmap(root, image, h, tray) {
   part(root, "caption").textContent = describe(result, h)
     + (top ? ` · top prediction: ${top.label} (${(100 * top.probability).toFixed(1)}%)` : "");
   part(root, "caption").title = explainMethod(result.method);
-  await drawFigure(part(root, "plot"), titled(await withLocalImages(result.figure), result, h), `heatmap-${image.id}-${h.layer}`);
+  await drawFigure(part(root, "plot"), atOpacity(await withLocalImages(result.figure), result, h), `heatmap-${image.id}-${h.layer}`);
   const table = scoreTable(result);
   fillTable(part(root, "table"), table.columns, table.rows, (c) => explainColumn(c));
   return result;
@@ -135,8 +132,14 @@ export async function showGrid(root, image, cells, tray) {
     try {
       const result = await jobs.run(`Heat map ${i + 1}/${cells.length}`, "/api/heatmaps", body(image, h), tray);
       p.caption.textContent = describe(result, h);
-      const figure = titled(await withLocalImages(result.figure), result, h);
-      figure.layout = { ...figure.layout, title: { text: "" }, margin: { l: 4, r: 4, t: 4, b: 4 } };
+      const figure = atOpacity(await withLocalImages(result.figure), result, h);
+      // A small multiple: no axes' ticks, a slim colour bar, the title above the cell.
+      const quiet = { showticklabels: false, ticks: "" };
+      figure.layout = {
+        ...figure.layout, title: { text: "" }, margin: { l: 2, r: 2, t: 2, b: 2 },
+        xaxis: { ...figure.layout.xaxis, ...quiet }, yaxis: { ...figure.layout.yaxis, ...quiet },
+      };
+      figure.data = figure.data.map((t) => (t.type === "heatmap" ? { ...t, colorbar: { ...t.colorbar, thickness: 10 } } : t));
       await drawFigure(p.plot, figure, `heatmap-${image.id}-${h.method}-${h.layer}`);
       const table = scoreTable(result, false);
       fillTable(p.table, table.columns, table.rows, (c) => explainColumn(c));

@@ -1,7 +1,8 @@
 """The heat-map panel, the comparison grid and the analysis views in headless Chromium.
 
 With ``FEATUREGAP_DOC_SCREENSHOTS=1`` these tests also write the README's screenshots
-(heat-map grid, matrix, profile, scatter at 1280×800 and 900×700) to ``docs/screenshots/``.
+(heat-map panel and grid, matrix, profile, scatter at 1280×800 and 900×700) to
+``docs/screenshots/``.
 """
 
 from __future__ import annotations
@@ -116,7 +117,7 @@ def test_heat_map_panel_target_search_channel_prediction_click_grid_and_errors(
         "document.getElementById('heatmap-plot').data.find(t => t.type === 'heatmap')"
         ".colorbar.title.text"
     )
-    assert bar == "gradcam<br>min–max scaled, 0 … 1"
+    assert bar == "gradcam (min-max scaled, 0..1)"
     # Every score column explains itself.
     tips = page.eval_on_selector_all("#heatmap-scores th", "hs => hs.map(h => [h.textContent, h.title])")
     scored = {text: tip for text, tip in tips if text in ("pointing game", "energy", "auc", "iou")}
@@ -193,7 +194,8 @@ def test_heat_map_panel_target_search_channel_prediction_click_grid_and_errors(
             assert float(values[3]) == pytest.approx(by_box[int(values[0])], rel=1e-3), (i, values)
     assert {cat, ear} == {b["id"] for b in answer["boxes"]}
     shot(page, "grid")
-    _doc_shot(page, "heatmap-grid", "#viewer")
+    _doc_shot(page, "heatmap-panel", "#viewer")
+    _doc_shot(page, "heatmap-grid", "#grid-view")
 
     # An error leaves no stale map: the view empties and the message shows by the buttons.
     page.fill("#target", "5000")
@@ -279,7 +281,7 @@ def test_analysis_views_explain_themselves_and_take_any_measure(
     _drawn(page, "embedding-plot")
     _wait_for(page, "document.getElementById('embedding-plot').dataset.drawMs")
     title = page.evaluate("document.getElementById('embedding-plot').layout.title.text")
-    assert title.startswith("t-SNE (perplexity 2) of 8 boxes · gap descriptors at bn2"), title
+    assert title.startswith("t-SNE (perplexity 2) of 8 boxes<br><sub>gap descriptors at bn2 · "), title
     assert "uses gap" in page.locator("#embedding-warnings").inner_text()
     page.fill("#embedding-search", "gravel")
     assert page.locator("#embedding-found").inner_text() == "4 boxes match “gravel”"
