@@ -62,7 +62,7 @@ def frame_overlay(
     top = title_box[3] - title_box[1] + 2 * pad
     ticks = [high, (low + high) / 2, low] if high > low else [high]
     tick_width = max(_bbox(probe, _tick(v), small)[2] for v in ticks)
-    bar_height = overlay.height - 2 * pad
+    bar_height = max(2, overlay.height - 2 * pad)
     bar_width = max(10, size)
     label_box = _bbox(probe, bar_title, small)
     label_height = label_box[3] - label_box[1]
@@ -95,6 +95,7 @@ def frame_overlay(
     lx = bar_left + bar_width + pad + tick_width + pad
     ly = bar_top + max(0, (bar_height - label.height) // 2)
     if label.height > bar_height:  # a long title on a short image: crop rather than overflow
-        label = label.crop((0, (label.height - bar_height) // 2, label.width, bar_height))
+        cut = (label.height - bar_height) // 2
+        label = label.crop((0, cut, label.width, cut + bar_height))
     canvas.paste(label, (lx, ly))
     return Framed(canvas, 0, top)
