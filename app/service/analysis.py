@@ -26,8 +26,8 @@ from app.errors import InvalidInput, NotFound
 from app.palette import label_colours
 from app.plots import distance_matrix_figure, embedding_figure, separation_figure, to_json_safe
 from app.service import budgets
-from app.service.budgets import Estimate
-from app.service.estimates import boxes_budget
+from app.service.budgets import Estimate, check_budget
+from app.service.estimates import extraction_of
 from app.service.features import box_descriptors, boxes_key, check_limits
 from app.service.resolution import resolution_warnings
 from app.service.results import cached
@@ -199,22 +199,20 @@ def estimate_distances(
         LimitExceeded: the estimate is past ``max_request_bytes`` (named).
     """
     every = _members(groups)
-    return boxes_budget(
-        budgets.estimate_distances,
-        store,
+    return check_budget(
         settings,
-        model,
-        every,
-        measure=request.measure,
-        options=request.options,
-        descriptor=request.descriptor or MEASURES.lookup(request.measure).needs,
-        channels=check_layer(model, request.layer).channels,
-        grid_size=request.grid_size,
-        group_sizes=[len(m) for m in groups.values()],
-        permutations=request.permutations,
-        bootstrap=request.bootstrap,
-        mode=request.mode,
-        units=distance_work(request, len(every)),
+        budgets.estimate_distances(
+            extraction=extraction_of(store, settings, model, every, request.mode),
+            measure=request.measure,
+            options=request.options,
+            descriptor=request.descriptor or MEASURES.lookup(request.measure).needs,
+            channels=check_layer(model, request.layer).channels,
+            grid_size=request.grid_size,
+            group_sizes=[len(m) for m in groups.values()],
+            permutations=request.permutations,
+            bootstrap=request.bootstrap,
+            units=distance_work(request, len(every)),
+        ),
     )
 
 
@@ -231,20 +229,18 @@ def estimate_separation(
         KeyError: unknown measure or layer. LimitExceeded: past ``max_request_bytes``.
     """
     every = _members(groups)
-    return boxes_budget(
-        budgets.estimate_separation,
-        store,
+    return check_budget(
         settings,
-        model,
-        every,
-        measure=request.measure,
-        options=request.options,
-        descriptor=request.descriptor,
-        channels=[check_layer(model, layer).channels for layer in request.layers],
-        grid_size=request.grid_size,
-        n_boxes=len(every),
-        mode=request.mode,
-        units=separation_work(request, len(every)),
+        budgets.estimate_separation(
+            extraction=extraction_of(store, settings, model, every, request.mode),
+            measure=request.measure,
+            options=request.options,
+            descriptor=request.descriptor,
+            channels=[check_layer(model, layer).channels for layer in request.layers],
+            grid_size=request.grid_size,
+            n_boxes=len(every),
+            units=separation_work(request, len(every)),
+        ),
     )
 
 
@@ -603,19 +599,17 @@ def estimate_embedding(
             f"use a value in (0, {max_perplexity(n):.3g}] ((n − 1)/3), or omit "
             "it for min(30, (n − 1)/3)"
         )
-    return boxes_budget(
-        budgets.estimate_embedding,
-        store,
+    return check_budget(
         settings,
-        model,
-        boxes,
-        method=request.method,
-        descriptor=request.descriptor,
-        channels=check_layer(model, request.layer).channels,
-        grid_size=request.grid_size,
-        n_boxes=len(boxes),
-        mode=request.mode,
-        units=embedding_work(request, len(boxes)),
+        budgets.estimate_embedding(
+            extraction=extraction_of(store, settings, model, boxes, request.mode),
+            method=request.method,
+            descriptor=request.descriptor,
+            channels=check_layer(model, request.layer).channels,
+            grid_size=request.grid_size,
+            n_boxes=len(boxes),
+            units=embedding_work(request, len(boxes)),
+        ),
     )
 
 

@@ -1,15 +1,16 @@
 """Budgets of analysis requests from what the store and the model know, before any work.
 
 Joins :mod:`app.service.budgets` (torch-free arithmetic) with the facts it needs: the
-model's forward cost per input pixel and the images' sizes. Each
-``*_budget`` function checks the estimate against ``max_request_bytes`` and returns it; the
-routes call them before queueing (so a refusal is a 413, never a failed job) and the
-service functions call them again before extraction (the CLI and jobs go through them).
+model's forward cost per input pixel and the images' sizes (:func:`extraction_of`, for the
+estimates over stored boxes that :mod:`app.service.analysis` makes). Each ``*_budget``
+function checks the estimate against ``max_request_bytes`` and returns it; the routes call
+the estimates before queueing (so a refusal is a 413, never a failed job) and the service
+functions call them again before extraction (the CLI and jobs go through them).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 from app.config import Settings
 from app.engine.cams.scorecam import scorecam_batch
@@ -17,6 +18,7 @@ from app.engine.layers import list_layers
 from app.engine.models import LoadedModel
 from app.service.budgets import (
     Estimate,
+    Extraction,
     ModelCost,
     check_budget,
     estimate_heatmap,
@@ -25,7 +27,7 @@ from app.service.budgets import (
 )
 from app.store import BoxRecord, ImageRecord, Store
 
-__all__ = ["boxes_budget", "heatmap_budget", "model_cost", "prediction_budget"]
+__all__ = ["extraction_of", "heatmap_budget", "model_cost", "prediction_budget"]
 
 # Measured on EfficientNet-Lite0 (peak RSS growth of one forward pass in a fresh process,
 # 224² and 1024×768): inference mode holds about 4.2 × the largest layer output (402 bytes a
@@ -57,30 +59,13 @@ def _sizes(store: Store, image_ids: Iterable[int]) -> list[tuple[int, int]]:
     return [(r.width, r.height) for r in records]
 
 
-def boxes_budget(
-    estimate: Callable[..., Estimate],
-    store: Store,
-    settings: Settings,
-    model: LoadedModel,
-    boxes: Iterable[BoxRecord],
-    **keywords: object,
-) -> Estimate:
-    """``estimate`` (one of :mod:`app.service.budgets`' ``estimate_*``) of a request over
-    ``boxes``, given the model's cost, the boxes' image sizes and ``native_max_side`` on top
-    of ``keywords`` (what the request asks for), refused past ``max_request_bytes``.
-
-    Raises:
-        LimitExceeded: past the budget.
-    """
-    return check_budget(
-        settings,
-        estimate(
-            cost=model_cost(model),
-            image_sizes=_sizes(store, {b.image_id for b in boxes}),
-            native_max_side=settings.native_max_side,
-            **keywords,
-        ),
-    )
+def extraction_of(
+    store: Store, settings: Settings, model: LoadedModel, boxes: Iterable[BoxRecord], mode: str
+) -> Extraction:
+    """The forward passes of a request over ``boxes`` in ``mode``: the model's cost and the
+    sizes of the images the boxes lie on."""
+    sizes = _sizes(store, {b.image_id for b in boxes})
+    return Extraction(model_cost(model), mode, sizes, settings.native_max_side)
 
 
 def heatmap_budget(
