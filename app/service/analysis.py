@@ -120,63 +120,68 @@ def _members(groups: Mapping[str, Sequence[BoxRecord]]) -> list[BoxRecord]:
     return [b for members in groups.values() for b in members]
 
 
-def _descriptors(
-    store: Store,
-    model: LoadedModel,
-    boxes: Sequence[BoxRecord],
-    layers: Sequence[str],
-    descriptor: Descriptor,
-    request: DistanceRequest | SeparationRequest | EmbeddingRequest,
-    progress: Progress | None,
-    cancelled: Cancelled | None,
-    then: str,
-) -> dict[str, list[torch.Tensor]]:
-    """The boxes' descriptors on the request's grid and input mode; then says ``then``."""
-    features = box_descriptors(
-        store,
-        model,
-        boxes,
-        layers,
-        descriptor,
-        request.grid_size,
-        request.mode,
-        progress,
-        cancelled,
-    )
-    if progress is not None:
-        progress(0.85, then)
-    return features
+@dataclass(frozen=True)
+class _Run:
+    """What one analysis runs with: the store, the model, and its job's progress and
+    cancel hooks (``None`` when it runs in a request)."""
 
+    store: Store
+    model: LoadedModel
+    progress: Progress | None
+    cancelled: Cancelled | None
 
-def _cached_answer(
-    store: Store,
-    model: LoadedModel,
-    kind: str,
-    request: dict[str, Any],
-    boxes: Mapping[str, Sequence[BoxRecord]] | Sequence[BoxRecord],
-    answer: Callable[[dict[int, ImageRecord]], dict[str, Any]],
-) -> dict[str, Any]:
-    """The stored ``kind`` answer of ``request``, or ``answer(images)`` made JSON-safe and
-    stored, keyed by the model's name and weights, the request and the content of its
-    ``boxes`` (per group, or one list; see :func:`boxes_key`)."""
-    every = _members(boxes) if isinstance(boxes, Mapping) else list(boxes)
-    images = _images(store, every)
-    payload = {
-        "model": model.spec.name,
-        "weights": model.weights_sha256,
-        "request": request,
-        **(
-            {"groups": {name: boxes_key(group, images) for name, group in boxes.items()}}
-            if isinstance(boxes, Mapping)
-            else {"boxes": boxes_key(every, images)}
-        ),
-    }
+    def descriptors(
+        self,
+        boxes: Sequence[BoxRecord],
+        layers: Sequence[str],
+        descriptor: Descriptor,
+        request: DistanceRequest | SeparationRequest | EmbeddingRequest,
+        then: str,
+    ) -> dict[str, list[torch.Tensor]]:
+        """The boxes' descriptors on the request's grid and input mode; then says ``then``."""
+        features = box_descriptors(
+            self.store,
+            self.model,
+            boxes,
+            layers,
+            descriptor,
+            request.grid_size,
+            request.mode,
+            self.progress,
+            self.cancelled,
+        )
+        if self.progress is not None:
+            self.progress(0.85, then)
+        return features
 
-    def compute() -> dict[str, Any]:
-        made: dict[str, Any] = to_json_safe(answer(images))
-        return made
+    def answer(
+        self,
+        kind: str,
+        request: dict[str, Any],
+        boxes: Mapping[str, Sequence[BoxRecord]] | Sequence[BoxRecord],
+        answer: Callable[[dict[int, ImageRecord]], dict[str, Any]],
+    ) -> dict[str, Any]:
+        """The stored ``kind`` answer of ``request``, or ``answer(images)`` made JSON-safe
+        and stored, keyed by the model's name and weights, the request and the content of
+        its ``boxes`` (per group, or one list; see :func:`boxes_key`)."""
+        every = _members(boxes) if isinstance(boxes, Mapping) else list(boxes)
+        images = _images(self.store, every)
+        payload = {
+            "model": self.model.spec.name,
+            "weights": self.model.weights_sha256,
+            "request": request,
+            **(
+                {"groups": {name: boxes_key(group, images) for name, group in boxes.items()}}
+                if isinstance(boxes, Mapping)
+                else {"boxes": boxes_key(every, images)}
+            ),
+        }
 
-    return cached(store, kind, payload, compute)
+        def compute() -> dict[str, Any]:
+            made: dict[str, Any] = to_json_safe(answer(images))
+            return made
+
+        return cached(self.store, kind, payload, compute)
 
 
 def distance_work(request: DistanceRequest, n_boxes: int) -> int:
@@ -375,19 +380,11 @@ def distances(
     )
     descriptor: Descriptor = request.descriptor or measure.needs
     estimate_distances(store, settings, model, request, groups)
+    run = _Run(store, model, progress, cancelled)
 
     def answer(images: dict[int, ImageRecord]) -> dict[str, Any]:
-        features = _descriptors(
-            store,
-            model,
-            every,
-            [request.layer],
-            descriptor,
-            request,
-            progress,
-            cancelled,
-            "measuring",
-        )[request.layer]
+        found = run.descriptors(every, [request.layer], descriptor, request, "measuring")
+        features = found[request.layer]
         samples: dict[str, Group] = {}
         start = 0
         for name, members in groups.items():
@@ -451,9 +448,7 @@ def distances(
             ),
         }
 
-    return _cached_answer(
-        store, model, "distances", asdict(request) | {"descriptor": descriptor}, groups, answer
-    )
+    return run.answer("distances", asdict(request) | {"descriptor": descriptor}, groups, answer)
 
 
 def separation_profile(
@@ -487,19 +482,10 @@ def separation_profile(
     labels = [name for name, members in groups.items() for _ in members]
     check_limits(settings, samples=len(every), layers=len(request.layers))
     estimate_separation(store, settings, model, request, groups)
+    run = _Run(store, model, progress, cancelled)
 
     def answer(_images: dict[int, ImageRecord]) -> dict[str, Any]:
-        features = _descriptors(
-            store,
-            model,
-            every,
-            request.layers,
-            request.descriptor,
-            request,
-            progress,
-            cancelled,
-            "measuring",
-        )
+        features = run.descriptors(every, request.layers, request.descriptor, request, "measuring")
         per_layer: dict[str, tuple[torch.Tensor | list[torch.Tensor], list[str]]] = {
             layer: (
                 [f.reshape(-1, f.shape[-1]) for f in features[layer]]
@@ -539,7 +525,7 @@ def separation_profile(
             ),
         }
 
-    return _cached_answer(store, model, "separation", asdict(request), groups, answer)
+    return run.answer("separation", asdict(request), groups, answer)
 
 
 @dataclass(frozen=True)
@@ -641,20 +627,11 @@ def embedding(
         )
     check_limits(settings, samples=len(boxes))
     estimate_embedding(store, settings, model, boxes, request)
+    run = _Run(store, model, progress, cancelled)
 
     def answer(_images: dict[int, ImageRecord]) -> dict[str, Any]:
         then = f"{request.method} of {len(boxes)} boxes"
-        features = _descriptors(
-            store,
-            model,
-            boxes,
-            [request.layer],
-            request.descriptor,
-            request,
-            progress,
-            cancelled,
-            then,
-        )
+        features = run.descriptors(boxes, [request.layer], request.descriptor, request, then)
         x = torch.stack([f.reshape(-1) for f in features[request.layer]])
         xy = embed(
             x,
@@ -686,4 +663,4 @@ def embedding(
             ),
         }
 
-    return _cached_answer(store, model, "embedding", asdict(request), boxes, answer)
+    return run.answer("embedding", asdict(request), boxes, answer)
