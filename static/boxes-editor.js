@@ -208,6 +208,7 @@ export class BoxEditor {
   }
 
   async open(image, url, boxes) {
+    delete this.stage.dataset.shown;
     this.image = image;
     this.boxes = boxes.map((b) => ({ ...b }));
     this.selectedId = null;
@@ -218,6 +219,7 @@ export class BoxEditor {
     this.img.src = url;
     await this.img.decode().catch(() => {});
     this.layout();
+    this.stage.dataset.shown = String(image.id);  // laid out: tests and tools may measure now
     this.onSelect(null);
     this.onHistory(this.history);
   }
