@@ -45,7 +45,7 @@ function pickLabel(label) {
 
 function showZoom({ scale, fit }) {
   const percent = `${Math.round(scale * 1000) / 10}%`;
-  $("zoom-level").textContent = fit ? `${percent} (fit)` : percent;
+  $("zoom-level").textContent = fit ? `= ${percent}` : "";  // else the select shows it
   const preset = [...$("zoom").options].find((o) => o.value === "fit" ? fit : !fit && Number(o.value) === scale);
   $("zoom-custom").textContent = percent;
   $("zoom").value = preset ? preset.value : "custom";
