@@ -93,7 +93,9 @@ export class BoxEditor {
     window.addEventListener("keydown", (e) => this.#key(e, true));
     window.addEventListener("keyup", (e) => this.#key(e, false));
     window.addEventListener("blur", () => this.#setSpace(false));
+    // The stage's width, or the window's height (fit uses 70% of it), may change.
     new ResizeObserver(() => this.layout()).observe(stage);
+    window.addEventListener("resize", () => this.layout());
   }
 
   // "fit": the whole image, as large as the stage's width and 70% of the window's height
