@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -38,13 +38,28 @@ def _png(width: int, height: int, seed: int) -> bytes:
     return buffer.getvalue()
 
 
-def _image(origin: str, name: str, width: int, height: int, seed: int) -> dict[str, Any]:
-    png = _png(width, height, seed)
-    response = httpx.post(f"{origin}/api/images", files={"file": (name, png, "image/png")})
-    assert response.status_code in (200, 201), response.text
-    image: dict[str, Any] = response.json()
-    assert (image["width"], image["height"]) == (width, height)
-    return image
+NewImage = Callable[[str, int, int, int], dict[str, Any]]
+
+
+@pytest.fixture
+def new_image(server: str) -> Iterator[NewImage]:
+    """``new_image(name, width, height, seed)`` stores a picture; the test's images (and so
+    their boxes and labels) are deleted afterwards, leaving the shared server as it was.
+    Ask for it before ``watched_page``: it is then torn down after the page has closed."""
+    made: list[int] = []
+
+    def make(name: str, width: int, height: int, seed: int) -> dict[str, Any]:
+        png = _png(width, height, seed)
+        response = httpx.post(f"{server}/api/images", files={"file": (name, png, "image/png")})
+        assert response.status_code in (200, 201), response.text
+        image: dict[str, Any] = response.json()
+        assert (image["width"], image["height"]) == (width, height)
+        made.append(image["id"])
+        return image
+
+    yield make
+    for image_id in made:
+        httpx.delete(f"{server}/api/images/{image_id}")
 
 
 def _box(origin: str, image_id: int, x: int, y: int, w: int, h: int, label: str) -> int:
@@ -117,10 +132,10 @@ def _stage(page: Page) -> dict[str, float]:
 
 
 def test_wheel_zoom_keeps_the_point_under_the_cursor_and_space_or_middle_drag_pans(
-    watched_page: tuple[Page, Any], server: str, shot: Any
+    new_image: NewImage, watched_page: tuple[Page, Any], server: str, shot: Any
 ) -> None:
     page, _ = watched_page
-    image = _image(server, "zoom.png", 641, 427, seed=11)
+    image = new_image("zoom.png", 641, 427, 11)
     _open_page(page, server)
     _open_image(page, image)
     fit = View(page, image)
@@ -226,10 +241,10 @@ def _stroke_on_screen(page: Page, box_id: int, width: int) -> float:
 
 
 def test_a_40px_box_on_a_4800px_photo_stays_visible_and_grabbable_at_every_zoom(
-    watched_page: tuple[Page, Any], server: str, shot: Any
+    new_image: NewImage, watched_page: tuple[Page, Any], server: str, shot: Any
 ) -> None:
     page, _ = watched_page
-    image = _image(server, "large.png", 4800, 3202, seed=12)
+    image = new_image("large.png", 4800, 3202, 12)
     box_id = _box(server, image["id"], 2400, 1600, 40, 40, "speck")
     _open_page(page, server)
     _open_image(page, image)
@@ -302,11 +317,11 @@ def _labels(origin: str) -> list[dict[str, Any]]:
 
 
 def test_label_bar_lists_colours_and_counts_and_hotkeys_pick_the_active_label(
-    watched_page: tuple[Page, Any], server: str, shot: Any
+    new_image: NewImage, watched_page: tuple[Page, Any], server: str, shot: Any
 ) -> None:
     page, _ = watched_page
-    image = _image(server, "labels.png", 500, 380, seed=13)
-    other = _image(server, "labels-other.png", 300, 200, seed=14)
+    image = new_image("labels.png", 500, 380, 13)
+    other = new_image("labels-other.png", 300, 200, 14)
     _box(server, image["id"], 10, 10, 60, 50, "bar-apple")
     _box(server, image["id"], 100, 10, 60, 50, "bar-apple")
     _box(server, other["id"], 10, 10, 60, 50, "bar-apple")
@@ -384,11 +399,11 @@ def _key(page: Page, combo: str) -> None:
 
 
 def test_undo_and_redo_of_every_edit_survive_reopening_the_image(
-    watched_page: tuple[Page, Any], server: str, shot: Any
+    new_image: NewImage, watched_page: tuple[Page, Any], server: str, shot: Any
 ) -> None:
     page, _ = watched_page
-    image = _image(server, "history.png", 520, 400, seed=15)
-    other = _image(server, "history-other.png", 320, 240, seed=16)
+    image = new_image("history.png", 520, 400, 15)
+    other = new_image("history-other.png", 320, 240, 16)
     _open_page(page, server)
     _open_image(page, image)
     view = View(page, image)
