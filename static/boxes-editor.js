@@ -20,6 +20,7 @@ const MAX_SCALE = 32;  // screen pixels per image pixel
 const MAX_SIDE_PX = 65536;  // the zoomed image's longest side on screen, at most
 const KEEP_PX = 48;  // a pan stops while this much of the image is still in view
 const MIN_STAGE_PX = 200;
+const PIXELATED_FROM = 4;  // screen pixels per image pixel
 
 function svgEl(name, attrs) {
   const el = document.createElementNS(SVG_NS, name);
@@ -40,8 +41,8 @@ export function resized(box, handle, dx, dy) {
 }
 
 export class BoxEditor {
-  // store: {create(image, fields) -> saved box, update(id, fields) -> saved box, remove(id)},
-  // each async; the editor keeps its boxes as the store answered them.
+  // store: {create(image, fields) -> saved box, update(id, fields) -> saved box, remove(id),
+  // get(id) -> box}, each async; the editor keeps its boxes as the store answered them.
   // onRelabel(box): the user asked to relabel `box` (double-click on it).
   // onView({scale, fit}): the zoom changed. onHistory(history): what can be undone changed.
   constructor(stage, store, options = {}) {
@@ -174,6 +175,8 @@ export class BoxEditor {
     this.img.style.width = `${w}px`;
     this.img.style.height = `${h}px`;
     this.canvas.style.transform = `translate(${this.tx}px, ${this.ty}px)`;
+    // Close up, each image pixel a crisp square (where a box edge falls is then visible).
+    this.img.classList.toggle("pixelated", this.scale >= PIXELATED_FROM);
     this.render();
     this.onView({ scale: this.scale, fit: this.fit });
   }
@@ -502,14 +505,37 @@ export class BoxEditor {
       this.history.renumber(oldId, saved.id);
       return true;
     }
+    // The store is the truth: the box must still be as this step left it (or, redoing, as
+    // it found it), else another tab or tool changed it since and the step would undo that.
+    const what = back ? "undone" : "redone";
+    const expected = step.kind !== "update" ? step.box : back ? step.after : step.before;
     const box = this.boxes.find((b) => b.id === step.id);
-    if (!box) {
-      const what = back ? "undone" : "redone";
+    const current = box && await this.#stored(step.id);
+    if (!box || current === undefined) {
       this.onError(new Error(`box ${step.id} is no longer on this image, so that step cannot be ${what}`));
+      return false;
+    }
+    if (current === null) return false;  // the store could not be asked; its error is shown
+    if (!same(current, expected)) {
+      Object.assign(box, current);
+      this.render();
+      this.onSelect(this.selected);
+      this.onError(new Error(`box ${step.id} was changed elsewhere since this edit, so that step cannot be ${what}`));
       return false;
     }
     if (step.kind === "update") return Boolean(await this.#update(step.id, back ? step.before : step.after, pick(box)));
     return this.#remove(step.id);
+  }
+
+  // The box as the store has it now; undefined when it is gone, null on any other error.
+  async #stored(id) {
+    try {
+      return await this.store.get(id);
+    } catch (err) {
+      if (err.status === 404) return undefined;
+      this.onError(err);
+      return null;
+    }
   }
 
   render() {
@@ -586,4 +612,8 @@ function rounded(b) {
 
 function pick(b) {
   return { x: b.x, y: b.y, w: b.w, h: b.h, label: b.label };
+}
+
+function same(a, b) {
+  return ["x", "y", "w", "h", "label"].every((key) => a[key] === b[key]);
 }

@@ -16,6 +16,7 @@ const store = {
   create: (image, box) => post(`/api/images/${image.id}/boxes`, box),
   update: (id, fields) => patch(`/api/boxes/${id}`, fields),
   remove: (id) => del(`/api/boxes/${id}`),
+  get: (id) => get(`/api/boxes/${id}`),
 };
 
 export function currentImage() {
