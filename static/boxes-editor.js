@@ -1,10 +1,9 @@
 // Box editor: an SVG overlay whose viewBox is the image's own pixel grid, so every
 // coordinate it reads or writes is in IMAGE pixels, whatever the zoom or display scale.
-// The view: the stage is a fixed window onto the image; the canvas (image + overlay) is
-// drawn at `scale` screen pixels per image pixel and shifted by (tx, ty) inside it, so a
-// wheel zoom keeps the image point under the cursor where it was, and a pan moves it.
+// Zoom and pan live in StageView; undo and redo steps in EditHistory.
 import { EditHistory } from "./edit-history.js";
 import { labelColour } from "./palette.js";
+import { StageView } from "./stage-view.js";
 
 const SVG_NS = "http://www.w3.org/2000/svg";
 const HANDLES = ["nw", "n", "ne", "e", "se", "s", "sw", "w"];
@@ -15,12 +14,6 @@ const HANDLE_PX = 10;  // a handle's side on screen, at every zoom
 const SMALL_PX = 3 * HANDLE_PX;
 const MIN_SIZE = 2;
 const DOUBLE_MS = 500;
-const WHEEL_RATE = 0.002;  // zoom factor exp(-deltaY × rate): 100 px of wheel ≈ ×1.22
-const MAX_SCALE = 32;  // screen pixels per image pixel
-const MAX_SIDE_PX = 65536;  // the zoomed image's longest side on screen, at most
-const KEEP_PX = 48;  // a pan stops while this much of the image is still in view
-const MIN_STAGE_PX = 200;
-const PIXELATED_FROM = 4;  // screen pixels per image pixel
 
 function svgEl(name, attrs) {
   const el = document.createElementNS(SVG_NS, name);
@@ -62,13 +55,6 @@ export class BoxEditor {
     this.history = null;
     this.drag = null;
     this.drawMode = false;
-    this.scale = 1;
-    this.fitScale = 1;
-    this.tx = 0;
-    this.ty = 0;
-    this.fit = true;
-    this.space = false;
-    this.inside = false;
     this.img = document.createElement("img");
     this.img.className = "editor-image";
     this.img.alt = "image being annotated";
@@ -86,130 +72,25 @@ export class BoxEditor {
     });
     this.svg.addEventListener("pointerup", (e) => this.#up(e));
     this.svg.addEventListener("pointercancel", () => this.#cancel());
-    // A middle press would start the browser's autoscroll (or paste, on X11): it pans here.
-    this.svg.addEventListener("mousedown", (e) => { if (e.button === 1) e.preventDefault(); });
-    stage.addEventListener("wheel", (e) => this.#wheel(e), { passive: false });
-    stage.addEventListener("pointerenter", () => { this.inside = true; });
-    stage.addEventListener("pointerleave", () => { this.inside = false; });
-    window.addEventListener("keydown", (e) => this.#key(e, true));
-    window.addEventListener("keyup", (e) => this.#key(e, false));
-    window.addEventListener("blur", () => this.#setSpace(false));
-    // The stage's width, or the window's height (fit uses 70% of it), may change.
-    new ResizeObserver(() => this.layout()).observe(stage);
-    window.addEventListener("resize", () => this.layout());
+    // Shift held: the next drag draws, so show the drawing cursor over boxes too.
+    const shift = (e) => this.svg.classList.toggle("force-draw", e.shiftKey);
+    window.addEventListener("keydown", shift);
+    window.addEventListener("keyup", shift);
+    this.view = new StageView(stage, this.canvas, this.img, (state) => {
+      this.render();
+      this.onView(state);
+    });
   }
 
-  // "fit": the whole image, as large as the stage's width and 70% of the window's height
-  // allow; a number: that many screen pixels per image pixel, zoomed about the stage's
-  // centre (the image point there stays there).
+  // "fit" or screen pixels per image pixel (see StageView.setZoom).
   setZoom(zoom) {
-    if (zoom === "fit") {
-      this.fit = true;
-      this.layout();
-      return;
-    }
-    const rect = this.stage.getBoundingClientRect();
-    this.zoomAt(rect.left + this.stage.clientWidth / 2, rect.top + this.stage.clientHeight / 2, Number(zoom));
-  }
-
-  // Zoom to `scale` keeping the image point under (clientX, clientY) at that screen point.
-  zoomAt(clientX, clientY, scale) {
-    if (!this.image || !Number.isFinite(scale)) return;
-    const next = clamp(scale, this.minScale, this.maxScale);
-    const { x, y } = this.#local(clientX, clientY);
-    const px = (x - this.tx) / this.scale, py = (y - this.ty) / this.scale;
-    this.fit = false;
-    this.scale = next;
-    this.tx = x - px * next;
-    this.ty = y - py * next;
-    this.#apply();
-  }
-
-  panBy(dx, dy) {
-    if (!this.image) return;
-    this.fit = false;
-    this.tx += dx;
-    this.ty += dy;
-    this.#apply();
-  }
-
-  get minScale() {
-    return this.fitScale / 4;
-  }
-
-  get maxScale() {
-    const side = Math.max(this.image.width, this.image.height);
-    return Math.max(this.fitScale * 2, Math.min(MAX_SCALE, MAX_SIDE_PX / side));
+    this.view.setZoom(zoom);
   }
 
   // Draw mode: every drag draws a box, even one starting inside another (nested boxes).
   setDrawMode(on) {
     this.drawMode = Boolean(on);
     this.svg.classList.toggle("draw-mode", this.drawMode);
-  }
-
-  // The stage is as tall as the image at fit; "fit" is recomputed from its width, any other
-  // zoom keeps its scale and only pulls the image back into view.
-  layout() {
-    if (!this.image || !this.stage.clientWidth) return;
-    const { width, height } = this.image;
-    this.fitScale = Math.min(this.stage.clientWidth / width, (0.7 * window.innerHeight) / height);
-    const tall = Math.max(height * this.fitScale, Math.min(MIN_STAGE_PX, 0.7 * window.innerHeight));
-    this.stage.style.height = `${tall}px`;
-    if (this.fit) {
-      this.scale = this.fitScale;
-      this.tx = (this.stage.clientWidth - width * this.scale) / 2;
-      this.ty = (this.stage.clientHeight - height * this.scale) / 2;
-    }
-    this.#apply();
-  }
-
-  #apply() {
-    const { width, height } = this.image;
-    const w = width * this.scale, h = height * this.scale;
-    if (!this.fit) {
-      const keepX = Math.min(KEEP_PX, w), keepY = Math.min(KEEP_PX, h);
-      this.tx = clamp(this.tx, keepX - w, this.stage.clientWidth - keepX);
-      this.ty = clamp(this.ty, keepY - h, this.stage.clientHeight - keepY);
-    }
-    this.img.style.width = `${w}px`;
-    this.img.style.height = `${h}px`;
-    this.canvas.style.transform = `translate(${this.tx}px, ${this.ty}px)`;
-    // Close up, each image pixel a crisp square (where a box edge falls is then visible).
-    this.img.classList.toggle("pixelated", this.scale >= PIXELATED_FROM);
-    this.render();
-    this.onView({ scale: this.scale, fit: this.fit });
-  }
-
-  // Client coordinates to the stage's own (its content box's top-left is 0, 0).
-  #local(clientX, clientY) {
-    const rect = this.stage.getBoundingClientRect();
-    return { x: clientX - rect.left - this.stage.clientLeft, y: clientY - rect.top - this.stage.clientTop };
-  }
-
-  #wheel(event) {
-    if (!this.image) return;
-    event.preventDefault();
-    const px = event.deltaMode === 1 ? 16 : event.deltaMode === 2 ? this.stage.clientHeight : 1;
-    if (event.deltaY) {
-      this.zoomAt(event.clientX, event.clientY, this.scale * Math.exp(-event.deltaY * px * WHEEL_RATE));
-    }
-    if (event.deltaX) this.panBy(-event.deltaX * px, 0);
-  }
-
-  // Space held over the stage: a left drag pans (and the page does not scroll).
-  #key(event, down) {
-    if (event.key === "Shift") this.svg.classList.toggle("force-draw", down);
-    if (event.code !== "Space" && event.key !== " ") return;
-    const typing = event.target instanceof Element && event.target.closest("input, select, textarea");
-    if (!this.image || typing || !(this.inside || this.space)) return;
-    event.preventDefault();
-    this.#setSpace(down);
-  }
-
-  #setSpace(on) {
-    this.space = on;
-    this.svg.classList.toggle("pan-ready", on);
   }
 
   async open(image, url, boxes) {
@@ -219,11 +100,10 @@ export class BoxEditor {
     this.selectedId = null;
     this.drag = null;
     this.history = new EditHistory(image);
-    this.fit = true;
     this.svg.setAttribute("viewBox", `0 0 ${image.width} ${image.height}`);
     this.img.src = url;
     await this.img.decode().catch(() => {});
-    this.layout();
+    this.view.show(image.width, image.height);
     this.stage.dataset.shown = String(image.id);  // laid out: tests and tools may measure now
     this.onSelect(null);
     this.onHistory(this.history);
@@ -244,7 +124,7 @@ export class BoxEditor {
 
   // Image pixels per screen pixel, to keep handles and strokes a constant size on screen.
   get unit() {
-    return this.image && this.scale > 0 ? 1 / this.scale : 1;
+    return this.view.unit;
   }
 
   select(id) {
@@ -255,10 +135,10 @@ export class BoxEditor {
 
   #down(event) {
     if (!this.image) return;
-    if (event.button === 1 || (event.button === 0 && this.space)) {
+    if (this.view.wantsPan(event)) {
       event.preventDefault();
-      this.drag = { mode: "pan", x: event.clientX, y: event.clientY, tx: this.tx, ty: this.ty };
-      this.svg.classList.add("panning");
+      this.drag = { mode: "pan" };
+      this.view.startPan(event);
       this.svg.setPointerCapture(event.pointerId);
       return;
     }
@@ -288,10 +168,7 @@ export class BoxEditor {
   #move(event) {
     if (!this.drag) return;
     if (this.drag.mode === "pan") {
-      this.fit = false;
-      this.tx = this.drag.tx + event.clientX - this.drag.x;
-      this.ty = this.drag.ty + event.clientY - this.drag.y;
-      this.#apply();
+      this.view.movePan(event);
       return;
     }
     const p = this.toImage(event.clientX, event.clientY);
@@ -316,7 +193,7 @@ export class BoxEditor {
   #cancel() {
     const drag = this.drag;
     this.drag = null;
-    this.svg.classList.remove("panning");
+    this.view.endPan();
     if (drag?.before) Object.assign(drag.box, pick(drag.before));
     this.render();
   }
@@ -327,7 +204,7 @@ export class BoxEditor {
     if (!drag) return;
     this.svg.releasePointerCapture(event.pointerId);
     if (drag.mode === "pan") {
-      this.svg.classList.remove("panning");
+      this.view.endPan();
       return;
     }
     if (drag.mode === "draw") {
