@@ -170,7 +170,8 @@ export class StageView {
   #key(event, down) {
     if (event.code !== "Space" && event.key !== " ") return;
     const typing = event.target instanceof Element && event.target.closest("input, select, textarea");
-    if (!this.size || typing || !(this.inside || this.space)) return;
+    const shown = this.stage.offsetParent !== null;  // a closed viewer leaves Space alone
+    if (!this.size || typing || !shown || !(this.inside || this.space)) return;
     event.preventDefault();
     this.#setSpace(down);
   }
