@@ -1,8 +1,9 @@
-"""Models the service knows and their feature-map layers."""
+"""Models the service knows, their feature-map layers and their class names."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
+from pydantic import BaseModel
 
 from app.api.deps import ModelDep, SettingsDep
 from app.api.schemas import FromRecord
