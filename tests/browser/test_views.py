@@ -72,7 +72,7 @@ def _drawn(page: Page, plot_id: str) -> None:
     page.wait_for_selector(f"#{plot_id}.js-plotly-plot .main-svg")
 
 
-def _doc_shot(page: Page, name: str, anchor: str) -> None:
+def _doc_shot(page: Page, name: str, anchor: str, block: str = "start") -> None:
     """The README's screenshot of ``anchor`` at each size, as a palette PNG under 300 KB."""
     if not os.environ.get("FEATUREGAP_DOC_SCREENSHOTS"):
         return
@@ -80,7 +80,7 @@ def _doc_shot(page: Page, name: str, anchor: str) -> None:
     for width, height in SIZES:
         page.set_viewport_size({"width": width, "height": height})
         page.wait_for_timeout(400)  # Plotly's responsive resize
-        page.evaluate(f"document.querySelector('{anchor}').scrollIntoView({{block: 'start'}})")
+        page.evaluate(f"document.querySelector('{anchor}').scrollIntoView({{block: '{block}'}})")
         page.wait_for_timeout(200)
         shot = Image.open(io.BytesIO(page.screenshot()))
         path = DOCS / f"{name}-{width}x{height}.png"
@@ -107,10 +107,20 @@ def test_heat_map_panel_target_search_channel_prediction_click_grid_and_errors(
     _open(page, server)
     _open_image(page, "chelsea-panel")
 
-    # The panel sits beside the image, not below it.
+    # The panel sits right under the image and its label bar (the image keeps the width),
+    # and beside it on a wide screen.
+    stage = page.locator("#editor-stage").bounding_box()
+    editor = page.locator(".editor-main").bounding_box()
+    panel = page.locator("#heat-panel").bounding_box()
+    assert 0 <= panel["y"] - (editor["y"] + editor["height"]) <= 20
+    assert panel["y"] - (stage["y"] + stage["height"]) < 200
+    assert abs(panel["x"] - stage["x"]) <= 1 and stage["width"] > 800
+    page.set_viewport_size({"width": 1600, "height": 900})
+    page.wait_for_timeout(200)
     stage = page.locator("#editor-stage").bounding_box()
     panel = page.locator("#heat-panel").bounding_box()
     assert panel["x"] >= stage["x"] + stage["width"] and panel["y"] < stage["y"] + stage["height"]
+    page.set_viewport_size({"width": 1280, "height": 800})
 
     # The class to explain, found by typing part of its name in the model's class list.
     options = page.eval_on_selector_all("#class-names option", "os => os.map(o => o.value)")
@@ -208,7 +218,7 @@ def test_heat_map_panel_target_search_channel_prediction_click_grid_and_errors(
             assert float(values[3]) == pytest.approx(by_box[int(values[0])], rel=1e-3), (i, values)
     assert {cat, ear} == {b["id"] for b in answer["boxes"]}
     shot(page, "grid")
-    _doc_shot(page, "heatmap-panel", "#viewer")
+    _doc_shot(page, "heatmap-panel", "#heat-panel", "end")
     _doc_shot(page, "heatmap-grid", "#grid-view")
 
     # An error leaves no stale map: the view empties and the message shows by the buttons.
