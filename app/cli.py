@@ -319,6 +319,21 @@ def _setup_extract(parser: argparse.ArgumentParser) -> None:
         "--labels", default=None, help="comma-separated box labels (default: every box)"
     )
     parser.add_argument("--data-dir", default=None, help="store location (FEATUREGAP_DATA_DIR)")
+    parser.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        default=None,
+        metavar="ADDRESS",
+        help="run on a Ray cluster ('auto', 'ray://head:10001'; no ADDRESS: RAY_ADDRESS or a "
+        "local Ray; default FEATUREGAP_RAY_ADDRESS); needs pip install -e '.[ray]'",
+    )
+    parser.add_argument(
+        "--ray-actors", type=int, default=None, help="Ray actors, one model each (default 2)"
+    )
+    parser.add_argument(
+        "--ray-gpus", type=float, default=None, help="GPUs per Ray actor (default 0)"
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
@@ -328,7 +343,7 @@ def _run_extract(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from app.config import get_settings
-    from app.service.extraction import extract_boxes
+    from app.service.backends import backend
     from app.store import Store
 
     layers = [layer.strip() for layer in args.layers.split(",") if layer.strip()]
@@ -337,8 +352,14 @@ def _run_extract(args: argparse.Namespace) -> int:
     if args.data_dir:
         os.environ["FEATUREGAP_DATA_DIR"] = str(args.data_dir)
         get_settings.cache_clear()
+    settings = get_settings()
+    overrides = {"ray_actors": args.ray_actors, "ray_gpus_per_actor": args.ray_gpus}
+    settings = settings.model_copy(
+        update={key: value for key, value in overrides.items() if value is not None}
+    )
+    run = backend(settings, args.ray)
     model = _get_model(args.model)
-    store = Store(get_settings())
+    store = Store(settings)
     try:
         labels = (
             None
@@ -352,7 +373,7 @@ def _run_extract(args: argparse.Namespace) -> int:
                 bar.set_postfix_str(message, refresh=False)
                 bar.update(round(fraction * 100) - bar.n)
 
-            report, _ = extract_boxes(
+            report = run(
                 store,
                 model,
                 boxes,

@@ -170,7 +170,11 @@ class DescriptorActor:
                 box_ids.extend(int(b[0]) for b in boxes)
                 for index, layer in enumerate(self.layers):
                     regions = region_descriptors(
-                        maps[layer][k], size, [Box(*b[1:]) for b in boxes], self.kind, self.grid_size
+                        maps[layer][k],
+                        size,
+                        [Box(*b[1:]) for b in boxes],
+                        self.kind,
+                        self.grid_size,
                     )
                     values[index].extend(r.reshape(-1).cpu().numpy() for r in regions)
         out: Batch = {"box_id": np.asarray(box_ids, dtype=np.int64)}
@@ -267,8 +271,10 @@ def extract_boxes_ray(
     if by_image:
         writer = _Writer(store, {layer: sets[layer] for layer in needed})
         done = 0
-        for batch in _run(store, model, by_image, needed, kind, grid_size, mode, batch_size,
-                          options, actor):  # fmt: skip
+        shards = _run(
+            store, model, by_image, needed, kind, grid_size, mode, batch_size, options, actor
+        )
+        for batch in shards:
             ids = batch["box_id"].tolist()
             for index, layer in enumerate(needed):
                 rows = [k for k, box_id in enumerate(ids) if box_id in missing[layer]]
