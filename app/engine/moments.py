@@ -23,7 +23,9 @@ from numpy.typing import NDArray
 
 __all__ = [
     "MAX_WIDTH",
+    "MEASURES",
     "Moments",
+    "distance_matrix",
     "euclidean",
     "label_moments",
     "mahalanobis",
@@ -254,3 +256,24 @@ def mahalanobis(a: Moments, b: Moments, shrinkage: Shrinkage = "ledoit_wolf") ->
     diff = a.mean - b.mean
     quad = float(diff @ np.linalg.solve(cov, diff))
     return float(np.sqrt(max(quad, 0.0)))
+
+
+MEASURES = {"euclidean": euclidean, "std_euclidean": std_euclidean, "mahalanobis": mahalanobis}
+"""The group measures that moments answer, by name."""
+
+
+def distance_matrix(stats: Mapping[str, Moments], measure: str) -> F64:
+    """The measure between every pair of groups (in ``stats``' order), zero diagonal.
+
+    Raises:
+        ValueError: an unknown measure, or a pair the measure cannot compare.
+    """
+    if measure not in MEASURES:
+        raise ValueError(f"unknown measure {measure!r}; use one of {sorted(MEASURES)}")
+    between = MEASURES[measure]
+    groups = list(stats.values())
+    out = np.zeros((len(groups), len(groups)))
+    for i in range(len(groups)):
+        for j in range(i + 1, len(groups)):
+            out[i, j] = out[j, i] = between(groups[i], groups[j])
+    return out

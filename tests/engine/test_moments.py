@@ -108,3 +108,25 @@ def test_bad_inputs_say_what_to_fix() -> None:
     flat = mo.Moments.of(np.ones((4, 3)), np.zeros(3))
     with pytest.raises(ValueError, match="no spread"):
         mo.mahalanobis(flat, flat)
+
+
+def test_distance_matrix_equals_the_measure_on_each_pair() -> None:
+    rng = np.random.default_rng(9)
+    groups = {name: _rows(rng, n, 4, 2.0) for name, n in [("a", 5), ("b", 12), ("c", 3)]}
+    shift = groups["b"][0]
+    stats = {name: mo.Moments.of(rows, shift) for name, rows in groups.items()}
+    names = list(groups)
+    for measure, reference in [
+        ("euclidean", euclidean),
+        ("std_euclidean", std_euclidean),
+        ("mahalanobis", mahalanobis),
+    ]:
+        matrix = mo.distance_matrix(stats, measure)
+        assert np.all(np.diag(matrix) == 0)
+        for i, p in enumerate(names):
+            for j, q in enumerate(names):
+                if i != j:
+                    want = reference(torch.from_numpy(groups[p]), torch.from_numpy(groups[q]))
+                    _close(matrix[i, j], want)
+    with pytest.raises(ValueError, match="unknown measure"):
+        mo.distance_matrix(stats, "cosine")
