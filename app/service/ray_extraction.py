@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -108,7 +109,10 @@ def connect(address: str | None) -> ModuleType:
             log_to_driver=False,
             include_dashboard=False,
         )
-    context = ray.data.DataContext.get_current()
+    with warnings.catch_warnings():
+        # Ray 2.60's DataContext warns about its own deprecated defaults when first built.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # the driver reports progress itself
     return ray
 
