@@ -25,6 +25,7 @@ __all__ = [
     "MAX_WIDTH",
     "MEASURES",
     "Moments",
+    "add_into",
     "distance_matrix",
     "euclidean",
     "label_moments",
@@ -185,12 +186,34 @@ def label_moments(
     return {name: Moments.of(x[ids], shift) for name, ids in index.items()}
 
 
+def add_into(total: dict[str, Moments], part: Mapping[str, Moments]) -> None:
+    """Add a shard's per-label moments into ``total``, in place: a label's ``d×d`` sum is
+    held once however many shards arrive (``total`` owns its arrays: start it empty)."""
+    for name, moments in part.items():
+        had = total.get(name)
+        if had is None:
+            total[name] = moments + Moments.empty(moments.shift)  # a copy of our own
+            continue
+        if not np.array_equal(had.shift, moments.shift):
+            raise ValueError("moments about different shifts cannot be added; use one shift")
+        np.add(had.total, moments.total, out=had.total)
+        np.add(had.outer, moments.outer, out=had.outer)
+        np.add(had.weighted, moments.weighted, out=had.weighted)
+        total[name] = Moments(
+            had.count + moments.count,
+            had.shift,
+            had.total,
+            had.outer,
+            had.weighted,
+            had.fourth + moments.fourth,
+        )
+
+
 def merge(parts: Iterable[Mapping[str, Moments]]) -> dict[str, Moments]:
-    """Per-label moments of several shards added label by label."""
+    """Per-label moments of several shards added label by label (inputs left unchanged)."""
     out: dict[str, Moments] = {}
     for part in parts:
-        for name, moments in part.items():
-            out[name] = out[name] + moments if name in out else moments
+        add_into(out, part)
     return out
 
 

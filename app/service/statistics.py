@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from app.engine.moments import Moments, label_moments, merge
+from app.engine.moments import Moments, add_into, label_moments
 from app.service.extraction import stored_box
 from app.store import BoxRecord, Store
 from app.store.features import FeatureSet
@@ -125,7 +125,7 @@ def label_statistics(
     )
     total: dict[str, Moments] = {}
     for done, part in enumerate(parts, start=1):
-        total = merge([total, part])
+        add_into(total, part)
         if progress is not None:
             progress(done / len(shards), f"statistics of {done}/{len(shards)} shards")
     order = list(dict.fromkeys(b.label for b in unique))

@@ -130,3 +130,20 @@ def test_distance_matrix_equals_the_measure_on_each_pair() -> None:
                     _close(matrix[i, j], want)
     with pytest.raises(ValueError, match="unknown measure"):
         mo.distance_matrix(stats, "cosine")
+
+
+def test_add_into_accumulates_in_place_and_leaves_the_parts_alone() -> None:
+    rng = np.random.default_rng(4)
+    rows = _rows(rng, 30, 3, 0.5)
+    shift = rows[0]
+    parts = [mo.label_moments(rows[k::3], ["a", "b"] * 5, shift) for k in range(3)]
+    before = parts[0]["a"].outer.copy()
+    total: dict[str, mo.Moments] = {}
+    for part in parts:
+        mo.add_into(total, part)
+    np.testing.assert_array_equal(parts[0]["a"].outer, before)
+    want = mo.label_moments(np.concatenate([rows[k::3] for k in range(3)]), ["a", "b"] * 15, shift)
+    for name in ("a", "b"):
+        assert total[name].count == want[name].count == 15
+        np.testing.assert_allclose(total[name].outer, want[name].outer, rtol=1e-12)
+        _close(total[name].centred_fourth(), want[name].centred_fourth())
