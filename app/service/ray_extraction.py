@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -58,6 +59,7 @@ __all__ = ["DescriptorActor", "RayOptions", "extract_boxes_ray", "import_ray", "
 Progress = Callable[[float, str], None]
 Batch = dict[str, np.ndarray]
 _SEGMENT_BYTES = 32 * 1024 * 1024  # descriptor bytes the driver buffers per layer
+_CONNECT_LOCK = threading.Lock()
 _INSTALL_HINT = "Ray is not installed; install the extra with: pip install -e '.[ray]'"
 
 
@@ -103,12 +105,13 @@ def import_ray() -> ModuleType:
 def connect(address: str | None) -> ModuleType:
     """Ray, initialised in this process (joining ``address``) unless it already is."""
     ray = import_ray()
-    if not ray.is_initialized():
-        ray.init(
-            address=None if address in (None, "", "local") else address,
-            log_to_driver=False,
-            include_dashboard=False,
-        )
+    with _CONNECT_LOCK:  # two jobs starting at once must not both call ray.init
+        if not ray.is_initialized():
+            ray.init(
+                address=None if address in (None, "", "local") else address,
+                log_to_driver=False,
+                include_dashboard=False,
+            )
     with warnings.catch_warnings():
         # Ray 2.60's DataContext warns about its own deprecated defaults when first built.
         warnings.simplefilter("ignore", DeprecationWarning)
