@@ -98,20 +98,40 @@ def _throughput(root: Path) -> None:
         ("ray, 2 actors", 2),
     ]:
         store = _fill(root / name.replace(" ", "_"), images, 4)
+        stamps: list[tuple[float, float]] = []
+
+        def progress(fraction: float, _: str) -> None:
+            stamps.append((time.perf_counter(), fraction))  # noqa: B023  (used in this loop)
+
         try:
             started = time.perf_counter()
             if run is None:
                 torch.set_num_threads(2)
-                extract_boxes(store, model, store.boxes(), layers, "gap", batch_size=8)
+                extract_boxes(
+                    store, model, store.boxes(), layers, "gap", batch_size=8, progress=progress
+                )
             else:
                 options = RayOptions(actors=run)
                 extract_boxes_ray(
-                    store, model, store.boxes(), layers, "gap", batch_size=8, options=options
+                    store,
+                    model,
+                    store.boxes(),
+                    layers,
+                    "gap",
+                    batch_size=8,
+                    progress=progress,
+                    options=options,
                 )
             seconds = time.perf_counter() - started
         finally:
             store.close()
-        print(f"  {name:24s} {images / seconds:6.1f} images/s ({seconds:.1f} s for {images})")
+        (first, done), (last, _) = stamps[0], stamps[-1]
+        steady = (1 - done) * images / (last - first) if last > first else float("nan")
+        print(
+            f"  {name:24s} {images / seconds:5.1f} images/s overall ({seconds:.1f} s for "
+            f"{images}, first shard after {first - started:.1f} s), {steady:5.1f} images/s "
+            "after the first shard"
+        )
 
 
 def _stats_store(root: Path, boxes: int) -> tuple[Store, FeatureSet, list[BoxRecord]]:

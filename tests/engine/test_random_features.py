@@ -18,8 +18,8 @@ def _sets(seed: int, n: int, m: int, d: int, gap: float) -> tuple[np.ndarray, np
 
 def test_multi_kernel_from_moments_is_the_measures_kernel() -> None:
     x, y = _sets(1, 211, 37, 9, 0.4)
-    kernel = make_kernel(torch.from_numpy(np.concatenate([x, y])), sigma=None, kernel="multi",
-                         kernel_mul=2.0, kernel_num=5)  # fmt: skip
+    pooled = torch.from_numpy(np.concatenate([x, y]))
+    kernel = make_kernel(pooled, sigma=None, kernel="multi", kernel_mul=2.0, kernel_num=5)
     scales, weight = rf.multi_kernel([Moments.of(x, y[3]), Moments.of(y, y[3])])
     np.testing.assert_allclose(scales, kernel.scales, rtol=1e-12)
     assert weight == kernel.weight
