@@ -414,6 +414,15 @@ def _setup_stats(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--shard-boxes", type=int, default=4096, help="boxes per shard")
     parser.add_argument(
+        "--mmd",
+        type=int,
+        default=0,
+        metavar="FEATURES",
+        help="also MMD² (seed/DAN multi-kernel) from per-shard sums of FEATURES random "
+        "Fourier features per bandwidth (an estimate; e.g. 4096)",
+    )
+    parser.add_argument("--mmd-estimator", choices=["biased", "unbiased"], default="biased")
+    parser.add_argument(
         "--ray",
         nargs="?",
         const="local",
@@ -436,7 +445,7 @@ def _run_stats(args: argparse.Namespace) -> int:
     from app.config import get_settings
     from app.engine.moments import MEASURES, distance_matrix
     from app.service.extraction import feature_sets
-    from app.service.statistics import label_statistics
+    from app.service.statistics import label_mmd, label_statistics
     from app.store import Store
 
     measures = [m.strip() for m in args.measures.split(",") if m.strip()]
@@ -472,6 +481,24 @@ def _run_stats(args: argparse.Namespace) -> int:
                 ray_address=args.ray,
                 progress=advance,
             )
+        mmd = None
+        if args.mmd:
+            with tqdm(total=100, desc="mmd", unit="%", file=sys.stderr) as bar:
+
+                def advance_mmd(fraction: float, message: str) -> None:
+                    bar.set_postfix_str(message, refresh=False)
+                    bar.update(round(fraction * 100) - bar.n)
+
+                mmd = label_mmd(
+                    store,
+                    chosen,
+                    boxes,
+                    features=args.mmd,
+                    estimator=args.mmd_estimator,
+                    shard_boxes=args.shard_boxes,
+                    ray_address=args.ray,
+                    progress=advance_mmd,
+                )
     finally:
         store.close()
     names = list(stats.moments)
@@ -484,6 +511,11 @@ def _run_stats(args: argparse.Namespace) -> int:
         "labels": [{"label": n, "rows": stats.moments[n].count} for n in names],
         "distances": {m: distance_matrix(stats.moments, m).tolist() for m in measures},
     }
+    if mmd is not None:
+        measures = [*measures, "mmd"]
+        result["distances"]["mmd"] = mmd[1].tolist()
+        result["mmd"] = {"features": args.mmd, "estimator": args.mmd_estimator}
+        result["mmd"]["kernel_scales"] = list(mmd[2])
     if args.json:
         _print_json(result)
     else:

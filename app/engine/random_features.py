@@ -94,16 +94,27 @@ def label_sums(
     rows: NDArray[np.floating],
     labels: Iterable[str],
     shift: NDArray[np.floating],
+    *,
+    chunk: int = 256,
 ) -> dict[str, FeatureSums]:
-    """Each label's ``Σ φ`` over ``rows`` (one label per row)."""
+    """Each label's ``Σ φ`` over ``rows`` (one label per row), ``chunk`` rows at a time
+    (``φ`` of every row at once would be ``n × 2·features·len(scales)`` floats)."""
     names = list(labels)
-    phi = features.map(rows, shift)
-    if len(names) != phi.shape[0]:
-        raise ValueError(f"{len(names)} labels for {phi.shape[0]} rows; give one per row")
-    index: dict[str, list[int]] = {}
-    for i, name in enumerate(names):
-        index.setdefault(name, []).append(i)
-    return {name: FeatureSums(len(ids), phi[ids].sum(0)) for name, ids in index.items()}
+    x = np.asarray(rows)
+    if len(names) != x.shape[0]:
+        raise ValueError(f"{len(names)} labels for {x.shape[0]} rows; give one per row")
+    order = list(dict.fromkeys(names))
+    index = {name: i for i, name in enumerate(order)}
+    codes = np.fromiter((index[n] for n in names), dtype=np.int64, count=len(names))
+    width = 2 * features.features * len(features.scales)
+    totals = np.zeros((len(order), width))
+    for start in range(0, x.shape[0], chunk):
+        phi = features.map(x[start : start + chunk], shift)
+        onehot = np.zeros((len(order), phi.shape[0]))
+        onehot[codes[start : start + chunk], np.arange(phi.shape[0])] = 1.0
+        totals += onehot @ phi
+    counts = np.bincount(codes, minlength=len(order))
+    return {name: FeatureSums(int(counts[i]), totals[i]) for i, name in enumerate(order)}
 
 
 def add_sums(total: dict[str, FeatureSums], part: Mapping[str, FeatureSums]) -> None:

@@ -35,8 +35,10 @@ def test_sharded_sums_equal_the_whole_and_the_diagonal_is_exact() -> None:
         rf.add_sums(
             total, rf.label_sums(features, x[start : start + 17], labels[start : start + 17], x[0])
         )
+    chunked = rf.label_sums(features, x, labels, x[0], chunk=7)
     for name in ("a", "b"):
-        assert total[name].count == whole[name].count
+        assert total[name].count == whole[name].count == chunked[name].count
+        np.testing.assert_allclose(chunked[name].total, whole[name].total, rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(total[name].total, whole[name].total, rtol=1e-12, atol=1e-12)
     phi = features.map(x[:5], x[0])
     np.testing.assert_allclose((phi * phi).sum(1), features.at_zero, rtol=1e-12)
