@@ -33,7 +33,7 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +45,7 @@ from app.engine.features import forward_maps
 from app.engine.models import LoadedModel, ModelSpec
 from app.engine.preprocess import InputMode, input_size, to_input
 from app.engine.regions import Descriptor, region_descriptors
+from app.errors import FeatureGapError
 from app.images import decode_image
 from app.jobs import JobCancelled
 from app.service.extraction import ExtractionReport, feature_sets, stored_box
@@ -54,7 +55,14 @@ from app.store.features import FeatureSet, StoredBox
 if TYPE_CHECKING:
     from types import ModuleType
 
-__all__ = ["DescriptorActor", "RayOptions", "extract_boxes_ray", "import_ray", "connect"]
+__all__ = [
+    "DescriptorActor",
+    "RayNotInstalled",
+    "RayOptions",
+    "connect",
+    "extract_boxes_ray",
+    "import_ray",
+]
 
 Progress = Callable[[float, str], None]
 Batch = dict[str, np.ndarray]
@@ -88,17 +96,21 @@ class RayOptions:
             raise ValueError("cpus_per_actor must be positive and gpus_per_actor not negative")
 
 
+class RayNotInstalled(FeatureGapError, RuntimeError):
+    """Ray was asked for (``--ray``, ``FEATUREGAP_RAY_ADDRESS``) but is not installed."""
+
+
 def import_ray() -> ModuleType:
     """The ``ray`` module, or a clear error naming the extra to install.
 
     Raises:
-        RuntimeError: Ray (with Ray Data) is not installed.
+        RayNotInstalled: Ray (with Ray Data) is not installed.
     """
     try:
         import ray
         import ray.data  # noqa: F401  (the extra's Ray Data part)
     except ImportError as error:
-        raise RuntimeError(_INSTALL_HINT) from error
+        raise RayNotInstalled(_INSTALL_HINT) from error
     return ray
 
 
@@ -281,19 +293,22 @@ def extract_boxes_ray(
         shards = _run(
             store, model, by_image, needed, kind, grid_size, mode, batch_size, options, actor
         )
-        for batch in shards:
-            ids = batch["box_id"].tolist()
-            for index, layer in enumerate(needed):
-                rows = [k for k, box_id in enumerate(ids) if box_id in missing[layer]]
-                if rows:
-                    values = batch[f"layer{index}"][rows]
-                    writer.add(layer, [keys[ids[k]] for k in rows], values)
-            done += len(ids)
-            if progress is not None:
-                progress(done / total, f"descriptors of {done}/{total} boxes")
-            if cancelled is not None and cancelled():
-                writer.flush()
-                raise JobCancelled("cancelled")
+        try:
+            for batch in shards:
+                ids = batch["box_id"].tolist()
+                for index, layer in enumerate(needed):
+                    rows = [k for k, box_id in enumerate(ids) if box_id in missing[layer]]
+                    if rows:
+                        values = batch[f"layer{index}"][rows]
+                        writer.add(layer, [keys[ids[k]] for k in rows], values)
+                done += len(ids)
+                if progress is not None:
+                    progress(done / total, f"descriptors of {done}/{total} boxes")
+                if cancelled is not None and cancelled():
+                    writer.flush()
+                    raise JobCancelled("cancelled")
+        finally:
+            shards.close()  # stops the pipeline when a cancel or an error ends the loop
         writer.flush()
     return ExtractionReport(
         boxes=len(unique),
@@ -316,7 +331,7 @@ def _run(
     batch_size: int,
     options: RayOptions,
     actor: type[DescriptorActor],
-) -> Iterator[Batch]:
+) -> Generator[Batch, None, None]:
     """Each shard's output, as the cluster finishes it."""
     ray = connect(options.address)
     max_side = store.settings.native_max_side

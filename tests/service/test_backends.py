@@ -30,7 +30,7 @@ def test_the_ray_address_setting_or_argument_picks_ray(monkeypatch: pytest.Monke
 
 def test_without_ray_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray → ImportError
-    with pytest.raises(RuntimeError, match=r"pip install -e '\.\[ray\]'"):
+    with pytest.raises(ray_extraction.RayNotInstalled, match=r"pip install -e '\.\[ray\]'"):
         ray_extraction.import_ray()
 
 
