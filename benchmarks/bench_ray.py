@@ -91,7 +91,7 @@ def _throughput(root: Path) -> None:
 
     model = get_model("efficientnet_lite0")
     layers = ["blocks.5.0.conv_pw", "conv_head"]
-    images = 48
+    images = 128
     for name, run in [
         ("local (2 torch threads)", None),
         ("ray, 1 actor", 1),
@@ -210,7 +210,7 @@ def main() -> None:
             ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
             try:
                 _memory(stores, ray=True)
-                print("extraction throughput, 48 synthetic 320×240 images, 4 boxes each:")
+                print("extraction throughput, 128 synthetic 320×240 images, 4 boxes each:")
                 _throughput(root)
             finally:
                 ray.shutdown()
