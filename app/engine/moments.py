@@ -14,7 +14,7 @@ a feature that is constant over the rows has a variance of exactly zero, as on t
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -28,6 +28,7 @@ __all__ = [
     "add_into",
     "distance_matrix",
     "euclidean",
+    "iter_label_moments",
     "label_moments",
     "mahalanobis",
     "merge",
@@ -172,10 +173,11 @@ def _vector(shift: NDArray[np.floating]) -> F64:
     return c
 
 
-def label_moments(
+def iter_label_moments(
     rows: NDArray[np.floating], labels: Iterable[str], shift: NDArray[np.floating]
-) -> dict[str, Moments]:
-    """The moments of each label's rows (``labels`` has one entry per row)."""
+) -> Iterator[tuple[str, Moments]]:
+    """Each label's moments, one label at a time (``labels`` has one entry per row): a
+    caller that adds each into a running total holds one label's ``d×d`` extra at most."""
     x = np.asarray(rows)
     names = list(labels)
     if len(names) != x.shape[0]:
@@ -183,7 +185,15 @@ def label_moments(
     index: dict[str, list[int]] = {}
     for i, name in enumerate(names):
         index.setdefault(name, []).append(i)
-    return {name: Moments.of(x[ids], shift) for name, ids in index.items()}
+    for name, ids in index.items():
+        yield name, Moments.of(x[ids], shift)
+
+
+def label_moments(
+    rows: NDArray[np.floating], labels: Iterable[str], shift: NDArray[np.floating]
+) -> dict[str, Moments]:
+    """The moments of each label's rows (``labels`` has one entry per row)."""
+    return dict(iter_label_moments(rows, labels, shift))
 
 
 def add_into(total: dict[str, Moments], part: Mapping[str, Moments]) -> None:
@@ -192,7 +202,14 @@ def add_into(total: dict[str, Moments], part: Mapping[str, Moments]) -> None:
     for name, moments in part.items():
         had = total.get(name)
         if had is None:
-            total[name] = moments + Moments.empty(moments.shift)  # a copy of our own
+            total[name] = Moments(  # a copy of our own to add into
+                moments.count,
+                moments.shift,
+                moments.total.copy(),
+                moments.outer.copy(),
+                moments.weighted.copy(),
+                moments.fourth,
+            )
             continue
         if not np.array_equal(had.shift, moments.shift):
             raise ValueError("moments about different shifts cannot be added; use one shift")

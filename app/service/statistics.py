@@ -17,13 +17,13 @@ the store by the analysis routes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
 
-from app.engine.moments import Moments, add_into, label_moments
+from app.engine.moments import Moments, add_into, iter_label_moments, label_moments
 from app.engine.random_features import (
     FeatureSums,
     RandomFeatures,
@@ -168,9 +168,16 @@ def _moments(
 ) -> dict[str, Moments]:
     """Per-label moments added shard by shard (progress runs up to ``share``)."""
     total: dict[str, Moments] = {}
-    parts = _map_shards(shard_moments, plan, (plan.shift,), address)
+    if address is None:  # label by label: one label's d×d beside the running sums
+        parts: Iterator[Iterable[tuple[str, Moments]]] = (
+            iter_label_moments(*_read_shard(shard, *plan.shape), plan.shift)
+            for shard in plan.shards
+        )
+    else:
+        parts = (part.items() for part in _map_shards(shard_moments, plan, (plan.shift,), address))
     for done, part in enumerate(parts, start=1):
-        add_into(total, part)
+        for label, moments in part:
+            add_into(total, {label: moments})
         if progress is not None:
             message = f"moments of {done}/{len(plan.shards)} shards"
             progress(share * done / len(plan.shards), message)
