@@ -10,7 +10,7 @@ TEST_STAMP := $(VENV)/.installed-test-$(HASH)
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install install-test demo serve test lint bench clean
+.PHONY: install install-test demo serve test lint bench bench-ray clean
 
 # pip's own progress shows: the first install downloads nothing here but takes minutes.
 $(APP_STAMP): pyproject.toml
@@ -45,6 +45,9 @@ lint: $(TEST_STAMP)
 
 bench: $(TEST_STAMP)
 	$(BIN)/python -m benchmarks
+
+bench-ray: $(TEST_STAMP)
+	$(BIN)/python -m benchmarks ray
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
