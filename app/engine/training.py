@@ -373,7 +373,7 @@ def train(
     for s in samples:  # one float copy per distinct image
         key = id(s.image)
         if key not in images:
-            images[key] = torch.from_numpy(np.ascontiguousarray(s.image)).permute(2, 0, 1).float()
+            images[key] = torch.tensor(np.asarray(s.image), dtype=torch.float32).permute(2, 0, 1)
 
     def crop(sample: CropSample) -> Tensor:
         cut = _crop(images[id(sample.image)], sample.box, size, config.jitter, generator)

@@ -1,0 +1,587 @@
+"""Training jobs: fine-tune a model on the stored boxes, save it, and say what moved.
+
+A request is checked and split before it is queued (a bad one is a 4xx, not a failed
+job): the boxes are split **by image** into a training and a held-out part (never one image
+in both), the training part is fed to :func:`app.engine.training.train` as jittered crops,
+the result is saved as ``<name>.safetensors`` + ``<name>.json`` in the models folder (so it
+is listed and usable like any other model), and the separation of the held-out boxes is
+measured per layer under the base model and the trained one with
+:func:`app.service.analysis.separation_profile` (and, for ``mmd``, the MMD between the two
+domains with :func:`app.service.analysis.distances`).
+
+While a job runs its loss curve is kept in memory (:func:`live_curve`); once done it is in
+the job's result and in the sidecar.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from app.boxes import Box
+from app.config import Settings
+from app.engine.layers import check_layer, list_layers
+from app.engine.models import BUILTIN_MODELS, LoadedModel, get_model, imagenet_classes
+from app.engine.preprocess import InputMode
+from app.engine.training import (
+    CropSample,
+    TrainConfig,
+    TrainStep,
+    default_after,
+    save_trained,
+    train,
+    trainable_nodes,
+    valid_model_name,
+)
+from app.errors import Conflict, InvalidInput, NotFound
+from app.jobs import Cancelled, JobRunner, Progress
+from app.lru import LRU
+from app.service.analysis import (
+    DistanceRequest,
+    SeparationRequest,
+    distances,
+    separation_profile,
+)
+from app.service.features import check_limits
+from app.store import BoxRecord, Store
+
+__all__ = [
+    "TrainingPlan",
+    "TrainingRequest",
+    "default_layers",
+    "live_curve",
+    "moved",
+    "plan_training",
+    "run_training",
+    "split_by_image",
+    "start_training",
+]
+
+_LIVE: LRU[str, list[dict[str, Any]]] = LRU(64)
+
+
+@dataclass(frozen=True)
+class TrainingRequest:
+    """A fine-tuning request (see :class:`app.engine.training.TrainConfig` for the
+    training settings).
+
+    ``labels`` / ``box_ids`` choose the boxes (default: all); ``holdout`` is the share of
+    images kept out of training, or ``holdout_image_ids`` names them; ``eval_layers`` are
+    the layers compared before/after (default: the end of each stage, ``after`` and
+    ``layer``).
+    """
+
+    model: str | None = None
+    layer: str | None = None
+    after: str | None = None
+    objective: Literal["triplet", "npair", "contrastive", "mmd"] = "triplet"
+    labels: list[str] | None = None
+    box_ids: list[int] | None = None
+    domains: list[str] | None = None
+    holdout: float = 0.25
+    holdout_image_ids: list[int] | None = None
+    name: str | None = None
+    epochs: int = 3
+    lr: float = 1e-4
+    batch_size: int = 32
+    crop_size: int = 0
+    jitter: float = 0.15
+    seed: int = 0
+    loss_weight: float = 1.0
+    cross_entropy: float = 0.0
+    head: bool | None = None
+    margin: float = 0.2
+    eval_layers: list[str] | None = None
+    mode: InputMode = "resize"
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """A checked request: the base model, the name to save under, the split, the config."""
+
+    request: TrainingRequest
+    base: LoadedModel
+    name: str
+    config: TrainConfig
+    trained: list[str]
+    train_boxes: list[BoxRecord]
+    held_out: list[BoxRecord]
+    eval_layers: list[str]
+    warnings: list[str] = field(default_factory=list)
+
+
+def default_layers(model: LoadedModel, *required: str | None) -> list[str]:
+    """The last layer of each spatial size (each stage's end) plus ``required``, in
+    network order."""
+    layers = list_layers(model)
+    ends = {(x.height, x.width): x.name for x in layers}
+    wanted = set(ends.values()) | {r for r in required if r is not None}
+    return [x.name for x in layers if x.name in wanted]
+
+
+def split_by_image(
+    boxes: Sequence[BoxRecord],
+    holdout: float,
+    seed: int,
+    holdout_image_ids: Sequence[int] | None = None,
+) -> tuple[list[BoxRecord], list[BoxRecord]]:
+    """Training and held-out boxes, split by image: no image has boxes in both.
+
+    Without ``holdout_image_ids``, about ``holdout`` of the images (at least one when
+    ``holdout > 0``) are held out, chosen by ``seed``, first one image of each label that
+    has boxes in two or more images (so the held-out part covers the labels it can).
+
+    Raises:
+        InvalidInput: ``holdout`` out of ``[0, 1)``, or held-out ids that hold no box.
+    """
+    if not 0 <= holdout < 1:
+        raise InvalidInput(f"holdout must be in [0, 1), got {holdout}")
+    images = sorted({b.image_id for b in boxes})
+    if holdout_image_ids is not None:
+        held = set(holdout_image_ids)
+        unknown = sorted(held - set(images))
+        if unknown:
+            raise InvalidInput(
+                f"holdout_image_ids {unknown[:10]} hold none of the chosen boxes; use ids of "
+                "images whose boxes take part (GET /api/images)"
+            )
+    else:
+        order = images[:]
+        random.Random(seed).shuffle(order)
+        target = math.ceil(holdout * len(images)) if holdout > 0 else 0
+        held = set()
+        by_label: dict[str, list[int]] = {}
+        for image in order:
+            for label in sorted({b.label for b in boxes if b.image_id == image}):
+                by_label.setdefault(label, []).append(image)
+        for label in sorted(by_label):
+            if len(held) >= target:
+                break
+            if len(by_label[label]) >= 2 and not held & set(by_label[label]):
+                held.add(by_label[label][0])
+        for image in order:
+            if len(held) >= target:
+                break
+            held.add(image)
+    return [b for b in boxes if b.image_id not in held], [b for b in boxes if b.image_id in held]
+
+
+def _choose_boxes(store: Store, request: TrainingRequest) -> list[BoxRecord]:
+    if request.box_ids is not None and request.labels is not None:
+        raise InvalidInput("give box_ids or labels, not both")
+    if request.box_ids is not None:
+        return store.boxes(ids=request.box_ids)
+    if request.labels is not None:
+        return store.boxes(labels=request.labels)
+    if request.objective == "mmd" and request.domains:
+        return store.boxes(labels=request.domains)
+    return store.boxes()
+
+
+def _name_free(settings: Settings, name: str) -> None:
+    valid_model_name(name)
+    folder = settings.models_dir
+    if (
+        name in BUILTIN_MODELS
+        or (folder / f"{name}.json").exists()
+        or (folder / f"{name}.safetensors").exists()
+    ):
+        raise Conflict(f"a model named {name!r} already exists; choose another name")
+
+
+def plan_training(store: Store, settings: Settings, request: TrainingRequest) -> TrainingPlan:
+    """Check a request and split its boxes, before anything is queued.
+
+    Raises:
+        NotFound: unknown model, layer or box. InvalidInput: bad settings, a split that
+        leaves training without two labels (or a domain), too few boxes.
+        Conflict: the name is taken. LimitExceeded: past a settings limit.
+    """
+    try:
+        base = get_model(request.model or settings.default_model, settings.models_dir)
+    except KeyError as exc:
+        raise NotFound(str(exc.args[0])) from exc
+    layers = list_layers(base)
+    layer = request.layer or layers[-1].name
+    try:
+        check_layer(base, layer)
+        after = request.after if request.after is not None else default_after(base, layer)
+        trained = trainable_nodes(base.module, layer, after)
+    except KeyError as exc:
+        raise NotFound(str(exc.args[0])) from exc
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from exc
+    domains = tuple(request.domains) if request.domains is not None else None
+    if domains is not None and len(domains) != 2:
+        raise InvalidInput(f"domains needs exactly two labels, got {len(domains)}")
+    config = TrainConfig(
+        layer=layer,
+        after=after,
+        objective=request.objective,
+        domains=(domains[0], domains[1]) if domains is not None else None,
+        loss_weight=request.loss_weight,
+        cross_entropy=request.cross_entropy,
+        head=request.head,
+        epochs=request.epochs,
+        lr=request.lr,
+        batch_size=request.batch_size,
+        crop_size=request.crop_size,
+        jitter=request.jitter,
+        seed=request.seed,
+        margin=request.margin,
+    )
+    try:
+        config.check()
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from exc
+    boxes = _choose_boxes(store, request)
+    if domains is not None:
+        boxes = [b for b in boxes if b.label in domains]
+    check_limits(settings, samples=len(boxes))
+    train_boxes, held_out = split_by_image(
+        boxes, request.holdout, request.seed, request.holdout_image_ids
+    )
+    train_labels = {b.label for b in train_boxes}
+    if domains is not None:
+        missing = [d for d in domains if d not in train_labels]
+        if missing:
+            raise InvalidInput(
+                f"the training split has no boxes of the domain(s) {missing}; draw boxes "
+                "with these labels, or hold out fewer images"
+            )
+    elif len(train_labels) < 2 or len(train_boxes) < 3:
+        raise InvalidInput(
+            f"the training split holds {len(train_boxes)} box(es) of {len(train_labels)} "
+            f"label(s); {request.objective} needs two labels and at least 3 boxes: add "
+            "images or hold out fewer"
+        )
+    warnings = []
+    for label in sorted({b.label for b in boxes}):
+        if not any(b.label == label for b in held_out) and held_out:
+            warnings.append(
+                f"label {label!r} has no held-out box (all its boxes are in training images)"
+            )
+    if not held_out:
+        warnings.append("nothing is held out: the before/after comparison is skipped")
+    eval_layers = request.eval_layers or default_layers(base, after, layer)
+    check_limits(settings, layers=len(eval_layers))
+    for name in eval_layers:
+        try:
+            check_layer(base, name)
+        except KeyError as exc:
+            raise NotFound(str(exc.args[0])) from exc
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    name = request.name or f"{base.spec.name}-{request.objective}-{stamp}"
+    try:
+        _name_free(settings, name)
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from exc
+    return TrainingPlan(
+        request, base, name, config, trained, train_boxes, held_out, eval_layers, warnings
+    )
+
+
+def _samples(store: Store, boxes: Sequence[BoxRecord]) -> list[CropSample]:
+    images = store.get_images({b.image_id for b in boxes})
+    arrays = {i: store.load_decoded(images[i]).array() for i in images}
+    return [CropSample(arrays[b.image_id], Box(b.x, b.y, b.w, b.h), b.label) for b in boxes]
+
+
+def _groups(plan: TrainingPlan, boxes: Sequence[BoxRecord]) -> dict[str, list[BoxRecord]]:
+    wanted = plan.config.domains or tuple(sorted({b.label for b in boxes}))
+    groups = {label: [b for b in boxes if b.label == label] for label in wanted}
+    return {k: v for k, v in groups.items() if v}
+
+
+def _profile(
+    store: Store,
+    settings: Settings,
+    model: LoadedModel,
+    groups: dict[str, list[BoxRecord]],
+    layers: list[str],
+    mode: InputMode,
+    cancelled: Cancelled | None,
+) -> dict[str, Any]:
+    request = SeparationRequest(model.spec.name, layers, "euclidean", "gap", mode=mode)
+    return separation_profile(store, settings, model, groups, request, cancelled=cancelled)
+
+
+def _mmd(
+    store: Store,
+    settings: Settings,
+    model: LoadedModel,
+    groups: dict[str, list[BoxRecord]],
+    layer: str,
+    mode: InputMode,
+    cancelled: Cancelled | None,
+) -> float | None:
+    request = DistanceRequest(model.spec.name, layer, "mmd", mode=mode)
+    answer = distances(store, settings, model, groups, request, cancelled=cancelled)
+    value = answer["matrix"][0][1]
+    return None if value is None else float(value)
+
+
+def _point(step: TrainStep) -> dict[str, Any]:
+    return {
+        "step": step.step,
+        "epoch": step.epoch,
+        "loss": step.loss,
+        "objective": step.objective,
+        "cross_entropy": step.cross_entropy,
+    }
+
+
+def _sidecar(plan: TrainingPlan) -> dict[str, Any]:
+    spec = plan.base.spec
+    classes: str | list[str] = (
+        "imagenet" if spec.class_names == imagenet_classes() else list(spec.class_names)
+    )
+    return {
+        "architecture": spec.architecture,
+        "source": spec.source,
+        "input_size": spec.input_size,
+        "mean": list(spec.mean),
+        "std": list(spec.std),
+        "class_names": classes,
+        "description": (
+            f"{spec.name} fine-tuned with {plan.config.objective} at {plan.config.layer} "
+            f"(seed {plan.config.seed})"
+        ),
+    }
+
+
+def run_training(
+    store: Store,
+    settings: Settings,
+    plan: TrainingPlan,
+    progress: Progress | None = None,
+    cancelled: Cancelled | None = None,
+    curve: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Train, save, and compare the held-out separation before and after.
+
+    Args:
+        store: the store of images and boxes.
+        settings: the settings (``models_dir`` receives the model).
+        plan: from :func:`plan_training`.
+        progress: fraction and message (training takes the first 80 %).
+        cancelled: polled before every step and between the evaluations.
+        curve: a list that receives each step's point as it happens (the live curve).
+
+    Returns:
+        JSON-safe: ``model`` (the new name), ``base``, ``layer``, ``after``, ``trained``,
+        ``parameters``, ``curve``, ``split``, ``held_out`` (per layer before/after ratio and
+        silhouette, ``mmd`` for domain alignment), ``seconds``, ``device``, ``warnings``.
+
+    Raises:
+        InterruptedError: cancelled. ValueError: what training raises (a collapse).
+    """
+    samples = _samples(store, plan.train_boxes)
+    points = curve if curve is not None else []
+
+    def on_step(step: TrainStep) -> None:
+        points.append(_point(step))
+        if progress is not None:
+            progress(
+                0.8 * step.step / step.steps,
+                f"epoch {step.epoch}, step {step.step}/{step.steps}, loss {step.loss:.4g}",
+            )
+
+    result = train(plan.base, samples, plan.config, on_step=on_step, cancelled=cancelled)
+    config = plan.config
+    training: dict[str, Any] = {
+        "base": plan.base.spec.name,
+        "base_weights": plan.base.weights_sha256,
+        "layer": config.layer,
+        "after": config.after,
+        "trained": result.trained,
+        "parameters": result.parameters,
+        "loss": {
+            "objective": config.objective,
+            "domains": list(config.domains) if config.domains else None,
+            "loss_weight": config.loss_weight,
+            "cross_entropy": config.cross_entropy,
+            "head": config.uses_head,
+            "margin": config.margin,
+        },
+        "settings": {
+            k: v
+            for k, v in asdict(config).items()
+            if k in ("epochs", "lr", "batch_size", "crop_size", "jitter", "seed", "head_dim")
+        },
+        "data": {
+            "train_boxes": [b.id for b in plan.train_boxes],
+            "held_out_boxes": [b.id for b in plan.held_out],
+            "train_images": sorted({b.image_id for b in plan.train_boxes}),
+            "held_out_images": sorted({b.image_id for b in plan.held_out}),
+            "labels": sorted({b.label for b in plan.train_boxes}),
+        },
+        "seed": config.seed,
+        "device": result.device,
+        "seconds": result.seconds,
+        "curve": [_point(s) for s in result.curve],
+    }
+    sidecar = save_trained(
+        settings.models_dir, plan.name, result.state_dict, _sidecar(plan) | {"training": training}
+    )
+    tuned = get_model(plan.name, settings.models_dir)
+    held: dict[str, Any] = {}
+    groups = _groups(plan, plan.held_out)
+    if len(groups) >= 2:
+        if progress is not None:
+            progress(0.85, "held-out separation before and after")
+        compare = moved(
+            store,
+            settings,
+            plan.base,
+            tuned,
+            groups,
+            plan.eval_layers,
+            config.layer,
+            "mmd" if config.objective == "mmd" else None,
+            plan.request.mode,
+            cancelled,
+        )
+        held = {"layers": compare["layers"]}
+        if "mmd" in compare:
+            held["mmd"] = compare["mmd"]
+    training["held_out"] = held
+    _rewrite(sidecar, training)
+    return {
+        "model": plan.name,
+        **{k: v for k, v in training.items() if k != "data"},
+        "split": {k: len(v) for k, v in training["data"].items() if k != "labels"},
+        "warnings": plan.warnings,
+    }
+
+
+def _rewrite(target: Path, training: dict[str, Any]) -> None:
+    """Add the metrics to the sidecar (weights unchanged, so the model is the same)."""
+    body = json.loads(target.read_text())
+    body["training"] = training
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text(json.dumps(body, indent=2))
+    os.replace(tmp, target)
+
+
+def moved(
+    store: Store,
+    settings: Settings,
+    before: LoadedModel,
+    after: LoadedModel,
+    groups: dict[str, list[BoxRecord]],
+    layers: list[str],
+    layer: str,
+    measure: str | None = "euclidean",
+    mode: InputMode = "resize",
+    cancelled: Cancelled | None = None,
+    permutations: int = 0,
+) -> dict[str, Any]:
+    """What moved between two models on the same boxes: separation per layer for both (one
+    figure), and at ``layer`` the distance matrix and its p-values for both.
+
+    Args:
+        before: the base model. after: the trained one (same architecture).
+        groups: the boxes per label (held-out boxes, typically).
+        layers: the layers of the separation profile. layer: the distance matrices' layer.
+        measure: the distance matrices' measure (``None``: no matrices).
+        permutations: for the matrices' p-values (0: none).
+
+    Returns:
+        JSON-safe: ``layers`` (per layer: ratio and silhouette before/after),
+        ``separation`` (both answers), ``distances`` (both, or absent), ``mmd``
+        (before/after when ``measure`` is ``mmd``), ``figure``.
+
+    Raises:
+        ValueError: fewer than two groups; what the analyses raise.
+    """
+    sep = {
+        "before": _profile(store, settings, before, groups, layers, mode, cancelled),
+        "after": _profile(store, settings, after, groups, layers, mode, cancelled),
+    }
+    rows = []
+    for b, a in zip(sep["before"]["layers"], sep["after"]["layers"], strict=True):
+        rows.append(
+            {
+                "layer": b["layer"],
+                "ratio_before": b["ratio"],
+                "ratio_after": a["ratio"],
+                "silhouette_before": b["silhouette"],
+                "silhouette_after": a["silhouette"],
+            }
+        )
+    out: dict[str, Any] = {
+        "before": before.spec.name,
+        "after": after.spec.name,
+        "layers": rows,
+        "separation": sep,
+        "figure": _both_figure(sep["before"]["figure"], sep["after"]["figure"], before, after),
+    }
+    if measure is not None:
+        dist = {}
+        for key, model in (("before", before), ("after", after)):
+            request = DistanceRequest(
+                model.spec.name, layer, measure, mode=mode, permutations=permutations
+            )
+            dist[key] = distances(store, settings, model, groups, request, cancelled=cancelled)
+        out["distances"] = dist
+        if measure == "mmd" and len(groups) == 2:
+            out["mmd"] = {k: v["matrix"][0][1] for k, v in dist.items()}
+    return out
+
+
+def _both_figure(
+    before: dict[str, Any], after: dict[str, Any], a: LoadedModel, b: LoadedModel
+) -> dict[str, Any]:
+    """The two separation figures as one: the base model's traces dashed."""
+    data = []
+    for fig, model, dash in ((before, a, "dash"), (after, b, "solid")):
+        for trace in fig.get("data", []):
+            line = dict(trace.get("line") or {})
+            line["dash"] = dash
+            data.append(
+                {
+                    **trace,
+                    "name": f"{trace.get('name', '')} · {model.spec.name}",
+                    "line": line,
+                    "legendgroup": model.spec.name,
+                }
+            )
+    layout = dict(after.get("layout", {}))
+    layout["title"] = {"text": f"What moved: {a.spec.name} (dashed) vs {b.spec.name}"}
+    return {"data": data, "layout": layout}
+
+
+def start_training(
+    store: Store, settings: Settings, jobs: JobRunner, request: TrainingRequest
+) -> tuple[str, TrainingPlan]:
+    """Check the request and queue it as a ``training`` job.
+
+    Returns:
+        The job's id and the plan (the name, the split).
+
+    Raises:
+        What :func:`plan_training` raises; PoolBusy: the pool is full.
+    """
+    plan = plan_training(store, settings, request)
+    points: list[dict[str, Any]] = []
+
+    def work(progress: Progress, cancelled: Cancelled) -> dict[str, Any]:
+        return run_training(store, settings, plan, progress, cancelled, points)
+
+    job_id = jobs.submit("training", work)
+    _LIVE.put(job_id, points)
+    return job_id, plan
+
+
+def live_curve(job_id: str) -> list[dict[str, Any]] | None:
+    """The loss curve so far of a training job of this process (``None``: not known)."""
+    found = _LIVE.get(job_id)
+    return None if found is None else list(found)
