@@ -30,6 +30,7 @@ from app.config import Settings
 from app.engine.layers import check_layer, list_layers
 from app.engine.models import BUILTIN_MODELS, LoadedModel, get_model, imagenet_classes
 from app.engine.preprocess import InputMode
+from app.engine.regions import Descriptor
 from app.engine.training import (
     CropSample,
     TrainConfig,
@@ -448,6 +449,8 @@ def run_training(
             "mmd" if config.objective == "mmd" else None,
             plan.request.mode,
             cancelled,
+            descriptor="gap",
+            options={"kernel": "multi"} if config.objective == "mmd" else None,
         )
         held = {"layers": compare["layers"]}
         if "mmd" in compare:
@@ -483,6 +486,8 @@ def moved(
     mode: InputMode = "resize",
     cancelled: Cancelled | None = None,
     permutations: int = 0,
+    descriptor: Descriptor | None = None,
+    options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """What moved between two models on the same boxes: separation per layer for both (one
     figure), and at ``layer`` the distance matrix and its p-values for both.
@@ -493,6 +498,8 @@ def moved(
         layers: the layers of the separation profile. layer: the distance matrices' layer.
         measure: the distance matrices' measure (``None``: no matrices).
         permutations: for the matrices' p-values (0: none).
+        descriptor: the matrices' descriptor (default: what the measure consumes; the
+            training's own MMD uses ``gap``, the pooled box features its loss aligns).
 
     Returns:
         JSON-safe: ``layers`` (per layer: ratio and silhouette before/after),
@@ -528,7 +535,13 @@ def moved(
         dist = {}
         for key, model in (("before", before), ("after", after)):
             request = DistanceRequest(
-                model.spec.name, layer, measure, mode=mode, permutations=permutations
+                model.spec.name,
+                layer,
+                measure,
+                descriptor=descriptor,
+                options=dict(options or {}),
+                mode=mode,
+                permutations=permutations,
             )
             dist[key] = distances(store, settings, model, groups, request, cancelled=cancelled)
         out["distances"] = dist
