@@ -184,6 +184,7 @@ def _moved(
         if ids is None and body.labels is None:
             ids = data.get("held_out_boxes") or None
         layer = result["layer"]
+        layers = layers or [r["layer"] for r in result.get("held_out", {}).get("layers", [])]
     if before is None or after is None:
         raise InvalidInput("give job_id, or both before and after")
     if ids is not None and body.labels is not None:
