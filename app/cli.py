@@ -510,6 +510,10 @@ def _run_serve(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every registered subcommand."""
+    from app.cli_train import TRAIN  # in its own file (training's CLI)
+
+    COMMANDS.setdefault("train", TRAIN)
+
     parser = argparse.ArgumentParser(prog="featuregap", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, entry in COMMANDS.items():
