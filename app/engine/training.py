@@ -29,6 +29,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -301,6 +302,7 @@ def train(
     config: TrainConfig,
     on_step: Callable[[TrainStep], None] | None = None,
     cancelled: Callable[[], bool] | None = None,
+    copy_lock: AbstractContextManager[object] | None = None,
 ) -> TrainResult:
     """Fine-tune a copy of ``model`` on crops of ``samples``.
 
@@ -310,6 +312,8 @@ def train(
         config: what to train and how.
         on_step: called after every optimiser step.
         cancelled: polled before every step.
+        copy_lock: held while the model is copied (the caller's lock around forward
+            passes, so no other thread's hooks are on the module while it is copied).
 
     Returns:
         The copy's whole state dict (on the CPU) and the run's record.
@@ -345,7 +349,8 @@ def train(
     generator = torch.Generator().manual_seed(config.seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        net = copy.deepcopy(model.module).eval()
+        with copy_lock or nullcontext():
+            net = copy.deepcopy(model.module).eval()
         head = _Head(info.channels, config.head_dim) if config.uses_head else None
         classifier = nn.Linear(info.channels, len(names)) if config.cross_entropy > 0 else None
     for p in net.parameters():

@@ -51,6 +51,7 @@ from app.service.analysis import (
     separation_profile,
 )
 from app.service.features import check_limits
+from app.service.heatmaps import ENGINE_LOCK
 from app.store import BoxRecord, Store
 
 __all__ = [
@@ -395,7 +396,9 @@ def run_training(
                 f"epoch {step.epoch}, step {step.step}/{step.steps}, loss {step.loss:.4g}",
             )
 
-    result = train(plan.base, samples, plan.config, on_step=on_step, cancelled=cancelled)
+    result = train(
+        plan.base, samples, plan.config, on_step=on_step, cancelled=cancelled, copy_lock=ENGINE_LOCK
+    )
     config = plan.config
     training: dict[str, Any] = {
         "base": plan.base.spec.name,
