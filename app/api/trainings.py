@@ -113,6 +113,7 @@ class MovedIn(BaseModel):
     layer: str | None = Field(None, description="The matrices' layer (default: the trained).")
     measure: str = Field("euclidean", max_length=50)
     permutations: int = Field(0, ge=0, le=100_000)
+    scatter: Literal["pca", "tsne"] | None = Field("pca", description="None: no scatter.")
     mode: Literal["resize", "native"] = "resize"
 
 
@@ -164,8 +165,8 @@ def cancel_training(job_id: JobId, jobs: JobsDep) -> TrainingOut:
 async def post_moved(
     body: MovedIn, store: StoreDep, settings: SettingsDep, jobs: JobsDep, pool: PoolDep
 ) -> Any:
-    """Separation per layer under both models in one figure, and both distance matrices
-    with their p-values."""
+    """Separation per layer under both models in one figure, both distance matrices with
+    their p-values, and both scatters."""
     return await pool.run(lambda cancelled: _moved(body, store, settings, jobs, cancelled))
 
 
@@ -209,4 +210,5 @@ def _moved(
         body.mode,
         cancelled,
         body.permutations,
+        scatter=body.scatter,
     )

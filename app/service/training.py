@@ -46,8 +46,10 @@ from app.jobs import Cancelled, JobRunner, Progress
 from app.lru import LRU
 from app.service.analysis import (
     DistanceRequest,
+    EmbeddingRequest,
     SeparationRequest,
     distances,
+    embedding,
     separation_profile,
 )
 from app.service.features import check_limits
@@ -491,6 +493,7 @@ def moved(
     permutations: int = 0,
     descriptor: Descriptor | None = None,
     options: dict[str, Any] | None = None,
+    scatter: Literal["pca", "tsne"] | None = None,
 ) -> dict[str, Any]:
     """What moved between two models on the same boxes: separation per layer for both (one
     figure), and at ``layer`` the distance matrix and its p-values for both.
@@ -507,7 +510,8 @@ def moved(
     Returns:
         JSON-safe: ``layers`` (per layer: ratio and silhouette before/after),
         ``separation`` (both answers), ``distances`` (both, or absent), ``mmd``
-        (before/after when ``measure`` is ``mmd``), ``figure``.
+        (before/after when ``measure`` is ``mmd``), ``scatter`` (both, or absent),
+        ``figure``.
 
     Raises:
         ValueError: fewer than two groups; what the analyses raise.
@@ -550,6 +554,19 @@ def moved(
         out["distances"] = dist
         if measure == "mmd" and len(groups) == 2:
             out["mmd"] = {k: v["matrix"][0][1] for k, v in dist.items()}
+    if scatter is not None:
+        every = [b for members in groups.values() for b in members]
+        out["scatter"] = {
+            key: embedding(
+                store,
+                settings,
+                model,
+                every,
+                EmbeddingRequest(model.spec.name, layer, scatter, mode=mode),
+                cancelled=cancelled,
+            )
+            for key, model in (("before", before), ("after", after))
+        }
     return out
 
 

@@ -36,6 +36,9 @@ const FORM = `
     <h3>What moved on the held-out boxes</h3>
     <div class="plot" id="training-moved" data-part="moved"></div>
     <table class="scores" id="training-moved-table"></table>
+    <h3>Held-out boxes at the trained layer: base model, then the fine-tuned one</h3>
+    <div class="plot" id="training-scatter-before"></div>
+    <div class="plot" id="training-scatter-after"></div>
   </div>`;
 
 function lossFigure(curve) {
@@ -95,6 +98,9 @@ async function train() {
     await drawFigure($("training-moved"), moved.figure, `moved-${job.result.model}`);
     fillTable($("training-moved-table"), ["layer", "ratio before", "ratio after", "silhouette before", "silhouette after"],
       moved.layers.map((l) => [l.layer, l.ratio_before, l.ratio_after, l.silhouette_before, l.silhouette_after]));
+    for (const key of ["before", "after"]) {
+      if (moved.scatter) await drawFigure($(`training-scatter-${key}`), moved.scatter[key].figure, `scatter-${key}`);
+    }
   } catch (err) {
     showError(error, err);
   } finally {

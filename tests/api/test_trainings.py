@@ -116,6 +116,10 @@ def test_a_training_job_saves_a_model_that_every_view_can_use(client: TestClient
         result["held_out"]["layers"][-1]["ratio_after"]
     )
     assert body["distances"]["before"]["p_values"] is not None
+    before_points = body["scatter"]["before"]["points"]
+    after_points = body["scatter"]["after"]["points"]
+    assert [p["box_id"] for p in before_points] == [p["box_id"] for p in after_points]
+    assert len(after_points) == accepted["held_out_boxes"]
     names = {t["name"] for t in body["figure"]["data"]}
     assert any(n.endswith("· sq") for n in names) and any(n.endswith("· sq-tuned") for n in names)
 
