@@ -413,6 +413,11 @@ def train(
                 else torch.zeros((), device=device)
             )
             loss = config.loss_weight * main + config.cross_entropy * ce
+            if not torch.isfinite(loss.detach()):
+                raise ValueError(
+                    f"step {step + 1}: the loss is {float(loss.detach())}; lower lr "
+                    f"(now {config.lr})"
+                )
             optimiser.zero_grad(set_to_none=True)
             if loss.requires_grad:
                 loss.backward()
