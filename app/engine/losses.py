@@ -232,9 +232,7 @@ class ContrastiveLoss(MetricLoss):
 
     def __init__(self, pos_margin: float = 0.0, neg_margin: float = 1.0) -> None:
         if not 0 <= pos_margin < neg_margin:
-            raise ValueError(
-                f"need 0 ≤ pos_margin < neg_margin, got {pos_margin} and {neg_margin}"
-            )
+            raise ValueError(f"need 0 ≤ pos_margin < neg_margin, got {pos_margin} and {neg_margin}")
         self._options = (pos_margin, neg_margin)
         super().__init__()
 
