@@ -156,7 +156,7 @@ def get_training(job_id: JobId, jobs: JobsDep) -> TrainingOut:
 
 @router.delete("/{job_id}", response_model=TrainingOut, responses=ERRORS)
 def cancel_training(job_id: JobId, jobs: JobsDep) -> TrainingOut:
-    """Stop a training at its next step (nothing is saved)."""
+    """Stop a training at its next step (stopped while training: nothing is saved)."""
     _out(jobs.get(job_id))
     return _out(jobs.cancel(job_id))
 

@@ -19,6 +19,7 @@ import json
 import math
 import os
 import random
+import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -41,8 +42,8 @@ from app.engine.training import (
     trainable_nodes,
     valid_model_name,
 )
-from app.errors import Conflict, InvalidInput, NotFound
-from app.jobs import Cancelled, JobRunner, Progress
+from app.errors import Conflict, FeatureGapError, InvalidInput, NotFound
+from app.jobs import FINISHED_STATES, Cancelled, JobRunner, Progress
 from app.lru import LRU
 from app.service.analysis import (
     DistanceRequest,
@@ -69,6 +70,14 @@ __all__ = [
 ]
 
 _LIVE: LRU[str, list[dict[str, Any]]] = LRU(64)
+_RESERVED: dict[str, list[str]] = {}  # names of queued or running trainings → [job id]
+_RESERVED_LOCK = threading.Lock()
+
+
+def _release(name: str, slot: list[str]) -> None:
+    with _RESERVED_LOCK:
+        if _RESERVED.get(name) is slot:
+            del _RESERVED[name]
 
 
 @dataclass(frozen=True)
@@ -439,34 +448,40 @@ def run_training(
     )
     tuned = get_model(plan.name, settings.models_dir)
     held: dict[str, Any] = {}
+    warnings = list(plan.warnings)
     groups = _groups(plan, plan.held_out)
     if len(groups) >= 2:
         if progress is not None:
             progress(0.85, "held-out separation before and after")
-        compare = moved(
-            store,
-            settings,
-            plan.base,
-            tuned,
-            groups,
-            plan.eval_layers,
-            config.layer,
-            "mmd" if config.objective == "mmd" else None,
-            plan.request.mode,
-            cancelled,
-            descriptor="gap",
-            options={"kernel": "multi"} if config.objective == "mmd" else None,
-        )
-        held = {"layers": compare["layers"]}
-        if "mmd" in compare:
-            held["mmd"] = compare["mmd"]
+        try:
+            compare = moved(
+                store,
+                settings,
+                plan.base,
+                tuned,
+                groups,
+                plan.eval_layers,
+                config.layer,
+                "mmd" if config.objective == "mmd" else None,
+                plan.request.mode,
+                cancelled,
+                descriptor="gap",
+                options={"kernel": "multi"} if config.objective == "mmd" else None,
+            )
+        except (ValueError, KeyError, FeatureGapError) as exc:  # the model is saved: say why
+            detail = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+            warnings.append(f"the held-out comparison failed: {detail}")
+        else:
+            held = {"layers": compare["layers"]}
+            if "mmd" in compare:
+                held["mmd"] = compare["mmd"]
     training["held_out"] = held
     _rewrite(sidecar, training)
     return {
         "model": plan.name,
         **{k: v for k, v in training.items() if k != "data"},
         "split": {k: len(v) for k, v in training["data"].items() if k != "labels"},
-        "warnings": plan.warnings,
+        "warnings": warnings,
     }
 
 
@@ -604,12 +619,29 @@ def start_training(
         What :func:`plan_training` raises; PoolBusy: the pool is full.
     """
     plan = plan_training(store, settings, request)
+    slot = [""]  # the job's id once queued
+    with _RESERVED_LOCK:  # two queued jobs may not both take a name that is still free
+        holder = _RESERVED.get(plan.name)
+        # a job cancelled while queued never runs and never frees its name: its state tells
+        if holder is not None and (
+            not holder[0] or jobs.get(holder[0]).state not in FINISHED_STATES
+        ):
+            raise Conflict(f"a training that saves {plan.name!r} is already queued or running")
+        _RESERVED[plan.name] = slot
     points: list[dict[str, Any]] = []
 
     def work(progress: Progress, cancelled: Cancelled) -> dict[str, Any]:
-        return run_training(store, settings, plan, progress, cancelled, points)
+        try:
+            return run_training(store, settings, plan, progress, cancelled, points)
+        finally:
+            _release(plan.name, slot)
 
-    job_id = jobs.submit("training", work)
+    try:
+        job_id = jobs.submit("training", work)
+    except BaseException:
+        _release(plan.name, slot)
+        raise
+    slot[0] = job_id
     _LIVE.put(job_id, points)
     return job_id, plan
 

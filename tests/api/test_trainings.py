@@ -132,10 +132,16 @@ def test_cancel_stops_the_job_and_saves_nothing(client: TestClient) -> None:
     answer = client.post("/api/trainings", json=_body(name="sq-long", epochs=200))
     assert answer.status_code == 202, answer.text
     job_id = answer.json()["job_id"]
+    twin = client.post("/api/trainings", json=_body(name="sq-long"))
+    assert twin.status_code == 409 and "already queued or running" in twin.json()["detail"]
     cancel = client.delete(f"/api/trainings/{job_id}")
     assert cancel.status_code == 200
     assert jobs.wait(job_id, timeout=120).state == "cancelled"
     assert "sq-long" not in [m["name"] for m in client.get("/api/models").json()]
+    # The name is free again once the job has stopped.
+    again = client.post("/api/trainings", json=_body(name="sq-long", epochs=1))
+    assert again.status_code == 202, again.text
+    assert jobs.wait(again.json()["job_id"], timeout=300).state == "done"
 
 
 @pytest.mark.parametrize(
