@@ -51,6 +51,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "TrainStep",
+    "cut_context",
     "default_after",
     "save_trained",
     "trainable_nodes",
@@ -167,6 +168,25 @@ class TrainResult:
     device: str = "cpu"
 
 
+def cut_context(image: np.ndarray, box: Box, label: str, jitter: float) -> CropSample:
+    """The box with the margin its jittered crops can reach (``1.5·jitter`` of its size,
+    rounded up), as a small sample: training on it gives the same crops as on the whole
+    image, and holds only the boxes' surroundings in memory.
+
+    Raises:
+        ValueError: ``jitter`` out of ``[0, 1)``.
+    """
+    if not 0 <= jitter < 1:
+        raise ValueError(f"jitter must be in [0, 1), got {jitter}")
+    height, width = image.shape[:2]
+    mx, my = 1.5 * jitter * box.w + 2, 1.5 * jitter * box.h + 2
+    x0, y0 = max(0, math.floor(box.x - mx)), max(0, math.floor(box.y - my))
+    x1 = min(width, math.ceil(box.x + box.w + mx))
+    y1 = min(height, math.ceil(box.y + box.h + my))
+    patch = np.ascontiguousarray(image[y0:y1, x0:x1])
+    return CropSample(patch, Box(box.x - x0, box.y - y0, box.w, box.h), label)
+
+
 def default_after(model: LoadedModel, layer: str) -> str | None:
     """The last feature-map node before ``layer``'s stage (another spatial size than
     ``layer``'s at the model's input size); ``None`` when the whole way there is one stage.
@@ -238,7 +258,8 @@ def _device(choice: str) -> torch.device:
 
 
 def _crop(image: Tensor, box: Box, size: int, jitter: float, generator: torch.Generator) -> Tensor:
-    """A jittered, maybe flipped crop of ``box`` from a ``3×H×W`` float image, ``3×size²``."""
+    """A jittered, maybe flipped crop of ``box`` from a ``3×H×W`` uint8 image, as floats
+    ``3×size×size`` in 0–255."""
     _, height, width = image.shape
     u = torch.rand(5, generator=generator, dtype=torch.float64).tolist()
     w = box.w * (1 + jitter * (2 * u[0] - 1))
@@ -249,7 +270,7 @@ def _crop(image: Tensor, box: Box, size: int, jitter: float, generator: torch.Ge
     y0 = int(round(min(max(cy - h / 2, 0.0), height - 1.0)))
     x1 = max(x0 + 1, int(round(min(cx + w / 2, float(width)))))
     y1 = max(y0 + 1, int(round(min(cy + h / 2, float(height)))))
-    patch = image[:, y0:y1, x0:x1].unsqueeze(0)
+    patch = image[:, y0:y1, x0:x1].unsqueeze(0).float()
     out = F.interpolate(
         patch, size=(size, size), mode="bilinear", align_corners=False, antialias=True
     )[0]
@@ -375,10 +396,10 @@ def train(
     mean = torch.tensor(model.spec.mean).view(3, 1, 1)
     std = torch.tensor(model.spec.std).view(3, 1, 1)
     images: dict[int, Tensor] = {}
-    for s in samples:  # one float copy per distinct image
+    for s in samples:  # one uint8 copy per distinct image
         key = id(s.image)
         if key not in images:
-            images[key] = torch.tensor(np.asarray(s.image), dtype=torch.float32).permute(2, 0, 1)
+            images[key] = torch.from_numpy(np.array(s.image, dtype=np.uint8)).permute(2, 0, 1)
 
     def crop(sample: CropSample) -> Tensor:
         cut = _crop(images[id(sample.image)], sample.box, size, config.jitter, generator)

@@ -36,6 +36,7 @@ from app.engine.training import (
     CropSample,
     TrainConfig,
     TrainStep,
+    cut_context,
     default_after,
     save_trained,
     train,
@@ -301,10 +302,18 @@ def plan_training(store: Store, settings: Settings, request: TrainingRequest) ->
     )
 
 
-def _samples(store: Store, boxes: Sequence[BoxRecord]) -> list[CropSample]:
+def _samples(store: Store, boxes: Sequence[BoxRecord], jitter: float) -> list[CropSample]:
+    """Each box with the surroundings its crops can reach, one image decoded at a time."""
     images = store.get_images({b.image_id for b in boxes})
-    arrays = {i: store.load_decoded(images[i]).array() for i in images}
-    return [CropSample(arrays[b.image_id], Box(b.x, b.y, b.w, b.h), b.label) for b in boxes]
+    by_image: dict[int, list[BoxRecord]] = {}
+    for box in boxes:
+        by_image.setdefault(box.image_id, []).append(box)
+    cut: dict[int, CropSample] = {}
+    for image_id, members in by_image.items():
+        pixels = store.load_decoded(images[image_id]).array()
+        for b in members:
+            cut[b.id] = cut_context(pixels, Box(b.x, b.y, b.w, b.h), b.label, jitter)
+    return [cut[b.id] for b in boxes]
 
 
 def _groups(plan: TrainingPlan, boxes: Sequence[BoxRecord]) -> dict[str, list[BoxRecord]]:
@@ -396,7 +405,7 @@ def run_training(
     Raises:
         InterruptedError: cancelled. ValueError: what training raises (a collapse).
     """
-    samples = _samples(store, plan.train_boxes)
+    samples = _samples(store, plan.train_boxes, plan.config.jitter)
     points = curve if curve is not None else []
 
     def on_step(step: TrainStep) -> None:

@@ -19,6 +19,7 @@ from app.engine.models import IMAGENET_MEAN, IMAGENET_STD, LoadedModel, ModelSpe
 from app.engine.training import (
     CropSample,
     TrainConfig,
+    cut_context,
     default_after,
     save_trained,
     train,
@@ -119,6 +120,19 @@ def test_same_seed_same_weights_and_frozen_parts_stay() -> None:
     assert changed == {"down.weight", "down.bias", "bn.weight", "bn.bias", "mix.weight", "mix.bias"}
     assert any(not torch.equal(a.state_dict[k], c.state_dict[k]) for k in changed)
     assert [s.step for s in a.curve] == list(range(1, 5)) and a.curve[-1].epoch == 2
+
+
+def test_training_on_the_boxes_surroundings_equals_training_on_whole_images() -> None:
+    model, samples = _tiny(), _samples(4)
+    config = TrainConfig(layer="out", epochs=2, lr=1e-2, batch_size=4, crop_size=32, jitter=0.1)
+    cut = [cut_context(s.image, s.box, s.label, config.jitter) for s in samples]
+    assert all(c.image.size < s.image.size for c, s in zip(cut, samples, strict=True))
+    whole, small = train(model, samples, config), train(model, cut, config)
+    for key, value in whole.state_dict.items():
+        assert torch.equal(value, small.state_dict[key]), key
+    assert any(
+        not torch.equal(model.module.state_dict()[k], v) for k, v in whole.state_dict.items()
+    )
 
 
 def test_zero_loss_weight_changes_nothing() -> None:
