@@ -2,6 +2,7 @@
 // see what moved on the held-out boxes (separation per layer under both models in one
 // figure). It builds its own form inside the element main.js hands it.
 import { del, get, post } from "../api.js";
+import { loadControls } from "../controls.js";
 import { $, fillSelect, fillTable, showError } from "../ui.js";
 import { drawFigure } from "./plot.js";
 
@@ -92,6 +93,8 @@ async function train() {
     const accepted = await post("/api/trainings", body());
     $("training-status").textContent = `queued: ${accepted.model} (${accepted.train_boxes} training, ${accepted.held_out_boxes} held-out boxes)`;
     const job = await follow(accepted.job_id, error);
+    // The new model joins the analysis controls' list: every view can use it now.
+    await loadControls().catch((err) => showError(error, err));
     if (!accepted.held_out_boxes) return;
     const moved = await post("/api/trainings/moved", { job_id: accepted.job_id });
     $("training-moved-view").hidden = false;
