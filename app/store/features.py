@@ -197,6 +197,14 @@ class FeatureStore:
                 out[items[k][0]] = row.reshape(shape)
         return out
 
+    def locate(
+        self, feature_set: FeatureSet, boxes: Sequence[StoredBox]
+    ) -> dict[int, tuple[Path, int]]:
+        """Where each present box's descriptor lies: its segment file and row in it (for
+        readers in other processes; a later :meth:`compact` may move it)."""
+        found = self._locations(feature_set, boxes)
+        return {box_id: (self.directory / name, row) for box_id, (name, row) in found.items()}
+
     def _locations(
         self, feature_set: FeatureSet, boxes: Sequence[StoredBox]
     ) -> dict[int, tuple[str, int]]:
