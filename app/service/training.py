@@ -150,7 +150,9 @@ def split_by_image(
 
     Without ``holdout_image_ids``, about ``holdout`` of the images (at least one when
     ``holdout > 0``) are held out, chosen by ``seed``, first one image of each label that
-    has boxes in two or more images (so the held-out part covers the labels it can).
+    has boxes in two or more images (so the held-out part covers the labels it can); an
+    image whose hold-out would leave one of its labels without a training image stays in
+    training (so fewer may be held out).
 
     Raises:
         InvalidInput: ``holdout`` out of ``[0, 1)``, or held-out ids that hold no box.
@@ -180,10 +182,16 @@ def split_by_image(
                 break
             if len(by_label[label]) >= 2 and not held & set(by_label[label]):
                 held.add(by_label[label][0])
+        labels_of = {i: {b.label for b in boxes if b.image_id == i} for i in order}
         for image in order:
             if len(held) >= target:
                 break
-            held.add(image)
+            # never hold out a label's last training image
+            if image not in held and all(
+                any(j not in held and j != image for j in by_label[label])
+                for label in labels_of[image]
+            ):
+                held.add(image)
     return [b for b in boxes if b.image_id not in held], [b for b in boxes if b.image_id in held]
 
 
@@ -222,8 +230,8 @@ def plan_training(store: Store, settings: Settings, request: TrainingRequest) ->
         base = get_model(request.model or settings.default_model, settings.models_dir)
     except KeyError as exc:
         raise NotFound(str(exc.args[0])) from exc
-    layers = list_layers(base)
-    layer = request.layer or layers[-1].name
+    maps = [x for x in list_layers(base) if x.height * x.width > 1] or list_layers(base)
+    layer = request.layer or maps[-1].name  # the last feature map with a spatial extent
     try:
         check_layer(base, layer)
         after = request.after if request.after is not None else default_after(base, layer)

@@ -165,5 +165,10 @@ def test_split_by_image_never_shares_an_image() -> None:
         assert len({b.image_id for b in held}) == 3  # ceil(0.25 × 12 images)
         assert {b.label for b in held} == {"a", "b"}  # each label held out when it can be
         assert len(train) + len(held) == 36
+    # Holding out 90 % of the images never takes a label's last training image.
+    for seed in range(5):
+        train, held = split_by_image(boxes, 0.9, seed)
+        assert {b.label for b in train} == {"a", "b"}
+        assert not {b.image_id for b in train} & {b.image_id for b in held}
     assert split_by_image(boxes, 0.25, 1) == split_by_image(boxes, 0.25, 1)
     assert split_by_image(boxes, 0.25, 1) != split_by_image(boxes, 0.25, 2)
