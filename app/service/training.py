@@ -132,10 +132,10 @@ class TrainingPlan:
 
 
 def default_layers(model: LoadedModel, *required: str | None) -> list[str]:
-    """The last layer of each spatial size (each stage's end) plus ``required``, in
-    network order."""
+    """The last layer of each spatial size above 1×1 (each stage's end) plus ``required``,
+    in network order."""
     layers = list_layers(model)
-    ends = {(x.height, x.width): x.name for x in layers}
+    ends = {(x.height, x.width): x.name for x in layers if x.height * x.width > 1}
     wanted = set(ends.values()) | {r for r in required if r is not None}
     return [x.name for x in layers if x.name in wanted]
 
