@@ -15,13 +15,8 @@ from app.api.schemas import ErrorOut, JobOut, ModelName
 from app.errors import InvalidInput, NotFound
 from app.jobs import Cancelled
 from app.service.analysis import resolve_groups
-from app.service.training import (
-    TrainingRequest,
-    default_layers,
-    live_curve,
-    moved,
-    start_training,
-)
+from app.service.moved import default_layers, moved
+from app.service.training import TrainingRequest, live_curve, start_training
 
 __all__ = ["router", "TrainingIn", "TrainingAccepted", "TrainingOut", "MovedIn"]
 

@@ -5,9 +5,8 @@ job): the boxes are split **by image** into a training and a held-out part (neve
 in both), the training part is fed to :func:`app.engine.training.train` as jittered crops,
 the result is saved as ``<name>.safetensors`` + ``<name>.json`` in the models folder (so it
 is listed and usable like any other model), and the separation of the held-out boxes is
-measured per layer under the base model and the trained one with
-:func:`app.service.analysis.separation_profile` (and, for ``mmd``, the MMD between the two
-domains with :func:`app.service.analysis.distances`).
+measured per layer under the base model and the trained one by
+:func:`app.service.moved.moved` (and, for ``mmd``, the MMD between the two domains).
 
 While a job runs its loss curve is kept in memory (:func:`live_curve`); once done it is in
 the job's result and in the sidecar.
@@ -31,7 +30,6 @@ from app.config import Settings
 from app.engine.layers import check_layer, list_layers
 from app.engine.models import BUILTIN_MODELS, LoadedModel, get_model, imagenet_classes
 from app.engine.preprocess import InputMode
-from app.engine.regions import Descriptor
 from app.engine.training import (
     CropSample,
     TrainConfig,
@@ -46,24 +44,15 @@ from app.engine.training import (
 from app.errors import Conflict, FeatureGapError, InvalidInput, NotFound
 from app.jobs import FINISHED_STATES, Cancelled, JobRunner, Progress
 from app.lru import LRU
-from app.service.analysis import (
-    DistanceRequest,
-    EmbeddingRequest,
-    SeparationRequest,
-    distances,
-    embedding,
-    separation_profile,
-)
 from app.service.features import check_limits
 from app.service.heatmaps import ENGINE_LOCK
+from app.service.moved import default_layers, moved
 from app.store import BoxRecord, Store
 
 __all__ = [
     "TrainingPlan",
     "TrainingRequest",
-    "default_layers",
     "live_curve",
-    "moved",
     "plan_training",
     "run_training",
     "split_by_image",
@@ -129,15 +118,6 @@ class TrainingPlan:
     held_out: list[BoxRecord]
     eval_layers: list[str]
     warnings: list[str] = field(default_factory=list)
-
-
-def default_layers(model: LoadedModel, *required: str | None) -> list[str]:
-    """The last layer of each spatial size above 1×1 (each stage's end) plus ``required``,
-    in network order."""
-    layers = list_layers(model)
-    ends = {(x.height, x.width): x.name for x in layers if x.height * x.width > 1}
-    wanted = set(ends.values()) | {r for r in required if r is not None}
-    return [x.name for x in layers if x.name in wanted]
 
 
 def split_by_image(
@@ -330,34 +310,6 @@ def _groups(plan: TrainingPlan, boxes: Sequence[BoxRecord]) -> dict[str, list[Bo
     return {k: v for k, v in groups.items() if v}
 
 
-def _profile(
-    store: Store,
-    settings: Settings,
-    model: LoadedModel,
-    groups: dict[str, list[BoxRecord]],
-    layers: list[str],
-    mode: InputMode,
-    cancelled: Cancelled | None,
-) -> dict[str, Any]:
-    request = SeparationRequest(model.spec.name, layers, "euclidean", "gap", mode=mode)
-    return separation_profile(store, settings, model, groups, request, cancelled=cancelled)
-
-
-def _mmd(
-    store: Store,
-    settings: Settings,
-    model: LoadedModel,
-    groups: dict[str, list[BoxRecord]],
-    layer: str,
-    mode: InputMode,
-    cancelled: Cancelled | None,
-) -> float | None:
-    request = DistanceRequest(model.spec.name, layer, "mmd", mode=mode)
-    answer = distances(store, settings, model, groups, request, cancelled=cancelled)
-    value = answer["matrix"][0][1]
-    return None if value is None else float(value)
-
-
 def _point(step: TrainStep) -> dict[str, Any]:
     return {
         "step": step.step,
@@ -509,119 +461,6 @@ def _rewrite(target: Path, training: dict[str, Any]) -> None:
     tmp = target.with_name(f".{target.name}.tmp")
     tmp.write_text(json.dumps(body, indent=2))
     os.replace(tmp, target)
-
-
-def moved(
-    store: Store,
-    settings: Settings,
-    before: LoadedModel,
-    after: LoadedModel,
-    groups: dict[str, list[BoxRecord]],
-    layers: list[str],
-    layer: str,
-    measure: str | None = "euclidean",
-    mode: InputMode = "resize",
-    cancelled: Cancelled | None = None,
-    permutations: int = 0,
-    descriptor: Descriptor | None = None,
-    options: dict[str, Any] | None = None,
-    scatter: Literal["pca", "tsne"] | None = None,
-) -> dict[str, Any]:
-    """What moved between two models on the same boxes: separation per layer for both (one
-    figure), and at ``layer`` the distance matrix and its p-values for both.
-
-    Args:
-        before: the base model. after: the trained one (same architecture).
-        groups: the boxes per label (held-out boxes, typically).
-        layers: the layers of the separation profile. layer: the distance matrices' layer.
-        measure: the distance matrices' measure (``None``: no matrices).
-        permutations: for the matrices' p-values (0: none).
-        descriptor: the matrices' descriptor (default: what the measure consumes; the
-            training's own MMD uses ``gap``, the pooled box features its loss aligns).
-
-    Returns:
-        JSON-safe: ``layers`` (per layer: ratio and silhouette before/after),
-        ``separation`` (both answers), ``distances`` (both, or absent), ``mmd``
-        (before/after when ``measure`` is ``mmd``), ``scatter`` (both, or absent),
-        ``figure``.
-
-    Raises:
-        ValueError: fewer than two groups; what the analyses raise.
-    """
-    sep = {
-        "before": _profile(store, settings, before, groups, layers, mode, cancelled),
-        "after": _profile(store, settings, after, groups, layers, mode, cancelled),
-    }
-    rows = []
-    for b, a in zip(sep["before"]["layers"], sep["after"]["layers"], strict=True):
-        rows.append(
-            {
-                "layer": b["layer"],
-                "ratio_before": b["ratio"],
-                "ratio_after": a["ratio"],
-                "silhouette_before": b["silhouette"],
-                "silhouette_after": a["silhouette"],
-            }
-        )
-    out: dict[str, Any] = {
-        "before": before.spec.name,
-        "after": after.spec.name,
-        "layers": rows,
-        "separation": sep,
-        "figure": _both_figure(sep["before"]["figure"], sep["after"]["figure"], before, after),
-    }
-    if measure is not None:
-        dist = {}
-        for key, model in (("before", before), ("after", after)):
-            request = DistanceRequest(
-                model.spec.name,
-                layer,
-                measure,
-                descriptor=descriptor,
-                options=dict(options or {}),
-                mode=mode,
-                permutations=permutations,
-            )
-            dist[key] = distances(store, settings, model, groups, request, cancelled=cancelled)
-        out["distances"] = dist
-        if measure == "mmd" and len(groups) == 2:
-            out["mmd"] = {k: v["matrix"][0][1] for k, v in dist.items()}
-    if scatter is not None:
-        every = [b for members in groups.values() for b in members]
-        out["scatter"] = {
-            key: embedding(
-                store,
-                settings,
-                model,
-                every,
-                EmbeddingRequest(model.spec.name, layer, scatter, mode=mode),
-                cancelled=cancelled,
-            )
-            for key, model in (("before", before), ("after", after))
-        }
-    return out
-
-
-def _both_figure(
-    before: dict[str, Any], after: dict[str, Any], a: LoadedModel, b: LoadedModel
-) -> dict[str, Any]:
-    """The two separation figures as one: the base model's traces dashed."""
-    data = []
-    for fig, model, dash in ((before, a, "dash"), (after, b, "solid")):
-        for trace in fig.get("data", []):
-            line = dict(trace.get("line") or {})
-            line["dash"] = dash
-            data.append(
-                {
-                    **trace,
-                    "name": f"{trace.get('name', '')} · {model.spec.name}",
-                    "line": line,
-                    "legendgroup": model.spec.name,
-                }
-            )
-    layout = dict(after.get("layout", {}))
-    layout["title"] = {"text": f"What moved: {a.spec.name} (dashed) vs {b.spec.name}"}
-    return {"data": data, "layout": layout}
 
 
 def start_training(
