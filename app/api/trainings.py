@@ -10,7 +10,7 @@ from fastapi import APIRouter, Path
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.api.deps import ERRORS, JobsDep, PoolDep, SettingsDep, StoreDep, load_model
+from app.api.deps import ERRORS, MAX_ID, JobsDep, PoolDep, SettingsDep, StoreDep, load_model
 from app.api.schemas import ErrorOut, JobOut, ModelName
 from app.errors import InvalidInput, NotFound
 from app.jobs import Cancelled
@@ -23,6 +23,7 @@ __all__ = ["router", "TrainingIn", "TrainingAccepted", "TrainingOut", "MovedIn"]
 router = APIRouter(prefix="/api/trainings", tags=["training"])
 
 JobId = Annotated[str, Path(min_length=1, max_length=64)]
+Id = Annotated[int, Field(ge=1, le=MAX_ID)]
 
 
 class TrainingIn(BaseModel):
@@ -54,12 +55,12 @@ class TrainingIn(BaseModel):
     )
     objective: Literal["triplet", "npair", "contrastive", "mmd"] = "triplet"
     labels: list[str] | None = Field(None, description="Boxes of these labels (default: all).")
-    box_ids: list[int] | None = None
+    box_ids: list[Id] | None = None
     domains: list[str] | None = Field(
         None, min_length=2, max_length=2, description="The two labels 'mmd' aligns."
     )
     holdout: float = Field(0.25, ge=0, lt=1, description="Share of images held out.")
-    holdout_image_ids: list[int] | None = None
+    holdout_image_ids: list[Id] | None = None
     name: str | None = Field(None, max_length=80, description="Default: base-objective-time.")
     epochs: int = Field(3, ge=1, le=200)
     lr: float = Field(1e-4, gt=0, le=1)
@@ -102,7 +103,7 @@ class MovedIn(BaseModel):
     job_id: str | None = Field(None, max_length=64)
     before: ModelName = None
     after: ModelName = None
-    box_ids: list[int] | None = None
+    box_ids: list[Id] | None = None
     labels: list[str] | None = None
     layers: list[str] | None = Field(None, description="Default: the training's eval layers.")
     layer: str | None = Field(None, description="The matrices' layer (default: the trained).")
