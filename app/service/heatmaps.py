@@ -47,6 +47,9 @@ __all__ = [
 
 Normalise = Literal["none", "minmax", "percentile"]
 
+_SCALING = {"minmax": "min-max scaled, 0..1", "percentile": "/ 99th pct, -1..1", "none": "raw"}
+"""The display scaling in words, for the colour bar's title."""
+
 _MAPS: LRU[tuple[Any, ...], HeatMap] = LRU(32)
 
 ENGINE_LOCK = threading.Lock()
@@ -209,6 +212,9 @@ def heatmap_result(
             image_url=f"/api/images/{image.id}/file",
             title=title,
             colours=label_colours(store.labels()),
+            colorbar_title=f"{request.method}"
+            + (f" {request.channel}" if request.channel is not None else "")
+            + f" ({_SCALING[request.normalise]})",
         )
         values = heat.values
         return {
