@@ -788,6 +788,10 @@ def build_parser(epilog: str | None = None) -> argparse.ArgumentParser:
     Args:
         epilog: text under the top-level and ``heatmap`` help (the methods and measures).
     """
+    from app.cli_train import TRAIN  # in its own file (training's CLI)
+
+    COMMANDS.setdefault("train", TRAIN)
+
     parser = argparse.ArgumentParser(
         prog="featuregap",
         description=__doc__.splitlines()[0].replace("``", ""),
