@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -35,8 +36,17 @@ def _wait_for(page: Page, expression: str, timeout: float = 120.0) -> None:
         time.sleep(0.05)
 
 
+@pytest.fixture
+def textures(server: str, photo: Any) -> Iterator[dict[int, str]]:
+    """Nine quadrant images with four boxes each, {image id: label}; deleted afterwards, so
+    the tests after this one find the shared server's store as it was."""
+    images = _upload_textures(server, photo)
+    yield images
+    for image_id in images:
+        assert httpx.delete(f"{server}/api/images/{image_id}").status_code == 204
+
+
 def _upload_textures(origin: str, photo: Any) -> dict[int, str]:
-    """Nine quadrant images with four boxes each; returns {image id: label}."""
     images = {}
     for name, label in zip(TEXTURES, LABELS, strict=True):
         full = photo(name)
@@ -115,10 +125,9 @@ def _models(origin: str) -> list[str]:
 
 
 def test_training_panel_live_curve_new_model_what_moved_and_cancel(
-    watched_page: tuple[Page, Any], server: str, photo: Any, shot: Any
+    watched_page: tuple[Page, Any], server: str, textures: dict[int, str], shot: Any
 ) -> None:
     page, _ = watched_page
-    images = _upload_textures(server, photo)
     page.goto(server + "/")
     page.wait_for_selector("body[data-ready='1']")
     page.wait_for_selector("#training-panel[data-ready='1']")
@@ -214,7 +223,7 @@ def test_training_panel_live_curve_new_model_what_moved_and_cancel(
     # The heat maps of one held-out image under both, the same class, the boxes' scores.
     heat = moved["heatmaps"]
     assert heat["image_id"] in {p["image_id"] for p in moved["scatter"]["after"]["points"]}
-    assert images[heat["image_id"]] in LABELS
+    assert textures[heat["image_id"]] in LABELS
     heading = page.text_content("#training-heat-heading")
     assert f"gradcam on bn2, explaining {heat['target_label']} ({heat['target']})" in heading
     for side in ("before", "after"):
