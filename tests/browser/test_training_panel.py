@@ -131,6 +131,8 @@ def test_training_panel_live_curve_new_model_what_moved_and_cancel(
     page.goto(server + "/")
     page.wait_for_selector("body[data-ready='1']")
     page.wait_for_selector("#training-panel[data-ready='1']")
+    offered = page.eval_on_selector_all("#compare-labels option", "os => os.map(o => o.text)")
+    assert "tp-brick (12 boxes on 3 images)" in offered
     # The layer offered first is the last one with a spatial extent, as the server's default.
     assert page.input_value("#train-layer") == "bn2"
     _fill(page, "tp-tuned", epochs=2)
