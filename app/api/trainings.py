@@ -124,6 +124,7 @@ class MovedIn(BaseModel):
                     "labels": ["brick", "grass", "gravel"],
                     "layers": ["blocks.5.0", "bn2"],
                     "permutations": 1000,
+                    "heatmap": {"method": "gradcam", "layer": "bn2", "image_id": 12},
                 },
             ]
         },
