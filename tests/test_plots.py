@@ -137,6 +137,73 @@ def test_distance_matrix_figure_annotates_values_and_p_values() -> None:
         plots.distance_matrix_figure(labels, values[:2])
 
 
+def _plotly_distance_matrix(
+    labels: list[str], values: np.ndarray, p: np.ndarray | None, measure: str, higher: bool
+) -> dict[str, object]:
+    """The figure as plotly's validating ``Figure`` builds it: the reference the plain-dict
+    ``distance_matrix_figure`` must equal key for key."""
+    import plotly.graph_objects as go
+
+    k = len(labels)
+    text = [
+        [
+            plots._format_value(float(values[i, j]))
+            + ("" if p is None or not math.isfinite(p[i, j]) else f"<br>p={p[i, j]:.3g}")
+            for j in range(k)
+        ]
+        for i in range(k)
+    ]
+    names = [plots.plain_text(label) for label in labels]
+    shown = plots.plain_text(measure)
+    hover = (
+        f"{shown or 'value'}(%{{y}}, %{{x}}) = %{{z:.4g}}"
+        + ("" if p is None else "<br>p = %{customdata:.3g}")
+        + "<extra></extra>"
+    )
+    fig = go.Figure(
+        go.Heatmap(
+            z=values.tolist(),
+            x=names,
+            y=names,
+            text=text,
+            texttemplate="%{text}",
+            customdata=(values * np.nan if p is None else p).tolist(),
+            hovertemplate=hover,
+            colorscale="Viridis",
+            reversescale=higher,
+            colorbar={"title": {"text": shown}},
+        )
+    )
+    direction = "higher = more alike" if higher else "higher = farther apart"
+    fig.update_yaxes(autorange="reversed")
+    fig.update_layout(
+        title=f"{shown} between groups ({direction})", margin={"l": 60, "r": 10, "t": 50, "b": 60}
+    )
+    reference: dict[str, object] = plots.to_json_safe(fig.to_plotly_json())
+    return reference
+
+
+@pytest.mark.parametrize("k", [1, 2, 5])
+@pytest.mark.parametrize("with_p", [False, True])
+def test_distance_matrix_figure_equals_plotlys_own_figure(k: int, with_p: bool) -> None:
+    rng = np.random.default_rng(k)
+    values = rng.random((k, k)) * 10.0 ** rng.integers(-6, 6, (k, k))
+    values[0, -1] = math.nan
+    p = rng.random((k, k)) if with_p else None
+    if p is not None:
+        p[-1, 0] = math.nan
+    labels = [f"g<{i}>&" for i in range(k)]
+    for measure, higher in (("mmd<b>", False), ("", True)):
+        fig = plots.distance_matrix_figure(
+            labels, values, p, measure=measure, higher_is_better=higher
+        )
+        expected = _plotly_distance_matrix(labels, values, p, measure, higher)
+        assert json.dumps(fig) == json.dumps(expected)  # same values, same key order
+        fig["layout"]["template"]["data"] = {}  # each answer owns its template
+        again = plots.distance_matrix_figure(labels, values, p, measure=measure)
+        assert again["layout"]["template"] == expected["layout"]["template"]  # type: ignore[index]
+
+
 def test_separation_figure_has_three_lines_and_a_ratio_axis() -> None:
     layers = ["blocks.1", "blocks.3", "conv_head"]
     fig = plots.separation_figure(
