@@ -41,10 +41,12 @@ from app.palette import label_colours
 
 __all__ = [
     "MAX_OVERLAY_SIDE",
+    "OverlayMap",
     "distance_matrix_figure",
     "downsample_map",
     "embedding_figure",
     "heatmap_figure",
+    "overlay_map",
     "plain_text",
     "separation_figure",
     "to_json_safe",
@@ -127,8 +129,40 @@ def downsample_map(
     return F.adaptive_avg_pool2d(t[None, None], size)[0, 0].numpy()
 
 
+@dataclass(frozen=True)
+class OverlayMap:
+    """A map as the overlay draws it: block-averaged (:func:`downsample_map`) to a float32
+    Plotly typed array, on the grid of the ``height×width`` image it covers, each cell
+    ``dy×dx`` image pixels. Made by :func:`overlay_map`; keep one to draw the same map again
+    (after a box moved) without redoing it."""
+
+    z: Mapping[str, str]
+    height: int
+    width: int
+    dy: float
+    dx: float
+
+
+def overlay_map(values: ArrayLike | torch.Tensor) -> OverlayMap:
+    """The ``H×W`` map (raw or normalised) as :func:`heatmap_figure` draws it.
+
+    Raises:
+        ValueError: the map is not 2-D or empty.
+    """
+    full = values.detach().cpu() if isinstance(values, torch.Tensor) else np.asarray(values)
+    small = downsample_map(full)
+    height, width = int(full.shape[0]), int(full.shape[1])
+    z = small.astype(np.float32)
+    typed = {
+        "dtype": "f4",
+        "bdata": base64.b64encode(z.tobytes()).decode(),
+        "shape": f"{z.shape[0]}, {z.shape[1]}",
+    }
+    return OverlayMap(typed, height, width, height / small.shape[0], width / small.shape[1])
+
+
 def heatmap_figure(
-    values: ArrayLike | torch.Tensor,
+    values: ArrayLike | torch.Tensor | OverlayMap,
     boxes: Sequence[Mapping[str, Any]] = (),
     *,
     image_url: str | None = None,
@@ -140,9 +174,10 @@ def heatmap_figure(
     """The heat map over its image, with the boxes drawn, labelled and scored.
 
     Args:
-        values: the ``H×W`` map at image size (raw or normalised); drawn block-averaged to
-            at most :data:`MAX_OVERLAY_SIDE` on the long side, each cell spanning its image
-            pixels, so axes read in image pixels (``y`` down).
+        values: the ``H×W`` map at image size (raw or normalised), or
+            :func:`overlay_map`'s of it; drawn block-averaged to at most
+            :data:`MAX_OVERLAY_SIDE` on the long side, each cell spanning its image pixels,
+            so axes read in image pixels (``y`` down).
         boxes: dicts with ``x, y, w, h`` and optionally ``id``, ``label`` and ``scores``
             (``{name: value}``), shown on the box and in its hover text.
         image_url: where the browser loads the image (a layout image under the map);
@@ -162,23 +197,16 @@ def heatmap_figure(
     """
     if not 0.0 <= opacity <= 1.0:
         raise ValueError(f"opacity must lie in [0, 1], got {opacity}")
-    full = values.detach().cpu() if isinstance(values, torch.Tensor) else np.asarray(values)
-    small = downsample_map(full)
-    height, width = int(full.shape[0]), int(full.shape[1])
-    dy, dx = height / small.shape[0], width / small.shape[1]
+    drawn = values if isinstance(values, OverlayMap) else overlay_map(values)
+    height, width, dy, dx = drawn.height, drawn.width, drawn.dy, drawn.dx
     # Built as plain dicts: plotly's validating Figure costs ~80 ms here, most of a request.
-    z = small.astype(np.float32)
     data: list[dict[str, Any]] = [
         {
             "type": "heatmap",
             "name": "heat map",
             "colorscale": colorscale,
             "opacity": opacity,
-            "z": {
-                "dtype": "f4",
-                "bdata": base64.b64encode(z.tobytes()).decode(),
-                "shape": f"{z.shape[0]}, {z.shape[1]}",
-            },
+            "z": dict(drawn.z),
             "x0": dx / 2,
             "dx": dx,
             "y0": dy / 2,

@@ -55,7 +55,9 @@ from app.engine.registry import Registry
 __all__ = [
     "LOCALISATION_SCORES",
     "LocalisationScore",
+    "PreparedMap",
     "box_mask",
+    "prepare_map",
     "score_boxes",
 ]
 
@@ -63,12 +65,17 @@ __all__ = [
 LOCALISATION_SCORES: Registry[type[LocalisationScore]] = Registry("localisation score")
 
 
-class _Map:
-    """One heat map, flattened, with the per-map quantities the scores share (computed once)."""
+class PreparedMap:
+    """One heat map, flattened, with the per-map quantities the scores share (computed once).
+
+    Made by :func:`prepare_map`; keep one beside its map to score moved boxes again without
+    redoing the map's own work (its ranks are a sort of every pixel).
+    """
 
     def __init__(self, heat: NDArray[np.float64]) -> None:
         self.height, self.width = heat.shape
         self.values = heat.reshape(-1)
+        self._kth: dict[int, float] = {}  # by k; two threads at worst compute one twice
 
     @cached_property
     def peak(self) -> NDArray[np.bool_]:
@@ -89,7 +96,20 @@ class _Map:
         return ranks
 
     def kth_largest(self, k: int) -> float:
-        return float(np.partition(self.values, self.values.size - k)[self.values.size - k])
+        found = self._kth.get(k)
+        if found is None:
+            found = float(np.partition(self.values, self.values.size - k)[self.values.size - k])
+            self._kth[k] = found
+        return found
+
+
+def prepare_map(heat: torch.Tensor | NDArray[np.floating[Any]]) -> PreparedMap:
+    """The raw ``H×W`` heat map at image size, checked and ready for :func:`score_boxes`.
+
+    Raises:
+        ValueError: the map is not 2-D, empty or not finite.
+    """
+    return PreparedMap(_as_map(heat))
 
 
 class LocalisationScore(ABC):
@@ -107,7 +127,7 @@ class LocalisationScore(ABC):
         self.settings = {**self.options, **options}
 
     @abstractmethod
-    def compute(self, heat: _Map, mask: NDArray[np.bool_]) -> float:
+    def compute(self, heat: PreparedMap, mask: NDArray[np.bool_]) -> float:
         """The score of the map against one non-empty box mask (flattened, ``H·W``)."""
 
 
@@ -121,7 +141,7 @@ def box_mask(box: Box, height: int, width: int) -> NDArray[np.bool_]:
 
 
 def score_boxes(
-    heat: torch.Tensor | NDArray[np.floating[Any]],
+    heat: torch.Tensor | NDArray[np.floating[Any]] | PreparedMap,
     boxes: Sequence[Box],
     scores: Sequence[str] | None = None,
     **options: Any,
@@ -129,7 +149,7 @@ def score_boxes(
     """Score a heat map at image size against each box.
 
     Args:
-        heat: the raw ``H×W`` heat map at image size.
+        heat: the raw ``H×W`` heat map at image size, or :func:`prepare_map`'s of it.
         boxes: boxes in image pixels (``x, y, w, h``).
         scores: names in :data:`LOCALISATION_SCORES`; default all of them.
         **options: options of the chosen scores (``k``, ``concept_influence``,
@@ -150,8 +170,7 @@ def score_boxes(
     unknown = sorted(set(options) - known)
     if unknown:
         raise ValueError(f"unknown option {unknown[0]!r}; options are {', '.join(sorted(known))}")
-    values = _as_map(heat)
-    prepared = _Map(values)
+    prepared = heat if isinstance(heat, PreparedMap) else prepare_map(heat)
     impls = {
         name: LOCALISATION_SCORES[name](
             **{k: v for k, v in options.items() if k in LOCALISATION_SCORES[name].options}
@@ -182,7 +201,7 @@ def _as_map(heat: torch.Tensor | NDArray[np.floating[Any]]) -> NDArray[np.float6
     return values
 
 
-def _top_share(heat: _Map, mask: NDArray[np.bool_], k: int) -> float:
+def _top_share(heat: PreparedMap, mask: NDArray[np.bool_], k: int) -> float:
     """Expected number of the ``k`` highest pixels inside ``mask``, ties broken at random."""
     cut = heat.kth_largest(k)
     above = heat.values > cut
@@ -194,13 +213,13 @@ def _top_share(heat: _Map, mask: NDArray[np.bool_], k: int) -> float:
 
 @LOCALISATION_SCORES.register("pointing_game")
 class _PointingGame(LocalisationScore):
-    def compute(self, heat: _Map, mask: NDArray[np.bool_]) -> float:
+    def compute(self, heat: PreparedMap, mask: NDArray[np.bool_]) -> float:
         return float(bool((heat.peak & mask).any()))
 
 
 @LOCALISATION_SCORES.register("energy")
 class _Energy(LocalisationScore):
-    def compute(self, heat: _Map, mask: NDArray[np.bool_]) -> float:
+    def compute(self, heat: PreparedMap, mask: NDArray[np.bool_]) -> float:
         if heat.positive_total == 0.0:
             return 0.0
         return float(heat.positive[mask].sum()) / heat.positive_total
@@ -208,7 +227,7 @@ class _Energy(LocalisationScore):
 
 @LOCALISATION_SCORES.register("relevance_rank")
 class _RelevanceRank(LocalisationScore):
-    def compute(self, heat: _Map, mask: NDArray[np.bool_]) -> float:
+    def compute(self, heat: PreparedMap, mask: NDArray[np.bool_]) -> float:
         size = int(mask.sum())
         return _top_share(heat, mask, size) / size
 
@@ -217,7 +236,7 @@ class _RelevanceRank(LocalisationScore):
 class _TopK(LocalisationScore):
     options = {"k": 1000, "concept_influence": False}
 
-    def compute(self, heat: _Map, mask: NDArray[np.bool_]) -> float:
+    def compute(self, heat: PreparedMap, mask: NDArray[np.bool_]) -> float:
         pixels = heat.values.size
         k = min(int(self.settings["k"]), pixels)
         if k < 1:
@@ -230,7 +249,7 @@ class _TopK(LocalisationScore):
 
 @LOCALISATION_SCORES.register("auc")
 class _Auc(LocalisationScore):
-    def compute(self, heat: _Map, mask: NDArray[np.bool_]) -> float:
+    def compute(self, heat: PreparedMap, mask: NDArray[np.bool_]) -> float:
         inside = int(mask.sum())
         outside = mask.size - inside
         if outside == 0:
@@ -243,7 +262,7 @@ class _Auc(LocalisationScore):
 class _Iou(LocalisationScore):
     options = {"threshold": 0.5, "threshold_mode": "fraction"}
 
-    def compute(self, heat: _Map, mask: NDArray[np.bool_]) -> float:
+    def compute(self, heat: PreparedMap, mask: NDArray[np.bool_]) -> float:
         threshold = float(self.settings["threshold"])
         mode = self.settings["threshold_mode"]
         if not 0.0 <= threshold <= 1.0:

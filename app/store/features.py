@@ -111,6 +111,7 @@ class FeatureStore:
         self._read, self._write = read, write
         self._maps: dict[str, np.ndarray] = {}
         self._maps_lock = threading.Lock()
+        self._sets: dict[tuple[str | int, ...], FeatureSet] = {}
         cutoff = time.time() - _TEMP_MAX_AGE_S
         for leftover in self.directory.glob(f"{_TEMP_PREFIX}*"):
             with suppress(OSError):
@@ -142,6 +143,13 @@ class FeatureStore:
         if rows_per_box < 1 or width < 1:
             raise ValueError(f"a descriptor needs positive sizes, got {rows_per_box}×{width}")
         grid = 0 if descriptor == "gap" else grid_size
+        # Sets are never deleted or reshaped, so one seen is served from memory: every
+        # analysis asks for its sets, and a write transaction each time was most of the
+        # overhead of a cached answer.
+        remembered = (model, weights_sha256, layer, descriptor, grid, mode, rows_per_box, width)
+        known = self._sets.get(remembered)
+        if known is not None:
+            return known
         where = (
             FeatureSetRow.model == model,
             FeatureSetRow.weights_sha256 == weights_sha256,
@@ -171,7 +179,9 @@ class FeatureStore:
                     f"{row.rows_per_box}×{row.width}, now {rows_per_box}×{width}; "
                     "drop the feature store (FEATUREGAP_DATA_DIR/features) and extract again"
                 )
-            return _feature_set(row)
+            found = _feature_set(row)
+        self._sets[remembered] = found
+        return found
 
     # -- reading ----------------------------------------------------------------------------
 
