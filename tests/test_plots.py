@@ -114,6 +114,19 @@ def test_heatmap_figure_without_image_and_bad_opacity() -> None:
         plots.heatmap_figure(np.ones((4, 6)), opacity=1.5)
 
 
+@pytest.mark.parametrize("shape", [(5, 7), (300, 451), (257, 3)])
+def test_an_overlay_map_draws_the_same_figure_as_the_map(shape: tuple[int, int]) -> None:
+    values = torch.rand(shape, generator=torch.Generator().manual_seed(shape[0]))
+    boxes = [{"id": 3, "x": 1, "y": 2, "w": 3, "h": 2, "label": "cat", "scores": {"energy": 0.5}}]
+    overlay = plots.overlay_map(values)
+    expected = plots.heatmap_figure(values, boxes, image_url="/i", title="t")
+    for _ in range(2):  # kept and drawn again: the same figure each time
+        assert plots.heatmap_figure(overlay, boxes, image_url="/i", title="t") == expected
+    small = _typed(expected["data"][0]["z"])
+    assert (overlay.height, overlay.width) == shape
+    assert overlay.dy * small.shape[0] == pytest.approx(shape[0])
+
+
 def test_distance_matrix_figure_annotates_values_and_p_values() -> None:
     labels = ["brick", "grass", "gravel"]
     values = np.array([[0.0, 2.5, 3.25], [2.5, 0.0, 1.0], [3.25, 1.0, math.nan]])
