@@ -379,6 +379,15 @@ def distances(
             settings.native_max_side,
         )
         shown = tested["p_adjusted"]
+        figure = distance_matrix_figure(
+            tests.labels,
+            values,
+            None
+            if shown is None
+            else [[math.nan if v is None else v for v in row] for row in shown],
+            measure=request.measure,
+            higher_is_better=tests.higher_is_better,
+        )
         answer: dict[str, Any] = to_json_safe(
             {
                 "labels": tests.labels,
@@ -397,17 +406,9 @@ def distances(
                 "images": {
                     name: len({b.image_id for b in members}) for name, members in groups.items()
                 },
-                "figure": distance_matrix_figure(
-                    tests.labels,
-                    values,
-                    None
-                    if shown is None
-                    else [[math.nan if v is None else v for v in row] for row in shown],
-                    measure=request.measure,
-                    higher_is_better=tests.higher_is_better,
-                ),
             }
         )
+        answer["figure"] = figure  # JSON-safe already: not walked again
         return answer
 
     return cached(store, "distances", payload, compute)
