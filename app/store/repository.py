@@ -486,14 +486,20 @@ class Store:
             self._box_labels(session, [row.id]).get(row.id, ()),
         )
 
-    def get_image(self, image_id: int) -> ImageRecord:
+    def get_image(self, image_id: int, *, counts: bool = True) -> ImageRecord:
         """The image with this id.
+
+        Args:
+            image_id: its id.
+            counts: also count its boxes and list their labels (two more queries); without,
+                ``box_count`` is 0 and ``box_labels`` empty.
 
         Raises:
             KeyError: no such image.
         """
         with self._read() as session:
-            return self._with_boxes(session, _require(session, ImageRow, image_id))
+            row = _require(session, ImageRow, image_id)
+            return self._with_boxes(session, row) if counts else _image_record(row)
 
     def get_images(self, image_ids: Iterable[int]) -> dict[int, ImageRecord]:
         """The images with these ids, by id (box counts left at 0).
