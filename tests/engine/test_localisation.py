@@ -288,6 +288,21 @@ def test_tensor_maps_and_many_boxes() -> None:
     assert results[1] == score_boxes(heat.double().numpy(), [boxes[1]])[0]
 
 
+@pytest.mark.parametrize(("height", "width"), [(1, 1), (1, 9), (37, 53), (300, 451)])
+@pytest.mark.parametrize("decimals", [None, 1, 0])
+def test_ranks_are_scipys_average_ranks_to_the_bit(
+    height: int, width: int, decimals: int | None
+) -> None:
+    from scipy.stats import rankdata
+
+    heat = np.random.default_rng(height).normal(size=(height, width))
+    if decimals is not None:  # ties: a few, many, nearly all
+        heat = np.round(heat, decimals)
+    ranks = prepare_map(heat).ranks
+    np.testing.assert_array_equal(ranks, rankdata(heat.reshape(-1), method="average"))
+    np.testing.assert_array_equal(prepare_map(np.zeros((3, 4))).ranks, np.full(12, 6.5))
+
+
 def test_a_prepared_map_scores_box_after_box_as_a_fresh_map_does() -> None:
     # a map with ties (rounded) and boxes of awkward sizes, two of the same size (k reused)
     rng = np.random.default_rng(7)
