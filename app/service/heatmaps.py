@@ -68,9 +68,9 @@ class _View:
         return found
 
 
-_VIEW_BYTES_PER_PIXEL = 8 * 3 + 1 + 4
-"""A view holds the map, its ranks and its positive part in float64, its peak mask, and
-keeps the float32 map itself alive (the overlays are small)."""
+_VIEW_BYTES_PER_PIXEL = 8 * 4 + 1 + 4
+"""A view holds the map, its sorted values, ranks and positive part in float64, its peak
+mask, and keeps the float32 map itself alive (the overlays are small)."""
 
 _VIEWS: LRU[tuple[Any, ...], _View] = LRU(
     256 * 2**20, size=lambda view: view.prepared.values.size * _VIEW_BYTES_PER_PIXEL
