@@ -187,8 +187,13 @@ def _run(client: httpx.Client) -> None:
         None,
     )
     # The bare compute runs between the requests, so both see the same load on the machine,
-    # and on a worker thread as the server runs its model: on this 2-core machine under load,
-    # torch's OpenMP regions called from the main thread ran 10× slower than from a worker.
+    # and on a worker thread as the server runs its model. Measured on this 2-core machine
+    # under load: the first thread to start a torch parallel region ran a forward+backward
+    # 5-15× slower (0.3-1.1 s) than any thread after it (60 ms), so this thread starts one
+    # first.
+    import torch
+
+    torch.ones(1 << 20).add(1).sum()
     fresh: list[float] = []
     bare_ms: list[float] = []
     with ThreadPoolExecutor(1) as worker:
