@@ -170,6 +170,7 @@ def heatmap_figure(
     title: str = "",
     colorscale: str = "Jet",
     colours: Mapping[str, str] | None = None,
+    colorbar_title: str = "",
 ) -> dict[str, Any]:
     """The heat map over its image, with the boxes drawn, labelled and scored.
 
@@ -188,6 +189,8 @@ def heatmap_figure(
         colours: ``{label: colour}`` for the boxes, normally
             :func:`app.palette.label_colours` over every label of the store (the colours the
             editor and the scatter use); by default the colours of the labels shown.
+        colorbar_title: what the colours show (the method and the display scaling), along
+            the colour bar.
 
     Returns:
         A JSON-safe Plotly figure dict.
@@ -212,6 +215,7 @@ def heatmap_figure(
             "y0": dy / 2,
             "dy": dy,
             "hovertemplate": "x %{x:.0f}, y %{y:.0f}: %{z:.4g}<extra></extra>",
+            "colorbar": {"title": {"text": plain_text(colorbar_title), "side": "right"}},
         }
     ]
     shapes: list[dict[str, Any]] = []
@@ -420,15 +424,22 @@ def separation_figure(
     measure: str = "",
     silhouette: Sequence[float | None] | None = None,
 ) -> dict[str, Any]:
-    """Intra- and inter-group distance across layers, their ratio on a second axis.
+    """The separation per layer as two aligned panels over one layer axis.
+
+    The top panel is ``inter / intra`` (above 1: groups lie farther apart than their members
+    do; higher separates better), each point's hover giving its intra- and inter-group
+    distance; the bottom panel is the silhouette, on its own fixed ``[−1, 1]`` axis (0: no
+    structure). Two panels rather than two y-axes on one plot: the ratio and the
+    silhouette have different units and ranges, and one plot with two axes made each read
+    against the other's ticks.
 
     Args:
-        layers: layer names, in network order (the x axis).
-        intra: mean distance within groups per layer.
-        inter: mean distance between groups per layer.
-        ratio: ``inter / intra`` per layer (higher separates better).
-        measure: the measure's name (axis title).
-        silhouette: optional silhouette per layer, on the ratio's axis.
+        layers: layer names, in network order (the shared x axis).
+        intra: mean distance within groups per layer (hover).
+        inter: mean distance between groups per layer (hover).
+        ratio: ``inter / intra`` per layer.
+        measure: the measure's name (title).
+        silhouette: silhouette per layer (``None`` where undefined); no bottom panel without.
 
     Returns:
         A JSON-safe Plotly figure dict.
@@ -445,39 +456,62 @@ def separation_figure(
             raise ValueError(f"{name} has {len(seq)} values for {n} layers")
     x = [plain_text(layer) for layer in layers]
     measure = plain_text(measure)
-    fig = go.Figure()
-    fig.add_trace(go.Scatter(x=x, y=list(intra), mode="lines+markers", name="intra-group"))
-    fig.add_trace(go.Scatter(x=x, y=list(inter), mode="lines+markers", name="inter-group"))
-    fig.add_trace(
-        go.Scatter(
-            x=x,
-            y=list(ratio),
-            mode="lines+markers",
-            name="inter / intra",
-            yaxis="y2",
-            line={"dash": "dash"},
+    split = silhouette is not None
+    data: list[dict[str, Any]] = [
+        {
+            "type": "scatter",
+            "mode": "lines+markers",
+            "name": "inter / intra",
+            "x": x,
+            "y": list(ratio),
+            "xaxis": "x",
+            "yaxis": "y",
+            "customdata": [[a, b] for a, b in zip(intra, inter, strict=True)],
+            "hovertemplate": (
+                "%{x}<br>inter / intra = %{y:.3g}<br>intra %{customdata[0]:.3g} · "
+                "inter %{customdata[1]:.3g}<extra></extra>"
+            ),
+        }
+    ]
+    line = {"type": "line", "xref": "x domain", "x0": 0, "x1": 1, "line": {"dash": "dot"}}
+    shapes: list[dict[str, Any]] = [{**line, "yref": "y", "y0": 1, "y1": 1}]
+    layout: dict[str, Any] = {
+        "title": {"text": f"Separation by layer ({measure})" if measure else "Separation by layer"},
+        "showlegend": False,
+        "hovermode": "x unified" if split else "closest",
+        "margin": {"l": 80, "r": 20, "t": 50, "b": 90},
+        "xaxis": {"anchor": "y", "title": {"text": "" if split else "layer"}},
+        "yaxis": {
+            "domain": [0.55, 1.0] if split else [0.0, 1.0],
+            "title": {"text": "inter / intra<br>(higher separates)"},
+            "rangemode": "tozero",
+        },
+        "shapes": shapes,
+    }
+    if split:
+        data.append(
+            {
+                "type": "scatter",
+                "mode": "lines+markers",
+                "name": "silhouette",
+                "x": x,
+                "y": list(series["silhouette"]),
+                "xaxis": "x2",
+                "yaxis": "y2",
+                "line": {"color": "#d62728"},
+                "hovertemplate": "%{x}<br>silhouette = %{y:.3f}<extra></extra>",
+            }
         )
-    )
-    if silhouette is not None:
-        fig.add_trace(
-            go.Scatter(
-                x=x,
-                y=list(series["silhouette"]),
-                mode="lines+markers",
-                name="silhouette",
-                yaxis="y2",
-                line={"dash": "dot"},
-            )
-        )
-    fig.update_layout(
-        title=f"Separation by layer ({measure})" if measure else "Separation by layer",
-        xaxis={"title": {"text": "layer"}},
-        yaxis={"title": {"text": measure or "distance"}},
-        yaxis2={"title": {"text": "ratio"}, "overlaying": "y", "side": "right"},
-        legend={"orientation": "h"},
-        margin={"l": 60, "r": 60, "t": 50, "b": 80},
-    )
-    return _figure(fig)
+        layout["xaxis"].update({"matches": "x2", "showticklabels": False})
+        layout["xaxis2"] = {"anchor": "y2", "title": {"text": "layer"}}
+        layout["yaxis2"] = {
+            "domain": [0.0, 0.45],
+            "range": [-1.05, 1.05],
+            "title": {"text": "silhouette<br>(higher separates)"},
+        }
+        shapes.append({**line, "xref": "x2 domain", "yref": "y2", "y0": 0, "y1": 0})
+    result: dict[str, Any] = to_json_safe({"data": data, "layout": layout})
+    return result
 
 
 def embedding_figure(

@@ -74,10 +74,17 @@ def test_heatmap_figure_overlays_the_map_on_image_pixels() -> None:
         },
         {"x": 200, "y": 300, "w": 30, "h": 40, "label": "dog"},
     ]
-    fig = plots.heatmap_figure(values, boxes, image_url="/api/images/3/file", opacity=0.4)
+    fig = plots.heatmap_figure(
+        values,
+        boxes,
+        image_url="/api/images/3/file",
+        opacity=0.4,
+        colorbar_title="gradcam <b>(min-max)</b>",
+    )
     text = _dumps(fig)
     assert len(text) < 2_000_000
     heat = fig["data"][0]
+    assert heat["colorbar"]["title"]["text"] == "gradcam &lt;b&gt;(min-max)&lt;/b&gt;"
     assert heat["type"] == "heatmap" and heat["opacity"] == 0.4
     assert heat["z"]["dtype"] == "f4"
     z = _typed(heat["z"])
@@ -217,7 +224,7 @@ def test_distance_matrix_figure_equals_plotlys_own_figure(k: int, with_p: bool) 
         assert again["layout"]["template"] == expected["layout"]["template"]  # type: ignore[index]
 
 
-def test_separation_figure_has_three_lines_and_a_ratio_axis() -> None:
+def test_separation_figure_has_two_aligned_panels_ratio_over_silhouette() -> None:
     layers = ["blocks.1", "blocks.3", "conv_head"]
     fig = plots.separation_figure(
         layers,
@@ -228,10 +235,21 @@ def test_separation_figure_has_three_lines_and_a_ratio_axis() -> None:
         silhouette=[0.1, None, 0.4],
     )
     _dumps(fig)
-    names = [t["name"] for t in fig["data"]]
-    assert names == ["intra-group", "inter-group", "inter / intra", "silhouette"]
-    assert fig["data"][2]["yaxis"] == "y2" and fig["data"][2]["y"] == [2.0, 2.5, 3.0]
-    assert fig["data"][3]["y"] == [0.1, None, 0.4]
+    ratio, silhouette = fig["data"]
+    assert (ratio["name"], silhouette["name"]) == ("inter / intra", "silhouette")
+    assert ratio["y"] == [2.0, 2.5, 3.0] and silhouette["y"] == [0.1, None, 0.4]
+    assert ratio["customdata"] == [[1.0, 2.0], [2.0, 5.0], [3.0, 9.0]]  # intra, inter in hover
+    # Two panels over one layer axis: the ratio's y above the silhouette's, not overlaid.
+    layout = fig["layout"]
+    assert (ratio["yaxis"], silhouette["yaxis"]) == ("y", "y2")
+    assert layout["yaxis"]["domain"][0] > layout["yaxis2"]["domain"][1]
+    assert "overlaying" not in layout["yaxis2"] and layout["xaxis"]["matches"] == "x2"
+    assert layout["yaxis2"]["range"] == [-1.05, 1.05]
+    # Reference lines: ratio 1 (no separation) and silhouette 0 (no structure).
+    assert [(sh["yref"], sh["y0"]) for sh in layout["shapes"]] == [("y", 1), ("y2", 0)]
+    alone = plots.separation_figure(layers, [1, 2, 3], [2, 5, 9], [2, 2.5, 3])
+    assert [t["name"] for t in alone["data"]] == ["inter / intra"]
+    assert "yaxis2" not in alone["layout"]
     with pytest.raises(ValueError, match="inter has 2 values"):
         plots.separation_figure(layers, [1, 2, 3], [1, 2], [1, 2, 3])
 

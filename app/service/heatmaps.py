@@ -47,6 +47,9 @@ __all__ = [
 
 Normalise = Literal["none", "minmax", "percentile"]
 
+_SCALING = {"minmax": "min-max scaled, 0..1", "percentile": "/ 99th pct, -1..1", "none": "raw"}
+"""The display scaling in words, for the colour bar's title."""
+
 _MAPS: LRU[tuple[Any, ...], HeatMap] = LRU(32)
 
 
@@ -231,6 +234,7 @@ def heatmap_result(
         "request": request.__dict__,
         "boxes": [[b.id, b.x, b.y, b.w, b.h, b.label] for b in boxes],
     }
+
     return cached(
         store,
         "heatmap",
@@ -271,6 +275,9 @@ def _heatmap_answer(
         image_url=f"/api/images/{image.id}/file",
         title=title,
         colours=label_colours(store.labels()),
+        colorbar_title=f"{request.method}"
+        + (f" {request.channel}" if request.channel is not None else "")
+        + f" ({_SCALING[request.normalise]})",
     )
     return {
         "image_id": image.id,
