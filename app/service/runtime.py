@@ -17,8 +17,3 @@ def apply_torch_threads(settings: Settings) -> None:
     """
     if settings.torch_threads is not None and torch.get_num_threads() != settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
-    # The first thread to start a parallel region keeps a team that, on a busy machine, ran
-    # a forward+backward 5-15x slower than the teams of threads after it (measured on 2
-    # cores under load: 0.3-1.1 s against 60 ms). Start one here, on the thread that starts
-    # the process, so the workers that run the models never are that first thread.
-    torch.ones(1 << 20).add(1).sum()
