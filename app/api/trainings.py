@@ -98,7 +98,21 @@ class MovedIn(BaseModel):
     """Two models on the same boxes: a finished training job (its base, its model and its
     held-out boxes), or ``before``/``after`` with ``box_ids`` or ``labels``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"job_id": "3f2c9a4e5b6d4c1e8f7a6b5c4d3e2f10", "measure": "euclidean"},
+                {
+                    "before": "efficientnet_lite0",
+                    "after": "lite0-triplet",
+                    "labels": ["brick", "grass", "gravel"],
+                    "layers": ["blocks.5.0", "bn2"],
+                    "permutations": 1000,
+                },
+            ]
+        },
+    )
 
     job_id: str | None = Field(None, max_length=64)
     before: ModelName = None
