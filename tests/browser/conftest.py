@@ -136,6 +136,7 @@ def doc_shot() -> object:
             page.wait_for_timeout(400)  # Plotly's responsive resize
             if prepare is not None:
                 prepare(page)
+            page.mouse.move(0, 0)  # no hover label or Plotly mode bar in the picture
             page.evaluate(
                 "([sel, block]) => document.querySelector(sel).scrollIntoView({block})",
                 [anchor, block],
