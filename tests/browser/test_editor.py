@@ -526,11 +526,12 @@ def test_undo_and_redo_of_every_edit_survive_reopening_the_image(
     )
 
 
-# The astronaut photo (512×512) with its parts; face and patch lie inside the person.
+# The astronaut photo (512×512) with its parts; face and patch lie inside the person, which
+# is stored after them: only the editor's order (smaller boxes on top) keeps them reachable.
 ASTRONAUT_BOXES = (
-    ("person", 20, 12, 350, 500),
     ("face", 172, 58, 96, 104),
     ("patch", 132, 348, 74, 78),
+    ("person", 20, 12, 350, 500),
     ("helmet", 276, 342, 236, 170),
     ("flag", 0, 0, 96, 290),
     ("shuttle", 354, 0, 108, 282),
