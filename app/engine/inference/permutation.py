@@ -155,16 +155,20 @@ class _MMDNull:
         return out
 
     def _quadratic(self, a: Tensor) -> Tensor:
-        """``aᵀUa`` for every column of ``a`` (``elements × batch``), in float64."""
+        """``aᵀUa`` for every column of ``a`` (``elements × batch``), in float64.
+
+        Row block ``I`` contributes ``a_Iᵀ (U_II a_I + 2 U_I,>I a_>I)``: the upper block
+        triangle only, two products and one elementwise pass per row block.
+        """
         assert self.full is not None
+        u, e = self.full, self.elements
         q = torch.zeros(a.shape[1], dtype=torch.float64, device=a.device)
-        spans = [
-            (i, min(i + _UNIT_BLOCK, self.elements)) for i in range(0, self.elements, _UNIT_BLOCK)
-        ]
-        for bi, (i0, i1) in enumerate(spans):
-            for j0, j1 in spans[bi:]:
-                part = (self.full[i0:i1, j0:j1] @ a[j0:j1]).mul_(a[i0:i1]).sum(0)
-                q += part.to(torch.float64) * (1.0 if i0 == j0 else 2.0)
+        for i0 in range(0, e, _UNIT_BLOCK):
+            i1 = min(i0 + _UNIT_BLOCK, e)
+            t = u[i0:i1, i0:i1] @ a[i0:i1]
+            if i1 < e:
+                t.addmm_(u[i0:i1, i1:], a[i1:], alpha=2.0)
+            q += t.mul_(a[i0:i1]).sum(0).to(torch.float64)
         return q
 
     def __call__(self, elements: Tensor) -> Tensor:
