@@ -75,10 +75,7 @@ def post_extraction(
     check_limits(settings, layers=len(body.layers))
     for layer in body.layers:
         check_layer(model, layer)
-    if body.box_ids is not None:
-        boxes = store.boxes(ids=body.box_ids)
-    else:
-        boxes = store.boxes(labels=body.labels) if body.labels is not None else store.boxes()
+    boxes = store.boxes(ids=body.box_ids, labels=body.labels)  # neither: every box
 
     def work(progress: Progress, cancelled: Cancelled) -> dict[str, Any]:
         report, _ = extract_boxes(

@@ -183,71 +183,59 @@ def heatmap_result(
         "request": request.__dict__,
         "boxes": [[b.id, b.x, b.y, b.w, b.h, b.label] for b in boxes],
     }
-    return cached(
-        store,
-        "heatmap",
-        payload,
-        lambda: _heatmap_answer(store, model, image, request, boxes),
-        image_id=image.id,
-    )
 
-
-def _heatmap_answer(
-    store: Store,
-    model: LoadedModel,
-    image: ImageRecord,
-    request: HeatmapRequest,
-    boxes: list[BoxRecord],
-) -> dict[str, Any]:
-    heat = raw_heatmap(store, model, image, request)
-    scored = score_boxes(heat.values, [Box(b.x, b.y, b.w, b.h) for b in boxes]) if boxes else []
-    box_out = [
-        {
-            "id": b.id,
-            "x": b.x,
-            "y": b.y,
-            "w": b.w,
-            "h": b.h,
-            "label": b.label,
-            "scores": {name: _finite(v) for name, v in s.items()},
+    def compute() -> dict[str, Any]:
+        heat = raw_heatmap(store, model, image, request)
+        scored = score_boxes(heat.values, [Box(b.x, b.y, b.w, b.h) for b in boxes]) if boxes else []
+        box_out = [
+            {
+                "id": b.id,
+                "x": b.x,
+                "y": b.y,
+                "w": b.w,
+                "h": b.h,
+                "label": b.label,
+                "scores": {name: _finite(v) for name, v in s.items()},
+            }
+            for b, s in zip(boxes, scored, strict=True)
+        ]
+        shown = normalise(heat.values, request.normalise)
+        title = f"{request.method} · {request.layer}" + (
+            f" · {heat.target_label or heat.target}" if heat.target is not None else ""
+        )
+        figure = heatmap_figure(
+            shown,
+            box_out,
+            image_url=f"/api/images/{image.id}/file",
+            title=title,
+            colours=label_colours(store.labels()),
+        )
+        values = heat.values
+        return {
+            "image_id": image.id,
+            "model": model.spec.name,
+            "layer": heat.layer,
+            "method": heat.method,
+            "target": heat.target,
+            "target_label": heat.target_label,
+            "mode": request.mode,
+            "normalise": request.normalise,
+            "prediction": _top_k(store, model, image, request.mode),
+            "score_names": list(LOCALISATION_SCORES),
+            "boxes": box_out,
+            "heat_range": [float(torch.min(values)), float(torch.max(values))],
+            "figure": figure,
+            "warnings": resolution_warnings(
+                model,
+                check_layer(model, request.layer),
+                {image.id: image},
+                boxes,
+                request.mode,
+                store.settings.native_max_side,
+            ),
         }
-        for b, s in zip(boxes, scored, strict=True)
-    ]
-    shown = normalise(heat.values, request.normalise)
-    title = f"{request.method} · {request.layer}" + (
-        f" · {heat.target_label or heat.target}" if heat.target is not None else ""
-    )
-    figure = heatmap_figure(
-        shown,
-        box_out,
-        image_url=f"/api/images/{image.id}/file",
-        title=title,
-        colours=label_colours(store.labels()),
-    )
-    values = heat.values
-    return {
-        "image_id": image.id,
-        "model": model.spec.name,
-        "layer": heat.layer,
-        "method": heat.method,
-        "target": heat.target,
-        "target_label": heat.target_label,
-        "mode": request.mode,
-        "normalise": request.normalise,
-        "prediction": _top_k(store, model, image, request.mode),
-        "score_names": list(LOCALISATION_SCORES),
-        "boxes": box_out,
-        "heat_range": [float(torch.min(values)), float(torch.max(values))],
-        "figure": figure,
-        "warnings": resolution_warnings(
-            model,
-            check_layer(model, request.layer),
-            {image.id: image},
-            boxes,
-            request.mode,
-            store.settings.native_max_side,
-        ),
-    }
+
+    return cached(store, "heatmap", payload, compute, image_id=image.id)
 
 
 def scores_csv(result: dict[str, Any]) -> str:
