@@ -22,12 +22,14 @@ def hwm():
 
 n, d, labels, latent = {n}, 1280, 12, 32
 g = torch.Generator().manual_seed(0)
-centres = 3.0 * torch.randn(labels, latent, generator=g, dtype=torch.float64)
-mixing = torch.randn(latent, d, generator=g, dtype=torch.float64) / latent**0.5
+centres = 3.0 * torch.randn(labels, latent, generator=g)
+mixing = torch.randn(latent, d, generator=g) / latent**0.5
 label = torch.arange(n) % labels
-codes = centres[label] + torch.randn(n, latent, generator=g, dtype=torch.float64)
-x = torch.relu(codes @ mixing + 0.3 * torch.randn(n, d, generator=g, dtype=torch.float64))
-x = x.float()
+x = torch.empty(n, d)  # float32 like the store's descriptors, made in chunks
+for i in range(0, n, 5000):
+    codes = centres[label[i : i + 5000]] + torch.randn(min(5000, n - i), latent, generator=g)
+    noise = 0.3 * torch.randn(min(5000, n - i), d, generator=g)
+    x[i : i + 5000] = torch.relu(codes @ mixing + noise)
 start = time.perf_counter()
 xy = embed(x, "tsne", threads=torch.get_num_threads())
 took = time.perf_counter() - start

@@ -47,17 +47,26 @@ def _pca(z: Tensor) -> Tensor:
     return out
 
 
-def _top_components(z: Tensor, k: int) -> Tensor:
-    """``z`` (``n×d``, ``n ≥ d > k``) centred and projected on its top ``k`` principal
-    axes, from the ``d×d`` covariance (one pass over ``z``, no ``n×d`` SVD); each axis's
-    sign is fixed so its largest loading is positive."""
-    centred = z - z.mean(0)
-    values, vectors = torch.linalg.eigh(centred.T @ centred)
+def _top_components(z: Tensor, k: int, chunk: int = 4096) -> Tensor:
+    """``z`` (``n×d``, ``d > k``) centred and projected on its top ``k`` principal axes, in
+    float64, from the ``d×d`` covariance summed over row chunks: no float64 or centred copy
+    of ``z`` (50,000 × 1,280 would be 0.5 GB each). Each axis's sign is fixed so its
+    largest loading is positive."""
+    n, d = z.shape
+    mean = z.sum(0, dtype=torch.float64) / n
+    cov = torch.zeros(d, d, dtype=torch.float64)
+    for i in range(0, n, chunk):
+        c = z[i : i + chunk].to(torch.float64) - mean
+        cov.addmm_(c.T, c)
+    values, vectors = torch.linalg.eigh(cov)
     top = vectors[:, values.argsort(descending=True)[:k]]
     signs = torch.sign(top[top.abs().argmax(0), torch.arange(k)])
     signs[signs == 0] = 1
-    projected: Tensor = centred @ (top * signs)
-    return projected
+    top = top * signs
+    out = torch.empty(n, k, dtype=torch.float64)
+    for i in range(0, n, chunk):
+        torch.mm(z[i : i + chunk].to(torch.float64) - mean, top, out=out[i : i + chunk])
+    return out
 
 
 def _stopper(cancelled: Callable[[], bool] | None) -> Callable[..., bool]:
@@ -110,10 +119,10 @@ def embed(
         ValueError: unknown method, too few samples, bad values, perplexity out of range.
         InterruptedError: ``cancelled()`` became true.
     """
-    z = as_samples(samples, "samples", min_rows=2).to(torch.float64)
+    z = as_samples(samples, "samples", min_rows=2)
     n = z.shape[0]
     if method == "pca":
-        return _pca(z)
+        return _pca(z.to(torch.float64))
     if method != "tsne":
         raise ValueError(f"unknown embedding method {method!r}; use 'tsne' or 'pca'")
     if n < 4:
@@ -135,6 +144,7 @@ def embed(
     large = n >= LARGE_TSNE
     if large and z.shape[1] > TSNE_DIMS:
         z = _top_components(z, TSNE_DIMS)
+    z = z.to(torch.float64)
     # openTSNE ends the optimisation quietly with the embedding so far when a callback
     # returns True; raising instead keeps a half-optimised embedding from passing as a result.
     tsne = TSNE(
