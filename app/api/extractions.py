@@ -13,7 +13,7 @@ from app.api.deps import ERRORS, JobsDep, SettingsDep, StoreDep, load_model
 from app.api.schemas import BoxesAtLayerIn, JobAccepted
 from app.engine.layers import check_layer
 from app.jobs import Cancelled, Progress
-from app.service.extraction import extract_boxes
+from app.service.backends import backend
 from app.service.features import check_limits
 
 __all__ = ["router", "ExtractionIn", "ExtractionOut"]
@@ -78,7 +78,7 @@ def post_extraction(
     boxes = store.boxes(ids=body.box_ids, labels=body.labels)  # neither: every box
 
     def work(progress: Progress, cancelled: Cancelled) -> dict[str, Any]:
-        report, _ = extract_boxes(
+        report = backend(settings)(
             store,
             model,
             boxes,
