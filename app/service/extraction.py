@@ -44,7 +44,8 @@ _SEGMENT_BYTES = 32 * 1024 * 1024  # a segment file holds up to this many descri
 
 @dataclass(frozen=True)
 class ExtractionReport:
-    """What :func:`extract_boxes` did.
+    """What an extraction did (:func:`extract_boxes`, the Ray backend, and the result of an
+    extraction job, ``GET /api/jobs/{job_id}``).
 
     ``extracted`` and ``present`` count box × layer descriptors; ``images`` the images
     forwarded.
