@@ -99,15 +99,46 @@ def test_cancel_running_and_queued_jobs(runner: JobRunner, stop: Exception) -> N
     running = runner.submit("loop", loop)
     assert started.wait(5)
     queued = runner.submit("later", lambda progress, cancelled: ran.append("ran"))
+    assert runner.pending == 2
     assert runner.cancel(queued).state == "cancelled"
+    assert runner.pending == 1  # the cancelled job left the queue: its place is free now
     assert runner.cancel(running).message == "cancelling"
     assert runner.wait(running).state == "cancelled"
     assert runner.wait(queued).state == "cancelled"
     assert runner.cancel(running).state == "cancelled"  # cancelling a finished job: no change
+    # The running job's place is freed when its worker returns, just after it stored
+    # "cancelled" (what wait() saw): wait for that, not for a fixed time.
+    _until(lambda: runner.pending == 0)
     assert ran == []
-    assert runner.pending == 0
     with pytest.raises(KeyError, match="no job"):
         runner.get("nope")
+
+
+def test_cancelled_queued_jobs_free_their_places_while_the_worker_is_busy(
+    runner: JobRunner,
+) -> None:
+    gate, started = threading.Event(), threading.Event()
+
+    def busy(progress: Callable[[float, str], None], cancelled: Callable[[], bool]) -> None:
+        started.set()
+        gate.wait(10)  # never checks cancelled(): a long step of real work
+
+    ran: list[str] = []
+    running = runner.submit("busy", busy)
+    assert started.wait(5)
+    queued = [runner.submit("later", lambda p, c: ran.append("ran")) for _ in range(2)]
+    with pytest.raises(PoolBusy):  # 1 running + 2 waiting: full
+        runner.submit("refused", lambda p, c: None)
+    for job_id in queued:
+        assert runner.cancel(job_id).state == "cancelled"
+    assert runner.pending == 1
+    # Room again while the first job still runs: the cancelled ones hold no place.
+    again = runner.submit("again", lambda p, c: "ok")
+    gate.set()
+    assert runner.wait(running).state == "done"
+    assert runner.wait(again).result == "ok"
+    assert ran == []
+    _until(lambda: runner.pending == 0)
 
 
 def test_bad_settings_are_refused(store: Store) -> None:
