@@ -64,7 +64,7 @@ def _boxes(origin: str, image_id: int) -> list[dict[str, Any]]:
 def _wait_boxes(
     origin: str, image_id: int, ok: Callable[[list[dict[str, Any]]], bool]
 ) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30  # a box saves in ms; 30 s only on a failure
     while True:
         boxes = _boxes(origin, image_id)
         if ok(boxes) or time.monotonic() > deadline:

@@ -79,7 +79,7 @@ def _boxes(origin: str, image_id: int) -> Boxes:
 
 
 def _wait_boxes(origin: str, image_id: int, ok: Callable[[Boxes], bool]) -> Boxes:
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30  # a box saves in ms; 30 s only on a failure
     while True:
         boxes = _boxes(origin, image_id)
         if ok(boxes):
