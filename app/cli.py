@@ -17,7 +17,8 @@ import json
 import math
 import sys
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -155,6 +156,37 @@ def _print_json(value: object) -> None:
         return item
 
     print(json.dumps(clean(value), indent=2, allow_nan=False))
+
+
+def _names(text: str | None) -> list[str] | None:
+    """A comma-separated option as a list of its non-empty names (``None`` stays ``None``)."""
+    if text is None:
+        return None
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _store_settings(data_dir: str | None) -> Any:
+    """The settings, with ``--data-dir`` (when given) as ``FEATUREGAP_DATA_DIR``."""
+    import os
+
+    from app.config import get_settings
+
+    if data_dir:
+        os.environ["FEATUREGAP_DATA_DIR"] = str(data_dir)
+        get_settings.cache_clear()
+    return get_settings()
+
+
+@contextmanager
+def _fraction_bar(desc: str, enabled: bool = True) -> Iterator[Callable[[float, str], None]]:
+    """A percent bar on stderr, fed ``(fraction done, message)`` as the services report."""
+    with tqdm(total=100, desc=desc, unit="%", file=sys.stderr, disable=not enabled) as bar:
+
+        def advance(fraction: float, message: str) -> None:
+            bar.set_postfix_str(message, refresh=False)
+            bar.update(round(fraction * 100) - bar.n)
+
+        yield advance
 
 
 def _setup_models(parser: argparse.ArgumentParser) -> None:
@@ -428,20 +460,15 @@ def _setup_extract(parser: argparse.ArgumentParser) -> None:
 
 @command("extract", "extract box descriptors in batches into the feature store", _setup_extract)
 def _run_extract(args: argparse.Namespace) -> int:
-    import os
     from dataclasses import asdict
 
-    from app.config import get_settings
     from app.service.backends import backend
     from app.store import Store
 
-    layers = [layer.strip() for layer in args.layers.split(",") if layer.strip()]
+    layers = _names(args.layers)
     if not layers:
         raise ValueError("--layers names no layer; give e.g. --layers blocks.5.0.conv_pw,conv_head")
-    if args.data_dir:
-        os.environ["FEATUREGAP_DATA_DIR"] = str(args.data_dir)
-        get_settings.cache_clear()
-    settings = get_settings()
+    settings = _store_settings(args.data_dir)
     overrides = {"ray_actors": args.ray_actors, "ray_gpus_per_actor": args.ray_gpus}
     settings = settings.model_copy(
         update={key: value for key, value in overrides.items() if value is not None}
@@ -450,18 +477,8 @@ def _run_extract(args: argparse.Namespace) -> int:
     model = _get_model(args.model)
     store = Store(settings)
     try:
-        labels = (
-            None
-            if args.labels is None
-            else [label.strip() for label in args.labels.split(",") if label.strip()]
-        )
-        boxes = store.boxes(labels=labels)
-        with tqdm(total=100, desc="extract", unit="%", file=sys.stderr, disable=not boxes) as bar:
-
-            def advance(fraction: float, message: str) -> None:
-                bar.set_postfix_str(message, refresh=False)
-                bar.update(round(fraction * 100) - bar.n)
-
+        boxes = store.boxes(labels=_names(args.labels))
+        with _fraction_bar("extract", enabled=bool(boxes)) as advance:
             report = run(
                 store,
                 model,
@@ -529,39 +546,24 @@ def _setup_stats(parser: argparse.ArgumentParser) -> None:
     _setup_stats,
 )
 def _run_stats(args: argparse.Namespace) -> int:
-    import os
-
-    from app.config import get_settings
     from app.engine.moments import MEASURES, distance_matrix
     from app.service.extraction import feature_sets
     from app.service.statistics import label_mmd, label_statistics
     from app.store import Store
 
-    measures = [m.strip() for m in args.measures.split(",") if m.strip()]
+    measures = _names(args.measures) or []
     unknown = sorted(set(measures) - set(MEASURES))
     if unknown or not measures:
         raise ValueError(f"--measures: unknown {unknown}; use some of {sorted(MEASURES)}")
-    if args.data_dir:
-        os.environ["FEATUREGAP_DATA_DIR"] = str(args.data_dir)
-        get_settings.cache_clear()
+    settings = _store_settings(args.data_dir)
     model = _get_model(args.model)
-    store = Store(get_settings())
+    store = Store(settings)
     try:
-        labels = (
-            None
-            if args.labels is None
-            else [label.strip() for label in args.labels.split(",") if label.strip()]
-        )
-        boxes = store.boxes(labels=labels)
+        boxes = store.boxes(labels=_names(args.labels))
         chosen = feature_sets(
             store, model, [args.layer], args.descriptor, args.grid_size, args.mode
         )[args.layer]
-        with tqdm(total=100, desc="stats", unit="%", file=sys.stderr, disable=not boxes) as bar:
-
-            def advance(fraction: float, message: str) -> None:
-                bar.set_postfix_str(message, refresh=False)
-                bar.update(round(fraction * 100) - bar.n)
-
+        with _fraction_bar("stats", enabled=bool(boxes)) as advance:
             stats = label_statistics(
                 store,
                 chosen,
@@ -572,12 +574,7 @@ def _run_stats(args: argparse.Namespace) -> int:
             )
         mmd = None
         if args.mmd:
-            with tqdm(total=100, desc="mmd", unit="%", file=sys.stderr) as bar:
-
-                def advance_mmd(fraction: float, message: str) -> None:
-                    bar.set_postfix_str(message, refresh=False)
-                    bar.update(round(fraction * 100) - bar.n)
-
+            with _fraction_bar("mmd") as advance_mmd:
                 mmd = label_mmd(
                     store,
                     chosen,
@@ -791,6 +788,10 @@ def build_parser(epilog: str | None = None) -> argparse.ArgumentParser:
     Args:
         epilog: text under the top-level and ``heatmap`` help (the methods and measures).
     """
+    from app.cli_train import TRAIN  # in its own file (training's CLI)
+
+    COMMANDS.setdefault("train", TRAIN)
+
     parser = argparse.ArgumentParser(
         prog="featuregap",
         description=__doc__.splitlines()[0].replace("``", ""),

@@ -11,6 +11,7 @@ import { clearHover, showEmbedding } from "./views/embedding.js";
 import { clearGrid, initHeatmapView, showGrid, showHeatmap } from "./views/heatmap.js";
 import { showPredictions } from "./views/predictions.js";
 import { showSeparation } from "./views/separation.js";
+import { initTraining } from "./views/training.js";
 
 // The labels picked in the controls, else every label with boxes.
 async function labelsWithBoxes() {
@@ -79,6 +80,7 @@ function init() {
   groupAction("run-distances", showDistances, "distances-view");
   groupAction("run-separation", showSeparation, "separation-view");
   groupAction("run-embedding", showEmbedding, "embedding-view");
+  initTraining($("training-panel"));
   refresh();
   initControls().then(() => { document.body.dataset.ready = "1"; });
 }
