@@ -42,9 +42,16 @@ def _upload(page: Page, name: str, png: bytes) -> None:
 
 
 def _open_image(page: Page, name: str) -> dict[str, float]:
-    page.click(f".card img[alt='{name}.png']")
-    _wait_for(page, "document.querySelector('.editor-image')?.complete")
-    _wait_for(page, "document.querySelector('.editor-overlay').getAttribute('viewBox')")
+    """Open the image from its card; its overlay's box on screen once the editor laid it out.
+
+    The editor marks ``#editor-stage[data-shown=<id>]`` after the picture is decoded and
+    placed; the image element's ``complete`` is already true before (no src yet), and the
+    overlay's viewBox is set before the layout.
+    """
+    card = page.locator(".card", has=page.locator(f"img[alt='{name}.png']"))
+    image_id = card.get_attribute("data-image-id")
+    card.locator("img").click()
+    page.wait_for_selector(f"#editor-stage[data-shown='{image_id}']")
     box: dict[str, float] = page.locator(".editor-overlay").bounding_box()
     return box
 
