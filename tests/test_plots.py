@@ -121,6 +121,19 @@ def test_heatmap_figure_without_image_and_bad_opacity() -> None:
         plots.heatmap_figure(np.ones((4, 6)), opacity=1.5)
 
 
+@pytest.mark.parametrize("shape", [(5, 7), (300, 451), (257, 3)])
+def test_an_overlay_map_draws_the_same_figure_as_the_map(shape: tuple[int, int]) -> None:
+    values = torch.rand(shape, generator=torch.Generator().manual_seed(shape[0]))
+    boxes = [{"id": 3, "x": 1, "y": 2, "w": 3, "h": 2, "label": "cat", "scores": {"energy": 0.5}}]
+    overlay = plots.overlay_map(values)
+    expected = plots.heatmap_figure(values, boxes, image_url="/i", title="t")
+    for _ in range(2):  # kept and drawn again: the same figure each time
+        assert plots.heatmap_figure(overlay, boxes, image_url="/i", title="t") == expected
+    small = _typed(expected["data"][0]["z"])
+    assert (overlay.height, overlay.width) == shape
+    assert overlay.dy * small.shape[0] == pytest.approx(shape[0])
+
+
 def test_distance_matrix_figure_annotates_values_and_p_values() -> None:
     labels = ["brick", "grass", "gravel"]
     values = np.array([[0.0, 2.5, 3.25], [2.5, 0.0, 1.0], [3.25, 1.0, math.nan]])
@@ -142,6 +155,73 @@ def test_distance_matrix_figure_annotates_values_and_p_values() -> None:
     assert bare["data"][0]["reversescale"] is True
     with pytest.raises(ValueError, match="does not match"):
         plots.distance_matrix_figure(labels, values[:2])
+
+
+def _plotly_distance_matrix(
+    labels: list[str], values: np.ndarray, p: np.ndarray | None, measure: str, higher: bool
+) -> dict[str, object]:
+    """The figure as plotly's validating ``Figure`` builds it: the reference the plain-dict
+    ``distance_matrix_figure`` must equal key for key."""
+    import plotly.graph_objects as go
+
+    k = len(labels)
+    text = [
+        [
+            plots._format_value(float(values[i, j]))
+            + ("" if p is None or not math.isfinite(p[i, j]) else f"<br>p={p[i, j]:.3g}")
+            for j in range(k)
+        ]
+        for i in range(k)
+    ]
+    names = [plots.plain_text(label) for label in labels]
+    shown = plots.plain_text(measure)
+    hover = (
+        f"{shown or 'value'}(%{{y}}, %{{x}}) = %{{z:.4g}}"
+        + ("" if p is None else "<br>p = %{customdata:.3g}")
+        + "<extra></extra>"
+    )
+    fig = go.Figure(
+        go.Heatmap(
+            z=values.tolist(),
+            x=names,
+            y=names,
+            text=text,
+            texttemplate="%{text}",
+            customdata=(values * np.nan if p is None else p).tolist(),
+            hovertemplate=hover,
+            colorscale="Viridis",
+            reversescale=higher,
+            colorbar={"title": {"text": shown}},
+        )
+    )
+    direction = "higher = more alike" if higher else "higher = farther apart"
+    fig.update_yaxes(autorange="reversed")
+    fig.update_layout(
+        title=f"{shown} between groups ({direction})", margin={"l": 60, "r": 10, "t": 50, "b": 60}
+    )
+    reference: dict[str, object] = plots.to_json_safe(fig.to_plotly_json())
+    return reference
+
+
+@pytest.mark.parametrize("k", [1, 2, 5])
+@pytest.mark.parametrize("with_p", [False, True])
+def test_distance_matrix_figure_equals_plotlys_own_figure(k: int, with_p: bool) -> None:
+    rng = np.random.default_rng(k)
+    values = rng.random((k, k)) * 10.0 ** rng.integers(-6, 6, (k, k))
+    values[0, -1] = math.nan
+    p = rng.random((k, k)) if with_p else None
+    if p is not None:
+        p[-1, 0] = math.nan
+    labels = [f"g<{i}>&" for i in range(k)]
+    for measure, higher in (("mmd<b>", False), ("", True)):
+        fig = plots.distance_matrix_figure(
+            labels, values, p, measure=measure, higher_is_better=higher
+        )
+        expected = _plotly_distance_matrix(labels, values, p, measure, higher)
+        assert json.dumps(fig) == json.dumps(expected)  # same values, same key order
+        fig["layout"]["template"]["data"] = {}  # each answer owns its template
+        again = plots.distance_matrix_figure(labels, values, p, measure=measure)
+        assert again["layout"]["template"] == expected["layout"]["template"]  # type: ignore[index]
 
 
 def test_separation_figure_has_two_aligned_panels_ratio_over_silhouette() -> None:
