@@ -3,8 +3,11 @@
 A request's answer is cached in the store's results table under a key made of the image's
 hash, the model and its weights, the layer, method, target, input mode, display
 normalisation and every box of the image (id, coordinates, label): adding, moving or
-relabelling a box changes the key, so a stale answer is never served. The raw heat map is
-also kept in a small in-process LRU, so re-scoring after a box edit costs no forward pass.
+relabelling a box changes the key, so a stale answer is never served. Label colours are
+never taken from the cache: they change whenever labels are added or renamed anywhere in
+the store, so the figure's boxes are repainted with the current palette each time the
+answer is served. The raw heat map is also kept in a small in-process LRU, so re-scoring after a box
+edit costs no forward pass.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from app.engine.preprocess import InputMode
 from app.jobs import current_cancelled
 from app.lru import LRU
 from app.palette import label_colours
-from app.plots import heatmap_figure
+from app.plots import heatmap_figure, heatmap_with_colours
 from app.service.estimates import heatmap_budget
 from app.service.resolution import resolution_warnings
 from app.service.results import cached
@@ -183,13 +186,16 @@ def heatmap_result(
         "request": request.__dict__,
         "boxes": [[b.id, b.x, b.y, b.w, b.h, b.label] for b in boxes],
     }
-    return cached(
+    answer = cached(
         store,
         "heatmap",
         payload,
         lambda: _heatmap_answer(store, model, image, request, boxes),
         image_id=image.id,
     )
+    labels = [str(b["label"]) for b in answer["boxes"]]
+    figure = heatmap_with_colours(answer["figure"], labels, label_colours(store.labels()))
+    return {**answer, "figure": figure}
 
 
 def _heatmap_answer(
@@ -221,8 +227,7 @@ def _heatmap_answer(
         shown,
         box_out,
         image_url=f"/api/images/{image.id}/file",
-        title=title,
-        colours=label_colours(store.labels()),
+        title=title,  # box colours are painted when served (heatmap_result)
     )
     values = heat.values
     return {
