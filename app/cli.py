@@ -319,6 +319,21 @@ def _setup_extract(parser: argparse.ArgumentParser) -> None:
         "--labels", default=None, help="comma-separated box labels (default: every box)"
     )
     parser.add_argument("--data-dir", default=None, help="store location (FEATUREGAP_DATA_DIR)")
+    parser.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        default=None,
+        metavar="ADDRESS",
+        help="run on a Ray cluster ('auto', 'ray://head:10001'; no ADDRESS: RAY_ADDRESS or a "
+        "local Ray; default FEATUREGAP_RAY_ADDRESS); needs pip install -e '.[ray]'",
+    )
+    parser.add_argument(
+        "--ray-actors", type=int, default=None, help="Ray actors, one model each (default 2)"
+    )
+    parser.add_argument(
+        "--ray-gpus", type=float, default=None, help="GPUs per Ray actor (default 0)"
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
@@ -328,7 +343,7 @@ def _run_extract(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from app.config import get_settings
-    from app.service.extraction import extract_boxes
+    from app.service.backends import backend
     from app.store import Store
 
     layers = [layer.strip() for layer in args.layers.split(",") if layer.strip()]
@@ -337,8 +352,14 @@ def _run_extract(args: argparse.Namespace) -> int:
     if args.data_dir:
         os.environ["FEATUREGAP_DATA_DIR"] = str(args.data_dir)
         get_settings.cache_clear()
+    settings = get_settings()
+    overrides = {"ray_actors": args.ray_actors, "ray_gpus_per_actor": args.ray_gpus}
+    settings = settings.model_copy(
+        update={key: value for key, value in overrides.items() if value is not None}
+    )
+    run = backend(settings, args.ray)
     model = _get_model(args.model)
-    store = Store(get_settings())
+    store = Store(settings)
     try:
         labels = (
             None
@@ -352,7 +373,7 @@ def _run_extract(args: argparse.Namespace) -> int:
                 bar.set_postfix_str(message, refresh=False)
                 bar.update(round(fraction * 100) - bar.n)
 
-            report, _ = extract_boxes(
+            report = run(
                 store,
                 model,
                 boxes,
@@ -374,6 +395,136 @@ def _run_extract(args: argparse.Namespace) -> int:
             f"from {report.images} images, {report.present} already stored "
             f"({report.seconds:.1f}s)"
         )
+    return 0
+
+
+def _setup_stats(parser: argparse.ArgumentParser) -> None:
+    _model_arg(parser)
+    parser.add_argument("--layer", required=True, help="one feature-map layer (see 'layers')")
+    parser.add_argument("--descriptor", choices=["gap", "pixels"], default="gap")
+    parser.add_argument("--grid-size", type=int, default=4, help="s of the s×s grid for pixels")
+    parser.add_argument("--mode", choices=["resize", "native"], default="resize")
+    parser.add_argument(
+        "--measures",
+        default="euclidean,std_euclidean,mahalanobis",
+        help="comma-separated: euclidean, std_euclidean, mahalanobis (default: all three)",
+    )
+    parser.add_argument(
+        "--labels", default=None, help="comma-separated box labels (default: every box)"
+    )
+    parser.add_argument("--shard-boxes", type=int, default=4096, help="boxes per shard")
+    parser.add_argument(
+        "--mmd",
+        type=int,
+        default=0,
+        metavar="FEATURES",
+        help="also MMD² (seed/DAN multi-kernel) from per-shard sums of FEATURES random "
+        "Fourier features per bandwidth (an estimate; e.g. 4096)",
+    )
+    parser.add_argument("--mmd-estimator", choices=["biased", "unbiased"], default="biased")
+    parser.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        default=None,
+        metavar="ADDRESS",
+        help="reduce the shards as Ray tasks (the feature folder must be on shared storage)",
+    )
+    parser.add_argument("--data-dir", default=None, help="store location (FEATUREGAP_DATA_DIR)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+@command(
+    "stats",
+    "per-label means/covariances of stored descriptors, reduced per shard, and the distances",
+    _setup_stats,
+)
+def _run_stats(args: argparse.Namespace) -> int:
+    import os
+
+    from app.config import get_settings
+    from app.engine.moments import MEASURES, distance_matrix
+    from app.service.extraction import feature_sets
+    from app.service.statistics import label_mmd, label_statistics
+    from app.store import Store
+
+    measures = [m.strip() for m in args.measures.split(",") if m.strip()]
+    unknown = sorted(set(measures) - set(MEASURES))
+    if unknown or not measures:
+        raise ValueError(f"--measures: unknown {unknown}; use some of {sorted(MEASURES)}")
+    if args.data_dir:
+        os.environ["FEATUREGAP_DATA_DIR"] = str(args.data_dir)
+        get_settings.cache_clear()
+    model = _get_model(args.model)
+    store = Store(get_settings())
+    try:
+        labels = (
+            None
+            if args.labels is None
+            else [label.strip() for label in args.labels.split(",") if label.strip()]
+        )
+        boxes = store.boxes(labels=labels)
+        chosen = feature_sets(
+            store, model, [args.layer], args.descriptor, args.grid_size, args.mode
+        )[args.layer]
+        with tqdm(total=100, desc="stats", unit="%", file=sys.stderr, disable=not boxes) as bar:
+
+            def advance(fraction: float, message: str) -> None:
+                bar.set_postfix_str(message, refresh=False)
+                bar.update(round(fraction * 100) - bar.n)
+
+            stats = label_statistics(
+                store,
+                chosen,
+                boxes,
+                shard_boxes=args.shard_boxes,
+                ray_address=args.ray,
+                progress=advance,
+            )
+        mmd = None
+        if args.mmd:
+            with tqdm(total=100, desc="mmd", unit="%", file=sys.stderr) as bar:
+
+                def advance_mmd(fraction: float, message: str) -> None:
+                    bar.set_postfix_str(message, refresh=False)
+                    bar.update(round(fraction * 100) - bar.n)
+
+                mmd = label_mmd(
+                    store,
+                    chosen,
+                    boxes,
+                    features=args.mmd,
+                    estimator=args.mmd_estimator,
+                    shard_boxes=args.shard_boxes,
+                    ray_address=args.ray,
+                    progress=advance_mmd,
+                )
+    finally:
+        store.close()
+    names = list(stats.moments)
+    result = {
+        "layer": args.layer,
+        "descriptor": args.descriptor,
+        "boxes": stats.boxes,
+        "rows": stats.rows,
+        "shards": stats.shards,
+        "labels": [{"label": n, "rows": stats.moments[n].count} for n in names],
+        "distances": {m: distance_matrix(stats.moments, m).tolist() for m in measures},
+    }
+    if mmd is not None:
+        measures = [*measures, "mmd"]
+        result["distances"]["mmd"] = mmd[1].tolist()
+        result["mmd"] = {"features": args.mmd, "estimator": args.mmd_estimator}
+        result["mmd"]["kernel_scales"] = list(mmd[2])
+    if args.json:
+        _print_json(result)
+    else:
+        print(f"{stats.boxes} boxes, {stats.rows} rows in {stats.shards} shards at {args.layer}")
+        for measure in measures:
+            print(f"{measure}:")
+            print("  " + "\t".join(["", *names]))
+            for name, row in zip(names, result["distances"][measure], strict=True):
+                print("  " + "\t".join([name, *(f"{v:.4g}" for v in row)]))
     return 0
 
 

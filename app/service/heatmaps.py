@@ -6,8 +6,8 @@ normalisation and every box of the image (id, coordinates, label): adding, movin
 relabelling a box changes the key, so a stale answer is never served. Label colours are
 never taken from the cache: they change whenever labels are added or renamed anywhere in
 the store, so the figure's boxes are repainted with the current palette each time the
-answer is served. The raw heat map is also kept in a small in-process LRU, so re-scoring after a box
-edit costs no forward pass.
+answer is served. The raw heat map is also kept in a small in-process LRU, so re-scoring
+after a box edit costs no forward pass.
 """
 
 from __future__ import annotations
@@ -186,73 +186,61 @@ def heatmap_result(
         "request": request.__dict__,
         "boxes": [[b.id, b.x, b.y, b.w, b.h, b.label] for b in boxes],
     }
-    answer = cached(
-        store,
-        "heatmap",
-        payload,
-        lambda: _heatmap_answer(store, model, image, request, boxes),
-        image_id=image.id,
-    )
+
+    def compute() -> dict[str, Any]:
+        heat = raw_heatmap(store, model, image, request)
+        scored = score_boxes(heat.values, [Box(b.x, b.y, b.w, b.h) for b in boxes]) if boxes else []
+        box_out = [
+            {
+                "id": b.id,
+                "x": b.x,
+                "y": b.y,
+                "w": b.w,
+                "h": b.h,
+                "label": b.label,
+                "scores": {name: _finite(v) for name, v in s.items()},
+            }
+            for b, s in zip(boxes, scored, strict=True)
+        ]
+        shown = normalise(heat.values, request.normalise)
+        title = f"{request.method} · {request.layer}" + (
+            f" · {heat.target_label or heat.target}" if heat.target is not None else ""
+        )
+        figure = heatmap_figure(
+            shown,
+            box_out,
+            image_url=f"/api/images/{image.id}/file",
+            title=title,  # box colours are painted when served, below
+        )
+        values = heat.values
+        return {
+            "image_id": image.id,
+            "model": model.spec.name,
+            "layer": heat.layer,
+            "method": heat.method,
+            "target": heat.target,
+            "target_label": heat.target_label,
+            "mode": request.mode,
+            "normalise": request.normalise,
+            "prediction": _top_k(store, model, image, request.mode),
+            "score_names": list(LOCALISATION_SCORES),
+            "boxes": box_out,
+            "heat_range": [float(torch.min(values)), float(torch.max(values))],
+            "figure": figure,
+            "warnings": resolution_warnings(
+                model,
+                check_layer(model, request.layer),
+                {image.id: image},
+                boxes,
+                request.mode,
+                store.settings.native_max_side,
+            ),
+        }
+
+    answer = cached(store, "heatmap", payload, compute, image_id=image.id)
     labels = [str(b["label"]) for b in answer["boxes"]]
     figure = heatmap_with_colours(answer["figure"], labels, label_colours(store.labels()))
     return {**answer, "figure": figure}
-
-
-def _heatmap_answer(
-    store: Store,
-    model: LoadedModel,
-    image: ImageRecord,
-    request: HeatmapRequest,
-    boxes: list[BoxRecord],
-) -> dict[str, Any]:
-    heat = raw_heatmap(store, model, image, request)
-    scored = score_boxes(heat.values, [Box(b.x, b.y, b.w, b.h) for b in boxes]) if boxes else []
-    box_out = [
-        {
-            "id": b.id,
-            "x": b.x,
-            "y": b.y,
-            "w": b.w,
-            "h": b.h,
-            "label": b.label,
-            "scores": {name: _finite(v) for name, v in s.items()},
-        }
-        for b, s in zip(boxes, scored, strict=True)
-    ]
-    shown = normalise(heat.values, request.normalise)
-    title = f"{request.method} · {request.layer}" + (
-        f" · {heat.target_label or heat.target}" if heat.target is not None else ""
-    )
-    figure = heatmap_figure(
-        shown,
-        box_out,
-        image_url=f"/api/images/{image.id}/file",
-        title=title,  # box colours are painted when served (heatmap_result)
-    )
-    values = heat.values
-    return {
-        "image_id": image.id,
-        "model": model.spec.name,
-        "layer": heat.layer,
-        "method": heat.method,
-        "target": heat.target,
-        "target_label": heat.target_label,
-        "mode": request.mode,
-        "normalise": request.normalise,
-        "prediction": _top_k(store, model, image, request.mode),
-        "score_names": list(LOCALISATION_SCORES),
-        "boxes": box_out,
-        "heat_range": [float(torch.min(values)), float(torch.max(values))],
-        "figure": figure,
-        "warnings": resolution_warnings(
-            model,
-            check_layer(model, request.layer),
-            {image.id: image},
-            boxes,
-            request.mode,
-            store.settings.native_max_side,
-        ),
-    }
 
 
 def scores_csv(result: dict[str, Any]) -> str:

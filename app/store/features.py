@@ -14,8 +14,6 @@ Files are read through ``np.load(mmap_mode="r")``: a lookup reads only the rows 
 
 from __future__ import annotations
 
-import os
-import tempfile
 import threading
 import time
 import uuid
@@ -28,13 +26,12 @@ import numpy as np
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
+from app.store.files import TEMP_MAX_AGE_S, atomic_write, remove_leftover_temp_files
 from app.store.tables import BoxRow, FeatureRow, FeatureSegmentRow, FeatureSetRow
 
 __all__ = ["FeatureSet", "FeatureStore", "StoredBox", "StoreStats"]
 
 _CHUNK = 500  # ids per IN (...): SQLite allows 999 parameters per statement
-_TEMP_PREFIX = ".tmp-"
-_TEMP_MAX_AGE_S = 600.0
 _OPEN_FILES = 64
 
 
@@ -111,11 +108,7 @@ class FeatureStore:
         self._read, self._write = read, write
         self._maps: dict[str, np.ndarray] = {}
         self._maps_lock = threading.Lock()
-        cutoff = time.time() - _TEMP_MAX_AGE_S
-        for leftover in self.directory.glob(f"{_TEMP_PREFIX}*"):
-            with suppress(OSError):
-                if leftover.stat().st_mtime < cutoff:
-                    leftover.unlink()
+        remove_leftover_temp_files(self.directory)
 
     # -- feature sets -----------------------------------------------------------------------
 
@@ -204,6 +197,14 @@ class FeatureStore:
                 out[items[k][0]] = row.reshape(shape)
         return out
 
+    def locate(
+        self, feature_set: FeatureSet, boxes: Sequence[StoredBox]
+    ) -> dict[int, tuple[Path, int]]:
+        """Where each present box's descriptor lies: its segment file and row in it (for
+        readers in other processes; a later :meth:`compact` may move it)."""
+        found = self._locations(feature_set, boxes)
+        return {box_id: (self.directory / name, row) for box_id, (name, row) in found.items()}
+
     def _locations(
         self, feature_set: FeatureSet, boxes: Sequence[StoredBox]
     ) -> dict[int, tuple[str, int]]:
@@ -270,7 +271,7 @@ class FeatureStore:
                 f"{feature_set.row_floats} floats per box"
             )
         filename = f"{feature_set.id}-{uuid.uuid4().hex}.npy"
-        _atomic_save(self.directory / filename, flat)
+        _save(self.directory / filename, flat)
         try:
             with self._write() as session:
                 ids = [b.box_id for b in boxes]
@@ -349,7 +350,7 @@ class FeatureStore:
             removed += 1
         with self._read() as session:
             known = set(session.scalars(select(FeatureSegmentRow.filename)))
-        cutoff = time.time() - _TEMP_MAX_AGE_S
+        cutoff = time.time() - TEMP_MAX_AGE_S
         for path in self.directory.glob("*.npy"):
             with suppress(OSError):
                 if path.name not in known and path.stat().st_mtime < cutoff:
@@ -370,7 +371,7 @@ class FeatureStore:
         old = self._open(filename)
         values = np.asarray(old[[r.position for r in rows]], dtype=np.float32)
         new_name = f"{feature_set.id}-{uuid.uuid4().hex}.npy"
-        _atomic_save(self.directory / new_name, values)
+        _save(self.directory / new_name, values)
         with self._write() as session:
             segment = FeatureSegmentRow(set_id=feature_set.id, filename=new_name, boxes=len(rows))
             session.add(segment)
@@ -428,15 +429,6 @@ def _feature_set(row: FeatureSetRow) -> FeatureSet:
     )
 
 
-def _atomic_save(path: Path, values: np.ndarray) -> None:
-    """Write an ``.npy`` so that readers see the whole file or none (tmp file + rename)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_TEMP_PREFIX, suffix=".npy")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.save(handle, values, allow_pickle=False)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _save(path: Path, values: np.ndarray) -> None:
+    """Write an ``.npy`` so that readers see the whole file or none."""
+    atomic_write(path, lambda handle: np.save(handle, values, allow_pickle=False), ".npy")

@@ -10,14 +10,11 @@ keys on and a busy timeout.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import threading
-import time
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,6 +44,7 @@ from app.formats.labels import clean_label, normalize_label
 from app.images import DecodedImage, content_hash, decode_image
 from app.lru import LRU
 from app.store.features import FeatureStore
+from app.store.files import atomic_write, remove_leftover_temp_files
 from app.store.tables import (
     ADDED_COLUMNS,
     SCHEMA_VERSION,
@@ -254,7 +252,7 @@ class Store:
         self.data_dir = Path(settings.data_dir)
         self.images_dir = self.data_dir / "images"
         self.images_dir.mkdir(parents=True, exist_ok=True)
-        _remove_leftover_temp_files(self.images_dir)
+        remove_leftover_temp_files(self.images_dir, recursive=True)
         url = settings.sqlalchemy_url
         self.is_sqlite = url.startswith("sqlite")
         connect_args: dict[str, Any] = {}
@@ -428,7 +426,7 @@ class Store:
             if row is not None:
                 return self._with_boxes(session, row), False
             if not path.exists():
-                _atomic_write(path, data)
+                atomic_write(path, lambda handle: handle.write(data))
             row = ImageRow(
                 sha256=sha,
                 filename=_clean_filename(filename),
@@ -1112,31 +1110,3 @@ def _clean_filename(filename: str) -> str:
         if unicodedata.category(c) not in {"Cc", "Cf", "Cs"}
     ).strip()
     return (name or "upload")[:255]
-
-
-_TEMP_PREFIX = ".tmp-"
-_TEMP_MAX_AGE_S = 600.0  # younger ones may belong to another process writing right now
-
-
-def _remove_leftover_temp_files(images_dir: Path) -> None:
-    """Delete temp files that a crash or a full disk left behind (older than ten minutes)."""
-    cutoff = time.time() - _TEMP_MAX_AGE_S
-    for leftover in images_dir.rglob(f"{_TEMP_PREFIX}*"):
-        with suppress(OSError):  # gone already, or not ours to delete
-            if leftover.is_file() and leftover.stat().st_mtime < cutoff:
-                leftover.unlink()
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write bytes so that readers see the whole file or none (tmp file + os.replace)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_TEMP_PREFIX)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -86,10 +86,6 @@ class MatrixTests:
     warnings: list[str] = field(default_factory=list)
 
 
-def _design(a: Group, b: Group) -> Design:
-    return Design(a.boxes, a.images, b.boxes, b.images)
-
-
 def _single_image_warning(groups: Mapping[str, Group]) -> list[str]:
     if all(len(set(g.images)) == 1 for g in groups.values()):
         return [
@@ -223,14 +219,12 @@ def _pair_tests(
         if cancelled is not None and cancelled():
             raise InterruptedError("cancelled")
         a, b = groups[labels[i]], groups[labels[j]]
-        pair = f"{labels[i]} vs {labels[j]}"
+        name = f"{labels[i]} vs {labels[j]}"
+        pair = (measure, a.rows, b.rows, Design(a.boxes, a.images, b.boxes, b.images))
         stat, p, min_p, exact, drawn = float(values[i, j]), None, 1.0, False, 0
         if permutations > 0:
             result = permutation_test(
-                measure,
-                a.rows,
-                b.rows,
-                _design(a, b),
+                *pair,
                 permutations=permutations,
                 seed=seed,
                 larger_is_extreme=not measure.higher_is_better,
@@ -240,11 +234,11 @@ def _pair_tests(
             )
             stat, p, min_p = result.statistic, result.p_value, result.min_p
             exact, drawn = result.exact, result.permutations
-            notes += [(pair, w) for w in result.warnings]
+            notes += [(name, w) for w in result.warnings]
         interval = None
         if bootstrap > 0:
             interval = _interval(
-                measure, a, b, bootstrap, seed, unit, interval_method, cancelled, pair, notes
+                pair, bootstrap, seed, unit, interval_method, cancelled, name, notes
             )
         raw.append((i, j, stat, p, min_p, exact, drawn, interval))
     adjusted = adjust([r[3] for r in raw], adjustment)
@@ -255,24 +249,20 @@ def _pair_tests(
 
 
 def _interval(
-    measure: Measure,
-    a: Group,
-    b: Group,
+    pair: tuple[Measure, Tensor, Tensor, Design],
     resamples: int,
     seed: int,
     unit: Unit,
     method: IntervalMethod,
     cancelled: Callable[[], bool] | None,
-    pair: str,
+    name: str,
     notes: list[tuple[str, str]],
 ) -> Interval | None:
-    """The pair's interval, or ``None`` with a note saying why there is none."""
+    """The pair's interval (``pair``: measure, rows and design), or ``None`` with a note
+    saying why there is none."""
     try:
         interval = bootstrap_interval(
-            measure,
-            a.rows,
-            b.rows,
-            _design(a, b),
+            *pair,
             resamples=resamples,
             seed=seed,
             unit=unit,
@@ -280,12 +270,12 @@ def _interval(
             cancelled=cancelled,
         )
     except ValueError as error:  # too few units, a statistic failing without one unit
-        notes.append((pair, f"no interval: {error}"))
+        notes.append((name, f"no interval: {error}"))
         return None
     if math.isnan(interval.low):
         notes.append(
             (
-                pair,
+                name,
                 "no BCa interval: the observed value lies outside every resample, a bias "
                 "the resamples cannot correct; ask for more resamples or method 'percentile'",
             )
