@@ -184,16 +184,20 @@ def matrix_tests(
 
 def _pair_warnings(notes: list[tuple[str, str]], pairs: int, single_images: bool) -> list[str]:
     """Each pair warning once, naming the pairs it concerns (``every pair`` when all of
-    several); a pair's single-image warning goes when the matrix already says it of every
-    group."""
+    several, the first five and a count past five); a pair's single-image warning goes when
+    the matrix already says it of every group."""
     concerns: dict[str, list[str]] = {}
     for pair, text in notes:
         if not (single_images and text == SINGLE_IMAGES):
             concerns.setdefault(text, []).append(pair)
-    return [
-        f"{'every pair' if len(who) == pairs > 1 else ', '.join(who)}: {text}"
-        for text, who in concerns.items()
-    ]
+
+    def named(who: list[str]) -> str:
+        if len(who) == pairs > 1:
+            return "every pair"
+        more = f" and {len(who) - 5} more pairs" if len(who) > 5 else ""
+        return ", ".join(who[:5]) + more
+
+    return [f"{named(who)}: {text}" for text, who in concerns.items()]
 
 
 def _pair_tests(

@@ -84,3 +84,13 @@ def test_intervals_carry_their_method_and_equal_the_pair_bootstrap() -> None:
         for m in ("bca", "percentile")
     )
     assert bca is not None and percentile is not None and bca != percentile
+
+
+def test_a_warning_of_many_pairs_names_five_and_counts_the_rest() -> None:
+    # Seven single-image labels and one spread over three images: 21 of the 28 pairs are
+    # two single images, which is said once, naming five pairs and counting the rest.
+    groups = {name: _group(name, [f"img-{name}"], 3, k) for k, name in enumerate("abcdefg")}
+    groups["z"] = _group("z", ["z1", "z2", "z3"], 6, 9.0)
+    t = matrix_tests(groups, get_measure("euclidean"), permutations=10)
+    (said,) = [w for w in t.warnings if SINGLE_IMAGES in w]
+    assert said == f"a vs b, a vs c, a vs d, a vs e, a vs f and 16 more pairs: {SINGLE_IMAGES}"
