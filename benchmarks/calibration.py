@@ -387,9 +387,9 @@ COVERAGE_SETTINGS: tuple[_Setting, ...] = (
     _Setting(
         "‖x̄−ȳ‖, 40 vs 40 images × 2 boxes, d=16, shift 2.2 (bias ≈ 0.8 SE)", 40, 2, 16, 2.2, "gap"
     ),
-    _Setting("MMD² biased, 60 vs 60 boxes, d=2, shift 1.5, σ=1", 60, 1, 2, 1.5, "mmd_biased"),
     _Setting("MMD² biased, 20 vs 20 boxes, d=2, shift 1.5, σ=1", 20, 1, 2, 1.5, "mmd_biased"),
     _Setting("MMD² unbiased, 20 vs 20 boxes, d=2, shift 1, σ=1", 20, 1, 2, 1.0, "mmd_unbiased"),
+    _Setting("MMD² biased, 60 vs 60 boxes, d=2, shift 1.5, σ=1", 60, 1, 2, 1.5, "mmd_biased"),
 )
 
 
@@ -409,7 +409,10 @@ def _draw_group(g: torch.Generator, s: _Setting, centre: torch.Tensor) -> torch.
 
 
 def coverage_rates(
-    replicates: int = 400, resamples: int = 1000, seed: int = 0
+    replicates: int = 400,
+    resamples: int = 1000,
+    seed: int = 0,
+    progress: Callable[[CoverageRow], None] | None = None,
 ) -> list[CoverageRow]:
     """Coverage of the BCa and percentile unit-bootstrap intervals (95%) in each setting.
 
@@ -442,9 +445,10 @@ def coverage_rates(
                 covered[method] += low <= truth <= high
         for method, count in covered.items():
             ci = binomtest(count, replicates).proportion_ci(method="wilson")
-            out.append(
-                CoverageRow(s.label, method, count, replicates, ci.low, ci.high, seconds[method])
-            )
+            row = CoverageRow(s.label, method, count, replicates, ci.low, ci.high, seconds[method])
+            out.append(row)
+            if progress is not None:
+                progress(row)
     return out
 
 
@@ -483,28 +487,34 @@ def _gram_mmd(gram: torch.Tensor, i: torch.Tensor, j: torch.Tensor, unbiased: bo
     return float(sxx + syy - 2 * kxy.mean())
 
 
-def print_coverage(rows: Sequence[CoverageRow]) -> None:
-    """Print the coverage rates with their Wilson intervals as a Markdown table."""
-    print("| setting | interval | coverage | 95% CI (Wilson) | s |")
+def print_coverage(replicates: int = 400, resamples: int = 1000) -> None:
+    """Print the coverage rates with their Wilson intervals as a Markdown table, a row as
+    soon as it is measured."""
+    print(
+        f"| setting ({replicates} replicates, {resamples} resamples) | interval | coverage |"
+        " 95% CI (Wilson) | s |"
+    )
     print("| --- | --- | --- | --- | --- |")
-    for r in rows:
+
+    def row(r: CoverageRow) -> None:
         print(
             f"| {r.setting} | {r.method} | {r.rate:.3f} ({r.covered}/{r.replicates}) | "
             f"[{r.low:.3f}, {r.high:.3f}] | {r.seconds:.1f} |",
             flush=True,
         )
 
+    coverage_rates(replicates, resamples, progress=row)
+
 
 def main(repetitions: int = 500) -> None:
     """Precompute once, then print every rate with its interval; then the bootstrap
     intervals' coverage (``repetitions`` replicates of each setting)."""
     print_table(calibration_rates(repetitions, limits=BENCH_LIMITS))
-    print_coverage(coverage_rates(repetitions))
+    print_coverage(repetitions)
 
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["coverage"]:
-        args = [int(a) for a in sys.argv[2:4]]  # replicates, resamples
-        print_coverage(coverage_rates(*args))
+        print_coverage(*(int(a) for a in sys.argv[2:4]))  # replicates, resamples
     else:
         main(int(sys.argv[1]) if len(sys.argv) > 1 else 500)
