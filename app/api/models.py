@@ -1,8 +1,9 @@
-"""Models the service knows and their feature-map layers."""
+"""Models the service knows, their feature-map layers and their class names."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
+from pydantic import BaseModel
 
 from app.api.deps import ModelDep, SettingsDep
 from app.api.schemas import FromRecord
@@ -46,3 +47,16 @@ def list_models(settings: SettingsDep) -> list[ModelOut]:
 def list_layers(model: ModelDep) -> list[LayerOut]:
     """The model's feature-map layers in graph order, with channels and size."""
     return [LayerOut.of(layer) for layer in engine_layers(model)]
+
+
+class ClassOut(BaseModel):
+    """One output class of a model: its index (a heat map's ``target``) and name."""
+
+    index: int
+    name: str
+
+
+@router.get("/{model}/classes", response_model=list[ClassOut])
+def list_classes(model: ModelDep) -> list[ClassOut]:
+    """The model's class names in output order (for picking a heat map's target by name)."""
+    return [ClassOut(index=i, name=name) for i, name in enumerate(model.spec.class_names)]

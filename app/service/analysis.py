@@ -104,7 +104,18 @@ def resolve_groups(
         ValueError: an empty group or a label without boxes.
     """
     if groups is not None:
-        out = {name: store.boxes(ids=ids) for name, ids in groups.items()}
+        # one query for every group; each group's boxes in id order, as store.boxes gives
+        found_by_id = {
+            b.id: b
+            for b in store.boxes(ids=[i for ids in groups.values() for i in ids], missing_ok=True)
+        }
+        out: dict[str, list[BoxRecord]] = {}
+        for name, ids in groups.items():
+            sorted_ids = sorted({int(i) for i in ids})
+            missing = [i for i in sorted_ids if i not in found_by_id]
+            if missing:
+                raise KeyError(f"no boxes with ids {missing}; GET /api/boxes lists them")
+            out[name] = [found_by_id[i] for i in sorted_ids]
     else:
         wanted = list(labels) if labels is not None else list(store.labels())
         found = store.boxes(labels=wanted)
@@ -119,7 +130,7 @@ def resolve_groups(
 
 
 def _images(store: Store, boxes: Sequence[BoxRecord]) -> dict[int, ImageRecord]:
-    return {i: store.get_image(i) for i in {b.image_id for b in boxes}}
+    return store.get_images({b.image_id for b in boxes})  # one query (no box counts)
 
 
 def _members(groups: Mapping[str, Sequence[BoxRecord]]) -> list[BoxRecord]:

@@ -51,12 +51,7 @@ def model_cost(model: LoadedModel) -> ModelCost:
 
 
 def _sizes(store: Store, image_ids: Iterable[int]) -> list[tuple[int, int]]:
-    wanted = set(image_ids)
-    if len(wanted) <= 16:
-        records = [store.get_image(i) for i in wanted]
-    else:
-        records = [r for r in store.images() if r.id in wanted]
-    return [(r.width, r.height) for r in records]
+    return [(r.width, r.height) for r in store.get_images(image_ids).values()]  # one query
 
 
 def extraction_of(

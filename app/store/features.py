@@ -108,6 +108,7 @@ class FeatureStore:
         self._read, self._write = read, write
         self._maps: dict[str, np.ndarray] = {}
         self._maps_lock = threading.Lock()
+        self._sets: dict[tuple[str | int, ...], FeatureSet] = {}
         remove_leftover_temp_files(self.directory)
 
     # -- feature sets -----------------------------------------------------------------------
@@ -135,6 +136,13 @@ class FeatureStore:
         if rows_per_box < 1 or width < 1:
             raise ValueError(f"a descriptor needs positive sizes, got {rows_per_box}×{width}")
         grid = 0 if descriptor == "gap" else grid_size
+        # Sets are never deleted or reshaped, so one seen is served from memory: every
+        # analysis asks for its sets, and a write transaction each time was most of the
+        # overhead of a cached answer.
+        remembered = (model, weights_sha256, layer, descriptor, grid, mode, rows_per_box, width)
+        known = self._sets.get(remembered)
+        if known is not None:
+            return known
         where = (
             FeatureSetRow.model == model,
             FeatureSetRow.weights_sha256 == weights_sha256,
@@ -164,7 +172,9 @@ class FeatureStore:
                     f"{row.rows_per_box}×{row.width}, now {rows_per_box}×{width}; "
                     "drop the feature store (FEATUREGAP_DATA_DIR/features) and extract again"
                 )
-            return _feature_set(row)
+            found = _feature_set(row)
+        self._sets[remembered] = found
+        return found
 
     # -- reading ----------------------------------------------------------------------------
 
