@@ -24,9 +24,9 @@ async function labelsWithBoxes() {
 async function refreshLabels() {
   const labels = await get("/api/labels");
   setLabelColours(labels);
-  const count = (n, one) => `${n} ${one}${n === 1 ? "" : "s"}`;
+  const count = (n, one, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
   fillSelect($("compare-labels"), labels, {
-    value: (l) => l.label, text: (l) => `${l.label} (${count(l.boxes, "box")} on ${count(l.images, "image")})`,
+    value: (l) => l.label, text: (l) => `${l.label} (${count(l.boxes, "box", "boxes")} on ${count(l.images, "image")})`,
   });
   fillGalleryLabels(labels);
 }

@@ -15,10 +15,10 @@ from app.api.schemas import ErrorOut, JobOut, ModelName
 from app.errors import InvalidInput, NotFound
 from app.jobs import Cancelled
 from app.service.analysis import resolve_groups
-from app.service.moved import default_layers, moved
+from app.service.moved import HeatmapChoice, default_layers, moved
 from app.service.training import TrainingRequest, live_curve, start_training
 
-__all__ = ["router", "TrainingIn", "TrainingAccepted", "TrainingOut", "MovedIn"]
+__all__ = ["router", "TrainingIn", "TrainingAccepted", "TrainingOut", "MovedHeatmapIn", "MovedIn"]
 
 router = APIRouter(prefix="/api/trainings", tags=["training"])
 
@@ -94,6 +94,21 @@ class TrainingOut(JobOut):
     curve: list[dict[str, Any]] = Field(default_factory=list)
 
 
+class MovedHeatmapIn(BaseModel):
+    """The heat maps of one image under both models: same method, layer and class."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: str = Field("gradcam", min_length=1, max_length=50)
+    layer: str | None = Field(None, max_length=300, description="Default: the matrices' layer.")
+    image_id: Id | None = Field(
+        None, description="Default: the image holding most of the compared boxes."
+    )
+    target: int | None = Field(
+        None, ge=0, description="Default: the base model's top class on the image."
+    )
+
+
 class MovedIn(BaseModel):
     """Two models on the same boxes: a finished training job (its base, its model and its
     held-out boxes), or ``before``/``after`` with ``box_ids`` or ``labels``."""
@@ -109,6 +124,7 @@ class MovedIn(BaseModel):
                     "labels": ["brick", "grass", "gravel"],
                     "layers": ["blocks.5.0", "bn2"],
                     "permutations": 1000,
+                    "heatmap": {"method": "gradcam", "layer": "bn2", "image_id": 12},
                 },
             ]
         },
@@ -124,6 +140,9 @@ class MovedIn(BaseModel):
     measure: str = Field("euclidean", max_length=50)
     permutations: int = Field(0, ge=0, le=100_000)
     scatter: Literal["pca", "tsne"] | None = Field("pca", description="None: no scatter.")
+    heatmap: MovedHeatmapIn | None = Field(
+        default_factory=MovedHeatmapIn, description="None: no heat maps."
+    )
     mode: Literal["resize", "native"] = "resize"
 
 
@@ -176,7 +195,7 @@ async def post_moved(
     body: MovedIn, store: StoreDep, settings: SettingsDep, jobs: JobsDep, pool: PoolDep
 ) -> Any:
     """Separation per layer under both models in one figure, both distance matrices with
-    their p-values, and both scatters."""
+    their p-values, both scatters, and one image's heat maps under both."""
     return await pool.run(lambda cancelled: _moved(body, store, settings, jobs, cancelled))
 
 
@@ -221,4 +240,5 @@ def _moved(
         cancelled,
         body.permutations,
         scatter=body.scatter,
+        heatmap=HeatmapChoice(**body.heatmap.model_dump()) if body.heatmap else None,
     )

@@ -4,6 +4,7 @@ figure), the distance matrices with p-values of both, and both scatters — all 
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from app.config import Settings
@@ -20,9 +21,28 @@ from app.service.analysis import (
     embedding,
     separation_profile,
 )
+from app.service.heatmaps import HeatmapRequest, heatmap_result
 from app.store import BoxRecord, Store
 
-__all__ = ["default_layers", "moved"]
+__all__ = ["HeatmapChoice", "default_layers", "moved"]
+
+
+@dataclass(frozen=True)
+class HeatmapChoice:
+    """The heat maps of one image under both models: same method, layer and class.
+
+    Attributes:
+        method: a heat-map method (``GET /api/heatmap-methods``).
+        layer: default: the matrices' layer.
+        image_id: default: the image holding most of the compared boxes (lowest id on ties).
+        target: the class both maps explain; default: the base model's top class on the
+            image (so both explain the same one, even where the trained model's top differs).
+    """
+
+    method: str = "gradcam"
+    layer: str | None = None
+    image_id: int | None = None
+    target: int | None = None
 
 
 def default_layers(model: LoadedModel, *required: str | None) -> list[str]:
@@ -62,9 +82,11 @@ def moved(
     descriptor: Descriptor | None = None,
     options: dict[str, Any] | None = None,
     scatter: Literal["pca", "tsne"] | None = None,
+    heatmap: HeatmapChoice | None = None,
 ) -> dict[str, Any]:
     """What moved between two models on the same boxes: separation per layer for both (one
-    figure), and at ``layer`` the distance matrix and its p-values for both.
+    figure), at ``layer`` the distance matrix and its p-values for both, the scatter of
+    both, and the heat maps of one image under both.
 
     Args:
         before: the base model. after: the trained one (same architecture).
@@ -74,15 +96,19 @@ def moved(
         permutations: for the matrices' p-values (0: none).
         descriptor: the matrices' descriptor (default: what the measure consumes; the
             training's own MMD uses ``gap``, the pooled box features its loss aligns).
+        scatter: the scatters' method (``None``: no scatter).
+        heatmap: which heat maps (``None``: none).
 
     Returns:
         JSON-safe: ``layers`` (per layer: ratio and silhouette before/after),
         ``separation`` (both answers), ``distances`` (both, or absent), ``mmd``
         (before/after when ``measure`` is ``mmd``), ``scatter`` (both, or absent),
-        ``figure``.
+        ``heatmaps`` (``image_id``, ``filename``, ``layer``, ``method``, ``target``,
+        ``target_label`` and both answers of ``POST /api/heatmaps``, or absent), ``figure``.
 
     Raises:
         ValueError: fewer than two groups; what the analyses raise.
+        KeyError: an unknown layer, heat-map method or image.
     """
     sep = {
         "before": _profile(store, settings, before, groups, layers, mode, cancelled),
@@ -135,7 +161,48 @@ def moved(
             )
             for key, model in (("before", before), ("after", after))
         }
+    if heatmap is not None:
+        out["heatmaps"] = _heatmaps(store, before, after, groups, layer, mode, heatmap)
     return out
+
+
+def _heatmaps(
+    store: Store,
+    before: LoadedModel,
+    after: LoadedModel,
+    groups: dict[str, list[BoxRecord]],
+    layer: str,
+    mode: InputMode,
+    choice: HeatmapChoice,
+) -> dict[str, Any]:
+    """One image's heat maps under both models, scored on all of the image's boxes."""
+    image_id = choice.image_id
+    if image_id is None:
+        counts: dict[int, int] = {}
+        for members in groups.values():
+            for box in members:
+                counts[box.image_id] = counts.get(box.image_id, 0) + 1
+        image_id = min(counts, key=lambda i: (-counts[i], i))
+    image = store.get_image(image_id)
+    boxes = store.boxes(image_id=image.id)
+    request = HeatmapRequest(
+        before.spec.name, choice.layer or layer, choice.method, choice.target, mode
+    )
+    first = heatmap_result(store, before, image, request, boxes)
+    # the class the base model explains, fixed for the trained model too
+    second = heatmap_result(
+        store, after, image, replace(request, model=after.spec.name, target=first["target"]), boxes
+    )
+    return {
+        "image_id": image.id,
+        "filename": image.filename,
+        "layer": first["layer"],
+        "method": first["method"],
+        "target": first["target"],
+        "target_label": first["target_label"],
+        "before": first,
+        "after": second,
+    }
 
 
 def _both_figure(

@@ -30,7 +30,7 @@ function setOpacity(plot, value) {
   if (indices.length) window.Plotly.restyle(plot, { opacity: value }, indices);
 }
 
-function scoreTable(result, geometry = true) {
+export function scoreTable(result, geometry = true) {
   const names = result.score_names || [];
   const columns = geometry ? ["box", "label", "x", "y", "w", "h", ...names] : ["box", "label", ...names];
   const rows = result.boxes.map((b) => (geometry
@@ -40,7 +40,7 @@ function scoreTable(result, geometry = true) {
 }
 
 // The figure's image is an API path; load it with the token, as an object URL.
-async function withLocalImages(figure) {
+export async function withLocalImages(figure) {
   const images = await Promise.all((figure.layout?.images || []).map(async (img) => (
     typeof img.source === "string" && img.source.startsWith("/api/") ? { ...img, source: await imageUrl(img.source) } : img
   )));

@@ -122,6 +122,37 @@ def test_a_training_job_saves_a_model_that_every_view_can_use(client: TestClient
     assert len(after_points) == accepted["held_out_boxes"]
     names = {t["name"] for t in body["figure"]["data"]}
     assert any(n.endswith("· sq") for n in names) and any(n.endswith("· sq-tuned") for n in names)
+    # One held-out image (every one holds 3 boxes: the lowest id) under both models, the
+    # same class explained by both: what POST /api/heatmaps answers for each model.
+    heat = body["heatmaps"]
+    held_images = {p["image_id"] for p in after_points}
+    assert heat["image_id"] == min(held_images)
+    assert (heat["layer"], heat["method"]) == (LAYER, "gradcam")
+    top = heat["before"]["prediction"][0]["index"]
+    assert heat["target"] == top == heat["after"]["target"]
+    for key, name in (("before", "sq"), ("after", "sq-tuned")):
+        alone = client.post(
+            "/api/heatmaps",
+            json={"image_id": heat["image_id"], "model": name, "layer": LAYER, "target": top},
+        )
+        assert alone.status_code == 200, alone.text
+        assert heat[key]["model"] == name
+        assert heat[key]["boxes"] == alone.json()["boxes"]
+        assert heat[key]["heat_range"] == alone.json()["heat_range"]
+    assert heat["before"]["heat_range"] != heat["after"]["heat_range"]  # the stage trained
+    chosen = client.post(
+        "/api/trainings/moved",
+        json={
+            "job_id": accepted["job_id"],
+            "scatter": None,
+            "heatmap": {"method": "mean", "layer": "features.5", "image_id": 1},
+        },
+    ).json()["heatmaps"]
+    assert (chosen["image_id"], chosen["layer"], chosen["target"]) == (1, "features.5", None)
+    # below the trained stage nothing moved
+    assert chosen["before"]["boxes"] == chosen["after"]["boxes"]
+    bare = client.post("/api/trainings/moved", json={"job_id": accepted["job_id"], "heatmap": None})
+    assert "heatmaps" not in bare.json()
 
     again = client.post("/api/trainings", json=_body(name="sq-tuned"))
     assert again.status_code == 409 and "already exists" in again.json()["detail"]

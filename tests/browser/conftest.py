@@ -48,8 +48,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @contextmanager
 def serve(data_dir: Path, **env_extra: str) -> Iterator[str]:
     """Run the app with uvicorn in a subprocess on a free port; yields its origin."""
-    # Small enough that a distance matrix with permutations goes through the jobs API.
-    env = {"FEATUREGAP_ANALYSIS_JOB_THRESHOLD": "100", **env_extra}
+    # Small enough that a distance matrix with permutations goes through the jobs API; the
+    # models a test trains land beside the data dir, never in the repository's models/.
+    env = {
+        "FEATUREGAP_ANALYSIS_JOB_THRESHOLD": "100",
+        "FEATUREGAP_MODELS_DIR": str(data_dir.parent / "models"),
+        **env_extra,
+    }
     with live_server(data_dir, unset=["FEATUREGAP_API_TOKEN"], ready_path="/", **env) as client:
         yield str(client.base_url).rstrip("/")
 
