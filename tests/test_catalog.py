@@ -64,6 +64,9 @@ def test_a_cache_that_cannot_be_written_only_costs_speed(tmp_path: Path) -> None
 def test_torch_hub_dir_matches_torch(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import torch
 
+    # Another test may have called torch.hub.set_dir (which outlives its restore): the
+    # environment decides only while no directory is set, as in a fresh process.
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)
     for env in ({}, {"TORCH_HOME": str(tmp_path / "th")}, {"XDG_CACHE_HOME": str(tmp_path)}):
         monkeypatch.delenv("TORCH_HOME", raising=False)
         monkeypatch.delenv("XDG_CACHE_HOME", raising=False)

@@ -4,7 +4,7 @@ numbers of ``POST /api/trainings/moved``, and a second run cancelled from the pa
 ``FEATUREGAP_DOC_SCREENSHOTS=1`` it also writes the README's screenshots of "what moved".
 
 Each texture photo is cut into quadrant images with four boxes each; the panel holds out
-one image per texture. Crops of 128 px and two short epochs (8 steps) keep the run to a few
+one image per texture. Crops of 128 px and six short epochs (24 steps) keep the run to
 seconds, long enough to see the curve grow at the page's polling rate.
 """
 
@@ -140,7 +140,10 @@ def test_training_panel_live_curve_new_model_what_moved_and_cancel(
     assert "tp-brick (12 boxes on 3 images)" in offered
     # The layer offered first is the last one with a spatial extent, as the server's default.
     assert page.input_value("#train-layer") == "bn2"
-    _fill(page, "tp-tuned", epochs=2)
+    # Six epochs (24 steps): long enough that the page's 0.4 s polls see the curve grow even
+    # on a quiet machine, where two epochs could end between two polls.
+    epochs = 6
+    _fill(page, "tp-tuned", epochs=epochs)
     accepted = _start(page)
     assert accepted["model"] == "tp-tuned"
     assert (accepted["train_boxes"], accepted["held_out_boxes"]) == (24, 12)
@@ -158,7 +161,7 @@ def test_training_panel_live_curve_new_model_what_moved_and_cancel(
         assert time.monotonic() < deadline, "the training did not end"
         time.sleep(0.05)
     assert state == "done"
-    steps = 2 * 24 // 6
+    steps = epochs * 24 // 6
     growing = sorted(n for n in seen if n < steps)
     assert len(growing) >= 2, f"the loss curve did not grow while training ran: {sorted(seen)}"
     _wait_for(page, f"{_CURVE_POINTS} === {steps}")
