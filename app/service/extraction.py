@@ -220,7 +220,8 @@ def extract_boxes(
     writer = _Writer(store.features, {layer: sets[layer] for layer in needed})
 
     def prepare(image: ImageRecord) -> torch.Tensor:
-        return prepare_input(model, store.load_decoded(image), mode, max_side)
+        # uncached: a dataset pass would push every image people look at out of the cache
+        return prepare_input(model, store.load_decoded(image, remember=False), mode, max_side)
 
     workers = decode_workers or _decode_workers()
     done = 0
