@@ -12,11 +12,11 @@ the masked inputs are forwarded in batches of at most ``batch_size`` inputs and
 
 Where the time goes, and what is not spent:
 
-* a channel whose upsampled mask is constant (a ReLU's all-zero channel: about half of
-  ``bn2``'s 1,280 on a photo) masks nothing out and gets no weight, so it is never
-  forwarded; the constant test runs first, on the upsampled masks themselves, so the
-  remaining channels fill whole batches and the map is the same as with every channel
-  forwarded;
+* a constant channel (a ReLU's all-zero channel: about half of ``bn2``'s 1,280 on a
+  photo) masks nothing out and gets no weight, so it is never forwarded, and the others
+  fill whole batches. Constant is decided on the layer's own map: upsampling a constant
+  map can leave a spread of one rounding error (2.0 becomes 2.0 ± 2e-16), which min–max
+  scaling would blow up into a mask of noise with a weight of its own;
 * the masked inputs go through the model's own ``forward`` (logits only, no extractor)
   under ``torch.inference_mode``, in ``channels_last`` layout where the model's
   convolutions run faster in it (the model's parameters are left as they are).
@@ -59,25 +59,6 @@ def scorecam_batch(height: int, width: int, batch_size: int, max_batch_pixels: i
     return max(1, min(batch_size, max_batch_pixels // max(1, height * width)))
 
 
-def _upsampled(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """``n×h×w`` maps brought to the input's ``size`` (``n×1×H×W``), as masks are made."""
-    return F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)
-
-
-def _mask_ranges(
-    maps: torch.Tensor, size: tuple[int, int], step: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The minimum and maximum of each map upsampled to ``size``, ``step`` maps at a time
-    (all of them at once would not fit at native input sizes)."""
-    low = torch.empty(maps.shape[0], dtype=maps.dtype)
-    high = torch.empty_like(low)
-    for start in range(0, maps.shape[0], step):
-        masks = _upsampled(maps[start : start + step], size).flatten(1)
-        low[start : start + step] = masks.amin(dim=1)
-        high[start : start + step] = masks.amax(dim=1)
-    return low, high
-
-
 @METHODS.register("scorecam")
 class _ScoreCam(HeatMethod):
     Options: ClassVar[type[MethodOptions]] = ScoreCamOptions
@@ -90,17 +71,22 @@ class _ScoreCam(HeatMethod):
         scores = torch.zeros(keep, dtype=a.dtype, device=a.device)
         size = (int(run.x.shape[-2]), int(run.x.shape[-1]))
         step = scorecam_batch(*size, self.options.batch_size, self.options.max_batch_pixels)
+        flat = chosen.flatten(1)
+        # a constant channel masks nothing out: the paper gives it no weight, so no forward
+        live = torch.nonzero(flat.amax(dim=1) > flat.amin(dim=1)).flatten()
+        x = run.x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
-            low, high = _mask_ranges(chosen, size, step)
-            # a constant mask masks nothing out: the paper gives it no weight, so no forward
-            live = torch.nonzero(high > low).flatten()
-            x = run.x.contiguous(memory_format=torch.channels_last)
             for start in range(0, len(live), step):
                 self.stop_if_cancelled()
                 rows = live[start : start + step]
-                span = (high[rows] - low[rows]).view(-1, 1, 1, 1)
-                masks = (_upsampled(chosen[rows], size) - low[rows].view(-1, 1, 1, 1)) / span
+                masks = F.interpolate(
+                    chosen[rows][:, None], size=size, mode="bilinear", align_corners=False
+                )
+                low = masks.amin(dim=(1, 2, 3), keepdim=True)
+                high = masks.amax(dim=(1, 2, 3), keepdim=True)
+                masks = (masks - low) / torch.where(high > low, high - low, 1.0)
                 with TRACE_LOCK.forward():
                     logits = run.module(x * masks.to(x.dtype))
-                scores[rows] = torch.softmax(logits, dim=1)[:, run.target].to(a.dtype)
+                probs = torch.softmax(logits, dim=1)[:, run.target].to(a.dtype)
+                scores[rows] = torch.where((high > low).flatten(), probs, 0)
         return F.relu(weighted(scores, chosen))
