@@ -51,7 +51,7 @@ class ScoreCamOptions(MethodOptions):
         le=512,
         description=("Channels of highest mean activation to use (one forward pass each), 1..512."),
     )
-    batch_size: int = Field(32, ge=1, le=64, description=("Masked inputs per forward pass, 1..64."))
+    batch_size: int = Field(8, ge=1, le=64, description=("Masked inputs per forward pass, 1..64."))
 
 
 def scorecam_batch(height: int, width: int, batch_size: int, max_batch_pixels: int) -> int:
