@@ -125,7 +125,7 @@ def _throughput(root: Path) -> None:
         # neighbours' load, the CPU ratio much less.
         wall = {"bare": float("inf"), "layers": float("inf"), "pipeline": float("inf")}
         cpu = dict(wall)
-        for _ in range(3):
+        for _ in range(5):
             for name, run in (("bare", bare), ("layers", bare_layers), ("pipeline", pipeline)):
                 start, start_cpu = time.perf_counter(), time.process_time()
                 run()
