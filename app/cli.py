@@ -1,6 +1,8 @@
 """The ``featuregap`` command line: models, layers, heat maps, dataset import, extraction.
 
 Batched extraction (``extract``) writes box descriptors into the store's feature store.
+Torch is imported only by the commands that run a model: ``models``, ``layers`` and
+``--help`` answer from :mod:`app.catalog`'s on-disk cache once it is warm.
 
 Each subcommand is an entry in :data:`COMMANDS` (help text, argument setup, runner), so
 another part of the product adds one (``serve``) with a single :func:`command` decorator.
@@ -15,7 +17,8 @@ import json
 import math
 import sys
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,6 +104,47 @@ def _get_model(name: str | None) -> Any:
     return get_model(name or settings.default_model, settings.models_dir)
 
 
+def _catalog(key: str, compute: Callable[[], Any]) -> Any:
+    """``compute()``, cached on disk by :func:`app.catalog.cached`."""
+    from app.catalog import cached
+    from app.config import get_settings
+
+    settings = get_settings()
+    return cached(settings.data_dir, settings.models_dir, key, compute)
+
+
+def _model_rows() -> list[dict[str, Any]]:
+    from app.config import get_settings
+    from app.engine.models import list_models
+
+    return [
+        {
+            "name": s.name,
+            "architecture": s.architecture,
+            "source": s.source,
+            "input_size": s.input_size,
+            "classes": len(s.class_names),
+            "description": s.description,
+        }
+        for s in list_models(get_settings().models_dir)
+    ]
+
+
+def _method_rows() -> list[dict[str, Any]]:
+    from app.engine.cams import METHODS
+
+    return [{"name": name, "needs_target": cls.needs_target} for name, cls in METHODS.items()]
+
+
+def _measure_rows() -> list[dict[str, Any]]:
+    from app.engine.measures import list_measures
+
+    return [
+        {"name": m["name"], "higher_is_better": m["higher_is_better"], "needs": m["needs"]}
+        for m in list_measures()
+    ]
+
+
 def _print_json(value: object) -> None:
     def clean(item: object) -> object:
         if isinstance(item, float) and not math.isfinite(item):
@@ -114,26 +158,44 @@ def _print_json(value: object) -> None:
     print(json.dumps(clean(value), indent=2, allow_nan=False))
 
 
+def _names(text: str | None) -> list[str] | None:
+    """A comma-separated option as a list of its non-empty names (``None`` stays ``None``)."""
+    if text is None:
+        return None
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _store_settings(data_dir: str | None) -> Any:
+    """The settings, with ``--data-dir`` (when given) as ``FEATUREGAP_DATA_DIR``."""
+    import os
+
+    from app.config import get_settings
+
+    if data_dir:
+        os.environ["FEATUREGAP_DATA_DIR"] = str(data_dir)
+        get_settings.cache_clear()
+    return get_settings()
+
+
+@contextmanager
+def _fraction_bar(desc: str, enabled: bool = True) -> Iterator[Callable[[float, str], None]]:
+    """A percent bar on stderr, fed ``(fraction done, message)`` as the services report."""
+    with tqdm(total=100, desc=desc, unit="%", file=sys.stderr, disable=not enabled) as bar:
+
+        def advance(fraction: float, message: str) -> None:
+            bar.set_postfix_str(message, refresh=False)
+            bar.update(round(fraction * 100) - bar.n)
+
+        yield advance
+
+
 def _setup_models(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON")
 
 
 @command("models", "list registered and discovered models", _setup_models)
 def _run_models(args: argparse.Namespace) -> int:
-    from app.config import get_settings
-    from app.engine.models import list_models
-
-    rows = [
-        {
-            "name": s.name,
-            "architecture": s.architecture,
-            "source": s.source,
-            "input_size": s.input_size,
-            "classes": len(s.class_names),
-            "description": s.description,
-        }
-        for s in list_models(get_settings().models_dir)
-    ]
+    rows: list[dict[str, Any]] = _catalog("models", _model_rows)
     if args.json:
         _print_json(rows)
     else:
@@ -152,14 +214,21 @@ def _setup_layers(parser: argparse.ArgumentParser) -> None:
 
 @command("layers", "list a model's feature-map layers with their shapes", _setup_layers)
 def _run_layers(args: argparse.Namespace) -> int:
-    from app.engine.layers import list_layers
+    from app.config import get_settings
 
-    layers = list_layers(_get_model(args.model))
+    name = args.model or get_settings().default_model
+
+    def compute() -> list[dict[str, Any]]:
+        from app.engine.layers import list_layers
+
+        return [vars(info) for info in list_layers(_get_model(name))]
+
+    rows: list[dict[str, Any]] = _catalog(f"layers:{name}", compute)
     if args.json:
-        _print_json([vars(info) for info in layers])
+        _print_json(rows)
     else:
-        for info in layers:
-            print(f"{info.name:<40} {info.channels}×{info.height}×{info.width}")
+        for row in rows:
+            print(f"{row['name']:<40} {row['channels']}×{row['height']}×{row['width']}")
     return 0
 
 
@@ -215,18 +284,42 @@ def _run_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+_SCALING = {
+    "none": "raw values",
+    "minmax": "min-max scaled to [0, 1]",
+    "percentile": "/ 99th percentile of |value|, clipped to [-1, 1]",
+}
+
+
 def _setup_heatmap(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("image", metavar="IMAGE")
     _model_arg(parser)
     parser.add_argument("--layer", required=True, help="feature-map layer (see 'layers')")
-    parser.add_argument("--method", default="gradcam", help="heat-map method (default gradcam)")
+    parser.add_argument(
+        "--method", default="gradcam", help="heat-map method (default gradcam; listed below)"
+    )
     parser.add_argument(
         "--target",
         type=int,
         default=None,
-        help="class index to explain (default: the top prediction)",
+        help="class index to explain (default: the top prediction; class methods only)",
+    )
+    parser.add_argument(
+        "--channel", type=int, default=None, help="the channel to show (method 'channel')"
     )
     parser.add_argument("--mode", choices=["resize", "native"], default="resize")
+    parser.add_argument(
+        "--alpha",
+        type=float,
+        default=0.5,
+        help="opacity of the heat map over the image, 0..1 (default 0.5)",
+    )
+    parser.add_argument(
+        "--normalise",
+        choices=list(_SCALING),
+        default="minmax",
+        help="display scaling of the map; the scores always use the raw map (default minmax)",
+    )
     parser.add_argument(
         "--box",
         type=parse_box,
@@ -237,20 +330,33 @@ def _setup_heatmap(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--label", action="append", default=[], help="a label per --box, in order (repeatable)"
     )
-    parser.add_argument("-o", "--output", required=True, help="overlay PNG to write")
+    parser.add_argument(
+        "-o", "--output", required=True, help="PNG to write: title, overlay and colour bar"
+    )
     parser.add_argument("--json", action="store_true", help="print the scores as JSON")
+
+
+def _explained(heat: Any) -> str:
+    """``"target: tabby cat (281)"``, or what a reduction shows instead of a class."""
+    if heat.target is None:
+        return "no class (a channel reduction)"
+    named = f"{heat.target_label} ({heat.target})" if heat.target_label else str(heat.target)
+    return f"target: {named}"
 
 
 @command("heatmap", "write a heat-map overlay with boxes and their scores", _setup_heatmap)
 def _run_heatmap(args: argparse.Namespace) -> int:
     from app.boxes import check_box
     from app.config import get_settings
-    from app.engine.heatmaps import compute_heatmap
+    from app.engine.colorbar import frame_overlay
+    from app.engine.heatmaps import compute_heatmap, normalise
     from app.engine.localisation import score_boxes
     from app.engine.overlay import render_overlay
 
     if len(args.label) > len(args.box):
         raise ValueError(f"{len(args.label)} --label for {len(args.box)} --box; give one per box")
+    if not 0.0 <= args.alpha <= 1.0:
+        raise ValueError(f"--alpha must lie in [0, 1], got {args.alpha}")
     model = _get_model(args.model)
     image = _load_image(args.image)
     boxes = [check_box(box, image.width, image.height) for box in args.box]
@@ -262,6 +368,7 @@ def _run_heatmap(args: argparse.Namespace) -> int:
         args.method,
         args.target,
         args.mode,
+        args.channel,
         native_max_side=get_settings().native_max_side,
     )
     scores = score_boxes(heat.values, boxes) if boxes else []
@@ -271,7 +378,17 @@ def _run_heatmap(args: argparse.Namespace) -> int:
             f"{k}={v:.2f}" for k, v in score.items() if k in ("energy", "pointing_game", "iou")
         )
         captions.append(f"{label} {shown}".strip())
-    render_overlay(image.pixels, heat.values, boxes, captions).save(args.output, format="PNG")
+    shown_map = normalise(heat.values, args.normalise)
+    overlay = render_overlay(image.pixels, shown_map, boxes, captions, args.alpha)
+    what = heat.method + (f" channel {args.channel}" if args.channel is not None else "")
+    framed = frame_overlay(
+        overlay,
+        float(shown_map.min()),
+        float(shown_map.max()),
+        f"{model.spec.name} · {args.layer} · {what} · {_explained(heat)}",
+        f"{what} ({_SCALING[args.normalise]})",
+    )
+    framed.image.save(args.output, format="PNG")
     report = {
         "image": args.image,
         "output": args.output,
@@ -280,6 +397,13 @@ def _run_heatmap(args: argparse.Namespace) -> int:
         "method": heat.method,
         "target": heat.target,
         "target_label": heat.target_label,
+        "normalise": args.normalise,
+        "overlay_at": {
+            "x": framed.left,
+            "y": framed.top,
+            "w": overlay.width,
+            "h": overlay.height,
+        },
         "boxes": [
             {"x": b.x, "y": b.y, "w": b.w, "h": b.h, "label": lab, "scores": s}
             for b, lab, s in zip(boxes, labels, scores, strict=True)
@@ -288,10 +412,7 @@ def _run_heatmap(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(report)
     else:
-        print(
-            f"{args.output}: {heat.method} on {args.layer}, target {heat.target} "
-            f"({heat.target_label})"
-        )
+        print(f"{args.output}: {heat.method} on {args.layer}, {_explained(heat)}")
         for entry in report["boxes"]:
             assert isinstance(entry, dict)
             values = ", ".join(f"{k}={v:.3f}" for k, v in entry["scores"].items())
@@ -319,40 +440,46 @@ def _setup_extract(parser: argparse.ArgumentParser) -> None:
         "--labels", default=None, help="comma-separated box labels (default: every box)"
     )
     parser.add_argument("--data-dir", default=None, help="store location (FEATUREGAP_DATA_DIR)")
+    parser.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        default=None,
+        metavar="ADDRESS",
+        help="run on a Ray cluster ('auto', 'ray://head:10001'; no ADDRESS: RAY_ADDRESS or a "
+        "local Ray; default FEATUREGAP_RAY_ADDRESS); needs pip install -e '.[ray]'",
+    )
+    parser.add_argument(
+        "--ray-actors", type=int, default=None, help="Ray actors, one model each (default 2)"
+    )
+    parser.add_argument(
+        "--ray-gpus", type=float, default=None, help="GPUs per Ray actor (default 0)"
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
 @command("extract", "extract box descriptors in batches into the feature store", _setup_extract)
 def _run_extract(args: argparse.Namespace) -> int:
-    import os
     from dataclasses import asdict
 
-    from app.config import get_settings
-    from app.service.extraction import extract_boxes
+    from app.service.backends import backend
     from app.store import Store
 
-    layers = [layer.strip() for layer in args.layers.split(",") if layer.strip()]
+    layers = _names(args.layers)
     if not layers:
         raise ValueError("--layers names no layer; give e.g. --layers blocks.5.0.conv_pw,conv_head")
-    if args.data_dir:
-        os.environ["FEATUREGAP_DATA_DIR"] = str(args.data_dir)
-        get_settings.cache_clear()
+    settings = _store_settings(args.data_dir)
+    overrides = {"ray_actors": args.ray_actors, "ray_gpus_per_actor": args.ray_gpus}
+    settings = settings.model_copy(
+        update={key: value for key, value in overrides.items() if value is not None}
+    )
+    run = backend(settings, args.ray)
     model = _get_model(args.model)
-    store = Store(get_settings())
+    store = Store(settings)
     try:
-        labels = (
-            None
-            if args.labels is None
-            else [label.strip() for label in args.labels.split(",") if label.strip()]
-        )
-        boxes = store.boxes(labels=labels)
-        with tqdm(total=100, desc="extract", unit="%", file=sys.stderr, disable=not boxes) as bar:
-
-            def advance(fraction: float, message: str) -> None:
-                bar.set_postfix_str(message, refresh=False)
-                bar.update(round(fraction * 100) - bar.n)
-
-            report, _ = extract_boxes(
+        boxes = store.boxes(labels=_names(args.labels))
+        with _fraction_bar("extract", enabled=bool(boxes)) as advance:
+            report = run(
                 store,
                 model,
                 boxes,
@@ -374,6 +501,116 @@ def _run_extract(args: argparse.Namespace) -> int:
             f"from {report.images} images, {report.present} already stored "
             f"({report.seconds:.1f}s)"
         )
+    return 0
+
+
+def _setup_stats(parser: argparse.ArgumentParser) -> None:
+    _model_arg(parser)
+    parser.add_argument("--layer", required=True, help="one feature-map layer (see 'layers')")
+    parser.add_argument("--descriptor", choices=["gap", "pixels"], default="gap")
+    parser.add_argument("--grid-size", type=int, default=4, help="s of the s×s grid for pixels")
+    parser.add_argument("--mode", choices=["resize", "native"], default="resize")
+    parser.add_argument(
+        "--measures",
+        default="euclidean,std_euclidean,mahalanobis",
+        help="comma-separated: euclidean, std_euclidean, mahalanobis (default: all three)",
+    )
+    parser.add_argument(
+        "--labels", default=None, help="comma-separated box labels (default: every box)"
+    )
+    parser.add_argument("--shard-boxes", type=int, default=4096, help="boxes per shard")
+    parser.add_argument(
+        "--mmd",
+        type=int,
+        default=0,
+        metavar="FEATURES",
+        help="also MMD² (seed/DAN multi-kernel) from per-shard sums of FEATURES random "
+        "Fourier features per bandwidth (an estimate; e.g. 4096)",
+    )
+    parser.add_argument("--mmd-estimator", choices=["biased", "unbiased"], default="biased")
+    parser.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        default=None,
+        metavar="ADDRESS",
+        help="reduce the shards as Ray tasks (the feature folder must be on shared storage)",
+    )
+    parser.add_argument("--data-dir", default=None, help="store location (FEATUREGAP_DATA_DIR)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+@command(
+    "stats",
+    "per-label means/covariances of stored descriptors, reduced per shard, and the distances",
+    _setup_stats,
+)
+def _run_stats(args: argparse.Namespace) -> int:
+    from app.engine.moments import MEASURES, distance_matrix
+    from app.service.extraction import feature_sets
+    from app.service.statistics import label_mmd, label_statistics
+    from app.store import Store
+
+    measures = _names(args.measures) or []
+    unknown = sorted(set(measures) - set(MEASURES))
+    if unknown or not measures:
+        raise ValueError(f"--measures: unknown {unknown}; use some of {sorted(MEASURES)}")
+    settings = _store_settings(args.data_dir)
+    model = _get_model(args.model)
+    store = Store(settings)
+    try:
+        boxes = store.boxes(labels=_names(args.labels))
+        chosen = feature_sets(
+            store, model, [args.layer], args.descriptor, args.grid_size, args.mode
+        )[args.layer]
+        with _fraction_bar("stats", enabled=bool(boxes)) as advance:
+            stats = label_statistics(
+                store,
+                chosen,
+                boxes,
+                shard_boxes=args.shard_boxes,
+                ray_address=args.ray,
+                progress=advance,
+            )
+        mmd = None
+        if args.mmd:
+            with _fraction_bar("mmd") as advance_mmd:
+                mmd = label_mmd(
+                    store,
+                    chosen,
+                    boxes,
+                    features=args.mmd,
+                    estimator=args.mmd_estimator,
+                    shard_boxes=args.shard_boxes,
+                    ray_address=args.ray,
+                    progress=advance_mmd,
+                )
+    finally:
+        store.close()
+    names = list(stats.moments)
+    result = {
+        "layer": args.layer,
+        "descriptor": args.descriptor,
+        "boxes": stats.boxes,
+        "rows": stats.rows,
+        "shards": stats.shards,
+        "labels": [{"label": n, "rows": stats.moments[n].count} for n in names],
+        "distances": {m: distance_matrix(stats.moments, m).tolist() for m in measures},
+    }
+    if mmd is not None:
+        measures = [*measures, "mmd"]
+        result["distances"]["mmd"] = mmd[1].tolist()
+        result["mmd"] = {"features": args.mmd, "estimator": args.mmd_estimator}
+        result["mmd"]["kernel_scales"] = list(mmd[2])
+    if args.json:
+        _print_json(result)
+    else:
+        print(f"{stats.boxes} boxes, {stats.rows} rows in {stats.shards} shards at {args.layer}")
+        for measure in measures:
+            print(f"{measure}:")
+            print("  " + "\t".join(["", *names]))
+            for name, row in zip(names, result["distances"][measure], strict=True):
+                print("  " + "\t".join([name, *(f"{v:.4g}" for v in row)]))
     return 0
 
 
@@ -491,6 +728,8 @@ def _setup_serve(parser: argparse.ArgumentParser) -> None:
 @command("serve", "run the web dashboard and REST API (uvicorn)", _setup_serve)
 def _run_serve(args: argparse.Namespace) -> int:
     import os
+    import threading
+    import time
 
     import uvicorn
 
@@ -504,16 +743,70 @@ def _run_serve(args: argparse.Namespace) -> int:
     os.environ["FEATUREGAP_SERVE_HOST"] = args.host  # an allowed Host header from now on
     get_settings.cache_clear()
     get_settings()  # bad settings (an empty API token) stop here with their message
-    uvicorn.run("app.main:create_app", factory=True, host=args.host, port=args.port)
+    server = uvicorn.Server(
+        uvicorn.Config("app.main:create_app", factory=True, host=args.host, port=args.port)
+    )
+    shown = "localhost" if args.host in ("0.0.0.0", "::") else args.host
+    url = f"http://{'[' + shown + ']' if ':' in shown else shown}:{args.port}/"
+
+    def announce() -> None:
+        """One line once the app answers (the model and demo load first): where to go."""
+        while not server.started and not server.should_exit:
+            time.sleep(0.1)
+        if server.started:
+            print(f"FeatureGap is ready: open {url} (Ctrl+C stops it)", flush=True)
+
+    threading.Thread(target=announce, name="featuregap-ready", daemon=True).start()
+    try:
+        server.run()
+    except KeyboardInterrupt:  # as uvicorn.run does: Ctrl+C is the way to stop
+        pass
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with every registered subcommand."""
-    parser = argparse.ArgumentParser(prog="featuregap", description=__doc__.splitlines()[0])
+def _catalog_epilog() -> str:
+    """The heat-map methods and measures, for ``--help`` (cached: no torch when warm)."""
+    methods: list[dict[str, Any]] = _catalog("methods", _method_rows)
+    measures: list[dict[str, Any]] = _catalog("measures", _measure_rows)
+    explain = [m["name"] for m in methods if m["needs_target"]]
+    reduce = [m["name"] for m in methods if not m["needs_target"]]
+    lines = [
+        "heat-map methods (--method):",
+        f"  explain a class (--target): {', '.join(explain)}",
+        f"  reduce the layer's channels: {', '.join(reduce)} ('channel' needs --channel)",
+        "measures (dashboard and API; direction, descriptor consumed):",
+    ]
+    for m in measures:
+        direction = "higher = more alike" if m["higher_is_better"] else "higher = farther apart"
+        lines.append(f"  {m['name']:<20} {direction}, on {m['needs']}")
+    return "\n".join(lines)
+
+
+def build_parser(epilog: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser with every registered subcommand.
+
+    Args:
+        epilog: text under the top-level and ``heatmap`` help (the methods and measures).
+    """
+    from app.cli_train import TRAIN  # in its own file (training's CLI)
+
+    COMMANDS.setdefault("train", TRAIN)
+
+    parser = argparse.ArgumentParser(
+        prog="featuregap",
+        description=__doc__.splitlines()[0].replace("``", ""),
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, entry in COMMANDS.items():
-        child = sub.add_parser(name, help=entry.help, description=entry.help)
+        child = sub.add_parser(
+            name,
+            help=entry.help,
+            description=entry.help,
+            epilog=epilog if name == "heatmap" else None,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         entry.setup(child)
         child.set_defaults(_run=entry.run)
     return parser
@@ -523,7 +816,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (2 for bad input)."""
     from app.errors import FeatureGapError
 
-    args = build_parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    # Only help lists the methods and measures: the registries are not read otherwise.
+    wants_help = not words or any(w in ("-h", "--help") for w in words)
+    args = build_parser(_catalog_epilog() if wants_help else None).parse_args(words)
     try:
         status: int = args._run(args)
     except (ValueError, KeyError, FeatureGapError) as exc:  # a budget or limit: said, not raised

@@ -121,11 +121,27 @@ class Settings(BaseSettings):
         "the API answers 503 with Retry-After.",
     )
     demo: bool = Field(False, description="Load the demo project into an empty store at start.")
+    ray_address: str | None = Field(
+        None,
+        description="When set, extraction jobs run on this Ray cluster ('auto', "
+        "'ray://head:10001', 'head:6379'; 'local' starts Ray in the server): needs "
+        "pip install -e '.[ray]' and the data dir on storage every node mounts.",
+    )
+    ray_actors: int = Field(2, ge=1, description="Ray actors (model copies) per extraction.")
+    ray_cpus_per_actor: float = Field(1.0, gt=0, description="CPUs each Ray actor reserves.")
+    ray_gpus_per_actor: float = Field(0.0, ge=0, description="GPUs each Ray actor reserves.")
 
     @field_validator("data_dir", "models_dir")
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
+
+    @field_validator("ray_address", mode="before")
+    @classmethod
+    def _blank_address_is_off(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
 
     @field_validator("import_root", mode="before")
     @classmethod

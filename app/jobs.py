@@ -207,9 +207,7 @@ class JobRunner:
                 return record
             event.set()
             if record.state == "queued":
-                return self._store.update_job(
-                    job_id, state="cancelled", message="cancelled", finished_at=_now()
-                )
+                return self._end(job_id, "cancelled", "cancelled")
             return self._store.update_job(job_id, message="cancelling")
 
     def wait(self, job_id: str, timeout: float = 30.0) -> JobRecord:
@@ -300,49 +298,33 @@ class JobRunner:
             self._stopped(job_id)
         except Exception as exc:  # a job's failure is reported through its state
             detail = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-            self._store.update_job(
-                job_id,
-                state="failed",
-                message="failed",
-                error=f"{type(exc).__name__}: {detail}",
-                finished_at=_now(),
-            )
+            self._end(job_id, "failed", "failed", error=f"{type(exc).__name__}: {detail}")
         else:
             if event.is_set():
                 self._stopped(job_id)
                 return
             try:
-                self._store.update_job(
-                    job_id,
-                    state="done",
-                    progress=1.0,
-                    message="done",
-                    result=result,
-                    finished_at=_now(),
-                )
+                self._end(job_id, "done", "done", progress=1.0, result=result)
             except (TypeError, ValueError) as exc:  # not JSON: a bug of the job's function
-                self._store.update_job(
-                    job_id,
-                    state="failed",
-                    message="failed",
-                    error=f"the result could not be stored: {exc}",
-                    finished_at=_now(),
+                self._end(
+                    job_id, "failed", "failed", error=f"the result could not be stored: {exc}"
                 )
         finally:
             _CURRENT.reset(token)
 
     def _stopped(self, job_id: str) -> None:
         if self._stopping:
-            self._store.update_job(
-                job_id,
-                state="interrupted",
-                finished_at=_now(),
-                message="interrupted: the server stopped; send the request again",
+            self._end(
+                job_id, "interrupted", "interrupted: the server stopped; send the request again"
             )
         else:
-            self._store.update_job(
-                job_id, state="cancelled", message="cancelled", finished_at=_now()
-            )
+            self._end(job_id, "cancelled", "cancelled")
+
+    def _end(self, job_id: str, state: str, message: str, **fields: Any) -> JobRecord:
+        """Record a job's final state and message (and ``fields``), with when it ended."""
+        return self._store.update_job(
+            job_id, state=state, message=message, finished_at=_now(), **fields
+        )
 
 
 def _call(work: Callable[[Cancelled], T], event: threading.Event) -> T:

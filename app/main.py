@@ -24,6 +24,7 @@ from app.api import (
     pages,
     predictions,
     separation,
+    trainings,
 )
 from app.api.deps import require_token
 from app.api.errors import install_error_handlers
@@ -115,6 +116,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         embeddings.router,
         datasets.router,
         extractions.router,
+        trainings.router,
     ]
     for router in api_routers:
         app.include_router(router, dependencies=protected)

@@ -24,8 +24,11 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -38,10 +41,12 @@ from app.palette import label_colours
 
 __all__ = [
     "MAX_OVERLAY_SIDE",
+    "OverlayMap",
     "distance_matrix_figure",
     "downsample_map",
     "embedding_figure",
     "heatmap_figure",
+    "overlay_map",
     "plain_text",
     "separation_figure",
     "to_json_safe",
@@ -124,8 +129,40 @@ def downsample_map(
     return F.adaptive_avg_pool2d(t[None, None], size)[0, 0].numpy()
 
 
+@dataclass(frozen=True)
+class OverlayMap:
+    """A map as the overlay draws it: block-averaged (:func:`downsample_map`) to a float32
+    Plotly typed array, on the grid of the ``height×width`` image it covers, each cell
+    ``dy×dx`` image pixels. Made by :func:`overlay_map`; keep one to draw the same map again
+    (after a box moved) without redoing it."""
+
+    z: Mapping[str, str]
+    height: int
+    width: int
+    dy: float
+    dx: float
+
+
+def overlay_map(values: ArrayLike | torch.Tensor) -> OverlayMap:
+    """The ``H×W`` map (raw or normalised) as :func:`heatmap_figure` draws it.
+
+    Raises:
+        ValueError: the map is not 2-D or empty.
+    """
+    full = values.detach().cpu() if isinstance(values, torch.Tensor) else np.asarray(values)
+    small = downsample_map(full)
+    height, width = int(full.shape[0]), int(full.shape[1])
+    z = small.astype(np.float32)
+    typed = {
+        "dtype": "f4",
+        "bdata": base64.b64encode(z.tobytes()).decode(),
+        "shape": f"{z.shape[0]}, {z.shape[1]}",
+    }
+    return OverlayMap(typed, height, width, height / small.shape[0], width / small.shape[1])
+
+
 def heatmap_figure(
-    values: ArrayLike | torch.Tensor,
+    values: ArrayLike | torch.Tensor | OverlayMap,
     boxes: Sequence[Mapping[str, Any]] = (),
     *,
     image_url: str | None = None,
@@ -133,13 +170,15 @@ def heatmap_figure(
     title: str = "",
     colorscale: str = "Jet",
     colours: Mapping[str, str] | None = None,
+    colorbar_title: str = "",
 ) -> dict[str, Any]:
     """The heat map over its image, with the boxes drawn, labelled and scored.
 
     Args:
-        values: the ``H×W`` map at image size (raw or normalised); drawn block-averaged to
-            at most :data:`MAX_OVERLAY_SIDE` on the long side, each cell spanning its image
-            pixels, so axes read in image pixels (``y`` down).
+        values: the ``H×W`` map at image size (raw or normalised), or
+            :func:`overlay_map`'s of it; drawn block-averaged to at most
+            :data:`MAX_OVERLAY_SIDE` on the long side, each cell spanning its image pixels,
+            so axes read in image pixels (``y`` down).
         boxes: dicts with ``x, y, w, h`` and optionally ``id``, ``label`` and ``scores``
             (``{name: value}``), shown on the box and in its hover text.
         image_url: where the browser loads the image (a layout image under the map);
@@ -150,6 +189,8 @@ def heatmap_figure(
         colours: ``{label: colour}`` for the boxes, normally
             :func:`app.palette.label_colours` over every label of the store (the colours the
             editor and the scatter use); by default the colours of the labels shown.
+        colorbar_title: what the colours show (the method and the display scaling), along
+            the colour bar.
 
     Returns:
         A JSON-safe Plotly figure dict.
@@ -159,28 +200,22 @@ def heatmap_figure(
     """
     if not 0.0 <= opacity <= 1.0:
         raise ValueError(f"opacity must lie in [0, 1], got {opacity}")
-    full = values.detach().cpu() if isinstance(values, torch.Tensor) else np.asarray(values)
-    small = downsample_map(full)
-    height, width = int(full.shape[0]), int(full.shape[1])
-    dy, dx = height / small.shape[0], width / small.shape[1]
+    drawn = values if isinstance(values, OverlayMap) else overlay_map(values)
+    height, width, dy, dx = drawn.height, drawn.width, drawn.dy, drawn.dx
     # Built as plain dicts: plotly's validating Figure costs ~80 ms here, most of a request.
-    z = small.astype(np.float32)
     data: list[dict[str, Any]] = [
         {
             "type": "heatmap",
             "name": "heat map",
             "colorscale": colorscale,
             "opacity": opacity,
-            "z": {
-                "dtype": "f4",
-                "bdata": base64.b64encode(z.tobytes()).decode(),
-                "shape": f"{z.shape[0]}, {z.shape[1]}",
-            },
+            "z": dict(drawn.z),
             "x0": dx / 2,
             "dx": dx,
             "y0": dy / 2,
             "dy": dy,
             "hovertemplate": "x %{x:.0f}, y %{y:.0f}: %{z:.4g}<extra></extra>",
+            "colorbar": {"title": {"text": plain_text(colorbar_title), "side": "right"}},
         }
     ]
     shapes: list[dict[str, Any]] = []
@@ -332,26 +367,52 @@ def distance_matrix_figure(
         + ("" if pv is None else "<br>p = %{customdata:.3g}")
         + "<extra></extra>"
     )
-    fig = go.Figure(
-        go.Heatmap(
-            z=matrix.tolist(),
-            x=names,
-            y=names,
-            text=text,
-            texttemplate="%{text}",
-            customdata=custom.tolist(),
-            hovertemplate=hover,
-            colorscale="Viridis",
-            reversescale=higher_is_better,
-            colorbar={"title": {"text": measure}},
-        )
-    )
     direction = "higher = more alike" if higher_is_better else "higher = farther apart"
-    fig.update_yaxes(autorange="reversed")
-    fig.update_layout(
-        title=f"{measure} between groups ({direction})", margin={"l": 60, "r": 10, "t": 50, "b": 60}
+    # Built as plain dicts (plotly's validating Figure cost ~15 ms, most of a distances
+    # answer): the same dict, key for key, as go.Figure(go.Heatmap(...)).to_plotly_json()
+    # with the default template, which tests/test_plots.py checks against plotly itself.
+    data = to_json_safe(
+        {
+            "colorbar": {"title": {"text": measure}},
+            "colorscale": _plotly_defaults().viridis,
+            "customdata": custom.tolist(),
+            "hovertemplate": hover,
+            "reversescale": higher_is_better,
+            "text": text,
+            "texttemplate": "%{text}",
+            "x": names,
+            "y": names,
+            "z": matrix.tolist(),
+            "type": "heatmap",
+        }
     )
-    return _figure(fig)
+    layout = {
+        "template": _plotly_defaults().template(),
+        "yaxis": {"autorange": "reversed"},
+        "margin": {"l": 60, "r": 10, "t": 50, "b": 60},
+        "title": {"text": f"{measure} between groups ({direction})"},
+    }
+    return {"data": [data], "layout": layout}
+
+
+@dataclass(frozen=True)
+class _PlotlyDefaults:
+    """What a plotly ``Figure`` adds on its own, taken from plotly once per process."""
+
+    template_json: str
+    viridis: list[list[Any]]
+
+    def template(self) -> dict[str, Any]:
+        """A fresh copy of the default layout template (callers may change theirs)."""
+        copy: dict[str, Any] = json.loads(self.template_json)
+        return copy
+
+
+@lru_cache(maxsize=1)
+def _plotly_defaults() -> _PlotlyDefaults:
+    layout = to_json_safe(go.Figure().to_plotly_json())["layout"]
+    viridis = to_json_safe(go.Heatmap(colorscale="Viridis").to_plotly_json())["colorscale"]
+    return _PlotlyDefaults(json.dumps(layout.get("template", {})), viridis)
 
 
 def separation_figure(
@@ -363,15 +424,22 @@ def separation_figure(
     measure: str = "",
     silhouette: Sequence[float | None] | None = None,
 ) -> dict[str, Any]:
-    """Intra- and inter-group distance across layers, their ratio on a second axis.
+    """The separation per layer as two aligned panels over one layer axis.
+
+    The top panel is ``inter / intra`` (above 1: groups lie farther apart than their members
+    do; higher separates better), each point's hover giving its intra- and inter-group
+    distance; the bottom panel is the silhouette, on its own fixed ``[−1, 1]`` axis (0: no
+    structure). Two panels rather than two y-axes on one plot: the ratio and the
+    silhouette have different units and ranges, and one plot with two axes made each read
+    against the other's ticks.
 
     Args:
-        layers: layer names, in network order (the x axis).
-        intra: mean distance within groups per layer.
-        inter: mean distance between groups per layer.
-        ratio: ``inter / intra`` per layer (higher separates better).
-        measure: the measure's name (axis title).
-        silhouette: optional silhouette per layer, on the ratio's axis.
+        layers: layer names, in network order (the shared x axis).
+        intra: mean distance within groups per layer (hover).
+        inter: mean distance between groups per layer (hover).
+        ratio: ``inter / intra`` per layer.
+        measure: the measure's name (title).
+        silhouette: silhouette per layer (``None`` where undefined); no bottom panel without.
 
     Returns:
         A JSON-safe Plotly figure dict.
@@ -388,39 +456,62 @@ def separation_figure(
             raise ValueError(f"{name} has {len(seq)} values for {n} layers")
     x = [plain_text(layer) for layer in layers]
     measure = plain_text(measure)
-    fig = go.Figure()
-    fig.add_trace(go.Scatter(x=x, y=list(intra), mode="lines+markers", name="intra-group"))
-    fig.add_trace(go.Scatter(x=x, y=list(inter), mode="lines+markers", name="inter-group"))
-    fig.add_trace(
-        go.Scatter(
-            x=x,
-            y=list(ratio),
-            mode="lines+markers",
-            name="inter / intra",
-            yaxis="y2",
-            line={"dash": "dash"},
+    split = silhouette is not None
+    data: list[dict[str, Any]] = [
+        {
+            "type": "scatter",
+            "mode": "lines+markers",
+            "name": "inter / intra",
+            "x": x,
+            "y": list(ratio),
+            "xaxis": "x",
+            "yaxis": "y",
+            "customdata": [[a, b] for a, b in zip(intra, inter, strict=True)],
+            "hovertemplate": (
+                "%{x}<br>inter / intra = %{y:.3g}<br>intra %{customdata[0]:.3g} · "
+                "inter %{customdata[1]:.3g}<extra></extra>"
+            ),
+        }
+    ]
+    line = {"type": "line", "xref": "x domain", "x0": 0, "x1": 1, "line": {"dash": "dot"}}
+    shapes: list[dict[str, Any]] = [{**line, "yref": "y", "y0": 1, "y1": 1}]
+    layout: dict[str, Any] = {
+        "title": {"text": f"Separation by layer ({measure})" if measure else "Separation by layer"},
+        "showlegend": False,
+        "hovermode": "x unified" if split else "closest",
+        "margin": {"l": 80, "r": 20, "t": 50, "b": 90},
+        "xaxis": {"anchor": "y", "title": {"text": "" if split else "layer"}},
+        "yaxis": {
+            "domain": [0.55, 1.0] if split else [0.0, 1.0],
+            "title": {"text": "inter / intra<br>(higher separates)"},
+            "rangemode": "tozero",
+        },
+        "shapes": shapes,
+    }
+    if split:
+        data.append(
+            {
+                "type": "scatter",
+                "mode": "lines+markers",
+                "name": "silhouette",
+                "x": x,
+                "y": list(series["silhouette"]),
+                "xaxis": "x2",
+                "yaxis": "y2",
+                "line": {"color": "#d62728"},
+                "hovertemplate": "%{x}<br>silhouette = %{y:.3f}<extra></extra>",
+            }
         )
-    )
-    if silhouette is not None:
-        fig.add_trace(
-            go.Scatter(
-                x=x,
-                y=list(series["silhouette"]),
-                mode="lines+markers",
-                name="silhouette",
-                yaxis="y2",
-                line={"dash": "dot"},
-            )
-        )
-    fig.update_layout(
-        title=f"Separation by layer ({measure})" if measure else "Separation by layer",
-        xaxis={"title": {"text": "layer"}},
-        yaxis={"title": {"text": measure or "distance"}},
-        yaxis2={"title": {"text": "ratio"}, "overlaying": "y", "side": "right"},
-        legend={"orientation": "h"},
-        margin={"l": 60, "r": 60, "t": 50, "b": 80},
-    )
-    return _figure(fig)
+        layout["xaxis"].update({"matches": "x2", "showticklabels": False})
+        layout["xaxis2"] = {"anchor": "y2", "title": {"text": "layer"}}
+        layout["yaxis2"] = {
+            "domain": [0.0, 0.45],
+            "range": [-1.05, 1.05],
+            "title": {"text": "silhouette<br>(higher separates)"},
+        }
+        shapes.append({**line, "xref": "x2 domain", "yref": "y2", "y0": 0, "y1": 0})
+    result: dict[str, Any] = to_json_safe({"data": data, "layout": layout})
+    return result
 
 
 def embedding_figure(

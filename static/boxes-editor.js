@@ -1,9 +1,17 @@
 // Box editor: an SVG overlay whose viewBox is the image's own pixel grid, so every
-// coordinate it reads or writes is in IMAGE pixels, whatever the display scale.
+// coordinate it reads or writes is in IMAGE pixels, whatever the zoom or display scale.
+// Zoom and pan live in StageView; undo and redo steps in EditHistory.
+import { EditHistory } from "./edit-history.js";
 import { labelColour } from "./palette.js";
+import { StageView } from "./stage-view.js";
 
 const SVG_NS = "http://www.w3.org/2000/svg";
 const HANDLES = ["nw", "n", "ne", "e", "se", "s", "sw", "w"];
+const CORNERS = ["nw", "ne", "se", "sw"];
+const HANDLE_PX = 10;  // a handle's side on screen, at every zoom
+// A box narrower than this on screen gets only its corner handles, outside it, so its body
+// stays free to grab (a 40×40 box on a 4800×3202 photo is 8 screen pixels at fit).
+const SMALL_PX = 3 * HANDLE_PX;
 const MIN_SIZE = 2;
 const DOUBLE_MS = 500;
 
@@ -26,10 +34,12 @@ export function resized(box, handle, dx, dy) {
 }
 
 export class BoxEditor {
-  // store: {create(image, fields) -> saved box, update(id, fields) -> saved box, remove(id)},
-  // each async; the editor keeps its boxes as the store answered them.
+  // store: {create(image, fields) -> saved box, update(id, fields) -> saved box, remove(id),
+  // get(id) -> box}, each async; the editor keeps its boxes as the store answered them.
   // onRelabel(box): the user asked to relabel `box` (double-click on it).
-  constructor(stage, store, { getLabel, onSelect, onChange, onError, onRelabel } = {}) {
+  // onView({scale, fit}): the zoom changed. onHistory(history): what can be undone changed.
+  constructor(stage, store, options = {}) {
+    const { getLabel, onSelect, onChange, onError, onRelabel, onView, onHistory } = options;
     this.stage = stage;
     this.store = store;
     this.getLabel = getLabel || (() => "");
@@ -37,11 +47,12 @@ export class BoxEditor {
     this.onChange = onChange || (() => {});
     this.onError = onError || ((err) => console.warn(err));
     this.onRelabel = onRelabel || (() => {});
+    this.onView = onView || (() => {});
+    this.onHistory = onHistory || (() => {});
     this.image = null;
     this.boxes = [];
     this.selectedId = null;
-    this.history = [];
-    this.remap = new Map();
+    this.history = null;
     this.drag = null;
     this.drawMode = false;
     this.img = document.createElement("img");
@@ -54,26 +65,26 @@ export class BoxEditor {
     this.canvas.className = "editor-canvas";
     this.canvas.append(this.img, this.svg);
     stage.replaceChildren(this.canvas);
-    this.zoom = "fit";
     this.svg.addEventListener("pointerdown", (e) => this.#down(e));
     this.svg.addEventListener("pointermove", (e) => {
       this.svg.classList.toggle("force-draw", e.shiftKey);
       this.#move(e);
     });
     this.svg.addEventListener("pointerup", (e) => this.#up(e));
-    this.svg.addEventListener("pointercancel", () => { this.drag = null; this.render(); });
+    this.svg.addEventListener("pointercancel", () => this.#cancel());
     // Shift held: the next drag draws, so show the drawing cursor over boxes too.
     const shift = (e) => this.svg.classList.toggle("force-draw", e.shiftKey);
     window.addEventListener("keydown", shift);
     window.addEventListener("keyup", shift);
-    new ResizeObserver(() => this.render()).observe(this.img);
-    window.addEventListener("resize", () => this.layout());
+    this.view = new StageView(stage, this.canvas, this.img, (state) => {
+      this.render();
+      this.onView(state);
+    });
   }
 
-  // "fit": as large as the stage's width and 70% of the window's height allow; or a factor.
+  // "fit" or screen pixels per image pixel (see StageView.setZoom).
   setZoom(zoom) {
-    this.zoom = zoom;
-    this.layout();
+    this.view.setZoom(zoom);
   }
 
   // Draw mode: every drag draws a box, even one starting inside another (nested boxes).
@@ -82,28 +93,20 @@ export class BoxEditor {
     this.svg.classList.toggle("draw-mode", this.drawMode);
   }
 
-  layout() {
-    if (!this.image) return;
-    const { width, height } = this.image;
-    const scale = this.zoom === "fit"
-      ? Math.min(this.stage.clientWidth / width, (0.7 * window.innerHeight) / height)
-      : Number(this.zoom);
-    this.img.style.width = `${Math.max(1, width * scale)}px`;
-    this.img.style.height = `${Math.max(1, height * scale)}px`;
-    this.render();
-  }
-
   async open(image, url, boxes) {
+    delete this.stage.dataset.shown;
     this.image = image;
     this.boxes = boxes.map((b) => ({ ...b }));
     this.selectedId = null;
-    this.history = [];
-    this.remap.clear();
+    this.drag = null;
+    this.history = new EditHistory(image);
     this.svg.setAttribute("viewBox", `0 0 ${image.width} ${image.height}`);
     this.img.src = url;
     await this.img.decode().catch(() => {});
-    this.layout();
+    this.view.show(image.width, image.height);
+    this.stage.dataset.shown = String(image.id);  // laid out: tests and tools may measure now
     this.onSelect(null);
+    this.onHistory(this.history);
   }
 
   get selected() {
@@ -119,10 +122,9 @@ export class BoxEditor {
     return { x: clamp(p.x, 0, this.image.width), y: clamp(p.y, 0, this.image.height) };
   }
 
-  // Image pixels per screen pixel, to keep handles a constant size on screen.
+  // Image pixels per screen pixel, to keep handles and strokes a constant size on screen.
   get unit() {
-    const shown = this.svg.getBoundingClientRect().width;
-    return this.image && shown ? this.image.width / shown : 1;
+    return this.view.unit;
   }
 
   select(id) {
@@ -132,7 +134,15 @@ export class BoxEditor {
   }
 
   #down(event) {
-    if (!this.image || event.button !== 0) return;
+    if (!this.image) return;
+    if (this.view.wantsPan(event)) {
+      event.preventDefault();
+      this.drag = { mode: "pan" };
+      this.view.startPan(event);
+      this.svg.setPointerCapture(event.pointerId);
+      return;
+    }
+    if (event.button !== 0) return;
     event.preventDefault();
     this.svg.focus({ preventScroll: true });  // so Delete and Ctrl+Z reach the editor
     const start = this.toImage(event.clientX, event.clientY);
@@ -157,6 +167,10 @@ export class BoxEditor {
 
   #move(event) {
     if (!this.drag) return;
+    if (this.drag.mode === "pan") {
+      this.view.movePan(event);
+      return;
+    }
     const p = this.toImage(event.clientX, event.clientY);
     const { start, before } = this.drag;
     const W = this.image.width, H = this.image.height;
@@ -176,11 +190,23 @@ export class BoxEditor {
     this.render();
   }
 
+  #cancel() {
+    const drag = this.drag;
+    this.drag = null;
+    this.view.endPan();
+    if (drag?.before) Object.assign(drag.box, pick(drag.before));
+    this.render();
+  }
+
   async #up(event) {
     const drag = this.drag;
     this.drag = null;
     if (!drag) return;
     this.svg.releasePointerCapture(event.pointerId);
+    if (drag.mode === "pan") {
+      this.view.endPan();
+      return;
+    }
     if (drag.mode === "draw") {
       const geometry = rounded(drag.draft);
       this.render();
@@ -205,11 +231,34 @@ export class BoxEditor {
     await this.update(drag.box.id, geometry, before);
   }
 
-  async create(fields, { record = true } = {}) {
+  // The three edits a user makes; each is saved through the store, then recorded for undo.
+  async create(fields) {
+    const saved = await this.#create(fields);
+    if (saved) this.#record({ kind: "create", id: saved.id, box: pick(saved) });
+    return saved;
+  }
+
+  // `before`: the box as it was (its x, y, w, h and label), restored if the store refuses.
+  async update(id, fields, before) {
+    const saved = await this.#update(id, fields, before);
+    if (saved) this.#record({ kind: "update", id, before: pick(before), after: pick(saved) });
+    return saved;
+  }
+
+  async remove(id) {
+    const box = this.boxes.find((b) => b.id === id);
+    if (box && await this.#remove(id)) this.#record({ kind: "delete", id, box: pick(box) });
+  }
+
+  #record(step) {
+    this.history?.record(step);
+    this.onHistory(this.history);
+  }
+
+  async #create(fields) {
     try {
       const saved = await this.store.create(this.image, fields);
       this.boxes.push(saved);
-      if (record) this.history.push({ kind: "create", id: saved.id });
       this.select(saved.id);
       this.onChange(this.boxes);
       return saved;
@@ -220,33 +269,33 @@ export class BoxEditor {
     }
   }
 
-  async update(id, fields, before, { record = true } = {}) {
+  async #update(id, fields, before) {
     const box = this.boxes.find((b) => b.id === id);
+    let saved = null;
     try {
-      const saved = await this.store.update(id, fields);
+      saved = await this.store.update(id, fields);
       Object.assign(box, saved);
-      if (record) this.history.push({ kind: "update", id, before });
       this.onChange(this.boxes);
     } catch (err) {
-      if (box && before) Object.assign(box, before);
+      if (box && before) Object.assign(box, pick(before));
       this.onError(err);
     }
     this.render();
     this.onSelect(this.selected);
+    return saved;
   }
 
-  async remove(id, { record = true } = {}) {
-    const box = this.boxes.find((b) => b.id === id);
-    if (!box) return;
+  async #remove(id) {
     try {
       await this.store.remove(id);
       this.boxes = this.boxes.filter((b) => b.id !== id);
-      if (record) this.history.push({ kind: "delete", box: { ...box } });
       if (this.selectedId === id) this.selectedId = null;
       this.onChange(this.boxes);
       this.select(this.selectedId);
+      return true;
     } catch (err) {
       this.onError(err);
+      return false;
     }
   }
 
@@ -259,7 +308,7 @@ export class BoxEditor {
   // that new boxes take (getLabel) never touches existing boxes.
   relabelSelected(label) {
     const box = this.selected;
-    if (box && label && box.label !== label) return this.update(box.id, { label }, { label: box.label });
+    if (box && label && box.label !== label) return this.update(box.id, { label }, pick(box));
     return Promise.resolve();
   }
 
@@ -294,27 +343,75 @@ export class BoxEditor {
     return this.update(box.id, { x, y }, before);
   }
 
-  // Undo the last create / edit / delete, through the store like any other edit.
+  // Undo (redo) the last create, move, resize, relabel or delete of this image, through the
+  // store like any other edit. Chained, so a second Ctrl+Z waits for the first one's answer
+  // (and the new id of a box it brought back).
   undo() {
-    // Chained, so a second Ctrl+Z waits for the first one's answer (and its new box id).
-    this.undoing = (this.undoing || Promise.resolve()).then(() => this.#undo());
-    return this.undoing;
+    return this.#queue(() => this.#step(true));
   }
 
-  async #undo() {
-    const step = this.history.pop();
+  redo() {
+    return this.#queue(() => this.#step(false));
+  }
+
+  #queue(action) {
+    this.pending = (this.pending || Promise.resolve()).then(action);
+    return this.pending;
+  }
+
+  async #step(back) {
+    const history = this.history;
+    const step = history && (back ? history.takeUndo() : history.takeRedo());
     if (!step) return;
-    const id = (old) => {
-      let now = old;
-      for (let hops = 0; this.remap.has(now) && hops < 1000; hops += 1) now = this.remap.get(now);
-      return now;
-    };
-    if (step.kind === "create") await this.remove(id(step.id), { record: false });
-    else if (step.kind === "update") await this.update(id(step.id), step.before, null, { record: false });
-    else {
-      const { id: oldId, x, y, w, h, label } = step.box;
-      const saved = await this.create({ x, y, w, h, label }, { record: false });
-      if (saved && saved.id !== oldId) this.remap.set(oldId, saved.id);
+    if (await this.#replay(step, back)) {
+      if (back) history.undone(step);
+      else history.redone(step);
+    }
+    this.onHistory(history);
+  }
+
+  // Apply `step` backwards (undo) or forwards (redo); false when the store refused it or
+  // its box is gone (deleted in another tab or through the API), and the step is dropped.
+  async #replay(step, back) {
+    const makes = step.kind === "create" ? !back : step.kind === "delete" ? back : false;
+    if (makes) {
+      const { id: oldId } = step;
+      const saved = await this.#create(step.box);
+      if (!saved) return false;
+      step.id = saved.id;
+      this.history.renumber(oldId, saved.id);
+      return true;
+    }
+    // The store is the truth: the box must still be as this step left it (or, redoing, as
+    // it found it), else another tab or tool changed it since and the step would undo that.
+    const what = back ? "undone" : "redone";
+    const expected = step.kind !== "update" ? step.box : back ? step.after : step.before;
+    const box = this.boxes.find((b) => b.id === step.id);
+    const current = box && await this.#stored(step.id);
+    if (!box || current === undefined) {
+      this.onError(new Error(`box ${step.id} is no longer on this image, so that step cannot be ${what}`));
+      return false;
+    }
+    if (current === null) return false;  // the store could not be asked; its error is shown
+    if (!same(current, expected)) {
+      Object.assign(box, current);
+      this.render();
+      this.onSelect(this.selected);
+      this.onError(new Error(`box ${step.id} was changed elsewhere since this edit, so that step cannot be ${what}`));
+      return false;
+    }
+    if (step.kind === "update") return Boolean(await this.#update(step.id, back ? step.before : step.after, pick(box)));
+    return this.#remove(step.id);
+  }
+
+  // The box as the store has it now; undefined when it is gone, null on any other error.
+  async #stored(id) {
+    try {
+      return await this.store.get(id);
+    } catch (err) {
+      if (err.status === 404) return undefined;
+      this.onError(err);
+      return null;
     }
   }
 
@@ -337,6 +434,16 @@ export class BoxEditor {
     this.svg.replaceChildren(...nodes);
   }
 
+  // New label colours (a labels refresh) on the boxes as drawn, without rebuilding them.
+  recolour() {
+    for (const group of this.svg.querySelectorAll(".box[data-id]")) {
+      const box = this.boxes.find((b) => String(b.id) === group.dataset.id);
+      if (!box) continue;
+      const colour = labelColour(box.label);
+      for (const el of group.querySelectorAll(".box-rect, .box-label")) el.setAttribute("stroke", colour);
+    }
+  }
+
   #boxNode(box, unit) {
     const colour = labelColour(box.label);
     const selected = box.id === this.selectedId;
@@ -345,8 +452,11 @@ export class BoxEditor {
       class: "box-rect", x: box.x, y: box.y, width: box.w, height: box.h,
       stroke: colour, "stroke-width": (selected ? 3 : 2) * unit,
     }));
+    // Inside the box when it has room on screen, else just above it (below at the top edge).
+    const roomy = box.w / unit >= 40 && box.h / unit >= 28;
+    const y = roomy ? box.y + 20 * unit : box.y >= 22 * unit ? box.y - 6 * unit : box.y + box.h + 18 * unit;
     const text = svgEl("text", {
-      class: "box-label", x: box.x + 8 * unit, y: box.y + 20 * unit,
+      class: "box-label", x: roomy ? box.x + 8 * unit : box.x, y,
       "font-size": 14 * unit, fill: "#fff", stroke: colour, "stroke-width": 4 * unit,
     });
     text.textContent = box.label || "(no label)";
@@ -356,10 +466,13 @@ export class BoxEditor {
 
   #handles(box, unit) {
     const group = svgEl("g", { class: "handles", "data-id": box.id });
-    const size = 10 * unit;
-    for (const handle of HANDLES) {
-      const hx = handle.includes("w") ? box.x : handle.includes("e") ? box.x + box.w : box.x + box.w / 2;
-      const hy = handle.includes("n") ? box.y : handle.includes("s") ? box.y + box.h : box.y + box.h / 2;
+    const size = HANDLE_PX * unit;
+    // On a small box the corner handles sit outside its corners: the body stays grabbable.
+    const small = Math.min(box.w, box.h) / unit < SMALL_PX;
+    const out = small ? size / 2 : 0;
+    for (const handle of small ? CORNERS : HANDLES) {
+      const hx = handle.includes("w") ? box.x - out : handle.includes("e") ? box.x + box.w + out : box.x + box.w / 2;
+      const hy = handle.includes("n") ? box.y - out : handle.includes("s") ? box.y + box.h + out : box.y + box.h / 2;
       group.append(svgEl("rect", {
         class: `handle handle-${handle}`, "data-handle": handle,
         x: hx - size / 2, y: hy - size / 2, width: size, height: size, "stroke-width": unit,
@@ -376,4 +489,8 @@ function rounded(b) {
 
 function pick(b) {
   return { x: b.x, y: b.y, w: b.w, h: b.h, label: b.label };
+}
+
+function same(a, b) {
+  return ["x", "y", "w", "h", "label"].every((key) => a[key] === b[key]);
 }

@@ -1,35 +1,53 @@
-// The analysis controls: model, layer (with its output shape), method, target, descriptor,
-// measure, permutations, bootstrap. Their values are read by the views through `choices()`.
+// The controls: model, layer (with its output shape), descriptor, measure, permutations,
+// bootstrap, scatter; and the heat-map panel beside the image (method, its layer, the class
+// to explain by name, channel, colour scaling, native size). Views read them through
+// `choices()`.
 import { get } from "./api.js";
+import { direction, explainDescriptor, explainMeasure, explainMethod } from "./glossary.js";
 import { $, fillSelect, guarded, showError } from "./ui.js";
 
 let layers = [];
 let measures = [];
+let methods = [];
+let classes = [];
 
 export async function initControls() {
   $("model").addEventListener("change", () => loadLayers());
   $("layer").addEventListener("change", showShape);
   // Each measure names the descriptor it consumes; offer that one when the measure changes.
   $("measure").addEventListener("change", () => {
-    const needs = measures.find((m) => m.name === $("measure").value)?.needs;
-    if (needs && [...$("descriptor").options].some((o) => o.value === needs)) $("descriptor").value = needs;
+    const measure = measures.find((m) => m.name === $("measure").value);
+    if (measure && [...$("descriptor").options].some((o) => o.value === measure.needs)) $("descriptor").value = measure.needs;
+    $("measure").title = measure ? explainMeasure(measure) : "";
   });
+  $("descriptor").addEventListener("change", () => { $("descriptor").title = explainDescriptor($("descriptor").value); });
+  for (const option of $("descriptor").options) option.title = explainDescriptor(option.value);
+  $("method").addEventListener("change", showMethod);
+  $("heat-layer").addEventListener("change", showMethod);
+  $("embed-method").addEventListener("change", () => { $("perplexity-field").hidden = $("embed-method").value !== "tsne"; });
   await loadControls();
 }
 
 // (Re)load the lists from the API, e.g. after the token changed.
 export async function loadControls() {
   // Each list loads on its own, so one failing endpoint leaves the others usable.
-  const [models, methods, measureList] = await Promise.allSettled([
+  const [models, methodList, measureList] = await Promise.allSettled([
     get("/api/models"), get("/api/heatmap-methods"), get("/api/measures"),
   ]);
-  const failed = [models, methods, measureList].filter((r) => r.status === "rejected").map((r) => r.reason.message);
-  if (methods.status === "fulfilled") {
-    fillSelect($("method"), methods.value, { value: nameOf, text: nameOf, selected: "gradcam" });
+  const failed = [models, methodList, measureList].filter((r) => r.status === "rejected").map((r) => r.reason.message);
+  if (methodList.status === "fulfilled") {
+    methods = methodList.value;
+    fillSelect($("method"), methods, { value: nameOf, text: methodText, selected: $("method").value || "gradcam" });
+    fillSelect($("grid-methods"), methods, { value: nameOf, text: methodText });
+    for (const select of [$("method"), $("grid-methods")]) {
+      for (const option of select.options) option.title = explainMethod(option.value);
+    }
+    showMethod();
   }
   if (measureList.status === "fulfilled") {
     measures = measureList.value;
-    fillSelect($("measure"), measures, { value: nameOf, text: measureText, selected: "euclidean" });
+    fillSelect($("measure"), measures, { value: nameOf, text: measureText, selected: $("measure").value || "euclidean" });
+    for (const option of $("measure").options) option.title = explainMeasure(measures.find((m) => m.name === option.value));
     $("measure").dispatchEvent(new Event("change"));
   }
   if (models.status === "fulfilled") {
@@ -44,18 +62,31 @@ export async function loadControls() {
 }
 
 const nameOf = (item) => (typeof item === "string" ? item : item.name);
-const measureText = (m) => `${m.name} (on ${m.needs})`;
+const measureText = (m) => `${m.name}: ${direction(m.higher_is_better)}, on ${m.needs}`;
+const methodText = (m) => `${m.name}${m.needs_target ? "" : " (no class)"}`;
+
+// A class as the target field shows it; `parseTarget` reads it back.
+const classText = (c) => `${c.name} (${c.index})`;
 
 async function loadLayers() {
   await guarded($("controls-error"), async () => {
-    layers = await get(`/api/models/${encodeURIComponent($("model").value)}/layers`);
+    const model = encodeURIComponent($("model").value);
+    [layers, classes] = await Promise.all([get(`/api/models/${model}/layers`), get(`/api/models/${model}/classes`)]);
     const names = layers.map((l) => l.name);
-    const keep = $("layer").value;
     // Default: the deepest layer that still has a spatial map (heat maps need one).
     const spatial = layers.filter((l) => l.height > 1 && l.width > 1).map((l) => l.name);
-    fillSelect($("layer"), names, { selected: names.includes(keep) ? keep : spatial.at(-1) ?? names.at(-1) });
-    fillSelect($("profile-layers"), names);
+    const fallback = spatial.at(-1) ?? names.at(-1);
+    for (const id of ["layer", "heat-layer"]) {
+      const keep = $(id).value;
+      fillSelect($(id), names, { selected: names.includes(keep) ? keep : fallback });
+    }
+    const blocks = new Set(blockOutputs());
+    const text = (name) => (blocks.has(name) ? `${name} (block output)` : name);
+    fillSelect($("profile-layers"), names, { text });
+    fillSelect($("grid-layers"), names, { text });
+    $("class-names").replaceChildren(...classes.map((c) => new Option(classText(c))));
     showShape();
+    showMethod();
   });
 }
 
@@ -64,28 +95,118 @@ function showShape() {
   $("layer-shape").textContent = layer ? `output ${layer.channels}×${layer.height}×${layer.width}` : "";
 }
 
-// A spread of up to `n` layers (first, last and evenly between) for the profile.
-// Only layers with a spatial map: a 1×1 map is the same for every box of an image.
+// The method's own fields: a class for class methods, a channel for `channel`.
+function showMethod() {
+  const method = methods.find((m) => m.name === $("method").value);
+  $("target-field").hidden = method ? !method.needs_target : false;
+  $("channel-field").hidden = $("method").value !== "channel";
+  const layer = layers.find((l) => l.name === $("heat-layer").value);
+  if (layer) $("channel").max = String(layer.channels - 1);
+  $("channel").title = layer ? `0 … ${layer.channels - 1} at ${layer.name}` : "";
+  $("method-about").textContent = method ? explainMethod(method.name) : "";
+}
+
+// The output of each block (`blocks.3.1`, `layer2.0`, …): the last graph node inside it,
+// skipping identity-like nodes (drop_path, dropout) that repeat their input. Layers outside
+// any numbered block (the stem, the head) are not block outputs.
+export function blockOutputs(list = layers) {
+  const last = new Map();
+  for (const layer of list) {
+    if (layer.height <= 1 || layer.width <= 1) continue;
+    const parts = layer.name.split(".");
+    if (/(^|_)(drop_?path|dropout)$/i.test(parts.at(-1))) continue;
+    let end = -1;
+    for (let i = 0; i < parts.length - 1; i += 1) if (/^\d+$/.test(parts[i])) end = i;
+    if (end < 0) continue;
+    last.set(parts.slice(0, end + 1).join("."), layer.name);
+  }
+  return [...last.values()];
+}
+
+// Up to `n` block outputs (first, last and evenly between) for the profile; a model without
+// numbered blocks falls back to its layers with a spatial map (a 1×1 map is the same for
+// every box of an image), identity-like nodes left out.
 function spread(n) {
-  const spatial = layers.filter((l) => l.height > 1 && l.width > 1);
-  const pool = spatial.length ? spatial : layers;
-  if (pool.length <= n) return pool.map((l) => l.name);
-  return Array.from({ length: n }, (_, i) => pool[Math.round((i * (pool.length - 1)) / (n - 1))].name);
+  const blocks = blockOutputs();
+  const spatial = layers.filter((l) => l.height > 1 && l.width > 1 && !/(drop_?path|dropout)$/i.test(l.name)).map((l) => l.name);
+  const pool = blocks.length >= 2 ? blocks : spatial.length ? spatial : layers.map((l) => l.name);
+  if (pool.length <= n) return pool;
+  return Array.from({ length: n }, (_, i) => pool[Math.round((i * (pool.length - 1)) / (n - 1))]);
+}
+
+// The target field: empty (top prediction), a class index, or a name from the list
+// ("Egyptian cat (285)" or just "Egyptian cat").
+export function parseTarget(text) {
+  const value = text.trim();
+  if (value === "") return null;
+  if (/^\d+$/.test(value)) return Number(value);
+  const indexed = value.match(/\((\d+)\)$/);
+  if (indexed) return Number(indexed[1]);
+  const found = classes.find((c) => c.name.toLowerCase() === value.toLowerCase());
+  if (found) return found.index;
+  throw new Error(`unknown class “${value}”: pick one from the list (type part of its name) or give its number`);
+}
+
+// Point the target field at a class (a click on a prediction).
+export function setTarget(index, label) {
+  const known = classes.find((c) => c.index === index);
+  $("target").value = classText(known || { name: label, index });
+  const method = methods.find((m) => m.name === $("method").value);
+  if (method && !method.needs_target) {
+    $("method").value = "gradcam";
+    showMethod();
+  }
 }
 
 export function choices() {
-  const target = $("target").value.trim();
   const picked = [...$("profile-layers").selectedOptions].map((o) => o.value);
+  const perplexity = $("perplexity").value.trim();
   return {
     model: $("model").value,
     layer: $("layer").value,
-    method: $("method").value,
-    target: target === "" ? null : Number(target),
     descriptor: $("descriptor").value,
     measure: $("measure").value,
+    measureInfo: measures.find((m) => m.name === $("measure").value) || null,
     permutations: Number($("permutations").value) || 0,
     bootstrap: Number($("bootstrap").value) || 0,
     embedMethod: $("embed-method").value,
+    perplexity: perplexity === "" ? null : Number(perplexity),
     profileLayers: picked.length ? picked : spread(6),
   };
+}
+
+// The heat-map panel's request fields (target and channel only where the method takes them).
+export function heatChoices() {
+  const method = $("method").value;
+  const info = methods.find((m) => m.name === method);
+  return {
+    model: $("model").value,
+    layer: $("heat-layer").value,
+    method,
+    target: info && !info.needs_target ? null : parseTarget($("target").value),
+    channel: method === "channel" ? Number($("channel").value) : null,
+    normalise: $("normalise").value,
+    mode: $("native").checked ? "native" : "resize",
+    opacity: Number($("heatmap-opacity").value),
+  };
+}
+
+// The comparison grid's cells: every picked method × every picked layer.
+export function gridChoices() {
+  const base = heatChoices();
+  const pick = (id) => [...$(id).selectedOptions].map((o) => o.value);
+  const gridMethods = pick("grid-methods");
+  const gridLayers = pick("grid-layers");
+  const cells = [];
+  for (const method of gridMethods.length ? gridMethods : [base.method]) {
+    for (const layer of gridLayers.length ? gridLayers : [base.layer]) {
+      const info = methods.find((m) => m.name === method);
+      cells.push({
+        ...base, method, layer,
+        target: info && !info.needs_target ? null : base.target,
+        channel: method === "channel" ? Number($("channel").value) : null,
+      });
+    }
+  }
+  return cells;
 }

@@ -32,7 +32,7 @@ export function initGallery({ onOpen, onChanged }) {
     e.target.value = "";
     if (!file) return;
     await guarded($("coco-error"), async () => {
-      const result = await jobs.track("Import", () => upload("/api/import/coco", file, {}));
+      const result = await jobs.track("Import", () => upload("/api/import/coco", file, {}), $("gallery-jobs"));
       const skipped = result.skipped?.length ? `; skipped ${result.skipped.length}: ${result.skipped.slice(0, 3).join("; ")}` : "";
       const present = result.boxes_present ? ` (${result.boxes_present} already there)` : "";
       $("coco-error").textContent = `Imported ${result.boxes_added} boxes${present} on ${result.images_matched} images${skipped}`;

@@ -1,9 +1,11 @@
-// The image view: the box editor, its active label, the explicit relabel, draw mode and
-// keyboard shortcuts. The active label (#box-label) only names NEW boxes; an existing box's
-// label changes only through "Relabel selected" (#relabel-form) or a double-click on it.
+// The image view: the box editor, its active label and label bar, the explicit relabel,
+// draw mode, zoom, undo/redo and keyboard shortcuts. The active label (#box-label, or a pick
+// in the label bar) only names NEW boxes; an existing box's label changes only through
+// "Relabel selected" (#relabel-form) or a double-click on it.
 import { del, get, imageUrl, patch, post } from "./api.js";
 import { BoxEditor } from "./boxes-editor.js";
-import { setLabelColours } from "./palette.js";
+import { barLabels, HOTKEYS, renderLabelBar } from "./label-bar.js";
+import { knownLabels, onLabelColours, setLabelColours } from "./palette.js";
 import { $, fillLabelList, guarded, rememberLabel, showError } from "./ui.js";
 
 const DEFAULT_LABEL = "object";
@@ -14,6 +16,7 @@ const store = {
   create: (image, box) => post(`/api/images/${image.id}/boxes`, box),
   update: (id, fields) => patch(`/api/boxes/${id}`, fields),
   remove: (id) => del(`/api/boxes/${id}`),
+  get: (id) => get(`/api/boxes/${id}`),
 };
 
 export function currentImage() {
@@ -24,10 +27,35 @@ export function currentBoxes() {
   return editor ? editor.boxes : [];
 }
 
+const activeLabel = () => $("box-label").value.trim() || DEFAULT_LABEL;
+
+function showLabels() {
+  if (!editor) return;
+  renderLabelBar($("label-bar"), {
+    rows: knownLabels(), boxes: editor.boxes, active: activeLabel(), onPick: pickLabel,
+  });
+}
+
+// Make `label` the active label (the label bar, or its hotkey 1–9).
+function pickLabel(label) {
+  $("box-label").value = label;
+  rememberLabel(label);
+  fillLabelList($("recent-labels"));
+  showLabels();
+}
+
+function showZoom({ scale, fit }) {
+  const percent = `${Math.round(scale * 1000) / 10}%`;
+  $("zoom-level").textContent = fit ? `= ${percent}` : "";  // else the select shows it
+  const preset = [...$("zoom").options].find((o) => o.value === "fit" ? fit : !fit && Number(o.value) === scale);
+  $("zoom-custom").textContent = percent;
+  $("zoom").value = preset ? preset.value : "custom";
+}
+
 export function initImageView({ onChange }) {
   editor = new BoxEditor($("editor-stage"), store, {
     getLabel: () => {
-      const label = $("box-label").value.trim() || DEFAULT_LABEL;
+      const label = activeLabel();
       rememberLabel(label);
       fillLabelList($("recent-labels"));
       return label;
@@ -44,9 +72,17 @@ export function initImageView({ onChange }) {
       $("relabel").focus();
       $("relabel").select();
     },
-    onChange: () => { showError($("editor-error"), null); onChange(); },
+    onChange: () => { showError($("editor-error"), null); showLabels(); onChange(); },
     onError: (err) => showError($("editor-error"), err),
+    onView: showZoom,
+    onHistory: (history) => {
+      $("undo").disabled = !history?.canUndo;
+      $("redo").disabled = !history?.canRedo;
+    },
   });
+  // A labels refresh (counts, colours of new labels): the bar and the boxes as drawn.
+  onLabelColours(() => { showLabels(); editor.recolour(); });
+  $("box-label").addEventListener("input", showLabels);
   $("box-label").addEventListener("change", () => {
     const label = $("box-label").value.trim();
     if (!label) return;
@@ -62,8 +98,13 @@ export function initImageView({ onChange }) {
     editor.relabelSelected(label);
   });
   $("draw-mode").addEventListener("click", () => setDrawMode(!editor.drawMode));
-  $("zoom").addEventListener("change", () => editor.setZoom($("zoom").value));
+  $("zoom").addEventListener("change", () => {
+    if ($("zoom").value !== "custom") editor.setZoom($("zoom").value);
+  });
+  $("zoom-fit").addEventListener("click", () => editor.setZoom("fit"));
+  $("zoom-one").addEventListener("click", () => editor.setZoom(1));
   $("undo").addEventListener("click", () => editor.undo());
+  $("redo").addEventListener("click", () => editor.redo());
   $("delete-box").addEventListener("click", () => editor.deleteSelected());
   $("close-viewer").addEventListener("click", () => { $("viewer").hidden = true; current = null; });
   document.addEventListener("keydown", onKey);
@@ -78,12 +119,24 @@ function setDrawMode(on) {
 function onKey(event) {
   if ($("viewer").hidden || !editor) return;
   const typing = event.target.closest("input, select, textarea");
-  if ((event.ctrlKey || event.metaKey) && event.key.toLowerCase() === "z" && !typing) {
+  const key = event.key.toLowerCase();
+  if ((event.ctrlKey || event.metaKey) && !event.altKey && (key === "z" || key === "y") && !typing) {
     event.preventDefault();
-    editor.undo();
+    if (key === "y" || event.shiftKey) editor.redo();
+    else editor.undo();
     return;
   }
   if (typing) return;
+  const plain = !event.ctrlKey && !event.metaKey && !event.altKey;
+  const digit = /^[1-9]$/.test(event.key) ? Number(event.key) : 0;
+  if (plain && digit && digit <= HOTKEYS) {
+    const label = barLabels(knownLabels(), activeLabel())[digit - 1];
+    if (label !== undefined) {
+      event.preventDefault();
+      pickLabel(label);
+    }
+    return;
+  }
   const step = event.shiftKey ? 10 : 1;
   const moves = { ArrowLeft: [-step, 0], ArrowRight: [step, 0], ArrowUp: [0, -step], ArrowDown: [0, step] };
   if (event.key === "Delete" || event.key === "Backspace") {
@@ -94,9 +147,12 @@ function onKey(event) {
   } else if (event.key === "l" || event.key === "L") {
     event.preventDefault();
     $("box-label").focus();
-  } else if ((event.key === "n" || event.key === "N") && !event.ctrlKey && !event.metaKey) {
+  } else if ((event.key === "n" || event.key === "N") && plain) {
     event.preventDefault();
     setDrawMode(!editor.drawMode);
+  } else if ((event.key === "f" || event.key === "F") && plain) {
+    event.preventDefault();
+    editor.setZoom("fit");
   } else if (moves[event.key] && editor.selected) {
     event.preventDefault();
     editor.nudge(...moves[event.key]);
@@ -117,6 +173,7 @@ export async function openImage(imageId, { boxId } = {}) {
     $("heatmap-view").hidden = true;
     $("predictions-view").hidden = true;
     await editor.open(image, await imageUrl(`/api/images/${image.id}/file`), boxes);
+    showLabels();
     if (boxId !== undefined && boxes.some((b) => b.id === boxId)) editor.select(boxId);
     $("viewer").scrollIntoView({ block: "start" });
   });

@@ -1,6 +1,7 @@
 // Long requests: a 202 answer names a job; poll it with a progress bar and a Cancel button.
-// Every call gets its own handle and its own row in the job tray, so overlapping runs never
-// share (or clear) each other's state, and each Cancel stops only its own run.
+// Every call gets its own handle and its own row in a job tray, so overlapping runs never
+// share (or clear) each other's state, and each Cancel stops only its own run. A tray sits
+// in the page's flow under the buttons that start its calls, so it never covers them.
 import { del, get, request } from "./api.js";
 
 const POLL_MS = 300;
@@ -12,7 +13,7 @@ export function initJobs(root) {
 }
 
 class JobHandle {
-  constructor(label) {
+  constructor(label, where) {
     this.label = label;
     this.controller = new AbortController();
     this.jobId = null;
@@ -24,8 +25,9 @@ class JobHandle {
     cancel.addEventListener("click", () => this.cancel());
     this.row = Object.assign(document.createElement("div"), { className: "job-row" });
     this.row.append(this.text, this.bar, cancel);
-    tray.append(this.row);
-    tray.hidden = false;
+    this.tray = where || tray;
+    this.tray.append(this.row);
+    this.tray.hidden = false;
   }
 
   show(text, progress) {
@@ -55,14 +57,15 @@ class JobHandle {
 
   close() {
     this.row.remove();
-    tray.hidden = tray.children.length === 0;
+    this.tray.hidden = this.tray.children.length === 0;
   }
 }
 
 // `start(signal)` answers directly or with {job_id} (a 202); the job is then polled with a
-// progress bar and a Cancel button of its own. Throws on error or cancel.
-export async function track(label, start) {
-  const handle = new JobHandle(label);
+// progress bar and a Cancel button of its own (Cancel also aborts a direct answer still on its
+// way). `where`: the tray for its row (default: the page's). Throws on error or cancel.
+export async function track(label, start, where) {
+  const handle = new JobHandle(label, where);
   handle.show(`${label}…`, null);
   try {
     const answer = await start(handle.controller.signal);
@@ -73,6 +76,6 @@ export async function track(label, start) {
 }
 
 // POST `body` to `path` as a tracked request.
-export function run(label, path, body) {
-  return track(label, (signal) => request("POST", path, body, { signal }));
+export function run(label, path, body, where) {
+  return track(label, (signal) => request("POST", path, body, { signal }), where);
 }

@@ -22,6 +22,18 @@ export async function guarded(element, action) {
   }
 }
 
+// Run `action` with `buttons` disabled (a second click cannot start the same call twice),
+// showing its error in `element`; the buttons come back however it ends.
+export async function busy(buttons, element, action) {
+  const list = Array.isArray(buttons) ? buttons : [buttons];
+  for (const b of list) { b.disabled = true; b.setAttribute("aria-busy", "true"); }
+  try {
+    return await guarded(element, action);
+  } finally {
+    for (const b of list) { b.disabled = false; b.removeAttribute("aria-busy"); }
+  }
+}
+
 // What limits an answer (too few images for a test, a 1×1 layer, …), shown beside its figure.
 export function showWarnings(list, warnings) {
   list.replaceChildren(...(warnings || []).map((w) => Object.assign(document.createElement("li"), { textContent: w })));
@@ -58,10 +70,16 @@ export function fillSelect(select, items, { value, text, selected } = {}) {
 
 const fmt = (v) => (typeof v === "number" ? (Number.isInteger(v) ? String(v) : v.toPrecision(4)) : v ?? "");
 
-// A table from column names and row arrays.
-export function fillTable(table, columns, rows) {
+// A table from column names and row arrays. `explain(column)` gives a header's tooltip
+// (what the number is, which direction is better); names show with spaces, not snake_case.
+export function fillTable(table, columns, rows, explain = () => "") {
   const head = document.createElement("tr");
-  for (const c of columns) head.append(Object.assign(document.createElement("th"), { textContent: c }));
+  for (const c of columns) {
+    const th = Object.assign(document.createElement("th"), { textContent: String(c).replace(/_/g, " "), scope: "col" });
+    const tip = explain(c);
+    if (tip) Object.assign(th, { title: tip, className: "tip" });
+    head.append(th);
+  }
   const body = rows.map((row) => {
     const tr = document.createElement("tr");
     for (const v of row) tr.append(Object.assign(document.createElement("td"), { textContent: fmt(v) }));

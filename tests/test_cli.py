@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -98,8 +99,12 @@ def test_heatmap_writes_an_overlay_and_scores(
     )
     assert status == 0
     report = json.loads(capsys.readouterr().out)
-    overlay = Image.open(out)
-    assert overlay.size == (451, 300) and overlay.mode == "RGB"
+    framed = Image.open(out)
+    at = report["overlay_at"]
+    assert (at["w"], at["h"]) == (451, 300) and framed.mode == "RGB"
+    # A title strip above, the colour bar to the right.
+    assert at["x"] == 0 and at["y"] > 0 and framed.width > 451 and framed.height == 300 + at["y"]
+    overlay = framed.crop((at["x"], at["y"], at["x"] + 451, at["y"] + 300))
     first, second = report["boxes"]
     assert first["label"] == "cat" and second["label"] == ""
     assert (second["x"], second["w"], second["h"]) == (400, 51, 50)  # clipped to the image
@@ -109,6 +114,92 @@ def test_heatmap_writes_an_overlay_and_scores(
     assert first["scores"]["energy"] == pytest.approx(want["energy"], rel=1e-6)
     # The box outline is drawn in the overlay's pixels.
     assert np.asarray(overlay)[120, 140].tolist() == [255, 64, 64]
+    # Away from the boxes, each pixel is image·(1−α) + viridis(minmax(map))·α.
+    from app.engine.heatmaps import normalise
+    from app.engine.overlay import colorize
+
+    colours = colorize(normalise(heat.values, "minmax")).astype(np.float64)
+    pixels = np.asarray(image.pixels.convert("RGB"), dtype=np.float64)
+    want_pixels = np.round(pixels * 0.5 + colours * 0.5)
+    assert np.abs(np.asarray(overlay)[5:15, 5:15] - want_pixels[5:15, 5:15]).max() <= 1
+
+
+@pytest.mark.slow
+def test_heatmap_alpha_normalise_and_channel(photos: dict[str, Path], tmp_path: Path) -> None:
+    from app.engine.heatmaps import compute_heatmap, normalise
+    from app.engine.models import get_model
+    from app.engine.overlay import colorize
+    from app.images import decode_image
+
+    out = tmp_path / "channel.png"
+    argv = ["heatmap", str(photos["coffee"]), "--layer", "bn2", "--method", "channel"]
+    argv += ["--channel", "7", "--alpha", "0.8", "--normalise", "percentile", "-o", str(out)]
+    assert main([*argv, "--json"]) == 0
+    image = decode_image(photos["coffee"].read_bytes(), max_pixels=10**8)
+    heat = compute_heatmap(get_model("efficientnet_lite0"), image, "bn2", "channel", channel=7)
+    shown = normalise(heat.values, "percentile")
+    want = np.round(
+        np.asarray(image.pixels.convert("RGB"), np.float64) * 0.2
+        + colorize(shown).astype(np.float64) * 0.8
+    )
+    framed = np.asarray(Image.open(out), dtype=np.float64)
+    top = framed.shape[0] - image.height
+    assert np.abs(framed[top:, : image.width] - want).max() <= 1
+    # The colour bar's top is the colour of the map's maximum, its bottom that of the minimum.
+    bar = framed[top:, image.width :]
+    high, low = colorize(np.array([[1.0, 0.0]]))[0]
+    column = bar[:, np.abs(bar - high).sum(axis=-1).min(axis=0).argmin()]
+    assert np.abs(column - high).sum(axis=-1).min() <= 3
+    assert np.abs(column - low).sum(axis=-1).min() <= 3
+
+
+def test_heatmap_refuses_an_alpha_outside_0_1(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["heatmap", "a.png", "--layer", "bn2", "--alpha", "1.5", "-o", "x.png"]) == 2
+    assert "--alpha must lie in [0, 1], got 1.5" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # the first (cold) listing imports the registries
+def test_help_lists_methods_and_measures(capsys: pytest.CaptureFixture[str]) -> None:
+    from app.engine.cams import METHODS
+    from app.engine.measures import MEASURES
+
+    for argv in (["--help"], ["heatmap", "--help"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 0
+        text = capsys.readouterr().out
+        assert all(name in text for name in METHODS), text
+        assert all(f"  {name} " in text for name in MEASURES), text
+        assert "mutual_information   higher = more alike" in text
+        assert "mmd                  higher = farther apart" in text
+
+
+@pytest.mark.slow  # the cold run loads the model once
+def test_warm_models_and_layers_do_not_import_torch(tmp_path: Path) -> None:
+    script = (
+        "import sys; from app.cli import main; main(sys.argv[1:]);"
+        "print('torch' in sys.modules, file=sys.stderr)"
+    )
+    env = {**os.environ, "FEATUREGAP_DATA_DIR": str(tmp_path / "data")}
+
+    def run(*argv: str) -> tuple[str, str]:
+        done = subprocess.run(
+            [sys.executable, "-c", script, *argv],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=300,
+            env=env,
+        )
+        return done.stdout, done.stderr.strip().splitlines()[-1]
+
+    for argv in (["models", "--json"], ["layers", "--json"]):
+        cold, cold_torch = run(*argv)
+        warm, warm_torch = run(*argv)
+        assert (cold_torch, warm_torch) == ("True", "False")
+        assert warm == cold
+    layers = {row["name"]: row for row in json.loads(warm)}
+    assert layers["bn2"] == {"name": "bn2", "channels": 1280, "height": 7, "width": 7}
 
 
 _SLOW = pytest.mark.slow  # these load the real model before they fail

@@ -74,10 +74,17 @@ def test_heatmap_figure_overlays_the_map_on_image_pixels() -> None:
         },
         {"x": 200, "y": 300, "w": 30, "h": 40, "label": "dog"},
     ]
-    fig = plots.heatmap_figure(values, boxes, image_url="/api/images/3/file", opacity=0.4)
+    fig = plots.heatmap_figure(
+        values,
+        boxes,
+        image_url="/api/images/3/file",
+        opacity=0.4,
+        colorbar_title="gradcam <b>(min-max)</b>",
+    )
     text = _dumps(fig)
     assert len(text) < 2_000_000
     heat = fig["data"][0]
+    assert heat["colorbar"]["title"]["text"] == "gradcam &lt;b&gt;(min-max)&lt;/b&gt;"
     assert heat["type"] == "heatmap" and heat["opacity"] == 0.4
     assert heat["z"]["dtype"] == "f4"
     z = _typed(heat["z"])
@@ -114,6 +121,19 @@ def test_heatmap_figure_without_image_and_bad_opacity() -> None:
         plots.heatmap_figure(np.ones((4, 6)), opacity=1.5)
 
 
+@pytest.mark.parametrize("shape", [(5, 7), (300, 451), (257, 3)])
+def test_an_overlay_map_draws_the_same_figure_as_the_map(shape: tuple[int, int]) -> None:
+    values = torch.rand(shape, generator=torch.Generator().manual_seed(shape[0]))
+    boxes = [{"id": 3, "x": 1, "y": 2, "w": 3, "h": 2, "label": "cat", "scores": {"energy": 0.5}}]
+    overlay = plots.overlay_map(values)
+    expected = plots.heatmap_figure(values, boxes, image_url="/i", title="t")
+    for _ in range(2):  # kept and drawn again: the same figure each time
+        assert plots.heatmap_figure(overlay, boxes, image_url="/i", title="t") == expected
+    small = _typed(expected["data"][0]["z"])
+    assert (overlay.height, overlay.width) == shape
+    assert overlay.dy * small.shape[0] == pytest.approx(shape[0])
+
+
 def test_distance_matrix_figure_annotates_values_and_p_values() -> None:
     labels = ["brick", "grass", "gravel"]
     values = np.array([[0.0, 2.5, 3.25], [2.5, 0.0, 1.0], [3.25, 1.0, math.nan]])
@@ -137,7 +157,74 @@ def test_distance_matrix_figure_annotates_values_and_p_values() -> None:
         plots.distance_matrix_figure(labels, values[:2])
 
 
-def test_separation_figure_has_three_lines_and_a_ratio_axis() -> None:
+def _plotly_distance_matrix(
+    labels: list[str], values: np.ndarray, p: np.ndarray | None, measure: str, higher: bool
+) -> dict[str, object]:
+    """The figure as plotly's validating ``Figure`` builds it: the reference the plain-dict
+    ``distance_matrix_figure`` must equal key for key."""
+    import plotly.graph_objects as go
+
+    k = len(labels)
+    text = [
+        [
+            plots._format_value(float(values[i, j]))
+            + ("" if p is None or not math.isfinite(p[i, j]) else f"<br>p={p[i, j]:.3g}")
+            for j in range(k)
+        ]
+        for i in range(k)
+    ]
+    names = [plots.plain_text(label) for label in labels]
+    shown = plots.plain_text(measure)
+    hover = (
+        f"{shown or 'value'}(%{{y}}, %{{x}}) = %{{z:.4g}}"
+        + ("" if p is None else "<br>p = %{customdata:.3g}")
+        + "<extra></extra>"
+    )
+    fig = go.Figure(
+        go.Heatmap(
+            z=values.tolist(),
+            x=names,
+            y=names,
+            text=text,
+            texttemplate="%{text}",
+            customdata=(values * np.nan if p is None else p).tolist(),
+            hovertemplate=hover,
+            colorscale="Viridis",
+            reversescale=higher,
+            colorbar={"title": {"text": shown}},
+        )
+    )
+    direction = "higher = more alike" if higher else "higher = farther apart"
+    fig.update_yaxes(autorange="reversed")
+    fig.update_layout(
+        title=f"{shown} between groups ({direction})", margin={"l": 60, "r": 10, "t": 50, "b": 60}
+    )
+    reference: dict[str, object] = plots.to_json_safe(fig.to_plotly_json())
+    return reference
+
+
+@pytest.mark.parametrize("k", [1, 2, 5])
+@pytest.mark.parametrize("with_p", [False, True])
+def test_distance_matrix_figure_equals_plotlys_own_figure(k: int, with_p: bool) -> None:
+    rng = np.random.default_rng(k)
+    values = rng.random((k, k)) * 10.0 ** rng.integers(-6, 6, (k, k))
+    values[0, -1] = math.nan
+    p = rng.random((k, k)) if with_p else None
+    if p is not None:
+        p[-1, 0] = math.nan
+    labels = [f"g<{i}>&" for i in range(k)]
+    for measure, higher in (("mmd<b>", False), ("", True)):
+        fig = plots.distance_matrix_figure(
+            labels, values, p, measure=measure, higher_is_better=higher
+        )
+        expected = _plotly_distance_matrix(labels, values, p, measure, higher)
+        assert json.dumps(fig) == json.dumps(expected)  # same values, same key order
+        fig["layout"]["template"]["data"] = {}  # each answer owns its template
+        again = plots.distance_matrix_figure(labels, values, p, measure=measure)
+        assert again["layout"]["template"] == expected["layout"]["template"]  # type: ignore[index]
+
+
+def test_separation_figure_has_two_aligned_panels_ratio_over_silhouette() -> None:
     layers = ["blocks.1", "blocks.3", "conv_head"]
     fig = plots.separation_figure(
         layers,
@@ -148,10 +235,21 @@ def test_separation_figure_has_three_lines_and_a_ratio_axis() -> None:
         silhouette=[0.1, None, 0.4],
     )
     _dumps(fig)
-    names = [t["name"] for t in fig["data"]]
-    assert names == ["intra-group", "inter-group", "inter / intra", "silhouette"]
-    assert fig["data"][2]["yaxis"] == "y2" and fig["data"][2]["y"] == [2.0, 2.5, 3.0]
-    assert fig["data"][3]["y"] == [0.1, None, 0.4]
+    ratio, silhouette = fig["data"]
+    assert (ratio["name"], silhouette["name"]) == ("inter / intra", "silhouette")
+    assert ratio["y"] == [2.0, 2.5, 3.0] and silhouette["y"] == [0.1, None, 0.4]
+    assert ratio["customdata"] == [[1.0, 2.0], [2.0, 5.0], [3.0, 9.0]]  # intra, inter in hover
+    # Two panels over one layer axis: the ratio's y above the silhouette's, not overlaid.
+    layout = fig["layout"]
+    assert (ratio["yaxis"], silhouette["yaxis"]) == ("y", "y2")
+    assert layout["yaxis"]["domain"][0] > layout["yaxis2"]["domain"][1]
+    assert "overlaying" not in layout["yaxis2"] and layout["xaxis"]["matches"] == "x2"
+    assert layout["yaxis2"]["range"] == [-1.05, 1.05]
+    # Reference lines: ratio 1 (no separation) and silhouette 0 (no structure).
+    assert [(sh["yref"], sh["y0"]) for sh in layout["shapes"]] == [("y", 1), ("y2", 0)]
+    alone = plots.separation_figure(layers, [1, 2, 3], [2, 5, 9], [2, 2.5, 3])
+    assert [t["name"] for t in alone["data"]] == ["inter / intra"]
+    assert "yaxis2" not in alone["layout"]
     with pytest.raises(ValueError, match="inter has 2 values"):
         plots.separation_figure(layers, [1, 2, 3], [1, 2], [1, 2, 3])
 

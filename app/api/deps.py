@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import Callable, Iterator
-from typing import Annotated, Any, TypeVar
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from fastapi import Depends, HTTPException, Path, Request
 from fastapi.responses import JSONResponse
@@ -20,6 +21,9 @@ from app.jobs import Cancelled, JobRunner
 from app.service.budgets import Estimate
 from app.service.features import check_limits
 from app.store import BoxRecord, ImageRecord, Store
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 __all__ = [
     "SettingsDep",
@@ -43,25 +47,35 @@ __all__ = [
     "precheck",
     "load_model",
     "checked_answer",
+    "Plan",
+    "service_request",
+    "Analyses",
+    "AnalysesDep",
 ]
 
 T = TypeVar("T")
+R = TypeVar("R", bound="DataclassInstance")
 _DISCONNECT_POLL_S = 0.25
 
 
-def get_settings_dep(request: Request) -> Settings:
+# The lookups below only read app.state: ``async def`` runs them on the event loop, where a
+# plain ``def`` dependency costs a hop to the thread pool and back on every request (a fifth
+# of /api/health's time in a py-spy profile).
+
+
+async def get_settings_dep(request: Request) -> Settings:
     """The app's settings (fixed when the app was created)."""
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_store(request: Request) -> Store:
+async def get_store(request: Request) -> Store:
     """The app's store."""
     store: Store = request.app.state.store
     return store
 
 
-def get_jobs(request: Request) -> JobRunner:
+async def get_jobs(request: Request) -> JobRunner:
     """The app's job runner."""
     jobs: JobRunner = request.app.state.jobs
     return jobs
@@ -167,7 +181,7 @@ ModelDep = Annotated[LoadedModel, Depends(_model)]
 _bearer = HTTPBearer(auto_error=False)
 
 
-def require_token(
+async def require_token(
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
@@ -256,3 +270,59 @@ def checked_answer(
     """
     precheck(settings, model, layers, n_boxes, permutations)
     return answer_or_queue(jobs, settings, kind, estimate().units, work, cancelled)
+
+
+def service_request(cls: type[R], body: object, **given: Any) -> R:
+    """The service's request dataclass ``cls`` from the body's fields of the same names,
+    with ``given`` (the resolved model's name, defaults filled in) on top.
+
+    Raises:
+        AttributeError: the body lacks a field of ``cls`` that is not given (a bug).
+    """
+    names = [f.name for f in fields(cls) if f.name not in given]
+    return cls(**{name: getattr(body, name) for name in names}, **given)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """An analysis request once its boxes, model and service request are known."""
+
+    model: LoadedModel
+    layers: list[str]
+    n_boxes: int
+    estimate: Callable[[], Estimate]
+    """Its memory and work units (refused past the budget)."""
+    work: Work
+    permutations: int = 0
+
+
+class Analyses:
+    """An analysis route's door to the store, settings, job runner and worker pool, so that
+    the route says only how its body becomes a :class:`Plan`."""
+
+    def __init__(self, store: StoreDep, settings: SettingsDep, jobs: JobsDep, pool: PoolDep):
+        self.store, self.settings, self.jobs, self.pool = store, settings, jobs, pool
+
+    async def answer(self, kind: str, plan: Callable[[Store, Settings], Plan]) -> Any:
+        """On the pool: ``plan`` (its lookups 4xx), then :func:`checked_answer` (the answer,
+        or 202 with a job's id past ``analysis_job_threshold``)."""
+
+        def run(cancelled: Cancelled) -> Any:
+            made = plan(self.store, self.settings)
+            return checked_answer(
+                self.jobs,
+                self.settings,
+                kind,
+                made.model,
+                made.layers,
+                made.n_boxes,
+                made.estimate,
+                made.work,
+                cancelled,
+                permutations=made.permutations,
+            )
+
+        return await self.pool.run(run)
+
+
+AnalysesDep = Annotated[Analyses, Depends()]

@@ -7,25 +7,12 @@ from typing import Any, Literal
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.api.deps import (
-    ERRORS,
-    QUEUED,
-    JobsDep,
-    PoolDep,
-    SettingsDep,
-    StoreDep,
-    checked_answer,
-    load_model,
-)
+from app.api.deps import ERRORS, QUEUED, AnalysesDep, Plan, load_model, service_request
 from app.api.schemas import BoxesAtLayerIn
+from app.config import Settings
 from app.engine.measures import get_measure
-from app.jobs import Cancelled
-from app.service.analysis import (
-    DistanceRequest,
-    distances,
-    estimate_distances,
-    resolve_groups,
-)
+from app.service.analysis import DistanceRequest, distances, estimate_distances, resolve_groups
+from app.store import Store
 
 __all__ = ["router", "DistancesIn", "DistancesOut", "MeasureOut"]
 
@@ -178,38 +165,17 @@ class MeasureOut(BaseModel):
 
 
 @router.post("/distances", response_model=DistancesOut, responses={**QUEUED, **ERRORS})
-async def post_distances(
-    body: DistancesIn, store: StoreDep, settings: SettingsDep, jobs: JobsDep, pool: PoolDep
-) -> Any:
+async def post_distances(body: DistancesIn, analyses: AnalysesDep) -> Any:
     """A measure between every pair of groups (a job when the work is large)."""
     get_measure(body.measure, **body.options)  # unknown measure or options: 4xx before work
-    return await pool.run(lambda cancelled: _distances(body, store, settings, jobs, cancelled))
+    return await analyses.answer("distances", lambda store, settings: _plan(body, store, settings))
 
 
-def _distances(
-    body: DistancesIn, store: StoreDep, settings: SettingsDep, jobs: JobsDep, cancelled: Cancelled
-) -> Any:
+def _plan(body: DistancesIn, store: Store, settings: Settings) -> Plan:
     groups = resolve_groups(store, body.groups, body.labels)
     model = load_model(settings, body.model)
-    request = DistanceRequest(
-        model.spec.name,
-        body.layer,
-        body.measure,
-        body.descriptor,
-        body.grid_size,
-        body.options,
-        body.permutations,
-        body.seed,
-        body.mode,
-        body.bootstrap,
-        body.unit,
-        body.adjust,
-        body.alpha,
-    )
-    return checked_answer(
-        jobs,
-        settings,
-        "distances",
+    request = service_request(DistanceRequest, body, model=model.spec.name)
+    return Plan(
         model,
         [body.layer],
         sum(len(g) for g in groups.values()),
@@ -217,7 +183,6 @@ def _distances(
         lambda progress, cancelled: distances(
             store, settings, model, groups, request, progress, cancelled
         ),
-        cancelled,
         permutations=max(body.permutations, body.bootstrap),
     )
 

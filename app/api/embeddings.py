@@ -7,19 +7,11 @@ from typing import Any, Literal
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.api.deps import (
-    ERRORS,
-    QUEUED,
-    JobsDep,
-    PoolDep,
-    SettingsDep,
-    StoreDep,
-    checked_answer,
-    load_model,
-)
+from app.api.deps import ERRORS, QUEUED, AnalysesDep, Plan, load_model, service_request
 from app.api.schemas import BoxesAtLayerIn
-from app.jobs import Cancelled
+from app.config import Settings
 from app.service.analysis import EmbeddingRequest, embedding, estimate_embedding
+from app.store import Store
 
 __all__ = ["router", "EmbeddingIn", "EmbeddingOut"]
 
@@ -94,36 +86,16 @@ class EmbeddingOut(BaseModel):
 
 
 @router.post("/embeddings", response_model=EmbeddingOut, responses={**QUEUED, **ERRORS})
-async def post_embedding(
-    body: EmbeddingIn, store: StoreDep, settings: SettingsDep, jobs: JobsDep, pool: PoolDep
-) -> Any:
+async def post_embedding(body: EmbeddingIn, analyses: AnalysesDep) -> Any:
     """t-SNE or PCA of one descriptor per box (a job when there are many boxes)."""
-    return await pool.run(lambda cancelled: _embedding(body, store, settings, jobs, cancelled))
+    return await analyses.answer("embedding", lambda store, settings: _plan(body, store, settings))
 
 
-def _embedding(
-    body: EmbeddingIn, store: StoreDep, settings: SettingsDep, jobs: JobsDep, cancelled: Cancelled
-) -> Any:
-    if body.box_ids is not None:
-        boxes = store.boxes(ids=body.box_ids)
-    else:
-        boxes = store.boxes(labels=body.labels) if body.labels is not None else store.boxes()
+def _plan(body: EmbeddingIn, store: Store, settings: Settings) -> Plan:
+    boxes = store.boxes(ids=body.box_ids, labels=body.labels)  # neither: every box
     model = load_model(settings, body.model)
-    request = EmbeddingRequest(
-        model.spec.name,
-        body.layer,
-        body.method,
-        body.perplexity,
-        body.seed,
-        body.descriptor,
-        body.grid_size,
-        body.mode,
-        body.n_iter,
-    )
-    return checked_answer(
-        jobs,
-        settings,
-        "embedding",
+    request = service_request(EmbeddingRequest, body, model=model.spec.name)
+    return Plan(
         model,
         [body.layer],
         len(boxes),
@@ -131,5 +103,4 @@ def _embedding(
         lambda progress, cancelled: embedding(
             store, settings, model, boxes, request, progress, cancelled
         ),
-        cancelled,
     )

@@ -13,7 +13,7 @@ from app.api.deps import ERRORS, JobsDep, SettingsDep, StoreDep, load_model
 from app.api.schemas import BoxesAtLayerIn, JobAccepted
 from app.engine.layers import check_layer
 from app.jobs import Cancelled, Progress
-from app.service.extraction import extract_boxes
+from app.service.backends import backend
 from app.service.features import check_limits
 
 __all__ = ["router", "ExtractionIn", "ExtractionOut"]
@@ -75,13 +75,10 @@ def post_extraction(
     check_limits(settings, layers=len(body.layers))
     for layer in body.layers:
         check_layer(model, layer)
-    if body.box_ids is not None:
-        boxes = store.boxes(ids=body.box_ids)
-    else:
-        boxes = store.boxes(labels=body.labels) if body.labels is not None else store.boxes()
+    boxes = store.boxes(ids=body.box_ids, labels=body.labels)  # neither: every box
 
     def work(progress: Progress, cancelled: Cancelled) -> dict[str, Any]:
-        report, _ = extract_boxes(
+        report = backend(settings)(
             store,
             model,
             boxes,

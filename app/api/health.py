@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from fastapi import APIRouter
 from pydantic import BaseModel
 
@@ -22,15 +24,20 @@ class Health(BaseModel):
     images: int
 
 
-@router.get("/health", response_model=Health)
-def health(store: StoreDep) -> Health:
-    """Say the service is up, with its version and the number of stored images."""
+@lru_cache(maxsize=1)
+def _version() -> str:
+    """The installed package's version, read once (the metadata lookup parses files)."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
-        app_version = version("featuregap")
+        return version("featuregap")
     except PackageNotFoundError:
-        app_version = "unknown"
+        return "unknown"
+
+
+@router.get("/health", response_model=Health)
+def health(store: StoreDep) -> Health:
+    """Say the service is up, with its version and the number of stored images."""
     return Health(
-        status="ok", version=app_version, schema_version=SCHEMA_VERSION, images=store.count_images()
+        status="ok", version=_version(), schema_version=SCHEMA_VERSION, images=store.count_images()
     )

@@ -129,7 +129,7 @@ def _request(body: HeatmapIn, model: LoadedModel) -> HeatmapRequest:
 
 
 def _compute(body: HeatmapIn, store: StoreDep) -> dict[str, Any]:
-    image = store.get_image(body.image_id)
+    image = store.get_image(body.image_id, counts=False)
     model = load_model(store.settings, body.model)
     return heatmap_result(
         store, model, image, _request(body, model), store.boxes(image_id=image.id)
@@ -158,7 +158,7 @@ async def post_heatmap_png(
     _options(body)  # unknown method or options: 4xx before queueing
 
     def work(_cancelled: object) -> bytes:
-        image = store.get_image(body.image_id)
+        image = store.get_image(body.image_id, counts=False)
         model = load_model(store.settings, body.model)
         return heatmap_png(
             store, model, image, _request(body, model), store.boxes(image_id=image.id), alpha

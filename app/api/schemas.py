@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 __all__ = [
     "BoxesAtLayerIn",
     "ErrorOut",
+    "FromRecord",
     "ModelName",
     "ImageOut",
     "BoxIn",
@@ -60,7 +61,7 @@ class Detail(BaseModel):
     detail: str
 
 
-class _FromRecord(BaseModel):
+class FromRecord(BaseModel):
     """An answer read field by field from a store record or job snapshot of the same names."""
 
     model_config = ConfigDict(from_attributes=True)
@@ -71,7 +72,7 @@ class _FromRecord(BaseModel):
         return cls.model_validate(record)
 
 
-class ImageOut(_FromRecord):
+class ImageOut(FromRecord):
     """A stored image; width and height are those of the image as displayed."""
 
     id: int
@@ -120,7 +121,7 @@ class BoxPatch(BaseModel):
     label: str | None = Field(None, min_length=1, max_length=200, pattern=r"\S")
 
 
-class BoxOut(_FromRecord):
+class BoxOut(FromRecord):
     """A stored box."""
 
     id: int
@@ -143,7 +144,7 @@ class LabelCount(BaseModel):
     colour: str
 
 
-class JobOut(_FromRecord):
+class JobOut(FromRecord):
     """A job's state; ``result`` is set when ``state`` is ``done``."""
 
     id: str
@@ -170,7 +171,7 @@ class JobAccepted(BaseModel):
     state: str = "queued"
 
 
-class ImportResult(_FromRecord):
+class ImportResult(FromRecord):
     """What an import added, found already there (not added twice) and skipped (why)."""
 
     boxes_added: int

@@ -7,25 +7,17 @@ from typing import Any, Literal
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.api.deps import (
-    ERRORS,
-    QUEUED,
-    JobsDep,
-    PoolDep,
-    SettingsDep,
-    StoreDep,
-    checked_answer,
-    load_model,
-)
+from app.api.deps import ERRORS, QUEUED, AnalysesDep, Plan, load_model, service_request
 from app.api.schemas import BoxesAtLayerIn
+from app.config import Settings
 from app.engine.measures import Measure, get_measure
-from app.jobs import Cancelled
 from app.service.analysis import (
     SeparationRequest,
     estimate_separation,
     resolve_groups,
     separation_profile,
 )
+from app.store import Store
 
 __all__ = ["router", "SeparationIn", "SeparationOut"]
 
@@ -88,40 +80,26 @@ class SeparationOut(BaseModel):
 
 
 @router.post("/separation", response_model=SeparationOut, responses={**QUEUED, **ERRORS})
-async def post_separation(
-    body: SeparationIn, store: StoreDep, settings: SettingsDep, jobs: JobsDep, pool: PoolDep
-) -> Any:
+async def post_separation(body: SeparationIn, analyses: AnalysesDep) -> Any:
     """Intra/inter/ratio/silhouette per layer (a job when the work is large)."""
     measure = get_measure(body.measure, **body.options)  # unknown: 4xx naming the known
-    return await pool.run(
-        lambda cancelled: _separation(body, measure, store, settings, jobs, cancelled)
+    return await analyses.answer(
+        "separation", lambda store, settings: _plan(body, measure, store, settings)
     )
 
 
-def _separation(
-    body: SeparationIn,
-    measure: Measure,
-    store: StoreDep,
-    settings: SettingsDep,
-    jobs: JobsDep,
-    cancelled: Cancelled,
-) -> Any:
+def _plan(body: SeparationIn, measure: Measure, store: Store, settings: Settings) -> Plan:
     groups = resolve_groups(store, None, body.labels)
     model = load_model(settings, body.model)
     layers = list(dict.fromkeys(body.layers))
-    request = SeparationRequest(
-        model.spec.name,
-        layers,
-        body.measure,
-        body.descriptor or measure.needs,
-        body.grid_size,
-        body.mode,
-        body.options,
+    request = service_request(
+        SeparationRequest,
+        body,
+        model=model.spec.name,
+        layers=layers,
+        descriptor=body.descriptor or measure.needs,
     )
-    return checked_answer(
-        jobs,
-        settings,
-        "separation",
+    return Plan(
         model,
         layers,
         sum(len(g) for g in groups.values()),
@@ -129,5 +107,4 @@ def _separation(
         lambda progress, cancelled: separation_profile(
             store, settings, model, groups, request, progress, cancelled
         ),
-        cancelled,
     )

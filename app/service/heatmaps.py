@@ -13,7 +13,7 @@ import csv
 import io
 import math
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
@@ -23,14 +23,14 @@ from app.engine.cams import CamOptions
 from app.engine.features import LOGITS, default_cache, extract
 from app.engine.heatmaps import HeatMap, compute_heatmap, normalise
 from app.engine.layers import check_layer
-from app.engine.localisation import LOCALISATION_SCORES, score_boxes
+from app.engine.localisation import LOCALISATION_SCORES, PreparedMap, prepare_map, score_boxes
 from app.engine.models import LoadedModel
 from app.engine.predictions import predict_from_logits
 from app.engine.preprocess import InputMode
 from app.jobs import current_cancelled
 from app.lru import LRU
 from app.palette import label_colours
-from app.plots import heatmap_figure
+from app.plots import OverlayMap, heatmap_figure, overlay_map
 from app.service.estimates import heatmap_budget
 from app.service.resolution import resolution_warnings
 from app.service.results import cached
@@ -47,7 +47,37 @@ __all__ = [
 
 Normalise = Literal["none", "minmax", "percentile"]
 
+_SCALING = {"minmax": "min-max scaled, 0..1", "percentile": "/ 99th pct, -1..1", "none": "raw"}
+"""The display scaling in words, for the colour bar's title."""
+
 _MAPS: LRU[tuple[Any, ...], HeatMap] = LRU(32)
+
+
+@dataclass
+class _View:
+    """What moving a box leaves as it was: the map prepared for scoring (its ranks, peak,
+    positive part), its range and its overlay per display normalisation."""
+
+    heat: HeatMap
+    prepared: PreparedMap
+    heat_range: list[float]
+    overlays: dict[str, OverlayMap] = field(default_factory=dict)
+
+    def overlay(self, how: Normalise) -> OverlayMap:
+        """The overlay of the map normalised ``how`` (made once per normalisation)."""
+        found = self.overlays.get(how)
+        if found is None:
+            found = self.overlays[how] = overlay_map(normalise(self.heat.values, how))
+        return found
+
+
+_VIEW_BYTES_PER_PIXEL = 8 * 4 + 1 + 4
+"""A view holds the map, its sorted values, ranks and positive part in float64, its peak
+mask, and keeps the float32 map itself alive (the overlays are small)."""
+
+_VIEWS: LRU[tuple[Any, ...], _View] = LRU(
+    256 * 2**20, size=lambda view: view.prepared.values.size * _VIEW_BYTES_PER_PIXEL
+)
 
 ENGINE_LOCK = threading.Lock()
 """Serialises the service's model runs: torch already uses every core for one, so running two
@@ -70,6 +100,37 @@ class HeatmapRequest:
     """The method's validated options (``app.engine.cams.method_options``), sorted pairs."""
 
 
+def _map_key(model: LoadedModel, image: ImageRecord, request: HeatmapRequest) -> tuple[Any, ...]:
+    """What determines the raw map (not its display normalisation)."""
+    return (
+        model.spec.name,
+        model.weights_sha256,
+        image.sha256,
+        request.layer,
+        request.method,
+        request.target,
+        request.mode,
+        request.channel,
+        request.options,
+    )
+
+
+def _view(store: Store, model: LoadedModel, image: ImageRecord, request: HeatmapRequest) -> _View:
+    """The raw map with what scoring and drawing it again need, from memory when kept."""
+    heat = raw_heatmap(store, model, image, request)
+    key = _map_key(model, image, request)
+    found = _VIEWS.get(key)
+    if found is None or found.heat is not heat:  # the map was computed again meanwhile
+        values = heat.values
+        found = _View(
+            heat,
+            prepare_map(values),
+            [float(torch.min(values)), float(torch.max(values))],
+        )
+        _VIEWS.put(key, found)
+    return found
+
+
 def raw_heatmap(
     store: Store, model: LoadedModel, image: ImageRecord, request: HeatmapRequest
 ) -> HeatMap:
@@ -83,17 +144,7 @@ def raw_heatmap(
         LimitExceeded: its memory estimate is past ``max_request_bytes`` (checked before
             the image is decoded).
     """
-    key = (
-        model.spec.name,
-        model.weights_sha256,
-        image.sha256,
-        request.layer,
-        request.method,
-        request.target,
-        request.mode,
-        request.channel,
-        request.options,
-    )
+    key = _map_key(model, image, request)
     found = _MAPS.get(key)
     if found is not None:
         return found
@@ -183,6 +234,7 @@ def heatmap_result(
         "request": request.__dict__,
         "boxes": [[b.id, b.x, b.y, b.w, b.h, b.label] for b in boxes],
     }
+
     return cached(
         store,
         "heatmap",
@@ -199,8 +251,9 @@ def _heatmap_answer(
     request: HeatmapRequest,
     boxes: list[BoxRecord],
 ) -> dict[str, Any]:
-    heat = raw_heatmap(store, model, image, request)
-    scored = score_boxes(heat.values, [Box(b.x, b.y, b.w, b.h) for b in boxes]) if boxes else []
+    view = _view(store, model, image, request)
+    heat = view.heat
+    scored = score_boxes(view.prepared, [Box(b.x, b.y, b.w, b.h) for b in boxes]) if boxes else []
     box_out = [
         {
             "id": b.id,
@@ -213,18 +266,19 @@ def _heatmap_answer(
         }
         for b, s in zip(boxes, scored, strict=True)
     ]
-    shown = normalise(heat.values, request.normalise)
     title = f"{request.method} · {request.layer}" + (
         f" · {heat.target_label or heat.target}" if heat.target is not None else ""
     )
     figure = heatmap_figure(
-        shown,
+        view.overlay(request.normalise),
         box_out,
         image_url=f"/api/images/{image.id}/file",
         title=title,
         colours=label_colours(store.labels()),
+        colorbar_title=f"{request.method}"
+        + (f" {request.channel}" if request.channel is not None else "")
+        + f" ({_SCALING[request.normalise]})",
     )
-    values = heat.values
     return {
         "image_id": image.id,
         "model": model.spec.name,
@@ -237,7 +291,7 @@ def _heatmap_answer(
         "prediction": _top_k(store, model, image, request.mode),
         "score_names": list(LOCALISATION_SCORES),
         "boxes": box_out,
-        "heat_range": [float(torch.min(values)), float(torch.max(values))],
+        "heat_range": list(view.heat_range),
         "figure": figure,
         "warnings": resolution_warnings(
             model,

@@ -14,8 +14,6 @@ Files are read through ``np.load(mmap_mode="r")``: a lookup reads only the rows 
 
 from __future__ import annotations
 
-import os
-import tempfile
 import threading
 import time
 import uuid
@@ -28,13 +26,12 @@ import numpy as np
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
+from app.store.files import TEMP_MAX_AGE_S, atomic_write, remove_leftover_temp_files
 from app.store.tables import BoxRow, FeatureRow, FeatureSegmentRow, FeatureSetRow
 
 __all__ = ["FeatureSet", "FeatureStore", "StoredBox", "StoreStats"]
 
 _CHUNK = 500  # ids per IN (...): SQLite allows 999 parameters per statement
-_TEMP_PREFIX = ".tmp-"
-_TEMP_MAX_AGE_S = 600.0
 _OPEN_FILES = 64
 
 
@@ -111,11 +108,8 @@ class FeatureStore:
         self._read, self._write = read, write
         self._maps: dict[str, np.ndarray] = {}
         self._maps_lock = threading.Lock()
-        cutoff = time.time() - _TEMP_MAX_AGE_S
-        for leftover in self.directory.glob(f"{_TEMP_PREFIX}*"):
-            with suppress(OSError):
-                if leftover.stat().st_mtime < cutoff:
-                    leftover.unlink()
+        self._sets: dict[tuple[str | int, ...], FeatureSet] = {}
+        remove_leftover_temp_files(self.directory)
 
     # -- feature sets -----------------------------------------------------------------------
 
@@ -142,6 +136,13 @@ class FeatureStore:
         if rows_per_box < 1 or width < 1:
             raise ValueError(f"a descriptor needs positive sizes, got {rows_per_box}×{width}")
         grid = 0 if descriptor == "gap" else grid_size
+        # Sets are never deleted or reshaped, so one seen is served from memory: every
+        # analysis asks for its sets, and a write transaction each time was most of the
+        # overhead of a cached answer.
+        remembered = (model, weights_sha256, layer, descriptor, grid, mode, rows_per_box, width)
+        known = self._sets.get(remembered)
+        if known is not None:
+            return known
         where = (
             FeatureSetRow.model == model,
             FeatureSetRow.weights_sha256 == weights_sha256,
@@ -171,7 +172,9 @@ class FeatureStore:
                     f"{row.rows_per_box}×{row.width}, now {rows_per_box}×{width}; "
                     "drop the feature store (FEATUREGAP_DATA_DIR/features) and extract again"
                 )
-            return _feature_set(row)
+            found = _feature_set(row)
+        self._sets[remembered] = found
+        return found
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -203,6 +206,14 @@ class FeatureStore:
             for k, row in zip(order.tolist(), rows, strict=True):
                 out[items[k][0]] = row.reshape(shape)
         return out
+
+    def locate(
+        self, feature_set: FeatureSet, boxes: Sequence[StoredBox]
+    ) -> dict[int, tuple[Path, int]]:
+        """Where each present box's descriptor lies: its segment file and row in it (for
+        readers in other processes; a later :meth:`compact` may move it)."""
+        found = self._locations(feature_set, boxes)
+        return {box_id: (self.directory / name, row) for box_id, (name, row) in found.items()}
 
     def _locations(
         self, feature_set: FeatureSet, boxes: Sequence[StoredBox]
@@ -270,7 +281,7 @@ class FeatureStore:
                 f"{feature_set.row_floats} floats per box"
             )
         filename = f"{feature_set.id}-{uuid.uuid4().hex}.npy"
-        _atomic_save(self.directory / filename, flat)
+        _save(self.directory / filename, flat)
         try:
             with self._write() as session:
                 ids = [b.box_id for b in boxes]
@@ -350,7 +361,7 @@ class FeatureStore:
             removed += 1
         with self._read() as session:
             known = set(session.scalars(select(FeatureSegmentRow.filename)))
-        cutoff = time.time() - _TEMP_MAX_AGE_S
+        cutoff = time.time() - TEMP_MAX_AGE_S
         for path in self.directory.glob("*.npy"):
             with suppress(OSError):
                 if path.name not in known and path.stat().st_mtime < cutoff:
@@ -371,7 +382,7 @@ class FeatureStore:
         old = self._open(filename)
         values = np.asarray(old[[r.position for r in rows]], dtype=np.float32)
         new_name = f"{feature_set.id}-{uuid.uuid4().hex}.npy"
-        _atomic_save(self.directory / new_name, values)
+        _save(self.directory / new_name, values)
         with self._write() as session:
             segment = FeatureSegmentRow(set_id=feature_set.id, filename=new_name, boxes=len(rows))
             session.add(segment)
@@ -429,15 +440,6 @@ def _feature_set(row: FeatureSetRow) -> FeatureSet:
     )
 
 
-def _atomic_save(path: Path, values: np.ndarray) -> None:
-    """Write an ``.npy`` so that readers see the whole file or none (tmp file + rename)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_TEMP_PREFIX, suffix=".npy")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.save(handle, values, allow_pickle=False)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _save(path: Path, values: np.ndarray) -> None:
+    """Write an ``.npy`` so that readers see the whole file or none."""
+    atomic_write(path, lambda handle: np.save(handle, values, allow_pickle=False), ".npy")

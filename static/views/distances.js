@@ -1,27 +1,48 @@
-// Distance matrix between labels, with unit-level tests and intervals when asked for.
+// Distance matrix between labels, with unit-level tests and intervals when asked for; each
+// label's group size on the axes, the measure's direction in words, tooltips on the table.
+import { direction, explainColumn, explainMeasure } from "../glossary.js";
 import * as jobs from "../jobs.js";
 import { fillTable, part, showWarnings } from "../ui.js";
 import { drawFigure } from "./plot.js";
 
-const interval = (t) => (t.interval ? `${t.interval.low.toPrecision(4)} – ${t.interval.high.toPrecision(4)}` : "");
+const interval = (t) => (t.interval && t.interval.low !== null ? `${t.interval.low.toPrecision(4)} – ${t.interval.high.toPrecision(4)}` : "");
+const plural = (n, one, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
+const escape = (text) => text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+
+// "brick · 6 boxes, 1 image" for each label, as the axes' tick text (the figure's names are
+// the labels escaped for Plotly, app.plots.plain_text: the sizes are added the same way).
+function withSizes(figure, result, names) {
+  const tick = names.map((n) => `${escape(n)}<br>${plural(result.sizes?.[n] ?? 0, "box", "boxes")}, ${plural(result.images?.[n] ?? 0, "image")}`);
+  const values = names.map(escape);
+  const axis = { tickmode: "array", tickvals: values, ticktext: tick };
+  const layout = figure.layout || {};
+  return { ...figure, layout: { ...layout, xaxis: { ...layout.xaxis, ...axis }, yaxis: { ...layout.yaxis, ...axis } } };
+}
+
+function groupNote(result) {
+  const unit = result.unit === "image" ? "images" : "boxes";
+  return Object.entries(result.groups)
+    .map(([name, g]) => `${name}: ${g.units} ${unit}` + (g.ess === null ? "" : `, effective size ${g.ess.toPrecision(3)}`))
+    .join("; ");
+}
 
 // `root`: the view's element, holding its warnings, plot, note and table parts.
 export async function showDistances(root, labels, c) {
   const body = { labels, model: c.model, layer: c.layer, measure: c.measure, descriptor: c.descriptor };
   if (c.permutations > 0) body.permutations = c.permutations;
   if (c.bootstrap > 0) body.bootstrap = c.bootstrap;
-  const result = await jobs.run("Distances", "/api/distances", body);
+  const result = await jobs.run("Distances", "/api/distances", body, c.tray);
   root.hidden = false;
   showWarnings(part(root, "warnings"), result.warnings);
-  await drawFigure(part(root, "plot"), result.figure, `distances-${c.measure}-${c.layer}`);
-  const tested = result.tests.length > 0;
-  const groups = Object.entries(result.groups)
-    .map(([name, g]) => `${name}: ${g.units} ${result.unit === "image" ? "images" : "boxes"}, effective size ${g.ess.toPrecision(3)}`)
-    .join("; ");
-  part(root, "note").textContent = tested
-    ? `Tests exchange whole ${result.unit === "image" ? "images" : "boxes"}; p-values adjusted by ${result.adjustment.method === "holm" ? "Holm" : "Benjamini–Hochberg"} over ${result.adjustment.family}. ${groups}.`
-    : groups;
   const names = result.labels || labels;
+  await drawFigure(part(root, "plot"), withSizes(result.figure, result, names), `distances-${c.measure}-${c.layer}`);
+  const tested = result.tests.length > 0;
+  const info = { name: result.measure, higher_is_better: result.higher_is_better, needs: result.descriptor };
+  const how = `${result.measure} on ${result.descriptor} descriptors at ${result.layer}: ${direction(result.higher_is_better)}.`;
+  part(root, "note").textContent = tested
+    ? `${how} Tests exchange whole ${result.unit === "image" ? "images" : "boxes"}; p-values adjusted by ${result.adjustment.method === "holm" ? "Holm" : "Benjamini–Hochberg"} over ${result.adjustment.family}. ${groupNote(result)}.`
+    : `${how} ${groupNote(result)}.`;
+  part(root, "note").title = explainMeasure(info);
   const rows = [];
   names.forEach((a, i) => names.forEach((b, j) => {
     if (j <= i) return;
@@ -33,6 +54,6 @@ export async function showDistances(root, labels, c) {
   const columns = tested
     ? ["pair", c.measure, "p-value", "adjusted", "permutations", "95% interval"]
     : ["pair", c.measure];
-  fillTable(part(root, "table"), columns, rows);
+  fillTable(part(root, "table"), columns, rows, (col) => explainColumn(col, { [result.measure]: info }));
   return result;
 }

@@ -4,7 +4,7 @@ import { imageUrl } from "../api.js";
 import * as jobs from "../jobs.js";
 import { lazyImage, whenNear } from "../lazy.js";
 import { labelColour } from "../palette.js";
-import { part } from "../ui.js";
+import { part, showWarnings } from "../ui.js";
 import { drawFigure } from "./plot.js";
 
 const CROPS_PAGE = 60;
@@ -62,15 +62,34 @@ function search(root, plot) {
   part(root, "found").textContent = query ? `${points} box${points === 1 ? "" : "es"} match “${query}”` : "";
 }
 
+// The hover crop belongs to the scatter it came from: gone when the method changes or a new
+// scatter is drawn.
+export function clearHover(root) {
+  part(root, "thumb").hidden = true;
+  part(root, "thumb-img").removeAttribute("src");
+  part(root, "thumb-caption").textContent = "";
+}
+
 // `root`: the view's element, holding its plot and the hover thumbnail's parts.
 export async function showEmbedding(root, labels, c, { onOpen }) {
-  const body = { labels, model: c.model, layer: c.layer, method: c.embedMethod, descriptor: c.descriptor, seed: 0 };
-  const result = await jobs.run(c.embedMethod === "pca" ? "PCA" : "t-SNE", "/api/embeddings", body);
+  // The scatter places one vector per box: a set of `pixels` rows has no single point.
+  const descriptor = c.descriptor === "pixels" ? "gap" : c.descriptor;
+  const body = { labels, model: c.model, layer: c.layer, method: c.embedMethod, descriptor, seed: 0 };
+  if (c.embedMethod === "tsne" && c.perplexity !== null) body.perplexity = c.perplexity;
+  const result = await jobs.run(c.embedMethod === "pca" ? "PCA" : "t-SNE", "/api/embeddings", body, c.tray);
   const arrived = performance.now();
   crops.onOpen = onOpen;
   crops.root = root;
   root.hidden = false;
-  part(root, "thumb").hidden = true;
+  clearHover(root);
+  showWarnings(part(root, "warnings"), c.descriptor === "pixels"
+    ? ["The scatter needs one vector per box: it uses gap (the box's mean) where pixels was picked."] : []);
+  const name = result.method === "pca" ? "PCA" : `t-SNE (perplexity ${result.perplexity === null ? "auto" : Number(result.perplexity.toPrecision(3))})`;
+  const escape = (text) => text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+  result.figure.layout = {
+    ...result.figure.layout,
+    title: { text: `${escape(`${name} of ${result.points.length} boxes`)}<br><sub>${escape(`${result.descriptor} descriptors at ${result.layer} · ${result.model}`)}</sub>`, x: 0.02, xanchor: "left" },
+  };
   showCrops([]);
   const plot = part(root, "plot");
   delete plot.dataset.drawMs;

@@ -223,7 +223,10 @@ def test_separation_per_layer_textures_separate_at_the_head(
     off = ~torch.eye(len(labels), dtype=torch.bool)
     assert head["intra"] == pytest.approx(float(d[same & off].mean()), rel=1e-5)
     assert head["inter"] == pytest.approx(float(d[~same].mean()), rel=1e-5)
-    assert len(body["figure"]["data"]) == 4
+    ratio, silhouette = body["figure"]["data"]  # two aligned panels: ratio above, silhouette
+    assert ratio["y"] == pytest.approx([r["ratio"] for r in body["layers"]])
+    assert silhouette["yaxis"] == "y2"
+    assert silhouette["y"] == pytest.approx([r["silhouette"] for r in body["layers"]], nan_ok=True)
 
 
 def test_measures_list(project: tuple[TestClient, Any]) -> None:

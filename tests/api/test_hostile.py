@@ -154,13 +154,13 @@ class _FullDisk:
 def test_disk_full_on_upload_is_507_and_leaves_nothing_behind(
     data_dir: Path, monkeypatch: pytest.MonkeyPatch, photo: Any
 ) -> None:
-    import app.store.repository as repository
+    import app.store.files as files  # where the store writes whole files
 
     png = photo.png("chelsea")
     real_fdopen = os.fdopen
     with _client(data_dir) as client:
         monkeypatch.setattr(
-            repository.os, "fdopen", lambda fd, *a, **k: _FullDisk(real_fdopen(fd, *a, **k))
+            files.os, "fdopen", lambda fd, *a, **k: _FullDisk(real_fdopen(fd, *a, **k))
         )
         response = client.post("/api/images", files={"file": ("c.png", png, "image/png")})
         assert response.status_code == 507
@@ -168,7 +168,7 @@ def test_disk_full_on_upload_is_507_and_leaves_nothing_behind(
         assert "FEATUREGAP_DATA_DIR" in response.json()["detail"]
         assert client.get("/api/images").json()["items"] == []
         assert [p for p in (data_dir / "images").rglob("*") if p.is_file()] == []
-        monkeypatch.setattr(repository.os, "fdopen", real_fdopen)
+        monkeypatch.setattr(files.os, "fdopen", real_fdopen)
         again = client.post("/api/images", files={"file": ("c.png", png, "image/png")})
         assert again.status_code == 201
 

@@ -48,8 +48,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @contextmanager
 def serve(data_dir: Path, **env_extra: str) -> Iterator[str]:
     """Run the app with uvicorn in a subprocess on a free port; yields its origin."""
-    # Small enough that a distance matrix with permutations goes through the jobs API.
-    env = {"FEATUREGAP_ANALYSIS_JOB_THRESHOLD": "100", **env_extra}
+    # Small enough that a distance matrix with permutations goes through the jobs API; the
+    # models a test trains land beside the data dir, never in the repository's models/.
+    env = {
+        "FEATUREGAP_ANALYSIS_JOB_THRESHOLD": "100",
+        "FEATUREGAP_MODELS_DIR": str(data_dir.parent / "models"),
+        **env_extra,
+    }
     with live_server(data_dir, unset=["FEATUREGAP_API_TOKEN"], ready_path="/", **env) as client:
         yield str(client.base_url).rstrip("/")
 
@@ -105,8 +110,10 @@ def shot(request: pytest.FixtureRequest) -> object:
 
 
 @contextmanager
-def _watched(browser: Any, origin: str) -> Iterator[tuple[Any, Watch]]:
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
+def _watched(browser: Any, origin: str, device_scale: float = 1) -> Iterator[tuple[Any, Watch]]:
+    context = browser.new_context(
+        viewport={"width": 1280, "height": 800}, device_scale_factor=device_scale
+    )
     page = context.new_page()
     watch = Watch(origin)
     page.on("request", lambda req: watch.requests.append(req.url))
@@ -125,6 +132,13 @@ def _watched(browser: Any, origin: str) -> Iterator[tuple[Any, Watch]]:
 def watched_page(browser: Any, server: str) -> Iterator[tuple[Any, Watch]]:
     """A 1280×800 page on the app, checked afterwards for foreign requests and console errors."""
     with _watched(browser, server) as pair:
+        yield pair
+
+
+@pytest.fixture
+def hidpi_page(browser: Any, server: str) -> Iterator[tuple[Any, Watch]]:
+    """:func:`watched_page` on a screen of 1.5 device pixels per CSS pixel (a laptop at 150 %)."""
+    with _watched(browser, server, device_scale=1.5) as pair:
         yield pair
 
 

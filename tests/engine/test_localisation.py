@@ -17,7 +17,7 @@ from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import jaccard_score, roc_auc_score
 
 from app.boxes import Box
-from app.engine.localisation import LOCALISATION_SCORES, box_mask, score_boxes
+from app.engine.localisation import LOCALISATION_SCORES, box_mask, prepare_map, score_boxes
 
 quantus = pytest.importorskip("quantus")
 
@@ -286,6 +286,40 @@ def test_tensor_maps_and_many_boxes() -> None:
     results = score_boxes(heat, boxes)
     assert [set(r) for r in results] == [set(LOCALISATION_SCORES)] * 3
     assert results[1] == score_boxes(heat.double().numpy(), [boxes[1]])[0]
+
+
+@pytest.mark.parametrize(("height", "width"), [(1, 1), (1, 9), (37, 53), (300, 451)])
+@pytest.mark.parametrize("decimals", [None, 1, 0])
+def test_ranks_are_scipys_average_ranks_to_the_bit(
+    height: int, width: int, decimals: int | None
+) -> None:
+    from scipy.stats import rankdata
+
+    heat = np.random.default_rng(height).normal(size=(height, width))
+    if decimals is not None:  # ties: a few, many, nearly all
+        heat = np.round(heat, decimals)
+    ranks = prepare_map(heat).ranks
+    np.testing.assert_array_equal(ranks, rankdata(heat.reshape(-1), method="average"))
+    np.testing.assert_array_equal(prepare_map(np.zeros((3, 4))).ranks, np.full(12, 6.5))
+
+
+def test_a_prepared_map_scores_box_after_box_as_a_fresh_map_does() -> None:
+    # a map with ties (rounded) and boxes of awkward sizes, two of the same size (k reused)
+    rng = np.random.default_rng(7)
+    heat = np.round(rng.normal(size=(37, 53)), 1)
+    boxes = _random_boxes(rng, 37, 53, 9) + [Box(3, 4, 5, 6), Box(20, 9, 5, 6)]
+    prepared = prepare_map(torch.from_numpy(heat).float())
+    fresh = [score_boxes(torch.from_numpy(heat).float(), [b])[0] for b in boxes]
+    for _ in range(2):  # the second pass reads only what the first one kept
+        assert score_boxes(prepared, boxes) == fresh
+    assert score_boxes(prepared, boxes, ["top_k_intersection"], k=17) == [
+        score_boxes(heat.astype(np.float32).astype(np.float64), [b], ["top_k_intersection"], k=17)[
+            0
+        ]
+        for b in boxes
+    ]
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        prepare_map(np.full((3, 4), math.nan))
 
 
 def test_bad_input_says_how_to_fix_it() -> None:

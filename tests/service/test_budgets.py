@@ -9,6 +9,7 @@ from app.errors import LimitExceeded
 from app.service import budgets
 from app.service.budgets import (
     Estimate,
+    Extraction,
     ModelCost,
     check_budget,
     descriptor_shape,
@@ -37,7 +38,7 @@ def test_input_pixels_by_mode() -> None:
 
 def test_mutual_information_counts_bins_squared_and_descriptors() -> None:
     est = estimate_distances(
-        cost=COST,
+        extraction=Extraction(COST, "resize", [(640, 480)], 1024),
         measure="mutual_information",
         options={"bins": 256},
         descriptor="grid",
@@ -46,9 +47,6 @@ def test_mutual_information_counts_bins_squared_and_descriptors() -> None:
         group_sizes=[20, 20],
         permutations=0,
         bootstrap=0,
-        mode="resize",
-        image_sizes=[(640, 480)],
-        native_max_side=1024,
         units=40,
     )
     dims = 1280 * 256
@@ -62,7 +60,7 @@ def test_mutual_information_counts_bins_squared_and_descriptors() -> None:
 def test_mmd_on_pixels_grows_with_rows_squared_and_becomes_slow() -> None:
     def units(boxes: int) -> int:
         return estimate_distances(
-            cost=COST,
+            extraction=Extraction(COST, "resize", [(640, 480)], 1024),
             measure="mmd",
             options={},
             descriptor="pixels",
@@ -71,9 +69,6 @@ def test_mmd_on_pixels_grows_with_rows_squared_and_becomes_slow() -> None:
             group_sizes=[boxes] * 3,
             permutations=0,
             bootstrap=0,
-            mode="resize",
-            image_sizes=[(640, 480)],
-            native_max_side=1024,
             units=3 * boxes,
         ).units
 
@@ -86,7 +81,7 @@ def test_mmd_on_pixels_grows_with_rows_squared_and_becomes_slow() -> None:
 def test_permutations_add_their_assignment_batches() -> None:
     def estimate(permutations: int) -> Estimate:
         return estimate_distances(
-            cost=COST,
+            extraction=Extraction(COST, "resize", [(64, 64)], 1024),
             measure="euclidean",
             options={},
             descriptor="gap",
@@ -95,9 +90,6 @@ def test_permutations_add_their_assignment_batches() -> None:
             group_sizes=[30, 50, 7],
             permutations=permutations,
             bootstrap=0,
-            mode="resize",
-            image_sizes=[(64, 64)],
-            native_max_side=1024,
             units=87,
         )
 
@@ -110,15 +102,12 @@ def test_permutations_add_their_assignment_batches() -> None:
 def test_tsne_counts_n_squared() -> None:
     def size(n: int) -> int:
         return estimate_embedding(
-            cost=COST,
+            extraction=Extraction(COST, "resize", [(64, 64)], 1024),
             method="tsne",
             descriptor="gap",
             channels=1280,
             grid_size=4,
             n_boxes=n,
-            mode="resize",
-            image_sizes=[(64, 64)],
-            native_max_side=1024,
             units=10 * n,
         ).phases[f"tsne of {n} points"]
 

@@ -1,4 +1,5 @@
-"""Heat maps of stored images: a pool caller's cancel stops Score-CAM between its batches."""
+"""Heat maps of stored images: a pool caller's cancel stops Score-CAM between its batches;
+a moved box is rescored from the map kept in memory exactly as from a fresh one."""
 
 from __future__ import annotations
 
@@ -55,4 +56,39 @@ def test_cancelling_the_pool_call_stops_scorecam(
         assert heat.values.shape == (image.height, image.width) and len(asked) == 4
     finally:
         runner.shutdown()
+        store.close()
+
+
+@pytest.mark.slow
+def test_a_moved_box_is_scored_and_drawn_from_the_kept_map_as_from_a_fresh_one(
+    data_dir: Path, embedded_model: LoadedModel, photo: Any
+) -> None:
+    store = Store(get_settings())
+    try:
+        image, _ = store.add_image(photo.png("chelsea"), "chelsea.png")
+        box = store.add_box(image.id, 140, 20, 180, 210, "cat")
+        store.add_box(image.id, 0, 0, 60, 60, "corner")
+        answers = {}
+        for x in (100.5, 37.25):  # each move: a new answer from the map kept in memory
+            store.update_box(box.id, x=x)
+            for how in ("minmax", "percentile", "none"):
+                request = HeatmapRequest(
+                    "efficientnet_lite0", "conv_head", "gradcam", normalise=how
+                )
+                boxes = store.boxes(image_id=image.id)
+                answers[x, how] = heatmaps.heatmap_result(
+                    store, embedded_model, image, request, boxes
+                )
+        heatmaps._MAPS.clear()
+        heatmaps._VIEWS.clear()
+        for (x, how), kept in answers.items():  # as a fresh process computes them
+            store.update_box(box.id, x=x)
+            request = HeatmapRequest("efficientnet_lite0", "conv_head", "gradcam", normalise=how)
+            fresh = heatmaps._heatmap_answer(
+                store, embedded_model, image, request, store.boxes(image_id=image.id)
+            )
+            heatmaps._VIEWS.clear()
+            assert kept == fresh
+        assert answers[100.5, "minmax"]["boxes"] != answers[37.25, "minmax"]["boxes"]
+    finally:
         store.close()

@@ -163,6 +163,41 @@ def test_a_bad_shape_is_refused(store: Store) -> None:
         _set(store, width=0)
 
 
+def test_a_feature_set_once_seen_is_remembered_and_another_shape_still_refused(
+    store: Store,
+) -> None:
+    first = _set(store)
+    writes = []
+    real = store.features._write
+
+    def counted() -> object:
+        writes.append(1)
+        return real()
+
+    store.features._write = counted  # type: ignore[method-assign]
+    assert _set(store) == first and writes == []  # no transaction for a known set
+    assert _set(store, layer="other") != first and writes == [1]
+    with pytest.raises(ValueError, match="now 1×38"):
+        _set(store, width=38)  # the same key with another shape goes to the table again
+    reopened = Store(store.settings)  # another process's view: the row, not the memory
+    try:
+        assert (
+            reopened.features.feature_set(
+                model="m",
+                weights_sha256="ab" * 32,
+                layer="blocks.3",
+                descriptor="grid",
+                grid_size=3,
+                mode="resize",
+                rows_per_box=1,
+                width=37,
+            )
+            == first
+        )
+    finally:
+        reopened.close()
+
+
 def test_a_segment_gone_since_the_lookup_reads_as_missing(store: Store) -> None:
     keys = _keys(store, store.boxes())
     feature_set = _set(store)

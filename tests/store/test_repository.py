@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import json
+import math
 import threading
 from pathlib import Path
 
@@ -60,6 +62,16 @@ def test_delete_image_removes_boxes_results_and_file(store: Store) -> None:
         store.get_image(image.id)
     with pytest.raises(KeyError):
         store.delete_image(image.id)
+
+
+def test_a_result_comes_back_as_the_json_module_would_give_it(store: Store) -> None:
+    rng = np.random.default_rng(5)
+    floats = [0.1, 1 / 3, 1e-300, 2.5e300, -0.0, 5e-324, *rng.normal(size=50).tolist()]
+    value = {"π ✓": floats, 3: "int key", "n": {"a": None, "b": True, "c": [2**62, -7]}}
+    store.put_result("k", "kind", value)
+    got = store.get_result("k")
+    assert got == json.loads(json.dumps(value))  # the reference: the standard library
+    assert [math.copysign(1, v) for v in got["π ✓"]] == [math.copysign(1, v) for v in floats]
 
 
 def test_cascade_in_the_database_itself(store: Store) -> None:

@@ -14,36 +14,13 @@ A new method is a file here with a ``@METHODS.register(name)`` class: every modu
 this package is imported (the reductions first, the order users see), which registers it.
 """
 
-from app.engine.cams.base import (
-    METHODS,
-    CamOptions,
-    Cancelled,
-    HeatMethod,
-    LayerRun,
-    MethodOptions,
-    cam_map,
-    frozen_model,
-    list_methods,
-    method_options,
-)
+from app.engine.cams import base
+from app.engine.cams.base import *  # noqa: F403  (the package's surface is base's, plus:)
 from app.engine.cams.head import cam_layers
 from app.engine.cams.reductions import Reduction, reduce_channels
 from app.engine.registry import import_family
 
-__all__ = [
-    "METHODS",
-    "CamOptions",
-    "Cancelled",
-    "HeatMethod",
-    "LayerRun",
-    "MethodOptions",
-    "Reduction",
-    "cam_layers",
-    "cam_map",
-    "frozen_model",
-    "list_methods",
-    "method_options",
-    "reduce_channels",
-]
+__all__ = ["Reduction", "cam_layers", "reduce_channels"]
+__all__ += base.__all__
 
-import_family(__name__, __path__, first=["reductions"])
+import_family(__name__, __path__, first=["reductions"])  # noqa: F405 (the package's own)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Literal, cast, get_args
 
 import torch
 
@@ -49,28 +49,14 @@ def reduce_channels(fmap: torch.Tensor, how: Reduction, channel: int | None = No
 
 
 class _ReductionMethod(HeatMethod):
+    """A channel reduction as a heat-map method, registered under the reduction's name."""
+
     needs_target = False
-    how: ClassVar[Reduction]
 
     def compute(self, run: LayerRun) -> torch.Tensor:
-        return reduce_channels(run.activations, self.how, self.options.channel)
+        how = cast(Reduction, self.name)
+        return reduce_channels(run.activations, how, self.options.channel)
 
 
-@METHODS.register("mean")
-class _Mean(_ReductionMethod):
-    how = "mean"
-
-
-@METHODS.register("l2")
-class _L2(_ReductionMethod):
-    how = "l2"
-
-
-@METHODS.register("max")
-class _Max(_ReductionMethod):
-    how = "max"
-
-
-@METHODS.register("channel")
-class _Channel(_ReductionMethod):
-    how = "channel"
+for _how in get_args(Reduction):  # one method per reduction, in the order users see
+    METHODS.register(_how)(type(f"_{_how.title()}", (_ReductionMethod,), {}))

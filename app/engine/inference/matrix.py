@@ -79,10 +79,6 @@ class MatrixTests:
     warnings: list[str] = field(default_factory=list)
 
 
-def _design(a: Group, b: Group) -> Design:
-    return Design(a.boxes, a.images, b.boxes, b.images)
-
-
 def _single_image_warning(groups: Mapping[str, Group]) -> list[str]:
     if all(len(set(g.images)) == 1 for g in groups.values()):
         return [
@@ -189,13 +185,11 @@ def _pair_tests(
         if cancelled is not None and cancelled():
             raise InterruptedError("cancelled")
         a, b = groups[labels[i]], groups[labels[j]]
+        pair = (measure, a.rows, b.rows, Design(a.boxes, a.images, b.boxes, b.images))
         stat, p, min_p, exact, drawn = float(values[i, j]), None, 1.0, False, 0
         if permutations > 0:
             result = permutation_test(
-                measure,
-                a.rows,
-                b.rows,
-                _design(a, b),
+                *pair,
                 permutations=permutations,
                 seed=seed,
                 larger_is_extreme=not measure.higher_is_better,
@@ -209,10 +203,7 @@ def _pair_tests(
         interval = None
         if bootstrap > 0:
             interval = bootstrap_interval(
-                measure,
-                a.rows,
-                b.rows,
-                _design(a, b),
+                *pair,
                 resamples=bootstrap,
                 seed=seed,
                 unit=unit,
