@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 
 import torch
 
@@ -11,16 +13,40 @@ from app.engine.inference import Design, permutation_test
 from app.engine.measures import get_measure, mmd, seed_mmd
 from benchmarks._timing import best_time
 
+# The 50k run goes to a fresh interpreter and reads its own VmHWM: ru_maxrss would not do,
+# because Linux folds the parent's peak into the child's at exec (subprocess starts it with
+# vfork), so inside `make bench` the child reported the parent's 3.86 GiB, not its own.
 _PEAK_SCRIPT = """
-import resource, time, torch
+import time, torch
 from app.engine.measures import mmd
+
+def hwm():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+
 g = torch.Generator().manual_seed(0)
 x = torch.randn({n}, 512, generator=g)
 y = torch.randn({n}, 512, generator=g) + 0.1
 start = time.perf_counter()
 mmd(x, y, kernel="multi")
-print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+took, peak = time.perf_counter() - start, hwm()
+# The reference: every block of z @ z.T (2n x 2n, not storable) into one reused buffer.
+z = torch.cat([x, y])
+out = torch.empty(2048, 2048)
+start = time.perf_counter()
+for i in range(0, z.shape[0], 2048):
+    for j in range(0, z.shape[0], 2048):
+        a, b = z[i : i + 2048], z[j : j + 2048]
+        torch.mm(a, b.T, out=out[: a.shape[0], : b.shape[0]])
+print(took, time.perf_counter() - start, peak)
 """
+
+
+def _cpu_and_wall(fn: Callable[[], object]) -> tuple[float, float]:
+    start, start_cpu = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - start, time.process_time() - start_cpu
 
 
 def _seed_reference(x: torch.Tensor, y: torch.Tensor) -> float:
@@ -35,29 +61,35 @@ def _seed_reference(x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def main() -> None:
-    """Print the three speed/memory goals of the measures as ratios from this run."""
+    """Print the speed/memory goals of the measures as ratios from this run."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(10_000, 512, generator=g)
     y = torch.randn(10_000, 512, generator=g) + 0.1
     z = torch.cat([x, y])
-    t_mm = best_time(lambda: z @ z.T, repeats=2)
-    t_mmd = best_time(lambda: mmd(x, y, kernel="multi"), repeats=2)
+    # Interleaved, best of each: the machine's load then hits both alike.
+    t_mm = t_mmd = float("inf")
+    for _ in range(2):
+        t_mm = min(t_mm, best_time(lambda: z @ z.T, repeats=1))
+        t_mmd = min(t_mmd, best_time(lambda: mmd(x, y, kernel="multi"), repeats=1))
     print(
         f"5-kernel MMD 2x10,000x512 f32: {t_mmd:.2f} s = {t_mmd / t_mm:.2f}x one "
-        f"20,000x512 @ 512x20,000 matmul ({t_mm:.2f} s); goal <= 1.5x"
+        f"20,000x512 @ 512x20,000 matmul ({t_mm:.2f} s); goal <= 1.2x"
     )
 
     xs, ys = x[:2000], y[:2000]
-    t_one = best_time(lambda: mmd(xs, ys), repeats=3)
-    t_perm = best_time(
-        lambda: permutation_test(
-            get_measure("mmd"), xs, ys, Design.independent(2000, 2000), permutations=1000
-        ),
-        repeats=1,
-    )
+    design = Design.independent(2000, 2000)
+    one = perm = (float("inf"), float("inf"))
+    for _ in range(2):
+        one = min(one, _cpu_and_wall(lambda: mmd(xs, ys)))
+        perm = min(
+            perm,
+            _cpu_and_wall(
+                lambda: permutation_test(get_measure("mmd"), xs, ys, design, permutations=1000)
+            ),
+        )
     print(
-        f"1,000 permutations 2x2,000x512: {t_perm:.2f} s = {t_perm / t_one:.2f}x one MMD "
-        f"({t_one:.3f} s); goal <= 3x"
+        f"1,000 permutations 2x2,000x512: {perm[0]:.2f} s = {perm[0] / one[0]:.2f}x one MMD "
+        f"({one[0]:.3f} s; CPU seconds {perm[1] / one[1]:.2f}x); goal <= 2x"
     )
 
     xa, ya = x[:400], y[:400]
@@ -74,9 +106,10 @@ def main() -> None:
         text=True,
         check=True,
     )
-    seconds, rss = out.stdout.split()[-2:]
-    peak_gib = int(rss) / 2**20  # ru_maxrss is KiB on Linux
+    seconds, gemm, peak = out.stdout.split()[-3:]
     print(
-        f"5-kernel MMD 2x50,000x512 f32: {float(seconds):.0f} s, peak RSS {peak_gib:.2f} GiB "
-        "(whole process: torch, inputs, blocks); goal < 2 GiB"
+        f"5-kernel MMD 2x50,000x512 f32: {float(seconds):.0f} s = "
+        f"{float(seconds) / float(gemm):.2f}x every block of the 100,000x100,000 matmul "
+        f"({float(gemm):.0f} s), peak RSS {int(peak) / 2**30:.2f} GiB (VmHWM of a fresh "
+        "process: torch, inputs, blocks); goals <= 1.2x, < 2 GiB"
     )

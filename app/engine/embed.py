@@ -20,6 +20,15 @@ CANCEL_CHECK_EVERY_ITERS = 5
 """t-SNE iterations between two looks at ``cancelled()`` (an iteration on 5,000 boxes takes
 tens of milliseconds, so a cancel is seen well within a second)."""
 
+LARGE_TSNE = 10_000
+"""From this many rows t-SNE takes its large-data settings: rows of more than
+``TSNE_DIMS`` features are first projected on their top ``TSNE_DIMS`` principal components
+(what openTSNE recommends; the neighbour search in 1,280 dimensions would dominate), and the
+negative gradient uses FFT interpolation."""
+
+TSNE_DIMS = 50
+"""Principal components kept before a large t-SNE."""
+
 
 def max_perplexity(n: int) -> float:
     """The largest perplexity t-SNE can honour for ``n`` samples: ``(n − 1) / 3``."""
@@ -35,6 +44,28 @@ def _pca(z: Tensor) -> Tensor:
     out = torch.zeros(z.shape[0], 2, dtype=z.dtype)
     k = min(2, s.shape[0])
     out[:, :k] = (u[:, :k] * s[:k]) * signs[:k]
+    return out
+
+
+def _top_components(z: Tensor, k: int, chunk: int = 4096) -> Tensor:
+    """``z`` (``n×d``, ``d > k``) centred and projected on its top ``k`` principal axes, in
+    float64, from the ``d×d`` covariance summed over row chunks: no float64 or centred copy
+    of ``z`` (50,000 × 1,280 would be 0.5 GB each). Each axis's sign is fixed so its
+    largest loading is positive."""
+    n, d = z.shape
+    mean = z.sum(0, dtype=torch.float64) / n
+    cov = torch.zeros(d, d, dtype=torch.float64)
+    for i in range(0, n, chunk):
+        c = z[i : i + chunk].to(torch.float64) - mean
+        cov.addmm_(c.T, c)
+    values, vectors = torch.linalg.eigh(cov)
+    top = vectors[:, values.argsort(descending=True)[:k]]
+    signs = torch.sign(top[top.abs().argmax(0), torch.arange(k)])
+    signs[signs == 0] = 1
+    top = top * signs
+    out = torch.empty(n, k, dtype=torch.float64)
+    for i in range(0, n, chunk):
+        torch.mm(z[i : i + chunk].to(torch.float64) - mean, top, out=out[i : i + chunk])
     return out
 
 
@@ -56,15 +87,17 @@ def embed(
     perplexity: float | None = None,
     seed: int = 0,
     n_iter: int = 500,
+    threads: int = 1,
     cancelled: Callable[[], bool] | None = None,
 ) -> Tensor:
     """Place each row of ``samples`` (``n×d``) in the plane.
 
     ``"pca"`` projects the centred rows on their first two principal components (a
     component beyond the rank is 0; each sign is fixed so its largest loading is positive).
-    ``"tsne"`` runs openTSNE (exact neighbours and Barnes–Hut for small ``n``, approximate
-    neighbours and FFT interpolation for large ``n``; PCA initialisation; one thread), so
-    the same ``seed`` gives the same result. Its ``perplexity`` defaults to
+    ``"tsne"`` runs openTSNE with PCA initialisation: exact neighbours and Barnes–Hut for
+    small ``n``; from ``LARGE_TSNE`` rows, approximate neighbours (Annoy) on the top
+    ``TSNE_DIMS`` principal components and FFT-interpolated gradients. The same ``seed``
+    and ``threads`` give the same result. Its ``perplexity`` defaults to
     ``min(30, (n − 1)/3)``; a larger one than ``(n − 1)/3`` is refused rather than silently
     clipped, because the result would not be the one asked for.
 
@@ -74,6 +107,7 @@ def embed(
         perplexity: t-SNE's effective neighbour count.
         seed: t-SNE's random state.
         n_iter: t-SNE's optimisation steps after the early exaggeration (at least 1).
+        threads: t-SNE's worker threads (at least 1).
         cancelled: polled before t-SNE's neighbour search and every
             ``CANCEL_CHECK_EVERY_ITERS`` optimisation steps; when it returns True the work
             stops.
@@ -85,16 +119,18 @@ def embed(
         ValueError: unknown method, too few samples, bad values, perplexity out of range.
         InterruptedError: ``cancelled()`` became true.
     """
-    z = as_samples(samples, "samples", min_rows=2).to(torch.float64)
+    z = as_samples(samples, "samples", min_rows=2)
     n = z.shape[0]
     if method == "pca":
-        return _pca(z)
+        return _pca(z.to(torch.float64))
     if method != "tsne":
         raise ValueError(f"unknown embedding method {method!r}; use 'tsne' or 'pca'")
     if n < 4:
         raise ValueError(f"t-SNE needs at least 4 samples, got {n}; use method='pca'")
     if n_iter < 1:
         raise ValueError(f"n_iter must be at least 1, got {n_iter}")
+    if threads < 1:
+        raise ValueError(f"threads must be at least 1, got {threads}")
     limit = max_perplexity(n)
     if perplexity is None:
         perplexity = min(30.0, limit)
@@ -105,6 +141,10 @@ def embed(
         )
     stop = _stopper(cancelled)
     stop(0)
+    large = n >= LARGE_TSNE
+    if large and z.shape[1] > TSNE_DIMS:
+        z = _top_components(z, TSNE_DIMS)
+    z = z.to(torch.float64)
     # openTSNE ends the optimisation quietly with the embedding so far when a callback
     # returns True; raising instead keeps a half-optimised embedding from passing as a result.
     tsne = TSNE(
@@ -113,7 +153,8 @@ def embed(
         initialization="pca",
         random_state=seed,
         n_iter=n_iter,
-        n_jobs=1,
+        n_jobs=threads,
+        negative_gradient_method="fft" if large else "bh",
         verbose=False,
         callbacks=stop,
         callbacks_every_iters=CANCEL_CHECK_EVERY_ITERS,

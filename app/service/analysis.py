@@ -650,6 +650,7 @@ def embedding(
             perplexity=request.perplexity,
             seed=request.seed,
             n_iter=request.n_iter,
+            threads=torch.get_num_threads(),
             cancelled=cancelled,
         )
         points = [

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,6 +23,8 @@ from benchmarks.live_server import live_server
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "browser"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+DOC_SIZES = ((1280, 800), (900, 700))
 BIG_STORE_IMAGES = 10_000
 LAUNCH_ARGS = [
     "--no-sandbox",
@@ -105,6 +107,47 @@ def shot(request: pytest.FixtureRequest) -> object:
         path = ARTIFACTS / f"{request.node.name}-{next(counter):02d}-{step}.png"
         page.screenshot(path=str(path), full_page=True)  # type: ignore[attr-defined]
         return path
+
+    return save
+
+
+@pytest.fixture
+def doc_shot() -> object:
+    """``doc_shot(page, name, anchor, block, prepare)``: with ``FEATUREGAP_DOC_SCREENSHOTS=1``,
+    the README's screenshot ``docs/screenshots/<name>-<w>x<h>.png`` at 1280×800 and 900×700,
+    scrolled to the element ``anchor``, as a palette PNG under 300 KB; otherwise nothing.
+
+    ``prepare(page)``, if given, runs after each resize and before the scroll (to fit and
+    zoom the editor to the new stage, say). The page is left at 1280×800.
+    """
+
+    def save(
+        page: Any,
+        name: str,
+        anchor: str,
+        block: str = "start",
+        prepare: Callable[[Any], None] | None = None,
+    ) -> None:
+        if not os.environ.get("FEATUREGAP_DOC_SCREENSHOTS"):
+            return
+        DOCS.mkdir(parents=True, exist_ok=True)
+        for width, height in DOC_SIZES:
+            page.set_viewport_size({"width": width, "height": height})
+            page.wait_for_timeout(400)  # Plotly's responsive resize
+            if prepare is not None:
+                prepare(page)
+            page.mouse.move(0, 0)  # no hover label or Plotly mode bar in the picture
+            page.evaluate(
+                "([sel, block]) => document.querySelector(sel).scrollIntoView({block})",
+                [anchor, block],
+            )
+            page.wait_for_timeout(200)
+            shot = Image.open(io.BytesIO(page.screenshot()))
+            path = DOCS / f"{name}-{width}x{height}.png"
+            shot.convert("RGB").quantize(colors=128).save(path, optimize=True)
+            assert path.stat().st_size < 300_000, path
+        page.set_viewport_size({"width": 1280, "height": 800})
+        page.wait_for_timeout(300)
 
     return save
 

@@ -524,3 +524,74 @@ def test_undo_and_redo_of_every_edit_survive_reopening_the_image(
         f"document.querySelector(\".box[data-id='{second['id']}'] .box-rect\")"
         ".getAttribute('x') === '11'",
     )
+
+
+# The astronaut photo (512×512) with its parts; face and patch lie inside the person, which
+# is stored after them: only the editor's order (smaller boxes on top) keeps them reachable.
+ASTRONAUT_BOXES = (
+    ("face", 172, 58, 96, 104),
+    ("patch", 132, 348, 74, 78),
+    ("person", 20, 12, 350, 500),
+    ("helmet", 276, 342, 236, 170),
+    ("flag", 0, 0, 96, 290),
+    ("shuttle", 354, 0, 108, 282),
+)
+
+
+def test_a_photo_with_nested_boxes_shows_the_inner_ones_on_top_and_one_chip_per_label(
+    watched_page: tuple[Page, Any], server: str, photo: Any, doc_shot: Any
+) -> None:
+    page, _ = watched_page
+    pixels = photo("astronaut").copy()
+    pixels[0, 0] = (5, 6, 7)  # bytes of its own: no other test's upload of the photo
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    files = {"file": ("astronaut.png", buffer.getvalue(), "image/png")}
+    response = httpx.post(f"{server}/api/images", files=files)
+    assert response.status_code in (200, 201), response.text
+    image: dict[str, Any] = response.json()
+    try:
+        ids = {label: _box(server, image["id"], *xywh, label) for label, *xywh in ASTRONAUT_BOXES}
+        _open_page(page, server)
+        _open_image(page, image)
+        _wait_for(page, f"document.querySelectorAll('.box').length === {len(ASTRONAUT_BOXES)}")
+
+        # Each box's centre hits that box: the nested face and patch sit above the person.
+        view = View(page, image)
+        for label, x, y, w, h in ASTRONAUT_BOXES:
+            hit = page.evaluate(
+                "([x, y]) => document.elementFromPoint(x, y).closest('.box')?.dataset.id",
+                list(view.screen(x + w / 2, y + h / 2)),
+            )
+            assert hit == str(ids[label]), label
+
+        # One chip per label, in the server's colour, with 1 box here and in all images.
+        rows = {r["label"]: r for r in _labels(server)}
+        chips = {c["label"]: c for c in _chips(page)}
+        for label, *_ in ASTRONAUT_BOXES:
+            assert chips[label]["colour"] == _rgb(rows[label]["colour"]), label
+            assert chips[label]["count"] == f"1 / {rows[label]['boxes']}", label
+        colours = [chips[label]["colour"] for label, *_ in ASTRONAUT_BOXES]
+        assert len(set(colours)) == len(colours), "two labels share a colour"
+
+        # The face's hotkey makes it the active label; a click on the face selects it.
+        face_key = chips["face"]["key"]
+        _key(page, face_key)
+        assert page.input_value("#box-label") == "face"
+        page.mouse.click(*view.screen(220, 110))
+        _wait_for(page, "document.getElementById('relabel').value === 'face'")
+
+        def zoom_in(page: Page) -> None:
+            page.click("#zoom-fit")
+            fit = View(page, image)
+            page.mouse.move(*fit.screen(2, 2))  # the top-left corner stays: every label shows
+            page.mouse.wheel(0, -120)
+            _wait_for(
+                page,
+                "document.querySelector('.editor-overlay').getBoundingClientRect().width"
+                f" > {1.05 * fit.scale * image['width']}",
+            )
+
+        doc_shot(page, "editor", "#viewer", "start", zoom_in)
+    finally:
+        httpx.delete(f"{server}/api/images/{image['id']}")

@@ -1,6 +1,7 @@
 """The training panel in headless Chromium: a fine-tune started from the page on texture
 photos, its loss curve growing live, the new model in the model lists, "what moved" with the
-numbers of ``POST /api/trainings/moved``, and a second run cancelled from the page.
+numbers of ``POST /api/trainings/moved``, and a second run cancelled from the page. With
+``FEATUREGAP_DOC_SCREENSHOTS=1`` it also writes the README's screenshots of "what moved".
 
 Each texture photo is cut into quadrant images with four boxes each; the panel holds out
 one image per texture. Crops of 128 px and two short epochs (8 steps) keep the run to a few
@@ -125,7 +126,11 @@ def _models(origin: str) -> list[str]:
 
 
 def test_training_panel_live_curve_new_model_what_moved_and_cancel(
-    watched_page: tuple[Page, Any], server: str, textures: dict[int, str], shot: Any
+    watched_page: tuple[Page, Any],
+    server: str,
+    textures: dict[int, str],
+    shot: Any,
+    doc_shot: Any,
 ) -> None:
     page, _ = watched_page
     page.goto(server + "/")
@@ -241,6 +246,9 @@ def test_training_panel_live_curve_new_model_what_moved_and_cancel(
         ".layout.images[0].source.startsWith('blob:'))"
     )
     assert images_drawn == [True, True]
+    doc_shot(page, "training-loss", "#training-panel")
+    doc_shot(page, "training-moved", "#training-moved-view")
+    doc_shot(page, "training-compare", "#training-scatter-heading")
 
     # A second run, cancelled from the panel: it ends cancelled and leaves no model.
     _fill(page, "tp-cancel", epochs=100)

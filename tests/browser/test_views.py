@@ -8,9 +8,7 @@ With ``FEATUREGAP_DOC_SCREENSHOTS=1`` these tests also write the README's screen
 from __future__ import annotations
 
 import io
-import os
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,8 +16,6 @@ import pytest
 from PIL import Image
 
 Page = Any
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
-SIZES = ((1280, 800), (900, 700))
 
 
 def _wait_for(page: Page, expression: str, timeout: float = 60.0) -> None:
@@ -72,24 +68,6 @@ def _drawn(page: Page, plot_id: str) -> None:
     page.wait_for_selector(f"#{plot_id}.js-plotly-plot .main-svg")
 
 
-def _doc_shot(page: Page, name: str, anchor: str, block: str = "start") -> None:
-    """The README's screenshot of ``anchor`` at each size, as a palette PNG under 300 KB."""
-    if not os.environ.get("FEATUREGAP_DOC_SCREENSHOTS"):
-        return
-    DOCS.mkdir(parents=True, exist_ok=True)
-    for width, height in SIZES:
-        page.set_viewport_size({"width": width, "height": height})
-        page.wait_for_timeout(400)  # Plotly's responsive resize
-        page.evaluate(f"document.querySelector('{anchor}').scrollIntoView({{block: '{block}'}})")
-        page.wait_for_timeout(200)
-        shot = Image.open(io.BytesIO(page.screenshot()))
-        path = DOCS / f"{name}-{width}x{height}.png"
-        shot.convert("RGB").quantize(colors=128).save(path, optimize=True)
-        assert path.stat().st_size < 300_000, path
-    page.set_viewport_size({"width": 1280, "height": 800})
-    page.wait_for_timeout(300)
-
-
 def _heatmap_api(origin: str, **body: Any) -> dict[str, Any]:
     response = httpx.post(f"{origin}/api/heatmaps", json=body, timeout=120)
     assert response.status_code == 200, response.text
@@ -98,7 +76,7 @@ def _heatmap_api(origin: str, **body: Any) -> dict[str, Any]:
 
 
 def test_heat_map_panel_target_search_channel_prediction_click_grid_and_errors(
-    watched_page: tuple[Page, Any], server: str, photo: Any, shot: Any
+    watched_page: tuple[Page, Any], server: str, photo: Any, shot: Any, doc_shot: Any
 ) -> None:
     page, watch = watched_page
     image = _image(server, "chelsea-panel", _own_png(photo, "chelsea"))
@@ -218,8 +196,8 @@ def test_heat_map_panel_target_search_channel_prediction_click_grid_and_errors(
             assert float(values[3]) == pytest.approx(by_box[int(values[0])], rel=1e-3), (i, values)
     assert {cat, ear} == {b["id"] for b in answer["boxes"]}
     shot(page, "grid")
-    _doc_shot(page, "heatmap-panel", "#heat-panel", "end")
-    _doc_shot(page, "heatmap-grid", "#grid-view")
+    doc_shot(page, "heatmap-panel", "#heat-panel", "end")
+    doc_shot(page, "heatmap-grid", "#grid-view")
 
     # An error leaves no stale map: the view empties and the message shows by the buttons.
     page.fill("#target", "5000")
@@ -234,7 +212,12 @@ def test_heat_map_panel_target_search_channel_prediction_click_grid_and_errors(
 
 
 def test_analysis_views_explain_themselves_and_take_any_measure(
-    watched_page: tuple[Page, Any], server: str, photo: Any, shot: Any, scatter_points: Any
+    watched_page: tuple[Page, Any],
+    server: str,
+    photo: Any,
+    shot: Any,
+    scatter_points: Any,
+    doc_shot: Any,
 ) -> None:
     page, _ = watched_page
     for name in ("gravel", "astronaut"):
@@ -263,7 +246,7 @@ def test_analysis_views_explain_themselves_and_take_any_measure(
     heads = page.eval_on_selector_all("#distances-table th", "hs => hs.map(h => h.title)")
     assert heads and all(heads), heads
     shot(page, "matrix")
-    _doc_shot(page, "matrix", "#distances-view")
+    doc_shot(page, "matrix", "#distances-view")
 
     # The automatic profile: six block outputs, never drop_path or other non-block nodes.
     page.select_option("#measure", "mmd")
@@ -282,7 +265,7 @@ def test_analysis_views_explain_themselves_and_take_any_measure(
     heads = page.eval_on_selector_all("#separation-table th", "hs => hs.map(h => h.title)")
     assert all(heads), heads
     shot(page, "profile")
-    _doc_shot(page, "profile", "#separation-view")
+    doc_shot(page, "profile", "#separation-view")
 
     # Any measure, each with the descriptor it consumes: an answer, never a raw error.
     page.select_option("#profile-layers", ["blocks.5.0.conv_pwl", "bn2"])
@@ -318,7 +301,7 @@ def test_analysis_views_explain_themselves_and_take_any_measure(
     page.mouse.move(points[0]["x"], points[0]["y"], steps=5)
     _wait_for(page, "document.getElementById('hover-img').src.startsWith('blob:')")
     shot(page, "scatter")
-    _doc_shot(page, "scatter", "#embedding-view")
+    doc_shot(page, "scatter", "#embedding-view")
     page.select_option("#embed-method", "pca")
     assert page.locator("#hover-thumb").is_hidden()
     assert page.locator("#perplexity-field").is_hidden()

@@ -105,3 +105,41 @@ def test_tsne_runs_the_iterations_asked_for() -> None:
     assert not torch.allclose(got, embed(x, "tsne", perplexity=5.0, seed=3, n_iter=400))
     with pytest.raises(ValueError, match="n_iter"):
         embed(x, "tsne", n_iter=0)
+
+
+def test_top_components_match_sklearn_pca_with_fixed_signs() -> None:
+    from app.engine.embed import _top_components
+
+    x = torch.randn(203, 77, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    x = x * torch.linspace(3.0, 0.1, 77, dtype=torch.float64)  # distinct variances
+    got = _top_components(x, 5).numpy()
+    pca = PCA(n_components=5).fit(x.numpy())
+    want = pca.transform(x.numpy())
+    signs = np.sign(pca.components_[np.arange(5), np.abs(pca.components_).argmax(1)])
+    np.testing.assert_allclose(got, want * signs, atol=1e-9)
+
+
+def test_large_tsne_runs_fft_on_the_top_components(monkeypatch: pytest.MonkeyPatch) -> None:
+    from openTSNE import TSNE
+
+    import app.engine.embed as embed_module
+
+    monkeypatch.setattr(embed_module, "LARGE_TSNE", 60)
+    monkeypatch.setattr(embed_module, "TSNE_DIMS", 4)
+    x, _ = _clusters(83, seed=1)
+    got = embed(x, "tsne", perplexity=9, seed=5, n_iter=30)
+    projected = embed_module._top_components(x, 4).numpy()
+    want = TSNE(
+        n_components=2,
+        perplexity=9,
+        initialization="pca",
+        random_state=5,
+        n_jobs=1,
+        n_iter=30,
+        negative_gradient_method="fft",
+    ).fit(projected)
+    np.testing.assert_allclose(got.numpy(), np.asarray(want), rtol=1e-9, atol=1e-9)
+    plain = TSNE(
+        n_components=2, perplexity=9, initialization="pca", random_state=5, n_jobs=1, n_iter=30
+    ).fit(x.numpy())
+    assert not np.allclose(got.numpy(), np.asarray(plain))

@@ -47,9 +47,14 @@ def icc(rows: Tensor, units: list[Tensor]) -> float:
         return 0.0
     grand = r.mean(0)
     sizes = torch.tensor([u.numel() for u in units], dtype=torch.float64)
-    means = torch.stack([r[u].mean(0) for u in units])
+    # One gather and two passes for all units together, not a slice and a mean per unit.
+    order = torch.cat(units)
+    unit_of = torch.repeat_interleave(torch.arange(big_u), sizes.to(torch.long))
+    grouped = r[order]
+    means = torch.zeros(big_u, r.shape[1], dtype=torch.float64).index_add_(0, unit_of, grouped)
+    means /= sizes[:, None]
     ssb = float((sizes * (means - grand).square().sum(1)).sum())
-    ssw = float(sum(float((r[u] - means[i]).square().sum()) for i, u in enumerate(units)))
+    ssw = float(grouped.sub_(means[unit_of]).square_().sum())
     msb, msw = ssb / (big_u - 1), ssw / (big_n - big_u)
     n0 = (big_n - float(sizes.square().sum()) / big_n) / (big_u - 1)
     den = msb + (n0 - 1) * msw

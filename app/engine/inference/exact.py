@@ -50,9 +50,16 @@ def _random(scheme: Scheme, draws: int, seed: int, batch: int) -> Iterator[Tenso
         for members, k in strata:
             if k == 0:
                 continue
-            # Each row: a uniformly random k-subset of the stratum (argsort of uniforms).
-            order = torch.rand(size, members.numel(), generator=g).argsort(dim=1)
-            out.scatter_(1, members[order[:, :k]], True)
+            # Each row: a uniformly random k-subset of the stratum, the k smallest of
+            # uniforms (a selection, not a sort); a row whose k-th value is tied picks
+            # by a sort instead.
+            u = torch.rand(size, members.numel(), generator=g)
+            picked = u <= u.kthvalue(k, dim=1, keepdim=True).values
+            tied = picked.sum(1) != k
+            if bool(tied.any()):
+                order = u[tied].argsort(dim=1)[:, :k]
+                picked[tied] = torch.zeros_like(picked[tied]).scatter_(1, order, True)
+            out[:, members] = picked
         yield out
 
 
@@ -93,7 +100,8 @@ def smallest_p(
     Random draws: ``1/(1 + P)``, never below ``1/N`` for ``N`` distinct assignments.
     """
     if not exact:
-        return max(1.0 / (1 + count), 1.0 / total)
+        # int / int: 1.0 / total overflows once C(n + m, n) passes 1e308.
+        return max(1 / (1 + count), 1 / total)
     extreme = float(null.max() if larger_is_extreme else null.min())
     tol = _tolerance(extreme)
     ties = (null >= extreme - tol) if larger_is_extreme else (null <= extreme + tol)

@@ -19,7 +19,7 @@ from app.engine.inference.exact import (
 )
 from app.engine.inference.units import Design, Scheme, Unit, choose_unit, scheme
 from app.engine.measures._kernels import upper_pairs
-from app.engine.measures.mmd import MMD, make_kernel, mmd_from_sums
+from app.engine.measures.mmd import MMD, make_kernel
 
 __all__ = ["Statistic", "TestResult", "permutation_test"]
 
@@ -32,7 +32,8 @@ _MMD_OPTIONS = {
     "kernel_num": 5,
     "seed": 0,
 }
-_FULL_KERNEL_ROWS = 4096  # pooled rows up to which K is kept whole (128 MiB in float64)
+_FULL_KERNEL_ROWS = 4096  # elements up to which U is kept whole (128 MiB in float64)
+_UNIT_BLOCK = 1024  # rows of U per product in a batch's quadratic forms
 
 
 @dataclass(frozen=True)
@@ -71,9 +72,7 @@ def _pooled(x: Tensor, y: Tensor, design: Design) -> Tensor:
     x, y = design.samples(x, y)
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"x and y have different feature sizes ({x.shape[1]} vs {y.shape[1]})")
-    # float64 throughout: an assignment and its mirror must give the same value to within
-    # the tie tolerance, or exact tests lose the ties that set their attainable level.
-    return torch.cat([x, y]).to(torch.float64)
+    return torch.cat([x, y])
 
 
 def _mmd_options(statistic: Statistic, given: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -95,16 +94,20 @@ def _mmd_options(statistic: Statistic, given: Mapping[str, Any] | None) -> dict[
 
 
 class _MMDNull:
-    """MMD² of many assignments as quadratic forms in the pooled kernel matrix ``K``.
+    """MMD² of many assignments as quadratic forms in the unit-level kernel sums.
 
-    For a row indicator ``a`` of ``x``: ``Σ K_xx = aᵀKa``, ``Σ K_xy = aᵀK1 − aᵀKa`` and
-    ``Σ K_yy = 1ᵀK1 − 2aᵀK1 + aᵀKa``. The bandwidth comes from the pooled rows, which no
-    assignment changes; ``K`` is kept whole up to 4,096 pooled rows, above that walked in
-    upper blocks for every batch and never stored.
+    Rows of an element (a unit) always move together, so the pooled kernel matrix is
+    reduced once to ``U[e, f] = Σ K_ij`` over rows ``i`` of element ``e`` and ``j`` of
+    ``f`` (``E×E``; a box's 16 ``pixels`` rows shrink it 256-fold). For an element
+    indicator ``a``: ``Σ K_xx = aᵀUa``, ``Σ K_xy = aᵀU1 − aᵀUa`` and ``Σ K_yy = 1ᵀU1 −
+    2aᵀU1 + aᵀUa``; a batch of assignments is a few matrix products over the upper block
+    triangle of ``U`` (each off-diagonal block stands for its transpose). The bandwidth
+    comes from the pooled rows, which no assignment changes. Above ``_FULL_KERNEL_ROWS``
+    elements ``U`` is not kept: the row-level kernel is walked in blocks for every batch.
     """
 
-    def __init__(self, z: Tensor, options: Mapping[str, Any]) -> None:
-        self.z = z
+    def __init__(self, z: Tensor, options: Mapping[str, Any], plan: Scheme) -> None:
+        self.z, self.plan = z, plan
         self.estimator = str(options["estimator"])
         self.kernel = make_kernel(
             z,
@@ -115,53 +118,97 @@ class _MMDNull:
             seed=options["seed"],
         )
         total_rows = z.shape[0]
+        element = plan.row_element.to(z.device)
+        self.elements = len(plan.element_sides)
+        self.counts = torch.bincount(element, minlength=self.elements).to(torch.float64)
         self.full: Tensor | None = None
-        if total_rows <= _FULL_KERNEL_ROWS:
-            # Small enough to keep: K once, then every batch is one matrix product.
-            self.full = torch.empty(total_rows, total_rows, dtype=z.dtype, device=z.device)
-            for (i0, i1), (j0, j1), kij in upper_pairs(z, total_rows, self.kernel, 1024):
-                self.full[i0:i1, j0:j1] = kij
-                self.full[j0:j1, i0:i1] = kij.T
-            self.rows = self.full.sum(1, dtype=torch.float64)
+        if self.elements <= _FULL_KERNEL_ROWS:
+            self.full = self._unit_sums(element)
+            self.rows = self.full.sum(1).to(torch.float64)
         else:
             self.rows = torch.zeros(total_rows, dtype=torch.float64, device=z.device)
             for (i0, i1), (j0, j1), kij in upper_pairs(z, total_rows, self.kernel, 1024):
-                self.rows[i0:i1] += kij.sum(1, dtype=torch.float64)
+                self.rows[i0:i1] += kij.sum(1).to(torch.float64)
                 if i0 != j0:
-                    self.rows[j0:j1] += kij.sum(0, dtype=torch.float64)
+                    self.rows[j0:j1] += kij.sum(0).to(torch.float64)
         self.total = float(self.rows.sum())
 
-    def __call__(self, rows: Tensor) -> Tensor:
+    def _unit_sums(self, element: Tensor) -> Tensor:
+        z, e = self.z, self.elements
+        out = torch.zeros(e, e, dtype=z.dtype, device=z.device)
+        if e == z.shape[0] and bool((element == torch.arange(e, device=z.device)).all()):
+            for (i0, i1), (j0, j1), kij in upper_pairs(z, e, self.kernel, 1024):
+                out[i0:i1, j0:j1] = kij
+                if i0 != j0:
+                    out[j0:j1, i0:i1] = kij.T
+            return out
+        for (i0, i1), (j0, j1), kij in upper_pairs(z, z.shape[0], self.kernel, 1024):
+            for (r0, r1), (c0, c1), block in (
+                ((i0, i1), (j0, j1), kij),
+                ((j0, j1), (i0, i1), kij.T),
+            ):
+                part = torch.zeros(r1 - r0, e, dtype=z.dtype, device=z.device)
+                part.index_add_(1, element[c0:c1], block)
+                out.index_add_(0, element[r0:r1], part)
+                if i0 == j0:
+                    break  # a diagonal block is its own transpose
+        return out
+
+    def _quadratic(self, a: Tensor) -> Tensor:
+        """``aᵀUa`` for every column of ``a`` (``elements × batch``), in float64.
+
+        Row block ``I`` contributes ``a_Iᵀ (U_II a_I + 2 U_I,>I a_>I)``: the upper block
+        triangle only, two products and one elementwise pass per row block.
+        """
+        assert self.full is not None
+        u, e = self.full, self.elements
+        q = torch.zeros(a.shape[1], dtype=torch.float64, device=a.device)
+        for i0 in range(0, e, _UNIT_BLOCK):
+            i1 = min(i0 + _UNIT_BLOCK, e)
+            t = u[i0:i1, i0:i1] @ a[i0:i1]
+            if i1 < e:
+                t.addmm_(u[i0:i1, i1:], a[i1:], alpha=2.0)
+            q += t.mul_(a[i0:i1]).sum(0).to(torch.float64)
+        return q
+
+    def __call__(self, elements: Tensor) -> Tensor:
+        """MMD² of each assignment (``batch × elements`` indicators, ``True`` = ``x``)."""
         total_rows = self.z.shape[0]
-        a = rows.T.to(self.z.dtype).to(self.z.device)  # rows × batch
         if self.full is not None:
-            q = ((self.full @ a) * a).sum(0, dtype=torch.float64)
+            a = elements.T.to(self.z.dtype).to(self.z.device)  # elements × batch
+            q = self._quadratic(a)
+            a64 = elements.to(torch.float64).to(self.z.device)
+            ar, n = a64 @ self.rows, a64 @ self.counts
         else:
+            rows = self.plan.rows_of(elements)
+            a = rows.T.to(self.z.dtype).to(self.z.device)  # rows × batch
             q = torch.zeros(a.shape[1], dtype=torch.float64, device=self.z.device)
             for (i0, i1), (j0, j1), kij in upper_pairs(self.z, total_rows, self.kernel, 1024):
                 w = 1.0 if i0 == j0 else 2.0  # an off-diagonal block stands for its transpose
-                q += w * ((kij @ a[j0:j1]) * a[i0:i1]).sum(0, dtype=torch.float64)
-        ar = a.to(torch.float64).T @ self.rows
-        n = rows.sum(1).tolist()
-        out = torch.empty(a.shape[1], dtype=torch.float64)
-        for i in range(a.shape[1]):
-            ni, mi = int(n[i]), total_rows - int(n[i])
-            if self.estimator == "unbiased" and min(ni, mi) < 2:
-                raise ValueError(
-                    "the unbiased MMD estimator needs at least 2 rows per side "
-                    "in every assignment; use the biased one"
-                )
-            sxx, sxy = float(q[i]), float(ar[i] - q[i])
-            syy = self.total - 2 * float(ar[i]) + float(q[i])
-            out[i] = mmd_from_sums(sxx, syy, sxy, ni, mi, self.kernel.at_zero, self.estimator)
-        return out
+                q += w * ((kij @ a[j0:j1]) * a[i0:i1]).sum(0).to(torch.float64)
+            a64 = rows.to(torch.float64).to(self.z.device)
+            ar, n = a64 @ self.rows, a64.sum(1)
+        m = total_rows - n
+        if self.estimator == "unbiased" and bool((torch.minimum(n, m) < 2).any()):
+            raise ValueError(
+                "the unbiased MMD estimator needs at least 2 rows per side "
+                "in every assignment; use the biased one"
+            )
+        sxx, sxy, syy = q, ar - q, self.total - 2 * ar + q
+        at_zero = self.kernel.at_zero
+        if self.estimator == "biased":
+            out = sxx / n**2 + syy / m**2 - 2 * sxy / (n * m)
+        else:
+            out = (sxx - n * at_zero) / (n * (n - 1)) + (syy - m * at_zero) / (m * (m - 1))
+            out = out - 2 * sxy / (n * m)
+        return out.cpu()
 
 
 def _slow(
-    statistic: Statistic, z: Tensor, cancelled: Callable[[], bool] | None
+    statistic: Statistic, z: Tensor, plan: Scheme, cancelled: Callable[[], bool] | None
 ) -> Callable[[Tensor], Tensor]:
-    def evaluate(rows: Tensor) -> Tensor:
-        rows = rows.to(z.device)
+    def evaluate(elements: Tensor) -> Tensor:
+        rows = plan.rows_of(elements).to(z.device)
         out = torch.empty(rows.shape[0], dtype=torch.float64)
         for i, r in enumerate(rows):
             # One statistic may take milliseconds on wide rows: look at the token each time.
@@ -198,10 +245,12 @@ def permutation_test(
 
     MMD fast path: when ``statistic`` is an :class:`app.engine.measures.mmd.MMD` (its
     options read from its attributes, defaults otherwise) or ``mmd_options`` are given, the
-    pooled kernel matrix is computed once and every assignment is a quadratic form of its
-    row indicator (biased and unbiased estimators). The fast path's observed value is
-    checked against ``statistic(x, y)``; if they disagree (options it could not see) the
-    test falls back to calling ``statistic`` for every assignment.
+    pooled kernel matrix is computed once and reduced to sums over pairs of units, and
+    every assignment is a quadratic form of its unit indicator (biased and unbiased
+    estimators); random draws then run in the rows' precision, exact enumeration in
+    float64. A subclass of ``MMD`` that overrides ``compute`` is called once on the
+    observed groups to check the fast path; if they disagree (options it could not see)
+    the test falls back to calling ``statistic`` for every assignment.
 
     Args:
         statistic: any ``f(x, y) -> float`` (a measure with its options bound).
@@ -226,19 +275,39 @@ def permutation_test(
     """
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
-    z = _pooled(x, y, design)
+    pooled = _pooled(x, y, design)
+    # The statistic and the general path work in float64: an assignment and its mirror
+    # must give the same value to within the tie tolerance, or exact tests lose the ties
+    # that set their attainable level.
+    z = pooled.to(torch.float64)
     plan = scheme(design, unit)
     n_x = design.n_rows[0]
-    observed = float(statistic(z[:n_x], z[n_x:]))
-    evaluate = _slow(statistic, z, cancelled)
-    options = _mmd_options(statistic, mmd_options)
-    if options is not None:
-        fast = _MMDNull(z, options)
-        first = float(fast(plan.rows_of(plan.observed[None]))[0])
-        if mmd_options is not None or math.isclose(first, observed, rel_tol=1e-6, abs_tol=1e-12):
-            observed, evaluate = first, fast
     exact, count, batches = assignment_batches(plan, permutations=permutations, seed=seed)
-    null = _run(evaluate, plan, batches, cancelled)
+    options = _mmd_options(statistic, mmd_options)
+    # An MMD whose computation is MMD's own, or options given outright, need no check of
+    # the fast path against a call of the statistic.
+    trusted = mmd_options is not None or (
+        isinstance(statistic, MMD) and type(statistic).compute is MMD.compute
+    )
+    evaluate: Callable[[Tensor], Tensor] | None = None
+    observed = math.nan
+    if options is not None:
+        # Random draws from many assignments meet the observed one or its mirror with a
+        # negligible chance, so they may run in the rows' own precision (float32 sums
+        # are two to three times faster); exact enumeration and checks stay in float64.
+        fast = _MMDNull(pooled if trusted and not exact else z, options, plan)
+        first = float(fast(plan.observed[None])[0])
+        if trusted:
+            observed, evaluate = first, fast
+        else:
+            observed = float(statistic(z[:n_x], z[n_x:]))
+            if math.isclose(first, observed, rel_tol=1e-6, abs_tol=1e-12):
+                observed, evaluate = first, fast
+    else:
+        observed = float(statistic(z[:n_x], z[n_x:]))
+    if evaluate is None:
+        evaluate = _slow(statistic, z, plan, cancelled)
+    null = _run(evaluate, batches, cancelled)
     tol = _tolerance(observed)
     hits = (
         int((null >= observed - tol).sum())
@@ -266,7 +335,6 @@ def permutation_test(
 
 def _run(
     evaluate: Callable[[Tensor], Tensor],
-    plan: Scheme,
     batches: Iterator[Tensor],
     cancelled: Callable[[], bool] | None,
 ) -> Tensor:
@@ -274,7 +342,7 @@ def _run(
     for elements in batches:
         if cancelled is not None and cancelled():
             raise InterruptedError("cancelled")
-        parts.append(evaluate(plan.rows_of(elements)))
+        parts.append(evaluate(elements))
     return torch.cat(parts)
 
 

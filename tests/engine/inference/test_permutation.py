@@ -159,3 +159,34 @@ def test_unit_level_test_holds_its_level_where_row_level_does_not() -> None:
 def test_unit_level_test_detects_a_real_shift() -> None:
     unit_rate, _ = _rates(2.5, 40)
     assert unit_rate >= 0.8, unit_rate
+
+
+def test_float32_random_draws_over_single_rows_match_the_float64_loop() -> None:
+    # One row per box: the unit-level sums are the kernel itself (its own code path), and
+    # float32 rows with random draws take the float32 products.
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(37, 6, generator=g)
+    y = torch.randn(29, 6, generator=g) + 0.3
+    design = Design.independent(37, 29)
+    fast = permutation_test(MMD(kernel="multi"), x, y, design, permutations=300, seed=3)
+    slow = permutation_test(
+        lambda a, b: mmd(a, b, kernel="multi"), x, y, design, permutations=300, seed=3
+    )
+    assert not fast.exact and fast.null.dtype == torch.float64
+    assert fast.statistic == pytest.approx(slow.statistic, rel=1e-5)
+    torch.testing.assert_close(fast.null, slow.null, rtol=1e-4, atol=1e-7)
+    assert fast.p_value == slow.p_value
+    assert float(fast.null.std()) > 1e-3 * float(fast.null.mean())  # the draws differ
+
+
+def test_random_draws_keep_each_stratum_size() -> None:
+    from app.engine.inference.exact import assignment_batches
+    from app.engine.inference.units import scheme
+
+    plan = scheme(_DESIGN)
+    exact, count, batches = assignment_batches(plan, permutations=39, seed=0)  # of 40
+    drawn = torch.cat(list(batches))
+    assert not exact and drawn.shape[0] == count == 39
+    for stratum in plan.strata:
+        members = torch.tensor(stratum.elements)
+        assert bool((drawn[:, members].sum(1) == stratum.k).all())
