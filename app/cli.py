@@ -17,7 +17,7 @@ import json
 import math
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,6 +158,17 @@ def _print_json(value: object) -> None:
     print(json.dumps(clean(value), indent=2, allow_nan=False))
 
 
+def _answer(as_json: bool, value: object, text: Callable[[], Iterable[str]]) -> int:
+    """Print a command's result, as JSON (``--json``) or as the lines ``text()`` makes of
+    it for a person; the command's exit status (0)."""
+    if as_json:
+        _print_json(value)
+    else:
+        for line in text():
+            print(line)
+    return 0
+
+
 def _names(text: str | None) -> list[str] | None:
     """A comma-separated option as a list of its non-empty names (``None`` stays ``None``)."""
     if text is None:
@@ -165,15 +176,17 @@ def _names(text: str | None) -> list[str] | None:
     return [name.strip() for name in text.split(",") if name.strip()]
 
 
-def _store_settings(data_dir: str | None) -> Any:
-    """The settings, with ``--data-dir`` (when given) as ``FEATUREGAP_DATA_DIR``."""
+def _store_settings(data_dir: str | None, models_dir: str | None = None) -> Any:
+    """The settings, with ``--data-dir`` / ``--models-dir`` (when given) as
+    ``FEATUREGAP_DATA_DIR`` / ``FEATUREGAP_MODELS_DIR``."""
     import os
 
     from app.config import get_settings
 
-    if data_dir:
-        os.environ["FEATUREGAP_DATA_DIR"] = str(data_dir)
-        get_settings.cache_clear()
+    for flag, env in ((data_dir, "DATA_DIR"), (models_dir, "MODELS_DIR")):
+        if flag:
+            os.environ[f"FEATUREGAP_{env}"] = str(flag)
+            get_settings.cache_clear()
     return get_settings()
 
 
@@ -196,15 +209,15 @@ def _setup_models(parser: argparse.ArgumentParser) -> None:
 @command("models", "list registered and discovered models", _setup_models)
 def _run_models(args: argparse.Namespace) -> int:
     rows: list[dict[str, Any]] = _catalog("models", _model_rows)
-    if args.json:
-        _print_json(rows)
-    else:
-        for row in rows:
-            print(
-                f"{row['name']:<24} {row['source']}:{row['architecture']:<28} "
-                f"{row['input_size']}px {row['classes']} classes  {row['description']}"
-            )
-    return 0
+    return _answer(
+        args.json,
+        rows,
+        lambda: (
+            f"{row['name']:<24} {row['source']}:{row['architecture']:<28} "
+            f"{row['input_size']}px {row['classes']} classes  {row['description']}"
+            for row in rows
+        ),
+    )
 
 
 def _setup_layers(parser: argparse.ArgumentParser) -> None:
@@ -224,12 +237,11 @@ def _run_layers(args: argparse.Namespace) -> int:
         return [vars(info) for info in list_layers(_get_model(name))]
 
     rows: list[dict[str, Any]] = _catalog(f"layers:{name}", compute)
-    if args.json:
-        _print_json(rows)
-    else:
-        for row in rows:
-            print(f"{row['name']:<40} {row['channels']}×{row['height']}×{row['width']}")
-    return 0
+    return _answer(
+        args.json,
+        rows,
+        lambda: (f"{r['name']:<40} {r['channels']}×{r['height']}×{r['width']}" for r in rows),
+    )
 
 
 def _setup_predict(parser: argparse.ArgumentParser) -> None:
@@ -274,14 +286,14 @@ def _run_predict(args: argparse.Namespace) -> int:
         }
         for path, out in zip(args.images, outputs, strict=True)
     ]
-    if args.json:
-        _print_json(results)
-    else:
+
+    def text() -> Iterator[str]:
         for result in results:
-            print(result["image"])
+            yield result["image"]
             for p in result["predictions"]:
-                print(f"  {p['probability']:7.2%}  {p['index']:>5}  {p['label']}")
-    return 0
+                yield f"  {p['probability']:7.2%}  {p['index']:>5}  {p['label']}"
+
+    return _answer(args.json, results, text)
 
 
 _SCALING = {
@@ -409,18 +421,25 @@ def _run_heatmap(args: argparse.Namespace) -> int:
             for b, lab, s in zip(boxes, labels, scores, strict=True)
         ],
     }
-    if args.json:
-        _print_json(report)
-    else:
-        print(f"{args.output}: {heat.method} on {args.layer}, {_explained(heat)}")
+
+    def text() -> Iterator[str]:
+        yield f"{args.output}: {heat.method} on {args.layer}, {_explained(heat)}"
         for entry in report["boxes"]:
             assert isinstance(entry, dict)
             values = ", ".join(f"{k}={v:.3f}" for k, v in entry["scores"].items())
-            print(
+            yield (
                 f"  box {entry['x']:g},{entry['y']:g},{entry['w']:g},{entry['h']:g} "
                 f"{entry['label']}: {values}"
             )
-    return 0
+
+    return _answer(args.json, report, text)
+
+
+def _ray_arg(parser: argparse.ArgumentParser, help_text: str) -> None:
+    """``--ray [ADDRESS]``: no ADDRESS means ``local`` (RAY_ADDRESS or a local Ray)."""
+    parser.add_argument(
+        "--ray", nargs="?", const="local", default=None, metavar="ADDRESS", help=help_text
+    )
 
 
 def _setup_extract(parser: argparse.ArgumentParser) -> None:
@@ -440,13 +459,9 @@ def _setup_extract(parser: argparse.ArgumentParser) -> None:
         "--labels", default=None, help="comma-separated box labels (default: every box)"
     )
     parser.add_argument("--data-dir", default=None, help="store location (FEATUREGAP_DATA_DIR)")
-    parser.add_argument(
-        "--ray",
-        nargs="?",
-        const="local",
-        default=None,
-        metavar="ADDRESS",
-        help="run on a Ray cluster ('auto', 'ray://head:10001'; no ADDRESS: RAY_ADDRESS or a "
+    _ray_arg(
+        parser,
+        "run on a Ray cluster ('auto', 'ray://head:10001'; no ADDRESS: RAY_ADDRESS or a "
         "local Ray; default FEATUREGAP_RAY_ADDRESS); needs pip install -e '.[ray]'",
     )
     parser.add_argument(
@@ -493,15 +508,15 @@ def _run_extract(args: argparse.Namespace) -> int:
         store.features.compact()
     finally:
         store.close()
-    if args.json:
-        _print_json(asdict(report))
-    else:
-        print(
+    return _answer(
+        args.json,
+        asdict(report),
+        lambda: [
             f"{report.boxes} boxes × {report.layers} layers: {report.extracted} extracted "
             f"from {report.images} images, {report.present} already stored "
             f"({report.seconds:.1f}s)"
-        )
-    return 0
+        ],
+    )
 
 
 def _setup_stats(parser: argparse.ArgumentParser) -> None:
@@ -528,13 +543,8 @@ def _setup_stats(parser: argparse.ArgumentParser) -> None:
         "Fourier features per bandwidth (an estimate; e.g. 4096)",
     )
     parser.add_argument("--mmd-estimator", choices=["biased", "unbiased"], default="biased")
-    parser.add_argument(
-        "--ray",
-        nargs="?",
-        const="local",
-        default=None,
-        metavar="ADDRESS",
-        help="reduce the shards as Ray tasks (the feature folder must be on shared storage)",
+    _ray_arg(
+        parser, "reduce the shards as Ray tasks (the feature folder must be on shared storage)"
     )
     parser.add_argument("--data-dir", default=None, help="store location (FEATUREGAP_DATA_DIR)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -602,16 +612,16 @@ def _run_stats(args: argparse.Namespace) -> int:
         result["distances"]["mmd"] = mmd[1].tolist()
         result["mmd"] = {"features": args.mmd, "estimator": args.mmd_estimator}
         result["mmd"]["kernel_scales"] = list(mmd[2])
-    if args.json:
-        _print_json(result)
-    else:
-        print(f"{stats.boxes} boxes, {stats.rows} rows in {stats.shards} shards at {args.layer}")
+
+    def text() -> Iterator[str]:
+        yield f"{stats.boxes} boxes, {stats.rows} rows in {stats.shards} shards at {args.layer}"
         for measure in measures:
-            print(f"{measure}:")
-            print("  " + "\t".join(["", *names]))
+            yield f"{measure}:"
+            yield "  " + "\t".join(["", *names])
             for name, row in zip(names, result["distances"][measure], strict=True):
-                print("  " + "\t".join([name, *(f"{v:.4g}" for v in row)]))
-    return 0
+                yield "  " + "\t".join([name, *(f"{v:.4g}" for v in row)])
+
+    return _answer(args.json, result, text)
 
 
 def _setup_import(parser: argparse.ArgumentParser) -> None:

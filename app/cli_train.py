@@ -4,18 +4,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
+from collections.abc import Iterator
 from typing import Any
 
-from tqdm import tqdm
-
-from app.cli import Command, _print_json
+from app.cli import Command, _answer, _fraction_bar, _names, _store_settings
 
 __all__ = ["TRAIN"]
-
-
-def _names(text: str | None) -> list[str] | None:
-    return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
 
 
 def _num(value: float | None) -> str:
@@ -49,18 +43,11 @@ def _setup_train(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    import os
-
-    from app.config import get_settings
     from app.service.runtime import apply_torch_threads
     from app.service.training import TrainingRequest, plan_training, run_training
     from app.store import Store
 
-    for flag, env in ((args.data_dir, "DATA_DIR"), (args.models_dir, "MODELS_DIR")):
-        if flag:
-            os.environ[f"FEATUREGAP_{env}"] = str(flag)
-            get_settings.cache_clear()
-    settings = get_settings()
+    settings = _store_settings(args.data_dir, args.models_dir)
     apply_torch_threads(settings)
     held = _names(args.holdout_images)
     try:
@@ -93,36 +80,32 @@ def _run_train(args: argparse.Namespace) -> int:
     store = Store(settings)
     try:
         plan = plan_training(store, settings, request)
-        with tqdm(total=100, desc="train", unit="%", file=sys.stderr) as bar:
-
-            def advance(fraction: float, message: str) -> None:
-                bar.set_postfix_str(message, refresh=False)
-                bar.update(round(fraction * 100) - bar.n)
-
+        with _fraction_bar("train") as advance:
             result: dict[str, Any] = run_training(store, settings, plan, advance)
     finally:
         store.close()
-    if args.json:
-        _print_json(result)
-        return 0
-    curve = result["curve"]
-    print(
-        f"saved {result['model']} ({result['parameters']} parameters of "
-        f"{len(result['trained'])} modules trained, {len(curve)} steps on {result['device']}, "
-        f"{result['seconds']:.1f}s); loss {curve[0]['loss']:.4g} → {curve[-1]['loss']:.4g}"
-    )
-    for row in result["held_out"].get("layers", []):
-        print(
-            f"  held-out {row['layer']}: ratio {_num(row['ratio_before'])} → "
-            f"{_num(row['ratio_after'])}, silhouette {_num(row['silhouette_before'])} → "
-            f"{_num(row['silhouette_after'])}"
+
+    def text() -> Iterator[str]:
+        curve = result["curve"]
+        yield (
+            f"saved {result['model']} ({result['parameters']} parameters of "
+            f"{len(result['trained'])} modules trained, {len(curve)} steps on "
+            f"{result['device']}, {result['seconds']:.1f}s); loss {curve[0]['loss']:.4g} → "
+            f"{curve[-1]['loss']:.4g}"
         )
-    if "mmd" in result["held_out"]:
-        mmd = result["held_out"]["mmd"]
-        print(f"  held-out MMD between domains: {mmd['before']:.4g} → {mmd['after']:.4g}")
-    for warning in result["warnings"]:
-        print(f"  warning: {warning}")
-    return 0
+        for row in result["held_out"].get("layers", []):
+            yield (
+                f"  held-out {row['layer']}: ratio {_num(row['ratio_before'])} → "
+                f"{_num(row['ratio_after'])}, silhouette {_num(row['silhouette_before'])} → "
+                f"{_num(row['silhouette_after'])}"
+            )
+        if "mmd" in result["held_out"]:
+            mmd = result["held_out"]["mmd"]
+            yield f"  held-out MMD between domains: {mmd['before']:.4g} → {mmd['after']:.4g}"
+        for warning in result["warnings"]:
+            yield f"  warning: {warning}"
+
+    return _answer(args.json, result, text)
 
 
 TRAIN = Command(

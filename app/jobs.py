@@ -128,6 +128,7 @@ class JobRunner:
         self._lock = threading.Lock()
         self._pending = 0
         self._events: dict[str, threading.Event] = {}
+        self._futures: dict[str, Future[None]] = {}
         self._stopping = False
         self.interrupted_at_start = store.interrupt_jobs()
         """How many jobs of an earlier process were marked ``interrupted``."""
@@ -180,7 +181,9 @@ class JobRunner:
             with self._lock:
                 self._events.pop(job_id, None)
             raise
-        future.add_done_callback(self._release)
+        with self._lock:
+            self._futures[job_id] = future
+        future.add_done_callback(lambda _future: self._left(job_id))
         return job_id
 
     # -- jobs --------------------------------------------------------------------------------
@@ -194,8 +197,9 @@ class JobRunner:
         return self._store.get_job(job_id)
 
     def cancel(self, job_id: str) -> JobRecord:
-        """Ask a job to stop: a queued one is cancelled at once, a running one stops at its
-        next check; a finished one is left as it is.
+        """Ask a job to stop: a queued one is cancelled at once and leaves the queue (its
+        place in the pool is free on return), a running one stops at its next check; a
+        finished one is left as it is.
 
         Raises:
             KeyError: no job with this id.
@@ -206,12 +210,22 @@ class JobRunner:
             if event is None or record.state in FINISHED_STATES:
                 return record
             event.set()
-            if record.state == "queued":
-                return self._end(job_id, "cancelled", "cancelled")
-            return self._store.update_job(job_id, message="cancelling")
+            if record.state != "queued":
+                return self._store.update_job(job_id, message="cancelling")
+            ended = self._end(job_id, "cancelled", "cancelled")
+            future = self._futures.get(job_id)
+        # Outside the lock: a future cancelled before it ran calls its done callback (which
+        # takes the lock) at once. One that a worker already took runs _run, which sees the
+        # event and returns without calling fn.
+        if future is not None:
+            future.cancel()
+        return ended
 
     def wait(self, job_id: str, timeout: float = 30.0) -> JobRecord:
         """Block until the job has finished (for tests and the CLI).
+
+        The job's place in the pool (:attr:`pending`) is freed when its worker returns, just
+        after it recorded the final state that this method sees.
 
         Raises:
             KeyError: no job with this id.
@@ -264,6 +278,13 @@ class JobRunner:
         with self._lock:
             self._pending -= 1
 
+    def _left(self, job_id: str) -> None:
+        """A job's work left the pool (ran, or was cancelled while queued): free its place."""
+        with self._lock:
+            self._pending -= 1
+            self._events.pop(job_id, None)
+            self._futures.pop(job_id, None)
+
     def _run(self, job_id: str, fn: JobFunction, event: threading.Event) -> None:
         try:
             with self._lock:
@@ -273,9 +294,6 @@ class JobRunner:
             self._finish(job_id, fn, event)
         except Exception:  # the store failed: nothing else can report it
             _log.exception("job %s could not record its state", job_id)
-        finally:
-            with self._lock:
-                self._events.pop(job_id, None)
 
     def _finish(self, job_id: str, fn: JobFunction, event: threading.Event) -> None:
         last: list[Any] = [0.0, None]  # when the store was last written, and the message

@@ -45,7 +45,9 @@ __all__ = [
     "distance_matrix_figure",
     "downsample_map",
     "embedding_figure",
+    "embedding_with_colours",
     "heatmap_figure",
+    "heatmap_with_colours",
     "overlay_map",
     "plain_text",
     "separation_figure",
@@ -193,7 +195,9 @@ def heatmap_figure(
             the colour bar.
 
     Returns:
-        A JSON-safe Plotly figure dict.
+        A JSON-safe Plotly figure dict; box ``i`` is ``layout.shapes[i]``,
+        ``layout.annotations[i]`` and ``data[1 + i]``, coloured by
+        :func:`heatmap_with_colours` (which repaints a stored figure).
 
     Raises:
         ValueError: a bad map or an opacity outside ``[0, 1]``.
@@ -220,11 +224,6 @@ def heatmap_figure(
     ]
     shapes: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
-    palette = (
-        dict(colours)
-        if colours is not None
-        else label_colours(str(box.get("label", "")) for box in boxes)
-    )
     for box in boxes:
         x0, y0 = float(box["x"]), float(box["y"])
         x1, y1 = x0 + float(box["w"]), y0 + float(box["h"])
@@ -232,7 +231,6 @@ def heatmap_figure(
         name = plain_text(box.get("label", ""))
         if box.get("id") is not None:
             name = f"#{box['id']} {name}".strip()
-        colour = palette.get(str(box.get("label", "")), _NO_LABEL_COLOUR)
         shapes.append(
             {
                 "type": "rect",
@@ -242,7 +240,7 @@ def heatmap_figure(
                 "y1": y1,
                 "xref": "x",
                 "yref": "y",
-                "line": {"color": colour, "width": 2},
+                "line": {"width": 2},
             }
         )
         energy = scores.get("energy")
@@ -255,7 +253,6 @@ def heatmap_figure(
                 "showarrow": False,
                 "xanchor": "left",
                 "yanchor": "bottom",
-                "bgcolor": colour,
                 "font": {"color": "white", "size": 11},
             }
         )
@@ -273,7 +270,7 @@ def heatmap_figure(
                 "x": [x0, x1, x1, x0, x0],
                 "y": [y0, y0, y1, y1, y0],
                 "mode": "lines",
-                "line": {"color": colour, "width": 0},
+                "line": {"width": 0},
                 "hoverinfo": "text",
                 "hovertext": hover,
                 "name": name,
@@ -311,8 +308,44 @@ def heatmap_figure(
                 "yanchor": "top",
             }
         ]
-    result: dict[str, Any] = to_json_safe({"data": data, "layout": layout})
-    return result
+    labels = [str(box.get("label", "")) for box in boxes]
+    figure: dict[str, Any] = to_json_safe({"data": data, "layout": layout})
+    return heatmap_with_colours(
+        figure, labels, colours if colours is not None else label_colours(labels)
+    )
+
+
+def heatmap_with_colours(
+    figure: Mapping[str, Any], labels: Sequence[str], colours: Mapping[str, str]
+) -> dict[str, Any]:
+    """A copy of a :func:`heatmap_figure` with its boxes drawn in their labels' colours.
+
+    Label colours change when labels are added or renamed (:mod:`app.palette`), so an answer
+    kept in a cache stores its figure without them and gets the current ones here, when it
+    is served; the input is left as it is.
+
+    Args:
+        figure: a :func:`heatmap_figure`.
+        labels: each box's label, in the figure's box order.
+        colours: ``{label: colour}``; a label it lacks is drawn grey.
+
+    Raises:
+        ValueError: ``labels`` does not have one label per box of the figure.
+    """
+    layout = dict(figure["layout"])
+    shapes, annotations = list(layout["shapes"]), list(layout["annotations"])
+    data = list(figure["data"])
+    if not len(labels) == len(shapes) == len(annotations) == len(data) - 1:
+        raise ValueError(
+            f"{len(labels)} label(s) for a figure of {len(shapes)} box(es); give each box's label"
+        )
+    for i, label in enumerate(labels):
+        colour = colours.get(label, _NO_LABEL_COLOUR)
+        shapes[i] = {**shapes[i], "line": {**shapes[i]["line"], "color": colour}}
+        annotations[i] = {**annotations[i], "bgcolor": colour}
+        data[1 + i] = {**data[1 + i], "line": {**data[1 + i]["line"], "color": colour}}
+    layout["shapes"], layout["annotations"] = shapes, annotations
+    return {**figure, "data": data, "layout": layout}
 
 
 def _format_value(value: float | None) -> str:
@@ -561,7 +594,7 @@ def embedding_figure(
                 "name": plain_text(label),
                 "x": _typed(xy[:, 0]),
                 "y": _typed(xy[:, 1]),
-                "marker": {"color": palette[label], "size": marker_size},
+                "marker": {"size": marker_size},
                 "customdata": [[int(p["box_id"]), int(p["image_id"])] for p in members],
                 # The label stays out of the template (a "%{x}" in it would be filled in): the
                 # trace's name, escaped, is what the hover box's side shows.
@@ -578,8 +611,31 @@ def embedding_figure(
         "legend": {"itemsizing": "constant"},
         "uirevision": "embedding",
     }
-    result: dict[str, Any] = to_json_safe({"data": data, "layout": layout})
-    return result
+    figure: dict[str, Any] = to_json_safe({"data": data, "layout": layout})
+    return embedding_with_colours(figure, sorted(by_label), palette)
+
+
+def embedding_with_colours(
+    figure: Mapping[str, Any], labels: Sequence[str], colours: Mapping[str, str]
+) -> dict[str, Any]:
+    """A copy of an :func:`embedding_figure` with each label's points in its colour (the
+    current palette for a cached answer, as :func:`heatmap_with_colours` does for boxes).
+
+    Args:
+        figure: an :func:`embedding_figure`.
+        labels: the label of each trace: the distinct labels of its points, sorted.
+        colours: ``{label: colour}``; a label it lacks is drawn grey.
+
+    Raises:
+        ValueError: ``labels`` does not have one label per trace.
+    """
+    data = list(figure["data"])
+    if len(labels) != len(data):
+        raise ValueError(f"{len(labels)} label(s) for {len(data)} trace(s); give each trace's")
+    for i, label in enumerate(labels):
+        marker = {**data[i]["marker"], "color": colours.get(label, _NO_LABEL_COLOUR)}
+        data[i] = {**data[i], "marker": marker}
+    return {**figure, "data": data}
 
 
 def _typed(values: np.ndarray) -> dict[str, Any] | list[float | None]:

@@ -15,12 +15,16 @@ splits them and permutes. Three scenarios:
 Under both nulls the rejection rate at ``alpha`` must be near ``alpha`` (for the exact
 4-vs-4 test the attainable level is 2/70 = 0.029); under the alternative it is the power.
 ``python -m benchmarks.calibration [repetitions]`` prints the table (``make bench`` runs it
-at 500 repetitions through ``bench_calibration``).
+at 500 repetitions through ``bench_calibration``), then the coverage of the 95% bootstrap
+intervals (BCa and percentile, over units) on simulated groups whose true distance is
+known (:func:`coverage_rates`); ``python -m benchmarks.calibration coverage [replicates
+[resamples]]`` prints that table alone.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -35,7 +39,7 @@ from skimage import data as skdata
 
 from app.boxes import Box
 from app.engine.features import FeatureCache, extract
-from app.engine.inference import Design, permutation_test
+from app.engine.inference import Design, bootstrap_interval, permutation_test
 from app.engine.measures import cosine, euclidean, grassmann, mahalanobis, mmd
 from app.engine.models import LoadedModel, get_model
 from app.engine.regions import region_descriptors
@@ -43,6 +47,8 @@ from app.images import DecodedImage, decode_image
 
 __all__ = [
     "BENCH_LIMITS",
+    "COVERAGE_SETTINGS",
+    "CoverageRow",
     "LAYERS",
     "MEASURES",
     "SCENARIOS",
@@ -50,7 +56,9 @@ __all__ = [
     "Row",
     "Spec",
     "calibration_rates",
+    "coverage_rates",
     "precompute",
+    "print_coverage",
     "print_table",
 ]
 
@@ -340,10 +348,173 @@ def print_table(rows: Sequence[Row]) -> None:
         )
 
 
+# ---- Bootstrap coverage ------------------------------------------------------------------
+# Intervals are proven by how often they cover a truth known by construction: Gaussian
+# groups with a known mean shift, the distance between group means (truth: the shift) or
+# the Gaussian-kernel MMD² at a fixed bandwidth (truth in closed form), resampled by units.
+
+
+@dataclass(frozen=True)
+class CoverageRow:
+    """How often one interval method covered the truth in one setting."""
+
+    setting: str
+    method: str
+    covered: int
+    replicates: int
+    low: float
+    high: float
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        """Share of replicates whose interval held the truth."""
+        return self.covered / self.replicates
+
+
+@dataclass(frozen=True)
+class _Setting:
+    label: str
+    units: int
+    rows: int
+    dim: int
+    shift: float
+    statistic: str  # "gap", "mmd_biased" or "mmd_unbiased"
+
+
+COVERAGE_SETTINGS: tuple[_Setting, ...] = (
+    _Setting("‖x̄−ȳ‖, 40 vs 40 images × 3 boxes, d=2, shift 4 (small bias)", 40, 3, 2, 4.0, "gap"),
+    _Setting(
+        "‖x̄−ȳ‖, 40 vs 40 images × 2 boxes, d=16, shift 2.2 (bias ≈ 0.8 SE)", 40, 2, 16, 2.2, "gap"
+    ),
+    _Setting("MMD² biased, 20 vs 20 boxes, d=2, shift 1.5, σ=1", 20, 1, 2, 1.5, "mmd_biased"),
+    _Setting("MMD² unbiased, 20 vs 20 boxes, d=2, shift 1, σ=1", 20, 1, 2, 1.0, "mmd_unbiased"),
+    _Setting("MMD² biased, 60 vs 60 boxes, d=2, shift 1.5, σ=1", 60, 1, 2, 1.5, "mmd_biased"),
+)
+
+
+def _mmd_truth(dim: int, shift: float, sigma: float = 1.0) -> float:
+    # E k(X, X') for X ~ N(a, I), X' ~ N(b, I), k = exp(−‖x−x'‖²/(2σ²)): X − X' ~ N(a−b, 2I).
+    s2 = sigma * sigma
+    scale = (s2 / (s2 + 2)) ** (dim / 2)
+    return 2 * scale * (1 - math.exp(-(shift**2) / (2 * (s2 + 2))))
+
+
+def _draw_group(g: torch.Generator, s: _Setting, centre: torch.Tensor) -> torch.Tensor:
+    if s.rows == 1:
+        return centre + torch.randn(s.units, s.dim, generator=g, dtype=torch.float64)
+    effects = torch.randn(s.units, 1, s.dim, generator=g, dtype=torch.float64)
+    noise = 0.5 * torch.randn(s.units, s.rows, s.dim, generator=g, dtype=torch.float64)
+    return (centre + effects + noise).reshape(-1, s.dim)
+
+
+def coverage_rates(
+    replicates: int = 400,
+    resamples: int = 1000,
+    seed: int = 0,
+    progress: Callable[[CoverageRow], None] | None = None,
+) -> list[CoverageRow]:
+    """Coverage of the BCa and percentile unit-bootstrap intervals (95%) in each setting.
+
+    The MMD² statistics are :func:`app.engine.measures.mmd` at ``sigma=1`` (biased: the
+    V-statistic, the app's default; unbiased: the U-statistic), evaluated through the
+    pooled Gram matrix of each replicate so a resample costs a few index operations.
+    """
+    out: list[CoverageRow] = []
+    for s in COVERAGE_SETTINGS:
+        g = torch.Generator().manual_seed(seed)
+        truth = s.shift if s.statistic == "gap" else _mmd_truth(s.dim, s.shift)
+        design = Design.from_boxes(
+            [(i, i, s.rows) for i in range(s.units)],
+            [(i + s.units, i + s.units, s.rows) for i in range(s.units)],
+        )
+        centre = torch.zeros(s.dim, dtype=torch.float64)
+        centre[0] = s.shift
+        covered = {"bca": 0, "percentile": 0}
+        seconds = dict.fromkeys(covered, 0.0)
+        for rep in range(replicates):
+            x = _draw_group(g, s, torch.zeros(s.dim, dtype=torch.float64))
+            y = _draw_group(g, s, centre)
+            stat, a, b = _coverage_statistic(s, x, y)
+            for method in ("bca", "percentile"):
+                start = time.perf_counter()
+                low, high, *_ = bootstrap_interval(
+                    stat, a, b, design, resamples=resamples, seed=rep, method=method
+                )
+                seconds[method] += time.perf_counter() - start
+                covered[method] += low <= truth <= high
+        for method, count in covered.items():
+            ci = binomtest(count, replicates).proportion_ci(method="wilson")
+            row = CoverageRow(s.label, method, count, replicates, ci.low, ci.high, seconds[method])
+            out.append(row)
+            if progress is not None:
+                progress(row)
+    return out
+
+
+def _coverage_statistic(
+    s: _Setting, x: torch.Tensor, y: torch.Tensor
+) -> tuple[Callable[[torch.Tensor, torch.Tensor], float], torch.Tensor, torch.Tensor]:
+    if s.statistic == "gap":
+        return (lambda a, b: float((a.mean(0) - b.mean(0)).norm())), x, y
+    z = torch.cat([x, y])
+    gram = torch.exp(-(torch.cdist(z, z) ** 2) / 2)
+    unbiased = s.statistic == "mmd_unbiased"
+    if not unbiased:  # the Gram route is the app's measure: check it once per replicate
+        assert (
+            abs(
+                _gram_mmd(gram, torch.arange(len(x)), torch.arange(len(x), len(z)), False)
+                - mmd(x, y, sigma=1.0)
+            )
+            < 1e-9
+        )
+
+    def stat(a: torch.Tensor, b: torch.Tensor) -> float:
+        return _gram_mmd(gram, a[:, 0].long(), b[:, 0].long(), unbiased)
+
+    rows = torch.arange(len(z), dtype=torch.float64)[:, None]
+    return stat, rows[: len(x)], rows[len(x) :]
+
+
+def _gram_mmd(gram: torch.Tensor, i: torch.Tensor, j: torch.Tensor, unbiased: bool) -> float:
+    kxx, kyy, kxy = gram[i][:, i], gram[j][:, j], gram[i][:, j]
+    if not unbiased:
+        return float(kxx.mean() + kyy.mean() - 2 * kxy.mean())
+    n, m = len(i), len(j)
+    # a resample's repeated units are distinct draws here: only the diagonal is left out
+    sxx = (kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1))
+    syy = (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1))
+    return float(sxx + syy - 2 * kxy.mean())
+
+
+def print_coverage(replicates: int = 400, resamples: int = 1000) -> None:
+    """Print the coverage rates with their Wilson intervals as a Markdown table, a row as
+    soon as it is measured."""
+    print(
+        f"| setting ({replicates} replicates, {resamples} resamples) | interval | coverage |"
+        " 95% CI (Wilson) | s |"
+    )
+    print("| --- | --- | --- | --- | --- |")
+
+    def row(r: CoverageRow) -> None:
+        print(
+            f"| {r.setting} | {r.method} | {r.rate:.3f} ({r.covered}/{r.replicates}) | "
+            f"[{r.low:.3f}, {r.high:.3f}] | {r.seconds:.1f} |",
+            flush=True,
+        )
+
+    coverage_rates(replicates, resamples, progress=row)
+
+
 def main(repetitions: int = 500) -> None:
-    """Precompute once, then print every rate with its interval."""
+    """Precompute once, then print every rate with its interval; then the bootstrap
+    intervals' coverage (``repetitions`` replicates of each setting)."""
     print_table(calibration_rates(repetitions, limits=BENCH_LIMITS))
+    print_coverage(repetitions)
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 500)
+    if sys.argv[1:2] == ["coverage"]:
+        print_coverage(*(int(a) for a in sys.argv[2:4]))  # replicates, resamples
+    else:
+        main(int(sys.argv[1]) if len(sys.argv) > 1 else 500)

@@ -334,3 +334,31 @@ def test_heatmap_boxes_take_their_labels_colours() -> None:
     assert [s["line"]["color"] for s in alone["layout"]["shapes"]] == [
         label_colours(["dog", "cat", "new"])[b["label"]] for b in boxes
     ]
+
+
+def test_stored_figures_are_repainted_with_the_current_colours_without_being_changed() -> None:
+    import copy
+
+    from app.palette import label_colours
+
+    boxes = [
+        {"x": 1, "y": 1, "w": 3, "h": 2, "label": "dog"},
+        {"x": 2, "y": 0, "w": 2, "h": 2, "label": "cat"},
+    ]
+    old = plots.heatmap_figure(np.zeros((5, 6)), boxes, colours=label_colours(["cat", "dog"]))
+    kept = copy.deepcopy(old)
+    now = label_colours(["ant", "cat", "dog"])  # a new label moves cat's and dog's ranks
+    assert now["dog"] != label_colours(["cat", "dog"])["dog"]
+    painted = plots.heatmap_with_colours(old, ["dog", "cat"], now)
+    assert painted == plots.heatmap_figure(np.zeros((5, 6)), boxes, colours=now)
+    assert old == kept  # a cached figure is not changed under the cache
+    with pytest.raises(ValueError, match="1 label"):
+        plots.heatmap_with_colours(old, ["dog"], now)
+    points = [
+        {"x": 0.0, "y": 1.0, "label": "dog", "box_id": 1, "image_id": 1},
+        {"x": 2.0, "y": 3.0, "label": "cat", "box_id": 2, "image_id": 1},
+    ]
+    scatter = plots.embedding_figure(points)
+    kept = copy.deepcopy(scatter)
+    repainted = plots.embedding_with_colours(scatter, ["cat", "dog"], now)
+    assert repainted == plots.embedding_figure(points, colours=now) and scatter == kept

@@ -63,6 +63,13 @@ class DistancesIn(BoxesAtLayerIn):
     bootstrap: int = Field(
         0, ge=0, description=("Bootstrap resamples of units per pair for a 95% interval; 0: none.")
     )
+    interval_method: Literal["bca", "percentile"] = Field(
+        "bca",
+        description=(
+            "Bootstrap interval: bca (bias-corrected and accelerated, jackknife over units) "
+            "or percentile (biased upwards for distances such as MMD²)."
+        ),
+    )
     unit: Literal["auto", "image", "box"] = Field(
         "auto",
         description=(
@@ -88,12 +95,13 @@ class DistancesIn(BoxesAtLayerIn):
 
 
 class IntervalOut(BaseModel):
-    """A bootstrap percentile interval over units."""
+    """A bootstrap interval over units and its method (bca or percentile)."""
 
     low: float | None
     high: float | None
     level: float
     resamples: int
+    method: str
 
 
 class PairTestOut(BaseModel):

@@ -7,16 +7,17 @@ from typing import Any, ClassVar, Literal
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from app.api.deps import ERRORS, JobsDep, SettingsDep, StoreDep, load_model
 from app.api.schemas import BoxesAtLayerIn, JobAccepted
 from app.engine.layers import check_layer
 from app.jobs import Cancelled, Progress
 from app.service.backends import backend
+from app.service.extraction import ExtractionReport
 from app.service.features import check_limits
 
-__all__ = ["router", "ExtractionIn", "ExtractionOut"]
+__all__ = ["router", "ExtractionIn"]
 
 router = APIRouter(prefix="/api", tags=["analysis"])
 
@@ -46,24 +47,12 @@ class ExtractionIn(BoxesAtLayerIn):
     batch_size: int = Field(16, ge=1, le=256)
 
 
-class ExtractionOut(BaseModel):
-    """A finished extraction job's result (``GET /api/jobs/{job_id}``'s ``result``):
-    ``extracted`` and ``present`` count box × layer descriptors."""
-
-    boxes: int
-    layers: int
-    images: int
-    extracted: int
-    present: int
-    seconds: float
-
-
 @router.post(
     "/extractions",
     status_code=202,
     response_model=JobAccepted,
     responses={
-        200: {"model": ExtractionOut, "description": "The job's result, once done."},
+        200: {"model": ExtractionReport, "description": "The job's result, once done."},
         **ERRORS,
     },
 )
@@ -91,7 +80,7 @@ def post_extraction(
             cancelled=cancelled,
         )
         store.features.compact()
-        return ExtractionOut(**asdict(report)).model_dump()
+        return asdict(report)
 
     job_id = jobs.submit("extraction", work)
     return JSONResponse(status_code=202, content=JobAccepted(job_id=job_id).model_dump())

@@ -50,6 +50,7 @@ __all__ = [
     "CropSample",
     "TrainConfig",
     "TrainResult",
+    "TrainSettings",
     "TrainStep",
     "cut_context",
     "default_after",
@@ -73,16 +74,12 @@ class CropSample:
     label: str
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """What to train and how.
+@dataclass(frozen=True, kw_only=True)
+class TrainSettings:
+    """How to train: the settings a training request passes on to :class:`TrainConfig`.
 
     Attributes:
-        layer: the graph node whose pooled output the loss acts on.
-        after: train the nodes after this one up to ``layer``; ``None``: see
-            :func:`default_after`.
         objective: ``triplet``, ``npair``, ``contrastive`` (labels) or ``mmd`` (domains).
-        domains: the two labels aligned by ``mmd``.
         loss_weight: weight of the objective (0 trains on cross-entropy alone, or not at all).
         cross_entropy: weight of a linear classifier's cross-entropy on the labels.
         head: put a projection head (Linear–ReLU–Linear) between the pooled features and the
@@ -99,10 +96,7 @@ class TrainConfig:
         device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
     """
 
-    layer: str
-    after: str | None = None
     objective: Objective = "triplet"
-    domains: tuple[str, str] | None = None
     loss_weight: float = 1.0
     cross_entropy: float = 0.0
     head: bool | None = None
@@ -115,6 +109,22 @@ class TrainConfig:
     seed: int = 0
     margin: float = 0.2
     device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+@dataclass(frozen=True)
+class TrainConfig(TrainSettings):
+    """What to train (and how: the keyword-only :class:`TrainSettings`).
+
+    Attributes:
+        layer: the graph node whose pooled output the loss acts on.
+        after: train the nodes after this one up to ``layer``; ``None``: see
+            :func:`default_after`.
+        domains: the two labels aligned by ``mmd``.
+    """
+
+    layer: str
+    after: str | None = None
+    domains: tuple[str, str] | None = None
 
     def check(self) -> None:
         """Raise a ``ValueError`` naming the first setting out of range."""

@@ -16,7 +16,7 @@ import torch
 
 from app.config import Settings
 from app.engine.analysis import layer_profile
-from app.engine.inference import Adjustment, Group, MatrixTests, matrix_tests
+from app.engine.inference import Adjustment, Group, IntervalMethod, MatrixTests, matrix_tests
 from app.engine.layers import check_layer
 from app.engine.measures import MEASURES, Measure, get_measure
 from app.engine.models import LoadedModel
@@ -24,7 +24,13 @@ from app.engine.preprocess import InputMode
 from app.engine.regions import Descriptor
 from app.errors import InvalidInput, NotFound
 from app.palette import label_colours
-from app.plots import distance_matrix_figure, embedding_figure, separation_figure, to_json_safe
+from app.plots import (
+    distance_matrix_figure,
+    embedding_figure,
+    embedding_with_colours,
+    separation_figure,
+    to_json_safe,
+)
 from app.service import budgets
 from app.service.budgets import Estimate, check_budget
 from app.service.estimates import extraction_of
@@ -70,6 +76,7 @@ class DistanceRequest:
     unit: Literal["auto", "image", "box"] = "auto"
     adjust: Adjustment = "holm"
     alpha: float = 0.05
+    interval_method: IntervalMethod = "bca"
 
 
 @dataclass(frozen=True)
@@ -341,8 +348,9 @@ def _tests_json(tests: MatrixTests, k: int) -> dict[str, Any]:
                 else {
                     "low": t.interval.low,
                     "high": t.interval.high,
-                    "level": 0.95,
+                    "level": t.interval.level,
                     "resamples": t.interval.resamples,
+                    "method": t.interval.method,
                 },
             }
             for t in tests.tests
@@ -416,6 +424,7 @@ def distances(
             alpha=request.alpha,
             unit=None if request.unit == "auto" else request.unit,
             adjustment=request.adjust,
+            interval_method=request.interval_method,
             cancelled=cancelled,
         )
         _require_unchanged(store, every)
@@ -670,9 +679,11 @@ def embedding(
             "layer": request.layer,
             "model": model.spec.name,
             "descriptor": request.descriptor,
-            "figure": embedding_figure(
-                points, method=request.method, colours=label_colours(store.labels())
-            ),
+            # repainted when served: the palette changes as labels come and go
+            "figure": embedding_figure(points, method=request.method),
         }
 
-    return run.answer("embedding", asdict(request), boxes, answer)
+    found = run.answer("embedding", asdict(request), boxes, answer)
+    labels = sorted({str(p["label"]) for p in found["points"]})
+    painted = embedding_with_colours(found["figure"], labels, label_colours(store.labels()))
+    return {**found, "figure": painted}

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 from app.config import Settings
 from app.engine.models import LoadedModel
@@ -19,59 +18,18 @@ from app.service.extraction import ExtractionReport, extract_boxes
 from app.service.ray_extraction import RayOptions, extract_boxes_ray
 from app.store import BoxRecord, Store
 
-__all__ = ["ExtractionBackend", "LocalBackend", "RayBackend", "backend"]
+__all__ = ["ExtractionBackend", "backend"]
 
 Progress = Callable[[float, str], None]
 
 
-class ExtractionBackend(Protocol):
-    """Extracts and stores the descriptors of boxes the feature store lacks."""
-
-    def __call__(
-        self,
-        store: Store,
-        model: LoadedModel,
-        boxes: Sequence[BoxRecord],
-        layers: Sequence[str],
-        kind: Descriptor = "gap",
-        grid_size: int = 4,
-        mode: InputMode = "resize",
-        batch_size: int = 16,
-        progress: Progress | None = None,
-        cancelled: Callable[[], bool] | None = None,
-    ) -> ExtractionReport:
-        """Arguments and errors as :func:`app.service.extraction.extract_boxes`."""
-        ...
-
-
-class LocalBackend:
-    """Batches forwarded in this process."""
-
-    def __call__(
-        self,
-        store: Store,
-        model: LoadedModel,
-        boxes: Sequence[BoxRecord],
-        layers: Sequence[str],
-        kind: Descriptor = "gap",
-        grid_size: int = 4,
-        mode: InputMode = "resize",
-        batch_size: int = 16,
-        progress: Progress | None = None,
-        cancelled: Callable[[], bool] | None = None,
-    ) -> ExtractionReport:
-        """See :func:`app.service.extraction.extract_boxes`."""
-        report, _ = extract_boxes(
-            store, model, boxes, layers, kind, grid_size, mode, batch_size, progress, cancelled
-        )
-        return report
-
-
 @dataclass(frozen=True)
-class RayBackend:
-    """A Ray actor pool (see :mod:`app.service.ray_extraction`)."""
+class ExtractionBackend:
+    """Extracts and stores the descriptors of boxes the feature store lacks: in this
+    process (``ray`` is ``None``) or on a Ray actor pool (:mod:`app.service.ray_extraction`).
+    """
 
-    options: RayOptions
+    ray: RayOptions | None = None
 
     def __call__(
         self,
@@ -86,28 +44,21 @@ class RayBackend:
         progress: Progress | None = None,
         cancelled: Callable[[], bool] | None = None,
     ) -> ExtractionReport:
-        """See :func:`app.service.ray_extraction.extract_boxes_ray`."""
-        return extract_boxes_ray(
-            store,
-            model,
-            boxes,
-            layers,
-            kind,
-            grid_size,
-            mode,
-            batch_size,
-            progress,
-            cancelled,
-            options=self.options,
-        )
+        """Arguments and errors as :func:`app.service.extraction.extract_boxes` (and, on Ray,
+        :func:`app.service.ray_extraction.extract_boxes_ray`)."""
+        args = (store, model, boxes, layers, kind, grid_size, mode, batch_size, progress)
+        if self.ray is None:
+            report, _ = extract_boxes(*args, cancelled)
+            return report
+        return extract_boxes_ray(*args, cancelled, options=self.ray)
 
 
 def backend(settings: Settings, ray_address: str | None = None) -> ExtractionBackend:
     """Ray when ``ray_address`` or ``settings.ray_address`` is set, else this process."""
     address = ray_address or settings.ray_address
     if address is None:
-        return LocalBackend()
-    return RayBackend(
+        return ExtractionBackend()
+    return ExtractionBackend(
         RayOptions(
             address=address,
             actors=settings.ray_actors,

@@ -30,7 +30,14 @@ from app.service.heatmaps import ENGINE_LOCK
 from app.store import BoxRecord, ImageRecord, Store
 from app.store.features import FeatureSet, FeatureStore, StoredBox
 
-__all__ = ["ExtractionReport", "extract_boxes", "feature_sets", "stored_box"]
+__all__ = [
+    "ExtractionPlan",
+    "ExtractionReport",
+    "extract_boxes",
+    "feature_sets",
+    "plan_extraction",
+    "stored_box",
+]
 
 Progress = Callable[[float, str], None]
 _SEGMENT_BYTES = 32 * 1024 * 1024  # a segment file holds up to this many descriptor bytes
@@ -38,7 +45,8 @@ _SEGMENT_BYTES = 32 * 1024 * 1024  # a segment file holds up to this many descri
 
 @dataclass(frozen=True)
 class ExtractionReport:
-    """What :func:`extract_boxes` did.
+    """What an extraction did (:func:`extract_boxes`, the Ray backend, and the result of an
+    extraction job, ``GET /api/jobs/{job_id}``).
 
     ``extracted`` and ``present`` count box × layer descriptors; ``images`` the images
     forwarded.
@@ -99,6 +107,80 @@ def feature_sets(
 def stored_box(box: BoxRecord, image: ImageRecord) -> StoredBox:
     """The key of a box's descriptor besides its feature set."""
     return StoredBox(box.id, image.sha256, box.x, box.y, box.w, box.h)
+
+
+@dataclass(frozen=True)
+class ExtractionPlan:
+    """Which descriptors an extraction computes, as both backends plan it.
+
+    Attributes:
+        sets: each layer's feature set.
+        images: the boxes' images by id.
+        keys: each box's key in the feature store, by box id.
+        boxes: the boxes, each once.
+        missing: per layer, the ids of the boxes whose descriptor is to be computed.
+        present: box × layer descriptors already stored (0 when forced).
+        needed: the layers with something missing.
+        by_image: the boxes with something missing, by image id.
+    """
+
+    sets: dict[str, FeatureSet]
+    images: dict[int, ImageRecord]
+    keys: dict[int, StoredBox]
+    boxes: list[BoxRecord]
+    missing: dict[str, set[int]]
+    present: int
+    needed: list[str]
+    by_image: dict[int, list[BoxRecord]]
+
+    def report(self, seconds: float) -> ExtractionReport:
+        """The report of this plan carried out in ``seconds``."""
+        return ExtractionReport(
+            boxes=len(self.boxes),
+            layers=len(self.sets),
+            images=len(self.by_image),
+            extracted=sum(len(self.missing[layer]) for layer in self.needed),
+            present=self.present,
+            seconds=seconds,
+        )
+
+
+def plan_extraction(
+    store: Store,
+    model: LoadedModel,
+    boxes: Sequence[BoxRecord],
+    layers: Sequence[str],
+    kind: Descriptor,
+    grid_size: int,
+    mode: InputMode,
+    batch_size: int,
+    force: bool = False,
+) -> ExtractionPlan:
+    """What :func:`extract_boxes` (or the Ray backend) has to compute: the descriptors the
+    feature store lacks (all of them with ``force``).
+
+    Raises:
+        KeyError: an unknown layer or a vanished image. ValueError: a bad descriptor kind,
+        grid size or batch size.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    sets = feature_sets(store, model, layers, kind, grid_size, mode)
+    images = store.get_images({b.image_id for b in boxes})
+    keys = {b.id: stored_box(b, images[b.image_id]) for b in boxes}
+    unique = list({b.id: b for b in boxes}.values())
+    missing: dict[str, set[int]] = {}
+    present = 0
+    for layer, feature_set in sets.items():
+        have = set() if force else store.features.present(feature_set, list(keys.values()))
+        missing[layer] = {b.id for b in unique} - have
+        present += len(have)
+    needed = [layer for layer in sets if missing[layer]]
+    by_image: dict[int, list[BoxRecord]] = {}
+    for box in unique:
+        if any(box.id in missing[layer] for layer in needed):
+            by_image.setdefault(box.image_id, []).append(box)
+    return ExtractionPlan(sets, images, keys, unique, missing, present, needed, by_image)
 
 
 class _Writer:
@@ -198,24 +280,10 @@ def extract_boxes(
         grid size or batch size. JobCancelled: ``cancelled()`` became true.
     """
     started = time.perf_counter()
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    sets = feature_sets(store, model, layers, kind, grid_size, mode)
-    images = store.get_images({b.image_id for b in boxes})
-    keys = {b.id: stored_box(b, images[b.image_id]) for b in boxes}
-    unique = list({b.id: b for b in boxes}.values())
-    missing: dict[str, set[int]] = {}
-    present = 0
-    for layer, feature_set in sets.items():
-        have = set() if force else store.features.present(feature_set, list(keys.values()))
-        missing[layer] = {b.id for b in unique} - have
-        present += len(have)
+    plan = plan_extraction(store, model, boxes, layers, kind, grid_size, mode, batch_size, force)
+    sets, images, keys, missing = plan.sets, plan.images, plan.keys, plan.missing
+    needed, by_image = plan.needed, plan.by_image
     out: dict[str, dict[int, torch.Tensor]] = {layer: {} for layer in sets}
-    needed = [layer for layer in sets if missing[layer]]
-    by_image: dict[int, list[BoxRecord]] = {}
-    for box in unique:
-        if any(box.id in missing[layer] for layer in needed):
-            by_image.setdefault(box.image_id, []).append(box)
     max_side = store.settings.native_max_side
     batches = _batches([images[i] for i in by_image], model, mode, max_side, batch_size)
     writer = _Writer(store.features, {layer: sets[layer] for layer in needed})
@@ -278,12 +346,5 @@ def extract_boxes(
             for future in ahead:
                 future.cancel()
     writer.flush()
-    report = ExtractionReport(
-        boxes=len(unique),
-        layers=len(sets),
-        images=len(by_image),
-        extracted=sum(len(missing[layer]) for layer in needed),
-        present=present,
-        seconds=time.perf_counter() - started,
-    )
+    report = plan.report(time.perf_counter() - started)
     return report, out

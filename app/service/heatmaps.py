@@ -3,8 +3,11 @@
 A request's answer is cached in the store's results table under a key made of the image's
 hash, the model and its weights, the layer, method, target, input mode, display
 normalisation and every box of the image (id, coordinates, label): adding, moving or
-relabelling a box changes the key, so a stale answer is never served. The raw heat map is
-also kept in a small in-process LRU, so re-scoring after a box edit costs no forward pass.
+relabelling a box changes the key, so a stale answer is never served. Label colours are
+never taken from the cache: they change whenever labels are added or renamed anywhere in
+the store, so the figure's boxes are repainted with the current palette each time the
+answer is served. The raw heat map is also kept in a small in-process LRU, so re-scoring
+after a box edit costs no forward pass.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from app.engine.preprocess import InputMode
 from app.jobs import current_cancelled
 from app.lru import LRU
 from app.palette import label_colours
-from app.plots import OverlayMap, heatmap_figure, overlay_map
+from app.plots import OverlayMap, heatmap_figure, heatmap_with_colours, overlay_map
 from app.service.estimates import heatmap_budget
 from app.service.resolution import resolution_warnings
 from app.service.results import cached
@@ -235,13 +238,16 @@ def heatmap_result(
         "boxes": [[b.id, b.x, b.y, b.w, b.h, b.label] for b in boxes],
     }
 
-    return cached(
+    answer = cached(
         store,
         "heatmap",
         payload,
         lambda: _heatmap_answer(store, model, image, request, boxes),
         image_id=image.id,
     )
+    labels = [str(b["label"]) for b in answer["boxes"]]
+    figure = heatmap_with_colours(answer["figure"], labels, label_colours(store.labels()))
+    return {**answer, "figure": figure}
 
 
 def _heatmap_answer(
@@ -273,8 +279,7 @@ def _heatmap_answer(
         view.overlay(request.normalise),
         box_out,
         image_url=f"/api/images/{image.id}/file",
-        title=title,
-        colours=label_colours(store.labels()),
+        title=title,  # box colours are painted when served (heatmap_result)
         colorbar_title=f"{request.method}"
         + (f" {request.channel}" if request.channel is not None else "")
         + f" ({_SCALING[request.normalise]})",

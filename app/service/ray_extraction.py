@@ -48,7 +48,7 @@ from app.engine.regions import Descriptor, region_descriptors
 from app.errors import FeatureGapError
 from app.images import decode_image
 from app.jobs import JobCancelled
-from app.service.extraction import ExtractionReport, feature_sets, stored_box
+from app.service.extraction import ExtractionPlan, ExtractionReport, plan_extraction
 from app.store import BoxRecord, Store
 from app.store.features import FeatureSet, StoredBox
 
@@ -269,38 +269,20 @@ def extract_boxes_ray(
     """
     started = time.perf_counter()
     options = options or RayOptions()
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    sets = feature_sets(store, model, layers, kind, grid_size, mode)
-    images = store.get_images({b.image_id for b in boxes})
-    keys = {b.id: stored_box(b, images[b.image_id]) for b in boxes}
-    unique = list({b.id: b for b in boxes}.values())
-    missing: dict[str, set[int]] = {}
-    present = 0
-    for layer, feature_set in sets.items():
-        have = set() if force else store.features.present(feature_set, list(keys.values()))
-        missing[layer] = {b.id for b in unique} - have
-        present += len(have)
-    needed = [layer for layer in sets if missing[layer]]
-    by_image: dict[int, list[BoxRecord]] = {}
-    for box in unique:
-        if any(box.id in missing[layer] for layer in needed):
-            by_image.setdefault(box.image_id, []).append(box)
-    total = sum(len(v) for v in by_image.values())
-    if by_image:
-        writer = _Writer(store, {layer: sets[layer] for layer in needed})
+    plan = plan_extraction(store, model, boxes, layers, kind, grid_size, mode, batch_size, force)
+    total = sum(len(v) for v in plan.by_image.values())
+    if plan.by_image:
+        writer = _Writer(store, {layer: plan.sets[layer] for layer in plan.needed})
         done = 0
-        shards = _run(
-            store, model, by_image, needed, kind, grid_size, mode, batch_size, options, actor
-        )
+        shards = _run(store, model, plan, kind, grid_size, mode, batch_size, options, actor)
         try:
             for batch in shards:
                 ids = batch["box_id"].tolist()
-                for index, layer in enumerate(needed):
-                    rows = [k for k, box_id in enumerate(ids) if box_id in missing[layer]]
+                for index, layer in enumerate(plan.needed):
+                    rows = [k for k, box_id in enumerate(ids) if box_id in plan.missing[layer]]
                     if rows:
                         values = batch[f"layer{index}"][rows]
-                        writer.add(layer, [keys[ids[k]] for k in rows], values)
+                        writer.add(layer, [plan.keys[ids[k]] for k in rows], values)
                 done += len(ids)
                 if progress is not None:
                     progress(done / total, f"descriptors of {done}/{total} boxes")
@@ -310,21 +292,13 @@ def extract_boxes_ray(
         finally:
             shards.close()  # stops the pipeline when a cancel or an error ends the loop
         writer.flush()
-    return ExtractionReport(
-        boxes=len(unique),
-        layers=len(sets),
-        images=len(by_image),
-        extracted=sum(len(missing[layer]) for layer in needed),
-        present=present,
-        seconds=time.perf_counter() - started,
-    )
+    return plan.report(time.perf_counter() - started)
 
 
 def _run(
     store: Store,
     model: LoadedModel,
-    by_image: dict[int, list[BoxRecord]],
-    layers: list[str],
+    plan: ExtractionPlan,
     kind: Descriptor,
     grid_size: int,
     mode: InputMode,
@@ -332,10 +306,11 @@ def _run(
     options: RayOptions,
     actor: type[DescriptorActor],
 ) -> Generator[Batch, None, None]:
-    """Each shard's output, as the cluster finishes it."""
+    """Each shard's output (the plan's missing boxes at its needed layers), as the cluster
+    finishes it."""
     ray = connect(options.address)
     max_side = store.settings.native_max_side
-    images = store.get_images(by_image)
+    images, by_image = plan.images, plan.by_image
 
     def order(image_id: int) -> tuple[int, int]:  # shards of one input size where possible
         image = images[image_id]
@@ -370,7 +345,7 @@ def _run(
             compute=ray.data.ActorPoolStrategy(size=options.actors),
             fn_constructor_kwargs={
                 "model": model,
-                "layers": layers,
+                "layers": plan.needed,
                 "kind": kind,
                 "grid_size": grid_size,
             },

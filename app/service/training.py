@@ -20,10 +20,10 @@ import os
 import random
 import threading
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from app.boxes import Box
 from app.config import Settings
@@ -33,6 +33,7 @@ from app.engine.preprocess import InputMode
 from app.engine.training import (
     CropSample,
     TrainConfig,
+    TrainSettings,
     TrainStep,
     cut_context,
     default_after,
@@ -71,9 +72,9 @@ def _release(name: str, slot: list[str]) -> None:
 
 
 @dataclass(frozen=True)
-class TrainingRequest:
-    """A fine-tuning request (see :class:`app.engine.training.TrainConfig` for the
-    training settings).
+class TrainingRequest(TrainSettings):
+    """A fine-tuning request (the training settings are
+    :class:`app.engine.training.TrainSettings`'s, passed on as they are).
 
     ``labels`` / ``box_ids`` choose the boxes (default: all); ``holdout`` is the share of
     images kept out of training, or ``holdout_image_ids`` names them; ``eval_layers`` are
@@ -84,23 +85,12 @@ class TrainingRequest:
     model: str | None = None
     layer: str | None = None
     after: str | None = None
-    objective: Literal["triplet", "npair", "contrastive", "mmd"] = "triplet"
     labels: list[str] | None = None
     box_ids: list[int] | None = None
     domains: list[str] | None = None
     holdout: float = 0.25
     holdout_image_ids: list[int] | None = None
     name: str | None = None
-    epochs: int = 3
-    lr: float = 1e-4
-    batch_size: int = 32
-    crop_size: int = 0
-    jitter: float = 0.15
-    seed: int = 0
-    loss_weight: float = 1.0
-    cross_entropy: float = 0.0
-    head: bool | None = None
-    margin: float = 0.2
     eval_layers: list[str] | None = None
     mode: InputMode = "resize"
 
@@ -224,20 +214,10 @@ def plan_training(store: Store, settings: Settings, request: TrainingRequest) ->
     if domains is not None and len(domains) != 2:
         raise InvalidInput(f"domains needs exactly two labels, got {len(domains)}")
     config = TrainConfig(
+        **{f.name: getattr(request, f.name) for f in fields(TrainSettings)},
         layer=layer,
         after=after,
-        objective=request.objective,
         domains=(domains[0], domains[1]) if domains is not None else None,
-        loss_weight=request.loss_weight,
-        cross_entropy=request.cross_entropy,
-        head=request.head,
-        epochs=request.epochs,
-        lr=request.lr,
-        batch_size=request.batch_size,
-        crop_size=request.crop_size,
-        jitter=request.jitter,
-        seed=request.seed,
-        margin=request.margin,
     )
     try:
         config.check()

@@ -133,6 +133,7 @@ def _start_tsne(client: httpx.Client, seed: int) -> str:
 
 
 def test_health_stays_fast_while_the_pool_is_busy(server: httpx.Client) -> None:
+    _quiet_enough_for_cpu_timing()  # a wall-clock p99: as meaningless on a crowded machine
     base = str(server.base_url)
     job_id = _start_tsne(server, seed=0)  # the heavy one: one worker is busy for seconds
     answers: list[int] = []

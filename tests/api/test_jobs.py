@@ -33,7 +33,7 @@ def runner(store: Store) -> Iterator[JobRunner]:
     jobs.shutdown()
 
 
-def _until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
+def _until(condition: Callable[[], bool], seconds: float = 30.0) -> None:
     event = threading.Event()
     for _ in range(int(seconds / 0.005)):
         if condition():
@@ -49,7 +49,7 @@ def test_result_and_progress(runner: JobRunner) -> None:
         progress: Callable[[float, str], None], cancelled: Callable[[], bool]
     ) -> dict[str, list[float]]:
         progress(0.25, "a quarter")
-        gate.wait(5)
+        gate.wait(60)
         return {"x": [1.5, -2.0]}
 
     job_id = runner.submit("sum", work)
@@ -97,17 +97,48 @@ def test_cancel_running_and_queued_jobs(runner: JobRunner, stop: Exception) -> N
 
     ran: list[str] = []
     running = runner.submit("loop", loop)
-    assert started.wait(5)
+    assert started.wait(30)
     queued = runner.submit("later", lambda progress, cancelled: ran.append("ran"))
+    assert runner.pending == 2
     assert runner.cancel(queued).state == "cancelled"
+    assert runner.pending == 1  # the cancelled job left the queue: its place is free now
     assert runner.cancel(running).message == "cancelling"
     assert runner.wait(running).state == "cancelled"
     assert runner.wait(queued).state == "cancelled"
     assert runner.cancel(running).state == "cancelled"  # cancelling a finished job: no change
+    # The running job's place is freed when its worker returns, just after it stored
+    # "cancelled" (what wait() saw): wait for that, not for a fixed time.
+    _until(lambda: runner.pending == 0)
     assert ran == []
-    assert runner.pending == 0
     with pytest.raises(KeyError, match="no job"):
         runner.get("nope")
+
+
+def test_cancelled_queued_jobs_free_their_places_while_the_worker_is_busy(
+    runner: JobRunner,
+) -> None:
+    gate, started = threading.Event(), threading.Event()
+
+    def busy(progress: Callable[[float, str], None], cancelled: Callable[[], bool]) -> None:
+        started.set()
+        gate.wait(10)  # never checks cancelled(): a long step of real work
+
+    ran: list[str] = []
+    running = runner.submit("busy", busy)
+    assert started.wait(30)
+    queued = [runner.submit("later", lambda p, c: ran.append("ran")) for _ in range(2)]
+    with pytest.raises(PoolBusy):  # 1 running + 2 waiting: full
+        runner.submit("refused", lambda p, c: None)
+    for job_id in queued:
+        assert runner.cancel(job_id).state == "cancelled"
+    assert runner.pending == 1
+    # Room again while the first job still runs: the cancelled ones hold no place.
+    again = runner.submit("again", lambda p, c: "ok")
+    gate.set()
+    assert runner.wait(running).state == "done"
+    assert runner.wait(again).result == "ok"
+    assert ran == []
+    _until(lambda: runner.pending == 0)
 
 
 def test_bad_settings_are_refused(store: Store) -> None:
@@ -119,28 +150,28 @@ def test_bad_settings_are_refused(store: Store) -> None:
 
 def test_the_pool_is_bounded_and_frees_its_places(runner: JobRunner) -> None:
     gate = threading.Event()
-    futures = [runner.call(lambda cancelled: gate.wait(5))[0] for _ in range(3)]  # 1 + 2
+    futures = [runner.call(lambda cancelled: gate.wait(60))[0] for _ in range(3)]  # 1 + 2
     assert runner.pending == 3
     with pytest.raises(PoolBusy, match="FEATUREGAP_WORKERS = 1 .*FEATUREGAP_QUEUE_LIMIT = 2"):
         runner.call(lambda cancelled: None)
     with pytest.raises(PoolBusy):
         runner.submit("refused", lambda progress, cancelled: None)
     gate.set()
-    assert [f.result(5) for f in futures] == [True, True, True]
+    assert [f.result(30) for f in futures] == [True, True, True]
     _until(lambda: runner.pending == 0)
-    assert runner.call(lambda cancelled: 7)[0].result(5) == 7
+    assert runner.call(lambda cancelled: 7)[0].result(30) == 7
 
 
 def test_a_synchronous_call_cancelled_while_queued_never_runs(runner: JobRunner) -> None:
     gate = threading.Event()
-    first, _ = runner.call(lambda cancelled: gate.wait(5))
+    first, _ = runner.call(lambda cancelled: gate.wait(60))
     ran: list[str] = []
     second, cancel = runner.call(lambda cancelled: ran.append("ran"))
     cancel.set()
     gate.set()
-    first.result(5)
+    first.result(30)
     with pytest.raises(JobCancelled):
-        second.result(5)
+        second.result(30)
     assert ran == []
 
 
@@ -252,7 +283,7 @@ def test_shutdown_marks_unfinished_jobs_interrupted(store: Store) -> None:
         raise JobCancelled("cancelled")
 
     running = runner.submit("loop", loop)
-    assert started.wait(5)
+    assert started.wait(30)
     queued = runner.submit("later", lambda progress, cancelled: None)
     runner.shutdown()
     assert store.get_job(running).state == "interrupted"
@@ -289,7 +320,7 @@ def test_a_client_that_leaves_cancels_its_running_work(runner: JobRunner) -> Non
     with pytest.raises(HTTPException) as info:
         asyncio.run(pool.run(work))
     assert info.value.status_code == 499
-    assert saw_cancel.wait(2)
+    assert saw_cancel.wait(30)
     _until(lambda: runner.pending == 0)
     assert (
         asyncio.run(
@@ -310,14 +341,14 @@ def test_current_cancelled_follows_the_work_on_this_thread(runner: JobRunner) ->
     def work(cancelled: Callable[[], bool]) -> tuple[bool, bool]:
         before = current_cancelled()()
         started.set()
-        gate.wait(5)
+        gate.wait(60)
         return before, current_cancelled()()
 
     future, cancel = runner.call(work)
-    assert started.wait(5)
+    assert started.wait(30)
     cancel.set()
     gate.set()
-    assert future.result(5) == (False, True)
+    assert future.result(30) == (False, True)
 
     def job(progress: Callable[[float, str], None], cancelled: Callable[[], bool]) -> bool:
         return current_cancelled()()

@@ -61,9 +61,13 @@ def serve(data_dir: Path, **env_extra: str) -> Iterator[str]:
         yield str(client.base_url).rstrip("/")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The app with the real embedded model on an isolated data dir; yields its origin."""
+    """The app with the real embedded model on a data dir of its own; yields its origin.
+
+    One per test module: a module's tests see only the images, boxes and labels that the
+    module made, whatever ran before it (the suite passes in any order of its files).
+    """
     with serve(tmp_path_factory.mktemp("browser") / "data") as origin:
         yield origin
 

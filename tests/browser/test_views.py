@@ -60,8 +60,12 @@ def _own_png(photo: Any, name: str) -> bytes:
 
 
 def _open_image(page: Page, name: str) -> None:
-    page.click(f".card img[alt='{name}.png']")
-    _wait_for(page, "document.querySelector('.editor-image')?.complete")
+    """Open the image from its card and wait until the editor has laid it out (it marks
+    ``#editor-stage[data-shown=<id>]``; the image element is ``complete`` before, with no src)."""
+    card = page.locator(".card", has=page.locator(f"img[alt='{name}.png']"))
+    image_id = card.get_attribute("data-image-id")
+    card.locator("img").click()
+    page.wait_for_selector(f"#editor-stage[data-shown='{image_id}']")
 
 
 def _drawn(page: Page, plot_id: str) -> None:

@@ -97,3 +97,47 @@ def test_separation_and_embedding_are_cached_under_the_results_version(
             assert run() != first and calls == [6, 6]  # other code: computed again
     assert store.count_results() == 4
     store.close()
+
+
+def test_a_cached_embedding_takes_the_labels_current_colours(
+    data_dir: Path, photo: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from types import SimpleNamespace
+
+    import torch
+
+    from app.config import get_settings
+    from app.palette import label_colours
+    from app.service import analysis
+    from app.store import Store
+
+    store = Store(get_settings())
+    image, _ = store.add_image(photo.png("coffee"), "coffee.png")
+    boxes = [store.add_box(image.id, 10 + 30 * i, 10, 20, 20, "cd"[i % 2]) for i in range(4)]
+    calls: list[int] = []
+
+    def descriptors(_s: Any, _m: Any, every: list[Any], layers: list[str], *_a: Any) -> Any:
+        calls.append(len(every))
+        gen = torch.Generator().manual_seed(1)
+        return {layers[0]: [torch.randn(3, generator=gen, dtype=torch.float64) for _ in every]}
+
+    monkeypatch.setattr(analysis, "box_descriptors", descriptors)
+    monkeypatch.setattr(analysis, "estimate_embedding", lambda *_args, **_kwargs: None)
+    model: Any = SimpleNamespace(spec=SimpleNamespace(name="m"), weights_sha256="w")
+    request = analysis.EmbeddingRequest("m", "l1", method="pca")
+
+    def colours() -> dict[str, str]:
+        answer = analysis.embedding(store, get_settings(), model, boxes, request)
+        return {t["name"]: t["marker"]["color"] for t in answer["figure"]["data"]}
+
+    assert colours() == {k: label_colours("cd")[k] for k in "cd"}
+    # Labels "a" and "b" on another image: "c" and "d" move down the palette's ranks.
+    other, _ = store.add_image(photo.png("chelsea"), "chelsea.png")
+    store.add_boxes(other.id, [(0, 0, 9, 9, "a"), (10, 10, 9, 9, "b")])
+    assert (
+        colours()
+        == {k: label_colours("abcd")[k] for k in "cd"}
+        != {k: label_colours("cd")[k] for k in "cd"}
+    )
+    assert calls == [4]  # the second answer is the stored one, repainted
+    store.close()

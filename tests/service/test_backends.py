@@ -9,21 +9,21 @@ import pytest
 
 from app.config import Settings
 from app.service import ray_extraction
-from app.service.backends import LocalBackend, RayBackend, backend
+from app.service.backends import ExtractionBackend, backend
 from app.service.ray_extraction import RayOptions
 
 
 def test_the_ray_address_setting_or_argument_picks_ray(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert isinstance(backend(Settings()), LocalBackend)
+    assert backend(Settings()) == ExtractionBackend(ray=None)
     monkeypatch.setenv("FEATUREGAP_RAY_ADDRESS", "  ")
     assert Settings().ray_address is None  # blank means off, not "connect somewhere"
     monkeypatch.setenv("FEATUREGAP_RAY_ADDRESS", "ray://head:10001")
     monkeypatch.setenv("FEATUREGAP_RAY_ACTORS", "5")
     monkeypatch.setenv("FEATUREGAP_RAY_GPUS_PER_ACTOR", "0.5")
     chosen = backend(Settings())
-    assert chosen == RayBackend(RayOptions("ray://head:10001", 5, 1.0, 0.5))
-    assert backend(Settings(), "auto") == RayBackend(RayOptions("auto", 5, 1.0, 0.5))
-    assert backend(Settings(_env_file=None, ray_actors=2), "auto").options.actors == 2
+    assert chosen == ExtractionBackend(RayOptions("ray://head:10001", 5, 1.0, 0.5))
+    assert backend(Settings(), "auto") == ExtractionBackend(RayOptions("auto", 5, 1.0, 0.5))
+    assert backend(Settings(_env_file=None, ray_actors=2), "auto").ray.actors == 2
     with pytest.raises(ValueError, match="actors must be at least 1"):
         RayOptions(actors=0)
 

@@ -92,3 +92,36 @@ def test_a_moved_box_is_scored_and_drawn_from_the_kept_map_as_from_a_fresh_one(
         assert answers[100.5, "minmax"]["boxes"] != answers[37.25, "minmax"]["boxes"]
     finally:
         store.close()
+
+
+@pytest.mark.slow
+def test_a_cached_heat_map_takes_the_labels_current_colours(
+    data_dir: Path, embedded_model: LoadedModel, photo: Any
+) -> None:
+    from app.palette import label_colours
+    from app.service.heatmaps import heatmap_result
+
+    store = Store(get_settings())
+    image, _ = store.add_image(photo.png("chelsea"), "chelsea.png")
+    store.add_boxes(image.id, [(10, 10, 80, 60, "dog"), (100, 50, 60, 90, "cat")])
+    request = HeatmapRequest("efficientnet_lite0", "bn2", "l2")
+
+    def drawn() -> list[str]:
+        boxes = store.boxes(image_id=image.id)
+        figure = heatmap_result(store, embedded_model, image, request, boxes)["figure"]
+        lines = [s["line"]["color"] for s in figure["layout"]["shapes"]]
+        assert [a["bgcolor"] for a in figure["layout"]["annotations"]] == lines
+        assert [t["line"]["color"] for t in figure["data"][1:]] == lines
+        return lines
+
+    before = label_colours(["cat", "dog"])
+    assert drawn() == [before["dog"], before["cat"]]
+    count = store.count_results(image.id)
+    # A label "ant" on another image leaves this image's answer cached, but moves "cat" and
+    # "dog" down the palette: the served figure must show their colours now.
+    other, _ = store.add_image(photo.png("coffee"), "coffee.png")
+    store.add_box(other.id, 0, 0, 20, 20, "ant")
+    now = label_colours(["ant", "cat", "dog"])
+    assert drawn() == [now["dog"], now["cat"]] != [before["dog"], before["cat"]]
+    assert store.count_results(image.id) == count  # served from the cache
+    store.close()

@@ -3,14 +3,21 @@
 Rows of one box (its ``pixels``) and boxes of one image are not independent samples, so
 every procedure here works on *units*: :mod:`units` says which rows move together,
 :mod:`exact` enumerates or draws assignments of units to groups, :mod:`permutation` runs
-the test (with an MMD fast path), :mod:`bootstrap` gives intervals by resampling units,
-:mod:`effective` reports effective sample sizes and :mod:`adjust` corrects p-values across
-a family. Measure-agnostic: a statistic is any ``f(x, y) -> float``. Cancellation raises
-``InterruptedError("cancelled")``.
+the test (with an MMD fast path), :mod:`bootstrap` gives intervals (BCa or percentile) by
+resampling units, :mod:`effective` reports effective sample sizes and :mod:`adjust`
+corrects p-values across a family. Measure-agnostic: a statistic is any
+``f(x, y) -> float``. Cancellation raises ``InterruptedError("cancelled")``.
 """
 
 from app.engine.inference.adjust import Adjustment, adjust
-from app.engine.inference.bootstrap import Interval, bootstrap_interval
+from app.engine.inference.bootstrap import (
+    INTERVAL_METHODS,
+    Interval,
+    IntervalMethod,
+    bca_levels,
+    bootstrap_interval,
+    jackknife,
+)
 from app.engine.inference.effective import Effective, effective_of, effective_sizes, icc
 from app.engine.inference.exact import assignment_batches, count_assignments, smallest_p
 from app.engine.inference.matrix import Group, MatrixTests, PairTest, matrix_tests
@@ -18,6 +25,7 @@ from app.engine.inference.permutation import Statistic, TestResult, permutation_
 from app.engine.inference.units import Design, Scheme, Stratum, Unit, choose_unit, scheme
 
 __all__ = [
+    "INTERVAL_METHODS",
     "Adjustment",
     "Design",
     "Effective",
@@ -25,6 +33,7 @@ __all__ = [
     "MatrixTests",
     "PairTest",
     "Interval",
+    "IntervalMethod",
     "Scheme",
     "Statistic",
     "Stratum",
@@ -32,6 +41,7 @@ __all__ = [
     "Unit",
     "adjust",
     "assignment_batches",
+    "bca_levels",
     "bootstrap_interval",
     "choose_unit",
     "count_assignments",
@@ -39,6 +49,7 @@ __all__ = [
     "effective_sizes",
     "matrix_tests",
     "icc",
+    "jackknife",
     "permutation_test",
     "scheme",
     "smallest_p",

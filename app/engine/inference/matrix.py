@@ -3,25 +3,31 @@
 Each group is its rows plus the box and image each row came from. One unit is chosen for
 the whole matrix (images whenever any image gives several boxes to a group or boxes to
 several groups, else boxes), so every pair is tested, bootstrapped and sized the same way;
-the family of an adjustment is the matrix's tested pairs.
+the family of an adjustment is the matrix's tested pairs. A warning is said once: what
+holds for the whole matrix at matrix level, a pair's own warning once for all the pairs it
+concerns.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 
 from torch import Tensor
 
 from app.engine.inference.adjust import Adjustment, adjust
-from app.engine.inference.bootstrap import Interval, bootstrap_interval, unit_rows
+from app.engine.inference.bootstrap import Interval, IntervalMethod, bootstrap_interval, unit_rows
 from app.engine.inference.effective import Effective, effective_of
-from app.engine.inference.permutation import permutation_test
+from app.engine.inference.permutation import SINGLE_IMAGES, permutation_test
 from app.engine.inference.units import Design, Unit, unit_for_sides
 from app.engine.measures.base import Measure
 
 __all__ = ["Group", "MatrixTests", "PairTest", "matrix_tests"]
+
+FEW_RESAMPLES = 1000
+"""Below this many bootstrap resamples a matrix warns that the intervals' ends are noisy."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,7 @@ class PairTest:
     exact: bool
     permutations: int
     interval: Interval | None
+    """``None`` when no interval was asked for or the pair allows none (see the warnings)."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +106,7 @@ def matrix_tests(
     alpha: float = 0.05,
     unit: Unit | None = None,
     adjustment: Adjustment = "holm",
+    interval_method: IntervalMethod = "bca",
     cancelled: Callable[[], bool] | None = None,
 ) -> MatrixTests:
     """``measure`` between every pair of groups, with tests and intervals over units.
@@ -108,13 +116,15 @@ def matrix_tests(
         measure: a configured measure (``m(x, y) -> float``).
         permutations: when > 0, a permutation test per pair exchanging whole units (exact
             when the distinct assignments are at most this many).
-        bootstrap: when > 0, a percentile 95% interval per pair from this many resamples
-            of units within each group.
+        bootstrap: when > 0, a 95% interval per pair from this many resamples of units
+            within each group (a pair with a group of fewer than 2 units gets none).
         seed: seed of the draws and resamples (every pair uses it).
         alpha: the level below which the smallest attainable p-value must lie for a test.
         unit: ``"image"`` or ``"box"``; ``None`` chooses over all groups (see
             :func:`app.engine.inference.units.choose_unit`).
         adjustment: ``"holm"`` (family-wise error) or ``"bh"`` (false discovery rate).
+        interval_method: ``"bca"`` (bias-corrected and accelerated) or ``"percentile"``;
+            see :func:`app.engine.inference.bootstrap.bootstrap_interval`.
         cancelled: polled between pairs and inside each test.
 
     Returns:
@@ -128,9 +138,16 @@ def matrix_tests(
     if len(labels) < 2:
         raise ValueError(f"a matrix needs at least 2 groups, got {len(labels)}")
     chosen = unit_for_sides([(g.boxes, g.images) for g in groups.values()], unit)
-    warnings = _single_image_warning(groups)
+    single = _single_image_warning(groups)
+    warnings = list(single)
+    if 0 < bootstrap < FEW_RESAMPLES:
+        warnings.append(
+            f"the intervals rest on {bootstrap} bootstrap resamples, so their ends are "
+            f"noisy; ask for at least {FEW_RESAMPLES}"
+        )
     values = measure.pairwise_sets([groups[label].rows for label in labels])
     tests: list[PairTest] = []
+    notes: list[tuple[str, str]] = []
     if permutations > 0 or bootstrap > 0:
         tests = _pair_tests(
             groups,
@@ -143,8 +160,9 @@ def matrix_tests(
             alpha,
             chosen,
             adjustment,
+            interval_method,
             cancelled,
-            warnings,
+            notes,
         )
         for t in tests:  # the tests' statistics, computed in float64 on the same rows
             values[t.i, t.j] = values[t.j, t.i] = t.statistic
@@ -160,8 +178,26 @@ def matrix_tests(
         tests,
         adjustment,
         effective,
-        list(dict.fromkeys(warnings)),
+        list(dict.fromkeys(warnings + _pair_warnings(notes, len(tests), bool(single)))),
     )
+
+
+def _pair_warnings(notes: list[tuple[str, str]], pairs: int, single_images: bool) -> list[str]:
+    """Each pair warning once, naming the pairs it concerns (``every pair`` when all of
+    several, the first five and a count past five); a pair's single-image warning goes when
+    the matrix already says it of every group."""
+    concerns: dict[str, list[str]] = {}
+    for pair, text in notes:
+        if not (single_images and text == SINGLE_IMAGES):
+            concerns.setdefault(text, []).append(pair)
+
+    def named(who: list[str]) -> str:
+        if len(who) == pairs > 1:
+            return "every pair"
+        more = f" and {len(who) - 5} more pairs" if len(who) > 5 else ""
+        return ", ".join(who[:5]) + more
+
+    return [f"{named(who)}: {text}" for text, who in concerns.items()]
 
 
 def _pair_tests(
@@ -175,16 +211,19 @@ def _pair_tests(
     alpha: float,
     unit: Unit,
     adjustment: Adjustment,
+    interval_method: IntervalMethod,
     cancelled: Callable[[], bool] | None,
-    warnings: list[str],
+    notes: list[tuple[str, str]],
 ) -> list[PairTest]:
     """Every pair's test and interval (``values``: the matrix, for pairs not permuted),
-    p-values adjusted over the pairs; adds the tests' warnings to ``warnings``."""
+    p-values adjusted over the pairs; adds ``(pair, warning)`` of the tests and intervals
+    to ``notes``."""
     raw: list[tuple[int, int, float, float | None, float, bool, int, Interval | None]] = []
     for i, j in itertools.combinations(range(len(labels)), 2):
         if cancelled is not None and cancelled():
             raise InterruptedError("cancelled")
         a, b = groups[labels[i]], groups[labels[j]]
+        name = f"{labels[i]} vs {labels[j]}"
         pair = (measure, a.rows, b.rows, Design(a.boxes, a.images, b.boxes, b.images))
         stat, p, min_p, exact, drawn = float(values[i, j]), None, 1.0, False, 0
         if permutations > 0:
@@ -199,15 +238,11 @@ def _pair_tests(
             )
             stat, p, min_p = result.statistic, result.p_value, result.min_p
             exact, drawn = result.exact, result.permutations
-            warnings += [f"{labels[i]} vs {labels[j]}: {w}" for w in result.warnings]
+            notes += [(name, w) for w in result.warnings]
         interval = None
         if bootstrap > 0:
-            interval = bootstrap_interval(
-                *pair,
-                resamples=bootstrap,
-                seed=seed,
-                unit=unit,
-                cancelled=cancelled,
+            interval = _interval(
+                pair, bootstrap, seed, unit, interval_method, cancelled, name, notes
             )
         raw.append((i, j, stat, p, min_p, exact, drawn, interval))
     adjusted = adjust([r[3] for r in raw], adjustment)
@@ -215,3 +250,39 @@ def _pair_tests(
         PairTest(i, j, stat, p, q, min_p, exact, drawn, interval)
         for (i, j, stat, p, min_p, exact, drawn, interval), q in zip(raw, adjusted, strict=True)
     ]
+
+
+def _interval(
+    pair: tuple[Measure, Tensor, Tensor, Design],
+    resamples: int,
+    seed: int,
+    unit: Unit,
+    method: IntervalMethod,
+    cancelled: Callable[[], bool] | None,
+    name: str,
+    notes: list[tuple[str, str]],
+) -> Interval | None:
+    """The pair's interval (``pair``: measure, rows and design), or ``None`` with a note
+    saying why there is none."""
+    try:
+        interval = bootstrap_interval(
+            *pair,
+            resamples=resamples,
+            seed=seed,
+            unit=unit,
+            method=method,
+            cancelled=cancelled,
+        )
+    except ValueError as error:  # too few units, a statistic failing without one unit
+        notes.append((name, f"no interval: {error}"))
+        return None
+    if math.isnan(interval.low):
+        notes.append(
+            (
+                name,
+                "no BCa interval: the observed value lies outside every resample, a bias "
+                "the resamples cannot correct; ask for more resamples or method 'percentile'",
+            )
+        )
+        return None
+    return interval

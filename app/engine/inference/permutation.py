@@ -21,9 +21,11 @@ from app.engine.inference.units import Design, Scheme, Unit, choose_unit, scheme
 from app.engine.measures._kernels import upper_pairs
 from app.engine.measures.mmd import MMD, make_kernel
 
-__all__ = ["Statistic", "TestResult", "permutation_test"]
+__all__ = ["SINGLE_IMAGES", "Statistic", "TestResult", "permutation_test"]
 
 Statistic = Callable[[Tensor, Tensor], float]
+SINGLE_IMAGES = "each group is a single image: this compares images, not labels"
+"""The warning of a test whose two groups are one image each (a matrix says it once)."""
 _MMD_OPTIONS = {
     "estimator": "biased",
     "sigma": None,
@@ -372,7 +374,7 @@ def _warnings(
             )
     xi, yi = set(design.x_images), set(design.y_images)
     if len(xi) == 1 and len(yi) == 1 and xi != yi:
-        notes.append("each group is a single image: this compares images, not labels")
+        notes.append(SINGLE_IMAGES)
     if unit == "box" and choose_unit(design) == "image":
         notes.append(
             "boxes were forced as the unit although images hold several boxes of a group "
