@@ -93,7 +93,10 @@ def to_input(
         if (h, w) != (rgb.height, rgb.width):
             plane = plane.resize((w, h), Image.Resampling.BILINEAR)
         channels.append(np.asarray(plane, dtype=np.float32))
-    x = torch.from_numpy(np.stack(channels)) / 255.0
-    mean = torch.tensor(spec.mean, dtype=torch.float32).view(3, 1, 1)
-    std = torch.tensor(spec.std, dtype=torch.float32).view(3, 1, 1)
-    return ((x - mean) / std).contiguous()
+    # numpy, not torch: the same float32 operations give the same bits, and numpy never
+    # starts an OpenMP team, so decode threads do not fight a forward pass for its cores
+    x = np.stack(channels)
+    x /= np.float32(255.0)
+    x -= np.asarray(spec.mean, dtype=np.float32).reshape(3, 1, 1)
+    x /= np.asarray(spec.std, dtype=np.float32).reshape(3, 1, 1)
+    return torch.from_numpy(x)

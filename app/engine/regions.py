@@ -6,7 +6,8 @@ map is brought to the image by a bilinear resize with ``align_corners=False``: i
 set of pixels whose centres lie inside it (for integer boxes: columns ``x … x+w−1``).
 
 * ``gap``: the mean over those pixels of the upsampled map, computed exactly from two 1-D
-  bilinear weight vectors (the upsampling is separable), so cost is ``C·h·w``.
+  bilinear weight vectors (the upsampling is separable), so cost is ``C·h·w`` a box, all
+  boxes of a map in one contraction.
 * ``grid`` / ``pixels``: the upsampled map read at the centres of an ``s×s`` split of the
   box, through ``torchvision.ops.roi_align(aligned=True, sampling_ratio=1)`` on the box in
   feature-map coordinates (``x·w/W``, ``y·h/H``): one bilinear sample per bin centre, the
@@ -47,23 +48,28 @@ def upsample_to_image(map2d: torch.Tensor, image_size: tuple[int, int]) -> torch
     return out[0, 0]
 
 
-def _bilinear_weights(
-    first: int, stop: int, small: int, large: int, dtype: torch.dtype
+def _span_weights(
+    spans: Sequence[tuple[int, int]], small: int, large: int, dtype: torch.dtype
 ) -> torch.Tensor:
-    """Sum over output pixels ``first..stop-1`` of their 1-D bilinear weights on the input.
+    """Per span ``(first, stop)``: the sum over output pixels ``first..stop-1`` of their 1-D
+    bilinear weights on the input (``len(spans)×small``).
 
     Follows PyTorch's ``align_corners=False`` rule: source ``(i + 0.5)·small/large − 0.5``,
-    negative sources clamp to 0, the upper neighbour clamps to ``small − 1``.
+    negative sources clamp to 0, the upper neighbour clamps to ``small − 1``. Every span
+    reads one table of running sums over the ``large`` output pixels (in float64), so many
+    boxes cost one table, not one loop each.
     """
-    index = torch.arange(first, stop, dtype=torch.float64)
+    index = torch.arange(large, dtype=torch.float64)
     src = ((index + 0.5) * (small / large) - 0.5).clamp(min=0.0)
     low = src.floor().long().clamp(max=small - 1)
     high = (low + 1).clamp(max=small - 1)
     frac = src - low.to(torch.float64)
-    weights = torch.zeros(small, dtype=torch.float64)
-    weights.index_add_(0, low, 1.0 - frac)
-    weights.index_add_(0, high, frac)
-    return weights.to(dtype)
+    table = torch.zeros(large + 1, small, dtype=torch.float64)  # row k + 1: output pixel k
+    table[1:].scatter_add_(1, low[:, None], (1.0 - frac)[:, None])
+    table[1:].scatter_add_(1, high[:, None], frac[:, None])
+    running = table.cumsum(0)
+    first, stop = torch.tensor(spans, dtype=torch.long).reshape(-1, 2).unbind(1)
+    return (running[stop] - running[first]).to(dtype)
 
 
 def region_descriptors(
@@ -101,15 +107,16 @@ def region_descriptors(
         return []
     channels, h, w = fmap.shape
     if kind == "gap":
-        result = []
-        for box in checked:
-            cols = pixel_span(box.x, box.w)
-            rows = pixel_span(box.y, box.h)
-            wx = _bilinear_weights(*cols, w, width, fmap.dtype)
-            wy = _bilinear_weights(*rows, h, height, fmap.dtype)
-            count = (cols[1] - cols[0]) * (rows[1] - rows[0])
-            result.append(torch.einsum("chw,h,w->c", fmap, wy, wx) / count)
-        return result
+        cols = [pixel_span(box.x, box.w) for box in checked]
+        rows = [pixel_span(box.y, box.h) for box in checked]
+        wx = _span_weights(cols, w, width, fmap.dtype)
+        wy = _span_weights(rows, h, height, fmap.dtype)
+        counts = torch.tensor(
+            [(c[1] - c[0]) * (r[1] - r[0]) for c, r in zip(cols, rows, strict=True)],
+            dtype=fmap.dtype,
+        )
+        sums = torch.einsum("chw,nh,nw->nc", fmap, wy, wx)  # all boxes in one contraction
+        return list((sums / counts[:, None]).unbind(0))
     sx, sy = w / width, h / height
     rois = torch.tensor(
         [[0.0, b.x * sx, b.y * sy, (b.x + b.w) * sx, (b.y + b.h) * sy] for b in checked],

@@ -4,7 +4,8 @@ Only boxes whose descriptor is missing (for this model, weights, layer, descript
 size, input mode, image hash and box geometry) are extracted. Their images are decoded and
 preprocessed in a thread pool one batch ahead of the forward pass, forwarded ``batch_size``
 at a time (``native`` mode: images of one input size per batch), and each box's region is
-written to the store in large segments.
+taken and written to the store (in large segments) by the pool while the next batch is
+forwarded: the calling thread does nothing but forward passes.
 """
 
 from __future__ import annotations
@@ -288,17 +289,49 @@ def extract_boxes(
     writer = _Writer(store.features, {layer: sets[layer] for layer in needed})
 
     def prepare(image: ImageRecord) -> torch.Tensor:
-        return prepare_input(model, store.load_decoded(image), mode, max_side)
+        # uncached: a dataset pass would push every image people look at out of the cache
+        return prepare_input(model, store.load_decoded(image, remember=False), mode, max_side)
+
+    def store_regions(batch: list[ImageRecord], maps: dict[str, torch.Tensor]) -> int:
+        for row, image in enumerate(batch):
+            for layer in needed:
+                chosen = [b for b in by_image[image.id] if b.id in missing[layer]]
+                regions = region_descriptors(
+                    maps[layer][row],
+                    (image.width, image.height),
+                    [Box(b.x, b.y, b.w, b.h) for b in chosen],
+                    kind,
+                    grid_size,
+                )
+                for box, region in zip(chosen, regions, strict=True):
+                    writer.add(layer, keys[box.id], region)
+                    if keep:
+                        out[layer][box.id] = region
+        return len(batch)
 
     workers = decode_workers or _decode_workers()
     done = 0
+    # The forward pass is the only work on this thread: the pool decodes the next batch and
+    # stores the regions of the previous one meanwhile (one batch of regions at a time, so
+    # the writer sees one thread and at most two batches of maps are held).
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
         ahead: list[Future[torch.Tensor]] = []
+        stored: Future[int] | None = None
+
+        def finish_stored() -> None:
+            nonlocal done, stored
+            if stored is not None:
+                done += stored.result()
+                stored = None
+                if progress is not None:
+                    progress(done / len(by_image), f"features of {done}/{len(by_image)} images")
+
         if batches:
             ahead = [pool.submit(prepare, image) for image in batches[0]]
         try:
             for index, batch in enumerate(batches):
                 if cancelled is not None and cancelled():
+                    finish_stored()
                     writer.flush()
                     raise JobCancelled("cancelled")
                 inputs = torch.stack([future.result() for future in ahead])
@@ -306,23 +339,9 @@ def extract_boxes(
                     ahead = [pool.submit(prepare, image) for image in batches[index + 1]]
                 with ENGINE_LOCK:
                     maps = forward_maps(model, inputs, needed)
-                for row, image in enumerate(batch):
-                    for layer in needed:
-                        chosen = [b for b in by_image[image.id] if b.id in missing[layer]]
-                        regions = region_descriptors(
-                            maps[layer][row],
-                            (image.width, image.height),
-                            [Box(b.x, b.y, b.w, b.h) for b in chosen],
-                            kind,
-                            grid_size,
-                        )
-                        for box, region in zip(chosen, regions, strict=True):
-                            writer.add(layer, keys[box.id], region)
-                            if keep:
-                                out[layer][box.id] = region
-                done += len(batch)
-                if progress is not None:
-                    progress(done / len(by_image), f"features of {done}/{len(by_image)} images")
+                finish_stored()
+                stored = pool.submit(store_regions, batch, maps)
+            finish_stored()
         finally:
             for future in ahead:
                 future.cancel()

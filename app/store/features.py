@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from app.store.files import TEMP_MAX_AGE_S, atomic_write, remove_leftover_temp_files
@@ -299,21 +299,22 @@ class FeatureStore:
                 session.add(segment)
                 session.flush()
                 rows = [
-                    FeatureRow(
-                        set_id=feature_set.id,
-                        box_id=b.box_id,
-                        image_sha256=b.image_sha256,
-                        x=b.x,
-                        y=b.y,
-                        w=b.w,
-                        h=b.h,
-                        segment_id=segment.id,
-                        position=i,
-                    )
+                    {
+                        "set_id": feature_set.id,
+                        "box_id": b.box_id,
+                        "image_sha256": b.image_sha256,
+                        "x": b.x,
+                        "y": b.y,
+                        "w": b.w,
+                        "h": b.h,
+                        "segment_id": segment.id,
+                        "position": i,
+                    }
                     for i, b in enumerate(boxes)
                     if b.box_id in alive
                 ]
-                session.add_all(rows)
+                if rows:  # one executemany, not an ORM object a row (a tenth of the time)
+                    session.execute(insert(FeatureRow), rows)
         except BaseException:
             (self.directory / filename).unlink(missing_ok=True)
             raise

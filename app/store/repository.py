@@ -630,8 +630,12 @@ class Store:
         """The stored bytes of an image, exactly as uploaded."""
         return self.image_path(image).read_bytes()
 
-    def load_decoded(self, image: ImageRecord) -> DecodedImage:
-        """The image decoded as displayed (RGB, EXIF orientation applied), cached by hash."""
+    def load_decoded(self, image: ImageRecord, *, remember: bool = True) -> DecodedImage:
+        """The image decoded as displayed (RGB, EXIF orientation applied), cached by hash.
+
+        ``remember=False`` decodes without caching (a pass over a whole dataset would only
+        push out the images people are looking at); a cached copy is still used.
+        """
         cached = self._decoded.get(image.sha256)
         if cached is not None:
             return cached
@@ -640,7 +644,8 @@ class Store:
             max_pixels=max(self.settings.max_image_pixels, image.width * image.height),
             max_bytes=self.settings.max_decoded_bytes,
         )
-        self._remember(decoded)
+        if remember:
+            self._remember(decoded)
         return decoded
 
     def _remember(self, decoded: DecodedImage) -> None:

@@ -69,9 +69,9 @@ def work(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     counts = {"decodes": 0, "forwards": 0}
     real = Store.load_decoded
 
-    def counted(self: Store, image: Any) -> Any:
+    def counted(self: Store, image: Any, **kwargs: Any) -> Any:
         counts["decodes"] += 1
-        return real(self, image)
+        return real(self, image, **kwargs)
 
     monkeypatch.setattr(Store, "load_decoded", counted)
 

@@ -145,6 +145,7 @@ def test_native_max_side_is_the_callers_and_part_of_the_cache_key(
     assert small["bn2"].shape == (1280, 4, 6) and large["bn2"].shape == (1280, 9, 14)
     assert cache.stats.misses == 2 and cache.stats.entries == 2
     x = to_input(chelsea.pixels, model.spec, "native", native_max_side=200)[None]
+    x = x.contiguous(memory_format=torch.channels_last)  # the layout extract forwards in
     with torch.inference_mode():
         want = extractor(model.module, ["bn2"])(x)["bn2"][0]
     torch.testing.assert_close(small["bn2"], want, rtol=0, atol=0)

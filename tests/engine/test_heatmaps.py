@@ -222,6 +222,8 @@ def _naive_scorecam(
 ) -> np.ndarray:
     total = np.zeros(fmap.shape[1:])
     for c in channels:
+        if fmap[c].max() == fmap[c].min():  # constant before upsampling adds a rounding spread
+            continue
         mask = F.interpolate(
             torch.from_numpy(fmap[c])[None, None],
             size=x.shape[-2:],
@@ -283,6 +285,30 @@ def test_scorecam_batches_within_the_pixel_budget_give_the_same_numbers(
     np.testing.assert_allclose(ours.numpy(), by_hand, rtol=1e-10, atol=1e-12)
     # only masked inputs go through net.forward (the first pass runs the traced extractor)
     assert max(sizes) == batch and sum(sizes) == 7  # the layer has 7 channels
+
+
+def test_scorecam_forwards_no_constant_mask_and_fills_whole_batches(
+    net: TinyNet, x: torch.Tensor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with torch.no_grad():  # channels 1 (all 0, a dead ReLU) and 4 (all 2.0) are constant
+        net.conv2.weight[[1, 4]] = 0.0
+        net.conv2.bias[1], net.conv2.bias[4] = -1.0, 2.0
+    fmap, _ = _hand(net, x, "act2", 0)
+    target = _top(net, x)
+    order = [int(c) for c in np.argsort(-fmap.mean(axis=(1, 2)), kind="stable")]
+    by_hand = _naive_scorecam(net, x, fmap, target, order)
+    sizes: list[int] = []
+    forward = net.forward
+
+    def counting(inputs: torch.Tensor) -> torch.Tensor:
+        sizes.append(inputs.shape[0])
+        return forward(inputs)
+
+    monkeypatch.setattr(net, "forward", counting)
+    ours, _ = cam_map(net, x, "act2", "scorecam", options=CamOptions(batch_size=2))
+    np.testing.assert_allclose(ours.numpy(), by_hand, rtol=1e-10, atol=1e-12)
+    assert sizes == [2, 2, 1]  # 5 live channels of 7, in full batches
+    assert by_hand.max() > 0
 
 
 def test_scorecam_stops_between_batches_when_cancelled(net: TinyNet, x: torch.Tensor) -> None:

@@ -224,6 +224,18 @@ def test_load_decoded_is_cached_by_hash(store: Store) -> None:
     assert first.sha256 == image.sha256 and first.pixels.size == (12, 9)
 
 
+def test_load_decoded_without_remembering_uses_the_cache_but_never_fills_it(
+    store: Store,
+) -> None:
+    image, _ = store.add_image(_png(12, 9, 11), "a.png")
+    cached = store.load_decoded(image)
+    assert store.load_decoded(image, remember=False) is cached
+    store._decoded.clear()  # as after the image was pushed out
+    once = store.load_decoded(image, remember=False)
+    assert np.array_equal(once.array(), cached.array()) and once is not cached
+    assert store.load_decoded(image, remember=False) is not once  # decoded again: not kept
+
+
 def test_jobs_are_stored_updated_interrupted_and_pruned(store: Store) -> None:
     from datetime import UTC, datetime
 

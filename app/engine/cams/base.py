@@ -81,7 +81,9 @@ class CamOptions:
         channel: the channel the ``channel`` reduction shows.
         max_channels: Score-CAM uses this many channels, those of highest mean activation
             (one forward pass each: this bounds its time).
-        batch_size: Score-CAM forwards at most this many masked inputs at a time.
+        batch_size: Score-CAM forwards at most this many masked inputs at a time. The
+            default, 8, is the fastest on a CPU: larger batches outgrow the caches (at
+            224×224 on EfficientNet-Lite0, 32 a batch costs about 1.3× the time of 8).
         max_batch_pixels: and at most this many input pixels per forward pass (batch ×
             height × width; at least one input): this bounds its memory at any input size.
             The default is 32 inputs at 224×224.
@@ -92,7 +94,7 @@ class CamOptions:
 
     channel: int | None = None
     max_channels: int = 64
-    batch_size: int = 32
+    batch_size: int = 8
     max_batch_pixels: int = 32 * 224 * 224
 
     def __post_init__(self) -> None:

@@ -9,6 +9,25 @@ channels with the highest mean activation are used (one forward pass each: the t
 the masked inputs are forwarded in batches of at most ``batch_size`` inputs and
 ``max_batch_pixels`` input pixels (the memory, at any input size). The caller's
 ``cancelled`` is asked before every batch.
+
+Where the time goes, and what is not spent:
+
+* a constant channel (a ReLU's all-zero channel: 736 of ``bn2``'s 1,280 on ``chelsea``)
+  masks nothing out and gets no weight, so it is never forwarded, and the others
+  fill whole batches. Constant is decided on the layer's own map: upsampling a constant
+  map can leave a spread of one rounding error (2.0 becomes 2.0 ± 2e-16), which min–max
+  scaling would blow up into a mask of noise with a weight of its own;
+* the masked inputs go through the model's own ``forward`` (logits only, no extractor)
+  under ``torch.inference_mode``, in ``channels_last`` layout, in which the convolutions
+  run faster on a CPU (64 channels of the default model: 2.5 s instead of 3.5 s on one
+  core, the same map to 5e-7 of its maximum); the model's parameters are left as they are.
+
+The default ``max_channels`` (64) keeps a heat map interactive. On the default model at
+``bn2`` (1,280 channels, 544 of them not constant on ``chelsea``) the map of the 64
+channels of highest mean activation agrees with the all-channel map to a Spearman rank
+correlation of 0.995 on scikit-image's ``chelsea``, 0.998 on ``coffee`` and 0.958 on
+``astronaut`` (128 channels: 0.999, 0.999, 0.985; 256: 1.000, 1.000, 0.995; 512: 1.000,
+1.000, 0.998); ``make bench`` prints it for 64 and 256.
 """
 
 from __future__ import annotations
@@ -35,7 +54,7 @@ class ScoreCamOptions(MethodOptions):
         le=512,
         description=("Channels of highest mean activation to use (one forward pass each), 1..512."),
     )
-    batch_size: int = Field(32, ge=1, le=64, description=("Masked inputs per forward pass, 1..64."))
+    batch_size: int = Field(8, ge=1, le=64, description=("Masked inputs per forward pass, 1..64."))
 
 
 def scorecam_batch(height: int, width: int, batch_size: int, max_batch_pixels: int) -> int:
@@ -51,29 +70,26 @@ class _ScoreCam(HeatMethod):
         a = run.activations
         assert run.target is not None
         keep = min(self.options.max_channels, a.shape[0])
-        chosen = torch.topk(a.mean(dim=(1, 2)), keep).indices
+        chosen = a[torch.topk(a.mean(dim=(1, 2)), keep).indices]
         scores = torch.zeros(keep, dtype=a.dtype, device=a.device)
-        size = run.x.shape[-2:]
-        step = scorecam_batch(
-            size[0], size[1], self.options.batch_size, self.options.max_batch_pixels
-        )
+        size = (int(run.x.shape[-2]), int(run.x.shape[-1]))
+        step = scorecam_batch(*size, self.options.batch_size, self.options.max_batch_pixels)
+        flat = chosen.flatten(1)
+        # a constant channel masks nothing out: the paper gives it no weight, so no forward
+        live = torch.nonzero(flat.amax(dim=1) > flat.amin(dim=1)).flatten()
+        x = run.x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
-            for start in range(0, keep, step):
+            for start in range(0, len(live), step):
                 self.stop_if_cancelled()
-                # masks one batch at a time: at native input sizes all of them would not fit
+                rows = live[start : start + step]
                 masks = F.interpolate(
-                    a[chosen[start : start + step]][:, None],
-                    size=size,
-                    mode="bilinear",
-                    align_corners=False,
+                    chosen[rows][:, None], size=size, mode="bilinear", align_corners=False
                 )
                 low = masks.amin(dim=(1, 2, 3), keepdim=True)
                 high = masks.amax(dim=(1, 2, 3), keepdim=True)
                 masks = (masks - low) / torch.where(high > low, high - low, 1.0)
                 with TRACE_LOCK.forward():
-                    logits = run.module(run.x * masks.to(run.x.dtype))
-                probs = torch.softmax(logits, dim=1)
-                # a constant channel masks nothing out: the paper gives it no weight
-                weight = torch.where((high > low).flatten(), probs[:, run.target].to(a.dtype), 0)
-                scores[start : start + step] = weight
-        return F.relu(weighted(scores, a[chosen]))
+                    logits = run.module(x * masks.to(x.dtype))
+                probs = torch.softmax(logits, dim=1)[:, run.target].to(a.dtype)
+                scores[rows] = torch.where((high > low).flatten(), probs, 0)
+        return F.relu(weighted(scores, chosen))
