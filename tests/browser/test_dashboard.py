@@ -12,6 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.browser.store_api import post_box, post_image
+
 Page = Any
 
 
@@ -159,23 +161,6 @@ def test_boxes_drawn_resized_moved_deleted_and_undone_in_image_pixels(
     assert httpx.get(f"{server}/api/images/{image['id']}").status_code == 404
 
 
-def _api_image(origin: str, name: str, png: bytes) -> dict[str, Any]:
-    response = httpx.post(f"{origin}/api/images", files={"file": (f"{name}.png", png, "image/png")})
-    assert response.status_code in (200, 201), response.text
-    image: dict[str, Any] = response.json()
-    return image
-
-
-def _api_box(origin: str, image_id: int, x: int, y: int, w: int, h: int, label: str) -> int:
-    response = httpx.post(
-        f"{origin}/api/images/{image_id}/boxes",
-        json={"x": x, "y": y, "w": w, "h": h, "label": label},
-    )
-    assert response.status_code == 201, response.text
-    box_id: int = response.json()["id"]
-    return box_id
-
-
 def _traces(page: Page, plot_id: str) -> int:
     page.wait_for_selector(f"#{plot_id}.js-plotly-plot .main-svg")
     count: int = page.evaluate(f"document.getElementById('{plot_id}').data.length")
@@ -200,7 +185,7 @@ def test_heat_map_overlay_box_scores_predictions_and_errors(
     )
     page.wait_for_selector(".card img[alt='coffee.png']")
     image = next(i for i in _images(server) if i["filename"] == "coffee.png")
-    box_id = _api_box(server, image["id"], 160, 40, 300, 260, "cup")
+    box_id = post_box(server, image["id"], 160, 40, 300, 260, "cup")
     page.reload()
     page.wait_for_selector("body[data-ready='1']")
     _open_image(page, "coffee")
@@ -259,7 +244,7 @@ def test_two_textures_distance_matrix_profile_and_scatter(
     for name in ("brick", "grass"):
         for row in range(2):
             for col in range(3):
-                _api_box(
+                post_box(
                     server,
                     images[f"{name}.png"]["id"],
                     20 + 160 * col,
@@ -400,8 +385,8 @@ def test_html_and_formulas_in_labels_stay_inert(
     )
     assert response.status_code in (200, 201), response.text
     image_id = response.json()["id"]
-    _api_box(server, image_id, 150, 40, 120, 300, link)
-    _api_box(server, image_id, 20, 300, 100, 100, formula)
+    post_box(server, image_id, 150, 40, 120, 300, link)
+    post_box(server, image_id, 20, 300, 100, 100, formula)
     _open(page, server)
     _open_image(page, "rocket")
     page.click("#run-heatmap")
@@ -446,7 +431,7 @@ def test_new_boxes_take_the_active_label_and_relabelling_is_explicit(
     watched_page: tuple[Page, Any], server: str, photo: Any, shot: Any
 ) -> None:
     page, _ = watched_page
-    image = _api_image(server, "astronaut", photo.png("astronaut"))
+    image = post_image(server, "astronaut", photo.png("astronaut"))
     _open(page, server)
     screen = _screen(_open_image(page, "astronaut"), image["width"])
 
@@ -502,7 +487,7 @@ def test_nested_boxes_drawn_with_shift_or_draw_mode_and_moved_without(
     watched_page: tuple[Page, Any], server: str, photo: Any, shot: Any
 ) -> None:
     page, _ = watched_page
-    image = _api_image(server, "camera", photo.png("camera"))
+    image = post_image(server, "camera", photo.png("camera"))
     _open(page, server)
     shown = _open_image(page, "camera")
     assert abs(shown["width"] / image["width"] - 1) > 0.05, "the test needs a scale other than 1"

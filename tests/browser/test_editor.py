@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.browser.store_api import post_box
+
 Page = Any
 Boxes = list[dict[str, Any]]
 
@@ -61,16 +63,6 @@ def new_image(server: str) -> Iterator[NewImage]:
     yield make
     for image_id in made:
         httpx.delete(f"{server}/api/images/{image_id}")
-
-
-def _box(origin: str, image_id: int, x: int, y: int, w: int, h: int, label: str) -> int:
-    response = httpx.post(
-        f"{origin}/api/images/{image_id}/boxes",
-        json={"x": x, "y": y, "w": w, "h": h, "label": label},
-    )
-    assert response.status_code == 201, response.text
-    box_id: int = response.json()["id"]
-    return box_id
 
 
 def _boxes(origin: str, image_id: int) -> Boxes:
@@ -299,7 +291,7 @@ def test_a_40px_box_on_a_4800px_photo_stays_visible_and_grabbable_at_every_zoom(
 ) -> None:
     page, _ = watched_page
     image = new_image("large.png", 4800, 3202, 12)
-    box_id = _box(server, image["id"], 2400, 1600, 40, 40, "speck")
+    box_id = post_box(server, image["id"], 2400, 1600, 40, 40, "speck")
     _open_page(page, server)
     _open_image(page, image)
     view = View(page, image)
@@ -376,10 +368,10 @@ def test_label_bar_lists_colours_and_counts_and_hotkeys_pick_the_active_label(
     page, _ = watched_page
     image = new_image("labels.png", 500, 380, 13)
     other = new_image("labels-other.png", 300, 200, 14)
-    _box(server, image["id"], 10, 10, 60, 50, "bar-apple")
-    _box(server, image["id"], 100, 10, 60, 50, "bar-apple")
-    _box(server, other["id"], 10, 10, 60, 50, "bar-apple")
-    _box(server, other["id"], 10, 100, 60, 50, "bar-pear")
+    post_box(server, image["id"], 10, 10, 60, 50, "bar-apple")
+    post_box(server, image["id"], 100, 10, 60, 50, "bar-apple")
+    post_box(server, other["id"], 10, 10, 60, 50, "bar-apple")
+    post_box(server, other["id"], 10, 100, 60, 50, "bar-pear")
     _open_page(page, server)
     _open_image(page, image)
     rows = _labels(server)
@@ -564,7 +556,9 @@ def test_a_photo_with_nested_boxes_shows_the_inner_ones_on_top_and_one_chip_per_
     assert response.status_code in (200, 201), response.text
     image: dict[str, Any] = response.json()
     try:
-        ids = {label: _box(server, image["id"], *xywh, label) for label, *xywh in ASTRONAUT_BOXES}
+        ids = {
+            label: post_box(server, image["id"], *xywh, label) for label, *xywh in ASTRONAUT_BOXES
+        }
         _open_page(page, server)
         _open_image(page, image)
         _wait_for(page, f"document.querySelectorAll('.box').length === {len(ASTRONAUT_BOXES)}")

@@ -15,6 +15,8 @@ import httpx
 import pytest
 from PIL import Image
 
+from tests.browser.store_api import post_box, post_image
+
 Page = Any
 
 
@@ -30,23 +32,6 @@ def _wait_for(page: Page, expression: str, timeout: float = 60.0) -> None:
 def _open(page: Page, origin: str) -> None:
     page.goto(origin + "/")
     page.wait_for_selector("body[data-ready='1']")
-
-
-def _image(origin: str, name: str, png: bytes) -> dict[str, Any]:
-    response = httpx.post(f"{origin}/api/images", files={"file": (f"{name}.png", png, "image/png")})
-    assert response.status_code in (200, 201), response.text
-    image: dict[str, Any] = response.json()
-    return image
-
-
-def _box(origin: str, image_id: int, x: int, y: int, w: int, h: int, label: str) -> int:
-    response = httpx.post(
-        f"{origin}/api/images/{image_id}/boxes",
-        json={"x": x, "y": y, "w": w, "h": h, "label": label},
-    )
-    assert response.status_code == 201, response.text
-    box_id: int = response.json()["id"]
-    return box_id
 
 
 def _own_png(photo: Any, name: str) -> bytes:
@@ -83,9 +68,9 @@ def test_heat_map_panel_target_search_channel_prediction_click_grid_and_errors(
     watched_page: tuple[Page, Any], server: str, photo: Any, shot: Any, doc_shot: Any
 ) -> None:
     page, watch = watched_page
-    image = _image(server, "chelsea-panel", _own_png(photo, "chelsea"))
-    cat = _box(server, image["id"], 140, 20, 180, 210, "cat face")
-    ear = _box(server, image["id"], 20, 200, 110, 90, "background")
+    image = post_image(server, "chelsea-panel", _own_png(photo, "chelsea"))
+    cat = post_box(server, image["id"], 140, 20, 180, 210, "cat face")
+    ear = post_box(server, image["id"], 20, 200, 110, 90, "background")
     _open(page, server)
     _open_image(page, "chelsea-panel")
 
@@ -225,9 +210,9 @@ def test_analysis_views_explain_themselves_and_take_any_measure(
 ) -> None:
     page, _ = watched_page
     for name in ("gravel", "astronaut"):
-        image = _image(server, f"{name}-views", _own_png(photo, name))
+        image = post_image(server, f"{name}-views", _own_png(photo, name))
         for i in range(4):
-            _box(server, image["id"], 20 + 100 * i, 40, 90, 120, f"{name} patch")
+            post_box(server, image["id"], 20 + 100 * i, 40, 90, 120, f"{name} patch")
     labels = ["gravel patch", "astronaut patch"]
     _open(page, server)
     page.select_option("#compare-labels", labels)
