@@ -63,11 +63,13 @@ class DistancesIn(BoxesAtLayerIn):
     bootstrap: int = Field(
         0, ge=0, description=("Bootstrap resamples of units per pair for a 95% interval; 0: none.")
     )
-    interval_method: Literal["bca", "percentile"] = Field(
-        "bca",
+    interval_method: Literal["auto", "bca", "percentile"] = Field(
+        "auto",
         description=(
-            "Bootstrap interval: bca (bias-corrected and accelerated, jackknife over units) "
-            "or percentile (biased upwards for distances such as MMD²)."
+            "Bootstrap interval: bca (bias-corrected and accelerated, jackknife over units), "
+            "percentile (biased upwards for distances such as MMD²), or auto: bca, except "
+            "percentile for the unbiased MMD² estimator, where it covered better. The "
+            "answer's interval names the method used."
         ),
     )
     unit: Literal["auto", "image", "box"] = Field(

@@ -76,7 +76,7 @@ class DistanceRequest:
     unit: Literal["auto", "image", "box"] = "auto"
     adjust: Adjustment = "holm"
     alpha: float = 0.05
-    interval_method: IntervalMethod = "bca"
+    interval_method: IntervalMethod | Literal["auto"] = "auto"
 
 
 @dataclass(frozen=True)
@@ -362,6 +362,17 @@ def _tests_json(tests: MatrixTests, k: int) -> dict[str, Any]:
     }
 
 
+def _interval_method(asked: IntervalMethod | Literal["auto"], measure: Measure) -> IntervalMethod:
+    """``auto``: BCa, except for the unbiased MMD² estimator, whose BCa interval covered less
+    than the percentile one (0.77 vs 0.91 at 20 vs 20 images; benchmarks/calibration.py);
+    for the biased estimator and mean distances BCa covered more (0.86 vs 0.75, 0.86 vs 0.64).
+    """
+    if asked != "auto":
+        return asked
+    unbiased = getattr(measure.options, "estimator", None) == "unbiased"
+    return "percentile" if unbiased else "bca"
+
+
 def distances(
     store: Store,
     settings: Settings,
@@ -424,7 +435,7 @@ def distances(
             alpha=request.alpha,
             unit=None if request.unit == "auto" else request.unit,
             adjustment=request.adjust,
-            interval_method=request.interval_method,
+            interval_method=_interval_method(request.interval_method, measure),
             cancelled=cancelled,
         )
         _require_unchanged(store, every)

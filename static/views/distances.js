@@ -5,7 +5,7 @@ import * as jobs from "../jobs.js";
 import { fillTable, part, showWarnings } from "../ui.js";
 import { drawFigure } from "./plot.js";
 
-const interval = (t) => (t.interval && t.interval.low !== null ? `${t.interval.low.toPrecision(4)} – ${t.interval.high.toPrecision(4)}` : "");
+const interval = (t) => (t.interval && t.interval.low !== null ? `${t.interval.low.toPrecision(4)} – ${t.interval.high.toPrecision(4)} (${t.interval.method === "bca" ? "BCa" : t.interval.method})` : "");
 const plural = (n, one, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
 const escape = (text) => text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
 

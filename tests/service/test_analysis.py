@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 
 
 @pytest.mark.slow
@@ -140,4 +142,36 @@ def test_a_cached_embedding_takes_the_labels_current_colours(
         != {k: label_colours("cd")[k] for k in "cd"}
     )
     assert calls == [4]  # the second answer is the stored one, repainted
+    store.close()
+
+
+@pytest.mark.slow
+def test_auto_interval_is_percentile_for_unbiased_mmd_and_bca_otherwise(
+    data_dir: Path, photo: Any, embedded_model: Any
+) -> None:
+    from app.config import get_settings
+    from app.service.analysis import DistanceRequest, distances, resolve_groups
+    from app.store import Store
+
+    store = Store(get_settings())
+    for name in ("brick", "grass"):
+        for k, (x, y) in enumerate(((0, 0), (256, 0), (0, 256))):
+            buffer = io.BytesIO()  # three corners of the photo: three images of a label
+            Image.fromarray(photo(name)[y : y + 256, x : x + 256]).save(buffer, format="PNG")
+            image = store.add_image(buffer.getvalue(), f"{name}-{k}.png")[0]
+            store.add_boxes(image.id, [(16, 16, 200, 200, name)])
+    groups = resolve_groups(store, None, ["brick", "grass"])
+
+    def method(measure: str, descriptor: str, **asked: Any) -> str | None:
+        request = DistanceRequest(
+            "efficientnet_lite0", "blocks.5.1.add", measure, descriptor, bootstrap=40, **asked
+        )
+        answer = distances(store, get_settings(), embedded_model, groups, request)
+        interval = answer["tests"][0]["interval"]
+        return None if interval is None else str(interval["method"])
+
+    unbiased = {"options": {"estimator": "unbiased"}}
+    assert method("mmd", "pixels", **unbiased) == "percentile"
+    assert method("euclidean", "gap") == "bca"
+    assert method("euclidean", "gap", interval_method="percentile") == "percentile"
     store.close()
