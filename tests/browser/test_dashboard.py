@@ -6,34 +6,17 @@ import base64
 import json
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.browser.store_api import post_box, post_image
+from tests.browser.helpers import open_dashboard, post_box, post_image, wait_for
 
 Page = Any
-
-
-def _wait_for(page: Page, expression: str, timeout: float = 30.0) -> None:
-    """Poll a JS expression until it is truthy.
-
-    Playwright's ``wait_for_function`` evaluates its string inside the page with ``eval``,
-    which the app's Content-Security-Policy (no 'unsafe-eval') rightly refuses;
-    ``page.evaluate`` runs through the DevTools protocol, outside the page's policy.
-    """
-    deadline = time.monotonic() + timeout
-    while not page.evaluate(f"Boolean({expression})"):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"still false after {timeout} s: {expression}")
-        time.sleep(0.05)
-
-
-def _open(page: Page, origin: str) -> None:
-    page.goto(origin + "/")
-    page.wait_for_selector("body[data-ready='1']")
+_wait_for = partial(wait_for, timeout=30.0)  # this file's default wait
 
 
 def _upload(page: Page, name: str, png: bytes) -> None:
@@ -97,7 +80,7 @@ def test_boxes_drawn_resized_moved_deleted_and_undone_in_image_pixels(
     watched_page: tuple[Page, Any], server: str, photo: Any, shot: Any
 ) -> None:
     page, _ = watched_page
-    _open(page, server)
+    open_dashboard(page, server)
     shot(page, "empty")
     _upload(page, "chelsea", photo.png("chelsea"))
     image = next(i for i in _images(server) if i["filename"] == "chelsea.png")
@@ -171,7 +154,7 @@ def test_heat_map_overlay_box_scores_predictions_and_errors(
     watched_page: tuple[Page, Any], server: str, photo: Any, shot: Any
 ) -> None:
     page, watch = watched_page
-    _open(page, server)
+    open_dashboard(page, server)
     # Dropped on the drop zone, as a file dragged from the desktop would be.
     page.evaluate(
         """async (b64) => {
@@ -229,7 +212,7 @@ def test_two_textures_distance_matrix_profile_and_scatter(
     watched_page: tuple[Page, Any], server: str, photo: Any, shot: Any, scatter_points: Any
 ) -> None:
     page, _ = watched_page
-    _open(page, server)
+    open_dashboard(page, server)
     # Both textures through the picker at once (several files in one upload).
     page.set_input_files(
         "#upload-input",
@@ -387,7 +370,7 @@ def test_html_and_formulas_in_labels_stay_inert(
     image_id = response.json()["id"]
     post_box(server, image_id, 150, 40, 120, 300, link)
     post_box(server, image_id, 20, 300, 100, 100, formula)
-    _open(page, server)
+    open_dashboard(page, server)
     _open_image(page, "rocket")
     page.click("#run-heatmap")
     assert _traces(page, "heatmap-plot") >= 3
@@ -432,7 +415,7 @@ def test_new_boxes_take_the_active_label_and_relabelling_is_explicit(
 ) -> None:
     page, _ = watched_page
     image = post_image(server, "astronaut", photo.png("astronaut"))
-    _open(page, server)
+    open_dashboard(page, server)
     screen = _screen(_open_image(page, "astronaut"), image["width"])
 
     # Issue 12: draw, type the next label, draw again. The first box (still selected while
@@ -488,7 +471,7 @@ def test_nested_boxes_drawn_with_shift_or_draw_mode_and_moved_without(
 ) -> None:
     page, _ = watched_page
     image = post_image(server, "camera", photo.png("camera"))
-    _open(page, server)
+    open_dashboard(page, server)
     shown = _open_image(page, "camera")
     assert abs(shown["width"] / image["width"] - 1) > 0.05, "the test needs a scale other than 1"
     screen = _screen(shown, image["width"])

@@ -8,6 +8,7 @@ import io
 import math
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import httpx
@@ -15,19 +16,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.browser.store_api import post_box
+from tests.browser.helpers import post_box, wait_for
 
 Page = Any
+_wait_for = partial(wait_for, timeout=30.0)  # this file's default wait
 Boxes = list[dict[str, Any]]
-
-
-def _wait_for(page: Page, expression: str, timeout: float = 30.0) -> None:
-    """Poll a JS expression until it is truthy (``page.evaluate``: the CSP refuses eval)."""
-    deadline = time.monotonic() + timeout
-    while not page.evaluate(f"Boolean({expression})"):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"still false after {timeout} s: {expression}")
-        time.sleep(0.05)
 
 
 def _png(width: int, height: int, seed: int) -> bytes:

@@ -4,30 +4,19 @@ from __future__ import annotations
 
 import json
 import time
+from functools import partial
 from typing import Any
 
 import httpx
 import numpy as np
 
 from app.palette import label_colours
+from tests.browser.helpers import open_dashboard, wait_for
 
 Page = Any
+_wait_for = partial(wait_for, timeout=60.0)  # this file's default wait
 TEXTURES = ("brick", "grass", "gravel")
 SCATTER_POINTS = 50_000
-
-
-def _wait_for(page: Page, expression: str, timeout: float = 60.0) -> None:
-    """Poll a JS expression until it is truthy (``page.evaluate``: the CSP refuses eval)."""
-    deadline = time.monotonic() + timeout
-    while not page.evaluate(f"Boolean({expression})"):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"still false after {timeout} s: {expression}")
-        time.sleep(0.05)
-
-
-def _open(page: Page, origin: str) -> None:
-    page.goto(origin + "/")
-    page.wait_for_selector("body[data-ready='1']")
 
 
 def test_a_gallery_of_10000_images_scrolls_without_loading_them_all(
@@ -36,7 +25,7 @@ def test_a_gallery_of_10000_images_scrolls_without_loading_them_all(
     page, watch = big_page
     stored = httpx.get(f"{watch.origin}/api/health").json()["images"]
     assert stored == 10_000
-    _open(page, watch.origin)
+    open_dashboard(page, watch.origin)
     page.wait_for_selector(".card img[alt='tiny-00000.png']")
     _wait_for(page, "document.getElementById('gallery-count').textContent.includes('10000')")
 
@@ -128,7 +117,7 @@ def test_lasso_on_the_webgl_scatter_shows_the_crops_and_a_crop_opens_its_box(
 ) -> None:
     page, watch = watched_page
     boxes = _texture_boxes(server, photo)
-    _open(page, server)
+    open_dashboard(page, server)
     page.select_option("#compare-labels", [f"scale-{name}" for name in TEXTURES])
     page.select_option("#embed-method", "pca")
     page.select_option("#layer", "conv_head")
@@ -237,7 +226,7 @@ def test_a_scatter_of_50000_points_draws_within_seconds(
         "**/api/embeddings",
         lambda route: route.fulfill(status=200, content_type="application/json", body=body),
     )
-    _open(page, server)
+    open_dashboard(page, server)
     page.click("#run-embedding")
     _wait_for(page, "document.getElementById('embedding-plot').dataset.drawMs", timeout=60)
     draw_ms = float(page.evaluate("document.getElementById('embedding-plot').dataset.drawMs"))

@@ -13,28 +13,23 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import httpx
 import pytest
 from PIL import Image
 
+from tests.browser.helpers import wait_for
+
 Page = Any
+_wait_for = partial(wait_for, timeout=120.0)  # this file's default wait
 TEXTURES = ("brick", "grass", "gravel")
 LABELS = [f"tp-{name}" for name in TEXTURES]  # labels no other browser test uses
 CORNERS = ((0, 0), (0, 256), (256, 0))  # three 256-px quadrants of each photo
 STARTS = (16, 144)  # 2×2 boxes of 96 px in each quadrant
 
 _CURVE_POINTS = "document.getElementById('training-loss').data?.[0]?.x?.length ?? 0"
-
-
-def _wait_for(page: Page, expression: str, timeout: float = 120.0) -> None:
-    """Poll a JS expression until truthy (the page's CSP refuses wait_for_function's eval)."""
-    deadline = time.monotonic() + timeout
-    while not page.evaluate(f"Boolean({expression})"):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"still false after {timeout} s: {expression}")
-        time.sleep(0.05)
 
 
 @pytest.fixture

@@ -8,30 +8,17 @@ With ``FEATUREGAP_DOC_SCREENSHOTS=1`` these tests also write the README's screen
 from __future__ import annotations
 
 import io
-import time
+from functools import partial
 from typing import Any
 
 import httpx
 import pytest
 from PIL import Image
 
-from tests.browser.store_api import post_box, post_image
+from tests.browser.helpers import open_dashboard, post_box, post_image, wait_for
 
 Page = Any
-
-
-def _wait_for(page: Page, expression: str, timeout: float = 60.0) -> None:
-    """Poll a JS expression until truthy (the page's CSP refuses wait_for_function's eval)."""
-    deadline = time.monotonic() + timeout
-    while not page.evaluate(f"Boolean({expression})"):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"still false after {timeout} s: {expression}")
-        time.sleep(0.05)
-
-
-def _open(page: Page, origin: str) -> None:
-    page.goto(origin + "/")
-    page.wait_for_selector("body[data-ready='1']")
+_wait_for = partial(wait_for, timeout=60.0)  # this file's default wait
 
 
 def _own_png(photo: Any, name: str) -> bytes:
@@ -71,7 +58,7 @@ def test_heat_map_panel_target_search_channel_prediction_click_grid_and_errors(
     image = post_image(server, "chelsea-panel", _own_png(photo, "chelsea"))
     cat = post_box(server, image["id"], 140, 20, 180, 210, "cat face")
     ear = post_box(server, image["id"], 20, 200, 110, 90, "background")
-    _open(page, server)
+    open_dashboard(page, server)
     _open_image(page, "chelsea-panel")
 
     # The panel sits right under the image and its label bar (the image keeps the width),
@@ -214,7 +201,7 @@ def test_analysis_views_explain_themselves_and_take_any_measure(
         for i in range(4):
             post_box(server, image["id"], 20 + 100 * i, 40, 90, 120, f"{name} patch")
     labels = ["gravel patch", "astronaut patch"]
-    _open(page, server)
+    open_dashboard(page, server)
     page.select_option("#compare-labels", labels)
     # Every measure says what it is and which way is better, before anything runs.
     titles = page.eval_on_selector_all("#measure option", "os => os.map(o => [o.value, o.title])")
@@ -317,7 +304,7 @@ def test_job_tray_sits_under_the_buttons_without_covering_them(
     )
     page.route("**/api/jobs/held-views", lambda route: route.fulfill(json=held))
     page.route("**/api/labels", lambda route: route.fulfill(json=[]))
-    _open(page, server)
+    open_dashboard(page, server)
     page.evaluate(
         "for (const l of ['a', 'b']) document.getElementById('compare-labels')"
         ".append(new Option(l, l, true, true))"
