@@ -12,6 +12,16 @@ from benchmarks.live_server import live_server
 
 pytestmark = pytest.mark.slow
 
+# Asked before and after the restart: the answers must be the same.
+DISTANCES = {
+    "labels": ["brick", "grass"],
+    "layer": "conv_head",
+    "measure": "mmd",
+    "permutations": 19,
+    "seed": 1,
+}
+EMBEDDING = {"labels": ["brick", "grass"], "layer": "conv_head", "method": "pca"}
+
 
 def _ok(response: httpx.Response, status: int = 200) -> Any:
     assert response.status_code == status, response.text
@@ -46,38 +56,14 @@ def test_work_survives_a_restart(tmp_path: Path, photo: Any) -> None:
                     ),
                     201,
                 )
-        heat = _ok(
-            client.post(
-                "/api/heatmaps",
-                json={
-                    "image_id": images["chelsea"]["id"],
-                    "layer": "conv_head",
-                    "method": "gradcam",
-                },
-            )
-        )
+        heat_body = {"image_id": images["chelsea"]["id"], "layer": "conv_head", "method": "gradcam"}
+        heat = _ok(client.post("/api/heatmaps", json=heat_body))
         assert heat["boxes"][0]["id"] == face["id"] and heat["boxes"][0]["scores"]["energy"] > 0
-        dist = _ok(
-            client.post(
-                "/api/distances",
-                json={
-                    "labels": ["brick", "grass"],
-                    "layer": "conv_head",
-                    "measure": "mmd",
-                    "permutations": 19,
-                    "seed": 1,
-                },
-            )
-        )
+        dist = _ok(client.post("/api/distances", json=DISTANCES))
         # Each label's boxes sit on one image: no test between the labels is possible.
         assert dist["unit"] == "image" and dist["p_values"][0][1] is None
         assert any("single image" in w for w in dist["warnings"])
-        emb = _ok(
-            client.post(
-                "/api/embeddings",
-                json={"labels": ["brick", "grass"], "layer": "conv_head", "method": "pca"},
-            )
-        )
+        emb = _ok(client.post("/api/embeddings", json=EMBEDDING))
         assert len(emb["points"]) == 4
         boxes_before = _ok(client.get("/api/boxes"))["items"]
 
@@ -86,38 +72,7 @@ def test_work_survives_a_restart(tmp_path: Path, photo: Any) -> None:
         assert set(listed) == {"chelsea.png", "brick.png", "grass.png"}
         assert _ok(client.get("/api/boxes"))["items"] == boxes_before
         assert client.get(f"/api/images/{images['brick']['id']}/file").content == photo.png("brick")
-        store_rows = _ok(
-            client.post(
-                "/api/heatmaps",
-                json={
-                    "image_id": images["chelsea"]["id"],
-                    "layer": "conv_head",
-                    "method": "gradcam",
-                },
-            )
-        )
+        store_rows = _ok(client.post("/api/heatmaps", json=heat_body))
         assert store_rows == heat  # the same answers after the restart
-        assert (
-            _ok(
-                client.post(
-                    "/api/distances",
-                    json={
-                        "labels": ["brick", "grass"],
-                        "layer": "conv_head",
-                        "measure": "mmd",
-                        "permutations": 19,
-                        "seed": 1,
-                    },
-                )
-            )
-            == dist
-        )
-        assert (
-            _ok(
-                client.post(
-                    "/api/embeddings",
-                    json={"labels": ["brick", "grass"], "layer": "conv_head", "method": "pca"},
-                )
-            )
-            == emb
-        )
+        assert _ok(client.post("/api/distances", json=DISTANCES)) == dist
+        assert _ok(client.post("/api/embeddings", json=EMBEDDING)) == emb
