@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -35,7 +35,15 @@ from app.formats.records import LabeledBox
 from app.formats.voc import write_voc
 from app.formats.yolo import write_yolo
 
-__all__ = ["CLASSES", "TEXTURES", "Domain", "SyntheticDataset", "make_dataset", "main"]
+__all__ = [
+    "CLASSES",
+    "TEXTURES",
+    "Domain",
+    "SyntheticDataset",
+    "coco_annotations",
+    "make_dataset",
+    "main",
+]
 
 CLASSES = ("astronaut", "cat", "coffee", "rocket", "horse", "motorcycle")
 """The object classes, in YOLO index order."""
@@ -234,6 +242,17 @@ def make_dataset(
     return SyntheticDataset(
         root, images_dir, coco, voc_dir, yolo_dir, classes_file, file_names, boxes, domain
     )
+
+
+def coco_annotations(document: dict[str, Any]) -> set[tuple[Any, ...]]:
+    """``(annotation id, file name, category name, x, y, w, h)`` of every annotation of a COCO
+    document: what an import followed by an export must give back."""
+    names = {image["id"]: image["file_name"] for image in document["images"]}
+    labels = {category["id"]: category["name"] for category in document["categories"]}
+    return {
+        (a["id"], names[a["image_id"]], labels[a["category_id"]], *map(float, a["bbox"]))
+        for a in document["annotations"]
+    }
 
 
 def main() -> None:

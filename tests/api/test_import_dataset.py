@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 
 from app.config import Settings
 from app.main import create_app
-from benchmarks.synthetic import SyntheticDataset, make_dataset
+from benchmarks.synthetic import SyntheticDataset, coco_annotations, make_dataset
 
 
 @pytest.fixture(scope="module")
@@ -46,15 +46,6 @@ def _finished(client: TestClient, job_id: str) -> dict[str, Any]:
     raise AssertionError(f"job {job_id} did not finish")
 
 
-def _annotations(document: dict[str, Any]) -> set[tuple[Any, ...]]:
-    names = {image["id"]: image["file_name"] for image in document["images"]}
-    labels = {category["id"]: category["name"] for category in document["categories"]}
-    return {
-        (a["id"], names[a["image_id"]], labels[a["category_id"]], *map(float, a["bbox"]))
-        for a in document["annotations"]
-    }
-
-
 def test_a_coco_folder_under_the_root_imports_as_a_job_and_exports_the_same(
     client: TestClient, dataset: SyntheticDataset
 ) -> None:
@@ -67,7 +58,7 @@ def test_a_coco_folder_under_the_root_imports_as_a_job_and_exports_the_same(
     result = job["result"]
     assert (result["images_added"], result["boxes_added"], result["skipped"]) == (5, 15, [])
     exported = client.get("/api/export/coco").json()
-    assert _annotations(exported) == _annotations(json.loads(dataset.coco.read_text()))
+    assert coco_annotations(exported) == coco_annotations(json.loads(dataset.coco.read_text()))
     again = _finished(client, client.post("/api/import/dataset", json=body).json()["job_id"])
     assert (again["result"]["boxes_added"], again["result"]["boxes_present"]) == (0, 15)
 

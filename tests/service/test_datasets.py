@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -21,7 +20,7 @@ from app.service.datasets import (
     read_classes,
 )
 from app.store import Store
-from benchmarks.synthetic import CLASSES, SyntheticDataset, make_dataset
+from benchmarks.synthetic import CLASSES, SyntheticDataset, coco_annotations, make_dataset
 
 
 @pytest.fixture(scope="module")
@@ -35,16 +34,6 @@ def store(tmp_path: Path) -> Store:
     return Store(Settings(data_dir=tmp_path / "data"))
 
 
-def _annotations(document: dict[str, Any]) -> set[tuple[Any, ...]]:
-    """``(annotation id, file name, category name, x, y, w, h)`` of every annotation."""
-    names = {image["id"]: image["file_name"] for image in document["images"]}
-    labels = {category["id"]: category["name"] for category in document["categories"]}
-    return {
-        (a["id"], names[a["image_id"]], labels[a["category_id"]], *map(float, a["bbox"]))
-        for a in document["annotations"]
-    }
-
-
 def test_coco_round_trips_through_the_store_with_its_ids(
     dataset: SyntheticDataset, store: Store
 ) -> None:
@@ -53,8 +42,8 @@ def test_coco_round_trips_through_the_store_with_its_ids(
     summary = import_coco_dataset(store, dataset.coco, dataset.images_dir)
     assert (summary.images_added, summary.boxes_added, summary.skipped) == (7, 21, [])
     exported = imports.export_coco(store)
-    assert _annotations(exported) == _annotations(given)
-    assert len(_annotations(given)) == 21
+    assert coco_annotations(exported) == coco_annotations(given)
+    assert len(coco_annotations(given)) == 21
     assert {c["name"] for c in exported["categories"]} == {c["name"] for c in given["categories"]}
     assert sorted(i["file_name"] for i in exported["images"]) == sorted(dataset.file_names)
     # The ids are the file's (1000, 1003, …), not the store's (1, 2, …).
