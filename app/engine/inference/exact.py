@@ -62,7 +62,10 @@ def _random(scheme: Scheme, draws: int, seed: int, batch: int) -> Iterator[Tenso
             if bool(tied.any()):
                 order = u[tied].argsort(dim=1)[:, :k]
                 picked[tied] = torch.zeros_like(picked[tied]).scatter_(1, order, True)
-            out[:, members] = picked
+            if members.numel() == n:
+                out = picked  # one stratum of every element, in order
+            else:
+                out[:, members] = picked
         yield out
 
 

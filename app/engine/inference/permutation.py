@@ -36,7 +36,8 @@ _MMD_OPTIONS = {
     "seed": 0,
 }
 _FULL_KERNEL_ROWS = 4096  # elements up to which U is kept whole (128 MiB in float64)
-_UNIT_BLOCK = 1024  # rows of U per product in a batch's quadratic forms
+_UNIT_BLOCK = 512  # rows of U per product in a batch's quadratic forms
+_KERNEL_BLOCK = 2048  # rows per kernel block while U is built (a multiple of _UNIT_BLOCK)
 _BFLOAT16_FROM = 512  # elements from which random draws' products may run in bfloat16
 _MARGIN_SAMPLE = 32  # draws of the first batch computed both ways to bound the fast error
 
@@ -150,9 +151,9 @@ class _MMDNull:
         else:
             self.rows = torch.zeros(total_rows, dtype=torch.float64, device=z.device)
             for (i0, i1), (j0, j1), kij in upper_pairs(z, total_rows, self.kernel, 1024):
-                self.rows[i0:i1] += kij.sum(1, dtype=torch.float64)
+                self.rows[i0:i1] += kij.sum(1).to(torch.float64)
                 if i0 != j0:
-                    self.rows[j0:j1] += kij.sum(0, dtype=torch.float64)
+                    self.rows[j0:j1] += kij.sum(0).to(torch.float64)
         self.total = float(self.rows.sum())
         self.observed = float(self.values(plan.observed[None])[0])
         self.margin: float | None = None
@@ -168,13 +169,19 @@ class _MMDNull:
         spans = self._spans()
         if e == z.shape[0] and bool((element == torch.arange(e, device=z.device)).all()):
             # One row per element: U is the kernel; its blocks land in place.
+            # The kernel comes in blocks of _KERNEL_BLOCK rows (as large as one MMD's, so as
+            # few elementwise passes), each cut into the forms' row blocks.
             rows = torch.zeros(e, dtype=torch.float64, device=z.device)
             upper = [z.new_empty(i1 - i0, e - i0) for i0, i1 in spans]
-            for (i0, i1), (j0, j1), kij in upper_pairs(z, e, self.kernel, _UNIT_BLOCK):
-                upper[i0 // _UNIT_BLOCK][:, j0 - i0 : j1 - i0] = kij
-                rows[i0:i1] += kij.sum(1, dtype=torch.float64)
+            for (i0, i1), (j0, j1), kij in upper_pairs(z, e, self.kernel, _KERNEL_BLOCK):
+                for f0 in range(i0, i1, _UNIT_BLOCK):
+                    f1, c0 = min(f0 + _UNIT_BLOCK, i1), max(j0, f0)
+                    upper[f0 // _UNIT_BLOCK][:, c0 - f0 : j1 - f0] = kij[
+                        f0 - i0 : f1 - i0, c0 - j0 :
+                    ]
+                rows[i0:i1] += kij.sum(1).to(torch.float64)
                 if i0 != j0:
-                    rows[j0:j1] += kij.sum(0, dtype=torch.float64)
+                    rows[j0:j1] += kij.sum(0).to(torch.float64)
             return upper, rows
         full = torch.zeros(e, e, dtype=z.dtype, device=z.device)
         for (i0, i1), (j0, j1), kij in upper_pairs(z, z.shape[0], self.kernel, 1024):
@@ -202,15 +209,14 @@ class _MMDNull:
                 self.fast.append(block.to(dtype))
         return means.to(torch.float64), float(grand)
 
-    def _quadratic(self, elements: Tensor, forms: list[Tensor]) -> Tensor:
-        """``aᵀUa`` for every row ``a`` of ``elements`` (``batch × elements`` indicators),
-        in float64: ``aᵀCa`` by row blocks, ``Σ_I a_Iᵀ [C_II, 2C_I,>I] a_≥I``, plus the
-        centring's exact terms."""
+    def _quadratic(self, elements: Tensor, a64: Tensor, forms: list[Tensor]) -> Tensor:
+        """``aᵀUa`` for every row ``a`` of ``elements`` (``batch × elements`` indicators;
+        ``a64`` the same in float64), in float64: ``aᵀCa`` by row blocks, ``Σ_I a_Iᵀ [C_II,
+        2C_I,>I] a_≥I``, plus the centring's exact terms."""
         a = elements.to(device=self.z.device, dtype=forms[0].dtype).T  # elements × batch
         q = torch.zeros(a.shape[1], dtype=torch.float64, device=a.device)
         for (i0, i1), form in zip(self._spans(), forms, strict=True):
             q += (form @ a[i0:]).mul_(a[i0:i1]).sum(0, dtype=torch.float64)
-        a64 = elements.to(device=self.z.device, dtype=torch.float64)
         picked = a64.sum(1)
         return q + 2 * (a64 @ self.means) * picked - self.grand * picked**2
 
@@ -219,8 +225,8 @@ class _MMDNull:
         the fast forms when asked and kept, else from the precise ones."""
         total_rows = self.z.shape[0]
         if self.precise:
-            q = self._quadratic(elements, self.fast if fast and self.fast else self.precise)
-            a64 = elements.to(torch.float64).to(self.z.device)
+            a64 = elements.to(device=self.z.device, dtype=torch.float64)
+            q = self._quadratic(elements, a64, self.fast if fast and self.fast else self.precise)
             ar, n = a64 @ self.rows, a64 @ self.counts
         else:
             rows = self.plan.rows_of(elements)
