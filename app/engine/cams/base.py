@@ -227,7 +227,6 @@ def cam_map(
         traced(module).check([layer])
         impl.step(0.0, "forward and backward pass" if impl.needs_gradients else "forward pass")
         run = _forward(module, x, layer, impl, target)
-        impl.stop_if_cancelled()
         impl.step(impl.forward_share, f"{method} map")
         result = impl.compute(run)
         impl.step(1.0, f"{method} map done")
