@@ -6,7 +6,10 @@ import { del, get, request } from "./api.js";
 
 const POLL_MS = 300;
 const FINISHED = new Set(["done", "failed", "cancelled", "interrupted"]);
-const STOP_WAIT_MS = 15000; // after Cancel, how long to wait for the server to stop the job
+// After Cancel, how long to wait for the server to confirm the stop (a job stops within a
+// second or so, a Score-CAM batch on a loaded machine takes a few) before giving the
+// buttons back anyway.
+const STOP_WAIT_MS = 5000;
 let tray = null;
 
 // The element that holds one row per running call; main.js hands it the page's job tray.
