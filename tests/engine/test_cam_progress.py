@@ -117,4 +117,3 @@ def test_gradcam_says_its_passes(net: nn.Module, x: torch.Tensor) -> None:
     told.clear()
     cam_map(net, x, "act", "mean", progress=lambda f, m: told.append((f, m)))
     assert [m for _, m in told] == ["forward pass", "mean map", "mean map done"]
-
