@@ -24,6 +24,7 @@ export async function initControls() {
   for (const option of $("descriptor").options) option.title = explainDescriptor(option.value);
   $("method").addEventListener("change", showMethod);
   $("heat-layer").addEventListener("change", showMethod);
+  $("grid-methods").addEventListener("change", showMethod);
   $("scorecam-all").addEventListener("change", () => { $("scorecam-channels").disabled = $("scorecam-all").checked; });
   $("embed-method").addEventListener("change", () => { $("perplexity-field").hidden = $("embed-method").value !== "tsne"; });
   await loadControls();
@@ -101,7 +102,9 @@ function showMethod() {
   const method = methods.find((m) => m.name === $("method").value);
   $("target-field").hidden = method ? !method.needs_target : false;
   $("channel-field").hidden = $("method").value !== "channel";
-  $("scorecam-field").hidden = $("method").value !== "scorecam";
+  // Score-CAM's channels: for the panel's method, or for the comparison grid's
+  const gridScoreCam = [...$("grid-methods").selectedOptions].some((o) => o.value === "scorecam");
+  $("scorecam-field").hidden = $("method").value !== "scorecam" && !gridScoreCam;
   const layer = layers.find((l) => l.name === $("heat-layer").value);
   if (layer) $("channel").max = String(layer.channels - 1);
   $("channel").title = layer ? `0 … ${layer.channels - 1} at ${layer.name}` : "";

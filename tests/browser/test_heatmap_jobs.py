@@ -69,3 +69,47 @@ def test_all_channel_scorecam_shows_batches_and_cancel_stops_the_job(
     stopped = job["progress"]
     time.sleep(1.0)
     assert httpx.get(f"{server}/api/jobs/{job_id}").json()["progress"] == stopped < 0.9
+
+
+def test_a_cancelled_grid_keeps_the_cells_it_drew_and_marks_the_rest(
+    watched_page: tuple[Page, Any], server: str, photo: Any
+) -> None:
+    page, _watch = watched_page
+    image = post_image(server, "coffee-scorecam", photo.png("coffee"))
+    post_box(server, image["id"], 100, 60, 200, 200, "cup")
+    open_dashboard(page, server)
+    card = page.locator(".card", has=page.locator("img[alt='coffee-scorecam.png']"))
+    card.locator("img").click()
+    page.wait_for_selector(f"#editor-stage[data-shown='{image['id']}']")
+    page.select_option("#method", "gradcam")
+    page.select_option("#heat-layer", "bn2")
+    assert page.locator("#scorecam-field").is_hidden()
+    page.click("#compare summary")
+    # cells in the lists' order: mean, then Score-CAM, each at conv_head, then bn2
+    page.select_option("#grid-methods", ["mean", "scorecam"])
+    page.select_option("#grid-layers", ["conv_head", "bn2"])
+    page.check("#scorecam-all")  # the grid's Score-CAM shows the field
+    with page.expect_response(
+        lambda r: r.url.endswith("/api/heatmaps") and r.status == 202
+    ) as answered:
+        page.click("#run-grid")
+    assert answered.value.request.post_data_json["options"] == {"max_channels": 512}
+    job_id = answered.value.json()["job_id"]
+    assert page.locator("#run-grid").is_disabled() and page.locator("#run-heatmap").is_disabled()
+    wait_for(page, f"/Score-CAM batch \\d+ of/.test({TRAY_TEXT})", timeout=120)
+    page.click("#image-jobs .job-cancel")
+    wait_for(page, "!document.getElementById('run-grid').disabled", timeout=30)
+    assert httpx.get(f"{server}/api/jobs/{job_id}").json()["state"] == "cancelled"
+    cells = page.locator("#heat-grid .heat-cell")
+    titles = [cells.nth(i).locator("h4").inner_text() for i in range(cells.count())]
+    assert titles == ["mean · conv_head", "mean · bn2", "scorecam · conv_head", "scorecam · bn2"]
+    # the mean maps were drawn before the cancel and stay; Score-CAM's cell and the one
+    # after it have no plot, and say why
+    assert [cells.nth(i).locator(".js-plotly-plot").count() for i in range(4)] == [1, 1, 0, 0]
+    assert [cells.nth(i).locator(".error").inner_text() for i in range(4)] == [
+        "",
+        "",
+        "cancelled",
+        "not run: cancelled",
+    ]
+    assert page.locator("#image-analysis-error").inner_text() == ""
