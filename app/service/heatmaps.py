@@ -201,7 +201,6 @@ def raw_heatmap(
         max_channels=options.max_channels,
     )
     decoded = store.load_decoded(image)
-
     with ENGINE_LOCK:
         # Score-CAM stops between batches when the job or the pool's caller is cancelled
         heat = compute_heatmap(
@@ -328,10 +327,17 @@ def estimate_heatmap_work(
 
     Raises:
         LimitExceeded: past ``max_request_bytes``.
+        ValueError: a target past the model's classes (a 422 now, not a failed job).
     """
     if _MAPS.get(_map_key(model, image, request)) is not None:
         return Estimate("heat map")
-    if store.get_result(result_key("heatmap", _payload(model, image, request, boxes))):
+    classes = len(model.spec.class_names)
+    if request.target is not None and classes and request.target >= classes:
+        raise ValueError(
+            f"target {request.target} is out of range; the model has {classes} classes "
+            f"(0 to {classes - 1})"
+        )
+    if store.get_result(result_key("heatmap", _payload(model, image, request, boxes))) is not None:
         return Estimate("heat map")
     options = CamOptions(**dict(request.options))
     return heatmap_budget(

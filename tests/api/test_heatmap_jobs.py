@@ -164,3 +164,10 @@ def test_small_requests_answer_at_once_as_before_and_a_job_gives_the_same_answer
     result = app_client.get(f"/api/jobs/{queued.json()['job_id']}").json()["result"]
     assert kept.json() == result and result["target"] == 282
     assert result["heat_range"] != at_once.json()["heat_range"]  # another class explained
+
+    # a request that would be a job but cannot work is refused before queueing
+    bad = app_client.post("/api/heatmaps", json={**few, "target": 1000})
+    assert bad.status_code == 422, bad.text
+    assert bad.json()["detail"] == (
+        "target 1000 is out of range; the model has 1000 classes (0 to 999)"
+    )
