@@ -25,7 +25,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-__all__ = ["COMMANDS", "Command", "command", "main", "parse_box"]
+__all__ = ["COMMANDS", "Command", "catalog_value", "command", "main", "parse_box"]
 
 Runner = Callable[[argparse.Namespace], int]
 Setup = Callable[[argparse.ArgumentParser], None]
@@ -145,6 +145,29 @@ def _measure_rows() -> list[dict[str, Any]]:
     ]
 
 
+def _layer_rows(model: str) -> list[dict[str, Any]]:
+    from app.engine.layers import list_layers
+
+    return [vars(info) for info in list_layers(_get_model(model))]
+
+
+def catalog_value(key: str) -> Any:
+    """What the command line lists under ``key``, computed live (imports torch).
+
+    Args:
+        key: ``"models"``, ``"methods"``, ``"measures"`` or ``"layers:<model>"``.
+
+    Raises:
+        KeyError: an unknown key, or (``layers:``) an unknown model.
+    """
+    if key.startswith("layers:"):
+        return _layer_rows(key.removeprefix("layers:"))
+    rows = {"models": _model_rows, "methods": _method_rows, "measures": _measure_rows}
+    if key not in rows:
+        raise KeyError(f"no catalog entry {key!r}; use models, methods, measures or layers:<model>")
+    return rows[key]()
+
+
 def _print_json(value: object) -> None:
     def clean(item: object) -> object:
         if isinstance(item, float) and not math.isfinite(item):
@@ -229,14 +252,8 @@ def _setup_layers(parser: argparse.ArgumentParser) -> None:
 def _run_layers(args: argparse.Namespace) -> int:
     from app.config import get_settings
 
-    name = args.model or get_settings().default_model
-
-    def compute() -> list[dict[str, Any]]:
-        from app.engine.layers import list_layers
-
-        return [vars(info) for info in list_layers(_get_model(name))]
-
-    rows: list[dict[str, Any]] = _catalog(f"layers:{name}", compute)
+    key = f"layers:{args.model or get_settings().default_model}"
+    rows: list[dict[str, Any]] = _catalog(key, lambda: catalog_value(key))
     return _answer(
         args.json,
         rows,
