@@ -381,6 +381,7 @@ def _run_heatmap(args: argparse.Namespace) -> int:
     from app.engine.heatmaps import compute_heatmap, normalise
     from app.engine.localisation import score_boxes
     from app.engine.overlay import render_overlay
+    from app.palette import UNKNOWN, label_colours
 
     if len(args.label) > len(args.box):
         raise ValueError(f"{len(args.label)} --label for {len(args.box)} --box; give one per box")
@@ -408,7 +409,10 @@ def _run_heatmap(args: argparse.Namespace) -> int:
         )
         captions.append(f"{label} {shown}".strip())
     shown_map = normalise(heat.values, args.normalise)
-    overlay = render_overlay(image.pixels, shown_map, boxes, captions, args.alpha)
+    # The page's colours: by rank among the labels, here those of the boxes given.
+    palette = label_colours(label for label in labels if label)
+    colours = [palette.get(label, UNKNOWN) for label in labels]
+    overlay = render_overlay(image.pixels, shown_map, boxes, captions, args.alpha, colours)
     what = heat.method + (f" channel {args.channel}" if args.channel is not None else "")
     framed = frame_overlay(
         overlay,

@@ -92,6 +92,10 @@ def test_heatmap_writes_an_overlay_and_scores(
             "cat",
             "--box",
             "400,250,100,100",
+            "--label",
+            "ant",
+            "--box",
+            "20,200,60,60",
             "-o",
             str(out),
             "--json",
@@ -105,15 +109,25 @@ def test_heatmap_writes_an_overlay_and_scores(
     # A title strip above, the colour bar to the right.
     assert at["x"] == 0 and at["y"] > 0 and framed.width > 451 and framed.height == 300 + at["y"]
     overlay = framed.crop((at["x"], at["y"], at["x"] + 451, at["y"] + 300))
-    first, second = report["boxes"]
-    assert first["label"] == "cat" and second["label"] == ""
+    first, second, third = report["boxes"]
+    assert (first["label"], second["label"], third["label"]) == ("cat", "ant", "")
     assert (second["x"], second["w"], second["h"]) == (400, 51, 50)  # clipped to the image
     image = decode_image(photos["chelsea"].read_bytes(), max_pixels=10**8)
     heat = compute_heatmap(get_model("efficientnet_lite0"), image, "bn2", "mean")
     want = score_boxes(heat.values, [Box(140, 20, 180, 210)])[0]
     assert first["scores"]["energy"] == pytest.approx(want["energy"], rel=1e-6)
-    # The box outline is drawn in the overlay's pixels.
-    assert np.asarray(overlay)[120, 140].tolist() == [255, 64, 64]
+    # Each box's outline is its label's colour on the page (by rank: ant, cat); none: grey.
+    from app.palette import UNKNOWN, label_colours
+
+    palette = label_colours(["cat", "ant"])
+    drawn = np.asarray(overlay)
+    for (x, y), colour in [
+        ((140, 120), palette["cat"]),
+        ((400, 280), palette["ant"]),
+        ((20, 240), UNKNOWN),
+    ]:
+        assert drawn[y, x].tolist() == [int(colour[i : i + 2], 16) for i in (1, 3, 5)]
+    assert palette["cat"] == "#ff7f0e"  # rank 1 of the shared palette
     # Away from the boxes, each pixel is image·(1−α) + viridis(minmax(map))·α.
     from app.engine.heatmaps import normalise
     from app.engine.overlay import colorize
