@@ -77,6 +77,32 @@ def _model_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="model name (default: the setting)")
 
 
+def _mode_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--mode",
+        choices=["resize", "native"],
+        default="resize",
+        help="resize: the image to the model's input size (default); native: keep its "
+        "aspect ratio, longest side up to FEATUREGAP_NATIVE_MAX_SIDE (finer maps)",
+    )
+
+
+_DESCRIPTORS = {
+    "gap": "the layer's channels averaged over the box (one vector per box)",
+    "grid": "the box resampled to an s×s grid and flattened (keeps the layout)",
+    "pixels": "the s×s grid's vectors as a set of samples (for MMD, Grassmann)",
+}
+
+
+def _descriptor_arg(parser: argparse.ArgumentParser, kinds: Sequence[str]) -> None:
+    parser.add_argument(
+        "--descriptor",
+        choices=list(kinds),
+        default="gap",
+        help="; ".join(f"{k}: {_DESCRIPTORS[k]}" for k in kinds) + " (default gap)",
+    )
+
+
 def _load_image(path: str) -> Any:
     from app.config import get_settings
     from app.images import decode_image
@@ -265,7 +291,7 @@ def _setup_predict(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", metavar="IMAGE")
     _model_arg(parser)
     parser.add_argument("--top", type=int, default=5, help="how many classes (default 5)")
-    parser.add_argument("--mode", choices=["resize", "native"], default="resize")
+    _mode_arg(parser)
     parser.add_argument("--json", action="store_true", help="print JSON")
 
 
@@ -336,7 +362,7 @@ def _setup_heatmap(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--channel", type=int, default=None, help="the channel to show (method 'channel')"
     )
-    parser.add_argument("--mode", choices=["resize", "native"], default="resize")
+    _mode_arg(parser)
     parser.add_argument(
         "--alpha",
         type=float,
@@ -468,14 +494,14 @@ def _setup_extract(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--layers", required=True, help="comma-separated feature-map layers (see 'layers')"
     )
-    parser.add_argument("--descriptor", choices=["gap", "grid", "pixels"], default="gap")
+    _descriptor_arg(parser, ["gap", "grid", "pixels"])
     parser.add_argument(
         "--grid-size", type=int, default=4, help="s of the s×s grid for grid and pixels (default 4)"
     )
     parser.add_argument(
         "--batch-size", type=int, default=16, help="images per forward pass (default 16)"
     )
-    parser.add_argument("--mode", choices=["resize", "native"], default="resize")
+    _mode_arg(parser)
     parser.add_argument(
         "--labels", default=None, help="comma-separated box labels (default: every box)"
     )
@@ -543,13 +569,14 @@ def _run_extract(args: argparse.Namespace) -> int:
 def _setup_stats(parser: argparse.ArgumentParser) -> None:
     _model_arg(parser)
     parser.add_argument("--layer", required=True, help="one feature-map layer (see 'layers')")
-    parser.add_argument("--descriptor", choices=["gap", "pixels"], default="gap")
+    _descriptor_arg(parser, ["gap", "pixels"])
     parser.add_argument("--grid-size", type=int, default=4, help="s of the s×s grid for pixels")
-    parser.add_argument("--mode", choices=["resize", "native"], default="resize")
+    _mode_arg(parser)
     parser.add_argument(
         "--measures",
         default="euclidean,std_euclidean,mahalanobis",
-        help="comma-separated: euclidean, std_euclidean, mahalanobis (default: all three)",
+        help="comma-separated: euclidean, std_euclidean, mahalanobis (default: all three; "
+        "distances between label means: higher = farther apart)",
     )
     parser.add_argument(
         "--labels", default=None, help="comma-separated box labels (default: every box)"
@@ -563,7 +590,13 @@ def _setup_stats(parser: argparse.ArgumentParser) -> None:
         help="also MMD² (seed/DAN multi-kernel) from per-shard sums of FEATURES random "
         "Fourier features per bandwidth (an estimate; e.g. 4096)",
     )
-    parser.add_argument("--mmd-estimator", choices=["biased", "unbiased"], default="biased")
+    parser.add_argument(
+        "--mmd-estimator",
+        choices=["biased", "unbiased"],
+        default="biased",
+        help="biased: V-statistic, never negative (default); unbiased: U-statistic, may be "
+        "negative when the labels do not differ",
+    )
     _ray_arg(
         parser, "reduce the shards as Ray tasks (the feature folder must be on shared storage)"
     )
@@ -810,6 +843,8 @@ def _catalog_epilog() -> str:
     for m in measures:
         direction = "higher = more alike" if m["higher_is_better"] else "higher = farther apart"
         lines.append(f"  {m['name']:<20} {direction}, on {m['needs']}")
+    lines.append("descriptors (what a measure consumes from a box; --descriptor):")
+    lines += [f"  {name:<8} {text}" for name, text in _DESCRIPTORS.items()]
     return "\n".join(lines)
 
 

@@ -172,7 +172,7 @@ def test_heatmap_refuses_an_alpha_outside_0_1(capsys: pytest.CaptureFixture[str]
     assert "--alpha must lie in [0, 1], got 1.5" in capsys.readouterr().err
 
 
-@pytest.mark.slow  # the first (cold) listing imports the registries
+@pytest.mark.slow  # imports the registries to compare
 def test_help_lists_methods_and_measures(capsys: pytest.CaptureFixture[str]) -> None:
     from app.engine.cams import METHODS
     from app.engine.measures import MEASURES
@@ -186,6 +186,19 @@ def test_help_lists_methods_and_measures(capsys: pytest.CaptureFixture[str]) -> 
         assert all(f"  {name} " in text for name in MEASURES), text
         assert "mutual_information   higher = more alike" in text
         assert "mmd                  higher = farther apart" in text
+        descriptors = {m.needs for m in MEASURES.values()}
+        assert all(f"\n  {kind} " in text for kind in descriptors), text
+    # Every choice a subcommand offers says what it means.
+    for name, words in [
+        ("heatmap", ["native: keep its aspect ratio", "percentile"]),
+        ("predict", ["resize: the image to the model's input size"]),
+        ("extract", ["grid: the box resampled", "pixels: the s×s grid's vectors"]),
+        ("stats", ["unbiased: U-statistic", "higher = farther apart"]),
+    ]:
+        with pytest.raises(SystemExit):
+            main([name, "--help"])
+        text = " ".join(capsys.readouterr().out.split())  # argparse wraps the lines
+        assert all(word in text for word in words), (name, text)
 
 
 @pytest.mark.slow  # the run past the seed loads the model once
