@@ -39,7 +39,7 @@ from app.engine.predictions import predict_from_logits
 from app.engine.preprocess import InputMode
 from app.jobs import current_cancelled
 from app.lru import LRU
-from app.palette import label_colours
+from app.palette import UNKNOWN, label_colours
 from app.plots import OverlayMap, heatmap_figure, heatmap_with_colours, overlay_map
 from app.service.budgets import Estimate
 from app.service.estimates import heatmap_budget
@@ -487,12 +487,14 @@ def heatmap_png(
         else str(b["label"])
         for b in result["boxes"]
     ]
+    palette = label_colours(store.labels())  # the page's colours for the same labels
     picture = render_overlay(
         store.load_decoded(image).pixels,
         normalise(heat.values, request.normalise),
         [Box(b.x, b.y, b.w, b.h) for b in boxes],
         captions,
         alpha,
+        [palette.get(b.label, UNKNOWN) for b in boxes],
     )
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG")
