@@ -284,7 +284,9 @@ def _native_bfloat16() -> bool:
             flags = next((line for line in info if line.startswith("flags")), "")
     except OSError:
         return False
-    return bool({"avx512_bf16", "amx_bf16"} & set(flags.split()))
+    native = bool({"avx512_bf16", "amx_bf16"} & set(flags.split()))
+    # oneDNN runs those products: without it torch's own bfloat16 kernel is the slow one.
+    return native and bool(torch._C._has_mkldnn)
 
 
 def _product_dtype(z: Tensor, elements: int, low: bool) -> torch.dtype:
