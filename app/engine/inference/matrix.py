@@ -106,7 +106,7 @@ def matrix_tests(
     alpha: float = 0.05,
     unit: Unit | None = None,
     adjustment: Adjustment = "holm",
-    interval_method: IntervalMethod = "bca",
+    interval_method: IntervalMethod | None = None,
     cancelled: Callable[[], bool] | None = None,
 ) -> MatrixTests:
     """``measure`` between every pair of groups, with tests and intervals over units.
@@ -123,8 +123,9 @@ def matrix_tests(
         unit: ``"image"`` or ``"box"``; ``None`` chooses over all groups (see
             :func:`app.engine.inference.units.choose_unit`).
         adjustment: ``"holm"`` (family-wise error) or ``"bh"`` (false discovery rate).
-        interval_method: ``"bca"`` (bias-corrected and accelerated) or ``"percentile"``;
-            see :func:`app.engine.inference.bootstrap.bootstrap_interval`.
+        interval_method: ``"studentized"``, ``"bca"`` or ``"percentile"`` (see
+            :func:`app.engine.inference.bootstrap.bootstrap_interval`); ``None``: the
+            measure's own :attr:`~app.engine.measures.base.Measure.interval_method`.
         cancelled: polled between pairs and inside each test.
 
     Returns:
@@ -160,7 +161,7 @@ def matrix_tests(
             alpha,
             chosen,
             adjustment,
-            interval_method,
+            interval_method or measure.interval_method,
             cancelled,
             notes,
         )
@@ -271,6 +272,7 @@ def _interval(
             seed=seed,
             unit=unit,
             method=method,
+            plug_in=pair[0].plug_in,
             cancelled=cancelled,
         )
     except ValueError as error:  # too few units, a statistic failing without one unit
