@@ -88,6 +88,15 @@ def _rows(units: list[Tensor], pick: Sequence[int]) -> Tensor:
     return torch.cat([units[i] for i in pick])
 
 
+def _gather(units: list[Tensor], device: torch.device) -> Callable[[Tensor], Tensor]:
+    """Rows of the drawn units, on ``device``: one indexing when every unit has as many rows
+    (the studentized interval gathers rows ``1 + inner`` times a resample)."""
+    if len({len(u) for u in units}) == 1:
+        table = torch.stack(units).to(device)
+        return lambda pick: table[pick].reshape(-1)
+    return lambda pick: torch.cat([units[i] for i in pick.tolist()]).to(device)
+
+
 def jackknife(
     statistic: Statistic,
     x: Tensor,
@@ -277,18 +286,24 @@ def bootstrap_interval(
     if not draws:
         raise ValueError("draws is empty; give at least one resample")
 
-    def evaluate(pick_x: Sequence[int], pick_y: Sequence[int]) -> float | None:
+    gx, gy = _gather(ux, x.device), _gather(uy, y.device)
+
+    def evaluate(pick_x: Tensor, pick_y: Tensor) -> float | None:
         if cancelled is not None and cancelled():
             raise InterruptedError("cancelled")
-        rx, ry = _rows(ux, pick_x), _rows(uy, pick_y)
         try:
-            return float(statistic(x[rx.to(x.device)], y[ry.to(y.device)]))
+            return float(statistic(x[gx(pick_x)], y[gy(pick_y)]))
         except ValueError:
             return None
 
+    picks = [
+        (torch.as_tensor(px, dtype=torch.long), torch.as_tensor(py, dtype=torch.long))
+        for px, py in draws
+    ]
+
     if method == "studentized":
-        return _studentized(evaluate, statistic, plug_in, x, y, draws, inner, seed, level)
-    found = [evaluate(pick_x, pick_y) for pick_x, pick_y in draws]
+        return _studentized(evaluate, statistic, plug_in, x, y, picks, inner, seed, level)
+    found = [evaluate(pick_x, pick_y) for pick_x, pick_y in picks]
     values = [v for v in found if v is not None]
     if not values:
         raise ValueError("the statistic failed on every bootstrap resample; add units")
@@ -305,12 +320,12 @@ def bootstrap_interval(
 
 
 def _studentized(
-    evaluate: Callable[[Sequence[int], Sequence[int]], float | None],
+    evaluate: Callable[[Tensor, Tensor], float | None],
     statistic: Statistic,
     plug_in: Statistic | None,
     x: Tensor,
     y: Tensor,
-    draws: Sequence[tuple[Sequence[int], Sequence[int]]],
+    draws: Sequence[tuple[Tensor, Tensor]],
     inner: int,
     seed: int,
     level: float,
@@ -327,11 +342,10 @@ def _studentized(
         if value is None:
             continue
         values.append(value)
-        px, py = torch.as_tensor(pick_x), torch.as_tensor(pick_y)
         spread: list[float] = []
         for _ in range(inner):
-            ix = px[torch.randint(len(px), (len(px),), generator=g)].tolist()
-            iy = py[torch.randint(len(py), (len(py),), generator=g)].tolist()
+            ix = pick_x[torch.randint(len(pick_x), (len(pick_x),), generator=g)]
+            iy = pick_y[torch.randint(len(pick_y), (len(pick_y),), generator=g)]
             found = evaluate(ix, iy)
             if found is not None:
                 spread.append(found)
