@@ -43,6 +43,7 @@ __all__ = [
     "bca_levels",
     "bootstrap_interval",
     "evaluations",
+    "reaches_zero",
     "jackknife",
     "unit_rows",
 ]
@@ -194,6 +195,30 @@ def _draws(counts: tuple[int, int], resamples: int, seed: int) -> list[tuple[lis
         )
         for _ in range(resamples)
     ]
+
+
+AT_ZERO = (
+    "the interval reaches 0, the edge of the measure's range (no gap), where no bootstrap "
+    "interval holds its stated level: simulated with a true gap of 0 (300 pairs each, "
+    "benchmarks/calibration.py), the studentized interval covered 0 in 99.7% (MMD², "
+    "biased) and 100% (unbiased) of them, not 95%, and ‖x̄−ȳ‖ in 16 dimensions in only "
+    "26%; BCa 0–57%, percentile 0–89%. Read it as 'no clear gap at this sample size', and "
+    "ask the permutation test (permutations > 0) whether there is one"
+)
+"""The warning of an interval whose lower end reaches 0 (:func:`reaches_zero`)."""
+
+
+def reaches_zero(interval: Interval) -> str | None:
+    """:data:`AT_ZERO` for an interval whose lower end reaches 0, else ``None``.
+
+    Every measure here is 0 when the groups do not differ and above 0 otherwise, so a true
+    value of 0 sits at the edge of its range, where bootstrap intervals are not consistent
+    and their coverage is not their level, in either direction. An interval reaching 0 may
+    be there, and the answer says so rather than promise 95%. (The converse does not hold:
+    a distance biased far above its standard error, ‖x̄−ȳ‖ in many dimensions, gave an
+    interval clear of 0 in 74% of the simulated pairs with no gap.)
+    """
+    return AT_ZERO if interval.low <= 0 else None
 
 
 def evaluations(method: IntervalMethod, resamples: int, inner: int = INNER_RESAMPLES) -> int:

@@ -18,7 +18,13 @@ from dataclasses import dataclass, field
 from torch import Tensor
 
 from app.engine.inference.adjust import Adjustment, adjust
-from app.engine.inference.bootstrap import Interval, IntervalMethod, bootstrap_interval, unit_rows
+from app.engine.inference.bootstrap import (
+    Interval,
+    IntervalMethod,
+    bootstrap_interval,
+    reaches_zero,
+    unit_rows,
+)
 from app.engine.inference.effective import Effective, effective_of
 from app.engine.inference.permutation import SINGLE_IMAGES, permutation_test
 from app.engine.inference.units import Design, Unit, unit_for_sides
@@ -287,4 +293,7 @@ def _interval(
             )
         )
         return None
+    at_zero = reaches_zero(interval)
+    if at_zero is not None:
+        notes.append((name, at_zero))
     return interval

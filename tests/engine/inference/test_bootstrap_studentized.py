@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from app.engine.inference import INTERVAL_METHODS, Design, bootstrap_interval, matrix_tests
-from app.engine.inference.bootstrap import evaluations, unit_rows
+from app.engine.inference.bootstrap import AT_ZERO, evaluations, reaches_zero, unit_rows
 from app.engine.inference.matrix import Group
 from app.engine.measures import MEASURES, get_measure, mmd
 
@@ -157,3 +157,26 @@ def test_a_matrix_uses_the_measures_interval_and_its_plug_in() -> None:
     # large and put the interval too low.
     assert want.low > unplugged.low and want.high > unplugged.high
     assert len(unit_rows(design.x_boxes, design.x_images, "box")) == 8
+
+
+def test_an_interval_reaching_zero_is_said_to_hold_no_level() -> None:
+    # Two samples of one distribution (MMD² = 0): the unbiased MMD²'s studentized interval
+    # reaches 0 (it did in all 300 simulated pairs), and the answer warns with the measured
+    # coverage; far-apart groups keep the plain answer.
+    g = torch.Generator().manual_seed(5)
+    rows = {k: torch.randn(12, 2, generator=g, dtype=torch.float64) for k in "ab"}
+    rows["c"] = torch.randn(12, 2, generator=g, dtype=torch.float64) + 6.0
+    groups = {
+        k: Group(v, tuple(f"{k}{i}" for i in range(12)), tuple(f"im-{k}{i}" for i in range(12)))
+        for k, v in rows.items()
+    }
+    measure = get_measure("mmd", estimator="unbiased", sigma=1.0)
+    t = matrix_tests(groups, measure, bootstrap=40, seed=1)
+    by_pair = {(t.labels[p.i], t.labels[p.j]): p.interval for p in t.tests}
+    ab, ac = by_pair["a", "b"], by_pair["a", "c"]
+    assert ab is not None and ac is not None
+    assert ab.low <= 0 < ac.low
+    assert reaches_zero(ab) == AT_ZERO and reaches_zero(ac) is None
+    assert f"a vs b: {AT_ZERO}" in t.warnings
+    assert not any(w.startswith(("a vs c", "b vs c")) for w in t.warnings)
+    assert "99.7%" in AT_ZERO and "26%" in AT_ZERO  # the measured figures, named
