@@ -66,6 +66,7 @@ __all__ = [
     "coverage_rates",
     "precompute",
     "print_coverage",
+    "print_coverage_row",
     "print_table",
 ]
 
@@ -545,15 +546,16 @@ def print_coverage(replicates: int = 300, resamples: int = 1000) -> None:
         f"{INNER_RESAMPLES} inner) | interval | coverage | 95% CI (Wilson) | low ≤ 0 | s |"
     )
     print("| --- | --- | --- | --- | --- | --- |")
+    coverage_rates(replicates, resamples, progress=print_coverage_row)
 
-    def row(r: CoverageRow) -> None:
-        print(
-            f"| {r.setting} | {r.method} | {r.rate:.3f} ({r.covered}/{r.replicates}) | "
-            f"[{r.low:.3f}, {r.high:.3f}] | {r.at_zero} | {r.seconds:.1f} |",
-            flush=True,
-        )
 
-    coverage_rates(replicates, resamples, progress=row)
+def print_coverage_row(r: CoverageRow) -> None:
+    """Print one row of :func:`print_coverage`'s table."""
+    print(
+        f"| {r.setting} | {r.method} | {r.rate:.3f} ({r.covered}/{r.replicates}) | "
+        f"[{r.low:.3f}, {r.high:.3f}] | {r.at_zero} | {r.seconds:.1f} |",
+        flush=True,
+    )
 
 
 def main(repetitions: int = 500) -> None:
