@@ -223,7 +223,8 @@ class Measure(ABC):
     min_rows: ClassVar[int] = 1
     interval_method: ClassVar[IntervalMethod] = "studentized"
     """The bootstrap interval a matrix of this measure gives unless another is asked for:
-    the studentized one held 95% on every setting benchmarks/calibration.py measures."""
+    the studentized one held 95% in every setting of benchmarks/calibration.py with a gap
+    (BCa 77–91%); a measure whose statistic it does not suit overrides this."""
     Options: ClassVar[type[MeasureOptions]] = NoOptions
     options: MeasureOptions
 
