@@ -289,7 +289,7 @@ def _interval(
             (
                 name,
                 "no BCa interval: the observed value lies outside every resample, a bias "
-                "the resamples cannot correct; ask for more resamples or method 'percentile'",
+                "the resamples cannot correct; use method 'studentized' (the default)",
             )
         )
         return None
