@@ -2,6 +2,7 @@
 // label's group size on the axes, the measure's direction in words, tooltips on the table.
 import { direction, explainColumn, explainMeasure } from "../glossary.js";
 import * as jobs from "../jobs.js";
+import { labelColour } from "../palette.js";
 import { fillTable, part, showWarnings } from "../ui.js";
 import { drawFigure } from "./plot.js";
 
@@ -20,10 +21,12 @@ function intervalHeading(tests) {
 const plural = (n, one, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
 const escape = (text) => text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
 
-// "brick · 6 boxes, 1 image" for each label, as the axes' tick text (the figure's names are
-// the labels escaped for Plotly, app.plots.plain_text: the sizes are added the same way).
+// "■ brick<br>6 boxes, 1 image" for each label, as the axes' tick text, the square in the
+// label's colour (the editor's, the heat map's, the scatter's). The figure's names are the
+// labels escaped for Plotly (app.plots.plain_text): the rest is added the same way.
+const swatch = (n) => `<span style="color:${labelColour(n)}">■</span> `;
 function withSizes(figure, result, names) {
-  const tick = names.map((n) => `${escape(n)}<br>${plural(result.sizes?.[n] ?? 0, "box", "boxes")}, ${plural(result.images?.[n] ?? 0, "image")}`);
+  const tick = names.map((n) => `${swatch(n)}${escape(n)}<br>${plural(result.sizes?.[n] ?? 0, "box", "boxes")}, ${plural(result.images?.[n] ?? 0, "image")}`);
   const values = names.map(escape);
   const axis = { tickmode: "array", tickvals: values, ticktext: tick };
   const layout = figure.layout || {};
