@@ -34,9 +34,9 @@ function withSizes(figure, result, names) {
 }
 
 function groupNote(result) {
-  const unit = result.unit === "image" ? "images" : "boxes";
+  const [one, many] = result.unit === "image" ? ["image", "images"] : ["box", "boxes"];
   return Object.entries(result.groups)
-    .map(([name, g]) => `${name}: ${g.units} ${unit}` + (g.ess === null ? "" : `, effective size ${g.ess.toPrecision(3)}`))
+    .map(([name, g]) => `${name}: ${plural(g.units, one, many)}` + (g.ess === null ? "" : `, effective size ${g.ess.toPrecision(3)}`))
     .join("; ");
 }
 

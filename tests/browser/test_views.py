@@ -260,7 +260,8 @@ def test_analysis_views_explain_themselves_and_take_any_measure(
     assert set(fills) == want and colours[labels[0]] != colours[labels[1]], fills
     warnings = page.locator("#distances-warnings")
     assert warnings.is_visible() and "image" in warnings.inner_text()
-    assert "higher = farther apart" in page.locator("#distances-note").inner_text()
+    note = page.locator("#distances-note").inner_text()
+    assert "higher = farther apart" in note and "gravel patch: 1 image, effective size" in note
     heads = page.eval_on_selector_all("#distances-table th", "hs => hs.map(h => h.title)")
     assert heads and all(heads), heads
     shot(page, "matrix")
