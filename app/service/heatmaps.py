@@ -3,7 +3,9 @@
 A request's answer is cached in the store's results table under a key made of the image's
 hash, the model and its weights, the layer, method, target, input mode, display
 normalisation and every box of the image (id, coordinates, label): adding, moving or
-relabelling a box changes the key, so a stale answer is never served. Label colours are
+relabelling a box changes the key, so a stale answer is never served. Only answers that ran
+the network are stored: one rescored from a raw map still in memory (a box moved) is cheaper
+to compute again than to write. Label colours are
 never taken from the cache: they change whenever labels are added or renamed anywhere in
 the store, so the figure's boxes are repainted with the current palette each time the
 answer is served. The raw heat map is also kept in a small in-process LRU, so re-scoring
@@ -238,12 +240,17 @@ def heatmap_result(
         "boxes": [[b.id, b.x, b.y, b.w, b.h, b.label] for b in boxes],
     }
 
+    # With the raw map in memory an answer is only rescoring (about 1 ms); storing it would
+    # cost ~10 ms (a 230 kB row per box position, and the WAL checkpoints those rows bring)
+    # and grow the database with every box move. Answers that ran the network are stored.
+    rescored = _MAPS.get(_map_key(model, image, request)) is not None
     answer = cached(
         store,
         "heatmap",
         payload,
         lambda: _heatmap_answer(store, model, image, request, boxes),
         image_id=image.id,
+        keep=not rescored,
     )
     labels = [str(b["label"]) for b in answer["boxes"]]
     figure = heatmap_with_colours(answer["figure"], labels, label_colours(store.labels()))
