@@ -21,8 +21,6 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import torch
-
 from app.boxes import Box
 from app.engine.cams import CamOptions
 from app.engine.features import LOGITS, default_cache, extract
@@ -126,12 +124,10 @@ def _view(store: Store, model: LoadedModel, image: ImageRecord, request: Heatmap
     key = _map_key(model, image, request)
     found = _VIEWS.get(key)
     if found is None or found.heat is not heat:  # the map was computed again meanwhile
-        values = heat.values
-        found = _View(
-            heat,
-            prepare_map(values),
-            [float(torch.min(values)), float(torch.max(values))],
-        )
+        prepared = prepare_map(heat.values)
+        # the same numbers in float64, read without a torch parallel region (which waits for
+        # a second core on a busy machine)
+        found = _View(heat, prepared, [float(prepared.values.min()), float(prepared.values.max())])
         _VIEWS.put(key, found)
     return found
 
