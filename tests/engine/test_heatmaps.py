@@ -465,7 +465,6 @@ def test_normalise_equals_numpy() -> None:
         normalise(values, "zscore")  # type: ignore[arg-type]
 
 
-
 def test_minmax_gives_torch_arithmetic_to_the_bit_in_float32_and_on_strided_maps() -> None:
     generator = torch.Generator().manual_seed(6)
     raw = torch.randn(301, 451, generator=generator) * 3.7 + 1.1
@@ -475,6 +474,7 @@ def test_minmax_gives_torch_arithmetic_to_the_bit_in_float32_and_on_strided_maps
         assert out.dtype == torch.float32 and torch.equal(out, (values - low) / (high - low))
     needs_grad = raw[:5, :7].clone().requires_grad_(True)
     assert normalise(needs_grad, "minmax").requires_grad  # such maps keep torch's path
+
 
 # --- the real embedded model on a real photo ------------------------------------------------
 
