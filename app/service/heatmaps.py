@@ -7,8 +7,8 @@ relabelling a box changes the key, so a stale answer is never served. Only answe
 the network are stored: one rescored from a raw map still in memory (a box moved) is cheaper
 to compute again than to write. Label colours are never taken from the cache: they change
 whenever labels are added or renamed anywhere in the store, so the figure's boxes are
-repainted with the current palette each time the answer is served. The raw heat map is also kept in a small in-process LRU, so re-scoring
-after a box edit costs no forward pass.
+repainted with the current palette each time the answer is served. The raw heat map is also
+kept in a small in-process LRU, so re-scoring after a box edit costs no forward pass.
 
 Long heat maps run as jobs: :func:`estimate_heatmap_work` says a request's work units (none
 when its map or answer is kept already), and :func:`heatmap_result` takes the job's
