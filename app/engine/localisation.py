@@ -100,8 +100,6 @@ class PreparedMap:
         to the bit, 4–5× faster (numpy's unstable argsort, ties found on the sorted values;
         scipy sorts stably)."""
         order = np.argsort(self.values)
-        if "ordered" not in self.__dict__:  # one sort for both: values[order] is sorted
-            self.__dict__["ordered"] = self.values[order]
         ordered = self.ordered  # = values[order]: ties are equal values
         first = np.empty(ordered.size, dtype=bool)
         first[0] = True
