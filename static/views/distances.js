@@ -40,6 +40,13 @@ function groupNote(result) {
     .join("; ");
 }
 
+// The server names the family; with no p-value in the matrix there is nothing adjusted.
+function adjustmentNote(result) {
+  if (!result.tests.some((t) => t.p_value !== null)) return "no pair has enough units for a p-value.";
+  const method = result.adjustment.method === "holm" ? "Holm" : "Benjamini–Hochberg";
+  return `p-values adjusted by ${method} over ${result.adjustment.family}.`;
+}
+
 // `root`: the view's element, holding its warnings, plot, note and table parts.
 export async function showDistances(root, labels, c) {
   const body = { labels, model: c.model, layer: c.layer, measure: c.measure, descriptor: c.descriptor };
@@ -54,7 +61,7 @@ export async function showDistances(root, labels, c) {
   const info = { name: result.measure, higher_is_better: result.higher_is_better, needs: result.descriptor };
   const how = `${result.measure} on ${result.descriptor} descriptors at ${result.layer}: ${direction(result.higher_is_better)}.`;
   part(root, "note").textContent = tested
-    ? `${how} Tests exchange whole ${result.unit === "image" ? "images" : "boxes"}; p-values adjusted by ${result.adjustment.method === "holm" ? "Holm" : "Benjamini–Hochberg"} over ${result.adjustment.family}. ${groupNote(result)}.`
+    ? `${how} Tests exchange whole ${result.unit === "image" ? "images" : "boxes"}; ${adjustmentNote(result)} ${groupNote(result)}.`
     : `${how} ${groupNote(result)}.`;
   part(root, "note").title = explainMeasure(info);
   const intervals = tested && result.bootstrap > 0; // the column only when intervals were asked
