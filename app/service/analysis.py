@@ -329,6 +329,13 @@ def _require_unchanged(store: Store, every: Sequence[BoxRecord]) -> None:
         raise NotFound(f"the boxes of this analysis changed while it ran ({said}); run it again")
 
 
+def _family(tested: int) -> str:
+    """The pairs whose p-values were adjusted together, in words."""
+    if tested == 0:
+        return "no pair of this matrix: none has enough units for a p-value"
+    return f"the {tested} pair{'s' if tested > 1 else ''} of this matrix with a p-value"
+
+
 def _tests_json(tests: MatrixTests, k: int) -> dict[str, Any]:
     def grid(attr: str) -> list[list[float | None]]:
         out: list[list[float | None]] = [[None] * k for _ in range(k)]
@@ -342,7 +349,7 @@ def _tests_json(tests: MatrixTests, k: int) -> dict[str, Any]:
         "p_adjusted": grid("p_adjusted") if tests.tests else None,
         "adjustment": {
             "method": tests.adjustment,
-            "family": f"the {len(tested)} pair(s) of this matrix with a p-value",
+            "family": _family(len(tested)),
         },
         "unit": tests.unit,
         "tests": [

@@ -123,6 +123,7 @@ def test_one_image_per_label_supports_no_test(
     assert body["unit"] == "image" and body["matrix"][0][1] > 0
     # Three boxes on one image per label: 1 vs 1 images, nothing to exchange.
     assert body["p_values"][0][1] is None and body["p_adjusted"][0][1] is None
+    assert body["adjustment"]["family"].startswith("no pair of this matrix")
     test = body["tests"][0]
     assert test["exact"] is True and test["min_p"] >= 0.5 and test["p_value"] is None
     assert body["groups"]["brick"]["units"] == 1 and body["groups"]["brick"]["rows"] == 48
@@ -197,6 +198,7 @@ def test_image_level_exact_test_detects_different_textures(data_dir: Path, photo
             assert body["unit"] == "box" and test["exact"] and test["permutations"] == 70
             assert test["p_value"] == pytest.approx(2 / 70) == test["min_p"]
             assert body["p_adjusted"][0][1] == pytest.approx(2 / 70)
+            assert body["adjustment"]["family"] == "the 1 pair of this matrix with a p-value"
             few = (
                 "the intervals rest on 50 bootstrap resamples, so their ends are noisy; ask "
                 "for at least 1000"
