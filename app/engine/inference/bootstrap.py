@@ -12,7 +12,7 @@ quantile levels by the bootstrap's median bias ``z0`` and by its skewness, the a
 BCa corrects the bias to first order only, and at small groups it reaches for extreme
 quantiles of the resamples (a median bias of 0.7 standard errors sends a 95% interval's
 lower end to the 0.03% quantile, beyond what 1000 resamples resolve): measured over 300
-replicates it covered 0.86–0.91 where it says 0.95 (benchmarks/calibration.py). The
+replicates it covered 0.76–0.91 where it says 0.95 (benchmarks/calibration.py). The
 studentized interval (bootstrap-t; Davison & Hinkley 1997, §5.2.1) takes the quantiles of
 ``t* = (θ* − θ(F̂)) / se*`` instead, each resample's standard error ``se*`` from an inner
 bootstrap of that resample's units: the pivot carries the bias and the skewness, so the
