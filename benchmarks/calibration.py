@@ -47,6 +47,7 @@ from app.engine.inference import (
     permutation_test,
 )
 from app.engine.measures import cosine, euclidean, grassmann, mahalanobis, mmd
+from app.engine.measures._squared_gap import SquaredGap
 from app.engine.models import LoadedModel, get_model
 from app.engine.regions import region_descriptors
 from app.images import DecodedImage, decode_image
@@ -389,7 +390,7 @@ class _Setting:
     rows: int
     dim: int
     shift: float
-    statistic: str  # "gap", "mmd_biased" or "mmd_unbiased"
+    statistic: str  # "gap", "gap_squared", "mmd_biased" or "mmd_unbiased"
 
 
 COVERAGE_SETTINGS: tuple[_Setting, ...] = (
@@ -405,6 +406,17 @@ COVERAGE_SETTINGS: tuple[_Setting, ...] = (
     _Setting("MMD² biased, 20 vs 20 boxes, d=2, shift 0 (boundary)", 20, 1, 2, 0.0, "mmd_biased"),
     _Setting(
         "MMD² unbiased, 20 vs 20 boxes, d=2, shift 0 (boundary)", 20, 1, 2, 0.0, "mmd_unbiased"
+    ),
+    # ‖x̄−ȳ‖ biased far above its standard error (20 vs 20 images × 2 boxes): the interval
+    # on ‖x̄−ȳ‖ itself against the one the app gives (studentized on the bias-corrected
+    # D̂² = ‖x̄−ȳ‖² − s²x/n − s²y/m with unit-level s², then √max(0, ·)).
+    *(
+        _Setting(
+            f"{name}, 20 vs 20 images × 2 boxes, d={d}, shift {shift:g}{tag}", 20, 2, d, shift, stat
+        )
+        for d, shift in ((16, 0.0), (16, 2.0), (256, 0.0), (256, 4.0))
+        for name, stat in (("‖x̄−ȳ‖", "gap"), ("√D̂²₊ (the app's)", "gap_squared"))
+        for tag in [" (boundary)" if shift == 0 else ""]
     ),
 )
 COVERAGE_METHODS: tuple[IntervalMethod, ...] = ("studentized", "bca", "percentile")
@@ -447,7 +459,7 @@ def coverage_rates(
     out: list[CoverageRow] = []
     for s in settings:
         g = torch.Generator().manual_seed(seed)
-        truth = s.shift if s.statistic == "gap" else _mmd_truth(s.dim, s.shift)
+        truth = s.shift if s.statistic.startswith("gap") else _mmd_truth(s.dim, s.shift)
         design = Design.from_boxes(
             [(i, i, s.rows) for i in range(s.units)],
             [(i + s.units, i + s.units, s.rows) for i in range(s.units)],
@@ -461,6 +473,7 @@ def coverage_rates(
             x = _draw_group(g, s, torch.zeros(s.dim, dtype=torch.float64))
             y = _draw_group(g, s, centre)
             stat, plug_in, a, b = _coverage_statistic(s, x, y)
+            scale = SquaredGap() if s.statistic == "gap_squared" else None
             for method in methods:
                 start = time.perf_counter()
                 low, high, *_ = bootstrap_interval(
@@ -473,6 +486,7 @@ def coverage_rates(
                     method=method,
                     inner=inner,
                     plug_in=plug_in,
+                    scale=scale,
                 )
                 seconds[method] += time.perf_counter() - start
                 covered[method] += low <= truth <= high
@@ -503,7 +517,7 @@ def _coverage_statistic(
 ) -> tuple[_Stat, _Stat | None, torch.Tensor, torch.Tensor]:
     """The setting's statistic, its plug-in value ``θ(F̂)`` when that differs (``None``:
     the statistic itself), and the rows it takes."""
-    if s.statistic == "gap":
+    if s.statistic in ("gap", "gap_squared"):  # gap_squared: the engine's scale replaces it
         return (lambda a, b: float((a.mean(0) - b.mean(0)).norm())), None, x, y
     z = torch.cat([x, y])
     gram = torch.exp(-(torch.cdist(z, z) ** 2) / 2)

@@ -27,13 +27,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Hashable, Sequence
-from typing import Literal, NamedTuple
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import torch
 from torch import Tensor
 
 from app.engine.inference.permutation import Statistic
 from app.engine.inference.units import Design, Unit, choose_unit
+
+if TYPE_CHECKING:
+    from app.engine.measures.base import IntervalScale
 
 __all__ = [
     "INNER_RESAMPLES",
@@ -241,6 +244,7 @@ def bootstrap_interval(
     draws: Sequence[tuple[Sequence[int], Sequence[int]]] | None = None,
     inner: int = INNER_RESAMPLES,
     plug_in: Statistic | None = None,
+    scale: IntervalScale | None = None,
     cancelled: Callable[[], bool] | None = None,
 ) -> Interval:
     """Interval of ``statistic(x, y)`` from a bootstrap over units: studentized, BCa or
@@ -277,6 +281,10 @@ def bootstrap_interval(
         plug_in: the statistic with the sample taken as the population, ``θ(F̂)``, the
             centre of the studentized pivot (default ``statistic``; give the V-statistic of
             a U-statistic, see the module's docstring).
+        scale: build the interval on this scale instead (a measure's
+            :attr:`~app.engine.measures.base.Measure.interval_scale`): each unit becomes one
+            row of summaries, ``scale.statistic`` and ``scale.plug_in`` replace
+            ``statistic`` and ``plug_in``, and ``scale.back`` maps the ends back.
         cancelled: polled before every evaluation of the statistic.
 
     Returns:
@@ -306,6 +314,24 @@ def bootstrap_interval(
             f"too few {noun} for an interval: {len(ux)} vs {len(uy)}; a bootstrap needs at "
             f"least 2 {noun} per group (with 1 the group's own variation is left out)"
         )
+    if scale is not None:
+        a, b = scale.summarise(x, y, ux, uy)
+        on_scale = bootstrap_interval(
+            scale.statistic,
+            a,
+            b,
+            Design.independent(len(ux), len(uy)),
+            resamples=resamples,
+            seed=seed,
+            level=level,
+            unit="box",
+            method=method,
+            draws=draws,
+            inner=inner,
+            plug_in=scale.plug_in,
+            cancelled=cancelled,
+        )
+        return on_scale._replace(low=scale.back(on_scale.low), high=scale.back(on_scale.high))
     if draws is None:
         draws = _draws((len(ux), len(uy)), resamples, seed)
     if not draws:

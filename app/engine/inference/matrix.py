@@ -251,6 +251,10 @@ def _pair_tests(
             interval = _interval(
                 pair, bootstrap, seed, unit, interval_method, cancelled, name, notes
             )
+            scale = measure.interval_scale
+            if interval is not None and scale is not None:
+                if not interval.low <= stat <= interval.high:  # say what the interval is for
+                    notes.append((name, scale.note))
         raw.append((i, j, stat, p, min_p, exact, drawn, interval))
     adjusted = adjust([r[3] for r in raw], adjustment)
     return [
@@ -279,6 +283,7 @@ def _interval(
             unit=unit,
             method=method,
             plug_in=pair[0].plug_in,
+            scale=pair[0].interval_scale,
             cancelled=cancelled,
         )
     except ValueError as error:  # too few units, a statistic failing without one unit

@@ -21,6 +21,7 @@ __all__ = [
     "MEASURES",
     "Between",
     "Descriptor",
+    "IntervalScale",
     "Measure",
     "NoOptions",
     "MeasureOptions",
@@ -172,6 +173,42 @@ def parse_options(owner: str, model: type[_O], options: Mapping[str, Any]) -> _O
         ) from None
 
 
+class IntervalScale(ABC):
+    """The scale a measure's bootstrap interval is built on when its own value is a poor
+    pivot (:attr:`Measure.interval_scale`).
+
+    Each unit (a box, or an image's boxes in the group) is summarised as one row, the
+    bootstrap resamples those rows, :meth:`statistic` is the estimate on the scale and
+    :meth:`plug_in` the centre of its studentized pivot, and :meth:`back` maps the
+    interval's ends to the measure's scale (monotone, so the coverage is kept).
+    """
+
+    note: ClassVar[str]
+    """What the interval is for, said when the value shown lies outside it."""
+
+    @abstractmethod
+    def summarise(
+        self, x: Tensor, y: Tensor, x_units: Sequence[Tensor], y_units: Sequence[Tensor]
+    ) -> tuple[Tensor, Tensor]:
+        """One row per unit of ``x`` and of ``y`` (``*_units``: each unit's row indices)."""
+
+    @abstractmethod
+    def statistic(self, a: Tensor, b: Tensor) -> float:
+        """The estimate on this scale from units' summaries ``a`` and ``b``.
+
+        Raises:
+            ValueError: a side with fewer than 2 units.
+        """
+
+    @abstractmethod
+    def plug_in(self, a: Tensor, b: Tensor) -> float:
+        """The quantity with the units taken as their population, ``θ(F̂)``."""
+
+    @abstractmethod
+    def back(self, value: float) -> float:
+        """An end of the interval on the measure's own scale (NaN stays NaN)."""
+
+
 def as_samples(t: Tensor, what: str, *, min_rows: int = 1) -> Tensor:
     """Check one side's samples: a floating ``n×d`` tensor (a 1-D tensor is one row).
 
@@ -225,6 +262,8 @@ class Measure(ABC):
     """The bootstrap interval a matrix of this measure gives unless another is asked for:
     the studentized one held 95% in every setting of benchmarks/calibration.py with a gap
     (BCa 77–91%); a measure whose statistic it does not suit overrides this."""
+    interval_scale: ClassVar[IntervalScale | None] = None
+    """Where the measure's interval is built on another scale (``None``: its own value)."""
     Options: ClassVar[type[MeasureOptions]] = NoOptions
     options: MeasureOptions
 

@@ -8,6 +8,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from app.engine.measures._squared_gap import SquaredGap
 from app.engine.measures.base import Measure, as_samples, register
 
 __all__ = ["Euclidean", "euclidean", "row_distances"]
@@ -28,6 +29,9 @@ class Euclidean(Measure):
     """``‖mean(x) − mean(y)‖₂`` (one row per side compares two descriptors)."""
 
     name: ClassVar[str] = "euclidean"
+    # ‖x̄−ȳ‖ is biased upwards by about √(tr Σx/n + tr Σy/m): the interval is built on the
+    # bias-corrected square (SquaredGap), for the distance between the population means
+    interval_scale = SquaredGap()
 
     def compute(self, x: Tensor, y: Tensor) -> Tensor:
         return (x.mean(0) - y.mean(0)).square().sum().sqrt()

@@ -8,6 +8,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from app.engine.measures._squared_gap import SquaredGap
 from app.engine.measures.base import Measure, as_samples, register
 from app.engine.measures.euclidean import row_distances
 
@@ -25,6 +26,8 @@ class StdEuclidean(Measure):
     """
 
     name: ClassVar[str] = "std_euclidean"
+    # the same bias as euclidean's, on standardised features: see SquaredGap
+    interval_scale = SquaredGap(standardise=True)
 
     def compute(self, x: Tensor, y: Tensor) -> Tensor:
         pooled = torch.cat([x, y])

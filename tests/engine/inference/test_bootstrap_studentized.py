@@ -191,7 +191,7 @@ def test_studentized_holds_95_percent_where_bca_does_not() -> None:
     from benchmarks.calibration import COVERAGE_SETTINGS, coverage_rates, print_coverage_row
 
     settings = [
-        s for s in COVERAGE_SETTINGS if "d=16, shift 2.2" in s.label or "20 vs 20" in s.label
+        s for s in COVERAGE_SETTINGS if "d=16, shift 2.2" in s.label or "20 vs 20 boxes" in s.label
     ]
     settings = [s for s in settings if "boundary" not in s.label]
     assert len(settings) == 3
