@@ -17,7 +17,9 @@ Under both nulls the rejection rate at ``alpha`` must be near ``alpha`` (for the
 ``python -m benchmarks.calibration [repetitions]`` prints the table (``make bench`` runs it
 at 500 repetitions through ``bench_calibration``), then the coverage of the 95% bootstrap
 intervals (studentized, BCa and percentile, over units) on simulated groups whose true
-distance is known (:func:`coverage_rates`), at 300 replicates; ``python -m
+distance is known (:func:`coverage_rates`; the ``‖x̄−ȳ‖`` rows at d=16 and 256 set the
+interval on ``‖x̄−ȳ‖`` itself against the Euclidean measures' own, built on the
+bias-corrected squared distance), at 300 replicates; ``python -m
 benchmarks.calibration coverage [replicates [resamples]]`` prints that table alone.
 """
 

@@ -45,7 +45,7 @@ const COLUMNS = {
   "p-value": "Permutation test of 'no difference between these two labels', exchanging whole images (or boxes). Small: a real difference.",
   adjusted: "The p-value adjusted for testing every pair of the matrix (Holm or Benjamini–Hochberg).",
   permutations: "How many random relabellings the test drew ('exact': every possible one).",
-  "95% interval": "Bootstrap interval of the measure, resampling whole units; the heading names the method used. studentized (the default): bootstrap-t, each resample's spread from 25 inner resamples, which held 95% on small groups where BCa covered 77–91%. BCa: bias-corrected and accelerated. percentile: the plain quantiles, too high for distances. A warning says when the interval reaches 0 (no gap), where no method holds 95%.",
+  "95% interval": "Bootstrap interval of the measure, resampling whole units; the heading names the method used. studentized (the default): bootstrap-t, each resample's spread from 25 inner resamples, which held 95% on small groups where BCa covered 77–91%. BCa: bias-corrected and accelerated. percentile: the plain quantiles, too high for distances. A warning says when the interval reaches 0 (no gap), where no method holds 95%. For euclidean and std_euclidean the interval is for the distance between the population means, from the bias-corrected squared distance (‖x̄−ȳ‖ of samples sits above it), so it can start at 0 or lie below the value shown.",
   pair: "The two labels compared.",
   layer: "The layer (graph node) the descriptors come from.",
 };

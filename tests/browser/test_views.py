@@ -361,7 +361,9 @@ def test_the_interval_column_names_its_method(
     cell = page.inner_text("#distances-table tr:nth-child(2) td:last-child")
     low, high = (float(end) for end in cell.split(" – "))
     value = float(page.inner_text("#distances-table tr:nth-child(2) td:nth-child(2)"))
-    assert 0 < low < high and value > 0, (cell, value)
+    # euclidean's interval is for the distance between the population means, built on the
+    # bias-corrected square: with 4 mixed photos a side in 1280 dimensions it starts at 0
+    assert 0 <= low < high and value > 0, (cell, value)
 
 
 def test_job_tray_sits_under_the_buttons_without_covering_them(

@@ -65,9 +65,8 @@ class SquaredGap(IntervalScale):
 
         return side(x, x_units), side(y, y_units)
 
-    def _parts(self, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Per feature: the difference of the means, each side's ``V̂``, and the weights
-        (1, or one over the pooled variance with constant features at 0)."""
+    def _sides(self, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Per feature: the difference of the means, and each side's ``V̂``."""
         d = (a.shape[1] - 1) // (2 if self.standardise else 1)
         means, variances = [], []
         for u in (a, b):
@@ -76,30 +75,38 @@ class SquaredGap(IntervalScale):
                 raise ValueError(
                     f"the bias-corrected distance needs at least 2 units per side, got {n}"
                 )
-            r, s = u[:, 0], u[:, 1 : 1 + d]
-            total = r.sum()
-            mean = s.sum(0) / total
-            resid = (s - r[:, None] * mean) * (n / total)
+            r, sums = u[:, 0], u[:, 1 : 1 + d]
+            total = float(r.sum())
+            mean = sums.sum(0).div_(total)
+            resid = torch.addr(sums, r, mean, alpha=-1)  # sᵢ − rᵢ x̄
             means.append(mean)
-            variances.append(resid.square().sum(0) / (n * (n - 1)))
+            variances.append(resid.square_().sum(0).mul_((n / total) ** 2 / (n * (n - 1))))
+        return means[0] - means[1], variances[0], variances[1]
+
+    def _weights(self, a: Tensor, b: Tensor) -> Tensor | None:
+        """One over the pooled variance of every feature (0 for a constant one, which the
+        measure leaves out), or ``None`` when not standardising."""
         if not self.standardise:
-            return means[0] - means[1], variances[0], variances[1], torch.ones_like(means[0])
-        rows = a[:, 0].sum() + b[:, 0].sum()
+            return None
+        d = (a.shape[1] - 1) // 2
+        rows = float(a[:, 0].sum() + b[:, 0].sum())
         sums = a[:, 1 : 1 + d].sum(0) + b[:, 1 : 1 + d].sum(0)
         squares = a[:, 1 + d :].sum(0) + b[:, 1 + d :].sum(0)
         pooled = (squares - sums.square() / rows) / (rows - 1)
-        # a constant feature has the same value in both means: left out, as the measure does
         keep = pooled > 1e-12 * squares / rows
-        weights = torch.where(keep, 1 / pooled.where(keep, torch.ones_like(pooled)), 0.0)
-        return means[0] - means[1], variances[0], variances[1], weights
+        return torch.where(keep, 1 / pooled.where(keep, torch.ones_like(pooled)), 0.0)
 
     def statistic(self, a: Tensor, b: Tensor) -> float:
-        diff, vx, vy, w = self._parts(a, b)
+        diff, vx, vy = self._sides(a, b)
+        w = self._weights(a, b)
+        if w is None:
+            return float(diff.square().sum()) - float(vx.sum()) - float(vy.sum())
         return float((w * (diff.square() - vx - vy)).sum())
 
     def plug_in(self, a: Tensor, b: Tensor) -> float:
-        diff, _, _, w = self._parts(a, b)
-        return float((w * diff.square()).sum())
+        diff, *_ = self._sides(a, b)
+        w = self._weights(a, b)
+        return float(diff.square().sum() if w is None else (w * diff.square()).sum())
 
     def back(self, value: float) -> float:
         return value if math.isnan(value) else math.sqrt(max(0.0, value))
