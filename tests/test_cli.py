@@ -92,6 +92,10 @@ def test_heatmap_writes_an_overlay_and_scores(
             "cat",
             "--box",
             "400,250,100,100",
+            "--label",
+            "ant",
+            "--box",
+            "20,200,60,60",
             "-o",
             str(out),
             "--json",
@@ -105,15 +109,25 @@ def test_heatmap_writes_an_overlay_and_scores(
     # A title strip above, the colour bar to the right.
     assert at["x"] == 0 and at["y"] > 0 and framed.width > 451 and framed.height == 300 + at["y"]
     overlay = framed.crop((at["x"], at["y"], at["x"] + 451, at["y"] + 300))
-    first, second = report["boxes"]
-    assert first["label"] == "cat" and second["label"] == ""
+    first, second, third = report["boxes"]
+    assert (first["label"], second["label"], third["label"]) == ("cat", "ant", "")
     assert (second["x"], second["w"], second["h"]) == (400, 51, 50)  # clipped to the image
     image = decode_image(photos["chelsea"].read_bytes(), max_pixels=10**8)
     heat = compute_heatmap(get_model("efficientnet_lite0"), image, "bn2", "mean")
     want = score_boxes(heat.values, [Box(140, 20, 180, 210)])[0]
     assert first["scores"]["energy"] == pytest.approx(want["energy"], rel=1e-6)
-    # The box outline is drawn in the overlay's pixels.
-    assert np.asarray(overlay)[120, 140].tolist() == [255, 64, 64]
+    # Each box's outline is its label's colour on the page (by rank: ant, cat); none: grey.
+    from app.palette import UNKNOWN, label_colours
+
+    palette = label_colours(["cat", "ant"])
+    drawn = np.asarray(overlay)
+    for (x, y), colour in [
+        ((140, 120), palette["cat"]),
+        ((400, 280), palette["ant"]),
+        ((20, 240), UNKNOWN),
+    ]:
+        assert drawn[y, x].tolist() == [int(colour[i : i + 2], 16) for i in (1, 3, 5)]
+    assert palette["cat"] == "#ff7f0e"  # rank 1 of the shared palette
     # Away from the boxes, each pixel is image·(1−α) + viridis(minmax(map))·α.
     from app.engine.heatmaps import normalise
     from app.engine.overlay import colorize
@@ -158,7 +172,7 @@ def test_heatmap_refuses_an_alpha_outside_0_1(capsys: pytest.CaptureFixture[str]
     assert "--alpha must lie in [0, 1], got 1.5" in capsys.readouterr().err
 
 
-@pytest.mark.slow  # the first (cold) listing imports the registries
+@pytest.mark.slow  # imports the registries to compare
 def test_help_lists_methods_and_measures(capsys: pytest.CaptureFixture[str]) -> None:
     from app.engine.cams import METHODS
     from app.engine.measures import MEASURES
@@ -172,15 +186,32 @@ def test_help_lists_methods_and_measures(capsys: pytest.CaptureFixture[str]) -> 
         assert all(f"  {name} " in text for name in MEASURES), text
         assert "mutual_information   higher = more alike" in text
         assert "mmd                  higher = farther apart" in text
+        descriptors = {m.needs for m in MEASURES.values()}
+        assert all(f"\n  {kind} " in text for kind in descriptors), text
+    # Every choice a subcommand offers says what it means.
+    for name, words in [
+        ("heatmap", ["native: keep its aspect ratio", "percentile"]),
+        ("predict", ["resize: the image to the model's input size"]),
+        ("extract", ["grid: the box resampled", "pixels: the s×s grid's vectors"]),
+        ("stats", ["unbiased: U-statistic", "higher = farther apart"]),
+    ]:
+        with pytest.raises(SystemExit):
+            main([name, "--help"])
+        text = " ".join(capsys.readouterr().out.split())  # argparse wraps the lines
+        assert all(word in text for word in words), (name, text)
 
 
-@pytest.mark.slow  # the cold run loads the model once
-def test_warm_models_and_layers_do_not_import_torch(tmp_path: Path) -> None:
+@pytest.mark.slow  # the run past the seed loads the model once
+def test_first_models_and_layers_answer_without_torch(tmp_path: Path) -> None:
     script = (
-        "import sys; from app.cli import main; main(sys.argv[1:]);"
-        "print('torch' in sys.modules, file=sys.stderr)"
+        "import sys\nfrom app.cli import main\n"
+        "try:\n    main(sys.argv[1:])\n"  # --help exits through SystemExit
+        "finally:\n    print('torch' in sys.modules, file=sys.stderr)"
     )
     env = {**os.environ, "FEATUREGAP_DATA_DIR": str(tmp_path / "data")}
+    env["FEATUREGAP_MODELS_DIR"] = str(tmp_path / "models")
+    env["TORCH_HOME"] = str(tmp_path / "torch")  # an empty hub cache, as on a fresh machine
+    (tmp_path / "models").mkdir()
 
     def run(*argv: str) -> tuple[str, str]:
         done = subprocess.run(
@@ -193,13 +224,24 @@ def test_warm_models_and_layers_do_not_import_torch(tmp_path: Path) -> None:
         )
         return done.stdout, done.stderr.strip().splitlines()[-1]
 
-    for argv in (["models", "--json"], ["layers", "--json"]):
+    # A fresh data folder: the shipped seed answers (app/catalog_seed.json), then the cache.
+    for argv in (["models", "--json"], ["layers", "--json"], ["--help"]):
         cold, cold_torch = run(*argv)
         warm, warm_torch = run(*argv)
-        assert (cold_torch, warm_torch) == ("True", "False")
+        assert (cold_torch, warm_torch) == ("False", "False")
         assert warm == cold
-    layers = {row["name"]: row for row in json.loads(warm)}
+    layers = {row["name"]: row for row in json.loads(run("layers", "--json")[0])}
     assert layers["bn2"] == {"name": "bn2", "channels": 1280, "height": 7, "width": 7}
+    # A sidecar adds a model the seed cannot know: the first listing imports torch, once.
+    sidecar = {"architecture": "resnet18", "class_names": ["a", "b"], "weights": "r.pth"}
+    (tmp_path / "models" / "tiny.json").write_text(json.dumps(sidecar))
+    for expected in ("True", "False"):
+        listed, imported = run("models", "--json")
+        assert imported == expected
+        assert [(r["name"], r["classes"]) for r in json.loads(listed)] == [
+            ("efficientnet_lite0", 1000),
+            ("tiny", 2),
+        ]
 
 
 _SLOW = pytest.mark.slow  # these load the real model before they fail

@@ -223,10 +223,11 @@ def answer_or_queue(
     units: int,
     work: Work,
     cancelled: Cancelled | None = None,
+    threshold: int | None = None,
 ) -> Any:
     """Run ``work`` now (stopping when ``cancelled()``), or as a job (202 + job id) past
-    ``analysis_job_threshold``."""
-    if units <= settings.analysis_job_threshold:
+    ``threshold`` units (default ``analysis_job_threshold``)."""
+    if units <= (settings.analysis_job_threshold if threshold is None else threshold):
         return work(None, cancelled)
     job_id = jobs.submit(kind, lambda progress, cancelled: work(progress, cancelled))
     return JSONResponse(status_code=202, content=JobAccepted(job_id=job_id).model_dump())
@@ -259,17 +260,18 @@ def checked_answer(
     cancelled: Cancelled | None = None,
     *,
     permutations: int = 0,
+    threshold: int | None = None,
 ) -> Any:
     """An analysis route's flow once its model and request are known: :func:`precheck`,
     then ``estimate()`` (refused past the budget), then :func:`answer_or_queue` with its
-    work units.
+    work units (a job past ``threshold``, default ``analysis_job_threshold``).
 
     Raises:
         LimitExceeded: past a settings limit or the request budget. KeyError: an unknown
             layer or measure.
     """
     precheck(settings, model, layers, n_boxes, permutations)
-    return answer_or_queue(jobs, settings, kind, estimate().units, work, cancelled)
+    return answer_or_queue(jobs, settings, kind, estimate().units, work, cancelled, threshold)
 
 
 def service_request(cls: type[R], body: object, **given: Any) -> R:
@@ -294,6 +296,8 @@ class Plan:
     """Its memory and work units (refused past the budget)."""
     work: Work
     permutations: int = 0
+    threshold: int | None = None
+    """Work units past which it runs as a job; ``None``: ``analysis_job_threshold``."""
 
 
 class Analyses:
@@ -320,6 +324,7 @@ class Analyses:
                 made.work,
                 cancelled,
                 permutations=made.permutations,
+                threshold=made.threshold,
             )
 
         return await self.pool.run(run)

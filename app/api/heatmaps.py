@@ -8,10 +8,18 @@ from fastapi import APIRouter, Query
 from fastapi.responses import PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.api.deps import ERRORS, ImageDep, PoolDep, StoreDep, load_model
+from app.api.deps import ERRORS, QUEUED, AnalysesDep, ImageDep, Plan, PoolDep, StoreDep, load_model
 from app.api.schemas import ModelName
+from app.config import Settings
 from app.engine.models import LoadedModel
-from app.service.heatmaps import HeatmapRequest, heatmap_png, heatmap_result, scores_csv
+from app.service.heatmaps import (
+    HeatmapRequest,
+    estimate_heatmap_work,
+    heatmap_png,
+    heatmap_result,
+    scores_csv,
+)
+from app.store import Store
 
 __all__ = ["router", "HeatmapIn", "HeatmapOut", "MethodOut"]
 
@@ -136,11 +144,29 @@ def _compute(body: HeatmapIn, store: StoreDep) -> dict[str, Any]:
     )
 
 
-@router.post("/heatmaps", response_model=HeatmapOut, responses={**ERRORS})
-async def post_heatmap(body: HeatmapIn, store: StoreDep, pool: PoolDep) -> dict[str, Any]:
-    """A heat map of one image, scored against all of its boxes."""
+@router.post("/heatmaps", response_model=HeatmapOut, responses={**QUEUED, **ERRORS})
+async def post_heatmap(body: HeatmapIn, analyses: AnalysesDep) -> Any:
+    """A heat map of one image, scored against all of its boxes (a job when the work is
+    large: Score-CAM over many channels, large native inputs)."""
     _options(body)  # unknown method or options: 4xx before queueing
-    return await pool.run(lambda _cancelled: _compute(body, store))
+    return await analyses.answer("heatmap", lambda store, settings: _plan(body, store, settings))
+
+
+def _plan(body: HeatmapIn, store: Store, settings: Settings) -> Plan:
+    image = store.get_image(body.image_id, counts=False)
+    model = load_model(settings, body.model)
+    request = _request(body, model)
+    boxes = store.boxes(image_id=image.id)
+    return Plan(
+        model,
+        [],  # the layer is checked by the heat map itself (a non-4-D node is a 422)
+        0,
+        lambda: estimate_heatmap_work(store, settings, model, image, request, boxes),
+        lambda progress, cancelled: heatmap_result(
+            store, model, image, request, boxes, progress, cancelled
+        ),
+        threshold=settings.heatmap_job_threshold,
+    )
 
 
 @router.post(

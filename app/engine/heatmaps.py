@@ -15,7 +15,15 @@ from typing import Literal
 import numpy as np
 import torch
 
-from app.engine.cams import METHODS, CamOptions, Cancelled, cam_map, list_methods, reduce_channels
+from app.engine.cams import (
+    METHODS,
+    CamOptions,
+    Cancelled,
+    Progress,
+    cam_map,
+    list_methods,
+    reduce_channels,
+)
 from app.engine.models import LoadedModel
 from app.engine.preprocess import DEFAULT_NATIVE_MAX_SIDE, InputMode, to_input
 from app.engine.regions import upsample_to_image
@@ -63,6 +71,7 @@ def compute_heatmap(
     options: CamOptions | None = None,
     native_max_side: int = DEFAULT_NATIVE_MAX_SIDE,
     cancelled: Cancelled | None = None,
+    progress: Progress | None = None,
 ) -> HeatMap:
     """Compute a heat map of ``image`` at ``layer`` and bring it to the image's size.
 
@@ -80,6 +89,8 @@ def compute_heatmap(
         native_max_side: the longest input side in ``native`` mode (the caller's
             ``Settings.native_max_side``).
         cancelled: asked between Score-CAM's batches; ``True`` stops the call.
+        progress: told ``(fraction, message)`` at the method's steps (Score-CAM: before
+            each batch); see :func:`~app.engine.cams.cam_map`.
 
     Returns:
         The raw map at ``image.height × image.width``.
@@ -102,7 +113,14 @@ def compute_heatmap(
         max_stride=model.max_stride,
     )[None].to(device)
     small, explained = cam_map(
-        model.module, x, layer, method, target, options=chosen, cancelled=cancelled
+        model.module,
+        x,
+        layer,
+        method,
+        target,
+        options=chosen,
+        cancelled=cancelled,
+        progress=progress,
     )
     values = upsample_to_image(small.float().cpu(), (image.width, image.height))
     names = model.spec.class_names

@@ -1,4 +1,8 @@
-"""Draw a heat map over its image, with boxes and their scores (PIL only)."""
+"""Draw a heat map over its image, with boxes and their scores (PIL only).
+
+Boxes take the colours the caller gives, normally their labels' colours from
+:func:`app.palette.label_colours`, so a box has the same colour in a PNG as on the page.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from numpy.typing import NDArray
 from PIL import Image, ImageDraw, ImageFont
 
 from app.boxes import Box
+from app.palette import UNKNOWN
 
 __all__ = ["colorize", "render_overlay"]
 
@@ -28,7 +33,33 @@ _VIRIDIS = np.array(
     ],
     dtype=np.float64,
 )
-_BOX_COLOURS = [(255, 64, 64), (64, 160, 255), (255, 200, 0), (255, 255, 255), (255, 96, 255)]
+
+
+def _rgb(colour: str) -> tuple[int, int, int]:
+    """``"#rrggbb"`` → ``(r, g, b)``.
+
+    Raises:
+        ValueError: not a ``#rrggbb`` colour.
+    """
+    if len(colour) != 7 or colour[0] != "#":
+        raise ValueError(f"box colour {colour!r} must be #rrggbb")
+    try:
+        return int(colour[1:3], 16), int(colour[3:5], 16), int(colour[5:7], 16)
+    except ValueError as exc:
+        raise ValueError(f"box colour {colour!r} must be #rrggbb") from exc
+
+
+def _ink(background: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Black or white, whichever reads better on ``background`` (WCAG relative luminance)."""
+
+    def linear(channel: int) -> float:
+        c = channel / 255
+        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (linear(c) for c in background)
+    luminance = 0.2126 * r + 0.7152 * g + 0.0722 * b
+    # Contrast with black (L + 0.05) / 0.05 beats white's 1.05 / (L + 0.05) above L ≈ 0.179.
+    return (0, 0, 0) if luminance > 0.179 else (255, 255, 255)
 
 
 def colorize(
@@ -60,6 +91,7 @@ def render_overlay(
     boxes: Sequence[Box] = (),
     captions: Sequence[str] = (),
     alpha: float = 0.5,
+    colours: Sequence[str] = (),
 ) -> Image.Image:
     """Blend the colourised heat map over ``image`` and draw each box with its caption.
 
@@ -67,34 +99,40 @@ def render_overlay(
         image: the RGB image as displayed.
         heat: its ``H×W`` heat map (same size as the image).
         boxes: boxes in image pixels.
-        captions: one text per box (label and scores), drawn above it.
+        captions: one text per box (label and scores), drawn above it on a tag of the
+            box's colour.
         alpha: weight of the heat map in the blend, in ``[0, 1]``.
+        colours: one ``"#rrggbb"`` per box, its label's colour
+            (:func:`app.palette.label_colours`); a box past the end is grey
+            (:data:`app.palette.UNKNOWN`, as the page draws a label it does not know).
 
     Raises:
-        ValueError: the map's size differs from the image's, or ``alpha`` is out of range.
+        ValueError: the map's size differs from the image's, ``alpha`` is out of range, or
+            a colour is not ``#rrggbb``.
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
-    colours = colorize(heat)
-    if colours.shape[:2] != (image.height, image.width):
+    box_colours = [_rgb(c) for c in colours] + [_rgb(UNKNOWN)] * (len(boxes) - len(colours))
+    shades = colorize(heat)
+    if shades.shape[:2] != (image.height, image.width):
         raise ValueError(
-            f"heat map is {colours.shape[1]}×{colours.shape[0]}, the image "
+            f"heat map is {shades.shape[1]}×{shades.shape[0]}, the image "
             f"{image.width}×{image.height}; compute the map at image size"
         )
     base = np.asarray(image.convert("RGB"), dtype=np.float64)
-    blended = np.round(base * (1 - alpha) + colours * alpha).astype(np.uint8)
+    blended = np.round(base * (1 - alpha) + shades * alpha).astype(np.uint8)
     out = Image.fromarray(blended)
     draw = ImageDraw.Draw(out)
     font = ImageFont.load_default()
     width = max(1, round(min(image.width, image.height) / 150))
     for i, box in enumerate(boxes):
-        colour = _BOX_COLOURS[i % len(_BOX_COLOURS)]
+        colour = box_colours[i]
         shape = [box.x, box.y, box.x + box.w - 1, box.y + box.h - 1]
         draw.rectangle(shape, outline=colour, width=width)
         if i < len(captions) and captions[i]:
             left, top, right, bottom = draw.textbbox((0, 0), captions[i], font=font)
             ty = box.y - (bottom - top) - 4 if box.y >= (bottom - top) + 4 else box.y + width
             tx = max(0.0, min(box.x + width, image.width - (right - left) - 4))
-            draw.rectangle([tx, ty, tx + right - left + 4, ty + bottom - top + 4], fill=(0, 0, 0))
-            draw.text((tx + 2 - left, ty + 2 - top), captions[i], fill=colour, font=font)
+            draw.rectangle([tx, ty, tx + right - left + 4, ty + bottom - top + 4], fill=colour)
+            draw.text((tx + 2 - left, ty + 2 - top), captions[i], fill=_ink(colour), font=font)
     return out

@@ -36,6 +36,7 @@ __all__ = [
     "estimate_embedding",
     "estimate_heatmap",
     "estimate_prediction",
+    "heatmap_passes",
     "estimate_separation",
     "input_pixels",
 ]
@@ -73,11 +74,14 @@ class ModelCost:
         gradient_per_pixel: bytes per input pixel of a forward pass that keeps its autograd
             graph and takes gradients (the gradient CAM family).
         input_size: the model's square input side in ``resize`` mode.
+        macs_per_pixel: multiply-adds per input pixel of one forward pass (its
+            convolutions and linear layers); 0 when unknown.
     """
 
     forward_per_pixel: float
     gradient_per_pixel: float
     input_size: int
+    macs_per_pixel: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -352,6 +356,16 @@ def estimate_embedding(
     )
 
 
+def heatmap_passes(method: str, channels: int = 0, max_channels: int = 64) -> int:
+    """Forward passes one heat map costs: its own pass (a backward pass counts as two more
+    for the gradient family), one per masked input for Score-CAM (at most ``max_channels``
+    of the layer's ``channels``: constant channels are skipped, so this is an upper
+    bound), and the top-5 prediction's."""
+    if method == "scorecam":
+        return 2 + min(max_channels, channels)
+    return 4 if method in _GRADIENT_METHODS else 2
+
+
 def estimate_heatmap(
     *,
     cost: ModelCost,
@@ -361,14 +375,22 @@ def estimate_heatmap(
     mode: str,
     native_max_side: int,
     scorecam_batch_pixels: int = 0,
+    channels: int = 0,
+    max_channels: int = 64,
 ) -> Estimate:
     """One heat map at image size with its scores, prediction and figure.
+
+    Its work units are the multiply-adds of its forward passes (:func:`heatmap_passes`)
+    over :data:`FLOPS_PER_UNIT`: Score-CAM's grow with its channels, every method's with
+    the input's pixels in ``native`` mode.
 
     Args:
         scorecam_batch_pixels: input pixels Score-CAM forwards at once (its batch × the
             input's pixels); 0 for other methods.
+        channels: the layer's channels; max_channels: Score-CAM's option.
     """
     pixels = input_pixels(cost, mode, width, height, native_max_side)
+    macs = heatmap_passes(method, channels, max_channels) * pixels * cost.macs_per_pixel
     per_pixel = cost.gradient_per_pixel if method in _GRADIENT_METHODS else cost.forward_per_pixel
     forward = int(pixels * per_pixel) + width * height * _PREPROCESS_BYTES_PER_PIXEL
     if method == "scorecam":
@@ -383,7 +405,7 @@ def estimate_heatmap(
         "heat map",
         held,
         phases,
-        0,
+        -int(-macs // FLOPS_PER_UNIT),
         hint=("use mode 'resize', a smaller image, or a method without gradients"),
     )
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from torch import nn
+
 from app.config import Settings
 from app.engine.cams.scorecam import scorecam_batch
 from app.engine.layers import list_layers
@@ -38,16 +40,41 @@ _GRADIENT_ALL = 1.2
 _INPUT_BYTES_PER_PIXEL = 3 * 4
 
 
+_COSTS: dict[tuple[str, str], ModelCost] = {}
+
+
 def model_cost(model: LoadedModel) -> ModelCost:
-    """Bytes per input pixel of a forward pass of ``model``, from its layers' output sizes
-    at its input size (cached with the layer list)."""
+    """Bytes and multiply-adds per input pixel of a forward pass of ``model``, from its
+    layers' output sizes at its input size (cached per model and weights)."""
+    key = (model.spec.name, model.weights_sha256)
+    found = _COSTS.get(key)
+    if found is not None:
+        return found
     layers = list_layers(model)
     size = model.spec.input_size
     pixels = size * size
     outputs = [info.channels * info.height * info.width * 4 for info in layers] or [0]
     forward = _FORWARD_LARGEST * max(outputs) / pixels + _INPUT_BYTES_PER_PIXEL
     gradient = _GRADIENT_ALL * sum(outputs) / pixels + _INPUT_BYTES_PER_PIXEL
-    return ModelCost(forward, gradient, size)
+    found = _COSTS[key] = ModelCost(forward, gradient, size, _macs(model) / pixels)
+    return found
+
+
+def _macs(model: LoadedModel) -> int:
+    """Multiply-adds of one forward pass at the model's input size: every convolution's
+    output size (from the layer list) × its kernel's weights per output, and every linear
+    layer's weights. Convolutions that are no graph node of their own are not counted (on
+    EfficientNet-Lite0 every one is: 385,187,552, as torch's FlopCounterMode counts)."""
+    shapes = {info.name: info for info in list_layers(model)}
+    total = 0
+    for name, module in model.module.named_modules():
+        if isinstance(module, nn.Conv2d) and name in shapes:
+            out = shapes[name]
+            per_output = module.weight[0].numel()  # in_channels / groups × kernel
+            total += out.channels * out.height * out.width * per_output
+        elif isinstance(module, nn.Linear):
+            total += module.weight.numel()
+    return total
 
 
 def _sizes(store: Store, image_ids: Iterable[int]) -> list[tuple[int, int]]:
@@ -72,8 +99,11 @@ def heatmap_budget(
     mode: str,
     batch_size: int = 32,
     max_batch_pixels: int = 32 * 224 * 224,
+    layer: str | None = None,
+    max_channels: int = 64,
 ) -> Estimate:
-    """The estimate of one heat map of ``image``, refused past ``max_request_bytes``.
+    """The estimate of one heat map of ``image``, refused past ``max_request_bytes``; its
+    units count Score-CAM's passes when ``layer`` is given.
 
     Raises:
         LimitExceeded: past the budget.
@@ -96,8 +126,16 @@ def heatmap_budget(
             mode=mode,
             native_max_side=settings.native_max_side,
             scorecam_batch_pixels=batch_pixels,
+            channels=_channels(model, layer),
+            max_channels=max_channels,
         ),
     )
+
+
+def _channels(model: LoadedModel, layer: str | None) -> int:
+    """The layer's channels; 0 for no layer or one without a 4-D output (the heat map's own
+    check names the error then)."""
+    return next((info.channels for info in list_layers(model) if info.name == layer), 0)
 
 
 def prediction_budget(

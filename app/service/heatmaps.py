@@ -8,6 +8,11 @@ never taken from the cache: they change whenever labels are added or renamed any
 the store, so the figure's boxes are repainted with the current palette each time the
 answer is served. The raw heat map is also kept in a small in-process LRU, so re-scoring
 after a box edit costs no forward pass.
+
+Long heat maps run as jobs: :func:`estimate_heatmap_work` says a request's work units (none
+when its map or answer is kept already), and :func:`heatmap_result` takes the job's
+``progress`` (Score-CAM's ``batch k of K``, then scoring) and ``cancelled`` (asked between
+Score-CAM's batches).
 """
 
 from __future__ import annotations
@@ -16,12 +21,14 @@ import csv
 import io
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
 
 from app.boxes import Box
+from app.config import Settings
 from app.engine.cams import CamOptions
 from app.engine.features import LOGITS, default_cache, extract
 from app.engine.heatmaps import HeatMap, compute_heatmap, normalise
@@ -32,16 +39,18 @@ from app.engine.predictions import predict_from_logits
 from app.engine.preprocess import InputMode
 from app.jobs import current_cancelled
 from app.lru import LRU
-from app.palette import label_colours
+from app.palette import UNKNOWN, label_colours
 from app.plots import OverlayMap, heatmap_figure, heatmap_with_colours, overlay_map
+from app.service.budgets import Estimate
 from app.service.estimates import heatmap_budget
 from app.service.resolution import resolution_warnings
-from app.service.results import cached
+from app.service.results import cached, result_key
 from app.store import BoxRecord, ImageRecord, Store
 
 __all__ = [
     "ENGINE_LOCK",
     "HeatmapRequest",
+    "estimate_heatmap_work",
     "heatmap_png",
     "heatmap_result",
     "raw_heatmap",
@@ -49,6 +58,12 @@ __all__ = [
 ]
 
 Normalise = Literal["none", "minmax", "percentile"]
+Progress = Callable[[float, str], None]
+Cancelled = Callable[[], bool]
+
+_MAP_SHARE = 0.9
+"""The share of a fresh heat map's progress that its map takes; scores, the prediction and
+the figure take the rest."""
 
 _SCALING = {"minmax": "min-max scaled, 0..1", "percentile": "/ 99th pct, -1..1", "none": "raw"}
 """The display scaling in words, for the colour bar's title."""
@@ -118,9 +133,16 @@ def _map_key(model: LoadedModel, image: ImageRecord, request: HeatmapRequest) ->
     )
 
 
-def _view(store: Store, model: LoadedModel, image: ImageRecord, request: HeatmapRequest) -> _View:
+def _view(
+    store: Store,
+    model: LoadedModel,
+    image: ImageRecord,
+    request: HeatmapRequest,
+    progress: Progress | None = None,
+    cancelled: Cancelled | None = None,
+) -> _View:
     """The raw map with what scoring and drawing it again need, from memory when kept."""
-    heat = raw_heatmap(store, model, image, request)
+    heat = raw_heatmap(store, model, image, request, progress, cancelled)
     key = _map_key(model, image, request)
     found = _VIEWS.get(key)
     if found is None or found.heat is not heat:  # the map was computed again meanwhile
@@ -135,9 +157,24 @@ def _view(store: Store, model: LoadedModel, image: ImageRecord, request: Heatmap
 
 
 def raw_heatmap(
-    store: Store, model: LoadedModel, image: ImageRecord, request: HeatmapRequest
+    store: Store,
+    model: LoadedModel,
+    image: ImageRecord,
+    request: HeatmapRequest,
+    progress: Progress | None = None,
+    cancelled: Cancelled | None = None,
 ) -> HeatMap:
     """The raw heat map at image size, from the in-process LRU or computed.
+
+    Args:
+        store: the store holding the image.
+        model: the loaded model.
+        image: the image.
+        request: what to compute.
+        progress: told ``(fraction, message)`` at the method's steps (Score-CAM: before
+            each batch), the fraction scaled to the map's share of the whole answer.
+        cancelled: asked between Score-CAM's batches; default: the pool's check of the
+            work running on this thread.
 
     Raises:
         KeyError: unknown layer or method (the message lists valid ones).
@@ -160,10 +197,12 @@ def raw_heatmap(
         mode=request.mode,
         batch_size=options.batch_size,
         max_batch_pixels=options.max_batch_pixels,
+        layer=request.layer,
+        max_channels=options.max_channels,
     )
     decoded = store.load_decoded(image)
     with ENGINE_LOCK:
-        # Score-CAM stops between batches when the pool's caller goes away
+        # Score-CAM stops between batches when the job or the pool's caller is cancelled
         heat = compute_heatmap(
             model,
             decoded,
@@ -174,10 +213,23 @@ def raw_heatmap(
             request.channel,
             options=options,
             native_max_side=store.settings.native_max_side,
-            cancelled=current_cancelled(),
+            cancelled=cancelled or current_cancelled(),
+            progress=_scaled(progress, _MAP_SHARE),
         )
     _MAPS.put(key, heat)
     return heat
+
+
+def _scaled(progress: Progress | None, share: float) -> Progress | None:
+    """``progress`` with its fractions scaled to ``share`` of the whole."""
+    if progress is None:
+        return None
+    report = progress
+
+    def scaled(fraction: float, message: str) -> None:
+        report(share * fraction, message)
+
+    return scaled
 
 
 def _top_k(
@@ -211,6 +263,8 @@ def heatmap_result(
     image: ImageRecord,
     request: HeatmapRequest,
     boxes: list[BoxRecord],
+    progress: Progress | None = None,
+    cancelled: Cancelled | None = None,
 ) -> dict[str, Any]:
     """Scores of every box, the top-5 prediction, the target explained and the figure.
 
@@ -220,6 +274,9 @@ def heatmap_result(
         image: the image.
         request: model, layer, method, target, mode and display normalisation.
         boxes: the image's boxes (all of them, in id order).
+        progress: a job's progress: the map's steps (see :func:`raw_heatmap`), then
+            scoring; ``None`` when it runs in a request.
+        cancelled: asked between Score-CAM's batches (see :func:`raw_heatmap`).
 
     Returns:
         A JSON-safe dict: ``image_id``, ``model``, ``layer``, ``method``, ``target``,
@@ -229,8 +286,25 @@ def heatmap_result(
     Raises:
         KeyError: unknown layer or method.
         ValueError: bad target, channel or normalisation.
+        InterruptedError: ``cancelled`` returned ``True``.
     """
-    payload = {
+    answer = cached(
+        store,
+        "heatmap",
+        _payload(model, image, request, boxes),
+        lambda: _heatmap_answer(store, model, image, request, boxes, progress, cancelled),
+        image_id=image.id,
+    )
+    labels = [str(b["label"]) for b in answer["boxes"]]
+    figure = heatmap_with_colours(answer["figure"], labels, label_colours(store.labels()))
+    return {**answer, "figure": figure}
+
+
+def _payload(
+    model: LoadedModel, image: ImageRecord, request: HeatmapRequest, boxes: list[BoxRecord]
+) -> dict[str, Any]:
+    """What keys a heat-map answer in the results cache."""
+    return {
         "image": image.sha256,
         "model": model.spec.name,
         "weights": model.weights_sha256,
@@ -238,16 +312,45 @@ def heatmap_result(
         "boxes": [[b.id, b.x, b.y, b.w, b.h, b.label] for b in boxes],
     }
 
-    answer = cached(
-        store,
-        "heatmap",
-        payload,
-        lambda: _heatmap_answer(store, model, image, request, boxes),
-        image_id=image.id,
+
+def estimate_heatmap_work(
+    store: Store,
+    settings: Settings,
+    model: LoadedModel,
+    image: ImageRecord,
+    request: HeatmapRequest,
+    boxes: list[BoxRecord],
+) -> Estimate:
+    """The memory and work units of a heat-map request, before any work: none when its raw
+    map is kept in memory or its answer in the results cache (rescoring and serving are
+    quick), else its forward passes' (Score-CAM's grow with its channels).
+
+    Raises:
+        LimitExceeded: past ``max_request_bytes``.
+        ValueError: a target past the model's classes (a 422 now, not a failed job).
+    """
+    if _MAPS.get(_map_key(model, image, request)) is not None:
+        return Estimate("heat map")
+    classes = len(model.spec.class_names)
+    if request.target is not None and classes and request.target >= classes:
+        raise ValueError(
+            f"target {request.target} is out of range; the model has {classes} classes "
+            f"(0 to {classes - 1})"
+        )
+    if store.get_result(result_key("heatmap", _payload(model, image, request, boxes))) is not None:
+        return Estimate("heat map")
+    options = CamOptions(**dict(request.options))
+    return heatmap_budget(
+        settings,
+        model,
+        image,
+        method=request.method,
+        mode=request.mode,
+        batch_size=options.batch_size,
+        max_batch_pixels=options.max_batch_pixels,
+        layer=request.layer,
+        max_channels=options.max_channels,
     )
-    labels = [str(b["label"]) for b in answer["boxes"]]
-    figure = heatmap_with_colours(answer["figure"], labels, label_colours(store.labels()))
-    return {**answer, "figure": figure}
 
 
 def _heatmap_answer(
@@ -256,8 +359,12 @@ def _heatmap_answer(
     image: ImageRecord,
     request: HeatmapRequest,
     boxes: list[BoxRecord],
+    progress: Progress | None = None,
+    cancelled: Cancelled | None = None,
 ) -> dict[str, Any]:
-    view = _view(store, model, image, request)
+    view = _view(store, model, image, request, progress, cancelled)
+    if progress is not None:
+        progress(_MAP_SHARE, "scores, top-5 prediction and figure")
     heat = view.heat
     scored = score_boxes(view.prepared, [Box(b.x, b.y, b.w, b.h) for b in boxes]) if boxes else []
     box_out = [
@@ -380,12 +487,14 @@ def heatmap_png(
         else str(b["label"])
         for b in result["boxes"]
     ]
+    palette = label_colours(store.labels())  # the page's colours for the same labels
     picture = render_overlay(
         store.load_decoded(image).pixels,
         normalise(heat.values, request.normalise),
         [Box(b.x, b.y, b.w, b.h) for b in boxes],
         captions,
         alpha,
+        [palette.get(b.label, UNKNOWN) for b in boxes],
     )
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG")

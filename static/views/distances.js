@@ -5,7 +5,18 @@ import * as jobs from "../jobs.js";
 import { fillTable, part, showWarnings } from "../ui.js";
 import { drawFigure } from "./plot.js";
 
-const interval = (t) => (t.interval && t.interval.low !== null ? `${t.interval.low.toPrecision(4)} – ${t.interval.high.toPrecision(4)} (${t.interval.method === "bca" ? "BCa" : t.interval.method})` : "");
+const interval = (t) => (t.interval && t.interval.low !== null ? `${t.interval.low.toPrecision(4)} – ${t.interval.high.toPrecision(4)}` : "");
+const METHODS = { bca: "BCa", percentile: "percentile" };
+const INTERVAL = "95% interval"; // the glossary's entry for the interval column
+
+// "95% BCa interval": the level and the method the API used (interval.method of each test;
+// one method per answer, as interval_method resolves once per measure).
+function intervalHeading(tests) {
+  const given = tests.map((t) => t.interval).filter(Boolean);
+  if (!given.length) return INTERVAL;
+  const methods = [...new Set(given.map((i) => METHODS[i.method] || i.method))].join(" / ");
+  return `${Math.round(given[0].level * 100)}% ${methods} interval`;
+}
 const plural = (n, one, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
 const escape = (text) => text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
 
@@ -43,17 +54,20 @@ export async function showDistances(root, labels, c) {
     ? `${how} Tests exchange whole ${result.unit === "image" ? "images" : "boxes"}; p-values adjusted by ${result.adjustment.method === "holm" ? "Holm" : "Benjamini–Hochberg"} over ${result.adjustment.family}. ${groupNote(result)}.`
     : `${how} ${groupNote(result)}.`;
   part(root, "note").title = explainMeasure(info);
+  const intervals = tested && result.bootstrap > 0; // the column only when intervals were asked
   const rows = [];
   names.forEach((a, i) => names.forEach((b, j) => {
     if (j <= i) return;
     const t = result.tests.find((x) => x.a === a && x.b === b);
-    rows.push(tested
-      ? [`${a} – ${b}`, result.matrix[i][j], result.permutations ? t.p_value ?? "no test" : "", t.p_adjusted ?? "", t.exact ? "exact" : t.permutations, interval(t)]
-      : [`${a} – ${b}`, result.matrix[i][j]]);
+    const row = tested
+      ? [`${a} – ${b}`, result.matrix[i][j], result.permutations ? t.p_value ?? "no test" : "", t.p_adjusted ?? "", t.exact ? "exact" : t.permutations]
+      : [`${a} – ${b}`, result.matrix[i][j]];
+    rows.push(intervals ? [...row, interval(t)] : row);
   }));
-  const columns = tested
-    ? ["pair", c.measure, "p-value", "adjusted", "permutations", "95% interval"]
-    : ["pair", c.measure];
-  fillTable(part(root, "table"), columns, rows, (col) => explainColumn(col, { [result.measure]: info }));
+  const heading = intervalHeading(result.tests);
+  const columns = tested ? ["pair", c.measure, "p-value", "adjusted", "permutations"] : ["pair", c.measure];
+  if (intervals) columns.push(heading);
+  const explain = (col) => explainColumn(col === heading ? INTERVAL : col, { [result.measure]: info });
+  fillTable(part(root, "table"), columns, rows, explain);
   return result;
 }

@@ -50,7 +50,8 @@ export async function withLocalImages(figure) {
 // What the map shows, in words: the method, its layer, and the class it explains (or that
 // it explains none: a channel reduction shows the layer's activity, not a class).
 function describe(result, h) {
-  const what = result.method === "channel" ? `channel ${h.channel} of ${result.layer}` : `${result.method} on ${result.layer}`;
+  const channels = result.method === "scorecam" && h.options?.max_channels ? ` (${h.options.max_channels} channels)` : "";
+  const what = result.method === "channel" ? `channel ${h.channel} of ${result.layer}` : `${result.method} on ${result.layer}${channels}`;
   if (result.target === null || result.target === undefined) return `${what} (no class: a reduction of the layer's channels)`;
   const name = result.target_label ?? `class ${result.target}`;
   return `${what}, explaining ${name} (${result.target})${h.target === null ? ", the top prediction" : ""}`;
@@ -67,6 +68,7 @@ function body(image, h) {
   const request = { image_id: image.id, model: h.model, layer: h.layer, method: h.method, normalise: h.normalise, mode: h.mode };
   if (h.target !== null) request.target = h.target;
   if (h.channel !== null) request.channel = h.channel;
+  if (h.options) request.options = h.options;
   return request;
 }
 
@@ -115,7 +117,8 @@ function cell(h) {
 }
 
 // One request per cell, one after another (the server runs one model pass at a time anyway),
-// each cell filled as its answer arrives; a failing cell shows its own error.
+// each cell filled as its answer arrives; a failing cell shows its own error. Cancel stops
+// the run: the cell it was computing and those after it say so, with no plot.
 export async function showGrid(root, image, cells, tray) {
   if (cells.length > GRID_MAX) {
     throw new Error(`${cells.length} combinations: pick at most ${GRID_MAX} (methods × layers)`);
@@ -145,7 +148,14 @@ export async function showGrid(root, image, cells, tray) {
       fillTable(p.table, table.columns, table.rows, (c) => explainColumn(c));
       results.push(result);
     } catch (err) {
-      if (err.name === "AbortError") throw err;
+      if (err.name === "AbortError") {
+        for (const rest of parts.slice(i)) {
+          window.Plotly.purge(rest.plot);
+          rest.plot.remove();
+          rest.error.textContent = rest === p ? "cancelled" : "not run: cancelled";
+        }
+        throw err;
+      }
       p.error.textContent = err.message || String(err);
       p.plot.remove();
       results.push(null);

@@ -283,6 +283,37 @@ def test_analysis_views_explain_themselves_and_take_any_measure(
     assert page.locator("#perplexity-field").is_hidden()
 
 
+def test_the_interval_column_names_its_method(
+    watched_page: tuple[Page, Any], server: str, photo: Any
+) -> None:
+    page, _ = watched_page
+    groups = {
+        "interval stone": ("brick", "grass", "gravel", "camera"),
+        "interval photo": ("coffee", "rocket", "chelsea", "astronaut"),
+    }
+    for label, names in groups.items():
+        for name in names:
+            image = post_image(server, f"{name}-interval", _own_png(photo, name))
+            post_box(server, image["id"], 10, 10, 120, 100, label)
+    open_dashboard(page, server)
+    page.select_option("#compare-labels", list(groups))
+    page.select_option("#measure", "euclidean")
+    page.fill("#permutations", "0")
+    page.fill("#bootstrap", "40")
+    page.click("#run-distances")
+    _drawn(page, "distances-plot")
+    # auto takes BCa for euclidean (percentile only for the unbiased MMD² estimator).
+    heads = page.eval_on_selector_all("#distances-table th", "hs => hs.map(h => h.textContent)")
+    assert heads == ["pair", "euclidean", "p-value", "adjusted", "permutations", "95% BCa interval"]
+    tip = page.get_attribute("#distances-table th:last-child", "title")
+    assert tip and tip.startswith("Bootstrap interval of the measure"), tip
+    # The cells hold the ends only: the heading says how they were made.
+    cell = page.inner_text("#distances-table tr:nth-child(2) td:last-child")
+    low, high = (float(end) for end in cell.split(" – "))
+    value = float(page.inner_text("#distances-table tr:nth-child(2) td:nth-child(2)"))
+    assert 0 < low < high and value > 0, (cell, value)
+
+
 def test_job_tray_sits_under_the_buttons_without_covering_them(
     watched_page: tuple[Page, Any], server: str
 ) -> None:

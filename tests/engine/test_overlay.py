@@ -28,8 +28,41 @@ def test_render_overlay_blends_and_draws_boxes() -> None:
     out = np.asarray(render_overlay(image, heat, [Box(4, 2, 4, 3)], [""], alpha=0.5))
     assert out[0, 0].tolist() == [176, 166, 68]  # (100 + 253) / 2 …, rounded
     assert out[5, 8].tolist() == [84, 50, 92]
-    assert out[2, 4].tolist() == [255, 64, 64] and out[3, 5].tolist() == [84, 50, 92]
+    # No colour given: the page's grey for a label it does not know.
+    assert out[2, 4].tolist() == [127, 127, 127] and out[3, 5].tolist() == [84, 50, 92]
     with pytest.raises(ValueError, match="image size"):
         render_overlay(image, np.zeros((5, 9)))
     with pytest.raises(ValueError, match="alpha"):
         render_overlay(image, heat, alpha=2.0)
+
+
+def test_boxes_take_their_labels_palette_colours() -> None:
+    from app.palette import label_colours
+
+    image = Image.new("RGB", (61, 47), (100, 100, 100))
+    boxes = [Box(3, 4, 20, 15), Box(30, 20, 25, 22), Box(5, 25, 10, 10)]
+    labels = ["zebra", "ant", "zebra"]
+    palette = label_colours(labels)  # ant → rank 0, zebra → rank 1
+    colours = [palette[label] for label in labels]
+    out = np.asarray(render_overlay(image, np.zeros((47, 61)), boxes, ["", "", ""], 0.5, colours))
+    for box, label in zip(boxes, labels, strict=True):
+        want = [int(palette[label][i : i + 2], 16) for i in (1, 3, 5)]
+        for x, y in [(box.x, box.y + 3), (box.x + box.w - 1, box.y + 5), (box.x + 4, box.y)]:
+            assert out[int(y), int(x)].tolist() == want, (label, x, y)
+    assert out[4, 3].tolist() == [255, 127, 14]  # "#ff7f0e", zebra's, by hand
+    with pytest.raises(ValueError, match="#rrggbb"):
+        render_overlay(image, np.zeros((47, 61)), boxes[:1], colours=["red"])
+
+
+def test_a_caption_sits_on_its_box_colour_in_readable_ink() -> None:
+    image = Image.new("RGB", (80, 60), (100, 100, 100))
+    for colour, ink in (("#000075", (255, 255, 255)), ("#dcd300", (0, 0, 0))):
+        out = np.asarray(
+            render_overlay(image, np.zeros((60, 80)), [Box(10, 30, 50, 20)], ["ab"], 0.0, [colour])
+        ).astype(np.int64)
+        above = out[:30].reshape(-1, 3)  # the caption's tag sits above the box
+        fill = np.array([int(colour[i : i + 2], 16) for i in (1, 3, 5)])
+        assert (above == fill).all(axis=1).sum() > 50  # the tag, in the box's colour
+        # The text (antialiased): its strongest pixel is the ink, not the box colour.
+        strongest = above[np.abs(above - fill).sum(axis=1).argmax()]
+        assert np.abs(strongest - np.array(ink)).max() <= 16, (colour, strongest)

@@ -32,6 +32,7 @@ __all__ = [
     "HeatMethod",
     "LayerRun",
     "MethodOptions",
+    "Progress",
     "cam_map",
     "frozen_model",
     "list_methods",
@@ -43,6 +44,9 @@ METHODS: Registry[type[HeatMethod]] = Registry("heat-map method")
 
 Cancelled = Callable[[], bool]
 """Asked between units of long work; ``True`` stops it with ``InterruptedError``."""
+
+Progress = Callable[[float, str], None]
+"""Told ``(fraction of the call done, 0..1, what runs now)`` at each step of a call."""
 
 # cam_map changes module-wide state (modes, flags) for the length of a call; two concurrent
 # calls on one model could otherwise restore each other's temporary state.
@@ -133,6 +137,7 @@ class HeatMethod(ABC):
     Args:
         options: the options of this call.
         cancelled: methods with long loops (Score-CAM) ask it between units of work.
+        progress: methods with long loops tell it each unit of work (:meth:`step`).
     """
 
     name: ClassVar[str]
@@ -140,10 +145,19 @@ class HeatMethod(ABC):
     needs_gradients: ClassVar[bool] = False
     Options: ClassVar[type[MethodOptions]] = MethodOptions
     """The options a caller may set (see :func:`method_options`)."""
+    forward_share: ClassVar[float] = 0.9
+    """The share of a call's time its first forward (and backward) pass takes: what
+    progress says once it is done. Score-CAM's own batches take nearly all of its time."""
 
-    def __init__(self, options: CamOptions, cancelled: Cancelled | None = None) -> None:
+    def __init__(
+        self,
+        options: CamOptions,
+        cancelled: Cancelled | None = None,
+        progress: Progress | None = None,
+    ) -> None:
         self.options = options
         self.cancelled = cancelled
+        self.progress = progress
 
     @abstractmethod
     def compute(self, run: LayerRun) -> torch.Tensor:
@@ -153,6 +167,11 @@ class HeatMethod(ABC):
         """Raise ``InterruptedError("cancelled")`` when the caller has cancelled."""
         if self.cancelled is not None and self.cancelled():
             raise InterruptedError("cancelled")
+
+    def step(self, fraction: float, message: str) -> None:
+        """Tell the caller how far the call is (``fraction`` of it, 0..1) and what runs."""
+        if self.progress is not None:
+            self.progress(fraction, message)
 
 
 def cam_map(
@@ -164,6 +183,7 @@ def cam_map(
     *,
     options: CamOptions | None = None,
     cancelled: Cancelled | None = None,
+    progress: Progress | None = None,
 ) -> tuple[torch.Tensor, int | None]:
     """Compute one heat-map method on one layer for one input.
 
@@ -183,6 +203,9 @@ def cam_map(
             Ignored by the channel reductions.
         options: options for ``channel`` and ``scorecam``.
         cancelled: asked between Score-CAM's batches; ``True`` stops the call.
+        progress: told ``(fraction, message)`` before the forward pass (0), after it
+            (with the backward pass when the method takes gradients), before each of
+            Score-CAM's batches (``batch k of K``) and when the map is made (1).
 
     Returns:
         ``(map, target)``: the raw ``h×w`` map at the layer's resolution, detached, and the
@@ -197,13 +220,16 @@ def cam_map(
     kind = METHODS.lookup(method)
     if x.ndim != 4 or x.shape[0] != 1 or x.shape[1] != 3:
         raise ValueError(f"expected one image as a 1×3×H×W input, got shape {tuple(x.shape)}")
-    impl = kind(options or CamOptions(), cancelled)
+    impl = kind(options or CamOptions(), cancelled, progress)
     # tracing flips train/eval on the whole model; inside the context every submodule's own
     # mode is restored afterwards, mixed modes included
     with STATE_LOCK, frozen_model(module):
         traced(module).check([layer])
+        impl.step(0.0, "forward and backward pass" if impl.needs_gradients else "forward pass")
         run = _forward(module, x, layer, impl, target)
+        impl.step(impl.forward_share, f"{method} map")
         result = impl.compute(run)
+        impl.step(1.0, f"{method} map done")
     if result.shape != run.activations.shape[1:]:
         raise RuntimeError(f"method {method!r} returned {tuple(result.shape)}; this is a bug")
     return result.detach(), run.target

@@ -8,7 +8,7 @@ Its cost is bounded by :class:`~app.engine.cams.base.CamOptions`: only the ``max
 channels with the highest mean activation are used (one forward pass each: the time), and
 the masked inputs are forwarded in batches of at most ``batch_size`` inputs and
 ``max_batch_pixels`` input pixels (the memory, at any input size). The caller's
-``cancelled`` is asked before every batch.
+``cancelled`` is asked before every batch, and its ``progress`` told ``batch k of K``.
 
 Where the time goes, and what is not spent:
 
@@ -65,6 +65,7 @@ def scorecam_batch(height: int, width: int, batch_size: int, max_batch_pixels: i
 @METHODS.register("scorecam")
 class _ScoreCam(HeatMethod):
     Options: ClassVar[type[MethodOptions]] = ScoreCamOptions
+    forward_share: ClassVar[float] = 0.02  # one forward pass of the K·batch that follow
 
     def compute(self, run: LayerRun) -> torch.Tensor:
         a = run.activations
@@ -78,9 +79,13 @@ class _ScoreCam(HeatMethod):
         # a constant channel masks nothing out: the paper gives it no weight, so no forward
         live = torch.nonzero(flat.amax(dim=1) > flat.amin(dim=1)).flatten()
         x = run.x.contiguous(memory_format=torch.channels_last)
+        batches = -(-len(live) // step)
+        share = self.forward_share
         with torch.inference_mode():
-            for start in range(0, len(live), step):
+            for k, start in enumerate(range(0, len(live), step)):
                 self.stop_if_cancelled()
+                done = share + (1 - share) * k / batches
+                self.step(done, f"Score-CAM batch {k + 1} of {batches}")
                 rows = live[start : start + step]
                 masks = F.interpolate(
                     chosen[rows][:, None], size=size, mode="bilinear", align_corners=False
