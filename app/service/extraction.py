@@ -25,7 +25,7 @@ from app.engine.features import forward_maps, prepare_input
 from app.engine.layers import check_layer
 from app.engine.models import LoadedModel
 from app.engine.preprocess import InputMode, input_size
-from app.engine.regions import Descriptor, region_descriptors
+from app.engine.regions import Descriptor, batch_region_descriptors
 from app.jobs import JobCancelled
 from app.service.heatmaps import ENGINE_LOCK
 from app.store import BoxRecord, ImageRecord, Store
@@ -293,17 +293,18 @@ def extract_boxes(
         return prepare_input(model, store.load_decoded(image, remember=False), mode, max_side)
 
     def store_regions(batch: list[ImageRecord], maps: dict[str, torch.Tensor]) -> int:
-        for row, image in enumerate(batch):
-            for layer in needed:
-                chosen = [b for b in by_image[image.id] if b.id in missing[layer]]
-                regions = region_descriptors(
-                    maps[layer][row],
-                    (image.width, image.height),
-                    [Box(b.x, b.y, b.w, b.h) for b in chosen],
-                    kind,
-                    grid_size,
-                )
-                for box, region in zip(chosen, regions, strict=True):
+        sizes = [(image.width, image.height) for image in batch]
+        for layer in needed:
+            chosen = [[b for b in by_image[i.id] if b.id in missing[layer]] for i in batch]
+            regions = batch_region_descriptors(
+                maps[layer],
+                sizes,
+                [[Box(b.x, b.y, b.w, b.h) for b in image_boxes] for image_boxes in chosen],
+                kind,
+                grid_size,
+            )
+            for image_boxes, image_regions in zip(chosen, regions, strict=True):
+                for box, region in zip(image_boxes, image_regions, strict=True):
                     writer.add(layer, keys[box.id], region)
                     if keep:
                         out[layer][box.id] = region
@@ -314,8 +315,8 @@ def extract_boxes(
     # work in another thread) running during a forward pass preempt torch's intra-op
     # threads, and each op then waits at its barrier for the preempted one: measured on
     # 2 cores, overlapping cost 20% of the forward's wall time for 6% more CPU. Decoding a
-    # batch uses every core (PIL releases the GIL), the forward uses torch's threads, the
-    # regions are a few batched torch ops.
+    # batch uses every core (PIL releases the GIL), the forward uses torch's threads, and a
+    # batch's regions are one op a layer.
     with ThreadPoolExecutor(max_workers=decode_workers or _decode_workers()) as pool:
         for batch in batches:
             if cancelled is not None and cancelled():
