@@ -16,12 +16,31 @@ def _num(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
+# What each --objective does, for --help (the parser is built without importing torch, so
+# the names are written here; a test holds them equal to app.engine.training.OBJECTIVES).
+_OBJECTIVES = {
+    "triplet": "each box's hardest same-label box nearer than its hardest other-label box "
+    "by --margin (batch-hard triplet loss; labels)",
+    "npair": "each label's pair picks its own positive out of the other labels' "
+    "(multi-class N-pair loss, Sohn 2016; labels)",
+    "contrastive": "same-label pairs pulled together, other pairs pushed at least 1 apart "
+    "(contrastive loss, Hadsell 2006; labels)",
+    "mmd": "the two --domains labels' features brought together (DAN's multi-kernel MMD²; "
+    "aligns domains, ignores classes)",
+}
+
+
 def _setup_train(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add("--model", default=None, help="base model (default: the setting)")
     add("--layer", default=None, help="layer the loss acts on (default: the last feature map)")
     add("--after", default=None, help="train the nodes after this one (default: layer's stage)")
-    add("--objective", choices=["triplet", "npair", "contrastive", "mmd"], default="triplet")
+    add(
+        "--objective",
+        choices=list(_OBJECTIVES),
+        default="triplet",
+        help="; ".join(f"{k}: {v}" for k, v in _OBJECTIVES.items()) + " (default triplet)",
+    )
     add("--labels", default=None, help="comma-separated labels of the boxes (default: all)")
     add("--domains", default=None, help="the two labels 'mmd' aligns, comma-separated")
     add("--holdout", type=float, default=0.25, help="share of images held out (default 0.25)")

@@ -16,9 +16,9 @@ Under both nulls the rejection rate at ``alpha`` must be near ``alpha`` (for the
 4-vs-4 test the attainable level is 2/70 = 0.029); under the alternative it is the power.
 ``python -m benchmarks.calibration [repetitions]`` prints the table (``make bench`` runs it
 at 500 repetitions through ``bench_calibration``), then the coverage of the 95% bootstrap
-intervals (BCa and percentile, over units) on simulated groups whose true distance is
-known (:func:`coverage_rates`); ``python -m benchmarks.calibration coverage [replicates
-[resamples]]`` prints that table alone.
+intervals (studentized, BCa and percentile, over units) on simulated groups whose true
+distance is known (:func:`coverage_rates`), at 300 replicates; ``python -m
+benchmarks.calibration coverage [replicates [resamples]]`` prints that table alone.
 """
 
 from __future__ import annotations
@@ -39,7 +39,13 @@ from skimage import data as skdata
 
 from app.boxes import Box
 from app.engine.features import FeatureCache, extract
-from app.engine.inference import Design, bootstrap_interval, permutation_test
+from app.engine.inference import (
+    INNER_RESAMPLES,
+    Design,
+    IntervalMethod,
+    bootstrap_interval,
+    permutation_test,
+)
 from app.engine.measures import cosine, euclidean, grassmann, mahalanobis, mmd
 from app.engine.models import LoadedModel, get_model
 from app.engine.regions import region_descriptors
@@ -47,6 +53,7 @@ from app.images import DecodedImage, decode_image
 
 __all__ = [
     "BENCH_LIMITS",
+    "COVERAGE_METHODS",
     "COVERAGE_SETTINGS",
     "CoverageRow",
     "LAYERS",
@@ -59,6 +66,7 @@ __all__ = [
     "coverage_rates",
     "precompute",
     "print_coverage",
+    "print_coverage_row",
     "print_table",
 ]
 
@@ -365,6 +373,8 @@ class CoverageRow:
     low: float
     high: float
     seconds: float
+    at_zero: int = 0
+    """Intervals whose lower end reached 0 (those the service warns about)."""
 
     @property
     def rate(self) -> float:
@@ -390,7 +400,14 @@ COVERAGE_SETTINGS: tuple[_Setting, ...] = (
     _Setting("MMD² biased, 20 vs 20 boxes, d=2, shift 1.5, σ=1", 20, 1, 2, 1.5, "mmd_biased"),
     _Setting("MMD² unbiased, 20 vs 20 boxes, d=2, shift 1, σ=1", 20, 1, 2, 1.0, "mmd_unbiased"),
     _Setting("MMD² biased, 60 vs 60 boxes, d=2, shift 1.5, σ=1", 60, 1, 2, 1.5, "mmd_biased"),
+    # At the boundary: the true distance is 0, the edge of every measure's range.
+    _Setting("‖x̄−ȳ‖, 40 vs 40 images × 2 boxes, d=16, shift 0 (boundary)", 40, 2, 16, 0.0, "gap"),
+    _Setting("MMD² biased, 20 vs 20 boxes, d=2, shift 0 (boundary)", 20, 1, 2, 0.0, "mmd_biased"),
+    _Setting(
+        "MMD² unbiased, 20 vs 20 boxes, d=2, shift 0 (boundary)", 20, 1, 2, 0.0, "mmd_unbiased"
+    ),
 )
+COVERAGE_METHODS: tuple[IntervalMethod, ...] = ("studentized", "bca", "percentile")
 
 
 def _mmd_truth(dim: int, shift: float, sigma: float = 1.0) -> float:
@@ -409,19 +426,26 @@ def _draw_group(g: torch.Generator, s: _Setting, centre: torch.Tensor) -> torch.
 
 
 def coverage_rates(
-    replicates: int = 400,
+    replicates: int = 300,
     resamples: int = 1000,
     seed: int = 0,
     progress: Callable[[CoverageRow], None] | None = None,
+    *,
+    settings: Sequence[_Setting] = COVERAGE_SETTINGS,
+    methods: Sequence[IntervalMethod] = COVERAGE_METHODS,
+    inner: int = INNER_RESAMPLES,
 ) -> list[CoverageRow]:
-    """Coverage of the BCa and percentile unit-bootstrap intervals (95%) in each setting.
+    """Coverage of the unit-bootstrap intervals (95%) in each setting, with its Wilson 95%
+    interval over the replicates.
 
     The MMD² statistics are :func:`app.engine.measures.mmd` at ``sigma=1`` (biased: the
-    V-statistic, the app's default; unbiased: the U-statistic), evaluated through the
-    pooled Gram matrix of each replicate so a resample costs a few index operations.
+    V-statistic, the app's default; unbiased: the U-statistic, whose studentized pivot is
+    centred on the V-statistic as :meth:`app.engine.measures.mmd.MMD.plug_in` gives it),
+    evaluated through the pooled Gram matrix of each replicate so a resample costs a few
+    index operations. Every method sees the same data and the same outer resamples.
     """
     out: list[CoverageRow] = []
-    for s in COVERAGE_SETTINGS:
+    for s in settings:
         g = torch.Generator().manual_seed(seed)
         truth = s.shift if s.statistic == "gap" else _mmd_truth(s.dim, s.shift)
         design = Design.from_boxes(
@@ -430,33 +454,57 @@ def coverage_rates(
         )
         centre = torch.zeros(s.dim, dtype=torch.float64)
         centre[0] = s.shift
-        covered = {"bca": 0, "percentile": 0}
-        seconds = dict.fromkeys(covered, 0.0)
+        covered = dict.fromkeys(methods, 0)
+        at_zero = dict.fromkeys(methods, 0)
+        seconds = dict.fromkeys(methods, 0.0)
         for rep in range(replicates):
             x = _draw_group(g, s, torch.zeros(s.dim, dtype=torch.float64))
             y = _draw_group(g, s, centre)
-            stat, a, b = _coverage_statistic(s, x, y)
-            for method in ("bca", "percentile"):
+            stat, plug_in, a, b = _coverage_statistic(s, x, y)
+            for method in methods:
                 start = time.perf_counter()
                 low, high, *_ = bootstrap_interval(
-                    stat, a, b, design, resamples=resamples, seed=rep, method=method
+                    stat,
+                    a,
+                    b,
+                    design,
+                    resamples=resamples,
+                    seed=rep,
+                    method=method,
+                    inner=inner,
+                    plug_in=plug_in,
                 )
                 seconds[method] += time.perf_counter() - start
                 covered[method] += low <= truth <= high
+                at_zero[method] += low <= 0
         for method, count in covered.items():
             ci = binomtest(count, replicates).proportion_ci(method="wilson")
-            row = CoverageRow(s.label, method, count, replicates, ci.low, ci.high, seconds[method])
+            row = CoverageRow(
+                s.label,
+                method,
+                count,
+                replicates,
+                ci.low,
+                ci.high,
+                seconds[method],
+                at_zero[method],
+            )
             out.append(row)
             if progress is not None:
                 progress(row)
     return out
 
 
+_Stat = Callable[[torch.Tensor, torch.Tensor], float]
+
+
 def _coverage_statistic(
     s: _Setting, x: torch.Tensor, y: torch.Tensor
-) -> tuple[Callable[[torch.Tensor, torch.Tensor], float], torch.Tensor, torch.Tensor]:
+) -> tuple[_Stat, _Stat | None, torch.Tensor, torch.Tensor]:
+    """The setting's statistic, its plug-in value ``θ(F̂)`` when that differs (``None``:
+    the statistic itself), and the rows it takes."""
     if s.statistic == "gap":
-        return (lambda a, b: float((a.mean(0) - b.mean(0)).norm())), x, y
+        return (lambda a, b: float((a.mean(0) - b.mean(0)).norm())), None, x, y
     z = torch.cat([x, y])
     gram = torch.exp(-(torch.cdist(z, z) ** 2) / 2)
     unbiased = s.statistic == "mmd_unbiased"
@@ -472,8 +520,11 @@ def _coverage_statistic(
     def stat(a: torch.Tensor, b: torch.Tensor) -> float:
         return _gram_mmd(gram, a[:, 0].long(), b[:, 0].long(), unbiased)
 
+    def v_stat(a: torch.Tensor, b: torch.Tensor) -> float:
+        return _gram_mmd(gram, a[:, 0].long(), b[:, 0].long(), False)
+
     rows = torch.arange(len(z), dtype=torch.float64)[:, None]
-    return stat, rows[: len(x)], rows[len(x) :]
+    return stat, v_stat if unbiased else None, rows[: len(x)], rows[len(x) :]
 
 
 def _gram_mmd(gram: torch.Tensor, i: torch.Tensor, j: torch.Tensor, unbiased: bool) -> float:
@@ -487,30 +538,31 @@ def _gram_mmd(gram: torch.Tensor, i: torch.Tensor, j: torch.Tensor, unbiased: bo
     return float(sxx + syy - 2 * kxy.mean())
 
 
-def print_coverage(replicates: int = 400, resamples: int = 1000) -> None:
+def print_coverage(replicates: int = 300, resamples: int = 1000) -> None:
     """Print the coverage rates with their Wilson intervals as a Markdown table, a row as
-    soon as it is measured."""
+    soon as it is measured (``low ≤ 0``: intervals whose lower end reached 0)."""
     print(
-        f"| setting ({replicates} replicates, {resamples} resamples) | interval | coverage |"
-        " 95% CI (Wilson) | s |"
+        f"| setting ({replicates} replicates, {resamples} resamples, studentized "
+        f"{INNER_RESAMPLES} inner) | interval | coverage | 95% CI (Wilson) | low ≤ 0 | s |"
     )
-    print("| --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    coverage_rates(replicates, resamples, progress=print_coverage_row)
 
-    def row(r: CoverageRow) -> None:
-        print(
-            f"| {r.setting} | {r.method} | {r.rate:.3f} ({r.covered}/{r.replicates}) | "
-            f"[{r.low:.3f}, {r.high:.3f}] | {r.seconds:.1f} |",
-            flush=True,
-        )
 
-    coverage_rates(replicates, resamples, progress=row)
+def print_coverage_row(r: CoverageRow) -> None:
+    """Print one row of :func:`print_coverage`'s table."""
+    print(
+        f"| {r.setting} | {r.method} | {r.rate:.3f} ({r.covered}/{r.replicates}) | "
+        f"[{r.low:.3f}, {r.high:.3f}] | {r.at_zero} | {r.seconds:.1f} |",
+        flush=True,
+    )
 
 
 def main(repetitions: int = 500) -> None:
     """Precompute once, then print every rate with its interval; then the bootstrap
-    intervals' coverage (``repetitions`` replicates of each setting)."""
+    intervals' coverage (300 replicates of each setting, fewer if ``repetitions`` is)."""
     print_table(calibration_rates(repetitions, limits=BENCH_LIMITS))
-    print_coverage(repetitions)
+    print_coverage(min(repetitions, 300))
 
 
 if __name__ == "__main__":

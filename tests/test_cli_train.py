@@ -87,3 +87,23 @@ def test_train_saves_a_model_and_prints_the_held_out_change(
     assert main([*argv[:-6], "--name", "sq-cli2", "--holdout", "0.33"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("saved sq-cli2") and "held-out features.12.cat: ratio" in out
+
+
+def test_help_says_what_each_objective_does(capsys: pytest.CaptureFixture[str]) -> None:
+    from app.cli_train import _OBJECTIVES
+    from app.engine.training import OBJECTIVES
+
+    # The CLI names the objectives without importing torch; they must be the engine's.
+    assert list(_OBJECTIVES) == list(OBJECTIVES)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--help"])
+    assert exit_info.value.code == 0
+    # argparse wraps the lines, and breaks them after a hyphen ("same-" / "label").
+    text = " ".join(capsys.readouterr().out.split()).replace("- ", "-")
+    assert "{triplet,npair,contrastive,mmd}" in text
+    for name, says in _OBJECTIVES.items():
+        assert f"{name}: {says}" in text, (name, text)
+    assert "(default triplet)" in text
+    # Each says what it acts on: the option it reads, or that it needs labels.
+    assert "--margin" in _OBJECTIVES["triplet"] and "--domains" in _OBJECTIVES["mmd"]
+    assert all(_OBJECTIVES[n].endswith("; labels)") for n in ("triplet", "npair", "contrastive"))

@@ -63,12 +63,14 @@ class DistancesIn(BoxesAtLayerIn):
     bootstrap: int = Field(
         0, ge=0, description=("Bootstrap resamples of units per pair for a 95% interval; 0: none.")
     )
-    interval_method: Literal["auto", "bca", "percentile"] = Field(
+    interval_method: Literal["auto", "studentized", "bca", "percentile"] = Field(
         "auto",
         description=(
-            "Bootstrap interval: bca (bias-corrected and accelerated, jackknife over units), "
-            "percentile (biased upwards for distances such as MMD²), or auto: bca, except "
-            "percentile for the unbiased MMD² estimator, where it covered better. The "
+            "Bootstrap interval: studentized (bootstrap-t, each resample's standard error "
+            "from 25 inner resamples: 26 evaluations per resample; it held its 95% where "
+            "the others did not), bca (bias-corrected and accelerated, jackknife over "
+            "units; covered 77–91% on small groups), percentile (biased upwards for "
+            "distances such as MMD²), or auto: the measure's own default (studentized). The "
             "answer's interval names the method used."
         ),
     )
@@ -97,7 +99,7 @@ class DistancesIn(BoxesAtLayerIn):
 
 
 class IntervalOut(BaseModel):
-    """A bootstrap interval over units and its method (bca or percentile)."""
+    """A bootstrap interval over units and its method (studentized, bca or percentile)."""
 
     low: float | None
     high: float | None

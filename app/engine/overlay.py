@@ -125,14 +125,69 @@ def render_overlay(
     draw = ImageDraw.Draw(out)
     font = ImageFont.load_default()
     width = max(1, round(min(image.width, image.height) / 150))
-    for i, box in enumerate(boxes):
-        colour = box_colours[i]
+    for box, colour in zip(boxes, box_colours, strict=False):
         shape = [box.x, box.y, box.x + box.w - 1, box.y + box.h - 1]
         draw.rectangle(shape, outline=colour, width=width)
-        if i < len(captions) and captions[i]:
-            left, top, right, bottom = draw.textbbox((0, 0), captions[i], font=font)
-            ty = box.y - (bottom - top) - 4 if box.y >= (bottom - top) + 4 else box.y + width
-            tx = max(0.0, min(box.x + width, image.width - (right - left) - 4))
-            draw.rectangle([tx, ty, tx + right - left + 4, ty + bottom - top + 4], fill=colour)
-            draw.text((tx + 2 - left, ty + 2 - top), captions[i], fill=_ink(colour), font=font)
+    # Tags after every outline, each where no earlier tag is: nearby boxes keep their captions.
+    placed: list[_Rect] = []
+    for i, box in enumerate(boxes[: len(captions)]):
+        if not captions[i]:
+            continue
+        left, top, right, bottom = draw.textbbox((0, 0), captions[i], font=font)
+        size = (right - left + 4, bottom - top + 4)
+        tx, ty = _place(box, size, (image.width, image.height), width, placed)
+        placed.append((tx, ty, tx + size[0], ty + size[1]))
+        colour = box_colours[i]
+        draw.rectangle([tx, ty, tx + size[0] - 1, ty + size[1] - 1], fill=colour)
+        draw.text((tx + 2 - left, ty + 2 - top), captions[i], fill=_ink(colour), font=font)
     return out
+
+
+_Rect = tuple[float, float, float, float]  # left, top, right, bottom (exclusive)
+
+
+_REACH = 16  # rows tried each way beyond the four by the box, and earlier tags to sit beside
+
+
+def _place(
+    box: Box,
+    size: tuple[float, float],
+    image: tuple[int, int],
+    width: int,
+    placed: Sequence[_Rect],
+) -> tuple[float, float]:
+    """Top-left corner of a caption's tag near ``box``, clear of the tags in ``placed``.
+
+    Candidates, in whole pixels inside the picture: rows just above the box, inside its top
+    edge, just below it, inside its bottom edge, then up to ``_REACH`` further above and
+    below, one tag height apart; columns at the box's left edge, ending at its right edge,
+    and beside each of the ``_REACH`` earlier tags nearest the box. Of the candidates that
+    hide no earlier tag, the one nearest the box (the gap between them; the order above
+    breaks ties); when every one hides some, the one that hides the least.
+    """
+    tw, th = size
+    iw, ih = image
+    rows = [box.y - th, box.y + width, box.y + box.h, box.y + box.h - width - th]
+    for k in range(1, min(len(placed), _REACH) + 2):
+        rows += [box.y - th * (k + 1), box.y + box.h + th * k]
+    tags = np.array(placed, dtype=np.float64).reshape(-1, 4)
+
+    def gap(left: NDArray[np.float64], top: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Distance from tags at ``left, top`` (of the size being placed) to the box."""
+        across = np.maximum(0, np.maximum(box.x - (left + tw), left - (box.x + box.w)))
+        down = np.maximum(0, np.maximum(box.y - (top + th), top - (box.y + box.h)))
+        return np.asarray(np.hypot(across, down), dtype=np.float64)
+
+    near = tags[np.argsort(gap(tags[:, 0], tags[:, 1]), kind="stable")[:_REACH]]
+    columns = [box.x + width, box.x + box.w - width - tw, *near[:, 2], *(near[:, 0] - tw)]
+    # Whole pixels, so that tags which do not touch stay apart once drawn.
+    ys = np.array([round(y) for y in rows if 0 <= round(y) <= ih - th] or [0], dtype=np.float64)
+    xs = np.clip(np.round(columns), 0, max(0, iw - tw))
+    left = np.tile(xs, len(ys))[:, None]
+    top = np.repeat(ys, len(xs))[:, None]
+    wide = np.clip(np.minimum(left + tw, tags[:, 2]) - np.maximum(left, tags[:, 0]), 0, None)
+    tall = np.clip(np.minimum(top + th, tags[:, 3]) - np.maximum(top, tags[:, 1]), 0, None)
+    hidden = (wide * tall).sum(axis=1)
+    # What a spot hides first, then its distance; np.lexsort is stable (the order above).
+    best = np.lexsort((gap(left[:, 0], top[:, 0]), hidden))[0]
+    return float(left[best, 0]), float(top[best, 0])

@@ -16,7 +16,14 @@ import torch
 
 from app.config import Settings
 from app.engine.analysis import layer_profile
-from app.engine.inference import Adjustment, Group, IntervalMethod, MatrixTests, matrix_tests
+from app.engine.inference import (
+    Adjustment,
+    Group,
+    IntervalMethod,
+    MatrixTests,
+    evaluations,
+    matrix_tests,
+)
 from app.engine.layers import check_layer
 from app.engine.measures import MEASURES, Measure, get_measure
 from app.engine.models import LoadedModel
@@ -203,9 +210,14 @@ class _Run:
 
 
 def distance_work(request: DistanceRequest, n_boxes: int) -> int:
-    """Work units of a distance request (boxes × (draws + resamples)), compared with the
+    """Work units of a distance request (boxes × (draws + evaluations of the bootstrap: a
+    studentized interval evaluates each resample's inner resamples too)), compared with the
     job threshold."""
-    return n_boxes * max(1, request.permutations + request.bootstrap)
+    return n_boxes * max(1, request.permutations + _bootstrap_evaluations(request))
+
+
+def _bootstrap_evaluations(request: DistanceRequest) -> int:
+    return evaluations(_interval_method(request), request.bootstrap)
 
 
 def estimate_distances(
@@ -233,7 +245,7 @@ def estimate_distances(
             grid_size=request.grid_size,
             group_sizes=[len(m) for m in groups.values()],
             permutations=request.permutations,
-            bootstrap=request.bootstrap,
+            bootstrap=_bootstrap_evaluations(request),
             units=distance_work(request, len(every)),
         ),
     )
@@ -319,6 +331,13 @@ def _require_unchanged(store: Store, every: Sequence[BoxRecord]) -> None:
         raise NotFound(f"the boxes of this analysis changed while it ran ({said}); run it again")
 
 
+def _family(tested: int) -> str:
+    """The pairs whose p-values were adjusted together, in words."""
+    if tested == 0:
+        return "no pair of this matrix: none has enough units for a p-value"
+    return f"the {tested} pair{'s' if tested > 1 else ''} of this matrix with a p-value"
+
+
 def _tests_json(tests: MatrixTests, k: int) -> dict[str, Any]:
     def grid(attr: str) -> list[list[float | None]]:
         out: list[list[float | None]] = [[None] * k for _ in range(k)]
@@ -332,7 +351,7 @@ def _tests_json(tests: MatrixTests, k: int) -> dict[str, Any]:
         "p_adjusted": grid("p_adjusted") if tests.tests else None,
         "adjustment": {
             "method": tests.adjustment,
-            "family": f"the {len(tested)} pair(s) of this matrix with a p-value",
+            "family": _family(len(tested)),
         },
         "unit": tests.unit,
         "tests": [
@@ -364,15 +383,11 @@ def _tests_json(tests: MatrixTests, k: int) -> dict[str, Any]:
     }
 
 
-def _interval_method(asked: IntervalMethod | Literal["auto"], measure: Measure) -> IntervalMethod:
-    """``auto``: BCa, except for the unbiased MMD² estimator, whose BCa interval covered less
-    than the percentile one (0.77 vs 0.91 at 20 vs 20 images; benchmarks/calibration.py);
-    for the biased estimator and mean distances BCa covered more (0.86 vs 0.75, 0.86 vs 0.64).
-    """
-    if asked != "auto":
-        return asked
-    unbiased = getattr(measure.options, "estimator", None) == "unbiased"
-    return "percentile" if unbiased else "bca"
+def _interval_method(request: DistanceRequest) -> IntervalMethod:
+    """The interval asked for, or (``auto``) the measure's own default."""
+    if request.interval_method != "auto":
+        return request.interval_method
+    return MEASURES.lookup(request.measure).interval_method
 
 
 def distances(
@@ -437,7 +452,7 @@ def distances(
             alpha=request.alpha,
             unit=None if request.unit == "auto" else request.unit,
             adjustment=request.adjust,
-            interval_method=_interval_method(request.interval_method, measure),
+            interval_method=_interval_method(request),
             cancelled=cancelled,
         )
         _require_unchanged(store, every)

@@ -3,11 +3,12 @@
 A request's answer is cached in the store's results table under a key made of the image's
 hash, the model and its weights, the layer, method, target, input mode, display
 normalisation and every box of the image (id, coordinates, label): adding, moving or
-relabelling a box changes the key, so a stale answer is never served. Label colours are
-never taken from the cache: they change whenever labels are added or renamed anywhere in
-the store, so the figure's boxes are repainted with the current palette each time the
-answer is served. The raw heat map is also kept in a small in-process LRU, so re-scoring
-after a box edit costs no forward pass.
+relabelling a box changes the key, so a stale answer is never served. Only answers that ran
+the network are stored: one rescored from a raw map still in memory (a box moved) is cheaper
+to compute again than to write. Label colours are never taken from the cache: they change
+whenever labels are added or renamed anywhere in the store, so the figure's boxes are
+repainted with the current palette each time the answer is served. The raw heat map is also
+kept in a small in-process LRU, so re-scoring after a box edit costs no forward pass.
 
 Long heat maps run as jobs: :func:`estimate_heatmap_work` says a request's work units (none
 when its map or answer is kept already), and :func:`heatmap_result` takes the job's
@@ -24,8 +25,6 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
-
-import torch
 
 from app.boxes import Box
 from app.config import Settings
@@ -146,12 +145,10 @@ def _view(
     key = _map_key(model, image, request)
     found = _VIEWS.get(key)
     if found is None or found.heat is not heat:  # the map was computed again meanwhile
-        values = heat.values
-        found = _View(
-            heat,
-            prepare_map(values),
-            [float(torch.min(values)), float(torch.max(values))],
-        )
+        prepared = prepare_map(heat.values)
+        # the same numbers in float64, read without a torch parallel region (which waits for
+        # a second core on a busy machine)
+        found = _View(heat, prepared, [float(prepared.values.min()), float(prepared.values.max())])
         _VIEWS.put(key, found)
     return found
 
@@ -288,12 +285,17 @@ def heatmap_result(
         ValueError: bad target, channel or normalisation.
         InterruptedError: ``cancelled`` returned ``True``.
     """
+    # With the raw map in memory an answer is only rescoring (about 1 ms); storing it would
+    # cost ~10 ms (a 230 kB row per box position, and the WAL checkpoints those rows bring)
+    # and grow the database with every box move. Answers that ran the network are stored.
+    rescored = _MAPS.get(_map_key(model, image, request)) is not None
     answer = cached(
         store,
         "heatmap",
         _payload(model, image, request, boxes),
         lambda: _heatmap_answer(store, model, image, request, boxes, progress, cancelled),
         image_id=image.id,
+        keep=not rescored,
     )
     labels = [str(b["label"]) for b in answer["boxes"]]
     figure = heatmap_with_colours(answer["figure"], labels, label_colours(store.labels()))

@@ -52,6 +52,8 @@ def cached(
     payload: Any,
     compute: Callable[[], dict[str, Any]],
     image_id: int | None = None,
+    *,
+    keep: bool = True,
 ) -> dict[str, Any]:
     """The stored answer for ``payload`` under this code's version, or ``compute()``'s, stored.
 
@@ -61,6 +63,8 @@ def cached(
         payload: JSON-serialisable inputs that fully determine the answer.
         compute: makes the answer (JSON-safe) when none is stored.
         image_id: the image the answer belongs to, so deleting it drops the answer.
+        keep: store a computed answer; ``False`` for one that is cheaper to compute again
+            than to store (it is still served when an earlier call stored it).
     """
     key = result_key(kind, payload)
     found = store.get_result(key)
@@ -68,7 +72,8 @@ def cached(
         result: dict[str, Any] = found
         return result
     result = compute()
-    store.put_result(key, kind, result, image_id=image_id)
+    if keep:
+        store.put_result(key, kind, result, image_id=image_id)
     return result
 
 

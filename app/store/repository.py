@@ -10,6 +10,7 @@ keys on and a busy timeout.
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 import unicodedata
 from collections import Counter
@@ -22,6 +23,7 @@ from typing import Any, Generic, TypeVar
 
 import orjson
 from sqlalchemy import (
+    Connection,
     Engine,
     Row,
     Select,
@@ -273,6 +275,8 @@ class Store:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._write_lock = threading.RLock()
+        self._probe: sqlite3.Connection | None = None
+        self._probe_lock = threading.Lock()
         # bounded by bytes, not entries: sixteen 6300×6300 photos would keep 2.5 GB
         self._decoded: LRU[str, DecodedImage] = LRU(
             self.settings.max_decoded_bytes // 4, size=_decoded_size
@@ -296,6 +300,13 @@ class Store:
     def _read(self) -> Iterator[Session]:
         with self._sessions() as session:
             yield session
+
+    @contextmanager
+    def _core(self) -> Iterator[Connection]:
+        """A plain connection for the reads every request makes: a quarter of an ORM
+        session's cost (28 µs against 106 µs for a count, measured on SQLite)."""
+        with self.engine.connect() as connection:
+            yield connection
 
     def _create_or_check_schema(self) -> None:
         with self._write_lock:
@@ -398,6 +409,10 @@ class Store:
 
     def close(self) -> None:
         """Release the database connections."""
+        with self._probe_lock:
+            if self._probe is not None:
+                self._probe.close()
+                self._probe = None
         self.engine.dispose()
 
     # -- images -----------------------------------------------------------------------------
@@ -457,13 +472,13 @@ class Store:
             return None if row is None else self._with_boxes(session, row)
 
     @staticmethod
-    def _count_boxes(session: Session, image_id: int) -> int:
+    def _count_boxes(session: Session | Connection, image_id: int) -> int:
         count = session.scalar(select(func.count()).where(BoxRow.image_id == image_id))
         return int(count or 0)
 
     @staticmethod
     def _box_labels(
-        session: Session, image_ids: Select[tuple[int]] | list[int]
+        session: Session | Connection, image_ids: Select[tuple[int]] | list[int]
     ) -> dict[int, list[str]]:
         """The distinct box labels of these images, sorted, by image id (one query)."""
         query = (
@@ -477,7 +492,7 @@ class Store:
             labels.setdefault(int(image_id), []).append(label)
         return labels
 
-    def _with_boxes(self, session: Session, row: ImageRow) -> ImageRecord:
+    def _with_boxes(self, session: Session | Connection, row: ImageRow | Row[Any]) -> ImageRecord:
         return _image_record(
             row,
             self._count_boxes(session, row.id),
@@ -495,9 +510,12 @@ class Store:
         Raises:
             KeyError: no such image.
         """
-        with self._read() as session:
-            row = _require(session, ImageRow, image_id)
-            return self._with_boxes(session, row) if counts else _image_record(row)
+        query = select(*_IMAGE_COLUMNS).where(ImageRow.id == image_id)
+        with self._core() as connection:
+            row = connection.execute(query).first() if 0 < image_id <= _MAX_ID else None
+            if row is None:
+                raise KeyError(_MISSING[ImageRow].format(image_id))
+            return self._with_boxes(connection, row) if counts else _image_record(row)
 
     def get_images(self, image_ids: Iterable[int]) -> dict[int, ImageRecord]:
         """The images with these ids, by id (box counts left at 0).
@@ -520,8 +538,32 @@ class Store:
 
     def count_images(self) -> int:
         """How many images are stored."""
-        with self._read() as session:
-            return int(session.scalar(select(func.count()).select_from(ImageRow)) or 0)
+        with self._core() as connection:
+            return int(connection.scalar(select(func.count()).select_from(ImageRow)) or 0)
+
+    def count_images_at_once(self) -> int | None:
+        """How many images are stored, asked without waiting for anything, or ``None``.
+
+        For the event loop (``/api/health``): on SQLite the count runs on a connection of
+        this store's own, outside the pool (which may be empty for a moment while workers
+        hold its connections), with no busy wait; a WAL reader is never blocked by the
+        writer. ``None`` when that cannot be promised (another database, the connection in
+        use by another thread, SQLite busy): ask :meth:`count_images` from a thread then.
+        """
+        if not self.is_sqlite or not self._probe_lock.acquire(blocking=False):
+            return None
+        try:
+            if self._probe is None:
+                database = self.engine.url.database
+                if not database or database == ":memory:":
+                    return None  # a memory database is one per connection
+                self._probe = sqlite3.connect(database, timeout=0, check_same_thread=False)
+            row = self._probe.execute(f"SELECT count(*) FROM {ImageRow.__tablename__}").fetchone()
+            return int(row[0])
+        except sqlite3.OperationalError:  # locked for a moment (recovery, schema change)
+            return None
+        finally:
+            self._probe_lock.release()
 
     def images(self, label: str | None = None) -> list[ImageRecord]:
         """Every image (optionally only those with an image label), with box counts, by id."""
@@ -835,8 +877,8 @@ class Store:
             query = query.where(BoxRow.label.in_([normalize_label(k) for k in labels]))
         if image_id is not None:
             query = query.where(BoxRow.image_id == min(max(image_id, 0), _MAX_ID))
-        with self._read() as session:
-            records = [_box_record(row) for row in session.execute(query)]
+        with self._core() as connection:
+            records = [_box_record(row) for row in connection.execute(query)]
         if wanted is not None and labels is None and image_id is None and not missing_ok:
             missing = sorted(set(wanted) - {r.id for r in records})
             if missing:
@@ -924,8 +966,8 @@ class Store:
     def labels(self) -> dict[str, int]:
         """Every box label with its number of boxes, by label."""
         query = select(BoxRow.label, func.count()).group_by(BoxRow.label).order_by(BoxRow.label)
-        with self._read() as session:
-            return {label: int(n) for label, n in session.execute(query)}
+        with self._core() as connection:
+            return {label: int(n) for label, n in connection.execute(query)}
 
     def label_summary(self) -> list[LabelSummary]:
         """Every box label with its numbers of boxes and images, by label, in one query."""
@@ -965,9 +1007,9 @@ class Store:
 
     def get_result(self, key: str) -> Any | None:
         """The cached result under ``key``, or None."""
-        with self._read() as session:
-            row = session.get(ResultRow, key)
-            return None if row is None else orjson.loads(row.json)
+        with self._core() as connection:
+            text = connection.scalar(select(ResultRow.json).where(ResultRow.key == key))
+            return None if text is None else orjson.loads(text)
 
     def drop_results_not_matching(self, pattern: str) -> int:
         """Delete cached results whose key is not ``LIKE pattern``; returns how many went."""

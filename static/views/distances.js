@@ -2,6 +2,7 @@
 // label's group size on the axes, the measure's direction in words, tooltips on the table.
 import { direction, explainColumn, explainMeasure } from "../glossary.js";
 import * as jobs from "../jobs.js";
+import { labelColour } from "../palette.js";
 import { fillTable, part, showWarnings } from "../ui.js";
 import { drawFigure } from "./plot.js";
 
@@ -20,10 +21,12 @@ function intervalHeading(tests) {
 const plural = (n, one, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
 const escape = (text) => text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
 
-// "brick · 6 boxes, 1 image" for each label, as the axes' tick text (the figure's names are
-// the labels escaped for Plotly, app.plots.plain_text: the sizes are added the same way).
+// "■ brick<br>6 boxes, 1 image" for each label, as the axes' tick text, the square in the
+// label's colour (the editor's, the heat map's, the scatter's). The figure's names are the
+// labels escaped for Plotly (app.plots.plain_text): the rest is added the same way.
+const swatch = (n) => `<span style="color:${labelColour(n)}">■</span> `;
 function withSizes(figure, result, names) {
-  const tick = names.map((n) => `${escape(n)}<br>${plural(result.sizes?.[n] ?? 0, "box", "boxes")}, ${plural(result.images?.[n] ?? 0, "image")}`);
+  const tick = names.map((n) => `${swatch(n)}${escape(n)}<br>${plural(result.sizes?.[n] ?? 0, "box", "boxes")}, ${plural(result.images?.[n] ?? 0, "image")}`);
   const values = names.map(escape);
   const axis = { tickmode: "array", tickvals: values, ticktext: tick };
   const layout = figure.layout || {};
@@ -31,10 +34,17 @@ function withSizes(figure, result, names) {
 }
 
 function groupNote(result) {
-  const unit = result.unit === "image" ? "images" : "boxes";
+  const [one, many] = result.unit === "image" ? ["image", "images"] : ["box", "boxes"];
   return Object.entries(result.groups)
-    .map(([name, g]) => `${name}: ${g.units} ${unit}` + (g.ess === null ? "" : `, effective size ${g.ess.toPrecision(3)}`))
+    .map(([name, g]) => `${name}: ${plural(g.units, one, many)}` + (g.ess === null ? "" : `, effective size ${g.ess.toPrecision(3)}`))
     .join("; ");
+}
+
+// The server names the family; with no p-value in the matrix there is nothing adjusted.
+function adjustmentNote(result) {
+  if (!result.tests.some((t) => t.p_value !== null)) return "no pair has enough units for a p-value.";
+  const method = result.adjustment.method === "holm" ? "Holm" : "Benjamini–Hochberg";
+  return `p-values adjusted by ${method} over ${result.adjustment.family}.`;
 }
 
 // `root`: the view's element, holding its warnings, plot, note and table parts.
@@ -51,7 +61,7 @@ export async function showDistances(root, labels, c) {
   const info = { name: result.measure, higher_is_better: result.higher_is_better, needs: result.descriptor };
   const how = `${result.measure} on ${result.descriptor} descriptors at ${result.layer}: ${direction(result.higher_is_better)}.`;
   part(root, "note").textContent = tested
-    ? `${how} Tests exchange whole ${result.unit === "image" ? "images" : "boxes"}; p-values adjusted by ${result.adjustment.method === "holm" ? "Holm" : "Benjamini–Hochberg"} over ${result.adjustment.family}. ${groupNote(result)}.`
+    ? `${how} Tests exchange whole ${result.unit === "image" ? "images" : "boxes"}; ${adjustmentNote(result)} ${groupNote(result)}.`
     : `${how} ${groupNote(result)}.`;
   part(root, "note").title = explainMeasure(info);
   const intervals = tested && result.bootstrap > 0; // the column only when intervals were asked

@@ -24,6 +24,16 @@ def test_health(client: TestClient) -> None:
     assert body["status"] == "ok" and body["schema_version"] == 1 and body["images"] == 0
 
 
+def test_health_counts_images_from_a_thread_when_the_store_cannot_at_once(
+    client: TestClient, photo: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = client.app.state.store  # type: ignore[attr-defined]
+    assert client.post("/api/images", files={"file": ("c.png", photo.png("coffee"))}).is_success
+    assert client.get("/api/health").json()["images"] == 1 == store.count_images_at_once()
+    monkeypatch.setattr(store, "count_images_at_once", lambda: None)  # busy, or not SQLite
+    assert client.get("/api/health").json()["images"] == 1
+
+
 def test_token_guards_every_api_route_but_not_docs(
     data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

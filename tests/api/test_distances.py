@@ -123,6 +123,7 @@ def test_one_image_per_label_supports_no_test(
     assert body["unit"] == "image" and body["matrix"][0][1] > 0
     # Three boxes on one image per label: 1 vs 1 images, nothing to exchange.
     assert body["p_values"][0][1] is None and body["p_adjusted"][0][1] is None
+    assert body["adjustment"]["family"].startswith("no pair of this matrix")
     test = body["tests"][0]
     assert test["exact"] is True and test["min_p"] >= 0.5 and test["p_value"] is None
     assert body["groups"]["brick"]["units"] == 1 and body["groups"]["brick"]["rows"] == 48
@@ -197,23 +198,20 @@ def test_image_level_exact_test_detects_different_textures(data_dir: Path, photo
             assert body["unit"] == "box" and test["exact"] and test["permutations"] == 70
             assert test["p_value"] == pytest.approx(2 / 70) == test["min_p"]
             assert body["p_adjusted"][0][1] == pytest.approx(2 / 70)
+            assert body["adjustment"]["family"] == "the 1 pair of this matrix with a p-value"
             few = (
                 "the intervals rest on 50 bootstrap resamples, so their ends are noisy; ask "
                 "for at least 1000"
             )
             assert body["groups"]["grass"]["units"] == 4
-            if measure == "mmd":
-                # Every resample of 4 vs 4 boxes repeats boxes, and MMD² (biased) grows with
-                # repeats: the data's value lies below all of them, so BCa has no interval,
-                # and the page says so rather than show the percentile one, biased upwards.
-                assert test["interval"] is None
-                assert body["warnings"][0] == few and len(body["warnings"]) == 2
-                assert body["warnings"][1].startswith("brick vs grass: no BCa interval")
-                continue
-            low, high = test["interval"]["low"], test["interval"]["high"]
-            assert 0 < low <= test["statistic"] <= high and test["interval"]["resamples"] == 50
-            assert test["interval"]["method"] == "bca" and test["interval"]["level"] == 0.95
-            assert body["warnings"] == [few]
+            # The studentized interval (the default): every resample of 4 vs 4 boxes repeats
+            # boxes, which moves the distance (MMD² grows with repeats, so BCa finds the
+            # data's value below every resample and gives none); the pivot carries that bias,
+            # and the textures are far apart, so the interval stays clear of 0.
+            interval = test["interval"]
+            assert interval["method"] == "studentized" and interval["level"] == 0.95
+            assert 0 < interval["low"] < interval["high"] and 0 < interval["resamples"] <= 50
+            assert body["warnings"] == [few], body["warnings"]
 
 
 def test_separation_per_layer_textures_separate_at_the_head(

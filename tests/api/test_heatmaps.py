@@ -108,7 +108,9 @@ def test_same_request_is_cached_and_a_moved_box_is_rescored(
     assert moved.status_code == 200, moved.text
     try:
         again = _post(app_client, image_id, method="l2").json()
-        assert store.count_results(image_id) == count + 1
+        # rescored from the map in memory: cheaper to compute again than to store
+        assert store.count_results(image_id) == count
+        assert _post(app_client, image_id, method="l2").json() == again
         assert again["boxes"][1]["x"] == 200
         assert again["boxes"][1]["scores"]["energy"] > first["boxes"][1]["scores"]["energy"]
         assert again["boxes"][0]["scores"] == first["boxes"][0]["scores"]

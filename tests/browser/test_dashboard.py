@@ -252,6 +252,7 @@ def test_two_textures_distance_matrix_profile_and_scatter(
     # Six boxes of each label on one image each: 1 vs 1 images allows no test, and the
     # page says why instead of printing a p-value.
     assert pair[2] == "no test"
+    assert "no pair has enough units for a p-value" in page.locator("#distances-note").inner_text()
     warnings = page.locator("#distances-warnings").inner_text()
     assert "single image" in warnings and "too few images" in warnings
     shot(page, "distances")

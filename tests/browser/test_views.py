@@ -92,6 +92,15 @@ def test_heat_map_panel_target_search_channel_prediction_click_grid_and_errors(
         ".colorbar.title.text"
     )
     assert bar == "gradcam (min-max scaled, 0..1)"
+    # Each box in its label's colour, the one the editor and the scatter use (/api/labels).
+    colours = {r["label"]: r["colour"] for r in httpx.get(f"{server}/api/labels").json()}
+    drawn = page.evaluate(
+        """() => { const p = document.getElementById('heatmap-plot');
+        return p.data.flatMap((t, k) => t.customdata
+            ? [[t.customdata[0], p.layout.shapes[k - 1].line.color]] : []); }"""
+    )
+    assert dict(drawn) == {cat: colours["cat face"], ear: colours["background"]}, drawn
+    assert colours["cat face"] != colours["background"]
     # Every score column explains itself.
     tips = page.eval_on_selector_all(
         "#heatmap-scores th", "hs => hs.map(h => [h.textContent, h.title])"
@@ -124,6 +133,26 @@ def test_heat_map_panel_target_search_channel_prediction_click_grid_and_errors(
     row = page.locator("#heatmap-scores tr").nth(1).locator("td").all_inner_texts()
     energy = want["boxes"][0]["scores"]["energy"]
     assert row[0] == str(cat) and float(row[7]) == pytest.approx(energy, rel=1e-3)
+
+    # Native size: the request says so, and the scores are those of the image's own grid
+    # (the mean over bn2's channels: its cat-face energy differs between the two modes).
+    page.select_option("#method", "mean")
+    page.check("#native")
+    with page.expect_request("**/api/heatmaps") as sent:
+        page.click("#run-heatmap")
+    assert sent.value.post_data_json["mode"] == "native"
+    answers = {
+        mode: _heatmap_api(server, image_id=image["id"], layer="bn2", method="mean", mode=mode)
+        for mode in ("resize", "native")
+    }
+    energies = {mode: a["boxes"][0]["scores"]["energy"] for mode, a in answers.items()}
+    assert energies["native"] != pytest.approx(energies["resize"], rel=1e-2), energies
+    _wait_for(
+        page,
+        "Math.abs(+document.querySelectorAll('#heatmap-scores tr')[1].cells[7].textContent"
+        f" - {energies['native']}) <= 1e-3 * {energies['native']}",
+    )
+    page.uncheck("#native")
     page.select_option("#normalise", "minmax")
 
     # A click on a prediction makes it the class to explain (and a class method again).
@@ -214,11 +243,25 @@ def test_analysis_views_explain_themselves_and_take_any_measure(
     page.fill("#permutations", "20")
     page.click("#run-distances")
     _drawn(page, "distances-plot")
+    # Each label with its group size, after a square in its colour (the editor's).
+    colours = {r["label"]: r["colour"] for r in httpx.get(f"{server}/api/labels").json()}
     ticks = page.evaluate("document.getElementById('distances-plot').layout.xaxis.ticktext")
-    assert sorted(ticks) == [f"{label}<br>4 boxes, 1 image" for label in sorted(labels)]
+    assert sorted(ticks) == sorted(
+        f'<span style="color:{colours[label]}">■</span> {label}<br>4 boxes, 1 image'
+        for label in labels
+    )
+    fills = page.eval_on_selector_all(
+        "#distances-plot .xtick tspan[style*='fill']", "ts => ts.map(t => t.style.fill)"
+    )
+    want = {
+        "rgb({}, {}, {})".format(*(int(colours[la][i : i + 2], 16) for i in (1, 3, 5)))
+        for la in labels
+    }
+    assert set(fills) == want and colours[labels[0]] != colours[labels[1]], fills
     warnings = page.locator("#distances-warnings")
     assert warnings.is_visible() and "image" in warnings.inner_text()
-    assert "higher = farther apart" in page.locator("#distances-note").inner_text()
+    note = page.locator("#distances-note").inner_text()
+    assert "higher = farther apart" in note and "gravel patch: 1 image, effective size" in note
     heads = page.eval_on_selector_all("#distances-table th", "hs => hs.map(h => h.title)")
     assert heads and all(heads), heads
     shot(page, "matrix")
@@ -302,9 +345,16 @@ def test_the_interval_column_names_its_method(
     page.fill("#bootstrap", "40")
     page.click("#run-distances")
     _drawn(page, "distances-plot")
-    # auto takes BCa for euclidean (percentile only for the unbiased MMD² estimator).
+    # auto takes the measure's own interval: studentized for every measure.
     heads = page.eval_on_selector_all("#distances-table th", "hs => hs.map(h => h.textContent)")
-    assert heads == ["pair", "euclidean", "p-value", "adjusted", "permutations", "95% BCa interval"]
+    assert heads == [
+        "pair",
+        "euclidean",
+        "p-value",
+        "adjusted",
+        "permutations",
+        "95% studentized interval",
+    ]
     tip = page.get_attribute("#distances-table th:last-child", "title")
     assert tip and tip.startswith("Bootstrap interval of the measure"), tip
     # The cells hold the ends only: the heading says how they were made.

@@ -147,6 +147,29 @@ def test_gradcam_equals_captum_and_the_formula(
     assert by_hand.max() > 0  # the comparison is not between two zero maps
 
 
+def test_gradients_are_recorded_from_the_layer_on_only(net: TinyNet, x: torch.Tensor) -> None:
+    recorded: dict[str, bool] = {}
+    hooks = [
+        getattr(net, name).register_forward_hook(
+            lambda _m, _i, _o, name=name: recorded.__setitem__(name, torch.is_grad_enabled())
+        )
+        for name in ("conv1", "conv2", "fc")
+    ]
+    try:
+        with torch.no_grad():  # the caller's grad mode is no obstacle, and comes back
+            ours, _ = cam_map(net, x, "act2", "gradcam", 3)
+            assert not torch.is_grad_enabled()
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert recorded == {"conv1": False, "conv2": False, "fc": True}
+    assert torch.is_grad_enabled() and not net.act2._forward_hooks
+    fmap, grad = _hand(net, x, "act2", 3)
+    by_hand = np.maximum((grad.mean(axis=(1, 2))[:, None, None] * fmap).sum(axis=0), 0.0)
+    np.testing.assert_allclose(ours.numpy(), by_hand, rtol=1e-10, atol=1e-12)
+    assert by_hand.max() > 0
+
+
 def test_gradcam_on_a_layer_before_an_inplace_relu_sees_the_pre_relu_values(
     net: TinyNet, x: torch.Tensor
 ) -> None:
@@ -440,6 +463,17 @@ def test_normalise_equals_numpy() -> None:
     assert not normalise(torch.zeros(4, 5), "percentile").any()
     with pytest.raises(ValueError, match="use none, minmax or percentile"):
         normalise(values, "zscore")  # type: ignore[arg-type]
+
+
+def test_minmax_gives_torch_arithmetic_to_the_bit_in_float32_and_on_strided_maps() -> None:
+    generator = torch.Generator().manual_seed(6)
+    raw = torch.randn(301, 451, generator=generator) * 3.7 + 1.1
+    for values in (raw, raw.t(), raw[::3, 1::2]):
+        low, high = values.min(), values.max()
+        out = normalise(values, "minmax")
+        assert out.dtype == torch.float32 and torch.equal(out, (values - low) / (high - low))
+    needs_grad = raw[:5, :7].clone().requires_grad_(True)
+    assert normalise(needs_grad, "minmax").requires_grad  # such maps keep torch's path
 
 
 # --- the real embedded model on a real photo ------------------------------------------------

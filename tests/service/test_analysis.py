@@ -146,7 +146,7 @@ def test_a_cached_embedding_takes_the_labels_current_colours(
 
 
 @pytest.mark.slow
-def test_auto_interval_is_percentile_for_unbiased_mmd_and_bca_otherwise(
+def test_auto_interval_is_the_measures_own_studentized_and_an_asked_one_is_kept(
     data_dir: Path, photo: Any, embedded_model: Any
 ) -> None:
     from app.config import get_settings
@@ -171,7 +171,8 @@ def test_auto_interval_is_percentile_for_unbiased_mmd_and_bca_otherwise(
         return None if interval is None else str(interval["method"])
 
     unbiased = {"options": {"estimator": "unbiased"}}
-    assert method("mmd", "pixels", **unbiased) == "percentile"
-    assert method("euclidean", "gap") == "bca"
+    assert method("mmd", "pixels", **unbiased) == "studentized"
+    assert method("euclidean", "gap") == "studentized"
     assert method("euclidean", "gap", interval_method="percentile") == "percentile"
+    assert method("mmd", "pixels", interval_method="bca", **unbiased) == "bca"
     store.close()

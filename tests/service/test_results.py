@@ -71,3 +71,22 @@ def test_an_image_deleted_while_its_answer_is_computed_is_a_not_found(
         results.cached(store, "heatmap", {"image": image.id}, compute, image_id=image.id)
     assert store.count_results() == 0
     store.close()
+
+
+def test_an_answer_not_kept_is_computed_each_time_and_a_kept_one_still_served(
+    data_dir: Path,
+) -> None:
+    store = Store(get_settings())
+    calls: list[int] = []
+
+    def compute() -> dict[str, int]:
+        calls.append(1)
+        return {"value": len(calls)}
+
+    assert results.cached(store, "heatmap", {"a": 1}, compute, keep=False) == {"value": 1}
+    assert results.cached(store, "heatmap", {"a": 1}, compute, keep=False) == {"value": 2}
+    assert store.count_results() == 0
+    assert results.cached(store, "heatmap", {"a": 1}, compute) == {"value": 3}
+    assert results.cached(store, "heatmap", {"a": 1}, compute, keep=False) == {"value": 3}
+    assert store.count_results() == 1 and len(calls) == 3
+    store.close()

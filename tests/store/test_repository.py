@@ -121,6 +121,42 @@ def test_any_sqlalchemy_url(tmp_path: Path) -> None:
     assert (tmp_path / "elsewhere.db").exists() and store.get_image(image.id).width == 10
 
 
+def test_count_at_once_follows_the_store_and_never_waits(store: Store, tmp_path: Path) -> None:
+    import sqlite3
+    import time
+
+    assert store.count_images_at_once() == 0
+    first, _ = store.add_image(_png(10, 10, 1), "a.png")
+    store.add_image(_png(11, 10, 2), "b.png")
+    assert store.count_images_at_once() == store.count_images() == 2
+    store.delete_image(first.id)
+    assert store.count_images_at_once() == 1
+    # Every pooled connection taken (workers busy) and a writer inside its transaction:
+    # the count still answers at once, with what is committed.
+    pool = store.engine.pool
+    held = [store.engine.connect() for _ in range(pool.size() + pool._max_overflow)]  # type: ignore[attr-defined]
+    writer = sqlite3.connect(tmp_path / "data" / "featuregap.db", isolation_level=None)
+    try:
+        writer.execute("BEGIN IMMEDIATE")
+        writer.execute("DELETE FROM images")
+        started = time.perf_counter()
+        assert store.count_images_at_once() == 1
+        assert time.perf_counter() - started < 0.5
+        writer.execute("COMMIT")
+        assert store.count_images_at_once() == 0
+    finally:
+        writer.close()
+        for connection in held:
+            connection.close()
+    store.close()
+
+
+def test_count_at_once_declines_a_memory_database(tmp_path: Path) -> None:
+    store = Store(Settings(data_dir=tmp_path / "data", database_url="sqlite://"))
+    assert store.count_images_at_once() is None and store.count_images() == 0
+    store.close()
+
+
 @pytest.mark.parametrize(
     ("box", "message"),
     [

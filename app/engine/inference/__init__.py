@@ -3,19 +3,21 @@
 Rows of one box (its ``pixels``) and boxes of one image are not independent samples, so
 every procedure here works on *units*: :mod:`units` says which rows move together,
 :mod:`exact` enumerates or draws assignments of units to groups, :mod:`permutation` runs
-the test (with an MMD fast path), :mod:`bootstrap` gives intervals (BCa or percentile) by
-resampling units, :mod:`effective` reports effective sample sizes and :mod:`adjust`
+the test (with an MMD fast path), :mod:`bootstrap` gives intervals (studentized, BCa or
+percentile) by resampling units, :mod:`effective` reports effective sample sizes and :mod:`adjust`
 corrects p-values across a family. Measure-agnostic: a statistic is any
 ``f(x, y) -> float``. Cancellation raises ``InterruptedError("cancelled")``.
 """
 
 from app.engine.inference.adjust import Adjustment, adjust
 from app.engine.inference.bootstrap import (
+    INNER_RESAMPLES,
     INTERVAL_METHODS,
     Interval,
     IntervalMethod,
     bca_levels,
     bootstrap_interval,
+    evaluations,
     jackknife,
 )
 from app.engine.inference.effective import Effective, effective_of, effective_sizes, icc
@@ -25,6 +27,7 @@ from app.engine.inference.permutation import Statistic, TestResult, permutation_
 from app.engine.inference.units import Design, Scheme, Stratum, Unit, choose_unit, scheme
 
 __all__ = [
+    "INNER_RESAMPLES",
     "INTERVAL_METHODS",
     "Adjustment",
     "Design",
@@ -47,6 +50,7 @@ __all__ = [
     "count_assignments",
     "effective_of",
     "effective_sizes",
+    "evaluations",
     "matrix_tests",
     "icc",
     "jackknife",

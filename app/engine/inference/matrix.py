@@ -18,7 +18,13 @@ from dataclasses import dataclass, field
 from torch import Tensor
 
 from app.engine.inference.adjust import Adjustment, adjust
-from app.engine.inference.bootstrap import Interval, IntervalMethod, bootstrap_interval, unit_rows
+from app.engine.inference.bootstrap import (
+    Interval,
+    IntervalMethod,
+    bootstrap_interval,
+    reaches_zero,
+    unit_rows,
+)
 from app.engine.inference.effective import Effective, effective_of
 from app.engine.inference.permutation import SINGLE_IMAGES, permutation_test
 from app.engine.inference.units import Design, Unit, unit_for_sides
@@ -106,7 +112,7 @@ def matrix_tests(
     alpha: float = 0.05,
     unit: Unit | None = None,
     adjustment: Adjustment = "holm",
-    interval_method: IntervalMethod = "bca",
+    interval_method: IntervalMethod | None = None,
     cancelled: Callable[[], bool] | None = None,
 ) -> MatrixTests:
     """``measure`` between every pair of groups, with tests and intervals over units.
@@ -123,8 +129,9 @@ def matrix_tests(
         unit: ``"image"`` or ``"box"``; ``None`` chooses over all groups (see
             :func:`app.engine.inference.units.choose_unit`).
         adjustment: ``"holm"`` (family-wise error) or ``"bh"`` (false discovery rate).
-        interval_method: ``"bca"`` (bias-corrected and accelerated) or ``"percentile"``;
-            see :func:`app.engine.inference.bootstrap.bootstrap_interval`.
+        interval_method: ``"studentized"``, ``"bca"`` or ``"percentile"`` (see
+            :func:`app.engine.inference.bootstrap.bootstrap_interval`); ``None``: the
+            measure's own :attr:`~app.engine.measures.base.Measure.interval_method`.
         cancelled: polled between pairs and inside each test.
 
     Returns:
@@ -160,7 +167,7 @@ def matrix_tests(
             alpha,
             chosen,
             adjustment,
-            interval_method,
+            interval_method or measure.interval_method,
             cancelled,
             notes,
         )
@@ -271,6 +278,7 @@ def _interval(
             seed=seed,
             unit=unit,
             method=method,
+            plug_in=pair[0].plug_in,
             cancelled=cancelled,
         )
     except ValueError as error:  # too few units, a statistic failing without one unit
@@ -281,8 +289,11 @@ def _interval(
             (
                 name,
                 "no BCa interval: the observed value lies outside every resample, a bias "
-                "the resamples cannot correct; ask for more resamples or method 'percentile'",
+                "the resamples cannot correct; use method 'studentized' (the default)",
             )
         )
         return None
+    at_zero = reaches_zero(interval)
+    if at_zero is not None:
+        notes.append((name, at_zero))
     return interval

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -13,6 +13,9 @@ from torch import Tensor
 
 from app.engine.regions import Descriptor
 from app.engine.registry import Registry
+
+if TYPE_CHECKING:  # the inference package imports the measures: a type only, no cycle
+    from app.engine.inference.bootstrap import IntervalMethod
 
 __all__ = [
     "MEASURES",
@@ -218,6 +221,10 @@ class Measure(ABC):
     needs: ClassVar[Descriptor] = "gap"
     between: ClassVar[Between] = "means"
     min_rows: ClassVar[int] = 1
+    interval_method: ClassVar[IntervalMethod] = "studentized"
+    """The bootstrap interval a matrix of this measure gives unless another is asked for:
+    the studentized one held 95% in every setting of benchmarks/calibration.py with a gap
+    (BCa 77–91%); a measure whose statistic it does not suit overrides this."""
     Options: ClassVar[type[MeasureOptions]] = NoOptions
     options: MeasureOptions
 
@@ -245,6 +252,13 @@ class Measure(ABC):
     @abstractmethod
     def compute(self, x: Tensor, y: Tensor) -> Tensor | float:
         """The value for checked inputs of one dtype."""
+
+    def plug_in(self, x: Tensor, y: Tensor) -> float:
+        """The measure with the samples taken as their populations, ``θ(F̂)``: what a
+        studentized bootstrap centres its pivot on
+        (:func:`app.engine.inference.bootstrap.bootstrap_interval`). The measure itself for
+        a plug-in estimate; an estimator that is not one (a U-statistic) overrides this."""
+        return self(x, y)
 
     def pairwise(self, z: Tensor, labels: Sequence[str] | None = None) -> Tensor:
         """The measure between every pair of rows of ``z`` (``n×n``, float64).

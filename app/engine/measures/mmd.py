@@ -147,6 +147,14 @@ class MMD(Measure):
         if estimator != "biased" and min(n, m) < 2:
             raise ValueError(f"the {estimator} MMD estimator needs at least 2 samples per side")
 
+    def plug_in(self, x: Tensor, y: Tensor) -> float:
+        """The biased (V-statistic) MMD² with these options: a bootstrap resample counts a
+        unit drawn twice as two draws, so the unbiased and linear estimators average over
+        resamples to the sample's V-statistic, not to their own value."""
+        if self.options.estimator == "biased":
+            return self(x, y)
+        return MMD(**{**self.options.model_dump(), "estimator": "biased"})(x, y)
+
     def kernel_for(self, z: Tensor) -> Kernel:
         """The kernel of these options for the pooled rows ``z``."""
         o = self.options

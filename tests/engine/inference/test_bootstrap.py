@@ -41,11 +41,13 @@ def test_unit_bootstrap_covers_the_true_distance_at_about_95_percent() -> None:
         x = _group(rng, images, rows, torch.zeros(2, dtype=torch.float64))
         y = _group(rng, images, rows, centre)
         low, high, used, method, _ = bootstrap_interval(
-            _mean_gap, x, y, design, resamples=200, seed=rep
+            _mean_gap, x, y, design, resamples=200, seed=rep, method="bca"
         )
         assert used == 200 and low < high and method == "bca"
         unit_cover += low <= truth <= high
-        low, high, *_ = bootstrap_interval(_mean_gap, x, y, naive, resamples=200, seed=rep)
+        low, high, *_ = bootstrap_interval(
+            _mean_gap, x, y, naive, resamples=200, seed=rep, method="bca"
+        )
         row_cover += low <= truth <= high
     band = binom.ppf([0.025, 0.975], reps, 0.95) / reps
     print(f"\ncoverage over {reps}: units {unit_cover / reps:.3f}, rows {row_cover / reps:.3f}")
@@ -157,6 +159,7 @@ def test_bca_equals_scipy_on_two_groups_and_over_units_of_several_rows() -> None
         x,
         y,
         design,
+        method="bca",
         draws=_scipy_draws(np.random.default_rng(5), (23, 14), 1500),
     )
     assert got.method == "bca" and got.level == 0.95
@@ -181,7 +184,7 @@ def test_bca_is_nan_when_the_observed_value_lies_below_every_resample() -> None:
         return -float(torch.unique(a, dim=0).shape[0])
 
     design = Design.independent(12, 4)
-    bca = bootstrap_interval(stat, x, y, design, resamples=200)
+    bca = bootstrap_interval(stat, x, y, design, resamples=200, method="bca")
     assert math.isnan(bca.low) and math.isnan(bca.high) and bca.resamples == 200
     percentile = bootstrap_interval(stat, x, y, design, resamples=200, method="percentile")
     assert -12 < percentile.low <= percentile.high < -5

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import partial
+from typing import Any
 
 import pytest
 import torch
@@ -10,6 +11,8 @@ from scipy.stats import binom
 
 from app.engine.inference import Design, permutation_test
 from app.engine.inference import permutation as permutation_module
+from app.engine.inference.exact import assignment_batches
+from app.engine.inference.units import Scheme, scheme
 from app.engine.measures import mmd
 from app.engine.measures.mmd import MMD
 
@@ -190,3 +193,69 @@ def test_random_draws_keep_each_stratum_size() -> None:
     for stratum in plan.strata:
         members = torch.tensor(stratum.elements)
         assert bool((drawn[:, members].sum(1) == stratum.k).all())
+
+
+def _kthvalue_draws(plan: Scheme, draws: int, seed: int, batch: int = 256) -> torch.Tensor:
+    # The draws as torch's kthvalue selected them before numpy's partition took over:
+    # the same seed must keep giving the same assignments.
+    g = torch.Generator().manual_seed(seed)
+    n = len(plan.element_sides)
+    parts = []
+    for start in range(0, draws, batch):
+        size = min(batch, draws - start)
+        out = torch.zeros(size, n, dtype=torch.bool)
+        for stratum in plan.strata:
+            members = torch.tensor(stratum.elements, dtype=torch.long)
+            if stratum.k == 0:
+                continue
+            u = torch.rand(size, members.numel(), generator=g)
+            out[:, members] = u <= u.kthvalue(stratum.k, dim=1, keepdim=True).values
+        parts.append(out)
+    return torch.cat(parts)
+
+
+@pytest.mark.parametrize(
+    "design", [_DESIGN, Design.independent(301, 250)], ids=["strata", "one-stratum"]
+)
+def test_random_draws_are_the_seeds_kthvalue_draws(design: Design) -> None:
+    plan = scheme(design)
+    _, count, batches = assignment_batches(
+        plan, permutations=39 if design is _DESIGN else 600, seed=9
+    )
+    drawn = torch.cat(list(batches))
+    assert torch.equal(drawn, _kthvalue_draws(plan, count, 9))
+
+
+def test_bfloat16_products_give_the_float64_p_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 160 single-row units with bfloat16 products forced whatever the CPU (and from 100
+    # units on, not 512, to keep the reference loop short); no shift, so the observed
+    # statistic sits inside the null (same distribution), where ranks are close.
+    monkeypatch.setattr(permutation_module, "_native_bfloat16", lambda: True)
+    monkeypatch.setattr(permutation_module, "_BFLOAT16_FROM", 100)
+    fast_calls: list[int] = []
+    values = permutation_module._MMDNull.values
+
+    def spy(self: Any, elements: torch.Tensor, *, fast: bool = False) -> torch.Tensor:
+        if fast:
+            fast_calls.append(elements.shape[0])
+        return values(self, elements, fast=fast)
+
+    monkeypatch.setattr(permutation_module._MMDNull, "values", spy)
+    g = torch.Generator().manual_seed(21)
+    x = torch.randn(90, 24, generator=g)
+    y = torch.randn(70, 24, generator=g)
+    design = Design.independent(90, 70)
+    fast = permutation_test(MMD(kernel="multi"), x, y, design, permutations=400, seed=5)
+    slow = permutation_test(
+        lambda a, b: mmd(a, b, kernel="multi"), x, y, design, permutations=400, seed=5
+    )
+    assert sum(fast_calls) == 400  # every draw went through the bfloat16 forms once
+    assert slow.p_value is not None and 0.05 < slow.p_value < 0.95
+    assert fast.statistic == pytest.approx(slow.statistic, rel=1e-5)
+    assert fast.p_value == slow.p_value
+    spread = float(slow.null.std())
+    error = (fast.null - slow.null).abs()
+    assert float(error.max()) < 0.1 * spread  # bfloat16 values far from the statistic
+    near = (slow.null - slow.statistic).abs() < spread / 10  # the margin is one eighth
+    assert int(near.sum()) >= 5
+    assert float(error[near].max()) < 1e-3 * spread  # recomputed precisely near it
