@@ -14,6 +14,7 @@ pasted on its textures, with boxes at random places and sizes.
 
 from __future__ import annotations
 
+import gc
 import io
 import os
 import resource
@@ -199,6 +200,7 @@ def _distances(root: Path) -> None:
             f"read 10,000 gap descriptors from the store: {read:.2f}s; the measures alone "
             f"on 5,000 vs 5,000: {', '.join(timings)}"
         )
+        gc.freeze()  # as the server's lifespan does (app/main.py)
         for measure_name in ("euclidean", "mmd"):
             groups = resolve_groups(store, None, ["day", "night"])
             request = DistanceRequest("efficientnet_lite0", "conv_head", measure_name, "gap")
