@@ -14,7 +14,9 @@ pasted on its textures, with boxes at random places and sizes.
 
 from __future__ import annotations
 
+import gc
 import io
+import os
 import resource
 import tempfile
 import time
@@ -113,20 +115,28 @@ def _throughput(root: Path) -> None:
                 for batch in batches:
                     model.module(batch)
 
-        def bare_layers() -> None:
+        def bare_layers(layers: list[str]) -> None:
             for batch in batches:
-                forward_maps(model, batch, _LAYERS)
+                forward_maps(model, batch, layers)
 
-        def pipeline() -> None:
-            extract_boxes(store, model, boxes, _LAYERS, batch_size=_BATCH, force=True)
+        def pipeline(layers: list[str]) -> None:
+            extract_boxes(store, model, boxes, layers, batch_size=_BATCH, force=True)
 
+        one = _LAYERS[-1:]
+        runs = {
+            "bare": bare,
+            "layers": lambda: bare_layers(_LAYERS),
+            "pipeline": lambda: pipeline(_LAYERS),
+            "layer": lambda: bare_layers(one),
+            "pipeline1": lambda: pipeline(one),
+        }
         # Interleaved, best of each: the machine's load hits all alike. CPU seconds (all
         # threads) beside wall seconds: on a shared machine the wall ratio swings with the
         # neighbours' load, the CPU ratio much less.
-        wall = {"bare": float("inf"), "layers": float("inf"), "pipeline": float("inf")}
+        wall = dict.fromkeys(runs, float("inf"))
         cpu = dict(wall)
         for _ in range(5):
-            for name, run in (("bare", bare), ("layers", bare_layers), ("pipeline", pipeline)):
+            for name, run in runs.items():
                 start, start_cpu = time.perf_counter(), time.process_time()
                 run()
                 wall[name] = min(wall[name], time.perf_counter() - start)
@@ -139,6 +149,13 @@ def _throughput(root: Path) -> None:
             f"forward of the same 2 layers {n / wall['layers']:.1f} img/s = "
             f"{wall['layers'] / wall['pipeline']:.2f}x (goal >= 0.9x); CPU seconds: "
             f"bare forward of the layers / pipeline = {cpu['layers'] / cpu['pipeline']:.2f}x"
+        )
+        print(
+            f"same with 1 layer ({one[0]}): {n / wall['pipeline1']:.1f} img/s; bare forward "
+            f"of the layer {n / wall['layer']:.1f} img/s = "
+            f"{wall['layer'] / wall['pipeline1']:.2f}x (goal >= 0.9x); CPU seconds "
+            f"{cpu['layer'] / cpu['pipeline1']:.2f}x; load average {os.getloadavg()[0]:.1f} "
+            f"on {os.cpu_count()} cores"
         )
         store.features.compact(min_dead_share=0.01)
         stats = store.features.stats()
@@ -183,6 +200,7 @@ def _distances(root: Path) -> None:
             f"read 10,000 gap descriptors from the store: {read:.2f}s; the measures alone "
             f"on 5,000 vs 5,000: {', '.join(timings)}"
         )
+        gc.freeze()  # as the server's lifespan does (app/main.py)
         for measure_name in ("euclidean", "mmd"):
             groups = resolve_groups(store, None, ["day", "night"])
             request = DistanceRequest("efficientnet_lite0", "conv_head", measure_name, "gap")

@@ -297,10 +297,12 @@ def _group_rows(
     descriptor: Descriptor, members: Sequence[BoxRecord], features: Sequence[torch.Tensor]
 ) -> Group:
     """A group's rows (``pixels``: every grid sample of every box) with their box and image."""
-    if descriptor == "pixels":
-        parts = [f.reshape(-1, f.shape[-1]) for f in features]
-    else:
-        parts = [f.reshape(1, -1) for f in features]
+    if descriptor != "pixels":  # one row a box: one stack, no Python work per box
+        if len(features) != len(members):
+            raise ValueError(f"{len(features)} descriptors for {len(members)} boxes")
+        rows = torch.stack(list(features)).reshape(len(features), -1)
+        return Group(rows, tuple(b.id for b in members), tuple(b.image_id for b in members))
+    parts = [f.reshape(-1, f.shape[-1]) for f in features]
     boxes = tuple(b.id for b, part in zip(members, parts, strict=True) for _ in range(len(part)))
     images = tuple(
         b.image_id for b, part in zip(members, parts, strict=True) for _ in range(len(part))

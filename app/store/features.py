@@ -33,6 +33,7 @@ __all__ = ["FeatureSet", "FeatureStore", "StoredBox", "StoreStats"]
 
 _CHUNK = 500  # ids per IN (...): SQLite allows 999 parameters per statement
 _OPEN_FILES = 64
+_RUN = 32  # ids fetched with one BETWEEN rather than in IN lists, at least
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,37 @@ class StoreStats:
 def _chunks(items: Sequence[int]) -> Iterator[Sequence[int]]:
     for start in range(0, len(items), _CHUNK):
         yield items[start : start + _CHUNK]
+
+
+def _id_runs(ids: Sequence[int]) -> tuple[list[tuple[int, int]], list[int]]:
+    """Sorted distinct ``ids`` split into dense runs ``(lo, hi)`` (at least ``_RUN`` ids,
+    at least half of the ids they span) and the sparse rest."""
+    runs: list[tuple[int, int]] = []
+    sparse: list[int] = []
+    start = 0
+    for end in range(1, len(ids) + 1):
+        # close the run at ``end`` when the next id would leave it less than half full
+        if end < len(ids) and ids[end] - ids[start] + 1 <= 2 * (end - start + 1):
+            continue
+        if end - start >= _RUN:
+            runs.append((ids[start], ids[end - 1]))
+        else:
+            sparse.extend(ids[start:end])
+        start = end
+    return runs, sparse
+
+
+@dataclass(frozen=True)
+class _Found:
+    """Index rows found by a lookup: per box asked, the position of the first box with its
+    id in the caller's list; per row found, the position of its box, its segment and its
+    row in the segment; and the set's segment files by id."""
+
+    first: np.ndarray
+    index: np.ndarray
+    segment: np.ndarray
+    position: np.ndarray
+    filenames: dict[int, str]
 
 
 class FeatureStore:
@@ -180,7 +212,8 @@ class FeatureStore:
 
     def present(self, feature_set: FeatureSet, boxes: Sequence[StoredBox]) -> set[int]:
         """Ids of ``boxes`` whose descriptor is stored for this image hash and geometry."""
-        return set(self._locations(feature_set, boxes))
+        found = self._lookup(feature_set, boxes)
+        return {boxes[i].box_id for i in found.index.tolist()}
 
     def read(self, feature_set: FeatureSet, boxes: Sequence[StoredBox]) -> dict[int, np.ndarray]:
         """The stored descriptors of ``boxes`` (those present), each ``rows_per_box ×
@@ -189,60 +222,114 @@ class FeatureStore:
         A box whose segment was compacted away between the lookup and the read is left
         out, like a box that was never stored: callers extract what is missing.
         """
-        where = self._locations(feature_set, boxes)
-        by_file: dict[str, list[tuple[int, int]]] = {}
-        for box_id, (filename, position) in where.items():
-            by_file.setdefault(filename, []).append((box_id, position))
-        out: dict[int, np.ndarray] = {}
+        values, found = self.read_rows(feature_set, boxes)
         shape = (feature_set.rows_per_box, feature_set.width)
-        for filename, items in by_file.items():
+        return {boxes[i].box_id: values[i].reshape(shape) for i in np.flatnonzero(found).tolist()}
+
+    def read_rows(
+        self, feature_set: FeatureSet, boxes: Sequence[StoredBox]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The stored descriptors of ``boxes`` as one matrix, in the order of ``boxes``.
+
+        Returns:
+            ``values``, ``len(boxes) × row_floats`` float32 (a copy, not a view of the
+            files; zeros in the rows of boxes not found), and ``found``, a boolean per box:
+            stored for its image hash and geometry (and its segment still on disk).
+        """
+        values = np.zeros((len(boxes), feature_set.row_floats), dtype=np.float32)
+        found = np.zeros(len(boxes), dtype=bool)
+        where = self._lookup(feature_set, boxes)
+        for segment_id in np.unique(where.segment).tolist():
             try:
-                array = self._open(filename)
+                array = self._open(where.filenames[segment_id])
             except FileNotFoundError:  # compacted away since the lookup: those boxes miss
                 continue
-            positions = np.fromiter((p for _, p in items), dtype=np.int64, count=len(items))
+            chosen = where.segment == segment_id
+            positions, index = where.position[chosen], where.index[chosen]
             order = np.argsort(positions, kind="stable")  # read the file front to back
-            rows = np.asarray(array[positions[order]], dtype=np.float32)
-            for k, row in zip(order.tolist(), rows, strict=True):
-                out[items[k][0]] = row.reshape(shape)
-        return out
+            values[index[order]] = array[positions[order]]
+            found[index] = True
+        if len(where.first) and not np.array_equal(where.first, np.arange(len(boxes))):
+            values, found = values[where.first], found[where.first]  # a box asked twice
+        return values, found
 
     def locate(
         self, feature_set: FeatureSet, boxes: Sequence[StoredBox]
     ) -> dict[int, tuple[Path, int]]:
         """Where each present box's descriptor lies: its segment file and row in it (for
         readers in other processes; a later :meth:`compact` may move it)."""
-        found = self._locations(feature_set, boxes)
-        return {box_id: (self.directory / name, row) for box_id, (name, row) in found.items()}
+        where = self._lookup(feature_set, boxes)
+        return {
+            boxes[i].box_id: (self.directory / where.filenames[segment], position)
+            for i, segment, position in zip(
+                where.index.tolist(),
+                where.segment.tolist(),
+                where.position.tolist(),
+                strict=True,
+            )
+        }
 
-    def _locations(
-        self, feature_set: FeatureSet, boxes: Sequence[StoredBox]
-    ) -> dict[int, tuple[str, int]]:
-        wanted = {b.box_id: b for b in boxes}
-        found: dict[int, tuple[str, int]] = {}
-        ids = list(wanted)
+    def _lookup(self, feature_set: FeatureSet, boxes: Sequence[StoredBox]) -> _Found:
+        """The index rows of ``boxes`` that match their image hash and geometry.
+
+        Dense runs of box ids (a label's boxes from one import) are fetched with one
+        ``BETWEEN`` each, sparse ids with ``IN`` lists: a statement of 500 bound ids costs
+        about as much to build as fetching its rows.
+        """
+        wanted: dict[int, int] = {}
+        first = np.fromiter(
+            (wanted.setdefault(b.box_id, i) for i, b in enumerate(boxes)),
+            dtype=np.int64,
+            count=len(boxes),
+        )
+        index: list[int] = []
+        segments: list[int] = []
+        positions: list[int] = []
+        columns = (
+            FeatureRow.box_id,
+            FeatureRow.image_sha256,
+            FeatureRow.x,
+            FeatureRow.y,
+            FeatureRow.w,
+            FeatureRow.h,
+            FeatureRow.segment_id,
+            FeatureRow.position,
+        )
+        in_set = FeatureRow.set_id == feature_set.id
+        ranges, sparse = _id_runs(sorted(wanted))
+        conditions = [FeatureRow.box_id.between(lo, hi) for lo, hi in ranges]
+        conditions += [FeatureRow.box_id.in_(chunk) for chunk in _chunks(sparse)]
         with self._read() as session:
-            for chunk in _chunks(ids):
-                # Columns, not ORM objects: a lookup of 10⁴ boxes stays in milliseconds.
-                query = (
-                    select(
-                        FeatureRow.box_id,
-                        FeatureRow.image_sha256,
-                        FeatureRow.x,
-                        FeatureRow.y,
-                        FeatureRow.w,
-                        FeatureRow.h,
-                        FeatureSegmentRow.filename,
-                        FeatureRow.position,
-                    )
-                    .join(FeatureSegmentRow, FeatureSegmentRow.id == FeatureRow.segment_id)
-                    .where(FeatureRow.set_id == feature_set.id, FeatureRow.box_id.in_(chunk))
-                )
-                for box_id, sha, x, y, w, h, filename, position in session.execute(query):
-                    box = wanted[box_id]
+            # Core rows on the session's connection, not ORM results: a lookup of 10⁴
+            # boxes stays in milliseconds.
+            connection = session.connection()
+            for condition in conditions:
+                for box_id, sha, x, y, w, h, segment, position in connection.execute(
+                    select(*columns).where(in_set, condition)
+                ):
+                    i = wanted.get(box_id)
+                    if i is None:
+                        continue
+                    box = boxes[i]
                     if (sha, x, y, w, h) == (box.image_sha256, box.x, box.y, box.w, box.h):
-                        found[box_id] = (filename, int(position))
-        return found
+                        index.append(i)
+                        segments.append(segment)
+                        positions.append(position)
+            names: dict[int, str] = {}
+            if index:
+                for segment, filename in connection.execute(
+                    select(FeatureSegmentRow.id, FeatureSegmentRow.filename).where(
+                        FeatureSegmentRow.set_id == feature_set.id
+                    )
+                ):
+                    names[segment] = filename
+        return _Found(
+            first,
+            np.asarray(index, dtype=np.int64),
+            np.asarray(segments, dtype=np.int64),
+            np.asarray(positions, dtype=np.int64),
+            names,
+        )
 
     def _open(self, filename: str) -> np.ndarray:
         with self._maps_lock:

@@ -24,6 +24,18 @@ def test_health(client: TestClient) -> None:
     assert body["status"] == "ok" and body["schema_version"] == 1 and body["images"] == 0
 
 
+def test_objects_alive_at_startup_are_frozen_while_the_app_runs(data_dir: Path) -> None:
+    import gc
+
+    from app.config import get_settings
+    from app.main import create_app
+
+    with TestClient(create_app(get_settings())) as client:
+        assert client.get("/api/health").is_success
+        assert gc.get_freeze_count() > 10_000  # torch's and the app's objects, not walked
+    assert gc.get_freeze_count() == 0  # closed: collectable again
+
+
 def test_health_counts_images_from_a_thread_when_the_store_cannot_at_once(
     client: TestClient, photo: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

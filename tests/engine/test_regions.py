@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torchvision.ops import roi_align
 
 from app.boxes import Box, check_box, pixel_span
-from app.engine.regions import region_descriptors, upsample_to_image
+from app.engine.regions import batch_region_descriptors, region_descriptors, upsample_to_image
 
 # (channels, h, w, image width, image height): non-square maps, scales up and down, 1-pixel maps
 SIZES = [(3, 5, 7, 37, 23), (2, 4, 3, 17, 29), (1, 1, 1, 9, 6), (4, 6, 5, 5, 6), (5, 7, 11, 61, 40)]
@@ -152,3 +152,19 @@ def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="grid_size"):
         region_descriptors(fmap, (8, 8), [Box(0, 0, 2, 2)], "grid", grid_size=0)
     assert region_descriptors(fmap, (8, 8), [], "gap") == []
+
+
+@pytest.mark.parametrize("kind", ["gap", "grid", "pixels"])
+def test_a_batch_of_maps_gives_each_image_s_regions(kind: str) -> None:
+    gen = torch.Generator().manual_seed(7)
+    # one map size, images of other sizes (up and down), one image without boxes
+    images = [(37, 23), (9, 6), (61, 40), (17, 29)]
+    counts = [3, 1, 0, 5]
+    fmaps = torch.randn(len(images), 3, 5, 7, generator=gen, dtype=torch.float64)
+    boxes = [_boxes(w, h, n, gen) if n else [] for (w, h), n in zip(images, counts, strict=True)]
+    got = batch_region_descriptors(fmaps, images, boxes, kind, grid_size=3)  # type: ignore[arg-type]
+    assert [len(part) for part in got] == [n + 1 if n else 0 for n in counts]  # + whole image
+    for fmap, size, image_boxes, part in zip(fmaps, images, boxes, got, strict=True):
+        want = region_descriptors(fmap, size, image_boxes, kind, grid_size=3)  # type: ignore[arg-type]
+        for a, b in zip(part, want, strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-12)

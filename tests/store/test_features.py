@@ -203,7 +203,7 @@ def test_a_segment_gone_since_the_lookup_reads_as_missing(store: Store) -> None:
     feature_set = _set(store)
     store.features.write(feature_set, keys[:3], np.ones((3, 37), np.float32))
     store.features.write(feature_set, keys[3:], np.zeros((len(keys) - 3, 37), np.float32))
-    first = next(iter(store.features._locations(feature_set, keys[:1]).values()))[0]
-    (store.features.directory / first).unlink()  # as a compaction in another process would
+    first = next(iter(store.features.locate(feature_set, keys[:1]).values()))[0]
+    first.unlink()  # as a compaction in another process would
     read = store.features.read(feature_set, keys)
     assert set(read) == {k.box_id for k in keys[3:]}

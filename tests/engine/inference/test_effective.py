@@ -45,3 +45,14 @@ def test_icc_edges() -> None:
     assert icc(rows, [torch.arange(4)]) == 1.0  # one unit is one observation
     spread = torch.tensor([[0.0], [1.0], [0.0], [1.0]], dtype=torch.float64)
     assert icc(spread, [a, b]) == 0.0  # negative ANOVA estimate clamped
+
+
+def test_icc_of_float32_rows_in_shuffled_units_equals_the_hand_computation() -> None:
+    rng = np.random.default_rng(11)
+    labels = rng.integers(0, 37, size=3199)  # 37 units of uneven sizes, rows interleaved
+    offsets = rng.normal(size=(37, 5)) * 0.3 + 100.0  # a large common mean: no cancellation
+    rows = (offsets[labels] + rng.normal(size=(3199, 5))).astype(np.float32)
+    units = [torch.from_numpy(np.flatnonzero(labels == u)) for u in range(37)]
+    expected = _hand_icc([rows[labels == u].astype(np.float64) for u in range(37)])
+    assert 0.01 < expected < 0.5
+    assert icc(torch.from_numpy(rows), units) == pytest.approx(expected, rel=1e-9)
