@@ -105,8 +105,8 @@ def region_descriptors(
     checked = [check_box(box, width, height) for box in boxes]
     if not checked:
         return []
-    channels, h, w = fmap.shape
     if kind == "gap":
+        _, h, w = fmap.shape
         cols = [pixel_span(box.x, box.w) for box in checked]
         rows = [pixel_span(box.y, box.h) for box in checked]
         wx = _span_weights(cols, w, width, fmap.dtype)
@@ -117,22 +117,7 @@ def region_descriptors(
         )
         sums = torch.einsum("chw,nh,nw->nc", fmap, wy, wx)  # all boxes in one contraction
         return list((sums / counts[:, None]).unbind(0))
-    sx, sy = w / width, h / height
-    rois = torch.tensor(
-        [[0.0, b.x * sx, b.y * sy, (b.x + b.w) * sx, (b.y + b.h) * sy] for b in checked],
-        dtype=fmap.dtype,
-    )
-    pooled = roi_align(
-        fmap[None],
-        rois,
-        output_size=(grid_size, grid_size),
-        spatial_scale=1.0,
-        sampling_ratio=1,
-        aligned=True,
-    )
-    if kind == "grid":
-        return [p.reshape(-1) for p in pooled]
-    return [p.reshape(channels, -1).T.contiguous() for p in pooled]
+    return _pooled(fmap[None], [image_size], [checked], kind, grid_size)
 
 
 def batch_region_descriptors(

@@ -186,17 +186,7 @@ def raw_heatmap(
     if found is not None:
         return found
     options = CamOptions(**dict(request.options))
-    heatmap_budget(
-        store.settings,
-        model,
-        image,
-        method=request.method,
-        mode=request.mode,
-        batch_size=options.batch_size,
-        max_batch_pixels=options.max_batch_pixels,
-        layer=request.layer,
-        max_channels=options.max_channels,
-    )
+    _budget(store.settings, model, image, request, options)
     decoded = store.load_decoded(image)
     with ENGINE_LOCK:
         # Score-CAM stops between batches when the job or the pool's caller is cancelled
@@ -341,7 +331,17 @@ def estimate_heatmap_work(
         )
     if store.get_result(result_key("heatmap", _payload(model, image, request, boxes))) is not None:
         return Estimate("heat map")
-    options = CamOptions(**dict(request.options))
+    return _budget(settings, model, image, request, CamOptions(**dict(request.options)))
+
+
+def _budget(
+    settings: Settings,
+    model: LoadedModel,
+    image: ImageRecord,
+    request: HeatmapRequest,
+    options: CamOptions,
+) -> Estimate:
+    """The request's memory and work estimate; refused past the settings' limits."""
     return heatmap_budget(
         settings,
         model,
