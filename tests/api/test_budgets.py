@@ -12,6 +12,8 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from tests.api.helpers import module_app
+
 BUDGET = 64 * 2**20
 DECODE_BUDGET = 4 * 2**20
 LAYERS = ["blocks.5.1.add", "conv_head"]
@@ -29,32 +31,28 @@ def project(
 ) -> Iterator[tuple[TestClient, dict[str, Any]]]:
     """An app with a 64 MiB request budget; three textures (altered so that no other test's
     caches hold them), three labelled boxes on each."""
-    from app.config import get_settings
-    from app.main import create_app
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("FEATUREGAP_DATA_DIR", str(tmp_path_factory.mktemp("budgets") / "data"))
-        patch.setenv("FEATUREGAP_MAX_REQUEST_BYTES", str(BUDGET))
-        patch.setenv("FEATUREGAP_MAX_DECODED_BYTES", str(DECODE_BUDGET))
-        get_settings.cache_clear()
-        with TestClient(create_app(get_settings())) as client:
-            ids: dict[str, Any] = {"labels": [], "images": []}
-            for k, name in enumerate(("brick", "grass", "gravel")):
-                array = photo(name)[::-1].copy()
-                array[0, 0] = (k, 17, 201)  # a content no other test uploads
-                image = client.post(
-                    "/api/images", files={"file": (f"{name}.png", _png(array), "image/png")}
-                ).json()
-                for box in (
-                    {"x": 10, "y": 12, "w": 201, "h": 157},
-                    {"x": 250.5, "y": 40, "w": 180, "h": 233},
-                    {"x": 60, "y": 300, "w": 317, "h": 199},
-                ):
-                    client.post(f"/api/images/{image['id']}/boxes", json={**box, "label": name})
-                ids["labels"].append(name)
-                ids["images"].append(image["id"])
-            yield client, ids
-        get_settings.cache_clear()
+    with module_app(
+        tmp_path_factory,
+        "budgets",
+        MAX_REQUEST_BYTES=str(BUDGET),
+        MAX_DECODED_BYTES=str(DECODE_BUDGET),
+    ) as client:
+        ids: dict[str, Any] = {"labels": [], "images": []}
+        for k, name in enumerate(("brick", "grass", "gravel")):
+            array = photo(name)[::-1].copy()
+            array[0, 0] = (k, 17, 201)  # a content no other test uploads
+            image = client.post(
+                "/api/images", files={"file": (f"{name}.png", _png(array), "image/png")}
+            ).json()
+            for box in (
+                {"x": 10, "y": 12, "w": 201, "h": 157},
+                {"x": 250.5, "y": 40, "w": 180, "h": 233},
+                {"x": 60, "y": 300, "w": 317, "h": 199},
+            ):
+                client.post(f"/api/images/{image['id']}/boxes", json={**box, "label": name})
+            ids["labels"].append(name)
+            ids["images"].append(image["id"])
+        yield client, ids
 
 
 @pytest.fixture

@@ -11,6 +11,8 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
+from tests.api.helpers import module_app
+
 pytestmark = pytest.mark.slow
 
 LAYER = "conv_head"
@@ -28,26 +30,17 @@ def project(
     tmp_path_factory: pytest.TempPathFactory, photo: Any
 ) -> Iterator[tuple[TestClient, dict[str, list[dict[str, Any]]]]]:
     """One app with three textures, three labelled boxes on each."""
-    from app.config import get_settings
-    from app.main import create_app
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("FEATUREGAP_DATA_DIR", str(tmp_path_factory.mktemp("dist") / "data"))
-        get_settings.cache_clear()
-        with TestClient(create_app(get_settings())) as client:
-            boxes: dict[str, list[dict[str, Any]]] = {}
-            for name in TEXTURES:
-                image = client.post(
-                    "/api/images", files={"file": (f"{name}.png", photo.png(name), "image/png")}
-                ).json()
-                boxes[name] = [
-                    client.post(
-                        f"/api/images/{image['id']}/boxes", json={**box, "label": name}
-                    ).json()
-                    for box in BOXES
-                ]
-            yield client, boxes
-        get_settings.cache_clear()
+    with module_app(tmp_path_factory, "dist") as client:
+        boxes: dict[str, list[dict[str, Any]]] = {}
+        for name in TEXTURES:
+            image = client.post(
+                "/api/images", files={"file": (f"{name}.png", photo.png(name), "image/png")}
+            ).json()
+            boxes[name] = [
+                client.post(f"/api/images/{image['id']}/boxes", json={**box, "label": name}).json()
+                for box in BOXES
+            ]
+        yield client, boxes
 
 
 def _reference_gap(client: TestClient, boxes: list[dict[str, Any]]) -> torch.Tensor:

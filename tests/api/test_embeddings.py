@@ -10,6 +10,8 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
+from tests.api.helpers import module_app
+
 pytestmark = pytest.mark.slow
 
 LAYER = "blocks.5.1.add"
@@ -26,26 +28,17 @@ def project(
     tmp_path_factory: pytest.TempPathFactory, photo: Any
 ) -> Iterator[tuple[TestClient, list[dict[str, Any]]]]:
     """One app with brick and grass, four labelled boxes on each."""
-    from app.config import get_settings
-    from app.main import create_app
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("FEATUREGAP_DATA_DIR", str(tmp_path_factory.mktemp("emb") / "data"))
-        get_settings.cache_clear()
-        with TestClient(create_app(get_settings())) as client:
-            boxes = []
-            for name in ("brick", "grass"):
-                image = client.post(
-                    "/api/images", files={"file": (f"{name}.png", photo.png(name), "image/png")}
-                ).json()
-                boxes += [
-                    client.post(
-                        f"/api/images/{image['id']}/boxes", json={**box, "label": name}
-                    ).json()
-                    for box in BOXES
-                ]
-            yield client, boxes
-        get_settings.cache_clear()
+    with module_app(tmp_path_factory, "emb") as client:
+        boxes = []
+        for name in ("brick", "grass"):
+            image = client.post(
+                "/api/images", files={"file": (f"{name}.png", photo.png(name), "image/png")}
+            ).json()
+            boxes += [
+                client.post(f"/api/images/{image['id']}/boxes", json={**box, "label": name}).json()
+                for box in BOXES
+            ]
+        yield client, boxes
 
 
 def test_pca_points_match_scikit_learn(project: tuple[TestClient, list[dict[str, Any]]]) -> None:

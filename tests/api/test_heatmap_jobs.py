@@ -13,6 +13,8 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
+from tests.api.helpers import module_app
+
 pytestmark = pytest.mark.slow
 
 BATCH = re.compile(r"^Score-CAM batch (\d+) of (\d+)$")
@@ -21,15 +23,8 @@ BATCH = re.compile(r"^Score-CAM batch (\d+) of (\d+)$")
 @pytest.fixture(scope="module")
 def app_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     """One app on its own data directory (the model loads once), default settings."""
-    from app.config import get_settings
-    from app.main import create_app
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("FEATUREGAP_DATA_DIR", str(tmp_path_factory.mktemp("heatjobs") / "data"))
-        get_settings.cache_clear()
-        with TestClient(create_app(get_settings())) as client:
-            yield client
-        get_settings.cache_clear()
+    with module_app(tmp_path_factory, "heatjobs") as client:
+        yield client
 
 
 @pytest.fixture(scope="module")

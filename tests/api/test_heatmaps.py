@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.api.helpers import module_app
+
 pytestmark = pytest.mark.slow
 
 LAYER = "conv_head"
@@ -20,15 +22,8 @@ LAYER = "conv_head"
 @pytest.fixture(scope="module")
 def app_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     """One app on its own data directory for the module (the model loads once)."""
-    from app.config import get_settings
-    from app.main import create_app
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("FEATUREGAP_DATA_DIR", str(tmp_path_factory.mktemp("heat") / "data"))
-        get_settings.cache_clear()
-        with TestClient(create_app(get_settings())) as client:
-            yield client
-        get_settings.cache_clear()
+    with module_app(tmp_path_factory, "heat") as client:
+        yield client
 
 
 @pytest.fixture(scope="module")
