@@ -170,3 +170,21 @@ def test_cancel_keeps_what_was_done(store: Store, embedded_model: Any) -> None:
     report, _ = extract_boxes(store, embedded_model, boxes, ["conv_head"], batch_size=2)
     assert report.images == 1  # the fifth image alone was left
     assert report.present + report.extracted == len(boxes)
+
+
+def test_progress_counts_images_after_each_batch(store: Store, embedded_model: Any) -> None:
+    boxes = store.boxes()
+    images = len({b.image_id for b in boxes})
+    told: list[tuple[float, str]] = []
+    extract_boxes(
+        store,
+        embedded_model,
+        boxes,
+        ["conv_head"],
+        batch_size=2,
+        progress=lambda fraction, message: told.append((fraction, message)),
+        force=True,
+    )
+    # one step a batch of 2 images, the last one possibly short, ending at all of them
+    done = [min(k, images) for k in range(2, images + 2, 2)]
+    assert told == [(d / images, f"features of {d}/{images} images") for d in done]
