@@ -329,7 +329,7 @@ def estimate_heatmap_work(
             f"target {request.target} is out of range; the model has {classes} classes "
             f"(0 to {classes - 1})"
         )
-    if store.get_result(result_key("heatmap", _payload(model, image, request, boxes))) is not None:
+    if store.has_result(result_key("heatmap", _payload(model, image, request, boxes))):
         return Estimate("heat map")
     return _budget(settings, model, image, request, CamOptions(**dict(request.options)))
 

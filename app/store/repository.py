@@ -1011,6 +1011,11 @@ class Store:
             text = connection.scalar(select(ResultRow.json).where(ResultRow.key == key))
             return None if text is None else orjson.loads(text)
 
+    def has_result(self, key: str) -> bool:
+        """Whether a result is cached under ``key`` (its JSON is neither read nor decoded)."""
+        with self._core() as connection:
+            return connection.scalar(select(ResultRow.key).where(ResultRow.key == key)) is not None
+
     def drop_results_not_matching(self, pattern: str) -> int:
         """Delete cached results whose key is not ``LIKE pattern``; returns how many went."""
         with self._write() as session:

@@ -57,6 +57,7 @@ def test_delete_image_removes_boxes_results_and_file(store: Store) -> None:
     assert not path.exists()
     assert store.boxes() == [kept_box]
     assert store.get_result("r1") is None and store.get_result("r2") == {"v": 3}
+    assert not store.has_result("r1") and store.has_result("r2")
     assert store.count_results(image.id) == 0
     with pytest.raises(KeyError, match="no image with id"):
         store.get_image(image.id)
