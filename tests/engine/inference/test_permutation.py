@@ -259,3 +259,42 @@ def test_bfloat16_products_give_the_float64_p_value(monkeypatch: pytest.MonkeyPa
     near = (slow.null - slow.statistic).abs() < spread / 10  # the margin is one eighth
     assert int(near.sum()) >= 5
     assert float(error[near].max()) < 1e-3 * spread  # recomputed precisely near it
+
+
+@pytest.mark.slow
+def test_bfloat16_products_keep_the_precise_p_and_the_level_under_a_null_of_real_boxes(
+    monkeypatch: pytest.MonkeyPatch, embedded_model: Any, photo: Any
+) -> None:
+    # A null built from real boxes: `gap` at conv_head of 160 boxes of one grass photo,
+    # labelled 90/70 at random in each replicate (random labels make the null hold exactly,
+    # whatever the boxes share). bfloat16 products forced whatever the CPU, from 100 units.
+    from app.boxes import Box
+    from app.engine.features import extract
+    from app.engine.regions import region_descriptors
+    from app.images import decode_image
+
+    image = decode_image(photo.png("grass"), max_pixels=10**8)
+    fmap = extract(embedded_model, [image], ["conv_head"])[0]["conv_head"]
+    g = torch.Generator().manual_seed(3)
+    sizes = 40 + torch.rand(160, 2, generator=g) * 120
+    corners = torch.rand(160, 2, generator=g) * (512 - sizes)
+    boxes = [
+        Box(float(x), float(y), float(w), float(h))
+        for (x, y), (w, h) in zip(corners, sizes, strict=True)
+    ]
+    rows = torch.stack(region_descriptors(fmap, (image.width, image.height), boxes, "gap"))
+    native = {"on": True}
+    monkeypatch.setattr(permutation_module, "_native_bfloat16", lambda: native["on"])
+    monkeypatch.setattr(permutation_module, "_BFLOAT16_FROM", 100)
+    design, reps, rejected = Design.independent(90, 70), 200, 0
+    for rep in range(reps):
+        order = torch.randperm(160, generator=g)
+        x, y = rows[order[:90]], rows[order[90:]]
+        p = []
+        for on in (True, False):
+            native["on"] = on
+            p.append(permutation_test(MMD(), x, y, design, permutations=99, seed=rep).p_value)
+        assert p[0] == p[1], (rep, p)  # bfloat16 draws near the statistic were recomputed
+        rejected += p[0] is not None and p[0] <= 0.05
+    low, high = binom.ppf([0.025, 0.975], reps, 0.05)
+    assert low <= rejected <= high, (rejected, low, high)
