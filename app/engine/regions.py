@@ -97,27 +97,9 @@ def region_descriptors(
     """
     if fmap.dim() != 3:
         raise ValueError(f"expected a C×h×w feature map, got shape {tuple(fmap.shape)}")
-    if kind not in ("gap", "grid", "pixels"):
-        raise ValueError(f"unknown descriptor {kind!r}; use 'gap', 'grid' or 'pixels'")
-    if grid_size < 1:
-        raise ValueError(f"grid_size must be at least 1, got {grid_size}")
-    width, height = image_size
-    checked = [check_box(box, width, height) for box in boxes]
-    if not checked:
-        return []
-    if kind == "gap":
-        _, h, w = fmap.shape
-        cols = [pixel_span(box.x, box.w) for box in checked]
-        rows = [pixel_span(box.y, box.h) for box in checked]
-        wx = _span_weights(cols, w, width, fmap.dtype)
-        wy = _span_weights(rows, h, height, fmap.dtype)
-        counts = torch.tensor(
-            [(c[1] - c[0]) * (r[1] - r[0]) for c, r in zip(cols, rows, strict=True)],
-            dtype=fmap.dtype,
-        )
-        sums = torch.einsum("chw,nh,nw->nc", fmap, wy, wx)  # all boxes in one contraction
-        return list((sums / counts[:, None]).unbind(0))
-    return _pooled(fmap[None], [image_size], [checked], kind, grid_size)
+    # One implementation for one image and a batch: the local pipeline (batches) and Ray's
+    # actors (an image at a time) give the same bits.
+    return batch_region_descriptors(fmap[None], [image_size], [boxes], kind, grid_size)[0]
 
 
 def batch_region_descriptors(
