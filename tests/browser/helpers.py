@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-__all__ = ["open_dashboard", "post_box", "post_image", "wait_for"]
+__all__ = ["open_dashboard", "open_image", "post_box", "post_image", "wait_for"]
 
 Page = Any
 
@@ -31,6 +31,21 @@ def open_dashboard(page: Page, origin: str) -> None:
     """Load the page and wait until its script marks it ready."""
     page.goto(origin + "/")
     page.wait_for_selector("body[data-ready='1']")
+
+
+def open_image(page: Page, filename: str) -> dict[str, float]:
+    """Open the image from its gallery card; its overlay's box on screen once laid out.
+
+    The editor marks ``#editor-stage[data-shown=<id>]`` after the picture is decoded and
+    placed; the image element's ``complete`` is already true before (no src yet), and the
+    overlay's viewBox is set before the layout.
+    """
+    card = page.locator(".card", has=page.locator(f"img[alt='{filename}']"))
+    image_id = card.get_attribute("data-image-id")
+    card.locator("img").click()
+    page.wait_for_selector(f"#editor-stage[data-shown='{image_id}']")
+    box: dict[str, float] = page.locator(".editor-overlay").bounding_box()
+    return box
 
 
 def post_image(origin: str, name: str, png: bytes) -> dict[str, Any]:

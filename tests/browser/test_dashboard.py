@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.browser.helpers import open_dashboard, post_box, post_image, wait_for
+from tests.browser.helpers import open_dashboard, open_image, post_box, post_image, wait_for
 
 Page = Any
 _wait_for = partial(wait_for, timeout=30.0)  # this file's default wait
@@ -24,21 +24,6 @@ def _upload(page: Page, name: str, png: bytes) -> None:
         "#upload-input", files=[{"name": f"{name}.png", "mimeType": "image/png", "buffer": png}]
     )
     page.wait_for_selector(f".card img[alt='{name}.png']")
-
-
-def _open_image(page: Page, name: str) -> dict[str, float]:
-    """Open the image from its card; its overlay's box on screen once the editor laid it out.
-
-    The editor marks ``#editor-stage[data-shown=<id>]`` after the picture is decoded and
-    placed; the image element's ``complete`` is already true before (no src yet), and the
-    overlay's viewBox is set before the layout.
-    """
-    card = page.locator(".card", has=page.locator(f"img[alt='{name}.png']"))
-    image_id = card.get_attribute("data-image-id")
-    card.locator("img").click()
-    page.wait_for_selector(f"#editor-stage[data-shown='{image_id}']")
-    box: dict[str, float] = page.locator(".editor-overlay").bounding_box()
-    return box
 
 
 def _images(origin: str) -> list[dict[str, Any]]:
@@ -85,7 +70,7 @@ def test_boxes_drawn_resized_moved_deleted_and_undone_in_image_pixels(
     _upload(page, "chelsea", photo.png("chelsea"))
     image = next(i for i in _images(server) if i["filename"] == "chelsea.png")
     width, height = image["width"], image["height"]
-    shown = _open_image(page, "chelsea")
+    shown = open_image(page, "chelsea.png")
     scale = shown["width"] / width
     assert abs(scale - 1) > 0.2, f"the test needs a display scale other than 1, got {scale}"
     assert shown["height"] / height == pytest.approx(scale, rel=0.01)
@@ -171,7 +156,7 @@ def test_heat_map_overlay_box_scores_predictions_and_errors(
     box_id = post_box(server, image["id"], 160, 40, 300, 260, "cup")
     page.reload()
     page.wait_for_selector("body[data-ready='1']")
-    _open_image(page, "coffee")
+    open_image(page, "coffee.png")
     page.click("#run-heatmap")
     assert _traces(page, "heatmap-plot") >= 1
     page.wait_for_selector("#heatmap-scores td")
@@ -372,7 +357,7 @@ def test_html_and_formulas_in_labels_stay_inert(
     post_box(server, image_id, 150, 40, 120, 300, link)
     post_box(server, image_id, 20, 300, 100, 100, formula)
     open_dashboard(page, server)
-    _open_image(page, "rocket")
+    open_image(page, "rocket.png")
     page.click("#run-heatmap")
     assert _traces(page, "heatmap-plot") >= 3
     # Shown as the characters typed: no link, no styled span, in the caption or the legend.
@@ -417,7 +402,7 @@ def test_new_boxes_take_the_active_label_and_relabelling_is_explicit(
     page, _ = watched_page
     image = post_image(server, "astronaut", photo.png("astronaut"))
     open_dashboard(page, server)
-    screen = _screen(_open_image(page, "astronaut"), image["width"])
+    screen = _screen(open_image(page, "astronaut.png"), image["width"])
 
     # Issue 12: draw, type the next label, draw again. The first box (still selected while
     # the label is typed) must keep its label; before the fix it became "leaves".
@@ -473,7 +458,7 @@ def test_nested_boxes_drawn_with_shift_or_draw_mode_and_moved_without(
     page, _ = watched_page
     image = post_image(server, "camera", photo.png("camera"))
     open_dashboard(page, server)
-    shown = _open_image(page, "camera")
+    shown = open_image(page, "camera.png")
     assert abs(shown["width"] / image["width"] - 1) > 0.05, "the test needs a scale other than 1"
     screen = _screen(shown, image["width"])
     assert "Shift" in page.locator("#editor-hint").inner_text()

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.browser.helpers import post_box, wait_for
+from tests.browser.helpers import open_dashboard, open_image, post_box, wait_for
 
 Page = Any
 _wait_for = partial(wait_for, timeout=30.0)  # this file's default wait
@@ -82,16 +82,6 @@ def _geometry(boxes: Boxes) -> list[tuple[Any, ...]]:
     return sorted((b["label"], b["x"], b["y"], b["w"], b["h"]) for b in boxes)
 
 
-def _open_page(page: Page, origin: str) -> None:
-    page.goto(origin + "/")
-    page.wait_for_selector("body[data-ready='1']")
-
-
-def _open_image(page: Page, image: dict[str, Any]) -> None:
-    page.click(f".card[data-image-id='{image['id']}'] img")
-    page.wait_for_selector(f"#editor-stage[data-shown='{image['id']}']")
-
-
 class View:
     """Where the image is on screen now: image pixels ↔ viewport pixels."""
 
@@ -127,8 +117,8 @@ def test_wheel_zoom_keeps_the_point_under_the_cursor_and_space_or_middle_drag_pa
 ) -> None:
     page, _ = watched_page
     image = new_image("zoom.png", 641, 427, 11)
-    _open_page(page, server)
-    _open_image(page, image)
+    open_dashboard(page, server)
+    open_image(page, image["filename"])
     fit = View(page, image)
     assert page.input_value("#zoom") == "fit"
     assert page.inner_text("#zoom-level") == f"= {round(fit.scale * 1000) / 10:g}%"
@@ -230,8 +220,8 @@ def test_boxes_drawn_at_any_zoom_on_a_high_dpi_screen_are_exact_in_image_pixels(
     page, _ = hidpi_page
     assert page.evaluate("window.devicePixelRatio") == 1.5
     image = new_image("hidpi.png", 733, 509, 17)
-    _open_page(page, server)
-    _open_image(page, image)
+    open_dashboard(page, server)
+    open_image(page, image["filename"])
     page.fill("#box-label", "hidpi")
     corners = [(41.3, 37.8, 163.6, 120.2), (300.2, 200.7, 331.9, 251.4), (500.3, 90.1, 520.8, 99.6)]
     expected = []
@@ -285,8 +275,8 @@ def test_a_40px_box_on_a_4800px_photo_stays_visible_and_grabbable_at_every_zoom(
     page, _ = watched_page
     image = new_image("large.png", 4800, 3202, 12)
     box_id = post_box(server, image["id"], 2400, 1600, 40, 40, "speck")
-    _open_page(page, server)
-    _open_image(page, image)
+    open_dashboard(page, server)
+    open_image(page, image["filename"])
     view = View(page, image)
     assert view.scale < 0.25, "the test needs a photo much larger than the stage"
     centre = view.screen(2420, 1620)
@@ -365,8 +355,8 @@ def test_label_bar_lists_colours_and_counts_and_hotkeys_pick_the_active_label(
     post_box(server, image["id"], 100, 10, 60, 50, "bar-apple")
     post_box(server, other["id"], 10, 10, 60, 50, "bar-apple")
     post_box(server, other["id"], 10, 100, 60, 50, "bar-pear")
-    _open_page(page, server)
-    _open_image(page, image)
+    open_dashboard(page, server)
+    open_image(page, image["filename"])
     rows = _labels(server)
     here = {"bar-apple": 2}
     chips = _chips(page)
@@ -443,8 +433,8 @@ def test_undo_and_redo_of_every_edit_survive_reopening_the_image(
     page, _ = watched_page
     image = new_image("history.png", 520, 400, 15)
     other = new_image("history-other.png", 320, 240, 16)
-    _open_page(page, server)
-    _open_image(page, image)
+    open_dashboard(page, server)
+    open_image(page, image["filename"])
     view = View(page, image)
     assert page.is_disabled("#undo") and page.is_disabled("#redo")
 
@@ -475,13 +465,13 @@ def test_undo_and_redo_of_every_edit_survive_reopening_the_image(
 
     # Another image, with an edit of its own, then back: the history is still there.
     page.click("#close-viewer")
-    _open_image(page, other)
+    open_image(page, other["filename"])
     other_view = View(page, other)
     page.fill("#box-label", "hist-other")
     _drag(page, other_view.screen(20, 20), other_view.screen(120, 100))
     other_boxes = _wait_boxes(server, other["id"], lambda b: len(b) == 1)
     page.click("#close-viewer")
-    _open_image(page, image)
+    open_image(page, image["filename"])
     assert page.is_enabled("#undo")
 
     # Undo walks back through every state, through the store; redo walks forward again.
@@ -501,7 +491,7 @@ def test_undo_and_redo_of_every_edit_survive_reopening_the_image(
     # A page reload (same tab) keeps the steps: undo the delete and the second box returns.
     page.reload()
     page.wait_for_selector("body[data-ready='1']")
-    _open_image(page, image)
+    open_image(page, image["filename"])
     _key(page, "Control+z")
     _wait_boxes(server, image["id"], lambda b: _geometry(b) == states[-2])
     assert page.locator(".box").count() == 2
@@ -552,8 +542,8 @@ def test_a_photo_with_nested_boxes_shows_the_inner_ones_on_top_and_one_chip_per_
         ids = {
             label: post_box(server, image["id"], *xywh, label) for label, *xywh in ASTRONAUT_BOXES
         }
-        _open_page(page, server)
-        _open_image(page, image)
+        open_dashboard(page, server)
+        open_image(page, image["filename"])
         _wait_for(page, f"document.querySelectorAll('.box').length === {len(ASTRONAUT_BOXES)}")
 
         # Each box's centre hits that box: the nested face and patch sit above the person.

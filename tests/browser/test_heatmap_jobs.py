@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from tests.browser.helpers import open_dashboard, post_box, post_image, wait_for
+from tests.browser.helpers import open_dashboard, open_image, post_box, post_image, wait_for
 
 Page = Any
 BATCH = re.compile(r"Score-CAM batch (\d+) of (\d+)")
@@ -23,9 +23,7 @@ def test_all_channel_scorecam_shows_batches_and_cancel_stops_the_job(
     image = post_image(server, "chelsea-scorecam", photo.png("chelsea"))
     post_box(server, image["id"], 140, 20, 180, 210, "cat")
     open_dashboard(page, server)
-    card = page.locator(".card", has=page.locator("img[alt='chelsea-scorecam.png']"))
-    card.locator("img").click()
-    page.wait_for_selector(f"#editor-stage[data-shown='{image['id']}']")
+    open_image(page, "chelsea-scorecam.png")
 
     page.select_option("#method", "scorecam")
     page.select_option("#heat-layer", "bn2")
@@ -78,9 +76,7 @@ def test_a_cancelled_grid_keeps_the_cells_it_drew_and_marks_the_rest(
     image = post_image(server, "coffee-scorecam", photo.png("coffee"))
     post_box(server, image["id"], 100, 60, 200, 200, "cup")
     open_dashboard(page, server)
-    card = page.locator(".card", has=page.locator("img[alt='coffee-scorecam.png']"))
-    card.locator("img").click()
-    page.wait_for_selector(f"#editor-stage[data-shown='{image['id']}']")
+    open_image(page, "coffee-scorecam.png")
     page.select_option("#method", "gradcam")
     page.select_option("#heat-layer", "bn2")
     assert page.locator("#scorecam-field").is_hidden()

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.browser.helpers import open_dashboard, post_box, post_image, wait_for
+from tests.browser.helpers import open_dashboard, open_image, post_box, post_image, wait_for
 
 Page = Any
 _wait_for = partial(wait_for, timeout=60.0)  # this file's default wait
@@ -29,15 +29,6 @@ def _own_png(photo: Any, name: str) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def _open_image(page: Page, name: str) -> None:
-    """Open the image from its card and wait until the editor has laid it out (it marks
-    ``#editor-stage[data-shown=<id>]``; the image element is ``complete`` before, with no src)."""
-    card = page.locator(".card", has=page.locator(f"img[alt='{name}.png']"))
-    image_id = card.get_attribute("data-image-id")
-    card.locator("img").click()
-    page.wait_for_selector(f"#editor-stage[data-shown='{image_id}']")
 
 
 def _drawn(page: Page, plot_id: str) -> None:
@@ -59,7 +50,7 @@ def test_heat_map_panel_target_search_channel_prediction_click_grid_and_errors(
     cat = post_box(server, image["id"], 140, 20, 180, 210, "cat face")
     ear = post_box(server, image["id"], 20, 200, 110, 90, "background")
     open_dashboard(page, server)
-    _open_image(page, "chelsea-panel")
+    open_image(page, "chelsea-panel.png")
 
     # The panel sits right under the image and its label bar (the image keeps the width),
     # and beside it on a wide screen.
