@@ -109,11 +109,9 @@ def batch_region_descriptors(
     kind: Descriptor,
     grid_size: int = 4,
 ) -> list[list[torch.Tensor]]:
-    """:func:`region_descriptors` of a batch's maps, every box of every image in one
-    contraction (``gap``) or one ``roi_align`` (``grid``, ``pixels``).
-
-    One op a batch rather than one an image: a batch's regions stay a few ops, which matters
-    when every op wakes torch's intra-op threads.
+    """:func:`region_descriptors` of a batch's maps: ``gap`` one contraction an image (its
+    separable weights stay ``n×(h+w)``), ``grid`` and ``pixels`` one ``roi_align`` for the
+    whole batch.
 
     Args:
         fmaps: ``B×C×h×w`` feature maps of ``B`` images (one input size).
@@ -148,32 +146,35 @@ def batch_region_descriptors(
         return [[] for _ in checked]
     batch, channels, h, w = fmaps.shape
     if kind == "gap":
-        # weights[b, k, i·w + j]: the mean weight of image b's box k on map cell (i, j). In
-        # float64, each image apart (a batched product, zero rows past an image's boxes):
-        # a box's descriptor does not change with the batch it was extracted in.
-        weights = torch.zeros(batch, max(counts), h * w, dtype=torch.float64)
-        for b, ((width, height), image_boxes) in enumerate(zip(image_sizes, checked, strict=True)):
-            if not image_boxes:
-                continue
-            cols = [pixel_span(box.x, box.w) for box in image_boxes]
-            rows = [pixel_span(box.y, box.h) for box in image_boxes]
-            wx = _span_weights(cols, w, width, torch.float64)
-            wy = _span_weights(rows, h, height, torch.float64)
-            area = torch.tensor(
-                [(c[1] - c[0]) * (r[1] - r[0]) for c, r in zip(cols, rows, strict=True)],
-                dtype=torch.float64,
-            )
-            outer = (wy[:, :, None] * wx[:, None, :]).reshape(len(image_boxes), h * w)
-            weights[b, : len(image_boxes)] = outer / area[:, None]
-        cells = fmaps.reshape(batch, channels, h * w).transpose(1, 2).to(torch.float64)
-        means = torch.bmm(weights, cells).to(fmaps.dtype)  # B × boxes × C
-        return [list(means[b, :n].unbind(0)) for b, n in enumerate(counts)]
+        return [
+            _gap(fmap, size, image_boxes) if image_boxes else []
+            for fmap, size, image_boxes in zip(fmaps, image_sizes, checked, strict=True)
+        ]
     found = _pooled(fmaps, image_sizes, checked, kind, grid_size)
     out, start = [], 0
     for n in counts:
         out.append(found[start : start + n])
         start += n
     return out
+
+
+def _gap(fmap: torch.Tensor, image_size: tuple[int, int], boxes: list[Box]) -> list[torch.Tensor]:
+    """``gap`` of one image's boxes: the box's mean over the map brought to the image grid,
+    as separable span weights (``n×h`` and ``n×w``, never ``n×h·w``: at an early layer in
+    native mode that product is hundreds of MB). In float64, one image at a time, so a
+    descriptor does not change with the batch it was extracted in."""
+    width, height = image_size
+    _, h, w = fmap.shape
+    cols = [pixel_span(box.x, box.w) for box in boxes]
+    rows = [pixel_span(box.y, box.h) for box in boxes]
+    wx = _span_weights(cols, w, width, torch.float64)
+    wy = _span_weights(rows, h, height, torch.float64)
+    area = torch.tensor(
+        [(c[1] - c[0]) * (r[1] - r[0]) for c, r in zip(cols, rows, strict=True)],
+        dtype=torch.float64,
+    )
+    sums = torch.einsum("chw,nh,nw->nc", fmap.to(torch.float64), wy, wx)
+    return list((sums / area[:, None]).to(fmap.dtype).unbind(0))
 
 
 def _pooled(
