@@ -201,7 +201,7 @@ def _measure_bytes(measure: str, options: Mapping[str, Any], rows: int, dims: in
         bins = int(options.get("bins", 16))
         return 3 * bins * bins * F64 + 6 * dims * F64 + pooled
     if measure in _MMD_MEASURES:
-        block = min(int(options.get("block_size", 2048)), max(1, rows))
+        block = min(int(options.get("block_size", 1024)), max(1, rows))  # MMDOptions default
         return 3 * block * block * F64 + 2 * pooled
     if measure == "grassmann":
         return 3 * pooled + 2 * min(rows, dims) * dims * F64

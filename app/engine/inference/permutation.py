@@ -37,7 +37,7 @@ _MMD_OPTIONS = {
 }
 _FULL_KERNEL_ROWS = 4096  # elements up to which U is kept whole (128 MiB in float64)
 _UNIT_BLOCK = 512  # rows of U per product in a batch's quadratic forms
-_KERNEL_BLOCK = 2048  # rows per kernel block while U is built (a multiple of _UNIT_BLOCK)
+_KERNEL_BLOCK = 1024  # rows per kernel block while U is built (a multiple of _UNIT_BLOCK)
 _BFLOAT16_FROM = 512  # elements from which random draws' products may run in bfloat16
 _MARGIN_SAMPLE = 32  # draws of the first batch computed both ways to bound the fast error
 

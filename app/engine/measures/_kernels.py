@@ -7,6 +7,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
@@ -67,19 +68,33 @@ def _blocks(n: int, total: int, size: int) -> list[tuple[int, int]]:
 
 
 # Values per elementwise pass after a block's matrix product: a whole default block
-# (2048², 16 MiB of float32, held in the shared L3 cache). Smaller chunks stay in L2 and
+# (1024², 4 MiB of float32, held in the shared L3 cache). Smaller chunks stay in L2 and
 # win a little on an idle machine, but every pass is a parallel region whose threads must
 # all be scheduled: on a loaded machine ten passes per 256 KiB chunk cost more than the
 # matrix product itself (measured on 2 busy cores: 4.3 s vs 9.3 s for 2 x 4,000 rows).
 _CHUNK = 1 << 22
 
 
+def _onednn_product(z: Tensor) -> bool:
+    """Whether blocks of ``z`` multiply as a 1×1 convolution (oneDNN) instead of ``mm``.
+
+    On the CPU, float32 ``torch.mm`` is MKL's sgemm, which keeps to its AVX2 kernels on AMD
+    processors; oneDNN, behind ``conv2d``, picks its kernels by the CPU's features (AVX-512
+    here): 415–450 vs 215 GFLOP/s for 1024-row blocks of 1,282 columns on this 2-core EPYC.
+    Same float32 products, summed in another order. Without oneDNN, or on one thread,
+    ``conv2d`` falls back to the same sgemm (measured equal: 109 GFLOP/s each).
+    """
+    cpu32 = z.device.type == "cpu" and z.dtype == torch.float32
+    return cpu32 and bool(torch._C._has_mkldnn) and bool(torch.backends.mkldnn.enabled)
+
+
 class _Gram:
     """Upper row blocks of ``−‖zi−zj‖² / s`` for the kernel's widest scale ``s``.
 
     Each block is one matrix product of augmented rows, ``[2zi/s, −‖zi‖²/s, 1] ·
-    [zj, 1, −‖zj‖²/s]``, written into one reused buffer: no separate passes to add the
-    norms, no fresh allocation per block, nothing of size ``n×m``.
+    [zj, 1, −‖zj‖²/s]``: no separate passes to add the norms, nothing of size ``n×m``. The
+    column side is laid out transposed (``(d+2)×cols``) once per column block, the row side
+    is rebuilt per block from ``z``'s rows.
     """
 
     def __init__(self, z: Tensor, kernel: Kernel, block_size: int) -> None:
@@ -87,32 +102,42 @@ class _Gram:
         self.top = max(kernel.scales)
         self.sq = z.square().sum(1)
         rows, width = min(block_size, z.shape[0]), z.shape[1] + 2
-        self._left = z.new_empty(rows, width)
-        self._right = z.new_empty(rows, width)
-        self._out = z.new_empty(rows * rows)
+        self._rows = z.new_empty(rows * width)
+        self._columns = z.new_empty(width * rows)
+        self._onednn = _onednn_product(z)
+        self._out = None if self._onednn else z.new_empty(rows * rows)
 
-    def _side(self, buf: Tensor, i0: int, i1: int, left: bool) -> Tensor:
-        out, s = buf[: i1 - i0], self.top
-        if left:
-            torch.mul(self.z[i0:i1], 2.0 / s, out=out[:, :-2])
-            torch.mul(self.sq[i0:i1], -1.0 / s, out=out[:, -2])
-            out[:, -1] = 1.0
-        else:
-            out[:, :-2] = self.z[i0:i1]
-            out[:, -2] = 1.0
-            torch.mul(self.sq[i0:i1], -1.0 / s, out=out[:, -1])
+    def _row_side(self, i0: int, i1: int) -> Tensor:
+        out, s = self._rows[: (i1 - i0) * (self.z.shape[1] + 2)].view(i1 - i0, -1), self.top
+        torch.mul(self.z[i0:i1], 2.0 / s, out=out[:, :-2])
+        torch.mul(self.sq[i0:i1], -1.0 / s, out=out[:, -2])
+        out[:, -1] = 1.0
         return out
 
+    def _column_side(self, j0: int, j1: int) -> Tensor:
+        out = self._columns[: (self.z.shape[1] + 2) * (j1 - j0)].view(-1, j1 - j0)
+        out[:-2] = self.z[j0:j1].T
+        out[-2] = 1.0
+        torch.mul(self.sq[j0:j1], -1.0 / self.top, out=out[-1])
+        return out
+
+    def _product(self, rows: Tensor, columns: Tensor) -> Tensor:
+        if self._onednn:
+            # conv2d(x [1, d+2, cols, 1], w [rows, d+2, 1, 1])[0, r, c, 0] = rows[r] · columns[:, c]
+            return F.conv2d(columns[None, :, :, None], rows[:, :, None, None])[0, :, :, 0]
+        assert self._out is not None
+        g = self._out[: rows.shape[0] * columns.shape[1]].view(rows.shape[0], columns.shape[1])
+        return torch.mm(rows, columns, out=g)
+
     def blocks(self, n: int) -> Iterator[tuple[tuple[int, int], tuple[int, int], Tensor]]:
-        """``(rows, cols, G)`` over the upper block triangle; ``G`` is overwritten by the
-        next block, and its entries are ``≤ 0`` with exact zeros on the diagonal."""
+        """``(rows, cols, G)`` over the upper block triangle, column block by column block;
+        ``G`` may be overwritten by the next block, and its entries are ``≤ 0`` with exact
+        zeros on the diagonal."""
         spans = _blocks(n, self.z.shape[0], self.block_size)
-        for bi, (i0, i1) in enumerate(spans):
-            left = self._side(self._left, i0, i1, left=True)
-            for j0, j1 in spans[bi:]:
-                right = self._side(self._right, j0, j1, left=False)
-                g = self._out[: (i1 - i0) * (j1 - j0)].view(i1 - i0, j1 - j0)
-                torch.mm(left, right.T, out=g)
+        for bj, (j0, j1) in enumerate(spans):
+            columns = self._column_side(j0, j1)
+            for i0, i1 in spans[: bj + 1]:
+                g = self._product(self._row_side(i0, i1), columns)
                 if i0 == j0:
                     g.fill_diagonal_(0)  # exact k(0) on the diagonal, whatever the rounding
                 yield (i0, i1), (j0, j1), g.clamp_(max=0)

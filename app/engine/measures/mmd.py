@@ -34,7 +34,7 @@ __all__ = [
 
 Estimator = Literal["biased", "unbiased", "linear"]
 KernelKind = Literal["gaussian", "multi"]
-_BLOCK = 2048
+_BLOCK = 1024
 
 # Bounds that keep the work and memory of one call bounded: a Gram block is
 # block_size² values (8192² float64 = 512 MiB at most), each bandwidth is one pass.

@@ -28,7 +28,7 @@ class SeedMMDOptions(MeasureOptions):
             "The middle bandwidth b (of exp(-d²/b)); none or 0: the mean squared distance."
         ),
     )
-    block_size: BlockSize = 2048
+    block_size: BlockSize = 1024
 
 
 @register
