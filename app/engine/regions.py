@@ -18,6 +18,7 @@ Boxes are checked and clipped by :func:`app.boxes.check_box` first.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Literal
 
@@ -48,16 +49,14 @@ def upsample_to_image(map2d: torch.Tensor, image_size: tuple[int, int]) -> torch
     return out[0, 0]
 
 
-def _span_weights(
-    spans: Sequence[tuple[int, int]], small: int, large: int, dtype: torch.dtype
-) -> torch.Tensor:
-    """Per span ``(first, stop)``: the sum over output pixels ``first..stop-1`` of their 1-D
-    bilinear weights on the input (``len(spans)×small``).
+@functools.lru_cache(maxsize=64)
+def _running_weights(small: int, large: int) -> torch.Tensor:
+    """Running sums over the ``large`` output pixels of their 1-D bilinear weights on the
+    ``small`` input (``(large+1)×small`` float64, row ``k``: pixels ``0..k-1``), shared
+    between calls (a dataset's images have a few sizes): never written to.
 
     Follows PyTorch's ``align_corners=False`` rule: source ``(i + 0.5)·small/large − 0.5``,
-    negative sources clamp to 0, the upper neighbour clamps to ``small − 1``. Every span
-    reads one table of running sums over the ``large`` output pixels (in float64), so many
-    boxes cost one table, not one loop each.
+    negative sources clamp to 0, the upper neighbour clamps to ``small − 1``.
     """
     index = torch.arange(large, dtype=torch.float64)
     src = ((index + 0.5) * (small / large) - 0.5).clamp(min=0.0)
@@ -67,7 +66,17 @@ def _span_weights(
     table = torch.zeros(large + 1, small, dtype=torch.float64)  # row k + 1: output pixel k
     table[1:].scatter_add_(1, low[:, None], (1.0 - frac)[:, None])
     table[1:].scatter_add_(1, high[:, None], frac[:, None])
-    running = table.cumsum(0)
+    return table.cumsum(0)
+
+
+def _span_weights(
+    spans: Sequence[tuple[int, int]], small: int, large: int, dtype: torch.dtype
+) -> torch.Tensor:
+    """Per span ``(first, stop)``: the sum over output pixels ``first..stop-1`` of their 1-D
+    bilinear weights on the input (``len(spans)×small``), as two rows of one table of
+    running sums (:func:`_running_weights`), so many boxes cost one table, not one loop each.
+    """
+    running = _running_weights(small, large)
     first, stop = torch.tensor(spans, dtype=torch.long).reshape(-1, 2).unbind(1)
     return (running[stop] - running[first]).to(dtype)
 
