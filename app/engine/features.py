@@ -110,8 +110,9 @@ def default_cache(max_bytes: int) -> FeatureCache:
 
 
 def _extractor(model: LoadedModel, nodes: tuple[str, ...]) -> Extractor:
-    """The model's traced extractor for ``nodes`` (kept by :func:`app.engine.graph.traced`)."""
-    return traced(model.module).extractor(nodes)
+    """The model's traced extractor for ``nodes`` (kept by :func:`app.engine.graph.traced`),
+    batch norms folded: these passes only read feature maps (and logits)."""
+    return traced(model.module).extractor(nodes, folded=True)
 
 
 def _prepare(

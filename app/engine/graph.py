@@ -23,6 +23,7 @@ from timm.models._features_fx import create_feature_extractor, get_graph_node_na
 from torch import nn
 from torch.fx import GraphModule
 
+from app.engine.fold import Folding
 from app.lru import LRU
 
 __all__ = [
@@ -99,16 +100,25 @@ class Extractor:
         activations: its submodules with an ``inplace`` flag; the flag is switched off
             before every pass, since the submodules are shared with the model and whoever
             else uses the model may have switched it back on.
+        before: called before every pass (brings folded batch norms up to date).
     """
 
-    def __init__(self, graph_module: GraphModule, activations: Sequence[nn.Module] = ()) -> None:
+    def __init__(
+        self,
+        graph_module: GraphModule,
+        activations: Sequence[nn.Module] = (),
+        before: Callable[[], None] | None = None,
+    ) -> None:
         self.graph_module = graph_module.eval()
         self._activations = list(activations)
+        self._before = before
 
     def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         for sub in self._activations:
             vars(sub)["inplace"] = False  # nn.Module keeps the flag as a plain attribute
         with TRACE_LOCK.forward():
+            if self._before is not None:
+                self._before()
             out: dict[str, torch.Tensor] = self.graph_module(x)
         return out
 
@@ -126,7 +136,8 @@ class TracedModel:
         self.names: list[str] = list(eval_nodes)
         """The graph node names in eval mode, in execution order."""
         self._known = set(self.names)
-        self._extractors: LRU[tuple[str, ...], Extractor] = LRU(MAX_EXTRACTORS)
+        self._extractors: LRU[tuple[bool, tuple[str, ...]], Extractor] = LRU(MAX_EXTRACTORS)
+        self._folding = Folding(module)
         self._facts: dict[str, object] = {}
         self._lock = threading.RLock()  # re-entrant: a fact may need an extractor
 
@@ -145,8 +156,12 @@ class TracedModel:
             )
             raise KeyError(f"unknown layer {unknown[0]!r}; use one of {shown}")
 
-    def extractor(self, nodes: Sequence[str]) -> Extractor:
+    def extractor(self, nodes: Sequence[str], *, folded: bool = False) -> Extractor:
         """The extractor returning ``nodes`` in graph order (traced on first use, then kept).
+
+        ``folded``: batch norms folded into the convolutions before them
+        (:mod:`app.engine.fold`), for passes that only read feature maps; the model's own
+        modules (and hooks on them) are then not all called.
 
         Raises:
             KeyError: a node is not in the graph (the message lists valid ones).
@@ -155,10 +170,10 @@ class TracedModel:
         wanted = set(nodes)  # one extractor per set, returning the nodes in graph order
         key = tuple(n for n in self.names if n in wanted)
         with self._lock:  # one trace per node set, also when two threads ask at once
-            found = self._extractors.get(key)
+            found = self._extractors.get((folded, key))
             if found is None:
-                found = _trace_extractor(self._model(), key)
-                self._extractors.put(key, found)
+                found = _trace_extractor(self._model(), key, self._folding if folded else None)
+                self._extractors.put((folded, key), found)
             return found
 
     def run(self, x: torch.Tensor, nodes: Sequence[str]) -> dict[str, torch.Tensor]:
@@ -216,10 +231,13 @@ def extractor(model: nn.Module, nodes: Sequence[str]) -> Extractor:
     return traced(model).extractor(nodes)
 
 
-def _trace_extractor(model: nn.Module, nodes: tuple[str, ...]) -> Extractor:
+def _trace_extractor(
+    model: nn.Module, nodes: tuple[str, ...], folding: Folding | None
+) -> Extractor:
     with TRACE_LOCK:
         module: GraphModule = create_feature_extractor(model, return_nodes={n: n for n in nodes})
-    return Extractor(module, _without_inplace(module))
+    before = folding.install(module) if folding is not None else None
+    return Extractor(module, _without_inplace(module), before)
 
 
 def _without_inplace(module: GraphModule) -> list[nn.Module]:

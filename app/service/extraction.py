@@ -61,9 +61,16 @@ class ExtractionReport:
     seconds: float
 
 
+# How the forward pass ran, part of a feature set's key: since batch norms are folded into
+# the convolutions (app.engine.fold), descriptors differ from the unfolded pass's by float32
+# rounding (~3e-6 of the largest value); a store's older sets are not mixed with new ones.
+_FORWARD = "bn-folded"
+
+
 def mode_key(mode: InputMode, native_max_side: int) -> str:
-    """The input mode as the feature store keys it (``native`` depends on its size cap)."""
-    return mode if mode == "resize" else f"native@{native_max_side}"
+    """The input mode as the feature store keys it (``native`` depends on its size cap),
+    with how the forward ran (:data:`_FORWARD`)."""
+    return f"{mode if mode == 'resize' else f'native@{native_max_side}'}+{_FORWARD}"
 
 
 def feature_sets(

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from app.engine import features
 from app.engine.features import FeatureCache, default_cache, extract
-from app.engine.graph import extractor
+from app.engine.graph import traced
 from app.engine.models import LoadedModel
 from app.engine.preprocess import input_size, to_input
 from app.images import DecodedImage
@@ -40,7 +40,8 @@ def test_batched_extraction_equals_one_image_at_a_time(
         progress=lambda done, total: seen.append((done, total)),
     )
     assert seen == [(2, 3), (3, 3)]
-    single = extractor(model.module, ["bn2", "blocks.3.0.conv_pw"])
+    # one image at a time through the same (batch-norm folded) extractor
+    single = traced(model.module).extractor(["bn2", "blocks.3.0.conv_pw"], folded=True)
     for image, result in zip(images, out, strict=True):
         x = to_input(image.pixels, model.spec)[None]
         with torch.inference_mode():
@@ -147,5 +148,5 @@ def test_native_max_side_is_the_callers_and_part_of_the_cache_key(
     x = to_input(chelsea.pixels, model.spec, "native", native_max_side=200)[None]
     x = x.contiguous(memory_format=torch.channels_last)  # the layout extract forwards in
     with torch.inference_mode():
-        want = extractor(model.module, ["bn2"])(x)["bn2"][0]
+        want = traced(model.module).extractor(["bn2"], folded=True)(x)["bn2"][0]
     torch.testing.assert_close(small["bn2"], want, rtol=0, atol=0)
