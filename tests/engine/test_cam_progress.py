@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from app.engine.cams import CamOptions, cam_map
+from tests.engine.scorecam_passes import masked_passes
 
 SIZE = (9, 14)  # input H×W: awkward on purpose
 
@@ -42,33 +43,20 @@ def x() -> torch.Tensor:
     return torch.randn(1, 3, *SIZE, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
 
 
-def _count_forwards(net: nn.Module, monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Batch sizes of the masked inputs (only they go through ``net.forward``)."""
-    sizes: list[int] = []
-    forward = net.forward
-
-    def counting(inputs: torch.Tensor) -> torch.Tensor:
-        sizes.append(int(inputs.shape[0]))
-        return forward(inputs)
-
-    monkeypatch.setattr(net, "forward", counting)
-    return sizes
-
-
 def test_scorecam_reports_every_batch_in_order_and_the_map_is_unchanged(
-    net: nn.Module, x: torch.Tensor, monkeypatch: pytest.MonkeyPatch
+    net: nn.Module, x: torch.Tensor
 ) -> None:
     plain, _ = cam_map(net, x, "act", "scorecam", options=CamOptions(batch_size=3))
-    sizes = _count_forwards(net, monkeypatch)
     told: list[tuple[float, str]] = []
-    ours, _ = cam_map(
-        net,
-        x,
-        "act",
-        "scorecam",
-        options=CamOptions(batch_size=3),
-        progress=lambda f, m: told.append((f, m)),
-    )
+    with masked_passes(net) as sizes:
+        ours, _ = cam_map(
+            net,
+            x,
+            "act",
+            "scorecam",
+            options=CamOptions(batch_size=3),
+            progress=lambda f, m: told.append((f, m)),
+        )
     torch.testing.assert_close(ours, plain, rtol=0, atol=0)
     assert sizes == [3, 3, 1]  # 7 channels in batches of 3: K = 3
     batches = [m for _, m in told if "batch" in m]
@@ -82,17 +70,14 @@ def test_scorecam_reports_every_batch_in_order_and_the_map_is_unchanged(
     assert every == sorted(every) and every[-1] == 1.0
 
 
-def test_scorecam_cancelled_mid_call_runs_no_further_batch(
-    net: nn.Module, x: torch.Tensor, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    sizes = _count_forwards(net, monkeypatch)
+def test_scorecam_cancelled_mid_call_runs_no_further_batch(net: nn.Module, x: torch.Tensor) -> None:
     stop = [False]
 
     def progress(_fraction: float, message: str) -> None:
         if message.startswith("Score-CAM batch 3 "):  # cancel while batch 3 of 7 runs
             stop[0] = True
 
-    with pytest.raises(InterruptedError, match="cancelled"):
+    with masked_passes(net) as sizes, pytest.raises(InterruptedError, match="cancelled"):
         cam_map(
             net,
             x,

@@ -30,6 +30,7 @@ from app.engine.localisation import score_boxes
 from app.engine.models import LoadedModel
 from app.engine.preprocess import InputMode, to_input
 from app.images import DecodedImage, decode_image
+from tests.engine.scorecam_passes import masked_passes
 
 SIZE = (13, 11)  # input H×W: odd on purpose
 
@@ -288,30 +289,22 @@ def test_scorecam_equals_a_naive_loop(
     [(SIZE[0] * SIZE[1], 1), (3 * SIZE[0] * SIZE[1] - 1, 2), (1, 1), (10**9, 5)],
 )
 def test_scorecam_batches_within_the_pixel_budget_give_the_same_numbers(
-    net: TinyNet, x: torch.Tensor, pixels: int, batch: int, monkeypatch: pytest.MonkeyPatch
+    net: TinyNet, x: torch.Tensor, pixels: int, batch: int
 ) -> None:
     assert scorecam_batch(SIZE[0], SIZE[1], 5, pixels) == batch
-    sizes: list[int] = []
-    forward = net.forward
-
-    def counting(inputs: torch.Tensor) -> torch.Tensor:
-        sizes.append(inputs.shape[0])
-        return forward(inputs)
-
     fmap, _ = _hand(net, x, "act2", 0)
     target = _top(net, x)
     order = list(np.argsort(-fmap.mean(axis=(1, 2)), kind="stable"))
     by_hand = _naive_scorecam(net, x, fmap, target, [int(c) for c in order])
-    monkeypatch.setattr(net, "forward", counting)
     options = CamOptions(max_channels=64, batch_size=5, max_batch_pixels=pixels)
-    ours, _ = cam_map(net, x, "act2", "scorecam", options=options)
+    with masked_passes(net) as sizes:
+        ours, _ = cam_map(net, x, "act2", "scorecam", options=options)
     np.testing.assert_allclose(ours.numpy(), by_hand, rtol=1e-10, atol=1e-12)
-    # only masked inputs go through net.forward (the first pass runs the traced extractor)
     assert max(sizes) == batch and sum(sizes) == 7  # the layer has 7 channels
 
 
 def test_scorecam_forwards_no_constant_mask_and_fills_whole_batches(
-    net: TinyNet, x: torch.Tensor, monkeypatch: pytest.MonkeyPatch
+    net: TinyNet, x: torch.Tensor
 ) -> None:
     with torch.no_grad():  # channels 1 (all 0, a dead ReLU) and 4 (all 2.0) are constant
         net.conv2.weight[[1, 4]] = 0.0
@@ -320,15 +313,8 @@ def test_scorecam_forwards_no_constant_mask_and_fills_whole_batches(
     target = _top(net, x)
     order = [int(c) for c in np.argsort(-fmap.mean(axis=(1, 2)), kind="stable")]
     by_hand = _naive_scorecam(net, x, fmap, target, order)
-    sizes: list[int] = []
-    forward = net.forward
-
-    def counting(inputs: torch.Tensor) -> torch.Tensor:
-        sizes.append(inputs.shape[0])
-        return forward(inputs)
-
-    monkeypatch.setattr(net, "forward", counting)
-    ours, _ = cam_map(net, x, "act2", "scorecam", options=CamOptions(batch_size=2))
+    with masked_passes(net) as sizes:
+        ours, _ = cam_map(net, x, "act2", "scorecam", options=CamOptions(batch_size=2))
     np.testing.assert_allclose(ours.numpy(), by_hand, rtol=1e-10, atol=1e-12)
     assert sizes == [2, 2, 1]  # 5 live channels of 7, in full batches
     assert by_hand.max() > 0
