@@ -70,7 +70,8 @@ _FORWARD = "bn-folded"
 def mode_key(mode: InputMode, native_max_side: int) -> str:
     """The input mode as the feature store keys it (``native`` depends on its size cap),
     with how the forward ran (:data:`_FORWARD`)."""
-    return f"{mode if mode == 'resize' else f'native@{native_max_side}'}+{_FORWARD}"
+    base = mode if mode == "resize" else f"native@{native_max_side}"
+    return f"{base}+{_FORWARD}"
 
 
 def feature_sets(
