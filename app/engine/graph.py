@@ -122,6 +122,13 @@ class Extractor:
             out: dict[str, torch.Tensor] = self.graph_module(x)
         return out
 
+    def module(self, name: str) -> nn.Module:
+        """The submodule ``name`` as this extractor's passes call it (a folded trace's own
+        module where a batch norm was folded): the one to hook."""
+        if self._before is not None:
+            self._before()
+        return self.graph_module.get_submodule(name)
+
 
 class TracedModel:
     """What is traced once per model: node names, extractors and derived facts.

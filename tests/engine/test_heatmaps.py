@@ -504,7 +504,8 @@ def test_compute_heatmap_brings_the_layer_map_to_the_image_grid(
     assert heat.target is None and heat.target_label is None
     x = to_input(chelsea.pixels, lite0.spec, mode=mode, max_stride=lite0.max_stride)[None]
     with torch.inference_mode():
-        fmap = forward_nodes(lite0.module, x, [layer])[layer]
+        # the heat map's pass: batch norms folded (app.engine.fold)
+        fmap = traced(lite0.module).extractor([layer], folded=True)(x)[layer]
     expected = F.interpolate(
         fmap.mean(dim=1, keepdim=True), size=(300, 451), mode="bilinear", align_corners=False
     )[0, 0]
