@@ -1,16 +1,19 @@
-"""Batch norms folded into the convolutions that feed them, for inference-only passes.
+"""Batch norms folded into the convolutions that feed them, for passes that do not train.
 
 In eval mode a batch norm is an affine map per channel, ``γ(x − μ)/√(σ² + ε) + β``; after
 a convolution it folds into the convolution's weight and bias, and the pass skips one read
 and one write of every activation (TorchScript's ``freeze``, ONNX Runtime and OpenVINO do
-the same). EfficientNet-Lite0, 224², batch 16, 2 cores: 1.30 → 0.97 s a forward (1.34×),
-the maps equal to 3e-6 of their largest value (float32 rounding of the folded weights).
+the same). EfficientNet-Lite0, 2 cores: a forward of batch 16 at 224² 1.24–1.5× faster, a
+Grad-CAM (forward and backward, one image) 15.8 → 9.8 ms; maps and logits as close to a
+float64 pass as the unfolded model's (float32 rounding of the folded weights).
 
 Only a traced extractor's own copy of the graph changes: the folded convolutions are new
-modules put in the extractor's containers, the model keeps its modules (hooks on them, as
-the CAM family's, and training see the model as it is). A pair is folded only when the
-convolution's sole user is the norm, so a returned convolution keeps its own output.
-Folded weights follow the model's: each pass first compares the source tensors' versions.
+modules (their parameters frozen) put in the extractor's containers; the model keeps its
+modules, so training and hooks on the model see it as it is (a hook meant for a folded
+pass goes on the trace's module: :meth:`app.engine.graph.Extractor.module`). A pair is
+folded only when the convolution's sole user is the norm, so a returned convolution keeps
+its own output. Folded weights follow the model's: each pass first compares the source
+tensors' identities and in-place versions (~75 µs for the default model's 47 pairs).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import copy
 import threading
 import weakref
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from timm.layers.conv2d_same import Conv2dSame
@@ -57,18 +61,24 @@ def foldable_pairs(graph_module: GraphModule) -> list[Pair]:
     return pairs
 
 
-def _tensors(conv: nn.Module, norm: nn.Module) -> list[torch.Tensor | None]:
-    assert isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d)
-    return [conv.weight, conv.bias, norm.weight, norm.bias, norm.running_mean, norm.running_var]
+def _sources(conv: nn.Module, norm: nn.Module) -> tuple[torch.Tensor | None, ...]:
+    """The tensors a folded pair is made of, read from the modules' own tables (a check
+    runs before every pass: ``module.weight`` goes through ``nn.Module.__getattr__``)."""
+    conv_params, norm_params, norm_buffers = conv._parameters, norm._parameters, norm._buffers
+    return (
+        conv_params.get("weight"),
+        conv_params.get("bias"),
+        norm_params.get("weight"),
+        norm_params.get("bias"),
+        norm_buffers.get("running_mean"),
+        norm_buffers.get("running_var"),
+    )
 
 
-def _stamp(conv: nn.Module, norm: nn.Module) -> tuple[object, ...]:
-    """What changes when the weights do: each tensor's storage and in-place version, ε."""
-    assert isinstance(norm, nn.BatchNorm2d)
-    parts: list[object] = [norm.eps]
-    for t in _tensors(conv, norm):
-        parts += [None, None] if t is None else [t.data_ptr(), t._version]
-    return tuple(parts)
+def _stamp(sources: tuple[torch.Tensor | None, ...], eps: float) -> tuple[object, ...]:
+    """Which tensors, at which in-place version (bumped by ``copy_``, optimiser steps,
+    ``load_state_dict``), and ε. Ids stay unique while the tensors are held."""
+    return (eps, *(None if t is None else (id(t), t._version) for t in sources))
 
 
 def _folded(conv: nn.Module, norm: nn.Module) -> tuple[nn.Module, nn.Module]:
@@ -93,6 +103,24 @@ def _folded(conv: nn.Module, norm: nn.Module) -> tuple[nn.Module, nn.Module]:
     return out, rest
 
 
+@dataclass(frozen=True)
+class _Made:
+    stamp: tuple[object, ...]
+    sources: tuple[torch.Tensor | None, ...]  # held: the stamp's ids stay theirs
+    conv: nn.Module
+    rest: nn.Module
+
+
+@dataclass(frozen=True)
+class _Slot:
+    """A foldable pair as one trace sees it: the model's modules, the trace's containers."""
+
+    pair: Pair
+    conv: nn.Module
+    norm: nn.Module
+    places: tuple[tuple[nn.Module, str], tuple[nn.Module, str]]  # (container, name) each
+
+
 class Folding:
     """The folded modules of one model, shared by its extractors, remade when the model's
     weights change.
@@ -104,7 +132,7 @@ class Folding:
     def __init__(self, model: nn.Module) -> None:
         self._model = weakref.ref(model)
         self._lock = threading.Lock()
-        self._made: dict[Pair, tuple[tuple[object, ...], nn.Module, nn.Module]] = {}
+        self._made: dict[Pair, _Made] = {}
 
     def _module(self) -> nn.Module:
         model = self._model()
@@ -112,39 +140,48 @@ class Folding:
             raise RuntimeError("the folded model no longer exists")
         return model
 
-    def _current(self, pair: Pair) -> tuple[nn.Module, nn.Module]:
-        conv, norm = (self._module().get_submodule(name) for name in pair)
-        stamp = _stamp(conv, norm)
+    def _current(self, slot: _Slot) -> _Made:
+        assert isinstance(slot.norm, nn.BatchNorm2d)
+        stamp = _stamp(_sources(slot.conv, slot.norm), slot.norm.eps)
+        made = self._made.get(slot.pair)
+        if made is not None and made.stamp == stamp:
+            return made
         with self._lock:
-            made = self._made.get(pair)
-            if made is None or made[0] != stamp:
-                made = self._made[pair] = (stamp, *_folded(conv, norm))
-            return made[1], made[2]
+            made = self._made.get(slot.pair)
+            if made is None or made.stamp != stamp:
+                sources = _sources(slot.conv, slot.norm)
+                made = _Made(
+                    _stamp(sources, slot.norm.eps), sources, *_folded(slot.conv, slot.norm)
+                )
+                self._made[slot.pair] = made
+            return made
 
     def install(self, graph_module: GraphModule) -> Callable[[], None]:
         """Put folded modules in ``graph_module`` (a trace of the model) in place of each
-        foldable pair; return the check that brings them up to date before a pass."""
-        pairs = [
-            pair
-            for pair in foldable_pairs(graph_module)
-            if all(_own_container(graph_module, self._module(), name) for name in pair)
-        ]
+        foldable pair; return the check that brings them up to date before a pass
+        (a few µs a pair when nothing changed)."""
+        model = self._module()
+        slots = []
+        for pair in foldable_pairs(graph_module):
+            places = []
+            for name in pair:
+                parent, _, leaf = name.rpartition(".")
+                container = graph_module.get_submodule(parent)
+                places.append((container, leaf))
+                if container is model.get_submodule(parent):
+                    break  # the model's own container: replacing there would change the model
+            else:
+                conv, norm = (model.get_submodule(name) for name in pair)
+                slots.append(_Slot(pair, conv, norm, (places[0], places[1])))
 
         def refresh() -> None:
-            for pair in pairs:
-                conv, rest = self._current(pair)
-                for name, module in zip(pair, (conv, rest), strict=True):
-                    parent, _, leaf = name.rpartition(".")
-                    container = graph_module.get_submodule(parent)
-                    if getattr(container, leaf) is not module:
+            for slot in slots:
+                made = self._current(slot)
+                for (container, leaf), module in zip(
+                    slot.places, (made.conv, made.rest), strict=True
+                ):
+                    if container._modules.get(leaf) is not module:
                         setattr(container, leaf, module)
 
         refresh()
         return refresh
-
-
-def _own_container(graph_module: GraphModule, model: nn.Module, name: str) -> bool:
-    """Whether the module ``name`` sits in a container of the trace's own (tracing copies
-    the containers and shares the leaves): replacing it then leaves the model alone."""
-    parent = name.rpartition(".")[0]
-    return graph_module.get_submodule(parent) is not model.get_submodule(parent)

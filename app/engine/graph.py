@@ -167,8 +167,9 @@ class TracedModel:
         """The extractor returning ``nodes`` in graph order (traced on first use, then kept).
 
         ``folded``: batch norms folded into the convolutions before them
-        (:mod:`app.engine.fold`), for passes that only read feature maps; the model's own
-        modules (and hooks on them) are then not all called.
+        (:mod:`app.engine.fold`), for passes that do not train (maps, logits, gradients
+        with respect to inputs or activations); the model's own modules (and hooks on
+        them) are then not all called: hook :meth:`Extractor.module` instead.
 
         Raises:
             KeyError: a node is not in the graph (the message lists valid ones).
