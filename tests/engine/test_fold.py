@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from app.engine.cams.base import cam_map
 from app.engine.fold import foldable_pairs
 from app.engine.graph import traced
 from app.engine.models import LoadedModel
@@ -128,3 +129,22 @@ def test_only_known_classes_fold_and_a_plain_pair_folds_exactly() -> None:
     x = torch.randn(2, 3, 9, 7, dtype=torch.float64)
     with torch.inference_mode():
         torch.testing.assert_close(folded(x)[graph.output], net(x), rtol=1e-12, atol=1e-12)
+
+
+def test_gradcam_at_a_folded_norm_equals_the_unfolded_models(
+    embedded_model: LoadedModel, inputs: torch.Tensor
+) -> None:
+    # bn2 is a norm whose convolution (conv_head) is folded: the hook that starts the
+    # gradient must sit on the trace's module there, not on the model's.
+    module = embedded_model.module
+    x = inputs[:1]
+    ours, target = cam_map(module, x, "bn2", "gradcam")
+    assert target is not None
+    graph = traced(module)
+    plain = graph.extractor(("bn2", graph.output))
+    with torch.enable_grad():
+        out = plain(x.clone().requires_grad_(True))
+        (gradients,) = torch.autograd.grad(out[graph.output][0, target], out["bn2"])
+    weights = gradients[0].mean(dim=(1, 2))
+    want = torch.relu(torch.einsum("c,chw->hw", weights, out["bn2"][0].detach()))
+    torch.testing.assert_close(ours, want, rtol=1e-3, atol=1e-4 * float(want.max()))
