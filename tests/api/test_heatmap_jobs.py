@@ -10,10 +10,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import torch
 from fastapi.testclient import TestClient
 
 from tests.api.helpers import module_app
+from tests.engine.scorecam_passes import masked_passes
 
 pytestmark = pytest.mark.slow
 
@@ -41,20 +41,12 @@ def chelsea(app_client: TestClient, photo: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def masked_batches(app_client: TestClient) -> Iterator[list[int]]:
-    """Sizes of the batches of masked inputs Score-CAM forwards (only they call the
-    model's module itself; the first pass and the prediction run its traced graph)."""
+    """Sizes of the batches of masked inputs Score-CAM forwards (through the model's folded
+    logits extractor, which only they take)."""
     from app.engine.models import get_model
 
-    sizes: list[int] = []
-
-    def hook(_module: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
-        sizes.append(int(inputs[0].shape[0]))
-
-    handle = get_model("efficientnet_lite0").module.register_forward_pre_hook(hook)
-    try:
+    with masked_passes(get_model("efficientnet_lite0").module) as sizes:
         yield sizes
-    finally:
-        handle.remove()
 
 
 def test_all_channel_scorecam_is_a_job_whose_progress_rises_and_delete_stops_it(
