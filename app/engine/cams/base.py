@@ -21,7 +21,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
-from app.engine.graph import TracedModel, traced
+from app.engine.graph import Extractor, TracedModel, traced
 from app.engine.measures.base import parse_options
 from app.engine.registry import Registry
 
@@ -272,8 +272,8 @@ def _forward(
 ) -> LayerRun:
     """One forward pass giving the layer's output (and logits, gradients when needed)."""
     graph = traced(module)
-    # Batch norms folded (app.engine.fold): the same maps and gradients to float32 rounding,
-    # 1.2-1.5x faster; the layer's hook goes on the trace's own module at the layer.
+    # Batch norms folded (app.engine.fold): the same maps and gradients to float32 rounding;
+    # the layer's hook goes on the trace's own module at the layer.
     if not impl.needs_target:
         with torch.inference_mode():
             fmap = graph.extractor((layer,), folded=True)(x)[layer]
@@ -282,7 +282,7 @@ def _forward(
     # No autograd graph unless gradients are taken: at native sizes it costs gigabytes. And
     # only from the layer on when the layer is a module call (the usual case): ∂S/∂A never
     # needs the graph upstream of A, whose recording was a fifth of a Grad-CAM's forward.
-    from_layer = impl.needs_gradients and _is_module_call(graph, layer)
+    from_layer = impl.needs_gradients and _is_module_call(graph, run, layer)
     mode: AbstractContextManager[object]
     if from_layer:
         mode = _gradients_from(run.module(layer))
@@ -308,12 +308,13 @@ def _forward(
     return LayerRun(module, x, layer, activations.detach(), logits[0].detach(), chosen, gradients)
 
 
-def _is_module_call(graph: TracedModel, layer: str) -> bool:
-    """Whether graph node ``layer`` is a call of the submodule of that name: its first one,
-    since a module called again gives nodes ``layer_1``…, which are no submodule's name."""
+def _is_module_call(graph: TracedModel, run: Extractor, layer: str) -> bool:
+    """Whether graph node ``layer`` of ``run`` (a trace returning it) is a call of the
+    submodule of that name: its first one, since a module called again gives nodes
+    ``layer_1``…, which are no submodule's name."""
 
     def called() -> bool:
-        nodes = graph.extractor((layer, graph.output)).graph_module.graph.nodes
+        nodes = run.graph_module.graph.nodes
         return any(n.op == "call_module" and n.target == layer for n in nodes)
 
     return graph.remember(f"module call {layer}", called)
