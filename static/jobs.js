@@ -68,6 +68,8 @@ class JobHandle {
       if (job.state === "done") return job.result;
       if (job.state === "failed") throw new Error(job.error || `${this.label} failed`);
       if (job.state === "cancelled") throw new DOMException("cancelled", "AbortError");
+      // any other end (a job "interrupted" by a server restart) ends the wait too
+      if (FINISHED.has(job.state)) throw new Error(job.error || `${this.label} ${job.state}`);
     }
   }
 
