@@ -67,8 +67,8 @@ def _blocks(n: int, total: int, size: int) -> list[tuple[int, int]]:
     return [(a, b) for a, b in zip(edges, edges[1:], strict=False) if b > a]
 
 
-# Values per elementwise pass after a block's matrix product: a whole default block
-# (1024², 4 MiB of float32, held in the shared L3 cache). Smaller chunks stay in L2 and
+# Values per elementwise pass after a block's matrix product: up to 2048² (16 MiB of
+# float32, four default blocks; held in the shared L3 cache). Smaller chunks stay in L2 and
 # win a little on an idle machine, but every pass is a parallel region whose threads must
 # all be scheduled: on a loaded machine ten passes per 256 KiB chunk cost more than the
 # matrix product itself (measured on 2 busy cores: 4.3 s vs 9.3 s for 2 x 4,000 rows).
@@ -80,9 +80,9 @@ def _onednn_product(z: Tensor) -> bool:
 
     On the CPU, float32 ``torch.mm`` is MKL's sgemm, which keeps to its AVX2 kernels on AMD
     processors; oneDNN, behind ``conv2d``, picks its kernels by the CPU's features (AVX-512
-    here): 415–450 vs 215 GFLOP/s for 1024-row blocks of 1,282 columns on this 2-core EPYC.
-    Same float32 products, summed in another order. Without oneDNN, or on one thread,
-    ``conv2d`` falls back to the same sgemm (measured equal: 109 GFLOP/s each).
+    here): 1.3–2× the GFLOP/s of ``mm`` for 1024-row blocks on a 2-core AMD EPYC
+    (``bench_measures`` prints both). Same float32 products, summed in another order.
+    Without oneDNN, or on one thread, ``conv2d`` falls back to the same sgemm.
     """
     cpu32 = z.device.type == "cpu" and z.dtype == torch.float32
     return cpu32 and bool(torch._C._has_mkldnn) and bool(torch.backends.mkldnn.enabled)
