@@ -3,9 +3,10 @@
 In eval mode a batch norm is an affine map per channel, ``γ(x − μ)/√(σ² + ε) + β``; after
 a convolution it folds into the convolution's weight and bias, and the pass skips one read
 and one write of every activation (TorchScript's ``freeze``, ONNX Runtime and OpenVINO do
-the same). EfficientNet-Lite0, 2 cores: a forward of batch 16 at 224² 1.24–1.5× faster, a
-Grad-CAM (forward and backward, one image) 15.8 → 9.8 ms; maps and logits as close to a
-float64 pass as the unfolded model's (float32 rounding of the folded weights).
+the same). EfficientNet-Lite0, 2 cores: a forward of batch 16 at 224² 1.16–1.52× faster
+across runs (``bench_extraction`` prints it), a Grad-CAM's forward and backward 1.1× one
+bare unfolded forward (``bench_heatmaps``); maps and logits as close to a float64 pass as
+the unfolded model's (float32 rounding of the folded weights; ``tests/engine/test_fold.py``).
 
 Only a traced extractor's own copy of the graph changes: the folded convolutions are new
 modules (their parameters frozen) put in the extractor's containers; the model keeps its
@@ -13,7 +14,7 @@ modules, so training and hooks on the model see it as it is (a hook meant for a 
 pass goes on the trace's module: :meth:`app.engine.graph.Extractor.module`). A pair is
 folded only when the convolution's sole user is the norm, so a returned convolution keeps
 its own output. Folded weights follow the model's: each pass first compares the source
-tensors' identities and in-place versions (~75 µs for the default model's 47 pairs).
+tensors' identities and in-place versions (dictionary reads, no ``nn.Module`` lookups).
 """
 
 from __future__ import annotations
