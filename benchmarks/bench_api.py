@@ -12,10 +12,10 @@ to its goal (issue 15: the answer should be all compute):
   each request, so the scores and the figure are recomputed; goal: p50 ≤ 10 ms. Also
   shown: the same request repeated (answered by the results table).
 * A Grad-CAM heat map computed from scratch (another target class each time), as a
-  ratio to a bare forward plus backward of the same model and input in this process
-  (goal ≤ 1.5×). Also shown: its ratio to the least compute a Grad-CAM needs (no autograd
-  graph before the layer, as the app runs it), so the figure is not flattered by the app
-  doing less than the reference.
+  ratio to a bare forward plus backward of the same model, as loaded, and input in this
+  process (goal ≤ 1.5×). Also shown: its ratio to a bare pass with no autograd graph
+  before the layer, as the app runs it. Both references run the model as loaded; the app
+  folds its batch norms (``app.engine.fold``), which a user's own bare pass would not.
 """
 
 from __future__ import annotations
