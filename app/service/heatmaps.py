@@ -22,7 +22,6 @@ import csv
 import io
 import math
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -36,7 +35,7 @@ from app.engine.localisation import LOCALISATION_SCORES, PreparedMap, prepare_ma
 from app.engine.models import LoadedModel
 from app.engine.predictions import predict_from_logits
 from app.engine.preprocess import InputMode
-from app.jobs import current_cancelled
+from app.jobs import Cancelled, Progress, current_cancelled
 from app.lru import LRU
 from app.palette import UNKNOWN, label_colours
 from app.plots import OverlayMap, heatmap_figure, heatmap_with_colours, overlay_map
@@ -57,9 +56,6 @@ __all__ = [
 ]
 
 Normalise = Literal["none", "minmax", "percentile"]
-Progress = Callable[[float, str], None]
-Cancelled = Callable[[], bool]
-
 _MAP_SHARE = 0.9
 """The share of a fresh heat map's progress that its map takes; scores, the prediction and
 the figure take the rest."""
