@@ -150,7 +150,7 @@ class _MMDNull:
             self.means, self.grand = self._centre_(upper, dtype)
         else:
             self.rows = torch.zeros(total_rows, dtype=torch.float64, device=z.device)
-            for (i0, i1), (j0, j1), kij in upper_pairs(z, total_rows, self.kernel, 1024):
+            for (i0, i1), (j0, j1), kij in upper_pairs(z, total_rows, self.kernel, _KERNEL_BLOCK):
                 self.rows[i0:i1] += kij.sum(1).to(torch.float64)
                 if i0 != j0:
                     self.rows[j0:j1] += kij.sum(0).to(torch.float64)
@@ -184,7 +184,7 @@ class _MMDNull:
                     rows[j0:j1] += kij.sum(0).to(torch.float64)
             return upper, rows
         full = torch.zeros(e, e, dtype=z.dtype, device=z.device)
-        for (i0, i1), (j0, j1), kij in upper_pairs(z, z.shape[0], self.kernel, 1024):
+        for (i0, i1), (j0, j1), kij in upper_pairs(z, z.shape[0], self.kernel, _KERNEL_BLOCK):
             for (r0, r1), (c0, c1), block in (
                 ((i0, i1), (j0, j1), kij),
                 ((j0, j1), (i0, i1), kij.T),
@@ -232,7 +232,9 @@ class _MMDNull:
             rows = self.plan.rows_of(elements)
             a = rows.T.to(self.z.dtype).to(self.z.device)  # rows × batch
             q = torch.zeros(a.shape[1], dtype=torch.float64, device=self.z.device)
-            for (i0, i1), (j0, j1), kij in upper_pairs(self.z, total_rows, self.kernel, 1024):
+            for (i0, i1), (j0, j1), kij in upper_pairs(
+                self.z, total_rows, self.kernel, _KERNEL_BLOCK
+            ):
                 w = 1.0 if i0 == j0 else 2.0  # an off-diagonal block stands for its transpose
                 q += w * ((kij @ a[j0:j1]) * a[i0:i1]).sum(0).to(torch.float64)
             a64 = rows.to(torch.float64).to(self.z.device)
