@@ -128,8 +128,8 @@ def test_small_requests_answer_at_once_as_before_and_a_job_gives_the_same_answer
     assert answer.json() == HeatmapOut(**direct).model_dump(mode="json")
 
     # A Score-CAM of 12 channels costs 2 + 12 forward passes of EfficientNet-Lite0's
-    # 385,187,552 multiply-adds (torch's FlopCounterMode counts the same): 322 units of 2**24.
-    assert -(-14 * 385_187_552 // 2**24) == 322
+    # 385,187,552 multiply-adds (torch's FlopCounterMode counts the same, test_heatmap_work):
+    # ceil(14 · 385,187,552 / 2**24) = 322 units; the threshold flips at 322/321 below.
     settings: Settings = app_client.app.state.settings  # type: ignore[attr-defined]
     few = {
         **body,

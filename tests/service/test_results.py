@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -33,16 +34,22 @@ def test_version_changes_with_any_source_change(tmp_path: Path) -> None:
     )
 
 
-def test_old_version_is_never_served_and_dropped_at_start(
-    data_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    store = Store(get_settings())
+def _counter() -> tuple[list[int], Callable[[], dict[str, int]]]:
+    """A computation that answers how many times it ran, and the list of its runs."""
     calls: list[int] = []
 
     def compute() -> dict[str, int]:
         calls.append(1)
         return {"value": len(calls)}
 
+    return calls, compute
+
+
+def test_old_version_is_never_served_and_dropped_at_start(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Store(get_settings())
+    calls, compute = _counter()
     assert results.cached(store, "distances", {"a": 1}, compute) == {"value": 1}
     assert results.cached(store, "distances", {"a": 1}, compute) == {"value": 1}
     assert len(calls) == 1
@@ -77,12 +84,7 @@ def test_an_answer_not_kept_is_computed_each_time_and_a_kept_one_still_served(
     data_dir: Path,
 ) -> None:
     store = Store(get_settings())
-    calls: list[int] = []
-
-    def compute() -> dict[str, int]:
-        calls.append(1)
-        return {"value": len(calls)}
-
+    calls, compute = _counter()
     assert results.cached(store, "heatmap", {"a": 1}, compute, keep=False) == {"value": 1}
     assert results.cached(store, "heatmap", {"a": 1}, compute, keep=False) == {"value": 2}
     assert store.count_results() == 0

@@ -179,7 +179,6 @@ def test_an_interval_reaching_zero_is_said_to_hold_no_level() -> None:
     assert reaches_zero(ab) == AT_ZERO and reaches_zero(ac) is None
     assert f"a vs b: {AT_ZERO}" in t.warnings
     assert not any(w.startswith(("a vs c", "b vs c")) for w in t.warnings)
-    assert "99.7%" in AT_ZERO and "99.7–100%" in AT_ZERO  # the measured figures, named
 
 
 @pytest.mark.slow
