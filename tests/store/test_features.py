@@ -207,3 +207,28 @@ def test_a_segment_gone_since_the_lookup_reads_as_missing(store: Store) -> None:
     first.unlink()  # as a compaction in another process would
     read = store.features.read(feature_set, keys)
     assert set(read) == {k.box_id for k in keys[3:]}
+
+
+def test_dense_runs_sparse_ids_and_a_box_asked_twice_read_their_own_rows(store: Store) -> None:
+    # Enough boxes for runs of ids fetched with one BETWEEN (at least _RUN of them, at
+    # least half of the ids they span), ids inside a run that were not asked, sparse ids,
+    # and one box asked twice: each row must be its own box's.
+    from app.store.features import _RUN, _id_runs
+
+    image = store.images()[0]
+    store.add_boxes(image.id, [(1 + k % 50, 2, 10, 10, "many") for k in range(3 * _RUN)])
+    boxes = store.boxes()
+    keys = _keys(store, boxes)
+    feature_set = _set(store)
+    rng = np.random.default_rng(3)
+    written = rng.standard_normal((len(keys), 37)).astype(np.float32)
+    stored = [k for k in range(len(keys)) if k % 7 != 3]  # some boxes never stored
+    store.features.write(feature_set, [keys[k] for k in stored], written[stored])
+    asked = [k for k in range(len(keys)) if k % 5 != 1]  # holes inside the dense run
+    asked = [*asked[::-1], asked[4], len(keys) - 1]  # any order, one asked twice, a last one
+    runs, _ = _id_runs(sorted({keys[k].box_id for k in asked}))
+    assert runs  # the BETWEEN path is taken
+    values, found = store.features.read_rows(feature_set, [keys[k] for k in asked])
+    assert found.tolist() == [k % 7 != 3 for k in asked]
+    for row, k in zip(values, asked, strict=True):
+        np.testing.assert_array_equal(row, written[k] if k % 7 != 3 else np.zeros(37))
