@@ -319,7 +319,7 @@ class FeatureStore:
             if index:
                 for segment, filename in connection.execute(
                     select(FeatureSegmentRow.id, FeatureSegmentRow.filename).where(
-                        FeatureSegmentRow.set_id == feature_set.id
+                        FeatureSegmentRow.id.in_(set(segments))  # only the segments found
                     )
                 ):
                     names[segment] = filename
