@@ -28,6 +28,7 @@ from typing import Any, Literal
 from app.boxes import Box
 from app.config import Settings
 from app.engine.cams import CamOptions
+from app.engine.cams.base import check_target
 from app.engine.features import LOGITS, default_cache, extract
 from app.engine.heatmaps import HeatMap, compute_heatmap, normalise
 from app.engine.layers import check_layer
@@ -320,11 +321,8 @@ def estimate_heatmap_work(
     if _MAPS.get(_map_key(model, image, request)) is not None:
         return Estimate("heat map")
     classes = len(model.spec.class_names)
-    if request.target is not None and classes and request.target >= classes:
-        raise ValueError(
-            f"target {request.target} is out of range; the model has {classes} classes "
-            f"(0 to {classes - 1})"
-        )
+    if request.target is not None and classes:
+        check_target(request.target, classes)
     if store.has_result(result_key("heatmap", _payload(model, image, request, boxes))):
         return Estimate("heat map")
     return _budget(settings, model, image, request, CamOptions(**dict(request.options)))

@@ -34,6 +34,7 @@ __all__ = [
     "MethodOptions",
     "Progress",
     "cam_map",
+    "check_target",
     "frozen_model",
     "list_methods",
     "method_options",
@@ -357,12 +358,16 @@ def _one_map(fmap: torch.Tensor, layer: str) -> torch.Tensor:
     return fmap[0]
 
 
-def _resolve_target(logits: torch.Tensor, target: int | None) -> int:
-    classes = logits.shape[0]
-    if target is None:
-        return int(logits.argmax())
+def check_target(target: int, classes: int) -> None:
+    """Raise a ``ValueError`` saying the valid range when ``target`` is not a class index."""
     if not 0 <= target < classes:
         raise ValueError(
             f"target {target} is out of range; the model has {classes} classes (0 to {classes - 1})"
         )
+
+
+def _resolve_target(logits: torch.Tensor, target: int | None) -> int:
+    if target is None:
+        return int(logits.argmax())
+    check_target(target, logits.shape[0])
     return int(target)
