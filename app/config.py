@@ -115,9 +115,9 @@ class Settings(BaseSettings):
         1_000,
         gt=0,
         description="Heat maps with more work units than this run as a job (202 + job id, "
-        "progress per Score-CAM batch): the multiply-adds of their forward passes / 2**24, "
-        "about 2 s here. The default Score-CAM (64 channels, ~1,500 units) is a job; "
-        "Grad-CAM at the model's input size (~90) answers at once.",
+        "progress per Score-CAM batch): the multiply-adds of their forward passes / 2**24. "
+        "The default Score-CAM (64 channels, ~1,500 units) is a job; Grad-CAM at the "
+        "model's input size (~90) answers at once.",
     )
     workers: int = Field(
         2, ge=1, le=64, description="Worker threads that run heavy requests and jobs."

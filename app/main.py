@@ -62,8 +62,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         # Half a million objects from torch's, timm's and the app's imports live as long as
-        # the process. Frozen, no full collection walks them again: each walk cost 0.1–0.6 s
-        # and landed at random inside requests (2 of 3 timed distance calls on 10k boxes).
+        # the process. Frozen, no full collection walks them again: a walk over them took
+        # tenths of a second and landed at random inside requests (bench_extraction's timed
+        # distance calls on 10k boxes freeze them the same way).
         gc.freeze()
         try:
             yield

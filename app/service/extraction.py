@@ -322,8 +322,9 @@ def extract_boxes(
     # Phases one after another, never side by side: decoding threads (or region and store
     # work in another thread) running during a forward pass preempt torch's intra-op
     # threads, and each op then waits at its barrier for the preempted one (on 2 cores the
-    # overlapped pipeline ran at 0.76-0.80x the bare forward; in turns, the forward inside
-    # the pipeline takes as long as the bare one). Decoding a batch uses every core (PIL
+    # overlapped pipeline was slower than taking turns, session 4's bench_extraction; in
+    # turns, the forward inside the pipeline takes as long as the bare one). Decoding a batch
+    # uses every core (PIL
     # releases the GIL while it inflates), the forward torch's threads, and a batch's
     # regions are one op a layer.
     with ThreadPoolExecutor(max_workers=decode_workers or _decode_workers()) as pool:

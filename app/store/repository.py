@@ -303,8 +303,8 @@ class Store:
 
     @contextmanager
     def _core(self) -> Iterator[Connection]:
-        """A plain connection for the reads every request makes: a quarter of an ORM
-        session's cost (28 µs against 106 µs for a count, measured on SQLite)."""
+        """A plain connection for the reads every request makes: a fraction of an ORM
+        session's cost on SQLite (bench_api's health and moved-box rows time them)."""
         with self.engine.connect() as connection:
             yield connection
 
