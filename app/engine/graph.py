@@ -46,43 +46,57 @@ T = TypeVar("T")
 
 
 class _TraceLock:
-    """Tracing is exclusive; forward passes are shared.
+    """Tracing is exclusive; every other use of a model is shared.
 
-    While torch.fx traces, it patches ``nn.Module.__call__`` and module-level functions for
-    the whole process: a forward pass or another trace running meanwhile in another thread
-    goes through those patches and fails ("module is not installed as a submodule").
+    While torch.fx traces, it patches ``nn.Module.__call__`` and ``nn.Module.__getattr__``
+    (and module-level functions) for the whole process. Meanwhile, in any other thread, a
+    call of any module goes into the trace (it fails, "module is not installed as a
+    submodule", or adds nodes to the graph being traced), and reading a parameter of the
+    traced model by attribute (``conv.weight``) gives a ``Proxy`` instead of the tensor.
+    So every module call and every attribute read of a model's parameters holds
+    :meth:`shared`; a trace waits until none is held and holds the lock alone.
+    A thread that holds one side and asks for the other gets a ``RuntimeError`` (waiting
+    would never end).
     """
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._running = 0
-        self._tracing = False
+        self._held: dict[int, int] = {}  # thread id → how many shared holds
         self._tracer: int | None = None
 
-    def __enter__(self) -> None:  # exclusive, re-entrant for the tracing thread
+    def __enter__(self) -> None:  # exclusive
+        me = threading.get_ident()
         with self._cond:
-            me = threading.get_ident()
             if self._tracer == me:
-                raise RuntimeError("nested trace")
-            self._cond.wait_for(lambda: not self._tracing and self._running == 0)
-            self._tracing, self._tracer = True, me
+                raise RuntimeError("a trace inside a trace")
+            if me in self._held:
+                raise RuntimeError("a trace inside a shared use of a model (a forward pass)")
+            self._cond.wait_for(lambda: self._tracer is None and not self._held)
+            self._tracer = me
 
     def __exit__(self, *exc: object) -> None:
         with self._cond:
-            self._tracing, self._tracer = False, None
+            self._tracer = None
             self._cond.notify_all()
 
     @contextmanager
-    def forward(self) -> Iterator[None]:
-        """Hold while running a model's forward pass (shared with other forward passes)."""
+    def shared(self) -> Iterator[None]:
+        """Hold while calling a module or reading a model's parameters (re-entrant, shared
+        with other threads' uses; waits while a trace runs)."""
+        me = threading.get_ident()
         with self._cond:
-            self._cond.wait_for(lambda: not self._tracing)
-            self._running += 1
+            if self._tracer == me:
+                raise RuntimeError("a use of a model inside a trace")
+            if me not in self._held:
+                self._cond.wait_for(lambda: self._tracer is None)
+            self._held[me] = self._held.get(me, 0) + 1
         try:
             yield
         finally:
             with self._cond:
-                self._running -= 1
+                left = self._held.pop(me) - 1
+                if left:
+                    self._held[me] = left
                 self._cond.notify_all()
 
 
@@ -116,7 +130,7 @@ class Extractor:
     def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         for sub in self._activations:
             vars(sub)["inplace"] = False  # nn.Module keeps the flag as a plain attribute
-        with TRACE_LOCK.forward():
+        with TRACE_LOCK.shared():
             if self._before is not None:
                 self._before()
             out: dict[str, torch.Tensor] = self.graph_module(x)
@@ -125,9 +139,10 @@ class Extractor:
     def module(self, name: str) -> nn.Module:
         """The submodule ``name`` as this extractor's passes call it (a folded trace's own
         module where a batch norm was folded): the one to hook."""
-        if self._before is not None:
-            self._before()
-        return self.graph_module.get_submodule(name)
+        with TRACE_LOCK.shared():
+            if self._before is not None:
+                self._before()
+            return self.graph_module.get_submodule(name)
 
 
 class TracedModel:
@@ -244,7 +259,8 @@ def _trace_extractor(
 ) -> Extractor:
     with TRACE_LOCK:
         module: GraphModule = create_feature_extractor(model, return_nodes={n: n for n in nodes})
-    before = folding.install(module) if folding is not None else None
+    with TRACE_LOCK.shared():  # folding reads the model's parameters
+        before = folding.install(module) if folding is not None else None
     return Extractor(module, _without_inplace(module), before)
 
 

@@ -64,6 +64,6 @@ def predict(
         b = check_box(box, image.width, image.height)
         pixels = pixels.crop((round(b.x), round(b.y), round(b.x + b.w), round(b.y + b.h)))
     x = to_input(pixels, model.spec, mode, native_max_side, model.max_stride)
-    with torch.inference_mode(), TRACE_LOCK.forward():
+    with torch.inference_mode(), TRACE_LOCK.shared():
         logits = model.module(x[None])[0]
     return predict_from_logits(model, logits, k)

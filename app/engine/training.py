@@ -380,7 +380,7 @@ def train(
     generator = torch.Generator().manual_seed(config.seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        with copy_lock or nullcontext():
+        with copy_lock or nullcontext(), TRACE_LOCK.shared():
             net = copy.deepcopy(model.module).eval()
         head = _Head(info.channels, config.head_dim) if config.uses_head else None
         classifier = nn.Linear(info.channels, len(names)) if config.cross_entropy > 0 else None
@@ -425,34 +425,35 @@ def train(
                 raise InterruptedError("training cancelled")
             crops = torch.stack([crop(samples[i]) for i in batch]).to(device)
             target = torch.tensor([labels[i] for i in batch], device=device)
-            pooled = body(crops)["features"].mean(dim=(2, 3))
-            embedded = head(pooled) if head is not None else pooled
-            if domains is not None:
-                first = target == domains[0]
-                try:
-                    main = objective(embedded[first], embedded[~first])
-                except ValueError as exc:  # MK-MMD's bandwidth is 0: every feature is one point
-                    raise ValueError(
-                        f"step {step + 1}: the features at {config.layer!r} collapsed to one "
-                        f"point ({exc}); lower lr (now {config.lr}) or train fewer blocks"
-                    ) from exc
-            else:
-                main = objective(embedded, target)
-            ce = (
-                F.cross_entropy(classifier(pooled), target)
-                if classifier is not None
-                else torch.zeros((), device=device)
-            )
-            loss = config.loss_weight * main + config.cross_entropy * ce
-            if not torch.isfinite(loss.detach()):
-                raise ValueError(
-                    f"step {step + 1}: the loss is {float(loss.detach())}; lower lr "
-                    f"(now {config.lr})"
+            with TRACE_LOCK.shared():  # module calls never overlap another thread's trace
+                pooled = body(crops)["features"].mean(dim=(2, 3))
+                embedded = head(pooled) if head is not None else pooled
+                if domains is not None:
+                    first = target == domains[0]
+                    try:
+                        main = objective(embedded[first], embedded[~first])
+                    except ValueError as exc:  # MK-MMD's bandwidth is 0: every feature is one point
+                        raise ValueError(
+                            f"step {step + 1}: the features at {config.layer!r} collapsed to one "
+                            f"point ({exc}); lower lr (now {config.lr}) or train fewer blocks"
+                        ) from exc
+                else:
+                    main = objective(embedded, target)
+                ce = (
+                    F.cross_entropy(classifier(pooled), target)
+                    if classifier is not None
+                    else torch.zeros((), device=device)
                 )
-            optimiser.zero_grad(set_to_none=True)
-            if loss.requires_grad:
-                loss.backward()
-                optimiser.step()
+                loss = config.loss_weight * main + config.cross_entropy * ce
+                if not torch.isfinite(loss.detach()):
+                    raise ValueError(
+                        f"step {step + 1}: the loss is {float(loss.detach())}; lower lr "
+                        f"(now {config.lr})"
+                    )
+                optimiser.zero_grad(set_to_none=True)
+                if loss.requires_grad:
+                    loss.backward()
+                    optimiser.step()
             step += 1
             record = TrainStep(
                 step,

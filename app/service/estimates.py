@@ -16,6 +16,7 @@ from torch import nn
 
 from app.config import Settings
 from app.engine.cams.scorecam import scorecam_batch
+from app.engine.graph import TRACE_LOCK
 from app.engine.layers import list_layers
 from app.engine.models import LoadedModel
 from app.service.budgets import (
@@ -67,13 +68,14 @@ def _macs(model: LoadedModel) -> int:
     EfficientNet-Lite0 every one is: 385,187,552, as torch's FlopCounterMode counts)."""
     shapes = {info.name: info for info in list_layers(model)}
     total = 0
-    for name, module in model.module.named_modules():
-        if isinstance(module, nn.Conv2d) and name in shapes:
-            out = shapes[name]
-            per_output = module.weight[0].numel()  # in_channels / groups × kernel
-            total += out.channels * out.height * out.width * per_output
-        elif isinstance(module, nn.Linear):
-            total += module.weight.numel()
+    with TRACE_LOCK.shared():  # ``module.weight`` is a Proxy while another thread traces
+        for name, module in model.module.named_modules():
+            if isinstance(module, nn.Conv2d) and name in shapes:
+                out = shapes[name]
+                per_output = module.weight[0].numel()  # in_channels / groups × kernel
+                total += out.channels * out.height * out.width * per_output
+            elif isinstance(module, nn.Linear):
+                total += module.weight.numel()
     return total
 
 

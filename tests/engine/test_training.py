@@ -7,12 +7,10 @@ import json
 import uuid
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from app.boxes import Box
 from app.engine.analysis import separation
 from app.engine.measures import mmd
 from app.engine.models import IMAGENET_MEAN, IMAGENET_STD, LoadedModel, ModelSpec, get_model
@@ -25,56 +23,7 @@ from app.engine.training import (
     train,
     trainable_nodes,
 )
-
-
-class _Tiny(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8))
-        self.act = nn.ReLU()
-        self.down = nn.Conv2d(8, 12, 3, stride=2, padding=1)
-        self.bn = nn.BatchNorm2d(12)
-        self.mix = nn.Conv2d(12, 12, 3, padding=1)
-        self.out = nn.ReLU()
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(12, 5)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.act(self.stem(x))
-        x = self.out(self.mix(self.bn(self.down(x))))
-        return self.fc(self.pool(x).flatten(1))
-
-
-def _tiny() -> LoadedModel:
-    torch.manual_seed(3)
-    module = _Tiny().eval()
-    spec = ModelSpec(
-        "tiny",
-        "tiny",
-        "torchvision",
-        48,
-        IMAGENET_MEAN,
-        IMAGENET_STD,
-        tuple("abcde"),
-        None,
-        "",
-    )
-    return LoadedModel(spec, module, f"tiny-{uuid.uuid4().hex}", 4)
-
-
-def _samples(n_per: int = 6, seed: int = 0) -> list[CropSample]:
-    """Two labels of noisy images that differ a little: 'warm' leans red and has faint
-    stripes, 'cool' leans blue."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for label, base in (("warm", (112, 100, 96)), ("cool", (98, 100, 110))):
-        for k in range(n_per):
-            img = rng.normal(base, 60, size=(61, 67, 3))
-            if label == "warm":
-                img[:, ::4] += 12
-            image = img.clip(0, 255).astype(np.uint8)
-            out.append(CropSample(image, Box(5 + k, 7, 41, 37), label))
-    return out
+from tests.engine.tiny import Tiny, tiny_model, tiny_samples
 
 
 def _pooled(model: nn.Module, layer: str, samples: list[CropSample]) -> torch.Tensor:
@@ -89,13 +38,13 @@ def _pooled(model: nn.Module, layer: str, samples: list[CropSample]) -> torch.Te
 
 
 def _state_after(model: LoadedModel, result_state: dict[str, torch.Tensor]) -> nn.Module:
-    copy = _Tiny()
+    copy = Tiny()
     copy.load_state_dict(result_state)
     return copy.eval()
 
 
 def test_default_after_is_the_node_before_the_layers_stage() -> None:
-    model = _tiny()
+    model = tiny_model()
     assert default_after(model, "out") == "act"  # 'down' halves 24×24 to 12×12
     assert trainable_nodes(model.module, "out", "act") == ["down", "bn", "mix"]
     assert trainable_nodes(model.module, "out", "down") == ["bn", "mix"]
@@ -106,7 +55,7 @@ def test_default_after_is_the_node_before_the_layers_stage() -> None:
 
 
 def test_same_seed_same_weights_and_frozen_parts_stay() -> None:
-    model, samples = _tiny(), _samples()
+    model, samples = tiny_model(), tiny_samples()
     config = TrainConfig(layer="out", epochs=2, lr=1e-2, batch_size=6, crop_size=32, seed=5)
     a = train(model, samples, config)
     b = train(model, samples, config)
@@ -123,7 +72,7 @@ def test_same_seed_same_weights_and_frozen_parts_stay() -> None:
 
 
 def test_training_on_the_boxes_surroundings_equals_training_on_whole_images() -> None:
-    model, samples = _tiny(), _samples(4)
+    model, samples = tiny_model(), tiny_samples(4)
     config = TrainConfig(layer="out", epochs=2, lr=1e-2, batch_size=4, crop_size=32, jitter=0.1)
     cut = [cut_context(s.image, s.box, s.label, config.jitter) for s in samples]
     assert all(c.image.size < s.image.size for c, s in zip(cut, samples, strict=True))
@@ -136,10 +85,10 @@ def test_training_on_the_boxes_surroundings_equals_training_on_whole_images() ->
 
 
 def test_zero_loss_weight_changes_nothing() -> None:
-    model = _tiny()
+    model = tiny_model()
     result = train(
         model,
-        _samples(),
+        tiny_samples(),
         TrainConfig(layer="out", loss_weight=0.0, lr=0.1, batch_size=4, crop_size=32),
     )
     base = model.module.state_dict()
@@ -149,8 +98,8 @@ def test_zero_loss_weight_changes_nothing() -> None:
 
 @pytest.mark.parametrize("objective", ["triplet", "npair", "contrastive"])
 def test_metric_training_raises_separation_at_the_layer(objective: str) -> None:
-    model, samples = _tiny(), _samples()
-    held_out = _samples(5, seed=1)
+    model, samples = tiny_model(), tiny_samples()
+    held_out = tiny_samples(5, seed=1)
     labels = [s.label for s in held_out]
     before = separation(_pooled(model.module, "out", held_out), labels, "euclidean").ratio
     config = TrainConfig(
@@ -173,9 +122,9 @@ def test_metric_training_raises_separation_at_the_layer(objective: str) -> None:
 
 
 def test_mmd_training_pulls_two_domains_together() -> None:
-    model = _tiny()
-    samples = _samples()
-    held_out = _samples(5, seed=2)
+    model = tiny_model()
+    samples = tiny_samples()
+    held_out = tiny_samples(5, seed=2)
     warm = [s for s in held_out if s.label == "warm"]
     cool = [s for s in held_out if s.label == "cool"]
 
@@ -200,10 +149,10 @@ def test_mmd_training_pulls_two_domains_together() -> None:
 
 
 def test_cross_entropy_alone_trains_and_cancel_stops() -> None:
-    model = _tiny()
+    model = tiny_model()
     result = train(
         model,
-        _samples(),
+        tiny_samples(),
         TrainConfig(layer="out", loss_weight=0.0, cross_entropy=1.0, lr=1e-2, crop_size=32),
     )
     assert result.curve[0].cross_entropy > 0 and result.curve[0].objective >= 0
@@ -219,7 +168,7 @@ def test_cross_entropy_alone_trains_and_cancel_stops() -> None:
     with pytest.raises(InterruptedError):
         train(
             model,
-            _samples(),
+            tiny_samples(),
             TrainConfig(layer="out", epochs=5, batch_size=4, crop_size=32),
             cancelled=stop,
         )
@@ -227,7 +176,7 @@ def test_cross_entropy_alone_trains_and_cancel_stops() -> None:
 
 
 def test_bad_settings() -> None:
-    model, samples = _tiny(), _samples()
+    model, samples = tiny_model(), tiny_samples()
     with pytest.raises(ValueError, match="domains"):
         train(model, samples, TrainConfig(layer="out", objective="mmd"))
     with pytest.raises(ValueError, match="two labels"):
@@ -247,7 +196,7 @@ def test_a_saved_model_loads_back_exactly(tmp_path: Path) -> None:
         "sq", "squeezenet1_1", "torchvision", 64, IMAGENET_MEAN, IMAGENET_STD, (), None, ""
     )
     base = LoadedModel(spec, module, f"sq-{uuid.uuid4().hex}", 32)
-    samples = _samples(3)
+    samples = tiny_samples(3)
     result = train(
         base,
         samples,

@@ -10,6 +10,7 @@ import torch
 
 from app.engine.cams.base import METHODS, HeatMethod, LayerRun, weighted
 from app.engine.cams.head import cam_linear
+from app.engine.graph import TRACE_LOCK
 
 __all__: list[str] = []
 
@@ -19,11 +20,13 @@ class _Cam(HeatMethod):
     def compute(self, run: LayerRun) -> torch.Tensor:
         linear = cam_linear(run.module, run.layer)
         assert run.logits is not None and run.target is not None
-        weight = linear.weight.to(run.activations.dtype)
+        with TRACE_LOCK.shared():  # the model's parameters, read by attribute
+            weight = linear.weight.to(run.activations.dtype)
+            bias = None if linear.bias is None else linear.bias.to(weight.dtype)
         pooled = run.activations.mean(dim=(1, 2))
         expected = weight @ pooled
-        if linear.bias is not None:
-            expected = expected + linear.bias.to(expected.dtype)
+        if bias is not None:
+            expected = expected + bias
         scale = float(run.logits.abs().max()) + 1.0
         if not torch.allclose(expected, run.logits, atol=1e-4 * scale, rtol=1e-4):
             raise ValueError(
