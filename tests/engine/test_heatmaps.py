@@ -6,7 +6,9 @@ from a hand-written forward (no fx, no hooks), the formulas from the papers in n
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -330,7 +332,7 @@ def test_scorecam_stops_between_batches_when_cancelled(net: TinyNet, x: torch.Te
     options = CamOptions(batch_size=2)
     with pytest.raises(InterruptedError, match="cancelled"):
         cam_map(net, x, "act2", "scorecam", options=options, cancelled=cancelled)
-    assert len(asked) == 3 and net.act1.inplace and not net.training  # state restored
+    assert len(asked) == 3 and not net.training  # state restored
     asked.clear()
     done, _ = cam_map(net, x, "act2", "scorecam", options=options, cancelled=lambda: False)
     plain, _ = cam_map(net, x, "act2", "scorecam", options=options)
@@ -344,9 +346,9 @@ def test_scorecam_stops_between_batches_when_cancelled(net: TinyNet, x: torch.Te
 def test_cams_and_extraction_share_one_trace_and_keep_layers_out_of_place(
     net: TinyNet, x: torch.Tensor
 ) -> None:
-    """A CAM call restores ReLU(inplace=True); the shared extractor must still not use it."""
+    """Whoever switches ReLU(inplace=True) back on, the shared extractor must not use it."""
     ours, _ = cam_map(net, x, "conv1", "gradcam", 2)  # traces the (conv1, fc) extractor
-    assert net.act1.inplace  # restored for the model's owner
+    net.act1.inplace = True  # the model's owner
     graph = traced(net)
     assert traced(net) is graph and graph.output == "fc"
     with torch.no_grad():
@@ -356,6 +358,41 @@ def test_cams_and_extraction_share_one_trace_and_keep_layers_out_of_place(
     np.testing.assert_allclose(nodes["conv1"][0].numpy(), fmap, rtol=1e-12, atol=1e-12)
     assert (nodes["conv1"] < 0).any()  # an in-place ReLU would have eaten these
     assert ours.shape == fmap.shape[1:]
+
+
+def test_a_heat_map_ending_during_an_extraction_pass_leaves_its_layers_out_of_place(
+    net: TinyNet, x: torch.Tensor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A heat map whose call ends while another thread's extraction pass is between
+    ``conv1`` and its in-place ReLU: the pass must still return ``conv1``'s negatives."""
+    cam_map(net, x, "act2", "mean")  # its extractor traced now, not mid-pass
+    net.act1.inplace = True  # as the model was built
+    in_compute, pass_between = threading.Event(), threading.Event()
+    compute = METHODS["mean"].compute
+
+    def held_compute(self: Any, run: Any) -> torch.Tensor:
+        in_compute.set()
+        assert pass_between.wait(30)
+        return compute(self, run)
+
+    monkeypatch.setattr(METHODS["mean"], "compute", held_compute)
+    with ThreadPoolExecutor(1) as pool:
+        heat = pool.submit(cam_map, net, x, "act2", "mean")
+        assert in_compute.wait(30)
+
+        def end_heat_map(*_: object) -> None:  # after conv1, before its ReLU
+            if not pass_between.is_set():
+                pass_between.set()
+                heat.result(30)
+
+        hook = net.conv1.register_forward_hook(end_heat_map)
+        try:
+            with torch.no_grad():
+                nodes = forward_nodes(net, x, ["conv1", "act2"])
+        finally:
+            hook.remove()
+    fmap, _ = _hand(net, x, "conv1", 2)
+    np.testing.assert_allclose(nodes["conv1"][0].numpy(), fmap, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
@@ -399,24 +436,20 @@ def trained_state(net: TinyNet) -> Iterator[TinyNet]:
     yield net
 
 
-def _state(net: nn.Module) -> tuple[list[bool], list[bool], list[bool]]:
-    return (
-        [m.training for m in net.modules()],
-        [p.requires_grad for p in net.parameters()],
-        [m.inplace for m in net.modules() if isinstance(m, nn.ReLU)],
-    )
+def _state(net: nn.Module) -> tuple[list[bool], list[bool]]:
+    return [m.training for m in net.modules()], [p.requires_grad for p in net.parameters()]
 
 
 @pytest.mark.parametrize("method", ["gradcam", "scorecam", "mean"])
-def test_mode_flags_and_inplace_are_restored_when_a_call_raises(
+def test_mode_flags_are_restored_when_a_call_raises(
     trained_state: TinyNet, x: torch.Tensor, method: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     before = _state(trained_state)
-    assert before[0][:3] == [True, True, True] and before[2] == [True, False]
+    assert before[0][:3] == [True, True, True]
 
     def boom(self: object, run: object) -> torch.Tensor:
         # mid-call: the forward pass ran, the model is in its temporary state
-        assert not trained_state.training and not trained_state.act1.inplace
+        assert not trained_state.training
         assert not any(p.requires_grad for p in trained_state.parameters())
         raise RuntimeError("boom")
 

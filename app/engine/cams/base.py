@@ -190,10 +190,10 @@ def cam_map(
 
     The layer's output and the logits come from one forward pass; gradients are taken with
     ``torch.autograd.grad`` with respect to the layer's output only. For the length of the
-    call the model is put in eval mode, its parameters stop requiring gradients and its
-    in-place activations run out of place (so the layer's returned output is the value it
-    had, not one a later in-place op overwrote); all of it is restored afterwards, also when
-    the call raises.
+    call the model is put in eval mode and its parameters stop requiring gradients, restored
+    afterwards, also when the call raises. Its in-place activations run out of place from the
+    first pass on (the layer's returned output is the value it had, not one a later in-place
+    op overwrote; :func:`app.engine.graph.extractor`).
 
     Args:
         module: the model; its output must be ``1×K`` logits.
@@ -238,29 +238,28 @@ def cam_map(
 
 @contextmanager
 def frozen_model(module: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode, frozen parameters and out-of-place activations, restored on exit."""
+    """Eval mode and frozen parameters, restored on exit.
+
+    In-place activations are left alone: the extractors run them out of place themselves
+    (:func:`app.engine.graph.extractor`), and switching them back on here on exit would
+    switch them on under another thread's extraction pass, which then overwrites a returned
+    node's output.
+    """
     # Only what differs is set and restored: ``nn.Module.__setattr__`` is slow enough that
     # setting all 273 modules' modes twice cost a millisecond a call on EfficientNet-Lite0.
-    modules = list(module.modules())
-    training = [m for m in modules if m.training]
+    training = [m for m in module.modules() if m.training]
     needing = [p for p in module.parameters() if p.requires_grad]
-    # activations keep ``inplace`` as a plain attribute (nn.ReLU, timm's layers)
-    inplace = [m for m in modules if vars(m).get("inplace") is True]
     try:
         for m in training:
             m.training = False
         for p in needing:
             p.requires_grad_(False)
-        for m in inplace:
-            vars(m)["inplace"] = False
         yield module
     finally:
         for m in training:
             m.training = True
         for p in needing:
             p.requires_grad_(True)
-        for m in inplace:
-            vars(m)["inplace"] = True
 
 
 def weighted(weights: torch.Tensor, activations: torch.Tensor) -> torch.Tensor:
