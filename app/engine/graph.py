@@ -54,8 +54,10 @@ class _TraceLock:
     submodule", or adds nodes to the graph being traced), and reading a parameter of the
     traced model by attribute (``conv.weight``) gives a ``Proxy`` instead of the tensor.
     So every module call and every attribute read of a model's parameters holds
-    :meth:`shared`; a trace waits until none is held and holds the lock alone.
-    A thread that holds one side and asks for the other gets a ``RuntimeError`` (waiting
+    :meth:`shared`; a trace waits until none is held and holds the lock alone. A waiting
+    trace goes first: new shared uses wait behind it (a thread already holding one goes
+    on), so back-to-back extraction batches cannot keep a heat map's trace waiting. A
+    thread that holds one side and asks for the other gets a ``RuntimeError`` (waiting
     would never end).
     """
 
@@ -63,6 +65,7 @@ class _TraceLock:
         self._cond = threading.Condition()
         self._held: dict[int, int] = {}  # thread id → how many shared holds
         self._tracer: int | None = None
+        self._waiting = 0  # traces waiting for the shared holds to end
 
     def __enter__(self) -> None:  # exclusive
         me = threading.get_ident()
@@ -71,7 +74,11 @@ class _TraceLock:
                 raise RuntimeError("a trace inside a trace")
             if me in self._held:
                 raise RuntimeError("a trace inside a shared use of a model (a forward pass)")
-            self._cond.wait_for(lambda: self._tracer is None and not self._held)
+            self._waiting += 1
+            try:
+                self._cond.wait_for(lambda: self._tracer is None and not self._held)
+            finally:
+                self._waiting -= 1
             self._tracer = me
 
     def __exit__(self, *exc: object) -> None:
@@ -88,7 +95,7 @@ class _TraceLock:
             if self._tracer == me:
                 raise RuntimeError("a use of a model inside a trace")
             if me not in self._held:
-                self._cond.wait_for(lambda: self._tracer is None)
+                self._cond.wait_for(lambda: self._tracer is None and not self._waiting)
             self._held[me] = self._held.get(me, 0) + 1
         try:
             yield

@@ -154,3 +154,32 @@ def test_a_thread_holding_one_side_cannot_take_the_other() -> None:
             pass
     with TRACE_LOCK.shared():  # released after each of the above
         pass
+
+
+def test_a_waiting_trace_goes_before_new_shared_uses() -> None:
+    """Shared uses that overlap one another would never leave the lock free: a trace that
+    waits goes before other threads' new shared uses (the holding thread goes on)."""
+    first_done, second_done, traced_once = threading.Event(), threading.Event(), threading.Event()
+    order: list[str] = []
+
+    def trace() -> None:
+        with TRACE_LOCK:
+            order.append("trace")
+        traced_once.set()
+
+    def use_again() -> None:
+        with TRACE_LOCK.shared():
+            order.append("shared")
+        first_done.set()
+
+    with ThreadPoolExecutor(3) as pool:
+        with TRACE_LOCK.shared():  # this thread's hold, then another thread's after it
+            tracing = pool.submit(trace)
+            assert not traced_once.wait(STILL_WAITING)  # waits for this hold
+            again = pool.submit(use_again)
+            assert not first_done.wait(STILL_WAITING), "a new shared use went before the trace"
+            with TRACE_LOCK.shared():  # a thread already holding one goes on
+                second_done.set()
+        tracing.result(WAIT)
+        again.result(WAIT)
+    assert second_done.is_set() and order == ["trace", "shared"]
