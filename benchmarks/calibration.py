@@ -98,9 +98,10 @@ MEASURES: tuple[Spec, ...] = (
     Spec("grassmann (gap)", "gap", lambda x, y: grassmann(x, y)),
 )
 # Seconds per repetition (three scenarios, 99 draws or 70 exact splits) measured on a
-# busy 2-core machine: mahalanobis at conv_head ~20 (a 1280×1280 solve per split),
-# grassmann on pixels ~40 at conv_head and ~2 at blocks.4.2.add (two SVDs of 128×C per
-# split). The defaults below keep `make bench` in minutes.
+# busy 2-core machine: mahalanobis at conv_head ~20 while it solved a 1280×1280 system
+# per split (now one the size of the split's rows when they are fewer), grassmann on
+# pixels ~40 at conv_head and ~2 at blocks.4.2.add (two SVDs of 128×C per split). The
+# defaults below keep `make bench` in minutes.
 BENCH_LIMITS: Mapping[tuple[str, str], int] = {
     ("mahalanobis", "conv_head"): 10,
     ("grassmann (pixels)", "conv_head"): 5,

@@ -195,8 +195,9 @@ def _measure_bytes(measure: str, options: Mapping[str, Any], rows: int, dims: in
     pooled = rows * dims * F64
     if measure in _MEAN_MEASURES:
         return 2 * pooled
-    if measure == "mahalanobis":
-        return 5 * dims * dims * F64 + 2 * pooled
+    if measure == "mahalanobis":  # fewer rows than dims: through the rows' Gram matrix
+        small = min(rows, dims)
+        return (5 if rows >= dims else 3) * small * small * F64 + 4 * pooled
     if measure == "mutual_information":
         bins = int(options.get("bins", 16))
         return 3 * bins * bins * F64 + 6 * dims * F64 + pooled
@@ -213,7 +214,8 @@ def _measure_flops(measure: str, rows: int, dims: int) -> int:
     if measure in _MMD_MEASURES:
         return rows * rows * dims
     if measure == "mahalanobis":
-        return dims * dims * (rows + dims)
+        small = min(rows, dims)
+        return small * (rows * dims + small * small)
     if measure == "grassmann":
         return rows * dims * min(rows, dims)
     return rows * dims

@@ -26,31 +26,41 @@ class MahalanobisOptions(MeasureOptions):
 def ledoit_wolf(residuals: Tensor) -> Tensor:
     """Ledoit–Wolf shrunk covariance of already centred rows (sklearn's
     ``LedoitWolf(assume_centered=True)``): ``(1−s)·S + s·tr(S)/d·I``."""
-    n, d = residuals.shape
-    emp = residuals.T @ residuals / n
-    x2 = residuals.square()
-    trace_terms = x2.sum(0) / n
-    mu = trace_terms.sum() / d
-    beta_ = (x2.T @ x2).sum()
-    delta_ = emp.square().sum()
-    beta = (beta_ / n - delta_) / (d * n)
-    delta = (delta_ - 2 * mu * trace_terms.sum() + d * mu**2) / d
-    beta = torch.minimum(beta, delta)
-    s = torch.zeros_like(beta) if beta == 0 else beta / delta
-    return (1 - s) * emp + s * mu * torch.eye(d, dtype=emp.dtype, device=emp.device)
+    return _shrunk_matrix(residuals, "ledoit_wolf")
 
 
 def oas(residuals: Tensor) -> Tensor:
     """Oracle-approximating shrinkage covariance of already centred rows (sklearn's
     ``OAS(assume_centered=True)``)."""
+    return _shrunk_matrix(residuals, "oas")
+
+
+def _shrunk_matrix(residuals: Tensor, kind: Shrinkage) -> Tensor:
     n, d = residuals.shape
     emp = residuals.T @ residuals / n
-    alpha = emp.square().mean()
-    mu = emp.trace() / d
-    num = alpha + mu**2
-    den = (n + 1) * (alpha - mu**2 / d)
-    s = torch.ones_like(num) if den == 0 else torch.clamp(num / den, max=1.0)
-    return (1 - s) * emp + s * mu * torch.eye(d, dtype=emp.dtype, device=emp.device)
+    keep, ridge = _weights(kind, residuals, emp.square().sum())
+    return keep * emp + ridge * torch.eye(d, dtype=emp.dtype, device=emp.device)
+
+
+def _weights(kind: Shrinkage, residuals: Tensor, frobenius: Tensor) -> tuple[Tensor, Tensor]:
+    """``(1−s, s·μ)`` of the shrunk covariance ``(1−s)·S + s·μ·I``, ``S = RᵀR/n`` of the
+    ``n×d`` centred rows ``R``, ``μ = tr(S)/d``, from ``frobenius = ‖S‖²_F`` and the rows'
+    norms (sklearn's ``ledoit_wolf_shrinkage`` and ``oas``, written without ``S``:
+    ``‖S‖²_F = ‖RRᵀ‖²_F/n²`` and ``Σᵢⱼ (R²ᵀR²)ᵢⱼ = Σₖ ‖rₖ‖⁴``)."""
+    n, d = residuals.shape
+    norms = residuals.square().sum(1)  # ‖rₖ‖²
+    mu = norms.sum() / (n * d)
+    if kind == "ledoit_wolf":
+        beta = (norms.square().sum() / n - frobenius) / (d * n)
+        delta = (frobenius - d * mu**2) / d
+        beta = torch.minimum(beta, delta)
+        s = torch.zeros_like(beta) if beta == 0 else beta / delta
+    else:
+        alpha = frobenius / d**2
+        num = alpha + mu**2
+        den = (n + 1) * (alpha - mu**2 / d)
+        s = torch.ones_like(num) if den == 0 else torch.clamp(num / den, max=1.0)
+    return 1 - s, s * mu
 
 
 @register
@@ -59,17 +69,13 @@ class Mahalanobis(Measure):
 
     The residuals of each side about its own mean are pooled (a side with one row
     contributes none, so one descriptor against a group uses that group's covariance) and
-    shrunk with Ledoit–Wolf (default) or OAS; the system is solved, never inverted.
+    shrunk with Ledoit–Wolf (default) or OAS; the system is solved, never inverted, and
+    with fewer residual rows than features (deep features) through their Gram matrix.
     """
 
     name: ClassVar[str] = "mahalanobis"
     Options = MahalanobisOptions
     options: MahalanobisOptions
-
-    def _shrunk(self, residuals: Tensor) -> Tensor:
-        if self.options.shrinkage == "ledoit_wolf":
-            return ledoit_wolf(residuals)
-        return oas(residuals)
 
     def compute(self, x: Tensor, y: Tensor) -> Tensor:
         x64, y64 = x.to(torch.float64), y.to(torch.float64)
@@ -80,8 +86,19 @@ class Mahalanobis(Measure):
         if not bool(residuals.abs().max() > 0):
             raise ValueError("mahalanobis: the samples have no spread, so no covariance")
         diff = x64.mean(0) - y64.mean(0)
-        quad: Tensor = diff @ torch.linalg.solve(self._shrunk(residuals), diff)
-        return torch.sqrt(torch.clamp(quad, min=0))
+        return torch.sqrt(torch.clamp(self._form(diff, residuals), min=0))
+
+    def _form(self, diff: Tensor, residuals: Tensor) -> Tensor:
+        """``diffᵀ Σ⁻¹ diff`` with ``Σ`` the shrunk covariance of the residuals."""
+        n, d = residuals.shape
+        kind = self.options.shrinkage
+        if n < d:  # deep features: an n×n system (Woodbury) instead of a d×d one
+            gram = residuals @ residuals.T
+            keep, ridge = _weights(kind, residuals, gram.square().sum() / n**2)
+            if ridge > 0:
+                return _woodbury_form(diff, residuals, gram, keep / n, ridge)
+        form: Tensor = diff @ torch.linalg.solve(_shrunk_matrix(residuals, kind), diff)
+        return form
 
     def pairwise(self, z: Tensor, labels: Sequence[str] | None = None) -> Tensor:
         """Distances between rows under the shrunk covariance of the residuals of each row
@@ -101,13 +118,22 @@ class Mahalanobis(Measure):
         resid = torch.cat([z[i] - z[i].mean(0) for i in groups.values()])
         if not bool(resid.abs().max() > 0):
             raise ValueError("mahalanobis: the rows have no spread within labels, so no covariance")
-        chol, info = torch.linalg.cholesky_ex(self._shrunk(resid))
+        chol, info = torch.linalg.cholesky_ex(_shrunk_matrix(resid, self.options.shrinkage))
         if int(info) != 0:
             raise ValueError(
                 "mahalanobis: the shrunk covariance is singular for these rows; "
                 "try shrinkage='oas' or more samples per label"
             )
         return row_distances(torch.linalg.solve_triangular(chol, z.T, upper=False).T)
+
+
+def _woodbury_form(diff: Tensor, residuals: Tensor, gram: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    """``diffᵀ (a·RᵀR + b·I)⁻¹ diff`` through the ``n×n`` Gram matrix ``RRᵀ`` (Woodbury):
+    ``(‖diff‖² − a·wᵀ(b·I + a·RRᵀ)⁻¹w)/b`` with ``w = R·diff``."""
+    w = residuals @ diff
+    eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
+    form: Tensor = (diff @ diff - a * (w @ torch.linalg.solve(b * eye + a * gram, w))) / b
+    return form
 
 
 def mahalanobis(x: Tensor, y: Tensor, *, shrinkage: Shrinkage = "ledoit_wolf") -> float:

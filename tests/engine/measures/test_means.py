@@ -39,7 +39,9 @@ def test_std_euclidean_skips_constant_features() -> None:
     assert std_euclidean(x, y) == pytest.approx(std_euclidean(x[:, keep], y[:, keep]))
 
 
-@pytest.mark.parametrize(("n", "m", "d"), [(5, 7, 3), (12, 9, 30), (1, 6, 4), (3199, 40, 8)])
+@pytest.mark.parametrize(
+    ("n", "m", "d"), [(5, 7, 3), (12, 9, 30), (1, 6, 4), (3199, 40, 8), (1, 3, 50), (40, 31, 257)]
+)
 @pytest.mark.parametrize("kind", ["ledoit_wolf", "oas"])
 def test_mahalanobis_matches_scipy_with_sklearn_shrinkage(
     n: int, m: int, d: int, kind: str
