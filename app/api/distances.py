@@ -61,7 +61,13 @@ class DistancesIn(BoxesAtLayerIn):
         ),
     )
     bootstrap: int = Field(
-        0, ge=0, description=("Bootstrap resamples of units per pair for a 95% interval; 0: none.")
+        0,
+        ge=0,
+        description=(
+            "Bootstrap resamples of units per pair for a 95% interval; 0: none. Measures "
+            "whose intervals did not hold their level on real boxes (mahalanobis) give none "
+            "and say why in the warnings."
+        ),
     )
     interval_method: Literal["auto", "studentized", "bca", "percentile"] = Field(
         "auto",

@@ -217,6 +217,8 @@ def distance_work(request: DistanceRequest, n_boxes: int) -> int:
 
 
 def _bootstrap_evaluations(request: DistanceRequest) -> int:
+    if MEASURES.lookup(request.measure).interval_refusal is not None:
+        return 0  # the measure gives no interval: none is computed
     return evaluations(_interval_method(request), request.bootstrap)
 
 

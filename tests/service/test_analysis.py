@@ -50,6 +50,16 @@ def test_separation_work_counts_pairs_where_the_measure_loops_over_pairs() -> No
     assert units("mutual_information", "grid") == 300 * 299 // 2 * 2
 
 
+def test_distance_work_counts_the_bootstrap_only_where_an_interval_is_computed() -> None:
+    from app.service.analysis import DistanceRequest, distance_work
+
+    def units(measure: str) -> int:
+        return distance_work(DistanceRequest("m", "l", measure, permutations=9, bootstrap=100), 20)
+
+    assert units("euclidean") == 20 * (9 + 100 * 26)  # studentized: 25 inner resamples each
+    assert units("mahalanobis") == 20 * 9  # it gives no interval
+
+
 def test_separation_and_embedding_are_cached_under_the_results_version(
     data_dir: Path, photo: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -147,7 +147,7 @@ def matrix_tests(
     chosen = unit_for_sides([(g.boxes, g.images) for g in groups.values()], unit)
     single = _single_image_warning(groups)
     warnings = list(single)
-    if 0 < bootstrap < FEW_RESAMPLES:
+    if 0 < bootstrap < FEW_RESAMPLES and measure.interval_refusal is None:
         warnings.append(
             f"the intervals rest on {bootstrap} bootstrap resamples, so their ends are "
             f"noisy; ask for at least {FEW_RESAMPLES}"
@@ -275,6 +275,9 @@ def _interval(
 ) -> Interval | None:
     """The pair's interval (``pair``: measure, rows and design), or ``None`` with a note
     saying why there is none."""
+    if pair[0].interval_refusal is not None:
+        notes.append((name, f"no interval: {pair[0].interval_refusal}"))
+        return None
     try:
         interval = bootstrap_interval(
             *pair,

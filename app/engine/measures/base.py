@@ -266,6 +266,9 @@ class Measure(ABC):
     overrides this."""
     interval_scale: ClassVar[IntervalScale | None] = None
     """Where the measure's interval is built on another scale (``None``: its own value)."""
+    interval_refusal: ClassVar[str | None] = None
+    """Why this measure gives no bootstrap interval: its intervals were measured and did
+    not hold their level (``None``: it gives one)."""
     Options: ClassVar[type[MeasureOptions]] = NoOptions
     options: MeasureOptions
 

@@ -12,7 +12,16 @@ from torch import Tensor
 from app.engine.measures.base import Measure, MeasureOptions, as_samples, register
 from app.engine.measures.euclidean import row_distances
 
-__all__ = ["Mahalanobis", "MahalanobisOptions", "Shrinkage", "ledoit_wolf", "mahalanobis", "oas"]
+__all__ = [
+    "Mahalanobis",
+    "MahalanobisOptions",
+    "Shrinkage",
+    "ledoit_wolf",
+    "mahalanobis",
+    "oas",
+    "pooled_residuals",
+    "whitened",
+]
 
 Shrinkage = Literal["ledoit_wolf", "oas"]
 
@@ -74,19 +83,21 @@ class Mahalanobis(Measure):
     """
 
     name: ClassVar[str] = "mahalanobis"
+    interval_refusal = (
+        "bootstrap intervals of the Mahalanobis distance under a covariance estimated from "
+        "the same boxes do not hold their level: on random splits of 80 real boxes (a null by "
+        "construction) 95% intervals covered its value in 3 of 100 splits at conv_head (1,280 "
+        "channels), and in 58 of 100 (conv_head) and 80 of 100 (40 channels) when built on the "
+        "bias-corrected square of whitened features; the permutation test's p-value holds "
+        "its level"
+    )
     Options = MahalanobisOptions
     options: MahalanobisOptions
 
     def compute(self, x: Tensor, y: Tensor) -> Tensor:
         x64, y64 = x.to(torch.float64), y.to(torch.float64)
-        parts = [s - s.mean(0) for s in (x64, y64) if s.shape[0] > 1]
-        if not parts or sum(p.shape[0] for p in parts) < 2:
-            raise ValueError("mahalanobis needs a covariance: give at least 2 samples on one side")
-        residuals = torch.cat(parts)
-        if not bool(residuals.abs().max() > 0):
-            raise ValueError("mahalanobis: the samples have no spread, so no covariance")
         diff = x64.mean(0) - y64.mean(0)
-        return torch.sqrt(torch.clamp(self._form(diff, residuals), min=0))
+        return torch.sqrt(torch.clamp(self._form(diff, pooled_residuals(x64, y64)), min=0))
 
     def _form(self, diff: Tensor, residuals: Tensor) -> Tensor:
         """``diffᵀ Σ⁻¹ diff`` with ``Σ`` the shrunk covariance of the residuals."""
@@ -118,13 +129,54 @@ class Mahalanobis(Measure):
         resid = torch.cat([z[i] - z[i].mean(0) for i in groups.values()])
         if not bool(resid.abs().max() > 0):
             raise ValueError("mahalanobis: the rows have no spread within labels, so no covariance")
-        chol, info = torch.linalg.cholesky_ex(_shrunk_matrix(resid, self.options.shrinkage))
-        if int(info) != 0:
-            raise ValueError(
-                "mahalanobis: the shrunk covariance is singular for these rows; "
-                "try shrinkage='oas' or more samples per label"
-            )
-        return row_distances(torch.linalg.solve_triangular(chol, z.T, upper=False).T)
+        return row_distances(whitened(z, resid, self.options.shrinkage))
+
+
+def pooled_residuals(x: Tensor, y: Tensor) -> Tensor:
+    """The rows of each side about its own mean, pooled (a side with one row gives none).
+
+    Raises:
+        ValueError: fewer than 2 residual rows, or no spread at all.
+    """
+    parts = [s - s.mean(0) for s in (x, y) if s.shape[0] > 1]
+    if not parts or sum(p.shape[0] for p in parts) < 2:
+        raise ValueError("mahalanobis needs a covariance: give at least 2 samples on one side")
+    residuals = torch.cat(parts)
+    if not bool(residuals.abs().max() > 0):
+        raise ValueError("mahalanobis: the samples have no spread, so no covariance")
+    return residuals
+
+
+def whitened(rows: Tensor, residuals: Tensor, kind: Shrinkage) -> Tensor:
+    """``rows`` in coordinates where the shrunk covariance ``Σ`` of ``residuals`` is the
+    identity (``rows·Σ^{-1/2}``): Euclidean distances there are Mahalanobis distances.
+
+    With fewer residual rows than features, through their ``n×n`` Gram matrix: ``Σ = b·I +
+    a·RᵀR`` has ``Σ^{-1/2} = b^{-1/2}·I + V·diag((b + a·s²)^{-1/2} − b^{-1/2})·Vᵀ`` for
+    ``RᵀR = V·diag(s²)·Vᵀ`` (``V = Rᵀ·U·diag(1/s)`` from ``RRᵀ = U·diag(s²)·Uᵀ``).
+
+    Raises:
+        ValueError: the shrunk covariance is singular (no shrinkage and too few rows).
+    """
+    n, d = residuals.shape
+    if n < d:
+        gram = residuals @ residuals.T
+        keep, ridge = _weights(kind, residuals, gram.square().sum() / n**2)
+        if ridge > 0:
+            values, vectors = torch.linalg.eigh(gram)
+            spans = values > values.max() * n * torch.finfo(values.dtype).eps
+            basis = residuals.T @ (vectors[:, spans] / values[spans].sqrt())  # V: d×k
+            gains = (ridge + keep / n * values[spans]).rsqrt() - ridge.rsqrt()
+            out: Tensor = rows * ridge.rsqrt() + ((rows @ basis) * gains) @ basis.T
+            return out
+    chol, info = torch.linalg.cholesky_ex(_shrunk_matrix(residuals, kind))
+    if int(info) != 0:
+        raise ValueError(
+            "mahalanobis: the shrunk covariance is singular for these rows; "
+            "try shrinkage='oas' or more samples per label"
+        )
+    solved: Tensor = torch.linalg.solve_triangular(chol, rows.T, upper=False).T
+    return solved
 
 
 def _woodbury_form(diff: Tensor, residuals: Tensor, gram: Tensor, a: Tensor, b: Tensor) -> Tensor:

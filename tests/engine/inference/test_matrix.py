@@ -95,3 +95,20 @@ def test_a_warning_of_many_pairs_names_five_and_counts_the_rest() -> None:
     t = matrix_tests(groups, get_measure("euclidean"), permutations=10)
     (said,) = [w for w in t.warnings if SINGLE_IMAGES in w]
     assert said == f"a vs b, a vs c, a vs d, a vs e, a vs f and 16 more pairs: {SINGLE_IMAGES}"
+
+
+def test_a_measure_whose_intervals_fail_gives_none_and_says_why_once() -> None:
+    # Mahalanobis's bootstrap intervals were measured on real boxes and did not hold their
+    # level: every pair says so once, and its permutation test is still given.
+    groups = {
+        name: _group(name, [f"{name}{i}" for i in range(6)], 12, k)
+        for k, name in enumerate(("ant", "bee", "cow"))
+    }
+    measure = get_measure("mahalanobis")
+    assert measure.interval_refusal is not None
+    t = matrix_tests(groups, measure, permutations=20, bootstrap=200)
+    assert all(p.interval is None and p.p_value is not None for p in t.tests)
+    assert t.warnings == [f"every pair: no interval: {measure.interval_refusal}"]
+    euclidean = matrix_tests(groups, get_measure("euclidean"), permutations=20, bootstrap=200)
+    assert all(p.interval is not None for p in euclidean.tests)
+    assert not any("no interval" in w for w in euclidean.warnings)

@@ -86,3 +86,23 @@ def test_one_row_each_compares_descriptors() -> None:
 def test_bad_input_raises_a_clear_value_error(call: object, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         call()  # type: ignore[operator]
+
+
+@pytest.mark.parametrize(("n", "m", "d"), [(6, 5, 40), (3, 2, 9), (30, 25, 7)])
+@pytest.mark.parametrize("kind", ["ledoit_wolf", "oas"])
+def test_whitened_rows_are_apart_by_their_mahalanobis_distances(
+    n: int, m: int, d: int, kind: str
+) -> None:
+    """Both routes (the residuals' Gram matrix when they are fewer than the features, a
+    Cholesky factor otherwise) against scipy's ``cdist`` with sklearn's covariance."""
+    from app.engine.measures.mahalanobis import pooled_residuals, whitened
+
+    x, y = _pair(n, m, d, seed=5)
+    resid = pooled_residuals(x, y)
+    est = LedoitWolf(assume_centered=True) if kind == "ledoit_wolf" else OAS(assume_centered=True)
+    vi = np.linalg.inv(est.fit(resid.numpy()).covariance_)
+    rows = torch.cat([x, y])
+    want = distance.cdist(rows.numpy(), rows.numpy(), "mahalanobis", VI=vi)
+    white = whitened(rows, resid, kind)  # type: ignore[arg-type]
+    apart = torch.cdist(white, white, compute_mode="donot_use_mm_for_euclid_dist")
+    np.testing.assert_allclose(apart.numpy(), want, rtol=1e-9, atol=1e-9)
