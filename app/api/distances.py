@@ -65,8 +65,8 @@ class DistancesIn(BoxesAtLayerIn):
         ge=0,
         description=(
             "Bootstrap resamples of units per pair for a 95% interval; 0: none. Measures "
-            "whose intervals did not hold their level on real boxes (mahalanobis) give none "
-            "and say why in the warnings."
+            "whose intervals did not hold their level on real boxes (mahalanobis, "
+            "mutual_information) give none and say why in the warnings."
         ),
     )
     interval_method: Literal["auto", "studentized", "bca", "percentile"] = Field(

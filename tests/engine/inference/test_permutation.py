@@ -15,6 +15,7 @@ from app.engine.inference.exact import assignment_batches
 from app.engine.inference.units import Scheme, scheme
 from app.engine.measures import mmd
 from app.engine.measures.mmd import MMD
+from tests.engine.inference.real_boxes import box_rows
 
 # Units of unequal size, boxes of one image in one group, and one image in both groups.
 _DESIGN = Design.from_boxes(
@@ -268,21 +269,8 @@ def test_bfloat16_products_keep_the_precise_p_and_the_level_under_a_null_of_real
     # A null built from real boxes: `gap` at conv_head of 160 boxes of one grass photo,
     # labelled 90/70 at random in each replicate (random labels make the null hold exactly,
     # whatever the boxes share). bfloat16 products forced whatever the CPU, from 100 units.
-    from app.boxes import Box
-    from app.engine.features import extract
-    from app.engine.regions import region_descriptors
-    from app.images import decode_image
-
-    image = decode_image(photo.png("grass"), max_pixels=10**8)
-    fmap = extract(embedded_model, [image], ["conv_head"])[0]["conv_head"]
     g = torch.Generator().manual_seed(3)
-    sizes = 40 + torch.rand(160, 2, generator=g) * 120
-    corners = torch.rand(160, 2, generator=g) * (512 - sizes)
-    boxes = [
-        Box(float(x), float(y), float(w), float(h))
-        for (x, y), (w, h) in zip(corners, sizes, strict=True)
-    ]
-    rows = torch.stack(region_descriptors(fmap, (image.width, image.height), boxes, "gap"))
+    rows = box_rows(embedded_model, photo.png("grass"), 160, g)
     native = {"on": True}
     monkeypatch.setattr(permutation_module, "_native_bfloat16", lambda: native["on"])
     monkeypatch.setattr(permutation_module, "_BFLOAT16_FROM", 100)
