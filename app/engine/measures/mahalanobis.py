@@ -47,17 +47,28 @@ def oas(residuals: Tensor) -> Tensor:
 def _shrunk_matrix(residuals: Tensor, kind: Shrinkage) -> Tensor:
     n, d = residuals.shape
     emp = residuals.T @ residuals / n
-    keep, ridge = _weights(kind, residuals, emp.square().sum())
+    keep, ridge = _weights(kind, residuals.square().sum(1), emp.square().sum(), d)
     return keep * emp + ridge * torch.eye(d, dtype=emp.dtype, device=emp.device)
 
 
-def _weights(kind: Shrinkage, residuals: Tensor, frobenius: Tensor) -> tuple[Tensor, Tensor]:
-    """``(1−s, s·μ)`` of the shrunk covariance ``(1−s)·S + s·μ·I``, ``S = RᵀR/n`` of the
-    ``n×d`` centred rows ``R``, ``μ = tr(S)/d``, from ``frobenius = ‖S‖²_F`` and the rows'
-    norms (sklearn's ``ledoit_wolf_shrinkage`` and ``oas``, written without ``S``:
-    ``‖S‖²_F = ‖RRᵀ‖²_F/n²`` and ``Σᵢⱼ (R²ᵀR²)ᵢⱼ = Σₖ ‖rₖ‖⁴``)."""
+def _through_gram(residuals: Tensor, kind: Shrinkage) -> tuple[Tensor, Tensor, Tensor] | None:
+    """``(RRᵀ, 1−s, s·μ)`` when the shrunk covariance is best handled through the residuals'
+    ``n×n`` Gram matrix (fewer rows than features, and some shrinkage, so it is not
+    singular); ``None`` otherwise."""
     n, d = residuals.shape
-    norms = residuals.square().sum(1)  # ‖rₖ‖²
+    if n >= d:
+        return None
+    gram = residuals @ residuals.T
+    keep, ridge = _weights(kind, gram.diagonal(), gram.square().sum() / n**2, d)
+    return (gram, keep, ridge) if ridge > 0 else None
+
+
+def _weights(kind: Shrinkage, norms: Tensor, frobenius: Tensor, d: int) -> tuple[Tensor, Tensor]:
+    """``(1−s, s·μ)`` of the shrunk covariance ``(1−s)·S + s·μ·I``, ``S = RᵀR/n`` of the
+    ``n×d`` centred rows ``R``, ``μ = tr(S)/d``, from the rows' squared norms ``‖rₖ‖²`` and
+    ``frobenius = ‖S‖²_F`` (sklearn's ``ledoit_wolf_shrinkage`` and ``oas``, written without
+    ``S``: ``‖S‖²_F = ‖RRᵀ‖²_F/n²`` and ``Σᵢⱼ (R²ᵀR²)ᵢⱼ = Σₖ ‖rₖ‖⁴``)."""
+    n = norms.shape[0]
     mu = norms.sum() / (n * d)
     if kind == "ledoit_wolf":
         beta = (norms.square().sum() / n - frobenius) / (d * n)
@@ -99,13 +110,11 @@ class Mahalanobis(Measure):
 
     def _form(self, diff: Tensor, residuals: Tensor) -> Tensor:
         """``diffᵀ Σ⁻¹ diff`` with ``Σ`` the shrunk covariance of the residuals."""
-        n, d = residuals.shape
         kind = self.options.shrinkage
-        if n < d:  # deep features: an n×n system (Woodbury) instead of a d×d one
-            gram = residuals @ residuals.T
-            keep, ridge = _weights(kind, residuals, gram.square().sum() / n**2)
-            if ridge > 0:
-                return _woodbury_form(diff, residuals, gram, keep / n, ridge)
+        found = _through_gram(residuals, kind)
+        if found is not None:  # deep features: an n×n system (Woodbury) instead of a d×d one
+            gram, keep, ridge = found
+            return _woodbury_form(diff, residuals, gram, keep / residuals.shape[0], ridge)
         form: Tensor = diff @ torch.linalg.solve(_shrunk_matrix(residuals, kind), diff)
         return form
 
@@ -156,17 +165,16 @@ def whitened(rows: Tensor, residuals: Tensor, kind: Shrinkage) -> Tensor:
     Raises:
         ValueError: the shrunk covariance is singular (no shrinkage and too few rows).
     """
-    n, d = residuals.shape
-    if n < d:
-        gram = residuals @ residuals.T
-        keep, ridge = _weights(kind, residuals, gram.square().sum() / n**2)
-        if ridge > 0:
-            values, vectors = torch.linalg.eigh(gram)
-            spans = values > values.max() * n * torch.finfo(values.dtype).eps
-            basis = residuals.T @ (vectors[:, spans] / values[spans].sqrt())  # V: d×k
-            gains = (ridge + keep / n * values[spans]).rsqrt() - ridge.rsqrt()
-            out: Tensor = rows * ridge.rsqrt() + ((rows @ basis) * gains) @ basis.T
-            return out
+    found = _through_gram(residuals, kind)
+    if found is not None:
+        gram, keep, ridge = found
+        n = gram.shape[0]
+        values, vectors = torch.linalg.eigh(gram)
+        spans = values > values.max() * n * torch.finfo(values.dtype).eps
+        basis = residuals.T @ (vectors[:, spans] / values[spans].sqrt())  # V: d×k
+        gains = (ridge + keep / n * values[spans]).rsqrt() - ridge.rsqrt()
+        out: Tensor = rows * ridge.rsqrt() + ((rows @ basis) * gains) @ basis.T
+        return out
     chol, info = torch.linalg.cholesky_ex(_shrunk_matrix(residuals, kind))
     if int(info) != 0:
         raise ValueError(
