@@ -2,8 +2,8 @@
 the null's value on random splits of one photo's boxes (a null by construction), and
 excludes it between two photos' boxes (so it is not covering by being wide).
 
-Mahalanobis and mutual information give no interval: measured the same way, theirs covered
-the null's value in 3 and 29 of 100 splits.
+Mahalanobis and mutual information give no interval: measured the same way
+(``python -m benchmarks.real_boxes``), theirs covered the null's value in 3 and 29 of 100.
 """
 
 from __future__ import annotations
@@ -14,9 +14,8 @@ import pytest
 import torch
 from scipy.stats import binomtest
 
-from app.engine.inference import Design, bootstrap_interval
 from app.engine.measures import get_measure
-from tests.engine.inference.real_boxes import box_rows
+from benchmarks.real_boxes import box_rows, default_interval
 
 SPLITS = 60
 RESAMPLES = 200
@@ -28,33 +27,19 @@ def test_the_default_interval_covers_the_null_and_excludes_a_real_gap(
     embedded_model: Any, photo: Any, name: str
 ) -> None:
     g = torch.Generator().manual_seed(11)
-    grass = box_rows(embedded_model, photo.png("grass"), 160, g).double()
-    brick = box_rows(embedded_model, photo.png("brick"), 40, g).double()
+    grass = box_rows(embedded_model, photo.decoded("grass"), 160, g).double()
+    brick = box_rows(embedded_model, photo.decoded("brick"), 40, g).double()
     measure = get_measure(name)
     truth = measure(grass, grass)  # both halves' population is every box: the null's value
-    design = Design.independent(40, 40)
-
-    def interval(x: torch.Tensor, y: torch.Tensor, seed: int) -> tuple[float, float]:
-        low, high, *_ = bootstrap_interval(
-            measure,
-            x,
-            y,
-            design,
-            resamples=RESAMPLES,
-            seed=seed,
-            method=measure.interval_method,
-            plug_in=measure.plug_in,
-            scale=measure.interval_scale,
-        )
-        return low, high
-
     covered = excluded = 0
     for split in range(SPLITS):
         order = torch.randperm(160, generator=g)
-        low, high = interval(grass[order[:40]], grass[order[40:80]], split)
+        low, high = default_interval(
+            measure, grass[order[:40]], grass[order[40:80]], RESAMPLES, split
+        )
         covered += low <= truth <= high
         if split < 10:
-            low, _ = interval(grass[order[:40]], brick, split)
+            low, _ = default_interval(measure, grass[order[:40]], brick, RESAMPLES, split)
             excluded += low > truth
     rate = binomtest(covered, SPLITS).proportion_ci(method="wilson")
     assert rate.high >= 0.95, (covered, SPLITS)  # its 95% holds within sampling error

@@ -15,7 +15,7 @@ from app.engine.inference.exact import assignment_batches
 from app.engine.inference.units import Scheme, scheme
 from app.engine.measures import mmd
 from app.engine.measures.mmd import MMD
-from tests.engine.inference.real_boxes import box_rows
+from benchmarks.real_boxes import box_rows
 
 # Units of unequal size, boxes of one image in one group, and one image in both groups.
 _DESIGN = Design.from_boxes(
@@ -270,7 +270,7 @@ def test_bfloat16_products_keep_the_precise_p_and_the_level_under_a_null_of_real
     # labelled 90/70 at random in each replicate (random labels make the null hold exactly,
     # whatever the boxes share). bfloat16 products forced whatever the CPU, from 100 units.
     g = torch.Generator().manual_seed(3)
-    rows = box_rows(embedded_model, photo.png("grass"), 160, g)
+    rows = box_rows(embedded_model, photo.decoded("grass"), 160, g)
     native = {"on": True}
     monkeypatch.setattr(permutation_module, "_native_bfloat16", lambda: native["on"])
     monkeypatch.setattr(permutation_module, "_BFLOAT16_FROM", 100)
