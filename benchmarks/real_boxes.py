@@ -1,6 +1,6 @@
 """Nulls built from real boxes: ``gap`` descriptors of random boxes on a real photo, and how
 often each measure's default bootstrap interval covers the null's value on random splits of
-them (``python -m benchmarks.real_boxes [splits] [resamples]``; the slow test
+them (``python -m benchmarks.real_boxes [splits] [resamples] [measure ...]``; the slow test
 ``tests/engine/inference/test_bootstrap_real_boxes.py`` checks the measures that give one).
 """
 
@@ -91,5 +91,6 @@ if __name__ == "__main__":
     from benchmarks.calibration import _decoded, _texture
 
     counts = [int(a) for a in sys.argv[1:3]]  # splits, resamples
+    names = sys.argv[3:] or list(MEASURES)
     grass = _decoded(_texture("grass"))
-    print_null_coverage(get_model("efficientnet_lite0"), grass, list(MEASURES), *counts)
+    print_null_coverage(get_model("efficientnet_lite0"), grass, names, *counts)
