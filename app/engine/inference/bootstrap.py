@@ -36,16 +36,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Hashable, Sequence
-from typing import TYPE_CHECKING, Literal, NamedTuple
+from typing import Literal, NamedTuple
 
 import torch
 from torch import Tensor
 
 from app.engine.inference.permutation import Statistic
 from app.engine.inference.units import Design, Unit, choose_unit
-
-if TYPE_CHECKING:
-    from app.engine.measures.base import IntervalScale
+from app.engine.measures.base import IntervalScale, Measure, Resampler
 
 __all__ = [
     "INNER_RESAMPLES",
@@ -350,12 +348,13 @@ def bootstrap_interval(
         raise ValueError("draws is empty; give at least one resample")
 
     gx, gy = _gather(ux, x.device), _gather(uy, y.device)
+    on_rows = _resampler(statistic, x, y)
 
     def evaluate(pick_x: Tensor, pick_y: Tensor) -> float | None:
         if cancelled is not None and cancelled():
             raise InterruptedError("cancelled")
         try:
-            return float(statistic(x[gx(pick_x)], y[gy(pick_y)]))
+            return float(on_rows(gx(pick_x), gy(pick_y)))
         except ValueError:
             return None
 
@@ -380,6 +379,14 @@ def bootstrap_interval(
         return Interval(math.nan, math.nan, len(values), method, level)
     low, high = torch.quantile(v, torch.tensor(levels, dtype=torch.float64)).tolist()
     return Interval(low, high, len(values), method, level)
+
+
+def _resampler(statistic: Statistic, x: Tensor, y: Tensor) -> Resampler:
+    """``f(i, j) = statistic(x[i], y[j])``: a measure's own (:meth:`Measure.resampler`,
+    which may reuse work done once on ``x`` and ``y``), else a call per resample."""
+    if isinstance(statistic, Measure):
+        return statistic.resampler(x, y)
+    return lambda i, j: statistic(x[i], y[j])
 
 
 def _studentized(

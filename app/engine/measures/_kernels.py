@@ -11,12 +11,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
+    "MEDIAN_ROWS",
     "Kernel",
     "block_sums",
     "mean_pair_sqdist",
+    "median_of",
     "median_sqdist",
     "pair_kernel",
     "sigmas_list",
+    "sqdist_matrix",
     "upper_pairs",
 ]
 
@@ -242,7 +245,11 @@ def mean_pair_sqdist(z: Tensor, *, chunk: int = 8192) -> float:
     return 2 * n * acc / (n * n - n)
 
 
-def median_sqdist(z: Tensor, *, max_rows: int = 1024, seed: int = 0) -> float:
+MEDIAN_ROWS = 1024
+"""Rows the median heuristic looks at: a seeded random subset of this many above it."""
+
+
+def median_sqdist(z: Tensor, *, max_rows: int = MEDIAN_ROWS, seed: int = 0) -> float:
     """Median of ``‖zi−zj‖²`` over pairs ``i < j`` of the rows of ``z``.
 
     Above ``max_rows`` rows a seeded random subset of ``max_rows`` rows is used.
@@ -250,13 +257,21 @@ def median_sqdist(z: Tensor, *, max_rows: int = 1024, seed: int = 0) -> float:
     if z.shape[0] > max_rows:
         g = torch.Generator().manual_seed(seed)
         z = z[torch.randperm(z.shape[0], generator=g)[:max_rows].to(z.device)]
+    d = sqdist_matrix(z)
+    iu = torch.triu_indices(z.shape[0], z.shape[0], offset=1, device=d.device)
+    return median_of(d[iu[0], iu[1]])
+
+
+def sqdist_matrix(z: Tensor) -> Tensor:
+    """``‖zi−zj‖²`` between every pair of rows of ``z``, in float64 (``n×n``)."""
     z64 = z.to(torch.float64)
     sq = z64.square().sum(1)
-    d = _sqdist(z64, z64, sq, sq)
-    iu = torch.triu_indices(z.shape[0], z.shape[0], offset=1)
-    v = d[iu[0], iu[1]]
-    # numpy's median: the middle value, or the mean of the two middle ones (kthvalue is a
-    # selection, cheaper than the sort behind quantile).
+    return _sqdist(z64, z64, sq, sq)
+
+
+def median_of(v: Tensor) -> float:
+    """numpy's median of the values ``v``: the middle one, or the mean of the two middle
+    ones (``kthvalue`` is a selection, cheaper than the sort behind ``quantile``)."""
     lo = float(torch.kthvalue(v, (v.numel() + 1) // 2).values)
     hi = float(torch.kthvalue(v, v.numel() // 2 + 1).values)
     return (lo + hi) / 2

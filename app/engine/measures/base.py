@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 import torch
@@ -25,6 +25,7 @@ __all__ = [
     "Measure",
     "NoOptions",
     "MeasureOptions",
+    "Resampler",
     "as_samples",
     "describe_options",
     "get_measure",
@@ -34,6 +35,10 @@ __all__ = [
 ]
 
 Between = Literal["means", "sets"]
+
+Resampler = Callable[[Tensor, Tensor], float]
+"""A measure on resampled rows: ``f(i, j)`` is its value on ``x[i]`` and ``y[j]`` for
+row-index vectors ``i`` and ``j`` (:meth:`Measure.resampler`)."""
 
 MEASURES: Registry[type[Measure]] = Registry("measure")
 
@@ -280,6 +285,10 @@ class Measure(ABC):
 
     def __call__(self, x: Tensor, y: Tensor) -> float:
         """The measure between ``x`` and ``y``."""
+        x, y = self._checked(x, y)
+        return self._finite(float(self.compute(x, y)))
+
+    def _checked(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         x = as_samples(x, "x", min_rows=self.min_rows)
         y = as_samples(y, "y", min_rows=self.min_rows)
         if x.shape[1] != y.shape[1]:
@@ -288,7 +297,9 @@ class Measure(ABC):
                 "take both from the same layer and descriptor"
             )
         dtype = torch.promote_types(x.dtype, y.dtype)
-        value = float(self.compute(x.to(dtype), y.to(dtype)))
+        return x.to(dtype), y.to(dtype)
+
+    def _finite(self, value: float) -> float:
         if not math.isfinite(value):
             raise ValueError(f"{self.name} gave a non-finite value for these inputs")
         return value
@@ -296,6 +307,29 @@ class Measure(ABC):
     @abstractmethod
     def compute(self, x: Tensor, y: Tensor) -> Tensor | float:
         """The value for checked inputs of one dtype."""
+
+    def resampler(self, x: Tensor, y: Tensor) -> Resampler:
+        """The measure on resamples of these rows: ``f(i, j) = self(x[i], y[j])`` for
+        row-index vectors ``i`` and ``j`` (what a bootstrap evaluates thousands of times).
+
+        A measure that can reuse work done once on all of ``x`` and ``y`` overrides
+        :meth:`resampled` (MMD: the pooled rows' squared distances); the others are called
+        on every resample.
+
+        Raises:
+            ValueError: bad samples (as the measure itself), at once; a resample the measure
+                refuses, or a non-finite value, when ``f`` is called.
+        """
+        x, y = self._checked(x, y)
+        fast = self.resampled(x, y)
+        if fast is None:
+            return lambda i, j: self(x[i], y[j])
+        return lambda i, j: self._finite(fast(i, j))
+
+    def resampled(self, x: Tensor, y: Tensor) -> Resampler | None:
+        """A faster :meth:`resampler` for checked inputs of one dtype, equal to the measure
+        on every resample up to rounding (``None``: call the measure)."""
+        return None
 
     def plug_in(self, x: Tensor, y: Tensor) -> float:
         """The measure with the samples taken as their populations, ``θ(F̂)``: what a

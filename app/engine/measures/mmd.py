@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Annotated, ClassVar, Literal
 
 import torch
@@ -10,14 +10,17 @@ from pydantic import Field
 from torch import Tensor
 
 from app.engine.measures._kernels import (
+    MEDIAN_ROWS,
     Kernel,
     block_sums,
     mean_pair_sqdist,
+    median_of,
     median_sqdist,
     pair_kernel,
     sigmas_list,
+    sqdist_matrix,
 )
-from app.engine.measures.base import Measure, MeasureOptions, register
+from app.engine.measures.base import Measure, MeasureOptions, Resampler, register
 
 __all__ = [
     "MMD",
@@ -90,11 +93,32 @@ def make_kernel(
     seed: int = 0,
 ) -> Kernel:
     """The kernel :func:`mmd` uses for the pooled rows ``z`` (see :func:`mmd`)."""
+    return _kernel(
+        lambda: median_sqdist(z, seed=seed),
+        lambda: mean_pair_sqdist(z),
+        sigma=sigma,
+        kernel=kernel,
+        kernel_mul=kernel_mul,
+        kernel_num=kernel_num,
+    )
+
+
+def _kernel(
+    median: Callable[[], float],
+    mean: Callable[[], float],
+    *,
+    sigma: float | Sequence[float] | None,
+    kernel: KernelKind,
+    kernel_mul: float,
+    kernel_num: int,
+) -> Kernel:
+    """The kernel of :func:`make_kernel`, given the pooled rows' median and mean squared
+    distance (over pairs ``i < j`` and ``i ≠ j``), asked for only where needed."""
     if kernel == "gaussian":
         if sigma is None:
-            med = median_sqdist(z, seed=seed)
+            med = median()
             if med == 0:
-                med = mean_pair_sqdist(z) or 1.0
+                med = mean() or 1.0
             return Kernel(scales=(med,), weight=1.0)  # 2σ² with σ² = median/2
         sig = sigmas_list(sigma)
         return Kernel(scales=tuple(2 * s * s for s in sig), weight=1.0 / len(sig))
@@ -102,7 +126,7 @@ def make_kernel(
         if kernel_num < 1 or kernel_mul <= 0:
             raise ValueError("kernel_num must be ≥ 1 and kernel_mul > 0")
         if sigma is None:
-            centre = mean_pair_sqdist(z) or 1.0
+            centre = mean() or 1.0
         else:
             sig = sigmas_list(sigma)
             if len(sig) != 1:
@@ -166,6 +190,44 @@ class MMD(Measure):
             kernel_num=o.kernel_num,
             seed=o.median_seed,
         )
+
+    def resampled(self, x: Tensor, y: Tensor) -> Resampler | None:
+        """Resamples' MMD² from the pooled rows' squared distances, computed once (float64):
+        each resample gathers its rows' block of them for its own kernel (median or mean
+        of its own pairs, as :meth:`compute`) and sums. Not for the linear estimator, nor
+        above :data:`~app.engine.measures._kernels.MEDIAN_ROWS` pooled rows (where the
+        median heuristic takes a subset); a resample of more rows than that (image units
+        of unequal size) is computed as usual."""
+        if self.options.estimator == "linear" or x.shape[0] + y.shape[0] > MEDIAN_ROWS:
+            return None
+        d = sqdist_matrix(torch.cat([x, y]))
+        n = x.shape[0]
+
+        def value(i: Tensor, j: Tensor) -> float:
+            if len(i) + len(j) > MEDIAN_ROWS:
+                return self(x[i], y[j])
+            self.check_sizes(len(i), len(j))
+            rows = torch.cat([i, j + n]).to(d.device)
+            return self._from_sqdists(d[rows][:, rows], len(i))
+
+        return value
+
+    def _from_sqdists(self, d: Tensor, n: int) -> float:
+        """MMD² of the pooled rows whose squared distances are ``d`` (``x`` first, ``n`` rows),
+        ``d`` overwritten."""
+        o, total = self.options, d.shape[0]
+        upper = torch.triu_indices(total, total, offset=1, device=d.device)
+        k = _kernel(
+            lambda: median_of(d[upper[0], upper[1]]),
+            lambda: float(d.sum()) / (total * total - total),
+            sigma=o.sigma,
+            kernel=o.kernel,
+            kernel_mul=o.kernel_mul,
+            kernel_num=o.kernel_num,
+        )
+        g = k.apply_(d)
+        sxx, syy, sxy = float(g[:n, :n].sum()), float(g[n:, n:].sum()), float(g[:n, n:].sum())
+        return mmd_from_sums(sxx, syy, sxy, n, total - n, k.at_zero, o.estimator)
 
     def compute(self, x: Tensor, y: Tensor) -> float:
         n, m = x.shape[0], y.shape[0]
