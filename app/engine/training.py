@@ -327,6 +327,58 @@ class _Head(nn.Module):
         return out
 
 
+@dataclass
+class _Learner:
+    """What an optimiser step needs: the layer's extractor (``body``), the projection head
+    and the classifier (where the config has them), the objective and the optimiser."""
+
+    body: nn.Module
+    head: nn.Module | None
+    classifier: nn.Module | None
+    objective: nn.Module
+    optimiser: torch.optim.Optimizer
+    config: TrainConfig
+    domains: tuple[int, int] | None
+
+    def step(self, crops: Tensor, target: Tensor, number: int) -> tuple[float, float, float]:
+        """One optimiser step on a batch of crops; ``(loss, objective, cross-entropy)``.
+
+        Raises:
+            ValueError: the features collapsed to one point (MK-MMD), or the loss is not
+                finite; both name the step ``number`` and the learning rate to lower.
+        """
+        config = self.config
+        with TRACE_LOCK.shared():  # module calls never overlap another thread's trace
+            pooled = self.body(crops)["features"].mean(dim=(2, 3))
+            embedded = self.head(pooled) if self.head is not None else pooled
+            if self.domains is not None:
+                first = target == self.domains[0]
+                try:
+                    main = self.objective(embedded[first], embedded[~first])
+                except ValueError as exc:  # MK-MMD's bandwidth is 0: every feature is one point
+                    raise ValueError(
+                        f"step {number}: the features at {config.layer!r} collapsed to one "
+                        f"point ({exc}); lower lr (now {config.lr}) or train fewer blocks"
+                    ) from exc
+            else:
+                main = self.objective(embedded, target)
+            ce = (
+                F.cross_entropy(self.classifier(pooled), target)
+                if self.classifier is not None
+                else torch.zeros((), device=crops.device)
+            )
+            loss = config.loss_weight * main + config.cross_entropy * ce
+            if not torch.isfinite(loss.detach()):
+                raise ValueError(
+                    f"step {number}: the loss is {float(loss.detach())}; lower lr (now {config.lr})"
+                )
+            self.optimiser.zero_grad(set_to_none=True)
+            if loss.requires_grad:
+                loss.backward()
+                self.optimiser.step()
+        return float(loss.detach()), float(main.detach()), float(ce.detach())
+
+
 def train(
     model: LoadedModel,
     samples: Sequence[CropSample],
@@ -395,13 +447,20 @@ def train(
         body = create_feature_extractor(net, return_nodes={config.layer: "features"}).eval()
     for m in (net, body, *extra):
         m.to(device)
-    optimiser = torch.optim.Adam(
-        [*params, *(p for m in extra for p in m.parameters())], lr=config.lr
-    )
-    objective = (
-        MKMMDLoss()
-        if config.objective == "mmd"
-        else get_metric_loss(config.objective, **_loss_options(config))
+    learner = _Learner(
+        body=body,
+        head=head,
+        classifier=classifier,
+        objective=(
+            MKMMDLoss()
+            if config.objective == "mmd"
+            else get_metric_loss(config.objective, **_loss_options(config))
+        ),
+        optimiser=torch.optim.Adam(
+            [*params, *(p for m in extra for p in m.parameters())], lr=config.lr
+        ),
+        config=config,
+        domains=domains,
     )
     mean = torch.tensor(model.spec.mean).view(3, 1, 1)
     std = torch.tensor(model.spec.std).view(3, 1, 1)
@@ -425,44 +484,9 @@ def train(
                 raise InterruptedError("training cancelled")
             crops = torch.stack([crop(samples[i]) for i in batch]).to(device)
             target = torch.tensor([labels[i] for i in batch], device=device)
-            with TRACE_LOCK.shared():  # module calls never overlap another thread's trace
-                pooled = body(crops)["features"].mean(dim=(2, 3))
-                embedded = head(pooled) if head is not None else pooled
-                if domains is not None:
-                    first = target == domains[0]
-                    try:
-                        main = objective(embedded[first], embedded[~first])
-                    except ValueError as exc:  # MK-MMD's bandwidth is 0: every feature is one point
-                        raise ValueError(
-                            f"step {step + 1}: the features at {config.layer!r} collapsed to one "
-                            f"point ({exc}); lower lr (now {config.lr}) or train fewer blocks"
-                        ) from exc
-                else:
-                    main = objective(embedded, target)
-                ce = (
-                    F.cross_entropy(classifier(pooled), target)
-                    if classifier is not None
-                    else torch.zeros((), device=device)
-                )
-                loss = config.loss_weight * main + config.cross_entropy * ce
-                if not torch.isfinite(loss.detach()):
-                    raise ValueError(
-                        f"step {step + 1}: the loss is {float(loss.detach())}; lower lr "
-                        f"(now {config.lr})"
-                    )
-                optimiser.zero_grad(set_to_none=True)
-                if loss.requires_grad:
-                    loss.backward()
-                    optimiser.step()
+            loss, main, ce = learner.step(crops, target, step + 1)
             step += 1
-            record = TrainStep(
-                step,
-                steps,
-                epoch,
-                float(loss.detach()),
-                float(main.detach()),
-                float(ce.detach()),
-            )
+            record = TrainStep(step, steps, epoch, loss, main, ce)
             curve.append(record)
             if on_step is not None:
                 on_step(record)
