@@ -10,13 +10,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from app.api.deps import ERRORS, QUEUED, AnalysesDep, Plan, load_model, service_request
 from app.api.schemas import BoxesAtLayerIn
 from app.config import Settings
-from app.engine.measures import get_measure
+from app.engine.measures import MEASURES, get_measure
 from app.service.analysis import DistanceRequest, distances, estimate_distances, resolve_groups
 from app.store import Store
 
 __all__ = ["router", "DistancesIn", "DistancesOut", "MeasureOut"]
 
 router = APIRouter(prefix="/api", tags=["analysis"])
+
+_REFUSING = ", ".join(n for n in sorted(MEASURES) if MEASURES.lookup(n).interval_refusal)
 
 
 class DistancesIn(BoxesAtLayerIn):
@@ -65,8 +67,8 @@ class DistancesIn(BoxesAtLayerIn):
         ge=0,
         description=(
             "Bootstrap resamples of units per pair for a 95% interval; 0: none. Measures "
-            "whose intervals did not hold their level on real boxes (mahalanobis, "
-            "mutual_information) give none and say why in the warnings."
+            f"whose intervals did not hold their level on real boxes ({_REFUSING}) give "
+            "none and say why in the warnings."
         ),
     )
     interval_method: Literal["auto", "studentized", "bca", "percentile"] = Field(
