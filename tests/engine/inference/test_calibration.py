@@ -28,7 +28,6 @@ def test_null_rates_hold_the_level_and_brick_vs_grass_is_detected(
 ) -> None:
     bank = precompute(embedded_model, boxes=48, crops=12)
     mid_only = {
-        ("mahalanobis", LAYERS[0]): 0,
         ("grassmann (gap)", LAYERS[0]): 0,
         ("grassmann (pixels)", LAYERS[0]): 0,
         ("grassmann (pixels)", LAYERS[1]): 0,
