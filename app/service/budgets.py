@@ -46,6 +46,10 @@ F64 = 8
 _RGB = 4  # Pillow keeps an RGB picture as 4 bytes a pixel
 _PERMUTATION_BATCH = 256  # assignments app.engine.inference evaluates at once
 _NULL_BLOCK = 1024  # Gram block of the MMD permutation fast path
+# MMD's bootstrap resamples (app.engine.measures.mmd.RESAMPLED_ROWS, and the median
+# heuristic's rows, _kernels.MEDIAN_ROWS): kept equal by tests/service/test_budgets.py
+RESAMPLED_ROWS = 4096
+MEDIAN_ROWS = 1024
 _OVERHEAD = 16 * 2**20  # a request's own objects, the answer's JSON, allocator slack
 _MMD_MEASURES = frozenset({"mmd", "seed_mmd"})
 _MEAN_MEASURES = frozenset({"euclidean", "std_euclidean", "cosine"})
@@ -209,6 +213,15 @@ def _measure_bytes(measure: str, options: Mapping[str, Any], rows: int, dims: in
     return 4 * pooled
 
 
+def _resampled_bytes(measure: str, options: Mapping[str, Any], rows: int) -> int:
+    """What MMD's bootstrap keeps beside the calls (:meth:`MMD.resampled`): the pooled rows'
+    squared distances, a resample's block of them and its kernel values (a copy for the
+    multi-kernel), its median subset's block and the values above its diagonal."""
+    if measure != "mmd" or options.get("estimator") == "linear" or rows > RESAMPLED_ROWS:
+        return 0
+    return (3 * rows * rows + 2 * min(rows, MEDIAN_ROWS) ** 2) * F64
+
+
 def _measure_flops(measure: str, rows: int, dims: int) -> int:
     """Multiply-adds of one call of a measure on ``rows`` pooled rows of ``dims``."""
     if measure in _MMD_MEASURES:
@@ -269,7 +282,8 @@ def estimate_distances(
         phases = {
             **phases,
             "bootstrap on a pair": _measure_bytes(measure, options, pair_rows, dims)
-            + 2 * pair_rows * dims * F64,
+            + 2 * pair_rows * dims * F64
+            + _resampled_bytes(measure, options, pair_rows),
         }
     k = len(group_sizes)
     calls = (

@@ -168,3 +168,29 @@ def test_settings_defaults() -> None:
     settings = Settings()
     assert settings.max_request_bytes == 3 * 2**30 // 2
     assert settings.max_decoded_bytes == 2 * 2**30
+
+
+def test_mmd_bootstrap_counts_the_pooled_rows_distances_it_resamples_from() -> None:
+    from app.engine.measures._kernels import MEDIAN_ROWS
+    from app.engine.measures.mmd import RESAMPLED_ROWS
+
+    assert (budgets.RESAMPLED_ROWS, budgets.MEDIAN_ROWS) == (RESAMPLED_ROWS, MEDIAN_ROWS)
+
+    def bootstrap_bytes(measure: str, boxes: int, options: dict[str, object]) -> int:
+        return estimate_distances(
+            extraction=Extraction(COST, "resize", [(64, 64)], 1024),
+            measure=measure,
+            options=options,
+            descriptor="pixels",
+            channels=100,
+            grid_size=4,
+            group_sizes=[boxes, boxes],
+            permutations=0,
+            bootstrap=200,
+            units=2 * boxes,
+        ).phases["bootstrap on a pair"]
+
+    rows = 2 * 40 * 16  # 1,280 pooled rows: the median looks at 1,024 of them
+    added = bootstrap_bytes("mmd", 40, {}) - bootstrap_bytes("mmd", 40, {"estimator": "linear"})
+    assert added == (3 * rows * rows + 2 * 1024 * 1024) * 8
+    assert bootstrap_bytes("mmd", 200, {}) == bootstrap_bytes("mmd", 200, {"estimator": "linear"})

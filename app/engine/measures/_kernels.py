@@ -17,10 +17,12 @@ __all__ = [
     "mean_pair_sqdist",
     "median_of",
     "median_sqdist",
+    "median_subset",
     "pair_kernel",
     "sigmas_list",
     "sqdist_matrix",
     "upper_pairs",
+    "upper_values",
 ]
 
 
@@ -255,11 +257,20 @@ def median_sqdist(z: Tensor, *, max_rows: int = MEDIAN_ROWS, seed: int = 0) -> f
     Above ``max_rows`` rows a seeded random subset of ``max_rows`` rows is used.
     """
     if z.shape[0] > max_rows:
-        g = torch.Generator().manual_seed(seed)
-        z = z[torch.randperm(z.shape[0], generator=g)[:max_rows].to(z.device)]
-    d = sqdist_matrix(z)
-    iu = torch.triu_indices(z.shape[0], z.shape[0], offset=1, device=d.device)
-    return median_of(d[iu[0], iu[1]])
+        z = z[median_subset(z.shape[0], seed, max_rows).to(z.device)]
+    return median_of(upper_values(sqdist_matrix(z)))
+
+
+def upper_values(d: Tensor) -> Tensor:
+    """The values above the diagonal of a square matrix (pairs ``i < j``)."""
+    upper = torch.triu_indices(d.shape[0], d.shape[0], offset=1, device=d.device)
+    return d[upper[0], upper[1]]
+
+
+def median_subset(rows: int, seed: int, max_rows: int = MEDIAN_ROWS) -> Tensor:
+    """The ``max_rows`` of ``rows`` that the median heuristic looks at (seeded)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randperm(rows, generator=g)[:max_rows]
 
 
 def sqdist_matrix(z: Tensor) -> Tensor:

@@ -16,14 +16,17 @@ from app.engine.measures._kernels import (
     mean_pair_sqdist,
     median_of,
     median_sqdist,
+    median_subset,
     pair_kernel,
     sigmas_list,
     sqdist_matrix,
+    upper_values,
 )
 from app.engine.measures.base import Measure, MeasureOptions, Resampler, register
 
 __all__ = [
     "MMD",
+    "RESAMPLED_ROWS",
     "BlockSize",
     "Estimator",
     "KernelKind",
@@ -38,6 +41,9 @@ __all__ = [
 Estimator = Literal["biased", "unbiased", "linear"]
 KernelKind = Literal["gaussian", "multi"]
 _BLOCK = 1024
+RESAMPLED_ROWS = 4096
+"""Pooled rows up to which a bootstrap's resamples of MMD gather their squared distances
+from one matrix computed once (``RESAMPLED_ROWS²`` float64: 128 MiB)."""
 
 # Bounds that keep the work and memory of one call bounded: a Gram block is
 # block_size² values (8192² float64 = 512 MiB at most), each bandwidth is one pass.
@@ -193,39 +199,43 @@ class MMD(Measure):
 
     def resampled(self, x: Tensor, y: Tensor) -> Resampler | None:
         """Resamples' MMD² from the pooled rows' squared distances, computed once (float64):
-        each resample gathers its rows' block of them for its own kernel (median or mean
-        of its own pairs, as :meth:`compute`) and sums. Not for the linear estimator, nor
-        above :data:`~app.engine.measures._kernels.MEDIAN_ROWS` pooled rows (where the
-        median heuristic takes a subset); a resample of more rows than that (image units
+        each resample gathers its rows' block of them, takes its own bandwidth as
+        :meth:`compute` does (the median over its pairs, of the same seeded subset of
+        :data:`~app.engine.measures._kernels.MEDIAN_ROWS` rows above that many, or the
+        mean) and sums the kernel. Not for the linear estimator, nor above
+        :data:`RESAMPLED_ROWS` pooled rows; a resample of more rows than that (image units
         of unequal size) is computed as usual."""
-        if self.options.estimator == "linear" or x.shape[0] + y.shape[0] > MEDIAN_ROWS:
+        if self.options.estimator == "linear" or x.shape[0] + y.shape[0] > RESAMPLED_ROWS:
             return None
         d = sqdist_matrix(torch.cat([x, y]))
         n = x.shape[0]
 
         def value(i: Tensor, j: Tensor) -> float:
-            if len(i) + len(j) > MEDIAN_ROWS:
+            if len(i) + len(j) > RESAMPLED_ROWS:
                 return self(x[i], y[j])
             self.check_sizes(len(i), len(j))
             rows = torch.cat([i, j + n]).to(d.device)
-            return self._from_sqdists(d[rows][:, rows], len(i))
+            return self._from_sqdists(d, rows, len(i))
 
         return value
 
-    def _from_sqdists(self, d: Tensor, n: int) -> float:
-        """MMD² of the pooled rows whose squared distances are ``d`` (``x`` first, ``n`` rows),
-        ``d`` overwritten."""
-        o, total = self.options, d.shape[0]
-        upper = torch.triu_indices(total, total, offset=1, device=d.device)
+    def _from_sqdists(self, d: Tensor, rows: Tensor, n: int) -> float:
+        """MMD² of the pooled rows ``rows`` (``x``'s ``n`` first) of the rows whose squared
+        distances are ``d``."""
+        o, total = self.options, len(rows)
+        sub = rows
+        if total > MEDIAN_ROWS:  # the median heuristic's subset, as median_sqdist takes it
+            sub = rows[median_subset(total, o.median_seed).to(rows.device)]
+        block = d[rows[:, None], rows]
         k = _kernel(
-            lambda: median_of(d[upper[0], upper[1]]),
-            lambda: float(d.sum()) / (total * total - total),
+            lambda: median_of(upper_values(d[sub[:, None], sub])),
+            lambda: float(block.sum()) / (total * total - total),
             sigma=o.sigma,
             kernel=o.kernel,
             kernel_mul=o.kernel_mul,
             kernel_num=o.kernel_num,
         )
-        g = k.apply_(d)
+        g = k.apply_(block)
         sxx, syy, sxy = float(g[:n, :n].sum()), float(g[n:, n:].sum()), float(g[:n, n:].sum())
         return mmd_from_sums(sxx, syy, sxy, n, total - n, k.at_zero, o.estimator)
 

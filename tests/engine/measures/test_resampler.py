@@ -9,7 +9,7 @@ import torch
 
 from app.engine.inference import Design, bootstrap_interval
 from app.engine.measures import MEASURES, get_measure
-from app.engine.measures._kernels import MEDIAN_ROWS
+from app.engine.measures.mmd import RESAMPLED_ROWS
 
 
 def _draws(n: int, m: int, count: int, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -79,20 +79,29 @@ def test_mmd_resamples_of_float32_rows_agree_to_float32_rounding() -> None:
         assert on_rows(i, j) == pytest.approx(measure(x[i], y[j]), rel=1e-5)
 
 
-def test_mmd_keeps_its_own_call_where_the_median_takes_a_subset_or_the_estimator_is_linear() -> (
-    None
-):
+def test_mmd_resamples_above_the_median_heuristics_rows_take_its_subset() -> None:
     g = torch.Generator().manual_seed(4)
-    big = torch.randn(MEDIAN_ROWS - 20, 3, generator=g, dtype=torch.float64)
-    small = torch.randn(21, 3, generator=g, dtype=torch.float64)
-    assert get_measure("mmd").resampled(big, small) is None  # 1,025 pooled rows
+    x = torch.randn(700, 5, generator=g, dtype=torch.float64)
+    y = torch.randn(600, 5, generator=g, dtype=torch.float64) + 0.2
+    for options in ({}, {"median_seed": 7}, {"estimator": "unbiased"}):
+        measure = get_measure("mmd", **options)
+        on_rows = measure.resampler(x, y)
+        for i, j in _draws(700, 600, 3, seed=5):
+            assert on_rows(i, j) == pytest.approx(measure(x[i], y[j]), rel=1e-10)
+
+
+def test_mmd_keeps_its_own_call_past_its_rows_or_for_the_linear_estimator() -> None:
+    g = torch.Generator().manual_seed(4)
+    big = torch.randn(RESAMPLED_ROWS - 20, 2, generator=g, dtype=torch.float64)
+    small = torch.randn(21, 2, generator=g, dtype=torch.float64)
+    assert get_measure("mmd").resampled(big, small) is None  # one row too many
     assert get_measure("mmd", estimator="linear").resampled(small, small) is None
-    # 1,024 pooled rows, but a resample of image units may draw more: it takes the subset
+    # within the rows, but a resample of image units may draw more: computed as usual
     measure = get_measure("mmd")
     on_rows = measure.resampler(big, small[:20])
     i = torch.cat([torch.arange(len(big)), torch.arange(30)])
     j = torch.arange(20)
-    assert len(i) + len(j) > MEDIAN_ROWS
+    assert len(i) + len(j) > RESAMPLED_ROWS
     assert on_rows(i, j) == measure(big[i], small[j])
     with pytest.raises(ValueError, match="2 samples per side"):
         get_measure("mmd", estimator="unbiased").resampler(small, small)(
