@@ -1,7 +1,9 @@
 """Nulls built from real boxes: ``gap`` descriptors of random boxes on a real photo, and how
 often each measure's default bootstrap interval covers the null's value on random splits of
-them (``python -m benchmarks.real_boxes [splits] [resamples] [measure ...]``; the slow test
-``tests/engine/inference/test_bootstrap_real_boxes.py`` checks the measures that give one).
+them (``python -m benchmarks.real_boxes [splits] [resamples] [measure ...]``, a measure
+given as ``name`` or ``name:option=value,...``, e.g. ``mmd:estimator=unbiased``; the slow
+test ``tests/engine/inference/test_bootstrap_real_boxes.py`` checks the measures that give
+one).
 """
 
 from __future__ import annotations
@@ -56,8 +58,14 @@ def default_interval(
     return low, high
 
 
+def measure_from(spec: str) -> Measure:
+    """A measure from ``name`` or ``name:option=value,...`` (values as the API takes them)."""
+    name, _, given = spec.partition(":")
+    return get_measure(name, **dict(part.split("=", 1) for part in given.split(",") if part))
+
+
 def print_null_coverage(
-    model: Any, image: DecodedImage, names: Sequence[str], splits: int = 100, resamples: int = 200
+    model: Any, image: DecodedImage, specs: Sequence[str], splits: int = 100, resamples: int = 200
 ) -> None:
     """Per measure: how often its default interval covered the null's value (the measure of
     all 160 boxes against themselves) over random 40/40 splits, with a Wilson interval. The
@@ -66,8 +74,8 @@ def print_null_coverage(
     rows = box_rows(model, image, 160, g).double()
     print("| measure | null's value | covered | 95% CI (Wilson) | low ≤ 0 | s |")
     print("| --- | --- | --- | --- | --- | --- |")
-    for name in names:
-        measure = get_measure(name)
+    for spec in specs:
+        measure = measure_from(spec)
         truth = measure(rows, rows)
         covered = at_zero = 0
         start = time.perf_counter()
@@ -80,7 +88,7 @@ def print_null_coverage(
             at_zero += low <= 0
         ci = binomtest(covered, splits).proportion_ci(method="wilson")
         print(
-            f"| {name} | {truth:.4g} | {covered}/{splits} | [{ci.low:.3f}, {ci.high:.3f}] | "
+            f"| {spec} | {truth:.4g} | {covered}/{splits} | [{ci.low:.3f}, {ci.high:.3f}] | "
             f"{at_zero} | {time.perf_counter() - start:.0f} |",
             flush=True,
         )
@@ -91,6 +99,6 @@ if __name__ == "__main__":
     from benchmarks.calibration import _decoded, _texture
 
     counts = [int(a) for a in sys.argv[1:3]]  # splits, resamples
-    names = sys.argv[3:] or list(MEASURES)
+    specs = sys.argv[3:] or list(MEASURES)
     grass = _decoded(_texture("grass"))
-    print_null_coverage(get_model("efficientnet_lite0"), grass, names, *counts)
+    print_null_coverage(get_model("efficientnet_lite0"), grass, specs, *counts)
