@@ -94,9 +94,8 @@ class Grassmann(Measure):
     name: ClassVar[str] = "grassmann"
     interval_refusal = (
         "bootstrap intervals of the distance between principal subspaces do not hold their "
-        "level: a resample that draws a box twice changes the subspace and often its "
-        "dimension k, and on random splits of 80 real boxes (a null by construction, distance "
-        "0; gap at conv_head) 95% studentized intervals covered 0 in 82 of 100 splits; the "
+        "level: on random splits of 80 real boxes (a null by construction, distance 0; gap "
+        "at conv_head) 95% studentized intervals covered 0 in 82 of 100 splits; the "
         "permutation test's p-value holds its level"
     )
     needs = "pixels"
