@@ -31,7 +31,7 @@ def test_the_default_interval_covers_the_null_and_excludes_a_real_gap(
     grass = box_rows(embedded_model, photo.decoded("grass"), 160, g).double()
     brick = box_rows(embedded_model, photo.decoded("brick"), 40, g).double()
     measure = get_measure(name)
-    truth = measure(grass, grass)  # both halves' population is every box: the null's value
+    truth = measure.plug_in(grass, grass)  # both halves' population is every box
     covered = excluded = 0
     for split in range(SPLITS):
         order = torch.randperm(160, generator=g)
