@@ -68,6 +68,21 @@ def _seed_reference(x: torch.Tensor, y: torch.Tensor) -> float:
     return float((k[:n, :n] + k[n:, n:] - k[:n, n:] - k[n:, :n]).mean())
 
 
+def _resampler_speed(
+    x: torch.Tensor, y: torch.Tensor, design: Design, resamples: int
+) -> tuple[float, float]:
+    """Seconds of MMD's default interval through its resampler, and calling the measure."""
+    measure = get_measure("mmd")
+    through = best_time(
+        lambda: bootstrap_interval(measure, x, y, design, resamples=resamples), repeats=1
+    )
+    called = best_time(
+        lambda: bootstrap_interval(lambda a, b: measure(a, b), x, y, design, resamples=resamples),
+        repeats=1,
+    )
+    return through, called
+
+
 def _onednn_gram(z: torch.Tensor) -> torch.Tensor:
     """``z @ z.T`` through oneDNN (the 1×1 convolution the MMD's Gram uses on the CPU)."""
     return torch.nn.functional.conv2d(z.T.contiguous()[None, :, :, None], z[:, :, None, None])
@@ -129,42 +144,28 @@ def main() -> None:
         f"({t_seed / t_ours:.0f}x faster)"
     )
 
-    # The default interval of a matrix cell: studentized, 26 evaluations a resample.
-    measure, xb, yb = get_measure("mmd"), x[:40, :].repeat(1, 3), y[:40, :].repeat(1, 3)
-    boxes = Design.independent(40, 40)
-    through = best_time(
-        lambda: bootstrap_interval(measure, xb, yb, boxes, resamples=200), repeats=1
-    )
-    called = best_time(
-        lambda: bootstrap_interval(lambda a, b: measure(a, b), xb, yb, boxes, resamples=200),
-        repeats=1,
-    )
-    print(
-        f"studentized MMD interval 40 vs 40 x 1,536 f32, 200 resamples x 26 evaluations: "
-        f"{through:.2f} s through the pooled rows' distances, {called:.2f} s calling the "
-        f"measure on every resample ({called / through:.1f}x)"
-    )
-    # The same boxes' `pixels` (16 rows a box, box units): 1,280 pooled rows, past the
+    # The default interval of a matrix cell: studentized, 26 evaluations a resample; then
+    # the same boxes' `pixels` (16 rows a box, box units): 1,280 pooled rows, past the
     # median heuristic's 1,024, so each resample's median takes its seeded subset.
-    xp, yp = x[:640].repeat(1, 3), y[:640].repeat(1, 3)
-    sixteen = Design(
-        x_boxes=tuple(r // 16 for r in range(640)),
-        x_images=tuple(r // 16 for r in range(640)),
-        y_boxes=tuple(100 + r // 16 for r in range(640)),
-        y_images=tuple(100 + r // 16 for r in range(640)),
-    )
-    through = best_time(
-        lambda: bootstrap_interval(measure, xp, yp, sixteen, resamples=10), repeats=1
-    )
-    called = best_time(
-        lambda: bootstrap_interval(lambda a, b: measure(a, b), xp, yp, sixteen, resamples=10),
-        repeats=1,
-    )
-    print(
-        f"the same on their pixels, 1,280 pooled rows x 1,536 f32, 10 resamples: "
-        f"{through:.2f} s through the pooled rows' distances, {called:.2f} s calling the "
-        f"measure ({called / through:.1f}x)"
-    )
+    sixteen = tuple(r // 16 for r in range(640))
+    for what, xb, yb, design, resamples in (
+        ("40 vs 40 x 1,536", x[:40], y[:40], Design.independent(40, 40), 200),
+        (
+            "their pixels, 1,280 pooled rows x 1,536",
+            x[:640],
+            y[:640],
+            Design(
+                sixteen, sixteen, tuple(100 + b for b in sixteen), tuple(100 + b for b in sixteen)
+            ),
+            10,
+        ),
+    ):
+        through, called = _resampler_speed(xb.repeat(1, 3), yb.repeat(1, 3), design, resamples)
+        print(
+            f"studentized MMD interval, {what} f32, {resamples} resamples x 26 evaluations: "
+            f"{through:.2f} s through the pooled rows' distances, {called:.2f} s calling the "
+            f"measure on every resample ({called / through:.1f}x)"
+        )
 
     out = subprocess.run(
         [sys.executable, "-c", _PEAK_SCRIPT.format(n=50_000)],
